@@ -1,0 +1,37 @@
+# PGXS build: make && make install && make installcheck (see README for running as root).
+EXTENSION = switchboard
+MODULE_big = switchboard
+EXTVERSION = 0.1
+DATA_built = switchboard--$(EXTVERSION).sql
+PG_CONFIG ?= pg_config
+
+# Server-free C++ (no postgres.h): unit-tested on its own by `make unittest`.
+CORE_SRCS = $(wildcard src/connectors/*.cpp src/delivery/*.cpp src/http/*.cpp) src/config/host_policy.cpp
+# Code that runs inside Postgres.
+PG_SRCS = $(filter-out $(CORE_SRCS), $(wildcard src/*.cpp src/*/*.cpp))
+OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
+
+PG_CPPFLAGS = -Isrc
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-missing-field-initializers -Wno-unused-parameter
+SHLIB_LINK = -lcurl -lcrypto -lstdc++
+# PGXS's bitcode rules ignore PG_CXXFLAGS; the JIT gains nothing from this code.
+override with_llvm = no
+
+REGRESS = config capture preview privileges dump
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --inputdir=. --outputdir=results
+
+EXTRA_CLEAN = results tmp_check test/unit/unit_tests src/*/*.o src/*.o
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+switchboard--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+
+UNIT_SRCS = $(wildcard test/unit/*.cpp)
+test/unit/unit_tests: $(CORE_SRCS) $(UNIT_SRCS) $(wildcard src/*/*.h)
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -Isrc $(CORE_SRCS) $(UNIT_SRCS) -lgtest -lgtest_main -pthread -lcurl -lcrypto -o $@
+
+.PHONY: unittest
+unittest: test/unit/unit_tests
+	test/unit/unit_tests

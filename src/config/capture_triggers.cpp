@@ -1,0 +1,161 @@
+// switchboard._sync_capture(): AFTER trigger on routes and filters. Keeps the capture triggers
+// on each route's source table in line with the route: one AFTER ROW trigger per captured
+// operation, named switchboard_<route>_<op>, whose WHEN clause holds the filters that cannot
+// raise (so rejected changes cost the writer almost nothing).
+#include "pg/boundary.h"
+#include "pg/expr.h"
+#include "pg/spi.h"
+#include "settings.h"
+#include "translate/route_def.h"
+
+extern "C" {
+#include "catalog/dependency.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_trigger.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "utils/rel.h"
+}
+
+using namespace switchboard;
+
+namespace {
+
+const Op kAllOps[] = {Op::Insert, Op::Update, Op::Delete};
+
+std::string
+TriggerName(const std::string &route, Op op)
+{
+	return "switchboard_" + route + "_" + OpName(op);
+}
+
+bool
+RelationExists(Oid relid)
+{
+	return SpiScalar("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1::oid", {std::to_string(relid)}).has_value();
+}
+
+void
+Detach(const std::string &route, Oid source)
+{
+	if (!RelationExists(source))
+		return; // dropped with its table
+	std::string table = QualifiedName(source);
+	for (Op op : kAllOps) {
+		std::string name = TriggerName(route, op);
+		if (SpiScalar("SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1::oid AND tgname = $2",
+		              {std::to_string(source), name}))
+			SpiExec("DROP TRIGGER " + QuoteIdent(name) + " ON " + table);
+	}
+}
+
+void
+Attach(const RouteDef &def)
+{
+	std::string table = QualifiedName(def.source);
+	for (Op op : def.operations) {
+		std::string when;
+		for (const auto &f : def.filters) {
+			if (!f.InWhen(op))
+				continue;
+			when += (when.empty() ? "" : " AND ") + Parenthesize(f.predicate);
+		}
+		std::string args = QuoteLiteral(def.name);
+		if (op == Op::Update && def.NeedsOldImage())
+			args += ", 'old'";
+		std::string op_upper = OpName(op);
+		for (auto &c : op_upper)
+			c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+		std::string name = TriggerName(def.name, op);
+		SpiExec("CREATE TRIGGER " + QuoteIdent(name) + " AFTER " + op_upper + " ON " + table + " FOR EACH ROW" +
+		        (when.empty() ? "" : " WHEN (" + when + ")") + " EXECUTE FUNCTION switchboard.capture(" + args + ")");
+		// DROP EXTENSION takes the capture triggers with it. An automatic dependency (not
+		// membership) keeps them in pg_dump's output, where restores recreate them after the data.
+		Guarded([&] {
+			ObjectAddress trigger, extension;
+			ObjectAddressSet(trigger, TriggerRelationId, get_trigger_oid(def.source, name.c_str(), false));
+			ObjectAddressSet(extension, ExtensionRelationId, get_extension_oid("switchboard", false));
+			recordDependencyOn(&trigger, &extension, DEPENDENCY_AUTO);
+		});
+	}
+}
+
+// Re-creates the triggers of a route from its current definition.
+void
+Resync(const std::string &route)
+{
+	auto def = FindRoute(route, false);
+	if (!def)
+		return;
+	if (def->source_exists)
+		Detach(def->name, def->source);
+	if (def->enabled && def->source_exists)
+		Attach(*def);
+}
+
+std::optional<Oid>
+OidField(TupleDesc desc, HeapTuple tuple, const char *column)
+{
+	bool isnull = true;
+	Datum value = 0;
+	Guarded([&] { value = SPI_getbinval(tuple, desc, SPI_fnumber(desc, column), &isnull); });
+	if (isnull)
+		return std::nullopt;
+	return DatumGetObjectId(value);
+}
+
+std::string
+TextField(TupleDesc desc, HeapTuple tuple, const char *column)
+{
+	std::string out;
+	Guarded([&] {
+		char *v = SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
+		out = v ? v : "";
+	});
+	return out;
+}
+
+Datum
+SyncCapture(FunctionCallInfo fcinfo)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		Fail(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, "switchboard._sync_capture() must run AFTER ... FOR EACH ROW");
+	if (RestoringFromDump())
+		return PointerGetDatum(nullptr);
+	TupleDesc desc = RelationGetDescr(td->tg_relation);
+	std::string table = RelationGetRelationName(td->tg_relation);
+	bool is_insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
+	bool is_delete = TRIGGER_FIRED_BY_DELETE(td->tg_event);
+	HeapTuple old_row = is_insert ? nullptr : td->tg_trigtuple;
+	HeapTuple new_row = is_insert ? td->tg_trigtuple : (is_delete ? nullptr : td->tg_newtuple);
+
+	SpiConnection spi;
+	if (table == "routes") {
+		if (old_row) {
+			auto source = OidField(desc, old_row, "source");
+			if (source)
+				Detach(TextField(desc, old_row, "name"), *source);
+		}
+		if (new_row)
+			Resync(TextField(desc, new_row, "name"));
+	} else if (table == "filters") {
+		if (old_row)
+			Resync(TextField(desc, old_row, "route"));
+		if (new_row && (!old_row || TextField(desc, old_row, "route") != TextField(desc, new_row, "route")))
+			Resync(TextField(desc, new_row, "route"));
+	}
+	return PointerGetDatum(nullptr);
+}
+
+} // namespace
+
+extern "C" {
+PG_FUNCTION_INFO_V1(switchboard_sync_capture);
+Datum
+switchboard_sync_capture(PG_FUNCTION_ARGS)
+{
+	return Boundary([&] { return SyncCapture(fcinfo); });
+}
+}

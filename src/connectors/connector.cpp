@@ -1,0 +1,536 @@
+// Shared connector pieces: the kind registry, option validation, and the small helpers every
+// connector uses (Retry-After, URLs, error snippets, webhook signatures).
+#include "connectors/connector.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+
+#include "connectors/crypto.h"
+
+namespace switchboard {
+
+namespace {
+
+const char *const kKinds[] = {"hubspot", "salesforce", "webhook", "openai"};
+
+std::string
+Lower(std::string text)
+{
+	for (char &c : text)
+		c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+	return text;
+}
+
+bool
+IsDigits(const std::string &text)
+{
+	return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Options each kind accepts, in the order error messages list them.
+std::vector<std::string>
+KnownOptions(const std::string &kind)
+{
+	std::vector<std::string> known = {"batch_size", "max_concurrency", "rate_limit", "timeout_ms", "headers"};
+	if (kind == "salesforce")
+		known.push_back("api_version");
+	if (kind == "openai")
+		known.push_back("model");
+	return known;
+}
+
+std::string
+JoinNames(const std::vector<std::string> &names)
+{
+	std::string out;
+	for (const auto &name : names) {
+		if (!out.empty())
+			out += ", ";
+		out += name;
+	}
+	return out;
+}
+
+// Integral JSON number (jsonb may hand us 100.0) within [low, high].
+bool
+IntegerInRange(const Json &value, long low, long high)
+{
+	long v;
+	if (value.is_number_integer()) {
+		if (value.is_number_unsigned()) {
+			if (value.get<unsigned long long>() > static_cast<unsigned long long>(LONG_MAX))
+				return false;
+		}
+		v = value.get<long>();
+	} else if (value.is_number_float()) {
+		double d = value.get<double>();
+		if (!(d >= static_cast<double>(low) && d <= static_cast<double>(high)) || d != static_cast<double>(static_cast<long>(d)))
+			return false;
+		v = static_cast<long>(d);
+	} else {
+		return false;
+	}
+	return v >= low && v <= high;
+}
+
+[[noreturn]] void
+RangeError(const std::string &name, long low, long high, const Json &got)
+{
+	throw std::invalid_argument("option \"" + name + "\" must be an integer between " + std::to_string(low) + " and " +
+	                            std::to_string(high) + ", got " + got.dump());
+}
+
+// RFC 7230 token characters: what a header name may contain.
+bool
+IsTokenChar(char c)
+{
+	if (std::isalnum(static_cast<unsigned char>(c)))
+		return true;
+	return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != '\0';
+}
+
+// Headers the connector sets itself; letting options override them would either break the
+// wire contract or let a secret slip into the endpoint row (and into preview()).
+std::vector<std::string>
+ReservedHeaders(const std::string &kind)
+{
+	if (kind == "webhook")
+		return {"content-type", "webhook-id", "webhook-timestamp", "webhook-signature"};
+	return {"content-type", "authorization"};
+}
+
+void
+ValidateHeaders(const std::string &kind, const Json &headers)
+{
+	if (!headers.is_object())
+		throw std::invalid_argument("option \"headers\" must be an object of header name to string value, got " +
+		                            Snippet(headers.dump(), 60));
+	auto reserved = ReservedHeaders(kind);
+	for (const auto &item : headers.items()) {
+		const std::string &name = item.key();
+		if (name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar))
+			throw std::invalid_argument("option \"headers\": \"" + Snippet(name, 60) + "\" is not a valid header name");
+		if (std::find(reserved.begin(), reserved.end(), Lower(name)) != reserved.end())
+			throw std::invalid_argument("option \"headers\" may not set \"" + name + "\": the " + kind +
+			                            " connector sets it itself");
+		if (!item.value().is_string())
+			throw std::invalid_argument("option \"headers\": value of \"" + name + "\" must be a string, got " +
+			                            Snippet(item.value().dump(), 60));
+		const auto &value = item.value().get_ref<const std::string &>();
+		// CR/LF would let a value start a new header line (header injection).
+		if (std::any_of(value.begin(), value.end(),
+		                [](char c) { return c == '\r' || c == '\n' || c == '\0'; }))
+			throw std::invalid_argument("option \"headers\": value of \"" + name +
+			                            "\" may not contain line breaks or NUL");
+	}
+}
+
+bool
+ParseUnsigned(const std::string &text, long max, long *out)
+{
+	if (!IsDigits(text) || text.size() > 18)
+		return false;
+	long v = std::stol(text);
+	if (v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+const char *const kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm); avoids
+// timegm(), whose availability and locale/TZ interplay varies.
+int64_t
+DaysFromCivil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	const int64_t era = (y >= 0 ? y : y - 399) / 400;
+	const unsigned yoe = static_cast<unsigned>(y - era * 400);
+	const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+// "Sun, 06 Nov 1994 08:49:37 GMT" (IMF-fixdate, the only form RFC 9110 senders may use).
+bool
+ParseHttpDate(const std::string &text, int64_t *unix_ms)
+{
+	char weekday[4] = {0}, month[4] = {0}, zone[4] = {0};
+	int day = 0, year = 0, hour = 0, minute = 0, second = 0;
+	int consumed = 0;
+	if (std::sscanf(text.c_str(), "%3s, %d %3s %d %d:%d:%d %3s%n", weekday, &day, month, &year, &hour, &minute,
+	                &second, zone, &consumed) != 8)
+		return false;
+	if (static_cast<size_t>(consumed) != text.size() || std::strcmp(zone, "GMT") != 0)
+		return false;
+	int month_index = -1;
+	for (int i = 0; i < 12; ++i)
+		if (std::strcmp(month, kMonths[i]) == 0)
+			month_index = i;
+	if (month_index < 0 || day < 1 || day > 31 || year < 1970 || year > 9999 || hour > 23 || minute > 59 ||
+	    second > 60 || hour < 0 || minute < 0 || second < 0)
+		return false;
+	int64_t days = DaysFromCivil(year, static_cast<unsigned>(month_index + 1), static_cast<unsigned>(day));
+	*unix_ms = ((days * 24 + hour) * 60 + minute) * 60000LL + second * 1000LL;
+	return true;
+}
+
+} // namespace
+
+const char *
+OpName(Op op)
+{
+	switch (op) {
+	case Op::Insert:
+		return "insert";
+	case Op::Update:
+		return "update";
+	case Op::Delete:
+		return "delete";
+	}
+	return "update";
+}
+
+bool
+IsKnownKind(const std::string &kind)
+{
+	for (const char *known : kKinds)
+		if (kind == known)
+			return true;
+	return false;
+}
+
+std::unique_ptr<Connector>
+MakeConnector(const std::string &kind)
+{
+	if (kind == "hubspot")
+		return MakeHubSpotConnector();
+	if (kind == "salesforce")
+		return MakeSalesforceConnector();
+	if (kind == "webhook")
+		return MakeWebhookConnector();
+	if (kind == "openai")
+		return MakeOpenAIConnector();
+	throw std::invalid_argument("unknown endpoint kind \"" + Snippet(kind, 60) +
+	                            "\" (known: hubspot, salesforce, webhook, openai)");
+}
+
+size_t
+BulkLimit(const std::string &kind)
+{
+	if (kind == "hubspot")
+		return 100;
+	if (kind == "salesforce")
+		return 200;
+	if (kind == "webhook" || kind == "openai")
+		return 1;
+	throw std::invalid_argument("unknown endpoint kind \"" + Snippet(kind, 60) +
+	                            "\" (known: hubspot, salesforce, webhook, openai)");
+}
+
+void
+ValidateOptions(const std::string &kind, const Json &options)
+{
+	size_t bulk_limit = BulkLimit(kind); // also rejects an unknown kind
+	if (options.is_null())
+		return;
+	if (!options.is_object())
+		throw std::invalid_argument("options must be a JSON object, got " + Snippet(options.dump(), 60));
+	auto known = KnownOptions(kind);
+	for (const auto &item : options.items()) {
+		const std::string &name = item.key();
+		const Json &value = item.value();
+		if (std::find(known.begin(), known.end(), name) == known.end())
+			throw std::invalid_argument("unknown option \"" + Snippet(name, 60) + "\" for kind " + kind +
+			                            " (known: " + JoinNames(known) + ")");
+		if (name == "batch_size") {
+			if (bulk_limit == 1) {
+				if (!IntegerInRange(value, 1, 1))
+					throw std::invalid_argument("option \"batch_size\" must be 1 for kind " + kind +
+					                            " (one request per change), got " + value.dump());
+			} else if (!IntegerInRange(value, 1, static_cast<long>(bulk_limit))) {
+				RangeError(name, 1, static_cast<long>(bulk_limit), value);
+			}
+		} else if (name == "max_concurrency") {
+			if (!IntegerInRange(value, 1, 64))
+				RangeError(name, 1, 64, value);
+		} else if (name == "timeout_ms") {
+			if (!IntegerInRange(value, 100, 600000))
+				RangeError(name, 100, 600000, value);
+		} else if (name == "rate_limit") {
+			int count;
+			long window_ms;
+			if (!value.is_string() || !ParseRateLimit(value.get<std::string>(), &count, &window_ms))
+				throw std::invalid_argument("option \"rate_limit\" must be a string like \"100/10s\" (count/duration, "
+				                            "units ms, s, m, h), got " +
+				                            Snippet(value.dump(), 60));
+		} else if (name == "headers") {
+			ValidateHeaders(kind, value);
+		} else if (name == "api_version") {
+			// "59.0": digits, a dot, digits. It lands in the URL path, so nothing else may pass.
+			bool ok = false;
+			if (value.is_string()) {
+				const auto &text = value.get_ref<const std::string &>();
+				auto dot = text.find('.');
+				ok = dot != std::string::npos && IsDigits(text.substr(0, dot)) && IsDigits(text.substr(dot + 1));
+			}
+			if (!ok)
+				throw std::invalid_argument("option \"api_version\" must be a string like \"59.0\", got " +
+				                            Snippet(value.dump(), 60));
+		} else if (name == "model") {
+			if (!value.is_string() || value.get_ref<const std::string &>().empty())
+				throw std::invalid_argument("option \"model\" must be a non-empty string, got " +
+				                            Snippet(value.dump(), 60));
+		}
+	}
+}
+
+bool
+ParseRateLimit(const std::string &text, int *count, long *window_ms)
+{
+	auto slash = text.find('/');
+	if (slash == std::string::npos)
+		return false;
+	long parsed_count;
+	if (!ParseUnsigned(text.substr(0, slash), INT_MAX, &parsed_count) || parsed_count < 1)
+		return false;
+	std::string duration = text.substr(slash + 1);
+	size_t digits = 0;
+	while (digits < duration.size() && duration[digits] >= '0' && duration[digits] <= '9')
+		++digits;
+	std::string number = duration.substr(0, digits);
+	std::string unit = duration.substr(digits);
+	long amount = 1; // "5/s" reads as "5/1s"
+	// Bounded so that amount * unit fits a long on any platform: a week of hours at most.
+	if (!number.empty() && !ParseUnsigned(number, 100000000L, &amount))
+		return false;
+	long unit_ms;
+	if (unit == "ms")
+		unit_ms = 1;
+	else if (unit == "s")
+		unit_ms = 1000;
+	else if (unit == "m")
+		unit_ms = 60000;
+	else if (unit == "h")
+		unit_ms = 3600000;
+	else
+		return false;
+	if (amount < 1 || amount > LONG_MAX / unit_ms)
+		return false;
+	*count = static_cast<int>(parsed_count);
+	*window_ms = amount * unit_ms;
+	return true;
+}
+
+std::vector<size_t>
+SkippedChanges(const std::vector<Change> &changes, const std::vector<Call> &calls)
+{
+	std::vector<bool> covered(changes.size(), false);
+	for (const auto &call : calls)
+		for (size_t index : call.changes)
+			if (index < covered.size())
+				covered[index] = true;
+	std::vector<size_t> skipped;
+	for (size_t i = 0; i < covered.size(); ++i)
+		if (!covered[i])
+			skipped.push_back(i);
+	return skipped;
+}
+
+long
+ParseRetryAfter(const std::string &value, int64_t now_ms)
+{
+	// Cap: a remote asking for more than a day is treated as asking for a day; the retry
+	// policy still has the final word.
+	const long kMaxMs = 24L * 3600 * 1000;
+	size_t begin = value.find_first_not_of(" \t");
+	size_t end = value.find_last_not_of(" \t");
+	if (begin == std::string::npos)
+		return -1;
+	std::string text = value.substr(begin, end - begin + 1);
+	if (IsDigits(text)) {
+		if (text.size() > 9)
+			return kMaxMs;
+		return std::min(kMaxMs, std::stol(text) * 1000);
+	}
+	// Some servers send fractional seconds ("1.5"); honour them rather than ignore the hint.
+	auto dot = text.find('.');
+	if (dot != std::string::npos && dot > 0 && IsDigits(text.substr(0, dot)) && IsDigits(text.substr(dot + 1))) {
+		if (dot > 9)
+			return kMaxMs;
+		// By hand rather than std::stod, which follows LC_NUMERIC.
+		long ms = std::stol(text.substr(0, dot)) * 1000;
+		std::string fraction = text.substr(dot + 1) + "000";
+		ms += std::stol(fraction.substr(0, 3));
+		return std::min(kMaxMs, ms);
+	}
+	int64_t at_ms;
+	if (ParseHttpDate(text, &at_ms)) {
+		int64_t delta = at_ms - now_ms;
+		if (delta < 0)
+			return 0;
+		return static_cast<long>(std::min<int64_t>(delta, kMaxMs));
+	}
+	return -1;
+}
+
+long
+RetryAfterMs(const HttpResponse &response)
+{
+	std::string value = HeaderValue(response.headers, "retry-after");
+	if (value.empty())
+		return -1;
+	int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+	                     std::chrono::system_clock::now().time_since_epoch())
+	                     .count();
+	return ParseRetryAfter(value, now_ms);
+}
+
+std::string
+HeaderValue(const Headers &headers, const std::string &name)
+{
+	std::string wanted = Lower(name);
+	for (const auto &header : headers)
+		if (Lower(header.first) == wanted)
+			return header.second;
+	return std::string();
+}
+
+std::string
+UrlEncode(const std::string &text)
+{
+	static const char kHex[] = "0123456789ABCDEF";
+	std::string out;
+	out.reserve(text.size());
+	for (char c : text) {
+		unsigned char u = static_cast<unsigned char>(c);
+		if (std::isalnum(u) || c == '-' || c == '_' || c == '.' || c == '~') {
+			out += c;
+		} else {
+			out += '%';
+			out += kHex[u >> 4];
+			out += kHex[u & 15];
+		}
+	}
+	return out;
+}
+
+std::string
+JoinUrl(const std::string &base_url, const std::string &path)
+{
+	std::string base = base_url;
+	while (!base.empty() && base.back() == '/')
+		base.pop_back();
+	return base + path;
+}
+
+std::string
+Snippet(const std::string &text, size_t max_bytes)
+{
+	std::string out;
+	out.reserve(std::min(text.size(), max_bytes));
+	size_t i = 0;
+	while (i < text.size()) {
+		unsigned char c = static_cast<unsigned char>(text[i]);
+		size_t len = 1;
+		if (c >= 0xF0)
+			len = 4;
+		else if (c >= 0xE0)
+			len = 3;
+		else if (c >= 0xC0)
+			len = 2;
+		if (i + len > text.size())
+			len = text.size() - i;
+		if (out.size() + len > max_bytes)
+			return out + "...";
+		if (c < 0x20 || c == 0x7F)
+			out += ' ';
+		else
+			out.append(text, i, len);
+		i += len;
+	}
+	return out;
+}
+
+CallResult
+UniformResult(const Call &call, Outcome outcome, const std::string &error, long retry_after_ms)
+{
+	CallResult result;
+	result.error = error;
+	result.retry_after_ms = retry_after_ms;
+	ChangeResult one;
+	one.outcome = outcome;
+	one.error = error;
+	one.retry_after_ms = retry_after_ms;
+	result.results.assign(call.changes.size(), one);
+	return result;
+}
+
+size_t
+BatchSizeOption(const Endpoint &endpoint, size_t limit)
+{
+	if (!endpoint.options.is_object())
+		return limit;
+	auto it = endpoint.options.find("batch_size");
+	if (it == endpoint.options.end() || !it->is_number())
+		return limit;
+	double wanted = it->get<double>();
+	if (!(wanted >= 1))
+		return limit;
+	return wanted < static_cast<double>(limit) ? static_cast<size_t>(wanted) : limit;
+}
+
+void
+AppendOptionHeaders(const Endpoint &endpoint, Headers *headers)
+{
+	if (!endpoint.options.is_object())
+		return;
+	auto it = endpoint.options.find("headers");
+	if (it == endpoint.options.end() || !it->is_object())
+		return;
+	for (const auto &item : it->items())
+		if (item.value().is_string())
+			headers->emplace_back(item.key(), item.value().get<std::string>());
+}
+
+std::string
+IsoTimestampUtc(int64_t unix_ms)
+{
+	// Floor division so that times before 1970 still get a 0..999 millisecond part.
+	int64_t seconds = unix_ms / 1000;
+	int64_t millis = unix_ms % 1000;
+	if (millis < 0) {
+		millis += 1000;
+		seconds -= 1;
+	}
+	std::time_t t = static_cast<std::time_t>(seconds);
+	std::tm tm_utc{};
+	if (gmtime_r(&t, &tm_utc) == nullptr)
+		return "1970-01-01T00:00:00.000Z"; // out of range for the platform's time_t
+	char buffer[80]; // room for any int fields, which keeps -Wformat-truncation quiet
+	std::snprintf(buffer, sizeof(buffer), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm_utc.tm_year + 1900,
+	              tm_utc.tm_mon + 1, tm_utc.tm_mday, tm_utc.tm_hour, tm_utc.tm_min, tm_utc.tm_sec,
+	              static_cast<int>(millis));
+	return buffer;
+}
+
+std::string
+StandardWebhookSignature(const std::string &secret, const std::string &id, const std::string &timestamp,
+                         const std::string &body)
+{
+	const std::string prefix = "whsec_";
+	std::string encoded = secret.compare(0, prefix.size(), prefix) == 0 ? secret.substr(prefix.size()) : secret;
+	std::string key;
+	if (encoded.empty() || !Base64Decode(encoded, &key) || key.empty())
+		throw std::invalid_argument("webhook secret must be whsec_<base64>");
+	return "v1," + Base64Encode(HmacSha256(key, id + "." + timestamp + "." + body));
+}
+
+} // namespace switchboard

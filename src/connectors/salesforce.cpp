@@ -1,0 +1,341 @@
+// Salesforce connector (SPEC §5 salesforce): OAuth client-credentials token, sObject
+// Collections upsert by external ID and delete by id, per-record results in request order.
+#include <algorithm>
+#include <stdexcept>
+
+#include "connectors/connector.h"
+
+namespace switchboard {
+
+namespace {
+
+const size_t kSalesforceBatchLimit = 200;
+
+std::string
+ApiVersion(const Endpoint &endpoint)
+{
+	if (endpoint.options.is_object()) {
+		auto it = endpoint.options.find("api_version");
+		if (it != endpoint.options.end() && it->is_string() && !it->get_ref<const std::string &>().empty())
+			return it->get<std::string>();
+	}
+	return "59.0";
+}
+
+std::string
+Text(const Json &object, const char *name)
+{
+	if (object.is_object() && object.contains(name) && object[name].is_string())
+		return object[name].get<std::string>();
+	return std::string();
+}
+
+// The error code of one Salesforce error object: record results say statusCode, call-level
+// errors say errorCode.
+std::string
+ErrorCode(const Json &error)
+{
+	std::string code = Text(error, "statusCode");
+	return code.empty() ? Text(error, "errorCode") : code;
+}
+
+// "STATUSCODE: message (fields: a,b)"
+std::string
+DescribeOne(const Json &error)
+{
+	std::string code = ErrorCode(error);
+	std::string text = code.empty() ? std::string() : code + ": ";
+	text += Snippet(Text(error, "message"), 500);
+	if (error.is_object() && error.contains("fields") && error["fields"].is_array() && !error["fields"].empty()) {
+		std::string fields;
+		for (const auto &field : error["fields"]) {
+			if (!field.is_string())
+				continue;
+			if (!fields.empty())
+				fields += ",";
+			fields += field.get<std::string>();
+		}
+		if (!fields.empty())
+			text += " (fields: " + fields + ")";
+	}
+	return text;
+}
+
+std::string
+DescribeAll(const Json &errors)
+{
+	std::string text;
+	if (!errors.is_array())
+		return text;
+	for (const auto &error : errors) {
+		if (!text.empty())
+			text += "; ";
+		text += DescribeOne(error);
+	}
+	return text;
+}
+
+// Codes that describe the moment, not the record: the same request may well succeed later.
+bool
+IsTransientCode(const std::string &code)
+{
+	return code == "UNABLE_TO_LOCK_ROW" || code == "REQUEST_LIMIT_EXCEEDED" || code == "SERVER_UNAVAILABLE";
+}
+
+// Call-level errors arrive as [{"message","errorCode","fields"}] (sometimes a bare object).
+Json
+CallErrors(const HttpResponse &response)
+{
+	Json body = Json::parse(response.body, nullptr, false);
+	if (body.is_object())
+		return Json::array({body});
+	if (body.is_array())
+		return body;
+	return Json::array();
+}
+
+bool
+HasErrorCode(const Json &errors, const std::string &code)
+{
+	for (const auto &error : errors)
+		if (ErrorCode(error) == code)
+			return true;
+	return false;
+}
+
+std::string
+DescribeCall(const HttpResponse &response, const Json &errors)
+{
+	std::string head = "HTTP " + std::to_string(response.status);
+	std::string detail = DescribeAll(errors);
+	if (!detail.empty())
+		return head + " " + detail;
+	if (response.body.empty())
+		return head;
+	return head + ": " + Snippet(response.body);
+}
+
+bool
+IsDeleteCall(const Call &call)
+{
+	return call.request.method == "DELETE";
+}
+
+class SalesforceConnector : public Connector {
+public:
+	size_t
+	MaxBatch(const Endpoint &endpoint) const override
+	{
+		return BatchSizeOption(endpoint, kSalesforceBatchLimit);
+	}
+
+	std::vector<Call>
+	BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
+	           const Auth &auth) const override
+	{
+		std::vector<size_t> upserts, deletes;
+		for (size_t i = 0; i < changes.size(); ++i) {
+			if (changes[i].op != Op::Delete)
+				upserts.push_back(i);
+			else if (route.on_delete == "delete" && !changes[i].remote_id.empty())
+				deletes.push_back(i);
+		}
+		// Before the first token (preview) the instance is unknown; the login host stands in.
+		const std::string instance = auth.instance_url.empty() ? endpoint.base_url : auth.instance_url;
+		const std::string collection = JoinUrl(instance, "/services/data/v" + ApiVersion(endpoint) + "/composite/sobjects");
+		const std::string authorization = auth.masked ? "Bearer ****" : "Bearer " + auth.bearer;
+		size_t batch = MaxBatch(endpoint);
+		std::vector<Call> calls;
+		for (size_t start = 0; start < upserts.size(); start += batch) {
+			Call call;
+			nlohmann::ordered_json records = nlohmann::ordered_json::array();
+			for (size_t i = start; i < std::min(upserts.size(), start + batch); ++i) {
+				const Change &change = changes[upserts[i]];
+				nlohmann::ordered_json record;
+				record["attributes"] = {{"type", route.remote_object}};
+				record[route.match_remote] = change.key;
+				// The key decides which record is written; a mapped field of the same name
+				// must not contradict it, nor may one overwrite "attributes".
+				if (change.fields.is_object())
+					for (const auto &field : change.fields.items())
+						if (field.key() != route.match_remote && field.key() != "attributes")
+							record[field.key()] = field.value();
+				records.push_back(std::move(record));
+				call.changes.push_back(upserts[i]);
+			}
+			nlohmann::ordered_json body;
+			body["allOrNone"] = false;
+			body["records"] = std::move(records);
+			call.request.method = "PATCH";
+			call.request.url = collection + "/" + UrlEncode(route.remote_object) + "/" + UrlEncode(route.match_remote);
+			call.request.headers.emplace_back("Authorization", authorization);
+			call.request.headers.emplace_back("Content-Type", "application/json");
+			AppendOptionHeaders(endpoint, &call.request.headers);
+			call.request.body = body.dump();
+			calls.push_back(std::move(call));
+		}
+		for (size_t start = 0; start < deletes.size(); start += batch) {
+			Call call;
+			std::string ids;
+			for (size_t i = start; i < std::min(deletes.size(), start + batch); ++i) {
+				if (!ids.empty())
+					ids += ",";
+				ids += UrlEncode(changes[deletes[i]].remote_id);
+				call.changes.push_back(deletes[i]);
+			}
+			call.request.method = "DELETE";
+			call.request.url = collection + "?ids=" + ids + "&allOrNone=false";
+			call.request.headers.emplace_back("Authorization", authorization);
+			AppendOptionHeaders(endpoint, &call.request.headers);
+			calls.push_back(std::move(call));
+		}
+		return calls;
+	}
+
+	CallResult
+	ParseResult(const Call &call, const std::vector<Change> &changes, const HttpResponse &response) const override
+	{
+		(void)changes; // results come back in request order; nothing to match on
+		CallResult result;
+		long status = response.status;
+		Json errors = CallErrors(response);
+		if (status == 0) {
+			result = UniformResult(call, Outcome::Retry, "transport error: " + Snippet(response.transport_error));
+			result.endpoint_failure = true;
+		} else if (status == 200) {
+			result = ParseRecords(call, response);
+		} else if (status >= 200 && status < 300) {
+			result = UniformResult(call, Outcome::Delivered, std::string());
+		} else if (status == 401 && HasErrorCode(errors, "INVALID_SESSION_ID")) {
+			// The cached token expired: the worker fetches a new one once and resends.
+			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors));
+			result.refresh_auth = true;
+		} else if (status == 401) {
+			result = UniformResult(call, Outcome::Dead, "authentication failed: " + DescribeCall(response, errors));
+		} else if ((status == 403 && HasErrorCode(errors, "REQUEST_LIMIT_EXCEEDED")) || status == 429) {
+			// The org's API limit: a rate limit, not a verdict on the records.
+			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors), RetryAfterMs(response));
+			result.endpoint_failure = true;
+		} else if (status == 408) {
+			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors), RetryAfterMs(response));
+		} else if (status >= 500) {
+			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors), RetryAfterMs(response));
+			result.endpoint_failure = true;
+		} else {
+			result = UniformResult(call, Outcome::Dead, DescribeCall(response, errors));
+		}
+		result.http_status = status;
+		return result;
+	}
+
+private:
+	// 200: one result per record, in request order.
+	static CallResult
+	ParseRecords(const Call &call, const HttpResponse &response)
+	{
+		Json body = Json::parse(response.body, nullptr, false);
+		if (!body.is_array()) {
+			// Repeating an upsert or delete is harmless; a silent Delivered would not be.
+			return UniformResult(call, Outcome::Retry, "HTTP 200 with an unexpected body: " + Snippet(response.body));
+		}
+		CallResult result;
+		const bool is_delete = IsDeleteCall(call);
+		result.results.resize(call.changes.size());
+		for (size_t p = 0; p < call.changes.size(); ++p) {
+			ChangeResult &one = result.results[p];
+			if (p >= body.size() || !body[p].is_object()) {
+				one.outcome = Outcome::Retry;
+				one.error = "no result for this record in the response";
+				continue;
+			}
+			const Json &item = body[p];
+			if (item.contains("success") && item["success"].is_boolean() && item["success"].get<bool>()) {
+				one.outcome = Outcome::Delivered;
+				one.remote_id = Text(item, "id");
+				continue;
+			}
+			const Json record_errors = item.contains("errors") ? item["errors"] : Json::array();
+			bool transient = false, already_deleted = record_errors.is_array() && !record_errors.empty();
+			if (record_errors.is_array()) {
+				for (const auto &error : record_errors) {
+					transient = transient || IsTransientCode(ErrorCode(error));
+					already_deleted = already_deleted && ErrorCode(error) == "ENTITY_IS_DELETED";
+				}
+			}
+			if (is_delete && already_deleted) {
+				// A resent delete finds the record gone: that is the outcome we wanted.
+				one.outcome = Outcome::Delivered;
+				one.remote_id = Text(item, "id");
+				continue;
+			}
+			one.outcome = transient ? Outcome::Retry : Outcome::Dead;
+			one.error = DescribeAll(record_errors);
+			if (one.error.empty())
+				one.error = "rejected by Salesforce without an error message";
+		}
+		return result;
+	}
+};
+
+} // namespace
+
+std::unique_ptr<Connector>
+MakeSalesforceConnector()
+{
+	return std::make_unique<SalesforceConnector>();
+}
+
+HttpRequest
+BuildSalesforceTokenRequest(const Endpoint &endpoint)
+{
+	// Never quote the secret in these messages: they end up in logs and status views.
+	Json secret = Json::parse(endpoint.secret, nullptr, false);
+	std::string client_id = Text(secret, "client_id");
+	std::string client_secret = Text(secret, "client_secret");
+	if (client_id.empty() || client_secret.empty())
+		throw std::invalid_argument("salesforce endpoint \"" + endpoint.name +
+		                            "\": secret must be JSON {\"client_id\": \"...\", \"client_secret\": \"...\"}");
+	HttpRequest request;
+	request.method = "POST";
+	request.url = JoinUrl(endpoint.base_url, "/services/oauth2/token");
+	request.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+	request.headers.emplace_back("Accept", "application/json");
+	AppendOptionHeaders(endpoint, &request.headers);
+	request.body = "grant_type=client_credentials&client_id=" + UrlEncode(client_id) +
+	               "&client_secret=" + UrlEncode(client_secret);
+	return request;
+}
+
+SalesforceToken
+ParseSalesforceToken(const HttpResponse &response)
+{
+	if (response.status == 0)
+		throw std::runtime_error("salesforce token request failed: transport error: " +
+		                         Snippet(response.transport_error));
+	Json body = Json::parse(response.body, nullptr, false);
+	if (response.status != 200) {
+		std::string text = "salesforce token request failed (HTTP " + std::to_string(response.status) + ")";
+		std::string error = Text(body, "error");
+		std::string description = Text(body, "error_description");
+		if (!error.empty())
+			text += ": " + Snippet(error, 100);
+		if (!description.empty())
+			text += (error.empty() ? ": " : " - ") + Snippet(description, 300);
+		if (error.empty() && description.empty() && !body.is_discarded() && !response.body.empty())
+			text += ": " + DescribeAll(body.is_array() ? body : Json::array({body}));
+		else if (error.empty() && description.empty() && !response.body.empty())
+			text += ": " + Snippet(response.body);
+		throw std::runtime_error(text);
+	}
+	SalesforceToken token;
+	token.access_token = Text(body, "access_token");
+	token.instance_url = Text(body, "instance_url");
+	// No body snippet here: a half-valid answer may still carry a live token.
+	if (token.access_token.empty() || token.instance_url.empty())
+		throw std::runtime_error("salesforce token response lacks access_token or instance_url");
+	while (!token.instance_url.empty() && token.instance_url.back() == '/')
+		token.instance_url.pop_back();
+	return token;
+}
+
+} // namespace switchboard

@@ -1,0 +1,109 @@
+// Generic webhook connector (SPEC §5 webhook): one event per request, signed with Standard
+// Webhooks headers when the endpoint has a secret.
+#include <stdexcept>
+
+#include "connectors/connector.h"
+
+namespace switchboard {
+
+namespace {
+
+// Unix seconds, floored (a capture time before 1970 is absurd, but keep it consistent).
+std::string
+UnixSeconds(int64_t unix_ms)
+{
+	int64_t seconds = unix_ms / 1000;
+	if (unix_ms % 1000 < 0)
+		seconds -= 1;
+	return std::to_string(seconds);
+}
+
+std::string
+Describe(const HttpResponse &response)
+{
+	std::string head = "HTTP " + std::to_string(response.status);
+	return response.body.empty() ? head : head + ": " + Snippet(response.body, 200);
+}
+
+class WebhookConnector : public Connector {
+public:
+	size_t
+	MaxBatch(const Endpoint &) const override
+	{
+		return 1;
+	}
+
+	std::vector<Call>
+	BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
+	           const Auth &auth) const override
+	{
+		std::vector<Call> calls;
+		for (size_t i = 0; i < changes.size(); ++i) {
+			const Change &change = changes[i];
+			if (change.op == Op::Delete && route.on_delete != "delete")
+				continue; // skipped: SkippedChanges reports it
+			nlohmann::ordered_json body;
+			body["type"] = route.remote_object + "." + OpName(change.op);
+			body["id"] = change.event_id;
+			body["timestamp"] = IsoTimestampUtc(change.occurred_at_ms);
+			body["data"] = change.fields.is_object() ? nlohmann::ordered_json(change.fields)
+			                                         : nlohmann::ordered_json::object();
+			Call call;
+			call.changes.push_back(i);
+			call.request.method = "POST";
+			call.request.url = endpoint.base_url;
+			call.request.body = body.dump();
+			call.request.headers.emplace_back("Content-Type", "application/json");
+			AppendOptionHeaders(endpoint, &call.request.headers);
+			if (!endpoint.secret.empty()) {
+				// The timestamp is the capture time, not the send time: a retry then re-sends
+				// exactly the same bytes and signature, which receivers can deduplicate.
+				std::string timestamp = UnixSeconds(change.occurred_at_ms);
+				// Computed even when masked, so preview() reports a malformed secret too.
+				std::string signature =
+				    StandardWebhookSignature(endpoint.secret, change.event_id, timestamp, call.request.body);
+				call.request.headers.emplace_back("webhook-id", change.event_id);
+				call.request.headers.emplace_back("webhook-timestamp", timestamp);
+				call.request.headers.emplace_back("webhook-signature", auth.masked ? "v1,****" : signature);
+			}
+			calls.push_back(std::move(call));
+		}
+		return calls;
+	}
+
+	CallResult
+	ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override
+	{
+		CallResult result;
+		long status = response.status;
+		if (status >= 200 && status < 300) {
+			result = UniformResult(call, Outcome::Delivered, std::string());
+		} else if (status == 0) {
+			result = UniformResult(call, Outcome::Retry, "transport error: " + Snippet(response.transport_error));
+			result.endpoint_failure = true;
+		} else if (status == 410) {
+			// The receiver says this subscription is gone for good: stop the route, keep the reason.
+			result = UniformResult(call, Outcome::Dead, "HTTP 410 Gone: the receiver no longer accepts these events; route disabled");
+			result.disable_route = true;
+		} else if (status == 429 || status >= 500) {
+			result = UniformResult(call, Outcome::Retry, Describe(response), RetryAfterMs(response));
+			result.endpoint_failure = true;
+		} else if (status == 408) {
+			result = UniformResult(call, Outcome::Retry, Describe(response), RetryAfterMs(response));
+		} else {
+			result = UniformResult(call, Outcome::Dead, Describe(response));
+		}
+		result.http_status = status;
+		return result;
+	}
+};
+
+} // namespace
+
+std::unique_ptr<Connector>
+MakeWebhookConnector()
+{
+	return std::make_unique<WebhookConnector>();
+}
+
+} // namespace switchboard

@@ -1,0 +1,61 @@
+// Per-endpoint circuit breaker: an endpoint that keeps failing is backed off as a whole
+// instead of being hammered; its changes wait in the queue and nothing is dropped.
+//
+//   Ok          requests flow.
+//   BackingOff  after 1..4 consecutive endpoint failures: nothing is sent before
+//               next_attempt_at, then requests flow again.
+//   Open        after 5 consecutive failures: after the open interval one probe request
+//               is let through; its failure re-opens with a longer interval (30 s doubling,
+//               up to 5 minutes), its success closes the breaker.
+// Any success returns to Ok and resets the counters.
+//
+// Deterministic on purpose (no jitter): the worker shows next_attempt_at to the DBA, and
+// per-change retries already carry the jitter. Plain C++; times are caller-supplied ms.
+#pragma once
+
+#include <cstdint>
+
+namespace switchboard {
+
+class CircuitBreaker {
+public:
+	enum class State { Ok, BackingOff, Open };
+
+	static constexpr int kOpenAfterFailures = 5;
+	static constexpr long kBackoffBaseMs = 1000;      // 1 s, 2 s, 4 s, 8 s while backing off
+	static constexpr long kOpenBaseMs = 30L * 1000;   // first open interval
+	static constexpr long kOpenCapMs = 5L * 60 * 1000;
+	static constexpr long kRetryAfterCapMs = 60L * 60 * 1000;
+
+	// True when a request may be sent now. In Open this grants a single probe once the
+	// interval has passed, and re-arms the interval, so a probe whose outcome is never
+	// reported cannot wedge the endpoint: another probe follows one interval later.
+	bool AllowRequest(int64_t now_ms);
+
+	// The endpoint answered (any answer that is not an endpoint failure, a 4xx included).
+	void OnSuccess(int64_t now_ms);
+
+	// Transport error, 5xx, 429... retry_after_ms >= 0 (capped at one hour) extends the
+	// pause when longer than the breaker's own.
+	void OnFailure(int64_t now_ms, long retry_after_ms);
+
+	State state() const { return state_; }
+	int64_t next_attempt_at_ms() const { return next_attempt_at_ms_; }
+	int consecutive_failures() const { return consecutive_failures_; }
+
+	// Pause the breaker imposes after `failures` consecutive failures (0 for none).
+	static long PauseMs(int failures);
+
+private:
+	State state_ = State::Ok;
+	int64_t next_attempt_at_ms_ = 0;
+	int consecutive_failures_ = 0;
+	// Pause currently in force; re-arming a probe in Open reuses it.
+	long pause_ms_ = 0;
+};
+
+// "ok" | "backing_off" | "open", as shown in the endpoint status views.
+const char *
+CircuitStateName(CircuitBreaker::State state);
+
+} // namespace switchboard

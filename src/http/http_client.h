@@ -1,0 +1,71 @@
+// HTTP client for the delivery worker: one libcurl multi handle kept for the worker's
+// life, so connections (and TLS sessions) to an endpoint are reused across batches, and
+// many requests are in flight at once without threads.
+//
+// Plain C++ (no postgres.h). Nothing here throws out of a libcurl callback, and nothing
+// calls back into the caller: results are collected by Poll, between which the worker
+// checks for interrupts. libcurl allocates with malloc, never palloc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "connectors/connector.h"
+
+namespace switchboard {
+
+struct HttpClientOptions {
+	long max_total_connections = 64; // across all hosts
+	long max_host_connections = 16;  // per host; transfers beyond it queue inside libcurl
+	size_t max_response_bytes = 8 * 1024 * 1024;
+	long connect_timeout_ms = 10 * 1000;
+	std::string user_agent = "switchboard";
+};
+
+// curl_global_init, once per process. Call it at worker start, before any thread could
+// exist; later calls are no-ops returning the first result. On failure *error (when given)
+// says why, and no HttpClient can be used.
+bool
+HttpGlobalInit(std::string *error = nullptr);
+
+class HttpClient {
+public:
+	// Throws std::runtime_error when libcurl cannot be initialised.
+	explicit HttpClient(HttpClientOptions options = HttpClientOptions());
+	~HttpClient();
+	HttpClient(HttpClient &&) noexcept;
+	HttpClient &operator=(HttpClient &&) noexcept;
+	// A moved-from client may only be destroyed or assigned to.
+	HttpClient(const HttpClient &) = delete;
+	HttpClient &operator=(const HttpClient &) = delete;
+
+	// Starts a transfer and returns its id (unique for this client). Methods GET, POST, PUT,
+	// PATCH, DELETE (any other token is sent as is); the body is sent when not empty, and
+	// always for POST/PUT/PATCH. timeout_ms bounds the whole transfer (<= 0: 30 s).
+	// A request that cannot even be started (bad header, out of handles) is not an
+	// exception: it completes at the next Poll with status 0 and the reason.
+	// Only std::bad_alloc can escape.
+	uint64_t Submit(const HttpRequest &request, long timeout_ms, uint64_t tag);
+
+	// Drives transfers for at most wait_ms (negative: 0) and returns every transfer that
+	// finished, paired with the tag given to Submit. Returns as soon as something finished,
+	// when Wakeup was called, or when wait_ms has passed (an empty vector then).
+	std::vector<std::pair<uint64_t, HttpResponse>> Poll(int wait_ms);
+
+	// Transfers submitted whose results Poll has not returned yet.
+	size_t InFlight() const;
+
+	// Makes a Poll in progress (or the next one) return early. Safe from another thread;
+	// not async-signal-safe.
+	void Wakeup();
+
+private:
+	struct State;
+	std::unique_ptr<State> state_;
+};
+
+} // namespace switchboard

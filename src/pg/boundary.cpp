@@ -1,0 +1,119 @@
+#include "pg/boundary.h"
+
+#include <cstring>
+
+extern "C" {
+#include "access/xact.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+}
+
+namespace switchboard {
+
+namespace {
+// Static so that nothing needs freeing when ereport jumps away.
+char message_buf[4096];
+char detail_buf[2048];
+char hint_buf[1024];
+
+void
+CopyText(char *dst, size_t size, const char *src)
+{
+	if (src == nullptr) {
+		dst[0] = '\0';
+		return;
+	}
+	strlcpy(dst, src, size);
+}
+} // namespace
+
+void
+Fail(int sqlerrcode, const std::string &message, const std::string &detail, const std::string &hint)
+{
+	throw PgError(sqlerrcode, message, detail, hint);
+}
+
+namespace detail {
+
+void
+Capture(CaughtError *out, const std::exception *e) noexcept
+{
+	out->caught = true;
+	out->sqlerrcode = ERRCODE_INTERNAL_ERROR;
+	detail_buf[0] = hint_buf[0] = '\0';
+	if (e == nullptr) {
+		CopyText(message_buf, sizeof message_buf, "unknown C++ exception");
+		return;
+	}
+	CopyText(message_buf, sizeof message_buf, e->what());
+	if (auto pg = dynamic_cast<const PgError *>(e)) {
+		out->sqlerrcode = pg->sqlerrcode;
+		CopyText(detail_buf, sizeof detail_buf, pg->detail.c_str());
+		CopyText(hint_buf, sizeof hint_buf, pg->hint.c_str());
+	} else if (dynamic_cast<const std::invalid_argument *>(e)) {
+		out->sqlerrcode = ERRCODE_INVALID_PARAMETER_VALUE;
+	} else if (dynamic_cast<const std::bad_alloc *>(e)) {
+		out->sqlerrcode = ERRCODE_OUT_OF_MEMORY;
+	}
+}
+
+void
+Rethrow(const CaughtError *err)
+{
+	ereport(ERROR, (errcode(err->sqlerrcode), errmsg("%s", message_buf),
+	                detail_buf[0] ? errdetail("%s", detail_buf) : 0, hint_buf[0] ? errhint("%s", hint_buf) : 0));
+	pg_unreachable();
+}
+
+void
+GuardedCall(void (*fn)(void *), void *arg)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ErrorData *volatile edata = nullptr;
+	PG_TRY();
+	{
+		fn(arg);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	if (edata != nullptr) {
+		PgError error(edata->sqlerrcode, edata->message ? edata->message : "unknown error",
+		              edata->detail ? edata->detail : "", edata->hint ? edata->hint : "");
+		FreeErrorData(edata);
+		throw error;
+	}
+}
+
+} // namespace detail
+
+Subtransaction::Subtransaction() : memory_context_(CurrentMemoryContext), resource_owner_(CurrentResourceOwner)
+{
+	Guarded([] { BeginInternalSubTransaction(nullptr); });
+	MemoryContextSwitchTo(memory_context_);
+}
+
+void
+Subtransaction::Commit()
+{
+	Guarded([] { ReleaseCurrentSubTransaction(); });
+	done_ = true;
+	MemoryContextSwitchTo(memory_context_);
+	CurrentResourceOwner = static_cast<ResourceOwner>(resource_owner_);
+}
+
+Subtransaction::~Subtransaction()
+{
+	if (done_)
+		return;
+	// A Postgres error here would have nowhere to go; rollback of an internal
+	// subtransaction is what plpgsql does in the same spot.
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(memory_context_);
+	CurrentResourceOwner = static_cast<ResourceOwner>(resource_owner_);
+}
+} // namespace switchboard

@@ -1,0 +1,196 @@
+#include "pg/expr.h"
+
+#include "pg/boundary.h"
+#include "pg/spi.h"
+
+extern "C" {
+#include "catalog/pg_type.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/clauses.h"
+#include "optimizer/optimizer.h"
+#include "parser/analyze.h"
+#include "parser/parser.h"
+#include "rewrite/rewriteHandler.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+}
+
+namespace switchboard {
+
+std::string
+Parenthesize(const std::string &expr)
+{
+	return "(\n" + expr + "\n)";
+}
+
+void
+CheckSingleExpression(const std::string &text)
+{
+	bool ok = false;
+	std::string sql = "SELECT " + Parenthesize(text);
+	Guarded([&] {
+		List *stmts = raw_parser(sql.c_str(), RAW_PARSE_DEFAULT);
+		if (list_length(stmts) != 1)
+			return;
+		Node *node = linitial_node(RawStmt, stmts)->stmt;
+		if (!IsA(node, SelectStmt))
+			return;
+		SelectStmt *s = (SelectStmt *) node;
+		ok = s->op == SETOP_NONE && list_length(s->targetList) == 1 && s->fromClause == NIL &&
+		     s->whereClause == nullptr && s->groupClause == NIL && s->havingClause == nullptr &&
+		     s->windowClause == NIL && s->sortClause == NIL && s->limitCount == nullptr &&
+		     s->limitOffset == nullptr && s->lockingClause == NIL && s->withClause == nullptr &&
+		     s->intoClause == nullptr && s->distinctClause == NIL && s->valuesLists == NIL;
+	});
+	if (!ok)
+		Fail(ERRCODE_SYNTAX_ERROR, "is not a single SQL expression");
+}
+
+std::string
+QualifiedName(Oid relid)
+{
+	const char *name = nullptr;
+	Guarded([&] {
+		char *rel = get_rel_name(relid);
+		if (rel == nullptr)
+			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("relation with OID %u does not exist", relid)));
+		name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
+	});
+	return name;
+}
+
+std::string
+RelationAlias(Oid relid)
+{
+	const char *alias = nullptr;
+	Guarded([&] {
+		char *rel = get_rel_name(relid);
+		if (rel == nullptr)
+			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("relation with OID %u does not exist", relid)));
+		alias = quote_identifier(rel);
+	});
+	return alias;
+}
+
+std::string
+RowFromClause(Oid source, const std::string &image_sql)
+{
+	return " FROM json_populate_record(NULL::" + QualifiedName(source) + ", " + image_sql + ") AS " +
+	       RelationAlias(source);
+}
+
+std::string
+NewOldFromClause(Oid source, const std::string &new_sql, const std::string &old_sql)
+{
+	std::string type = QualifiedName(source);
+	return " FROM json_populate_record(NULL::" + type + ", " + new_sql + ") AS new, json_populate_record(NULL::" +
+	       type + ", " + old_sql + ") AS old";
+}
+
+namespace {
+
+// Parse analysis of one SELECT; returns its Query (palloc'd in the current context).
+Query *
+Analyze(const std::string &sql)
+{
+	Query *query = nullptr;
+	Guarded([&] {
+		List *stmts = raw_parser(sql.c_str(), RAW_PARSE_DEFAULT);
+		query = parse_analyze_fixedparams(linitial_node(RawStmt, stmts), sql.c_str(), nullptr, 0, nullptr);
+	});
+	if (query->hasAggs || query->hasWindowFuncs || query->hasTargetSRFs)
+		Fail(ERRCODE_GROUPING_ERROR, "aggregate, window and set-returning functions are not allowed here");
+	return query;
+}
+
+Node *
+FirstTarget(Query *query)
+{
+	return (Node *) linitial_node(TargetEntry, query->targetList)->expr;
+}
+
+// PG15 declares tree walkers as bool (*)(): go through a generic function pointer type.
+using GenericWalker = bool (*)();
+template <typename F>
+GenericWalker
+WalkerFn(F fn)
+{
+	return reinterpret_cast<GenericWalker>(reinterpret_cast<void (*)()>(fn));
+}
+
+struct VarRefs {
+	bool varno1 = false;
+	bool varno2 = false;
+};
+
+bool
+FindVarRefs(Node *node, void *context)
+{
+	if (node == nullptr)
+		return false;
+	if (IsA(node, Var)) {
+		Var *var = (Var *) node;
+		if (var->varlevelsup == 0) {
+			auto refs = static_cast<VarRefs *>(context);
+			if (var->varno == 1)
+				refs->varno1 = true;
+			if (var->varno == 2)
+				refs->varno2 = true;
+		}
+		return false;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, WalkerFn(FindVarRefs), context, 0);
+	return expression_tree_walker(node, WalkerFn(FindVarRefs), context);
+}
+
+} // namespace
+
+Oid
+AnalyzeRowExpression(Oid source, const std::string &expr)
+{
+	CheckSingleExpression(expr);
+	Query *query = Analyze("SELECT " + Parenthesize(expr) + RowFromClause(source, "NULL::json"));
+	Oid type = InvalidOid;
+	Guarded([&] { type = exprType(FirstTarget(query)); });
+	return type;
+}
+
+Oid
+AnalyzeValueExpression(const std::string &expr, Oid target_type, int32 target_typmod)
+{
+	CheckSingleExpression(expr);
+	std::string type_name;
+	Guarded([&] { type_name = format_type_with_typemod(target_type, target_typmod); });
+	Query *query = Analyze("SELECT CAST(" + Parenthesize(expr) + " AS " + type_name +
+	                       ") FROM (SELECT NULL::jsonb AS value) AS pulled");
+	Oid type = InvalidOid;
+	Guarded([&] { type = exprType(FirstTarget(query)); });
+	return type;
+}
+
+PredicateInfo
+AnalyzePredicate(Oid source, const std::string &predicate)
+{
+	CheckSingleExpression(predicate);
+	Query *query = Analyze("SELECT " + Parenthesize(predicate) + NewOldFromClause(source, "NULL::json", "NULL::json"));
+	PredicateInfo info;
+	Oid type = InvalidOid;
+	VarRefs refs;
+	bool leaky = true, volatile_ = true;
+	Guarded([&] {
+		Node *expr = FirstTarget(query);
+		type = exprType(expr);
+		FindVarRefs(expr, &refs);
+		leaky = query->hasSubLinks || contain_leaked_vars(expr);
+		volatile_ = contain_volatile_functions(expr);
+	});
+	if (type != BOOLOID)
+		Fail(ERRCODE_DATATYPE_MISMATCH, "must be a boolean expression, not " + std::string(format_type_be(type)));
+	info.refs_new = refs.varno1;
+	info.refs_old = refs.varno2;
+	info.when_safe = !leaky && !volatile_;
+	return info;
+}
+
+} // namespace switchboard

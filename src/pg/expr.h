@@ -1,0 +1,40 @@
+// SQL expressions written by users (mappings, filters, match keys, resync conditions):
+// checked to be exactly one expression, then parsed and type-checked in the very form in which
+// switchboard evaluates them, so what is accepted at write time runs at delivery time.
+#pragma once
+
+#include <string>
+
+#include "pg/prelude.h"
+
+namespace switchboard {
+
+// Wraps an expression so that a trailing "--" comment cannot swallow what follows.
+std::string Parenthesize(const std::string &expr);
+
+// Throws PgError unless text is one SQL expression and nothing more.
+void CheckSingleExpression(const std::string &text);
+
+// "FROM json_populate_record(NULL::<source>, <image>) AS <alias>": the row a mapping sees.
+std::string RowFromClause(Oid source, const std::string &image_sql);
+// "FROM json_populate_record(...) AS new, json_populate_record(...) AS old": what a filter sees.
+std::string NewOldFromClause(Oid source, const std::string &new_sql, const std::string &old_sql);
+std::string QualifiedName(Oid relid);
+std::string RelationAlias(Oid relid);
+
+// Type of expr evaluated over a row of source; throws PgError when it does not parse or type-check.
+Oid AnalyzeRowExpression(Oid source, const std::string &expr);
+
+// Type of expr evaluated with "value jsonb" in scope (the pull side of a mapping).
+Oid AnalyzeValueExpression(const std::string &expr, Oid target_type, int32 target_typmod);
+
+struct PredicateInfo {
+	bool refs_new = false;
+	bool refs_old = false;
+	// Can run in the trigger's WHEN clause: no function that may raise on a value of the row
+	// (all leakproof), nothing volatile, no subquery. Others are evaluated by the worker.
+	bool when_safe = false;
+};
+PredicateInfo AnalyzePredicate(Oid source, const std::string &predicate);
+
+} // namespace switchboard

@@ -1,0 +1,42 @@
+// SPI from C++: queries take and return text, copied into C++ containers, through Guarded()
+// so a Postgres error surfaces as a PgError. Enough for configuration and control paths.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace switchboard {
+
+using SpiText = std::optional<std::string>; // nullopt is SQL NULL
+using SpiRow = std::vector<SpiText>;
+
+struct SpiResult {
+	std::vector<std::string> columns;
+	std::vector<SpiRow> rows;
+	uint64_t processed = 0;
+};
+
+// SPI_connect on construction, SPI_finish on destruction.
+class SpiConnection {
+public:
+	SpiConnection();
+	~SpiConnection();
+	SpiConnection(const SpiConnection &) = delete;
+	SpiConnection &operator=(const SpiConnection &) = delete;
+};
+
+// Runs sql with text parameters $1..$n (cast them in the SQL as needed).
+SpiResult SpiExec(const std::string &sql, const std::vector<SpiText> &args = {}, bool read_only = false);
+
+// First column of the first row, or nullopt when there is no row or it is NULL.
+SpiText SpiScalar(const std::string &sql, const std::vector<SpiText> &args = {});
+
+// Text argument n of a SQL-callable function (detoasted through Guarded).
+std::string TextArg(struct FunctionCallInfoBaseData *fcinfo, int n);
+
+std::string QuoteIdent(const std::string &ident);
+std::string QuoteLiteral(const std::string &text);
+
+} // namespace switchboard

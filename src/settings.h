@@ -1,0 +1,15 @@
+// switchboard.* settings (GUCs), defined in switchboard.cpp and documented in the README.
+#pragma once
+
+namespace switchboard {
+extern bool setting_enabled;
+extern int setting_naptime_ms;
+extern int setting_http_timeout_ms;
+extern int setting_max_attempts;
+extern int setting_history_retention_s;
+extern char *setting_allowed_hosts;
+
+// pg_dump restores run with check_function_bodies off: like function bodies, switchboard's
+// configuration is then not re-checked, and capture triggers come from the dump itself.
+bool RestoringFromDump();
+} // namespace switchboard

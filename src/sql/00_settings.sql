@@ -1,0 +1,11 @@
+-- switchboard install script. Built by concatenating src/sql/*.sql in name order.
+\echo Use "CREATE EXTENSION switchboard" to load this file. \quit
+
+-- One row: identity of this installation. Event ids are prefixed with it so that a
+-- restored or recreated database never reuses an event id a consumer has seen.
+CREATE TABLE switchboard.instance (
+	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+	id text NOT NULL DEFAULT substr(md5(gen_random_uuid()::text), 1, 10),
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO switchboard.instance DEFAULT VALUES;

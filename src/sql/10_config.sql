@@ -1,0 +1,80 @@
+-- Configuration: every row is validated when written (see the _validate_* triggers below).
+
+CREATE TABLE switchboard.secrets (
+	name text PRIMARY KEY,
+	value text NOT NULL
+);
+COMMENT ON TABLE switchboard.secrets IS 'Credentials referenced by endpoints.secret; readable only by the extension owner';
+
+CREATE TABLE switchboard.endpoints (
+	name text PRIMARY KEY,
+	kind text NOT NULL,
+	base_url text NOT NULL,
+	secret text REFERENCES switchboard.secrets (name) ON UPDATE CASCADE,
+	options jsonb NOT NULL DEFAULT '{}',
+	enabled boolean NOT NULL DEFAULT true
+);
+COMMENT ON TABLE switchboard.endpoints IS 'One row per outside system (hubspot, salesforce, webhook, openai)';
+
+CREATE TABLE switchboard.routes (
+	name text PRIMARY KEY,
+	source regclass NOT NULL,
+	endpoint text NOT NULL REFERENCES switchboard.endpoints (name) ON UPDATE CASCADE,
+	remote_object text NOT NULL,
+	direction text NOT NULL DEFAULT 'push',
+	operations text[] NOT NULL DEFAULT '{insert,update,delete}',
+	match_local text NOT NULL,
+	match_remote text,
+	on_delete text NOT NULL DEFAULT 'ignore',
+	conflict text NOT NULL DEFAULT 'newest',
+	pull_interval interval NOT NULL DEFAULT '1 minute',
+	enabled boolean NOT NULL DEFAULT true,
+	-- Set by switchboard when it disables a route itself (source dropped, webhook 410).
+	disabled_reason text
+);
+COMMENT ON TABLE switchboard.routes IS 'One row per flow between a local table and a remote object';
+
+CREATE TABLE switchboard.mappings (
+	route text NOT NULL REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	remote_field text NOT NULL,
+	push_expr text,
+	pull_column text,
+	pull_expr text,
+	PRIMARY KEY (route, remote_field)
+);
+COMMENT ON TABLE switchboard.mappings IS 'Field translation: one row per remote field of a route';
+
+CREATE TABLE switchboard.filters (
+	route text NOT NULL REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	name text NOT NULL,
+	predicate text NOT NULL,
+	PRIMARY KEY (route, name)
+);
+COMMENT ON TABLE switchboard.filters IS 'Predicates over new/old; a change is captured only when all filters of its route hold';
+
+-- pg_dump keeps configuration (not the queue: a restored database starts with an empty one).
+SELECT pg_catalog.pg_extension_config_dump('switchboard.secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('switchboard.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('switchboard.routes', '');
+SELECT pg_catalog.pg_extension_config_dump('switchboard.mappings', '');
+SELECT pg_catalog.pg_extension_config_dump('switchboard.filters', '');
+
+-- Validation at write time (C): the error names the table, the row and the reason.
+CREATE FUNCTION switchboard._validate() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_validate';
+-- Attach/detach capture triggers after a route or one of its filters changes (C).
+CREATE FUNCTION switchboard._sync_capture() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_sync_capture';
+
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.endpoints
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.routes
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.mappings
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.filters
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER sync_capture AFTER INSERT OR UPDATE OR DELETE ON switchboard.routes
+	FOR EACH ROW EXECUTE FUNCTION switchboard._sync_capture();
+CREATE TRIGGER sync_capture AFTER INSERT OR UPDATE OR DELETE ON switchboard.filters
+	FOR EACH ROW EXECUTE FUNCTION switchboard._sync_capture();

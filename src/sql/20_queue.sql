@@ -1,0 +1,64 @@
+-- The queue: one row per captured change, written by the capture trigger in the writer's
+-- transaction (so only committed changes exist) and consumed by the worker.
+-- The trigger forms these tuples directly: keep the column order in sync with
+-- src/capture/queue_layout.h.
+CREATE SEQUENCE switchboard.queue_id_seq;
+CREATE TABLE switchboard.queue (
+	id bigint NOT NULL DEFAULT nextval('switchboard.queue_id_seq'),
+	route text NOT NULL,
+	op text NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+	new json,                -- row image after the change (insert, update)
+	old json,                -- row image before it (delete; update when a filter needs old)
+	captured_at timestamptz NOT NULL,
+	state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'in_flight', 'dead')),
+	attempts integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz,
+	key text,                -- match_local, filled in when translated
+	last_status integer,     -- HTTP status of the last attempt (0: no answer)
+	last_error text,
+	failed_at timestamptz,
+	payload jsonb            -- translated fields, kept for dead letters
+);
+ALTER SEQUENCE switchboard.queue_id_seq OWNED BY switchboard.queue.id;
+CREATE UNIQUE INDEX queue_pkey ON switchboard.queue (id);
+CREATE INDEX queue_route_state ON switchboard.queue (route, state, id);
+
+-- Per-route counters the worker maintains (delivered count survives queue pruning).
+CREATE TABLE switchboard.route_stats (
+	route text PRIMARY KEY,
+	delivered bigint NOT NULL DEFAULT 0,
+	last_delivered_at timestamptz,
+	last_error text,
+	last_error_at timestamptz
+);
+
+-- Remote record ids returned by upserts, needed to archive/delete remote records.
+CREATE TABLE switchboard.remote_ids (
+	route text NOT NULL,
+	key text NOT NULL,
+	remote_id text NOT NULL,
+	updated_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (route, key)
+);
+
+-- The capture trigger (C): AFTER ROW, one trigger per captured operation, attached by
+-- switchboard itself. Arguments: route name, and 'old' when the old image is needed.
+CREATE FUNCTION switchboard.capture() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_capture';
+
+-- A dropped source table disables its routes with a reason instead of breaking anything.
+CREATE FUNCTION switchboard._on_sql_drop() RETURNS event_trigger
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+	dropped record;
+BEGIN
+	FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects()
+		WHERE object_type IN ('table', 'partitioned table') LOOP
+		UPDATE switchboard.routes
+		   SET enabled = false,
+		       disabled_reason = format('source table %s was dropped at %s', dropped.object_identity, now())
+		 WHERE source = dropped.objid AND (enabled OR disabled_reason IS NULL);
+	END LOOP;
+END $$;
+CREATE EVENT TRIGGER switchboard_source_dropped ON sql_drop
+	EXECUTE FUNCTION switchboard._on_sql_drop();

@@ -1,0 +1,44 @@
+-- Observability: what DBAs read. Readable by pg_monitor (see 90_privileges.sql).
+
+CREATE VIEW switchboard.route_status AS
+SELECT r.name AS route,
+       r.enabled,
+       coalesce(q.pending, 0) AS pending,
+       coalesce(q.in_flight, 0) AS in_flight,
+       coalesce(s.delivered, 0) AS delivered,
+       coalesce(q.dead, 0) AS dead,
+       now() - q.oldest_pending AS oldest_pending_age,
+       s.last_delivered_at,
+       coalesce(s.last_error, r.disabled_reason) AS last_error,
+       s.last_error_at,
+       r.disabled_reason,
+       (SELECT count(*) FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.source AND t.tgname LIKE 'switchboard_' || r.name || '_%') AS capture_triggers
+  FROM switchboard.routes r
+  LEFT JOIN (SELECT route,
+                    count(*) FILTER (WHERE state = 'pending') AS pending,
+                    count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+                    count(*) FILTER (WHERE state = 'dead') AS dead,
+                    min(captured_at) FILTER (WHERE state <> 'dead') AS oldest_pending
+               FROM switchboard.queue GROUP BY route) q ON q.route = r.name
+  LEFT JOIN switchboard.route_stats s ON s.route = r.name;
+COMMENT ON VIEW switchboard.route_status IS 'Per route: queue depth, delivered/dead counts, last error';
+
+CREATE VIEW switchboard.dead_letters AS
+SELECT id, route, op, key, attempts, last_status, last_error,
+       coalesce(payload, to_jsonb(coalesce(new, old))) AS payload,
+       failed_at
+  FROM switchboard.queue
+ WHERE state = 'dead';
+COMMENT ON VIEW switchboard.dead_letters IS 'Changes that will not be delivered without repair; see retry() and discard()';
+
+-- The exact request a queued change becomes, rendered on read (errors included).
+CREATE FUNCTION switchboard.render(change_id bigint) RETURNS jsonb
+	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_render';
+
+CREATE VIEW switchboard.outbox AS
+SELECT id, route, op, state, attempts, captured_at, next_attempt_at, last_error,
+       switchboard.render(id) AS request
+  FROM switchboard.queue
+ WHERE state <> 'dead';
+COMMENT ON VIEW switchboard.outbox IS 'Captured changes waiting for delivery, each with the request it will become';

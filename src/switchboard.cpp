@@ -1,0 +1,65 @@
+// _PG_init: settings, shared memory and the wake-up hook. Loaded through
+// shared_preload_libraries (the worker launcher needs it); also works when loaded on demand,
+// minus the worker.
+#include <climits>
+
+#include "settings.h"
+
+#include "pg/prelude.h"
+
+extern "C" {
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+}
+
+#include "worker/shmem.h"
+#include "worker/wake.h"
+
+extern "C" {
+PG_MODULE_MAGIC;
+void _PG_init(void);
+}
+
+namespace switchboard {
+bool setting_enabled = true;
+int setting_naptime_ms = 1000;
+int setting_http_timeout_ms = 30000;
+int setting_max_attempts = 12;
+int setting_history_retention_s = 7 * 24 * 3600;
+char *setting_allowed_hosts = nullptr;
+
+bool
+RestoringFromDump()
+{
+	return !check_function_bodies;
+}
+} // namespace switchboard
+
+using namespace switchboard;
+
+void
+_PG_init(void)
+{
+	DefineCustomBoolVariable("switchboard.enabled", "Deliver and pull; off pauses both while capture goes on.",
+	                         nullptr, &setting_enabled, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("switchboard.naptime", "Safety poll interval of the worker.", nullptr,
+	                        &setting_naptime_ms, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+	                        nullptr);
+	DefineCustomIntVariable("switchboard.http_timeout", "Total time allowed for one HTTP request.", nullptr,
+	                        &setting_http_timeout_ms, 30000, 100, 600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
+	                        nullptr, nullptr);
+	DefineCustomIntVariable("switchboard.max_attempts", "Attempts before a change becomes a dead letter.", nullptr,
+	                        &setting_max_attempts, 12, 1, 1000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("switchboard.history_retention", "How long delivery history is kept.", nullptr,
+	                        &setting_history_retention_s, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
+	                        nullptr, nullptr, nullptr);
+	DefineCustomStringVariable("switchboard.allowed_hosts",
+	                           "Comma list of host patterns endpoints may point at; empty allows any.", nullptr,
+	                           &setting_allowed_hosts, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	MarkGUCPrefixReserved("switchboard");
+
+	InstallWakeCallback();
+	if (process_shared_preload_libraries_in_progress)
+		RequestSharedMemory();
+}

@@ -1,0 +1,136 @@
+#include "translate/route_def.h"
+
+#include "pg/boundary.h"
+#include "pg/expr.h"
+#include "pg/spi.h"
+
+extern "C" {
+#include "utils/lsyscache.h"
+}
+
+namespace switchboard {
+
+bool
+FilterDef::InWhen(Op op) const
+{
+	if (!when_safe)
+		return false;
+	// A WHEN clause of an INSERT trigger cannot read OLD, nor a DELETE trigger's NEW; such
+	// filters see a row of NULLs there, which the translator supplies.
+	if (op == Op::Insert && refs_old)
+		return false;
+	if (op == Op::Delete && refs_new)
+		return false;
+	return true;
+}
+
+bool
+RouteDef::NeedsOldImage() const
+{
+	for (const auto &f : filters)
+		if (f.refs_old && !f.InWhen(Op::Update))
+			return true;
+	return false;
+}
+
+std::optional<Op>
+ParseOp(const std::string &op)
+{
+	if (op == "insert")
+		return Op::Insert;
+	if (op == "update")
+		return Op::Update;
+	if (op == "delete")
+		return Op::Delete;
+	return std::nullopt;
+}
+
+std::vector<Op>
+ParseOperations(const std::string &text_array)
+{
+	std::vector<Op> ops;
+	std::string token;
+	for (char ch : text_array + ",") {
+		if (ch == '{' || ch == '}' || ch == '"' || ch == ' ')
+			continue;
+		if (ch == ',') {
+			if (!token.empty()) {
+				auto op = ParseOp(token);
+				if (!op)
+					Fail(ERRCODE_INVALID_PARAMETER_VALUE, "unknown operation \"" + token + "\"",
+					     "", "operations are insert, update and delete");
+				ops.push_back(*op);
+			}
+			token.clear();
+			continue;
+		}
+		token += ch;
+	}
+	return ops;
+}
+
+std::optional<RouteDef>
+FindRoute(const std::string &name, bool with_secret)
+{
+	SpiResult r = SpiExec("SELECT r.source::oid, r.direction, r.operations::text, r.match_local, r.enabled, "
+	                      "r.remote_object, coalesce(r.match_remote, ''), r.on_delete, "
+	                      "e.name, e.kind, e.base_url, e.options::text, "
+	                      "CASE WHEN $2::bool THEN s.value END, "
+	                      "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.source) "
+	                      "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
+	                      "LEFT JOIN switchboard.secrets s ON s.name = e.secret AND $2::bool "
+	                      "WHERE r.name = $1",
+	                      {name, std::string(with_secret ? "true" : "false")});
+	if (r.rows.empty())
+		return std::nullopt;
+	const SpiRow &row = r.rows[0];
+	RouteDef def;
+	def.name = name;
+	def.source = static_cast<Oid>(std::stoul(*row[0]));
+	def.direction = *row[1];
+	def.operations = ParseOperations(*row[2]);
+	def.match_local = *row[3];
+	def.enabled = *row[4] == "t";
+	def.route.name = name;
+	def.route.remote_object = *row[5];
+	def.route.match_remote = *row[6];
+	def.route.on_delete = *row[7];
+	def.endpoint.name = *row[8];
+	def.endpoint.kind = *row[9];
+	def.endpoint.base_url = *row[10];
+	def.endpoint.options = Json::parse(*row[11]);
+	def.endpoint.secret = row[12].value_or("");
+	def.source_exists = *row[13] == "t";
+
+	SpiResult m = SpiExec("SELECT remote_field, push_expr, pull_column, pull_expr FROM switchboard.mappings "
+	                      "WHERE route = $1 ORDER BY remote_field",
+	                      {name});
+	for (auto &mr : m.rows)
+		def.mappings.push_back(MappingDef{*mr[0], mr[1], mr[2], mr[3]});
+
+	SpiResult f = SpiExec("SELECT name, predicate FROM switchboard.filters WHERE route = $1 ORDER BY name", {name});
+	for (auto &fr : f.rows) {
+		FilterDef filter;
+		filter.name = *fr[0];
+		filter.predicate = *fr[1];
+		if (def.source_exists) {
+			PredicateInfo info = AnalyzePredicate(def.source, filter.predicate);
+			filter.refs_new = info.refs_new;
+			filter.refs_old = info.refs_old;
+			filter.when_safe = info.when_safe;
+		}
+		def.filters.push_back(std::move(filter));
+	}
+	return def;
+}
+
+RouteDef
+LoadRoute(const std::string &name, bool with_secret)
+{
+	auto def = FindRoute(name, with_secret);
+	if (!def)
+		Fail(ERRCODE_UNDEFINED_OBJECT, "route \"" + name + "\" does not exist");
+	return std::move(*def);
+}
+
+} // namespace switchboard

@@ -1,0 +1,55 @@
+// A route as the translator sees it: its row, its endpoint, its mappings and its filters,
+// each filter analysed once (which side it reads, whether the trigger can evaluate it).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "connectors/connector.h"
+
+#include "pg/prelude.h"
+
+namespace switchboard {
+
+struct FilterDef {
+	std::string name;
+	std::string predicate;
+	bool refs_new = false;
+	bool refs_old = false;
+	bool when_safe = false;
+	// Evaluated by the trigger's WHEN clause for this operation; otherwise by the translator.
+	bool InWhen(Op op) const;
+};
+
+struct MappingDef {
+	std::string remote_field;
+	std::optional<std::string> push_expr;
+	std::optional<std::string> pull_column;
+	std::optional<std::string> pull_expr;
+};
+
+struct RouteDef {
+	std::string name;
+	Oid source = InvalidOid;
+	bool source_exists = false;
+	std::string direction;
+	std::vector<Op> operations;
+	std::string match_local;
+	bool enabled = true;
+	Route route;       // connector's view: remote_object, match_remote, on_delete
+	Endpoint endpoint; // secret resolved only when asked for
+	std::vector<MappingDef> mappings;
+	std::vector<FilterDef> filters;
+
+	bool NeedsOldImage() const; // an update must carry its old image for a deferred filter
+};
+
+// Throws PgError (undefined object) when the route does not exist.
+RouteDef LoadRoute(const std::string &name, bool with_secret);
+std::optional<RouteDef> FindRoute(const std::string &name, bool with_secret);
+
+std::optional<Op> ParseOp(const std::string &op);
+std::vector<Op> ParseOperations(const std::string &text_array); // "{insert,update}"
+
+} // namespace switchboard

@@ -1,0 +1,411 @@
+// Unit tests for the delivery policy: retry backoff, Retry-After, rate limit, circuit breaker.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+
+#include "delivery/circuit_breaker.h"
+#include "delivery/rate_limiter.h"
+#include "delivery/retry_policy.h"
+
+namespace switchboard {
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// BackoffMs
+
+TEST(RetryPolicy, CeilingDoublesFrom500msUpTo5Minutes)
+{
+	EXPECT_EQ(BackoffCeilingMs(1), 500);
+	EXPECT_EQ(BackoffCeilingMs(2), 1000);
+	EXPECT_EQ(BackoffCeilingMs(3), 2000);
+	EXPECT_EQ(BackoffCeilingMs(10), 256000);
+	EXPECT_EQ(BackoffCeilingMs(11), 300000); // 512 s would pass the cap
+	EXPECT_EQ(BackoffCeilingMs(1000), 300000);
+	EXPECT_EQ(BackoffCeilingMs(2147483647), 300000);
+	// Nonsense attempts behave like the first retry rather than overflowing.
+	EXPECT_EQ(BackoffCeilingMs(0), 500);
+	EXPECT_EQ(BackoffCeilingMs(-5), 500);
+}
+
+TEST(RetryPolicy, FullJitterStaysWithinBoundsAndSpreads)
+{
+	std::mt19937_64 rng(42);
+	for (int attempt = 1; attempt <= 15; attempt++) {
+		long ceiling = BackoffCeilingMs(attempt);
+		long lowest = ceiling, highest = 0;
+		double sum = 0;
+		const int samples = 4000;
+		for (int i = 0; i < samples; i++) {
+			long delay = BackoffMs(attempt, -1, rng);
+			ASSERT_GE(delay, 0);
+			ASSERT_LE(delay, ceiling);
+			lowest = std::min(lowest, delay);
+			highest = std::max(highest, delay);
+			sum += delay;
+		}
+		// Full jitter: the whole range is used, and the mean sits near the middle.
+		EXPECT_LT(lowest, ceiling / 10) << "attempt " << attempt;
+		EXPECT_GT(highest, ceiling * 9 / 10) << "attempt " << attempt;
+		EXPECT_NEAR(sum / samples, ceiling / 2.0, ceiling * 0.05) << "attempt " << attempt;
+	}
+}
+
+TEST(RetryPolicy, SameSeedSameDelays)
+{
+	std::mt19937_64 a(7), b(7);
+	for (int i = 1; i < 50; i++)
+		EXPECT_EQ(BackoffMs(i, -1, a), BackoffMs(i, -1, b));
+}
+
+TEST(RetryPolicy, RetryAfterIsAFloor)
+{
+	std::mt19937_64 rng(1);
+	for (int i = 0; i < 1000; i++) {
+		// Above the jitter ceiling: exactly Retry-After.
+		EXPECT_EQ(BackoffMs(1, 5000, rng), 5000);
+		// Beyond the 5 minute backoff cap, still honoured.
+		EXPECT_EQ(BackoffMs(20, 1800 * 1000L, rng), 1800 * 1000L);
+		// Below the jitter: never less than it, never more than the ceiling.
+		long delay = BackoffMs(10, 1000, rng);
+		EXPECT_GE(delay, 1000);
+		EXPECT_LE(delay, BackoffCeilingMs(10));
+		// Retry-After: 0 means "now is fine", so the jitter alone decides.
+		delay = BackoffMs(3, 0, rng);
+		EXPECT_GE(delay, 0);
+		EXPECT_LE(delay, 2000);
+	}
+}
+
+TEST(RetryPolicy, RetryAfterCappedAtOneHour)
+{
+	std::mt19937_64 rng(3);
+	EXPECT_EQ(BackoffMs(1, 7200 * 1000L, rng), kRetryAfterCapMs);
+	EXPECT_EQ(BackoffMs(1, 3600 * 1000L, rng), 3600 * 1000L);
+	EXPECT_EQ(BackoffMs(1, 9000000000000L, rng), kRetryAfterCapMs);
+}
+
+// ---------------------------------------------------------------------------------------
+// ParseRetryAfter
+
+constexpr int64_t kNow = 784111777000; // Sun, 06 Nov 1994 08:49:37 GMT
+
+TEST(RetryAfter, DeltaSeconds)
+{
+	EXPECT_EQ(ParseRetryAfter(Headers{{"retry-after", "120"}}, kNow), 120000);
+	EXPECT_EQ(ParseRetryAfter(Headers{{"retry-after", "0"}}, kNow), 0);
+	EXPECT_EQ(ParseRetryAfter(Headers{{"retry-after", "  7 "}}, kNow), 7000);
+	EXPECT_EQ(ParseRetryAfter(Headers{{"Retry-After", "3"}}, kNow), 3000); // name case-insensitive
+	// Absurd values saturate instead of overflowing; BackoffMs caps them.
+	long huge = ParseRetryAfter(Headers{{"retry-after", "99999999999999999999999999"}}, kNow);
+	EXPECT_GT(huge, kRetryAfterCapMs);
+}
+
+TEST(RetryAfter, AbsentOrInvalid)
+{
+	EXPECT_EQ(ParseRetryAfter(Headers{}, kNow), -1);
+	EXPECT_EQ(ParseRetryAfter(Headers{{"content-type", "text/plain"}}, kNow), -1);
+	for (const char *bad : {"", "  ", "-5", "1.5", "soon", "12abc", "Sun, 06 Nov 1994",
+	                        "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT",
+	                        "Sun, 06 Nov 1994 25:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 PST",
+	                        "Thu, 29 Feb 2023 00:00:00 GMT", "Sun, 06 Nov 1994 8:49:37 GMT"}) {
+		EXPECT_EQ(ParseRetryAfter(Headers{{"retry-after", bad}}, kNow), -1) << '"' << bad << '"';
+	}
+}
+
+TEST(RetryAfter, HttpDateForms)
+{
+	// The three forms RFC 9110 requires a recipient to accept, all for the same instant.
+	EXPECT_EQ(ParseRetryAfterValue("Sun, 06 Nov 1994 08:50:37 GMT", kNow), 60000);
+	EXPECT_EQ(ParseRetryAfterValue("Sunday, 06-Nov-94 08:50:37 GMT", kNow), 60000);
+	EXPECT_EQ(ParseRetryAfterValue("Sun Nov  6 08:50:37 1994", kNow), 60000);
+	// Via the header list.
+	EXPECT_EQ(ParseRetryAfter(Headers{{"x-other", "1"}, {"retry-after", "Sun, 06 Nov 1994 09:49:37 GMT"}}, kNow),
+	          3600000);
+}
+
+TEST(RetryAfter, HttpDateArithmetic)
+{
+	// Leap day, end of century, epoch: checked against the values of an independent timegm.
+	EXPECT_EQ(ParseRetryAfterValue("Thu, 29 Feb 2024 00:00:00 GMT", 0), 1709164800000L);
+	EXPECT_EQ(ParseRetryAfterValue("Fri, 31 Dec 2100 23:59:59 GMT", 0), 4133980799000L);
+	EXPECT_EQ(ParseRetryAfterValue("Thu, 01 Jan 1970 00:00:01 GMT", 0), 1000);
+	// Two-digit RFC 850 years below 70 belong to this century.
+	EXPECT_EQ(ParseRetryAfterValue("Thursday, 29-Feb-24 00:00:00 GMT", 0), 1709164800000L);
+}
+
+TEST(RetryAfter, DateInThePastMeansNow)
+{
+	EXPECT_EQ(ParseRetryAfterValue("Sun, 06 Nov 1994 08:49:36 GMT", kNow), 0);
+	EXPECT_EQ(ParseRetryAfterValue("Sun, 06 Nov 1994 08:49:37 GMT", kNow), 0);
+	EXPECT_EQ(ParseRetryAfterValue("Thu, 01 Jan 1970 00:00:00 GMT", kNow), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// ShouldDeadLetter
+
+TEST(RetryPolicy, DeadLetterAfterMaxAttempts)
+{
+	EXPECT_FALSE(ShouldDeadLetter(1, 12));
+	EXPECT_FALSE(ShouldDeadLetter(11, 12));
+	EXPECT_TRUE(ShouldDeadLetter(12, 12));
+	EXPECT_TRUE(ShouldDeadLetter(13, 12));
+	EXPECT_TRUE(ShouldDeadLetter(1, 1));
+	// A change is always tried once, whatever the setting says.
+	EXPECT_FALSE(ShouldDeadLetter(0, 0));
+	EXPECT_TRUE(ShouldDeadLetter(1, 0));
+	EXPECT_TRUE(ShouldDeadLetter(1, -3));
+}
+
+// ---------------------------------------------------------------------------------------
+// RateLimiter
+
+TEST(RateLimiter, HundredPerTenSecondsIsExact)
+{
+	RateLimiter limiter(100, 10000);
+	const int64_t t0 = 1000000;
+	// Spread the burst over the first 990 ms: request i at t0 + 10 * i.
+	for (int i = 0; i < 100; i++) {
+		EXPECT_EQ(limiter.NextAvailableMs(t0 + 10 * i), t0 + 10 * i);
+		ASSERT_TRUE(limiter.TryAcquire(t0 + 10 * i)) << i;
+	}
+	// The 101st waits until the first grant leaves the window, to the millisecond.
+	EXPECT_FALSE(limiter.TryAcquire(t0 + 1000));
+	EXPECT_EQ(limiter.NextAvailableMs(t0 + 1000), t0 + 10000);
+	EXPECT_FALSE(limiter.TryAcquire(t0 + 9999));
+	EXPECT_EQ(limiter.NextAvailableMs(t0 + 9999), t0 + 10000);
+	EXPECT_TRUE(limiter.TryAcquire(t0 + 10000));
+	// Exactly one slot freed: the next one frees when grant #2 (t0 + 10) ages out.
+	EXPECT_FALSE(limiter.TryAcquire(t0 + 10000));
+	EXPECT_EQ(limiter.NextAvailableMs(t0 + 10000), t0 + 10010);
+	EXPECT_TRUE(limiter.TryAcquire(t0 + 10010));
+}
+
+TEST(RateLimiter, NeverMoreThanNInAnyWindow)
+{
+	// Greedy acquisition at every millisecond; then check every window of the trace.
+	const int count = 7;
+	const long window = 50;
+	RateLimiter limiter(count, window);
+	std::vector<int64_t> grants;
+	for (int64_t t = 0; t < 1000; t++) {
+		if (limiter.TryAcquire(t))
+			grants.push_back(t);
+		else
+			EXPECT_GT(limiter.NextAvailableMs(t), t);
+	}
+	for (size_t i = 0; i < grants.size(); i++) {
+		int in_window = 0;
+		for (size_t j = i; j < grants.size() && grants[j] < grants[i] + window; j++)
+			in_window++;
+		EXPECT_LE(in_window, count);
+	}
+	// And the limiter does not under-deliver: a full burst every window.
+	EXPECT_EQ(grants.size(), static_cast<size_t>(count) * (1000 / window));
+}
+
+TEST(RateLimiter, Unlimited)
+{
+	RateLimiter zero(0, 10000);
+	RateLimiter negative(-1, 10000);
+	RateLimiter no_window(5, 0);
+	for (int i = 0; i < 10000; i++) {
+		ASSERT_TRUE(zero.TryAcquire(5));
+		ASSERT_TRUE(negative.TryAcquire(5));
+		ASSERT_TRUE(no_window.TryAcquire(5));
+	}
+	EXPECT_EQ(zero.NextAvailableMs(5), 5);
+	EXPECT_TRUE(zero.unlimited());
+}
+
+TEST(RateLimiter, PenaltyHoldsEverythingBack)
+{
+	RateLimiter limiter(100, 10000);
+	EXPECT_TRUE(limiter.TryAcquire(0));
+	limiter.Penalize(30000); // a 429 with Retry-After: 30
+	EXPECT_FALSE(limiter.TryAcquire(1));
+	EXPECT_FALSE(limiter.TryAcquire(29999));
+	EXPECT_EQ(limiter.NextAvailableMs(1), 30000);
+	// A shorter penalty does not cut the running one short.
+	limiter.Penalize(5000);
+	EXPECT_EQ(limiter.NextAvailableMs(1), 30000);
+	EXPECT_TRUE(limiter.TryAcquire(30000));
+	EXPECT_EQ(limiter.NextAvailableMs(30001), 30001);
+
+	// Penalties apply to unlimited endpoints too.
+	RateLimiter unlimited(0, 0);
+	unlimited.Penalize(100);
+	EXPECT_FALSE(unlimited.TryAcquire(99));
+	EXPECT_EQ(unlimited.NextAvailableMs(50), 100);
+	EXPECT_TRUE(unlimited.TryAcquire(100));
+}
+
+TEST(RateLimiter, PenaltyAndFullWindowTakeTheLater)
+{
+	RateLimiter limiter(2, 1000);
+	EXPECT_TRUE(limiter.TryAcquire(0));
+	EXPECT_TRUE(limiter.TryAcquire(0));
+	limiter.Penalize(500);
+	EXPECT_EQ(limiter.NextAvailableMs(10), 1000);
+	limiter.Penalize(1500);
+	EXPECT_EQ(limiter.NextAvailableMs(10), 1500);
+}
+
+TEST(RateLimiter, ClockSteppingBackIsNotALoophole)
+{
+	RateLimiter limiter(2, 1000);
+	EXPECT_TRUE(limiter.TryAcquire(5000));
+	EXPECT_TRUE(limiter.TryAcquire(4000)); // recorded as 5000
+	EXPECT_FALSE(limiter.TryAcquire(5999));
+	EXPECT_EQ(limiter.NextAvailableMs(4000), 6000);
+	EXPECT_TRUE(limiter.TryAcquire(6000));
+}
+
+// ---------------------------------------------------------------------------------------
+// CircuitBreaker
+
+using State = CircuitBreaker::State;
+
+TEST(CircuitBreaker, StateNames)
+{
+	EXPECT_STREQ(CircuitStateName(State::Ok), "ok");
+	EXPECT_STREQ(CircuitStateName(State::BackingOff), "backing_off");
+	EXPECT_STREQ(CircuitStateName(State::Open), "open");
+}
+
+TEST(CircuitBreaker, StartsOk)
+{
+	CircuitBreaker breaker;
+	EXPECT_EQ(breaker.state(), State::Ok);
+	EXPECT_EQ(breaker.consecutive_failures(), 0);
+	EXPECT_TRUE(breaker.AllowRequest(0));
+	EXPECT_TRUE(breaker.AllowRequest(0));
+}
+
+TEST(CircuitBreaker, OneFailureBacksOff)
+{
+	CircuitBreaker breaker;
+	breaker.OnFailure(1000, -1);
+	EXPECT_EQ(breaker.state(), State::BackingOff);
+	EXPECT_EQ(breaker.consecutive_failures(), 1);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 2000);
+	EXPECT_FALSE(breaker.AllowRequest(1999));
+	// Backing off is not a probe: once the pause is over, requests flow.
+	EXPECT_TRUE(breaker.AllowRequest(2000));
+	EXPECT_TRUE(breaker.AllowRequest(2000));
+	EXPECT_EQ(breaker.state(), State::BackingOff);
+}
+
+TEST(CircuitBreaker, BackoffGrowsThenOpensAtFive)
+{
+	CircuitBreaker breaker;
+	int64_t now = 0;
+	const long pauses[] = {1000, 2000, 4000, 8000};
+	for (int i = 0; i < 4; i++) {
+		breaker.OnFailure(now, -1);
+		EXPECT_EQ(breaker.state(), State::BackingOff) << i;
+		EXPECT_EQ(breaker.next_attempt_at_ms(), now + pauses[i]);
+		now = breaker.next_attempt_at_ms();
+		EXPECT_TRUE(breaker.AllowRequest(now));
+	}
+	breaker.OnFailure(now, -1);
+	EXPECT_EQ(breaker.state(), State::Open);
+	EXPECT_EQ(breaker.consecutive_failures(), 5);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), now + 30000);
+}
+
+TEST(CircuitBreaker, OpenAllowsOneProbeAfterTheInterval)
+{
+	CircuitBreaker breaker;
+	for (int i = 0; i < 5; i++)
+		breaker.OnFailure(0, -1);
+	ASSERT_EQ(breaker.state(), State::Open);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 30000);
+	EXPECT_FALSE(breaker.AllowRequest(29999));
+	EXPECT_TRUE(breaker.AllowRequest(30000)); // the probe
+	EXPECT_FALSE(breaker.AllowRequest(30000));
+	EXPECT_FALSE(breaker.AllowRequest(45000));
+	EXPECT_EQ(breaker.state(), State::Open);
+}
+
+TEST(CircuitBreaker, FailedProbesGrowTheIntervalUpToFiveMinutes)
+{
+	CircuitBreaker breaker;
+	int64_t now = 0;
+	for (int i = 0; i < 5; i++)
+		breaker.OnFailure(now, -1);
+	const long intervals[] = {60000, 120000, 240000, 300000, 300000, 300000};
+	for (long interval : intervals) {
+		now = breaker.next_attempt_at_ms();
+		ASSERT_TRUE(breaker.AllowRequest(now));
+		breaker.OnFailure(now + 100, -1);
+		EXPECT_EQ(breaker.state(), State::Open);
+		EXPECT_EQ(breaker.next_attempt_at_ms(), now + 100 + interval);
+	}
+	EXPECT_EQ(breaker.consecutive_failures(), 11);
+}
+
+TEST(CircuitBreaker, UnreportedProbeIsReplacedAfterAnInterval)
+{
+	CircuitBreaker breaker;
+	for (int i = 0; i < 5; i++)
+		breaker.OnFailure(0, -1);
+	ASSERT_TRUE(breaker.AllowRequest(30000));
+	EXPECT_FALSE(breaker.AllowRequest(59999));
+	EXPECT_TRUE(breaker.AllowRequest(60000));
+}
+
+TEST(CircuitBreaker, SuccessResets)
+{
+	CircuitBreaker breaker;
+	for (int i = 0; i < 7; i++)
+		breaker.OnFailure(0, -1);
+	ASSERT_EQ(breaker.state(), State::Open);
+	ASSERT_TRUE(breaker.AllowRequest(breaker.next_attempt_at_ms()));
+	breaker.OnSuccess(200000);
+	EXPECT_EQ(breaker.state(), State::Ok);
+	EXPECT_EQ(breaker.consecutive_failures(), 0);
+	EXPECT_TRUE(breaker.AllowRequest(200000));
+	// Counting starts over: the next failure only backs off, for the shortest pause.
+	breaker.OnFailure(300000, -1);
+	EXPECT_EQ(breaker.state(), State::BackingOff);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 301000);
+}
+
+TEST(CircuitBreaker, SuccessBetweenFailuresKeepsItClosed)
+{
+	CircuitBreaker breaker;
+	for (int i = 0; i < 20; i++) {
+		breaker.OnFailure(i * 10000, -1);
+		breaker.OnSuccess(i * 10000 + 1);
+	}
+	EXPECT_EQ(breaker.state(), State::Ok);
+}
+
+TEST(CircuitBreaker, RetryAfterExtendsThePause)
+{
+	CircuitBreaker breaker;
+	breaker.OnFailure(0, 45000);
+	EXPECT_EQ(breaker.state(), State::BackingOff);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 45000);
+	// Shorter than the breaker's own pause: the breaker's wins.
+	CircuitBreaker other;
+	other.OnFailure(0, 10);
+	EXPECT_EQ(other.next_attempt_at_ms(), 1000);
+	// Capped at an hour.
+	CircuitBreaker capped;
+	capped.OnFailure(0, 24L * 3600 * 1000);
+	EXPECT_EQ(capped.next_attempt_at_ms(), 3600L * 1000);
+}
+
+TEST(CircuitBreaker, LateFailuresNeverShortenThePause)
+{
+	CircuitBreaker breaker;
+	breaker.OnFailure(0, 60000);
+	// A request sent before the pause fails a moment later, without Retry-After.
+	breaker.OnFailure(10, -1);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 60000);
+}
+
+} // namespace
+} // namespace switchboard

@@ -1,0 +1,536 @@
+// Unit tests for the libcurl multi client, against a small HTTP/1.1 server run by the test
+// itself on 127.0.0.1 (POSIX sockets, a thread per connection). Paths select behaviour:
+//   /echo...        200, body = request body, x-method = request method
+//   /status/N       status N
+//   /sleep/N        answers after N ms
+//   /big/N          N bytes with Content-Length
+//   /stream/N       N bytes without Content-Length, then close
+//   /drop           closes the connection without answering
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "http/http_client.h"
+
+namespace switchboard {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+long
+MsSince(Clock::time_point start)
+{
+	return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
+}
+
+std::string
+Lower(std::string s)
+{
+	for (char &c : s)
+		c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+	return s;
+}
+
+std::string
+Find(const Headers &headers, const std::string &name)
+{
+	for (const auto &h : headers)
+		if (h.first == name)
+			return h.second;
+	return "<absent>";
+}
+
+struct ReceivedRequest {
+	std::string method;
+	std::string path;
+	std::map<std::string, std::string> headers; // lower-cased names
+	std::string body;
+};
+
+class TestServer {
+public:
+	TestServer()
+	{
+		listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+		EXPECT_GE(listen_fd_, 0);
+		int one = 1;
+		setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		sockaddr_in addr{};
+		addr.sin_family = AF_INET;
+		addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		addr.sin_port = 0; // ephemeral
+		EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
+		EXPECT_EQ(listen(listen_fd_, 512), 0);
+		socklen_t len = sizeof(addr);
+		getsockname(listen_fd_, reinterpret_cast<sockaddr *>(&addr), &len);
+		port_ = ntohs(addr.sin_port);
+		acceptor_ = std::thread([this] { AcceptLoop(); });
+	}
+
+	~TestServer()
+	{
+		stop_ = true;
+		acceptor_.join();
+		close(listen_fd_);
+		std::vector<std::thread> connections;
+		{
+			std::lock_guard<std::mutex> lock(mu_);
+			connections.swap(connections_);
+		}
+		for (auto &t : connections)
+			t.join();
+	}
+
+	std::string Url(const std::string &path) const
+	{
+		return "http://127.0.0.1:" + std::to_string(port_) + path;
+	}
+	int accepted() const { return accepted_.load(); }
+	std::vector<ReceivedRequest> received()
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		return received_;
+	}
+
+private:
+	void AcceptLoop()
+	{
+		while (!stop_) {
+			pollfd pfd{listen_fd_, POLLIN, 0};
+			if (poll(&pfd, 1, 20) <= 0)
+				continue;
+			int fd = accept(listen_fd_, nullptr, nullptr);
+			if (fd < 0)
+				continue;
+			accepted_++;
+			std::lock_guard<std::mutex> lock(mu_);
+			connections_.emplace_back([this, fd] { Serve(fd); });
+		}
+	}
+
+	// Reads until `buffer` holds at least `want` bytes; false on close, error or stop.
+	bool ReadAtLeast(int fd, std::string &buffer, size_t want)
+	{
+		char chunk[16384];
+		while (buffer.size() < want) {
+			pollfd pfd{fd, POLLIN, 0};
+			if (stop_)
+				return false;
+			if (poll(&pfd, 1, 20) <= 0)
+				continue;
+			ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+			if (n <= 0)
+				return false;
+			buffer.append(chunk, static_cast<size_t>(n));
+		}
+		return true;
+	}
+
+	static void SendAll(int fd, const std::string &data)
+	{
+		size_t sent = 0;
+		while (sent < data.size()) {
+			ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+			if (n <= 0)
+				return;
+			sent += static_cast<size_t>(n);
+		}
+	}
+
+	static std::string Response(int status, const std::string &body, const std::string &extra_headers)
+	{
+		return "HTTP/1.1 " + std::to_string(status) + " Whatever\r\nContent-Length: " + std::to_string(body.size()) +
+		       "\r\nX-Mixed-Case: Hello World\r\n" + extra_headers + "\r\n" + body;
+	}
+
+	void Serve(int fd)
+	{
+		std::string buffer;
+		while (!stop_) {
+			// Request line and headers.
+			size_t header_end;
+			while ((header_end = buffer.find("\r\n\r\n")) == std::string::npos) {
+				if (!ReadAtLeast(fd, buffer, buffer.size() + 1)) {
+					close(fd);
+					return;
+				}
+			}
+			ReceivedRequest request;
+			std::string head = buffer.substr(0, header_end);
+			buffer.erase(0, header_end + 4);
+			size_t line_end = head.find("\r\n");
+			std::string request_line = head.substr(0, line_end);
+			size_t sp1 = request_line.find(' ');
+			size_t sp2 = request_line.find(' ', sp1 + 1);
+			request.method = request_line.substr(0, sp1);
+			request.path = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
+			size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
+			while (pos < head.size()) {
+				size_t next = head.find("\r\n", pos);
+				if (next == std::string::npos)
+					next = head.size();
+				std::string line = head.substr(pos, next - pos);
+				size_t colon = line.find(':');
+				if (colon != std::string::npos) {
+					std::string value = line.substr(colon + 1);
+					value.erase(0, value.find_first_not_of(' '));
+					request.headers[Lower(line.substr(0, colon))] = value;
+				}
+				pos = next + 2;
+			}
+			size_t length = 0;
+			if (request.headers.count("content-length"))
+				length = std::stoul(request.headers["content-length"]);
+			if (!ReadAtLeast(fd, buffer, length)) {
+				close(fd);
+				return;
+			}
+			request.body = buffer.substr(0, length);
+			buffer.erase(0, length);
+			{
+				std::lock_guard<std::mutex> lock(mu_);
+				received_.push_back(request);
+			}
+
+			const std::string &path = request.path;
+			if (path == "/drop") {
+				close(fd);
+				return;
+			} else if (path.rfind("/status/", 0) == 0) {
+				int status = std::stoi(path.substr(8));
+				SendAll(fd, Response(status, "status " + std::to_string(status), "Retry-After: 7\r\n"));
+			} else if (path.rfind("/sleep/", 0) == 0) {
+				auto until = Clock::now() + std::chrono::milliseconds(std::stoi(path.substr(7)));
+				while (!stop_ && Clock::now() < until)
+					std::this_thread::sleep_for(std::chrono::milliseconds(5));
+				SendAll(fd, Response(200, "slept", ""));
+			} else if (path.rfind("/big/", 0) == 0) {
+				SendAll(fd, Response(200, std::string(std::stoul(path.substr(5)), 'x'), ""));
+			} else if (path.rfind("/stream/", 0) == 0) {
+				SendAll(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+				SendAll(fd, std::string(std::stoul(path.substr(8)), 'y'));
+				close(fd);
+				return;
+			} else {
+				SendAll(fd, Response(200, request.body, "x-method: " + request.method + "\r\n"));
+			}
+		}
+		close(fd);
+	}
+
+	int listen_fd_ = -1;
+	int port_ = 0;
+	std::atomic<bool> stop_{false};
+	std::atomic<int> accepted_{0};
+	std::thread acceptor_;
+	std::mutex mu_;
+	std::vector<std::thread> connections_;
+	std::vector<ReceivedRequest> received_;
+};
+
+// Polls until `count` results arrived or `limit_ms` passed.
+std::map<uint64_t, HttpResponse>
+Collect(HttpClient &client, size_t count, long limit_ms = 5000)
+{
+	std::map<uint64_t, HttpResponse> results;
+	auto start = Clock::now();
+	while (results.size() < count && MsSince(start) < limit_ms) {
+		for (auto &entry : client.Poll(50)) {
+			EXPECT_EQ(results.count(entry.first), 0u) << "tag returned twice: " << entry.first;
+			results[entry.first] = std::move(entry.second);
+		}
+	}
+	return results;
+}
+
+HttpResponse
+Fetch(HttpClient &client, const HttpRequest &request, long timeout_ms = 5000)
+{
+	client.Submit(request, timeout_ms, 1);
+	auto results = Collect(client, 1, timeout_ms + 2000);
+	EXPECT_EQ(results.size(), 1u);
+	return results[1];
+}
+
+class HttpClientTest : public ::testing::Test {
+protected:
+	static void SetUpTestSuite()
+	{
+		std::string error;
+		ASSERT_TRUE(HttpGlobalInit(&error)) << error;
+	}
+	TestServer server;
+};
+
+TEST_F(HttpClientTest, GetWithHeaders)
+{
+	HttpClient client;
+	HttpRequest request{"GET", server.Url("/echo/get"), {{"X-Test", "abc"}, {"Authorization", "Bearer t0k"}}, ""};
+	HttpResponse response = Fetch(client, request);
+	EXPECT_EQ(response.status, 200);
+	EXPECT_EQ(response.transport_error, "");
+	EXPECT_EQ(Find(response.headers, "x-method"), "GET");
+	EXPECT_GT(response.elapsed_ms, 0.0);
+
+	auto received = server.received();
+	ASSERT_EQ(received.size(), 1u);
+	EXPECT_EQ(received[0].method, "GET");
+	EXPECT_EQ(received[0].path, "/echo/get");
+	EXPECT_EQ(received[0].headers["x-test"], "abc");
+	EXPECT_EQ(received[0].headers["authorization"], "Bearer t0k");
+	EXPECT_EQ(received[0].headers["user-agent"], "switchboard");
+	EXPECT_EQ(received[0].body, "");
+}
+
+TEST_F(HttpClientTest, MethodsWithBodies)
+{
+	HttpClient client;
+	// Over 1 KiB, where libcurl would otherwise wait for "100 Continue".
+	std::string big_json = "{\"data\":\"" + std::string(5000, 'z') + "\"}";
+	const std::vector<std::pair<std::string, std::string>> cases = {
+	    {"POST", "{\"a\":1}"}, {"PATCH", "{\"b\":2}"}, {"PUT", "{\"c\":3}"},
+	    {"DELETE", "{\"d\":4}"}, {"POST", big_json}, {"POST", ""}};
+	for (size_t i = 0; i < cases.size(); i++) {
+		HttpRequest request{cases[i].first, server.Url("/echo/" + std::to_string(i)),
+		                    {{"Content-Type", "application/json"}, {"Idempotency-Key", "evt-" + std::to_string(i)}},
+		                    cases[i].second};
+		client.Submit(request, 5000, i);
+	}
+	auto start = Clock::now();
+	auto results = Collect(client, cases.size());
+	EXPECT_LT(MsSince(start), 900) << "a body must not wait for 100 Continue";
+	ASSERT_EQ(results.size(), cases.size());
+	for (size_t i = 0; i < cases.size(); i++) {
+		EXPECT_EQ(results[i].status, 200) << i;
+		EXPECT_EQ(results[i].body, cases[i].second) << i;
+		EXPECT_EQ(Find(results[i].headers, "x-method"), cases[i].first) << i;
+	}
+	for (const auto &r : server.received()) {
+		size_t i = std::stoul(r.path.substr(6));
+		EXPECT_EQ(r.method, cases[i].first);
+		EXPECT_EQ(r.body, cases[i].second);
+		EXPECT_EQ(r.headers.at("content-type"), "application/json");
+		EXPECT_EQ(r.headers.at("idempotency-key"), "evt-" + std::to_string(i));
+		EXPECT_EQ(r.headers.count("expect"), 0u);
+	}
+}
+
+TEST_F(HttpClientTest, DeleteWithoutBody)
+{
+	HttpClient client;
+	HttpResponse response = Fetch(client, {"DELETE", server.Url("/echo/x"), {}, ""});
+	EXPECT_EQ(response.status, 200);
+	auto received = server.received();
+	ASSERT_EQ(received.size(), 1u);
+	EXPECT_EQ(received[0].method, "DELETE");
+}
+
+TEST_F(HttpClientTest, ErrorStatusPassedThroughWithLowerCasedHeaders)
+{
+	HttpClient client;
+	HttpResponse response = Fetch(client, {"POST", server.Url("/status/500"), {}, "{}"});
+	EXPECT_EQ(response.status, 500);
+	EXPECT_EQ(response.transport_error, "");
+	EXPECT_EQ(response.body, "status 500");
+	EXPECT_EQ(Find(response.headers, "x-mixed-case"), "Hello World");
+	EXPECT_EQ(Find(response.headers, "retry-after"), "7");
+	EXPECT_EQ(Find(response.headers, "content-length"), "10");
+	for (const auto &h : response.headers)
+		EXPECT_EQ(h.first, Lower(h.first));
+
+	response = Fetch(client, {"GET", server.Url("/status/429"), {}, ""});
+	EXPECT_EQ(response.status, 429);
+}
+
+TEST_F(HttpClientTest, ManyConcurrentRequestsReuseConnections)
+{
+	HttpClientOptions options;
+	options.max_total_connections = 8;
+	options.max_host_connections = 8;
+	HttpClient client(options);
+	const size_t n = 200;
+	for (size_t i = 0; i < n; i++)
+		client.Submit({"POST", server.Url("/echo/" + std::to_string(i)), {}, "body-" + std::to_string(i)}, 5000,
+		              1000 + i);
+	EXPECT_EQ(client.InFlight(), n);
+	auto results = Collect(client, n, 8000);
+	ASSERT_EQ(results.size(), n);
+	for (size_t i = 0; i < n; i++) {
+		EXPECT_EQ(results[1000 + i].status, 200);
+		EXPECT_EQ(results[1000 + i].body, "body-" + std::to_string(i));
+	}
+	EXPECT_EQ(client.InFlight(), 0u);
+	EXPECT_EQ(server.received().size(), n);
+	EXPECT_LE(server.accepted(), 8);
+	EXPECT_LT(static_cast<size_t>(server.accepted()), n);
+}
+
+TEST_F(HttpClientTest, SequentialRequestsShareOneConnection)
+{
+	HttpClient client;
+	for (int i = 0; i < 5; i++)
+		EXPECT_EQ(Fetch(client, {"GET", server.Url("/echo"), {}, ""}).status, 200);
+	EXPECT_EQ(server.accepted(), 1);
+}
+
+TEST_F(HttpClientTest, TimeoutGivesStatusZeroInTime)
+{
+	HttpClient client;
+	auto start = Clock::now();
+	HttpResponse response = Fetch(client, {"GET", server.Url("/sleep/3000"), {}, ""}, 300);
+	long took = MsSince(start);
+	EXPECT_EQ(response.status, 0);
+	EXPECT_NE(response.transport_error.find("timed out"), std::string::npos) << response.transport_error;
+	EXPECT_GE(took, 250);
+	EXPECT_LT(took, 1000);
+	EXPECT_TRUE(response.body.empty());
+}
+
+TEST_F(HttpClientTest, DroppedConnectionGivesStatusZero)
+{
+	HttpClient client;
+	HttpResponse response = Fetch(client, {"POST", server.Url("/drop"), {}, "{}"});
+	EXPECT_EQ(response.status, 0);
+	EXPECT_FALSE(response.transport_error.empty());
+	// The client is still usable afterwards.
+	EXPECT_EQ(Fetch(client, {"GET", server.Url("/echo"), {}, ""}).status, 200);
+}
+
+TEST_F(HttpClientTest, ConnectionRefusedGivesStatusZero)
+{
+	// A port that was just free: bind, read the number, close.
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	sockaddr_in addr{};
+	addr.sin_family = AF_INET;
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bind(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr));
+	socklen_t len = sizeof(addr);
+	getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len);
+	close(fd);
+	HttpClient client;
+	HttpResponse response =
+	    Fetch(client, {"GET", "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/", {}, ""});
+	EXPECT_EQ(response.status, 0);
+	EXPECT_FALSE(response.transport_error.empty());
+}
+
+TEST_F(HttpClientTest, ResponseSizeCap)
+{
+	HttpClientOptions options;
+	options.max_response_bytes = 1000;
+	HttpClient client(options);
+	// Exactly at the cap is fine.
+	HttpResponse response = Fetch(client, {"GET", server.Url("/big/1000"), {}, ""});
+	EXPECT_EQ(response.status, 200);
+	EXPECT_EQ(response.body.size(), 1000u);
+	// Announced by Content-Length.
+	response = Fetch(client, {"GET", server.Url("/big/1001"), {}, ""});
+	EXPECT_EQ(response.status, 0);
+	EXPECT_EQ(response.transport_error, "response larger than 1000 bytes");
+	EXPECT_TRUE(response.body.empty());
+	// Not announced: caught while receiving.
+	response = Fetch(client, {"GET", server.Url("/stream/50000"), {}, ""});
+	EXPECT_EQ(response.status, 0);
+	EXPECT_EQ(response.transport_error, "response larger than 1000 bytes");
+	response = Fetch(client, {"GET", server.Url("/stream/900"), {}, ""});
+	EXPECT_EQ(response.status, 200);
+	EXPECT_EQ(response.body, std::string(900, 'y'));
+}
+
+TEST_F(HttpClientTest, DefaultCapIsEightMiB)
+{
+	EXPECT_EQ(HttpClientOptions().max_response_bytes, 8u * 1024 * 1024);
+	HttpClient client;
+	EXPECT_EQ(Fetch(client, {"GET", server.Url("/big/2000000"), {}, ""}).body.size(), 2000000u);
+}
+
+TEST_F(HttpClientTest, OnlyHttpAndHttps)
+{
+	HttpClient client;
+	for (const char *url : {"file:///etc/passwd", "ftp://127.0.0.1/", "gopher://127.0.0.1/", "dict://127.0.0.1/"}) {
+		HttpResponse response = Fetch(client, {"GET", url, {}, ""});
+		EXPECT_EQ(response.status, 0) << url;
+		EXPECT_FALSE(response.transport_error.empty()) << url;
+		EXPECT_TRUE(response.body.empty()) << url;
+	}
+}
+
+TEST_F(HttpClientTest, HeaderInjectionRefused)
+{
+	HttpClient client;
+	client.Submit({"GET", server.Url("/echo"), {{"X-Evil", "a\r\nX-Injected: 1"}}, ""}, 5000, 9);
+	EXPECT_EQ(client.InFlight(), 1u);
+	auto results = client.Poll(0);
+	ASSERT_EQ(results.size(), 1u);
+	EXPECT_EQ(results[0].first, 9u);
+	EXPECT_EQ(results[0].second.status, 0);
+	EXPECT_NE(results[0].second.transport_error.find("invalid header"), std::string::npos);
+	EXPECT_EQ(client.InFlight(), 0u);
+	EXPECT_TRUE(server.received().empty());
+}
+
+TEST_F(HttpClientTest, PollReturnsWithinWaitWhenNothingFinishes)
+{
+	HttpClient client;
+	auto start = Clock::now();
+	EXPECT_TRUE(client.Poll(100).empty());
+	long idle = MsSince(start);
+	EXPECT_GE(idle, 90);
+	EXPECT_LT(idle, 300);
+
+	start = Clock::now();
+	EXPECT_TRUE(client.Poll(0).empty());
+	EXPECT_LT(MsSince(start), 50);
+
+	// With a slow transfer in flight, each Poll still comes back on time.
+	client.Submit({"GET", server.Url("/sleep/1000"), {}, ""}, 5000, 1);
+	for (int i = 0; i < 3; i++) {
+		start = Clock::now();
+		EXPECT_TRUE(client.Poll(100).empty());
+		long busy = MsSince(start);
+		EXPECT_GE(busy, 90);
+		EXPECT_LT(busy, 300);
+	}
+	EXPECT_EQ(client.InFlight(), 1u);
+}
+
+TEST_F(HttpClientTest, WakeupInterruptsPoll)
+{
+	HttpClient client;
+	client.Submit({"GET", server.Url("/sleep/2000"), {}, ""}, 5000, 1);
+	std::thread waker([&client] {
+		std::this_thread::sleep_for(std::chrono::milliseconds(50));
+		client.Wakeup();
+	});
+	auto start = Clock::now();
+	EXPECT_TRUE(client.Poll(3000).empty());
+	EXPECT_LT(MsSince(start), 1000);
+	waker.join();
+}
+
+TEST_F(HttpClientTest, DestroyWithTransfersInFlight)
+{
+	auto client = std::make_unique<HttpClient>();
+	for (int i = 0; i < 10; i++)
+		client->Submit({"GET", server.Url("/sleep/2000"), {}, ""}, 5000, i);
+	client->Poll(50);
+	EXPECT_EQ(client->InFlight(), 10u);
+	client.reset(); // must not crash or leak handles
+}
+
+} // namespace
+} // namespace switchboard
