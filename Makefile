@@ -16,6 +16,8 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-missing-field-initiali
 SHLIB_LINK = -lcurl -lcrypto -lstdc++
 # PGXS's bitcode rules ignore PG_CXXFLAGS; the JIT gains nothing from this code.
 override with_llvm = no
+# Rebuild objects when a header they include changes.
+override autodepend = yes
 
 REGRESS = config capture preview privileges dump
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --inputdir=. --outputdir=results

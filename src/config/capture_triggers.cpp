@@ -70,14 +70,7 @@ Attach(const RouteDef &def)
 		std::string name = TriggerName(def.name, op);
 		SpiExec("CREATE TRIGGER " + QuoteIdent(name) + " AFTER " + op_upper + " ON " + table + " FOR EACH ROW" +
 		        (when.empty() ? "" : " WHEN (" + when + ")") + " EXECUTE FUNCTION switchboard.capture(" + args + ")");
-		// DROP EXTENSION takes the capture triggers with it. An automatic dependency (not
-		// membership) keeps them in pg_dump's output, where restores recreate them after the data.
-		Guarded([&] {
-			ObjectAddress trigger, extension;
-			ObjectAddressSet(trigger, TriggerRelationId, get_trigger_oid(def.source, name.c_str(), false));
-			ObjectAddressSet(extension, ExtensionRelationId, get_extension_oid("switchboard", false));
-			recordDependencyOn(&trigger, &extension, DEPENDENCY_AUTO);
-		});
+		// The switchboard_capture_created event trigger ties it to the extension.
 	}
 }
 
@@ -149,9 +142,33 @@ SyncCapture(FunctionCallInfo fcinfo)
 	return PointerGetDatum(nullptr);
 }
 
+// DROP EXTENSION takes capture triggers with it through an automatic dependency. Not
+// membership: that keeps them in pg_dump's output, so a restore recreates them after the data
+// (and this runs again for those, from the event trigger).
+void
+TieToExtension(Oid trigger_oid)
+{
+	Guarded([&] {
+		ObjectAddress trigger, extension;
+		ObjectAddressSet(trigger, TriggerRelationId, trigger_oid);
+		ObjectAddressSet(extension, ExtensionRelationId, get_extension_oid("switchboard", false));
+		recordDependencyOn(&trigger, &extension, DEPENDENCY_AUTO);
+	});
+}
+
 } // namespace
 
 extern "C" {
+PG_FUNCTION_INFO_V1(switchboard_tie_to_extension);
+Datum
+switchboard_tie_to_extension(PG_FUNCTION_ARGS)
+{
+	return Boundary([&] {
+		TieToExtension(PG_GETARG_OID(0));
+		return (Datum) 0;
+	});
+}
+
 PG_FUNCTION_INFO_V1(switchboard_sync_capture);
 Datum
 switchboard_sync_capture(PG_FUNCTION_ARGS)

@@ -139,12 +139,11 @@ ValidateRoute(const RowRef &row)
 		         "the name is part of the capture trigger names");
 	Oid source = row.GetOid("source");
 	std::string source_name = row.Text("source");
-	bool enabled = row.Text("enabled") == "t";
-	if (!SpiScalar("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1::oid", {std::to_string(source)})) {
+	if (!OidIsValid(source)) {
 		// The table was dropped: the route may only be kept, disabled, as a record of that.
-		if (!enabled)
+		if (row.Text("enabled") != "t")
 			return;
-		r.Reject("source table (OID " + source_name + ") no longer exists", "point source at an existing table");
+		r.Reject("source must name a table", "a route whose table was dropped stays disabled until source is set again");
 	}
 	std::string problem = RelationKindCheck(source);
 	if (!problem.empty())

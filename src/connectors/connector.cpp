@@ -1,6 +1,7 @@
 // Shared connector pieces: the kind registry, option validation, and the small helpers every
 // connector uses (Retry-After, URLs, error snippets, webhook signatures).
 #include "connectors/connector.h"
+#include "delivery/retry_policy.h"
 
 #include <algorithm>
 #include <cctype>
@@ -143,44 +144,7 @@ ParseUnsigned(const std::string &text, long max, long *out)
 	return true;
 }
 
-const char *const kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm); avoids
-// timegm(), whose availability and locale/TZ interplay varies.
-int64_t
-DaysFromCivil(int64_t y, unsigned m, unsigned d)
-{
-	y -= m <= 2;
-	const int64_t era = (y >= 0 ? y : y - 399) / 400;
-	const unsigned yoe = static_cast<unsigned>(y - era * 400);
-	const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
-// "Sun, 06 Nov 1994 08:49:37 GMT" (IMF-fixdate, the only form RFC 9110 senders may use).
-bool
-ParseHttpDate(const std::string &text, int64_t *unix_ms)
-{
-	char weekday[4] = {0}, month[4] = {0}, zone[4] = {0};
-	int day = 0, year = 0, hour = 0, minute = 0, second = 0;
-	int consumed = 0;
-	if (std::sscanf(text.c_str(), "%3s, %d %3s %d %d:%d:%d %3s%n", weekday, &day, month, &year, &hour, &minute,
-	                &second, zone, &consumed) != 8)
-		return false;
-	if (static_cast<size_t>(consumed) != text.size() || std::strcmp(zone, "GMT") != 0)
-		return false;
-	int month_index = -1;
-	for (int i = 0; i < 12; ++i)
-		if (std::strcmp(month, kMonths[i]) == 0)
-			month_index = i;
-	if (month_index < 0 || day < 1 || day > 31 || year < 1970 || year > 9999 || hour > 23 || minute > 59 ||
-	    second > 60 || hour < 0 || minute < 0 || second < 0)
-		return false;
-	int64_t days = DaysFromCivil(year, static_cast<unsigned>(month_index + 1), static_cast<unsigned>(day));
-	*unix_ms = ((days * 24 + hour) * 60 + minute) * 60000LL + second * 1000LL;
-	return true;
-}
 
 } // namespace
 
@@ -345,52 +309,12 @@ SkippedChanges(const std::vector<Change> &changes, const std::vector<Call> &call
 }
 
 long
-ParseRetryAfter(const std::string &value, int64_t now_ms)
-{
-	// Cap: a remote asking for more than a day is treated as asking for a day; the retry
-	// policy still has the final word.
-	const long kMaxMs = 24L * 3600 * 1000;
-	size_t begin = value.find_first_not_of(" \t");
-	size_t end = value.find_last_not_of(" \t");
-	if (begin == std::string::npos)
-		return -1;
-	std::string text = value.substr(begin, end - begin + 1);
-	if (IsDigits(text)) {
-		if (text.size() > 9)
-			return kMaxMs;
-		return std::min(kMaxMs, std::stol(text) * 1000);
-	}
-	// Some servers send fractional seconds ("1.5"); honour them rather than ignore the hint.
-	auto dot = text.find('.');
-	if (dot != std::string::npos && dot > 0 && IsDigits(text.substr(0, dot)) && IsDigits(text.substr(dot + 1))) {
-		if (dot > 9)
-			return kMaxMs;
-		// By hand rather than std::stod, which follows LC_NUMERIC.
-		long ms = std::stol(text.substr(0, dot)) * 1000;
-		std::string fraction = text.substr(dot + 1) + "000";
-		ms += std::stol(fraction.substr(0, 3));
-		return std::min(kMaxMs, ms);
-	}
-	int64_t at_ms;
-	if (ParseHttpDate(text, &at_ms)) {
-		int64_t delta = at_ms - now_ms;
-		if (delta < 0)
-			return 0;
-		return static_cast<long>(std::min<int64_t>(delta, kMaxMs));
-	}
-	return -1;
-}
-
-long
 RetryAfterMs(const HttpResponse &response)
 {
-	std::string value = HeaderValue(response.headers, "retry-after");
-	if (value.empty())
-		return -1;
 	int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
 	                     std::chrono::system_clock::now().time_since_epoch())
 	                     .count();
-	return ParseRetryAfter(value, now_ms);
+	return ParseRetryAfter(response.headers, now_ms);
 }
 
 std::string

@@ -68,6 +68,7 @@ struct Auth {
 	std::string bearer;       // hubspot/openai: the secret; salesforce: access_token
 	std::string instance_url; // salesforce only
 	bool masked = false;      // preview: never put a secret or a signature in the output
+	int64_t signed_at_ms = 0; // webhook-timestamp (send time); 0: the change's occurred_at_ms
 };
 
 // One HTTP request covering some of the input changes.
@@ -140,10 +141,7 @@ size_t BulkLimit(const std::string &kind);
 // Returns false (outputs untouched) when the text is not of that form.
 bool ParseRateLimit(const std::string &text, int *count, long *window_ms);
 
-// Retry-After value (delta seconds or an HTTP-date) -> milliseconds from now_ms; -1 when
-// absent or unparseable. Dates in the past give 0.
-long ParseRetryAfter(const std::string &value, int64_t now_ms);
-// Same, read from a response's headers at the current time.
+// Retry-After of a response, in ms from now (delivery/retry_policy.h parses it); -1 if none.
 long RetryAfterMs(const HttpResponse &response);
 
 // Case-insensitive header lookup; empty when absent.

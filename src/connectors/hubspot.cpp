@@ -31,7 +31,17 @@ RenderProperty(const Json &value)
 		return std::string();
 	if (value.is_boolean())
 		return value.get<bool>() ? "true" : "false";
-	return value.dump(); // numbers as their text; objects and arrays as their JSON text
+	// A SQL array of scalars is what HubSpot's multiple checkboxes hold: "a;b;c".
+	if (value.is_array() && std::all_of(value.begin(), value.end(), [](const Json &v) { return v.is_primitive(); })) {
+		std::string joined;
+		for (const auto &item : value) {
+			if (item.is_null())
+				continue;
+			joined += (joined.empty() ? "" : ";") + RenderProperty(item);
+		}
+		return joined;
+	}
+	return value.dump(); // numbers as their text; objects and nested arrays as their JSON text
 }
 
 // A JSON scalar as text (ids come back as strings, but be lenient about numbers).

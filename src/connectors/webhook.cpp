@@ -18,6 +18,13 @@ UnixSeconds(int64_t unix_ms)
 	return std::to_string(seconds);
 }
 
+// The worker always sets event_id; fall back to the queue id so an event is never unnamed.
+std::string
+EventId(const Change &change)
+{
+	return change.event_id.empty() ? "switchboard-" + std::to_string(change.id) : change.event_id;
+}
+
 std::string
 Describe(const HttpResponse &response)
 {
@@ -44,7 +51,7 @@ public:
 				continue; // skipped: SkippedChanges reports it
 			nlohmann::ordered_json body;
 			body["type"] = route.remote_object + "." + OpName(change.op);
-			body["id"] = change.event_id;
+			body["id"] = EventId(change);
 			body["timestamp"] = IsoTimestampUtc(change.occurred_at_ms);
 			body["data"] = change.fields.is_object() ? nlohmann::ordered_json(change.fields)
 			                                         : nlohmann::ordered_json::object();
@@ -56,13 +63,13 @@ public:
 			call.request.headers.emplace_back("Content-Type", "application/json");
 			AppendOptionHeaders(endpoint, &call.request.headers);
 			if (!endpoint.secret.empty()) {
-				// The timestamp is the capture time, not the send time: a retry then re-sends
-				// exactly the same bytes and signature, which receivers can deduplicate.
-				std::string timestamp = UnixSeconds(change.occurred_at_ms);
+				// Signed at send time (receivers reject stale timestamps); webhook-id stays
+				// the same across retries, which is what receivers deduplicate on.
+				std::string timestamp = UnixSeconds(auth.signed_at_ms ? auth.signed_at_ms : change.occurred_at_ms);
 				// Computed even when masked, so preview() reports a malformed secret too.
 				std::string signature =
-				    StandardWebhookSignature(endpoint.secret, change.event_id, timestamp, call.request.body);
-				call.request.headers.emplace_back("webhook-id", change.event_id);
+				    StandardWebhookSignature(endpoint.secret, EventId(change), timestamp, call.request.body);
+				call.request.headers.emplace_back("webhook-id", EventId(change));
 				call.request.headers.emplace_back("webhook-timestamp", timestamp);
 				call.request.headers.emplace_back("webhook-signature", auth.masked ? "v1,****" : signature);
 			}

@@ -59,7 +59,8 @@ Describe(const RouteDef &def, Op op, const Translation &t, int64_t change_id, in
 	change.op = op;
 	change.key = t.key;
 	change.fields = t.fields;
-	change.event_id = EventId(change_id);
+	// A preview is no event yet: it gets a placeholder id instead of a real one.
+	change.event_id = change_id > 0 ? EventId(change_id) : "preview";
 	change.occurred_at_ms = occurred_at_ms;
 	change.remote_id = SpiScalar("SELECT remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = $2",
 	                             {def.name, t.key})
@@ -68,8 +69,14 @@ Describe(const RouteDef &def, Op op, const Translation &t, int64_t change_id, in
 	auth.bearer = "****";
 	auth.instance_url = def.endpoint.base_url;
 	auth.masked = true;
+	auth.signed_at_ms = occurred_at_ms;
+	// The output is masked: a stand-in key shows which headers a signed request carries
+	// without reading the secret (which the caller may not be allowed to).
+	Endpoint endpoint = def.endpoint;
+	if (def.has_secret && endpoint.kind == "webhook")
+		endpoint.secret = "whsec_c3RhbmQtaW4ta2V5";
 	auto connector = MakeConnector(def.endpoint.kind);
-	std::vector<Call> calls = connector->BuildCalls(def.endpoint, def.route, {change}, auth);
+	std::vector<Call> calls = connector->BuildCalls(endpoint, def.route, {change}, auth);
 	if (calls.empty()) {
 		(*out)["request"] = nullptr;
 		(*out)["note"] = op == Op::Delete && def.route.on_delete != "delete"
@@ -108,7 +115,7 @@ PreviewJson(FunctionCallInfo fcinfo)
 		Fail(ERRCODE_INVALID_PARAMETER_VALUE, "op must be insert, update or delete, not \"" + op_name + "\"");
 
 	SpiConnection spi;
-	RouteDef def = LoadRoute(route, true);
+	RouteDef def = LoadRoute(route, false);
 	if (!def.source_exists)
 		Fail(ERRCODE_UNDEFINED_TABLE, "the source table of route \"" + route + "\" no longer exists");
 	std::string alias = RelationAlias(def.source);
@@ -143,7 +150,7 @@ RenderJson(FunctionCallInfo fcinfo)
 		return Json{{"error", "no queued change with id " + std::to_string(id)}};
 	const SpiRow &row = r.rows[0];
 	Json out = Json::object();
-	auto def = FindRoute(*row[0], true);
+	auto def = FindRoute(*row[0], false);
 	if (!def) {
 		out["error"] = "route \"" + *row[0] + "\" no longer exists";
 		return out;

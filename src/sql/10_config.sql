@@ -18,7 +18,7 @@ COMMENT ON TABLE switchboard.endpoints IS 'One row per outside system (hubspot, 
 
 CREATE TABLE switchboard.routes (
 	name text PRIMARY KEY,
-	source regclass NOT NULL,
+	source regclass,          -- NULL once the table was dropped (see disabled_reason)
 	endpoint text NOT NULL REFERENCES switchboard.endpoints (name) ON UPDATE CASCADE,
 	remote_object text NOT NULL,
 	direction text NOT NULL DEFAULT 'push',

@@ -56,9 +56,33 @@ BEGIN
 		WHERE object_type IN ('table', 'partitioned table') LOOP
 		UPDATE switchboard.routes
 		   SET enabled = false,
+		       source = NULL,  -- a dangling OID could name another table after a restore
 		       disabled_reason = format('source table %s was dropped at %s', dropped.object_identity, now())
-		 WHERE source = dropped.objid AND (enabled OR disabled_reason IS NULL);
+		 WHERE source = dropped.objid;
 	END LOOP;
 END $$;
 CREATE EVENT TRIGGER switchboard_source_dropped ON sql_drop
 	EXECUTE FUNCTION switchboard._on_sql_drop();
+
+-- Every capture trigger, whether attached by switchboard or recreated by a restore, is tied to
+-- the extension (an automatic dependency), so DROP EXTENSION removes it.
+CREATE FUNCTION switchboard._tie_to_extension(trigger_oid oid) RETURNS void
+	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_tie_to_extension';
+CREATE FUNCTION switchboard._on_trigger_created() RETURNS event_trigger
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+	created record;
+BEGIN
+	FOR created IN
+		SELECT t.oid FROM pg_event_trigger_ddl_commands() c
+		  JOIN pg_trigger t ON t.oid = c.objid AND c.classid = 'pg_trigger'::regclass
+		 WHERE t.tgfoid = 'switchboard.capture()'::regprocedure
+		   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+		                    WHERE d.classid = 'pg_trigger'::regclass AND d.objid = t.oid
+		                      AND d.refclassid = 'pg_extension'::regclass)
+	LOOP
+		PERFORM switchboard._tie_to_extension(created.oid);
+	END LOOP;
+END $$;
+CREATE EVENT TRIGGER switchboard_capture_created ON ddl_command_end WHEN TAG IN ('CREATE TRIGGER')
+	EXECUTE FUNCTION switchboard._on_trigger_created();

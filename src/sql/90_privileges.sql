@@ -4,3 +4,23 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA switchboard FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA switchboard FROM PUBLIC;
 GRANT USAGE ON SCHEMA switchboard TO pg_monitor;
 GRANT SELECT ON switchboard.route_status, switchboard.dead_letters TO pg_monitor;
+
+-- One call lets a role configure and watch switchboard: write every configuration table,
+-- write (but never read) secrets, read the queue and status, and use every function.
+CREATE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
+	LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+	EXECUTE format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
+	EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
+	               'switchboard.mappings, switchboard.filters TO %s', role);
+	EXECUTE format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
+	EXECUTE format('GRANT SELECT (name) ON switchboard.secrets TO %s', role);
+	EXECUTE format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
+	EXECUTE format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
+	               'switchboard.route_stats, switchboard.remote_ids, switchboard.instance TO %s', role);
+	EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
+	EXECUTE format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
+END $$;
+COMMENT ON FUNCTION switchboard.grant_admin(regrole) IS
+	'Lets a role configure and monitor switchboard (secrets stay write-only for it)';
+REVOKE ALL ON FUNCTION switchboard.grant_admin(regrole) FROM PUBLIC;

@@ -74,19 +74,17 @@ FindRoute(const std::string &name, bool with_secret)
 {
 	SpiResult r = SpiExec("SELECT r.source::oid, r.direction, r.operations::text, r.match_local, r.enabled, "
 	                      "r.remote_object, coalesce(r.match_remote, ''), r.on_delete, "
-	                      "e.name, e.kind, e.base_url, e.options::text, "
-	                      "CASE WHEN $2::bool THEN s.value END, "
+	                      "e.name, e.kind, e.base_url, e.options::text, e.secret, "
 	                      "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.source) "
 	                      "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
-	                      "LEFT JOIN switchboard.secrets s ON s.name = e.secret AND $2::bool "
 	                      "WHERE r.name = $1",
-	                      {name, std::string(with_secret ? "true" : "false")});
+	                      {name});
 	if (r.rows.empty())
 		return std::nullopt;
 	const SpiRow &row = r.rows[0];
 	RouteDef def;
 	def.name = name;
-	def.source = static_cast<Oid>(std::stoul(*row[0]));
+	def.source = row[0] ? static_cast<Oid>(std::stoul(*row[0])) : InvalidOid;
 	def.direction = *row[1];
 	def.operations = ParseOperations(*row[2]);
 	def.match_local = *row[3];
@@ -99,8 +97,11 @@ FindRoute(const std::string &name, bool with_secret)
 	def.endpoint.kind = *row[9];
 	def.endpoint.base_url = *row[10];
 	def.endpoint.options = Json::parse(*row[11]);
-	def.endpoint.secret = row[12].value_or("");
 	def.source_exists = *row[13] == "t";
+	def.has_secret = row[12].has_value();
+	// Only the owner (and the worker) may read secrets; configuration paths never ask.
+	if (with_secret && row[12])
+		def.endpoint.secret = SpiScalar("SELECT value FROM switchboard.secrets WHERE name = $1", {*row[12]}).value_or("");
 
 	SpiResult m = SpiExec("SELECT remote_field, push_expr, pull_column, pull_expr FROM switchboard.mappings "
 	                      "WHERE route = $1 ORDER BY remote_field",

@@ -39,6 +39,7 @@ struct RouteDef {
 	bool enabled = true;
 	Route route;       // connector's view: remote_object, match_remote, on_delete
 	Endpoint endpoint; // secret resolved only when asked for
+	bool has_secret = false;
 	std::vector<MappingDef> mappings;
 	std::vector<FilterDef> filters;
 

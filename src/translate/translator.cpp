@@ -76,7 +76,9 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		if (all_filters || !f.InWhen(op))
 			filters.push_back(&f);
 	if (!filters.empty()) {
-		std::vector<SpiText> args{op == Op::Delete ? std::nullopt : new_image,
+		// Insert: old is a row of NULLs. Delete: new and old are both the deleted row, so a
+		// filter on what the record is ("new.status = 'qualified'") lets its deletion through.
+		std::vector<SpiText> args{op == Op::Delete ? old_image : new_image,
 		                          op == Op::Insert ? std::nullopt : old_image};
 		std::string from = NewOldFromClause(def.source, "$1::json", "$2::json");
 		std::string sql = "SELECT ";

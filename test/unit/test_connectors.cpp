@@ -18,6 +18,8 @@ namespace {
 
 // ---- fixtures and helpers ------------------------------------------------------------------
 
+using Header = std::pair<std::string, std::string>;
+
 Endpoint
 MakeEndpoint(const std::string &kind, const std::string &base_url, const std::string &secret,
              Json options = Json::object())
@@ -239,18 +241,6 @@ TEST(Helpers, UrlsAndTimestamps)
 
 TEST(RetryAfter, Parsing)
 {
-	const int64_t now = 1445412480000; // Wed, 21 Oct 2015 07:28:00 GMT
-	EXPECT_EQ(ParseRetryAfter("120", now), 120000);
-	EXPECT_EQ(ParseRetryAfter(" 5 ", now), 5000);
-	EXPECT_EQ(ParseRetryAfter("0", now), 0);
-	EXPECT_EQ(ParseRetryAfter("1.5", now), 1500);
-	EXPECT_EQ(ParseRetryAfter("Wed, 21 Oct 2015 07:28:30 GMT", now), 30000);
-	EXPECT_EQ(ParseRetryAfter("Wed, 21 Oct 2015 07:27:00 GMT", now), 0); // in the past
-	EXPECT_EQ(ParseRetryAfter("99999999999", now), 24L * 3600 * 1000);  // capped at a day
-	EXPECT_EQ(ParseRetryAfter("", now), -1);
-	EXPECT_EQ(ParseRetryAfter("soon", now), -1);
-	EXPECT_EQ(ParseRetryAfter("-5", now), -1);
-	EXPECT_EQ(ParseRetryAfter("Wed, 21 Oct 2015 07:28:30 PST", now), -1);
 	EXPECT_EQ(RetryAfterMs(Response(429, "", {{"retry-after", "7"}})), 7000);
 	EXPECT_EQ(RetryAfterMs(Response(429, "")), -1);
 }
@@ -398,7 +388,8 @@ TEST_F(HubSpotTest, PropertyValuesAreRenderedAsStrings)
 {
 	Json fields = {{"s", "text"},       {"i", 42},        {"neg", -7},          {"f", 3.25},
 	               {"t", true},         {"b", false},     {"n", nullptr},       {"o", {{"a", 1}}},
-	               {"arr", {1, "two"}}, {"empty", ""},    {"date", "2026-11-24"}};
+	               {"arr", {1, "two"}}, {"empty", ""},    {"date", "2026-11-24"},
+	               {"nested", {{1}, 2}}};
 	auto calls = connector->BuildCalls(endpoint, route, {MakeChange(1, Op::Update, "k", fields)}, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	Json properties = Json::parse(calls[0].request.body)["inputs"][0]["properties"];
@@ -410,7 +401,8 @@ TEST_F(HubSpotTest, PropertyValuesAreRenderedAsStrings)
 	EXPECT_EQ(properties["b"], "false");
 	EXPECT_EQ(properties["n"], "");
 	EXPECT_EQ(properties["o"], "{\"a\":1}");
-	EXPECT_EQ(properties["arr"], "[1,\"two\"]");
+	EXPECT_EQ(properties["arr"], "1;two"); // multiple-checkbox format
+	EXPECT_EQ(properties["nested"], "[[1],2]");
 	EXPECT_EQ(properties["empty"], "");
 	EXPECT_EQ(properties["date"], "2026-11-24");
 	for (const auto &item : properties.items())
@@ -869,9 +861,15 @@ TEST_F(WebhookTest, RequestShapeAndSignature)
 	                                    {"webhook-signature", expected_signature}}));
 	EXPECT_EQ(calls[0].changes, std::vector<size_t>({0}));
 
-	// A retry re-sends the very same bytes.
-	auto again = connector->BuildCalls(endpoint, route, changes, auth);
-	EXPECT_EQ(WireText(again[0].request), WireText(request));
+	// A retry re-sends the very same body and webhook-id, signed at its own send time.
+	Auth later = auth;
+	later.signed_at_ms = 1795514400123 + 3600 * 1000;
+	auto again = connector->BuildCalls(endpoint, route, changes, later);
+	EXPECT_EQ(again[0].request.body, request.body);
+	EXPECT_EQ(again[0].request.headers[1], request.headers[1]);
+	EXPECT_EQ(again[0].request.headers[2], Header({"webhook-timestamp", "1795518000"}));
+	EXPECT_EQ(again[0].request.headers[3].second,
+	          ReferenceSignature(key, "msg_2Lh7uWm.1795518000." + request.body));
 }
 
 TEST_F(WebhookTest, OneCallPerChangeAndDeletes)
