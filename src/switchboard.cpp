@@ -13,6 +13,7 @@ extern "C" {
 #include "utils/guc.h"
 }
 
+#include "worker/launcher.h"
 #include "worker/shmem.h"
 #include "worker/wake.h"
 
@@ -60,6 +61,8 @@ _PG_init(void)
 	MarkGUCPrefixReserved("switchboard");
 
 	InstallWakeCallback();
-	if (process_shared_preload_libraries_in_progress)
+	if (process_shared_preload_libraries_in_progress) {
 		RequestSharedMemory();
+		RegisterLauncher();
+	}
 }

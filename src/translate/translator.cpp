@@ -3,12 +3,17 @@
 #include "pg/boundary.h"
 #include "pg/expr.h"
 
+extern "C" {
+#include "miscadmin.h"
+#include "utils/lsyscache.h"
+}
+
 namespace switchboard {
 
 namespace {
 
 std::string
-FieldsSql(const RouteDef &def)
+FieldsSqlFor(const RouteDef &def)
 {
 	// jsonb_build_object takes at most 100 arguments: build it in chunks.
 	std::vector<std::string> chunks;
@@ -57,7 +62,7 @@ TryQuery(const std::string &sql, const std::vector<SpiText> &args, SpiResult *ou
 std::string
 MappingSql(const RouteDef &def)
 {
-	return "SELECT " + Parenthesize(def.match_local) + "::text, (" + FieldsSql(def) + ")::text" +
+	return "SELECT " + Parenthesize(def.match_local) + "::text, (" + FieldsSqlFor(def) + ")::text" +
 	       RowFromClause(def.source, "$1::json");
 }
 
@@ -145,6 +150,136 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 	t.key = *r.rows[0][0];
 	t.fields = Json::parse(r.rows[0][1].value_or("{}"));
 	return t;
+}
+
+std::string
+ArrayLiteral(const std::vector<SpiText> &items)
+{
+	std::string out = "{";
+	for (size_t i = 0; i < items.size(); i++) {
+		if (i)
+			out += ',';
+		if (!items[i]) {
+			out += "NULL";
+			continue;
+		}
+		out += '"';
+		for (char ch : *items[i]) {
+			if (ch == '"' || ch == '\\')
+				out += '\\';
+			out += ch;
+		}
+		out += '"';
+	}
+	return out + "}";
+}
+
+namespace {
+
+// Runs as another role for its lifetime, like a SECURITY DEFINER function does.
+class AsRole {
+public:
+	explicit AsRole(Oid role)
+	{
+		GetUserIdAndSecContext(&saved_user_, &saved_context_);
+		SetUserIdAndSecContext(role, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	}
+	~AsRole() { SetUserIdAndSecContext(saved_user_, saved_context_); }
+	AsRole(const AsRole &) = delete;
+	AsRole &operator=(const AsRole &) = delete;
+
+private:
+	Oid saved_user_ = InvalidOid;
+	int saved_context_ = 0;
+};
+
+Oid
+TableOwner(Oid relid)
+{
+	SpiText owner = SpiScalar("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1::oid", {std::to_string(relid)});
+	return owner ? static_cast<Oid>(std::stoul(*owner)) : GetUserId();
+}
+
+// All rows in one query; false when any row raised (the caller then goes row by row).
+bool
+TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std::vector<Translation> *out)
+{
+	std::vector<const FilterDef *> filters;
+	for (const auto &f : def.filters)
+		if (!f.InWhen(Op::Insert) || !f.InWhen(Op::Update) || !f.InWhen(Op::Delete))
+			filters.push_back(&f);
+	std::vector<SpiText> news, olds, ops;
+	for (const auto &row : rows) {
+		news.push_back(row.new_image);
+		olds.push_back(row.old_image);
+		ops.emplace_back(OpName(row.op));
+	}
+	std::string type = QualifiedName(def.source);
+	std::string row_image = "CASE WHEN i.op = 'delete' THEN i.old_img ELSE i.new_img END";
+	std::string sql = "SELECT m.key, m.fields";
+	for (size_t k = 0; k < filters.size(); k++)
+		sql += ", f.f" + std::to_string(k);
+	sql += " FROM unnest($1::json[], $2::json[], $3::text[]) WITH ORDINALITY AS i(new_img, old_img, op, n)";
+	if (!filters.empty()) {
+		sql += " CROSS JOIN LATERAL (SELECT ";
+		for (size_t k = 0; k < filters.size(); k++)
+			sql += (k ? ", " : "") + std::string("coalesce(") + Parenthesize(filters[k]->predicate) +
+			       ", false) AS f" + std::to_string(k);
+		sql += NewOldFromClause(def.source, row_image, "CASE WHEN i.op = 'insert' THEN NULL ELSE i.old_img END") +
+		       ") f";
+	}
+	sql += " CROSS JOIN LATERAL (SELECT " + Parenthesize(def.match_local) + "::text AS key, (" +
+	       FieldsSqlFor(def) + ")::text AS fields" + RowFromClause(def.source, row_image) +
+	       ") m ORDER BY i.n";
+	SpiResult r;
+	std::string error;
+	if (!TryQuery(sql, {ArrayLiteral(news), ArrayLiteral(olds), ArrayLiteral(ops)}, &r, &error))
+		return false;
+	if (r.rows.size() != rows.size())
+		return false;
+	out->assign(rows.size(), Translation());
+	for (size_t i = 0; i < rows.size(); i++) {
+		Translation &t = (*out)[i];
+		const SpiRow &row = r.rows[i];
+		for (size_t k = 0; k < filters.size(); k++)
+			if (!filters[k]->InWhen(rows[i].op) && row[2 + k] != SpiText("t"))
+				t.rejected_by.push_back(filters[k]->name);
+		if (!t.rejected_by.empty()) {
+			t.status = Translation::Status::Filtered;
+			continue;
+		}
+		if (!row[0]) {
+			t.status = Translation::Status::Failed;
+			t.error = "match_local (" + def.match_local + ") is NULL for this row";
+			continue;
+		}
+		t.key = *row[0];
+		t.fields = Json::parse(row[1].value_or("{}"));
+	}
+	return true;
+}
+
+} // namespace
+
+std::vector<Translation>
+TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows)
+{
+	std::vector<Translation> out;
+	if (rows.empty())
+		return out;
+	if (!def.source_exists) {
+		Translation failed;
+		failed.status = Translation::Status::Failed;
+		failed.error = "source table of route \"" + def.name + "\" no longer exists";
+		return std::vector<Translation>(rows.size(), failed);
+	}
+	AsRole as_owner(TableOwner(def.source));
+	if (TranslateSetBased(def, rows, &out))
+		return out;
+	out.clear();
+	for (const auto &row : rows)
+		out.push_back(Translate(def, row.op, row.new_image, row.old_image, false));
+	return out;
 }
 
 } // namespace switchboard

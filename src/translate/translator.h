@@ -26,4 +26,20 @@ Translation Translate(const RouteDef &def, Op op, const SpiText &new_image, cons
 // The SQL that computes key and fields from the row image given as $1 (json).
 std::string MappingSql(const RouteDef &def);
 
+// One queued change to translate.
+struct PendingRow {
+	Op op = Op::Update;
+	SpiText new_image;
+	SpiText old_image;
+};
+
+// Translates many changes of one route with the filters the trigger did not evaluate: in one
+// query when every row translates, row by row (to name the failing filter or mapping) when
+// one does not. Runs as the owner of the route's source table, so expressions in the
+// configuration can do no more than that role could with its own data.
+std::vector<Translation> TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows);
+
+// {"a","b"} with the quoting Postgres array input expects; nullopt elements become NULL.
+std::string ArrayLiteral(const std::vector<SpiText> &items);
+
 } // namespace switchboard

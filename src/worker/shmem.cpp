@@ -1,13 +1,245 @@
 #include "worker/shmem.h"
 
+extern "C" {
+#include <signal.h>
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+}
+
 namespace switchboard {
-// The worker arrives with the sync-worker milestone; until then there is nobody to wake.
+
+namespace {
+
+struct WorkerSlot {
+	Oid database;        // InvalidOid: free
+	pid_t pid;           // running worker, 0 when none
+	Latch *latch;        // its latch
+	int64_t starting_at; // launcher asked for a worker at this time (0: not starting)
+	int64_t idle_until;  // no extension here: do not start a worker before this time
+	int64_t held_until;  // DROP/RENAME DATABASE in progress: keep away until then
+};
+
+struct SharedState {
+	slock_t mutex;
+	Latch *launcher_latch;
+	WorkerSlot slots[kMaxDatabases];
+};
+
+SharedState *shared = nullptr;
+shmem_request_hook_type prev_shmem_request_hook = nullptr;
+shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
+
+// How long a database without the extension is left alone before the launcher checks again
+// (CREATE EXTENSION wakes the launcher at once, so this is only a safety net).
+constexpr int64_t kNoExtensionRecheckMs = 60 * 1000;
+constexpr int64_t kStartTimeoutMs = 30 * 1000;
+
+void
+ShmemRequest()
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(sizeof(SharedState));
+}
+
+void
+ShmemStartup()
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	bool found = false;
+	shared = static_cast<SharedState *>(ShmemInitStruct("switchboard", sizeof(SharedState), &found));
+	if (!found) {
+		memset(shared, 0, sizeof(SharedState));
+		SpinLockInit(&shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+// Callers hold the mutex.
+WorkerSlot *
+FindSlot(Oid database, bool create)
+{
+	WorkerSlot *free_slot = nullptr;
+	for (auto &slot : shared->slots) {
+		if (slot.database == database)
+			return &slot;
+		if (slot.database == InvalidOid && free_slot == nullptr)
+			free_slot = &slot;
+	}
+	if (create && free_slot != nullptr) {
+		memset(free_slot, 0, sizeof(WorkerSlot));
+		free_slot->database = database;
+		return free_slot;
+	}
+	return nullptr;
+}
+
+} // namespace
+
+int64_t
+NowMs()
+{
+	return static_cast<int64_t>(GetCurrentTimestamp() / 1000) + 946684800000LL; // PG epoch -> unix
+}
+
 void
 RequestSharedMemory()
 {
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ShmemRequest;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ShmemStartup;
 }
+
 void
-SetWorkerLatch(Oid)
+SetWorkerLatch(Oid database)
 {
+	if (shared == nullptr)
+		return;
+	Latch *latch = nullptr;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, false);
+	if (slot != nullptr && slot->pid != 0)
+		latch = slot->latch;
+	SpinLockRelease(&shared->mutex);
+	if (latch != nullptr)
+		SetLatch(latch);
 }
+
+void
+WakeLauncher(Oid database)
+{
+	if (shared == nullptr)
+		return;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, true);
+	if (slot != nullptr)
+		slot->idle_until = 0;
+	Latch *latch = shared->launcher_latch;
+	SpinLockRelease(&shared->mutex);
+	if (latch != nullptr)
+		SetLatch(latch);
+}
+
+void
+RegisterLauncherLatch(Latch *latch)
+{
+	SpinLockAcquire(&shared->mutex);
+	shared->launcher_latch = latch;
+	SpinLockRelease(&shared->mutex);
+}
+
+bool
+ShouldStartWorker(Oid database, int64_t now_ms)
+{
+	bool start = false;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, true);
+	if (slot != nullptr && slot->pid == 0 && slot->idle_until <= now_ms && slot->held_until <= now_ms &&
+	    (slot->starting_at == 0 || now_ms - slot->starting_at > kStartTimeoutMs)) {
+		slot->starting_at = now_ms;
+		start = true;
+	}
+	SpinLockRelease(&shared->mutex);
+	return start;
+}
+
+void
+MarkStartFailed(Oid database)
+{
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, false);
+	if (slot != nullptr)
+		slot->starting_at = 0;
+	SpinLockRelease(&shared->mutex);
+}
+
+void
+ForgetDatabasesExcept(const Oid *databases, int count)
+{
+	SpinLockAcquire(&shared->mutex);
+	for (auto &slot : shared->slots) {
+		if (slot.database == InvalidOid || slot.pid != 0)
+			continue;
+		bool present = false;
+		for (int i = 0; i < count && !present; i++)
+			present = databases[i] == slot.database;
+		if (!present)
+			memset(&slot, 0, sizeof slot);
+	}
+	SpinLockRelease(&shared->mutex);
+}
+
+bool
+ClaimWorkerSlot(Oid database, Latch *latch)
+{
+	bool claimed = false;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, true);
+	if (slot != nullptr && (slot->pid == 0 || kill(slot->pid, 0) != 0)) {
+		slot->pid = MyProcPid;
+		slot->latch = latch;
+		slot->starting_at = 0;
+		claimed = true;
+	}
+	SpinLockRelease(&shared->mutex);
+	return claimed;
+}
+
+void
+ReleaseWorkerSlot(Oid database, bool has_extension, int64_t now_ms)
+{
+	if (shared == nullptr)
+		return;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, false);
+	if (slot != nullptr && slot->pid == MyProcPid) {
+		slot->pid = 0;
+		slot->latch = nullptr;
+		slot->starting_at = 0;
+		if (!has_extension)
+			slot->idle_until = now_ms + kNoExtensionRecheckMs;
+	}
+	Latch *launcher = shared->launcher_latch;
+	SpinLockRelease(&shared->mutex);
+	if (launcher != nullptr)
+		SetLatch(launcher);
+}
+
+void
+StopWorkerFor(Oid database, int64_t hold_ms, int timeout_ms)
+{
+	if (shared == nullptr)
+		return;
+	pid_t pid = 0;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, true);
+	if (slot != nullptr) {
+		slot->held_until = NowMs() + hold_ms;
+		pid = slot->pid;
+	}
+	SpinLockRelease(&shared->mutex);
+	if (pid == 0)
+		return;
+	kill(pid, SIGTERM);
+	for (int waited = 0; waited < timeout_ms; waited += 10) {
+		bool gone;
+		SpinLockAcquire(&shared->mutex);
+		slot = FindSlot(database, false);
+		gone = slot == nullptr || slot->pid != pid;
+		SpinLockRelease(&shared->mutex);
+		if (gone)
+			return;
+		pg_usleep(10 * 1000);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 } // namespace switchboard

@@ -1,0 +1,759 @@
+// Dispatcher: one round of delivery. Every batch becomes calls up front (so skipped deletes
+// are known at once); the calls then wait in a per-endpoint queue and are submitted as the
+// endpoint's concurrency, rate limit and circuit breaker allow, while the HttpClient is polled
+// in short slices so should_stop is honoured promptly.
+#include "delivery/dispatcher.h"
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
+namespace switchboard {
+
+namespace {
+
+// A daily quota (HubSpot DAILY, OpenAI insufficient_quota) does not come back within any
+// backoff: pause the endpoint at least this long instead of probing it every few seconds.
+const long kStopEndpointPauseMs = 60L * 60 * 1000;
+// should_stop must be consulted at least this often.
+const int kMaxPollWaitMs = 100;
+
+int64_t
+SystemUnixMs()
+{
+	return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+	    .count();
+}
+
+long
+MsUntil(int64_t when, int64_t now)
+{
+	return when > now ? static_cast<long>(when - now) : 0;
+}
+
+// A positive integer option, or fallback when absent (options are validated at write time,
+// but a hand-edited row must not make the worker divide by zero or spin).
+long
+PositiveOption(const Json &options, const char *name, long fallback)
+{
+	if (!options.is_object())
+		return fallback;
+	auto it = options.find(name);
+	if (it == options.end() || !it->is_number())
+		return fallback;
+	double value = it->get<double>();
+	if (!(value >= 1) || value > 1e9)
+		return fallback;
+	return static_cast<long>(value);
+}
+
+std::string
+RateLimitText(const Json &options)
+{
+	if (!options.is_object())
+		return std::string();
+	auto it = options.find("rate_limit");
+	if (it == options.end() || !it->is_string())
+		return std::string();
+	return it->get<std::string>();
+}
+
+// Why a change got no call (SkippedChanges): the connector only leaves out deletes.
+std::string
+SkipReason(const Route &route, const Change &change)
+{
+	if (change.op != Op::Delete)
+		return "not sent: the connector built no request for this change";
+	if (route.on_delete != "delete")
+		return "delete not sent: on_delete is ignore";
+	return "delete not sent: remote id of this key is unknown";
+}
+
+std::string
+ReplaceAll(std::string text, const std::string &needle, const std::string &replacement)
+{
+	if (needle.empty())
+		return text;
+	for (size_t pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + replacement.size()))
+		text.replace(pos, needle.size(), replacement);
+	return text;
+}
+
+} // namespace
+
+// What the dispatcher remembers about an endpoint across Deliver calls.
+struct Dispatcher::EndpointState {
+	std::string name;
+	std::string rate_limit; // option text the limiter was built from
+	RateLimiter limiter{0, 0};
+	CircuitBreaker breaker;
+	std::string breaker_error; // error of the latest endpoint failure, quoted while backing off
+	// Salesforce token, valid only for the base_url and secret it was fetched with.
+	bool has_token = false;
+	SalesforceToken token;
+	std::string token_for;
+	uint64_t requests = 0;
+	uint64_t errors = 0;
+	std::string last_error;
+	int64_t last_error_at_ms = 0;
+};
+
+Dispatcher::Dispatcher(HttpClient *client, Clock clock) : client_(client), clock_(std::move(clock))
+{
+	if (!clock_)
+		clock_ = SystemUnixMs;
+}
+
+Dispatcher::~Dispatcher() = default;
+
+Dispatcher::EndpointState &
+Dispatcher::StateFor(const Endpoint &endpoint)
+{
+	auto &slot = endpoints_[endpoint.name];
+	if (!slot) {
+		slot = std::make_unique<EndpointState>();
+		slot->name = endpoint.name;
+	}
+	EndpointState &state = *slot;
+	// The worker calls ForgetEndpoint when a row changes, but a changed rate limit or
+	// credential must never be applied with stale state even if that call was missed.
+	std::string rate_limit = RateLimitText(endpoint.options);
+	if (rate_limit != state.rate_limit) {
+		int count = 0;
+		long window_ms = 0;
+		if (!ParseRateLimit(rate_limit, &count, &window_ms)) {
+			count = 0;
+			window_ms = 0;
+		}
+		state.limiter = RateLimiter(count, window_ms);
+		state.rate_limit = rate_limit;
+	}
+	std::string token_for = endpoint.base_url + '\n' + endpoint.secret;
+	if (token_for != state.token_for) {
+		state.has_token = false;
+		state.token = SalesforceToken();
+		state.token_for = token_for;
+	}
+	return state;
+}
+
+std::vector<EndpointStatus>
+Dispatcher::EndpointStatuses() const
+{
+	std::vector<EndpointStatus> statuses;
+	for (const auto &entry : endpoints_) {
+		const EndpointState &state = *entry.second;
+		EndpointStatus status;
+		status.endpoint = entry.first;
+		status.state = CircuitStateName(state.breaker.state());
+		status.next_attempt_at_ms =
+		    state.breaker.state() == CircuitBreaker::State::Ok ? 0 : state.breaker.next_attempt_at_ms();
+		status.requests = state.requests;
+		status.errors = state.errors;
+		status.last_error = state.last_error;
+		status.last_error_at_ms = state.last_error_at_ms;
+		statuses.push_back(std::move(status));
+	}
+	return statuses;
+}
+
+void
+Dispatcher::ForgetEndpoint(const std::string &name)
+{
+	endpoints_.erase(name);
+}
+
+int64_t
+Dispatcher::EndpointReadyAt(const std::string &name) const
+{
+	auto it = endpoints_.find(name);
+	if (it == endpoints_.end())
+		return 0;
+	const EndpointState &state = *it->second;
+	int64_t now = clock_();
+	int64_t ready = 0;
+	if (state.breaker.state() != CircuitBreaker::State::Ok && state.breaker.next_attempt_at_ms() > now)
+		ready = state.breaker.next_attempt_at_ms();
+	int64_t limiter_next = state.limiter.NextAvailableMs(now);
+	if (limiter_next > now)
+		ready = std::max(ready, limiter_next);
+	return ready;
+}
+
+// The state of one Deliver call. Jobs are addressed by index (the HttpClient tag), so the
+// jobs vector may grow while requests are in flight.
+struct DispatchRound {
+	struct Job {
+		size_t batch = 0;
+		size_t endpoint = 0; // index into endpoints
+		Call call;
+		bool token_request = false;
+		bool resent = false; // already resent once after INVALID_SESSION_ID
+	};
+
+	enum class Token { NotNeeded, Ready, Missing, Fetching, Failed };
+
+	struct EndpointRound {
+		const Endpoint *endpoint = nullptr;
+		Dispatcher::EndpointState *state = nullptr;
+		std::unique_ptr<Connector> connector;
+		std::deque<size_t> queue; // jobs not yet submitted, in order
+		int in_flight = 0;
+		int max_concurrency = 1;
+		long timeout_ms = 30000;
+		// Webhook calls are signed at send time and Salesforce calls carry the current token
+		// and instance: both are rebuilt right before submitting (body and ids unchanged).
+		bool rebuild_at_send = false;
+		Token token = Token::NotNeeded;
+		std::string token_error;
+		bool refreshed = false;          // the one INVALID_SESSION_ID refresh of this round is used
+		int64_t limiter_wait_until = 0;  // waiting for a rate-limit slot until then (clock ms)
+	};
+
+	Dispatcher &dispatcher;
+	const std::vector<RouteBatch> &batches;
+	const DispatchOptions &options;
+	std::vector<RouteAction> *route_actions;
+
+	std::vector<std::vector<std::optional<Delivery>>> results; // [batch][change]
+	std::vector<Job> jobs;
+	std::vector<EndpointRound> endpoints;
+	std::map<std::string, size_t> endpoint_index;
+	std::map<std::string, std::string> disabled_routes; // route -> why
+	int in_flight = 0;
+	bool stopping = false;
+	// Rate-limit waits end here (clock ms); the steady deadline guards against a clock that
+	// does not advance (tests inject one), so Deliver can never wait forever.
+	int64_t wait_deadline_ms = 0;
+	std::chrono::steady_clock::time_point wait_deadline_steady;
+
+	DispatchRound(Dispatcher &dispatcher_, const std::vector<RouteBatch> &batches_, const DispatchOptions &options_,
+	              std::vector<RouteAction> *route_actions_)
+	    : dispatcher(dispatcher_), batches(batches_), options(options_), route_actions(route_actions_)
+	{
+	}
+
+	int64_t Now() const { return dispatcher.clock_(); }
+
+	// ---- outcomes ---------------------------------------------------------------------
+
+	void Record(size_t batch, size_t change, Delivery delivery)
+	{
+		std::optional<Delivery> &slot = results[batch][change];
+		if (slot)
+			return; // the first outcome stands: exactly one Delivery per change
+		const RouteBatch &b = batches[batch];
+		delivery.change_id = b.changes[change].id;
+		delivery.route = b.route.name;
+		delivery.key = b.changes[change].key;
+		slot = std::move(delivery);
+	}
+
+	// Nothing was sent for these changes: the worker retries them without counting an attempt.
+	void Defer(size_t job_index, const std::string &error, long retry_after_ms)
+	{
+		const Job &job = jobs[job_index];
+		for (size_t change : job.call.changes) {
+			Delivery delivery;
+			delivery.outcome = Outcome::Retry;
+			delivery.attempted = false;
+			delivery.error = error;
+			delivery.retry_after_ms = retry_after_ms;
+			Record(job.batch, change, std::move(delivery));
+		}
+	}
+
+	void DeferQueue(EndpointRound &e, const std::string &error, long retry_after_ms)
+	{
+		while (!e.queue.empty()) {
+			Defer(e.queue.front(), error, retry_after_ms);
+			e.queue.pop_front();
+		}
+	}
+
+	// The change counts as attempted although no answer about it came back (token failure,
+	// a request that cannot be built): such faults do not heal by waiting alone.
+	void Fail(size_t job_index, const std::string &error, long http_status)
+	{
+		const Job &job = jobs[job_index];
+		for (size_t change : job.call.changes) {
+			Delivery delivery;
+			delivery.outcome = Outcome::Retry;
+			delivery.attempted = true;
+			delivery.error = error;
+			delivery.http_status = http_status;
+			Record(job.batch, change, std::move(delivery));
+		}
+	}
+
+	// ---- secrets ----------------------------------------------------------------------
+
+	// Error texts quote remote answers, and a remote may echo what it was sent: never let a
+	// credential reach a status view or a log line through them.
+	std::string Redact(const EndpointRound &e, std::string text) const
+	{
+		std::vector<std::string> secrets;
+		const std::string &secret = e.endpoint->secret;
+		secrets.push_back(secret);
+		Json parsed = Json::parse(secret, nullptr, false);
+		if (parsed.is_object() && parsed.contains("client_secret") && parsed["client_secret"].is_string()) {
+			std::string client_secret = parsed["client_secret"].get<std::string>();
+			secrets.push_back(client_secret);
+			secrets.push_back(UrlEncode(client_secret));
+		}
+		if (e.state->has_token)
+			secrets.push_back(e.state->token.access_token);
+		// Longest first, so a secret containing another is masked whole.
+		std::sort(secrets.begin(), secrets.end(),
+		          [](const std::string &a, const std::string &b) { return a.size() > b.size(); });
+		for (const auto &s : secrets)
+			text = ReplaceAll(std::move(text), s, "****");
+		return text;
+	}
+
+	void NoteError(EndpointRound &e, const std::string &error, int64_t now)
+	{
+		e.state->last_error = error;
+		e.state->last_error_at_ms = now;
+	}
+
+	std::string BackingOffMessage(const EndpointRound &e) const
+	{
+		const CircuitBreaker &breaker = e.state->breaker;
+		std::string text = "endpoint " + e.endpoint->name + " is backing off after " +
+		                   std::to_string(breaker.consecutive_failures()) + " failures";
+		if (!e.state->breaker_error.empty())
+			text += ": " + e.state->breaker_error;
+		return text;
+	}
+
+	// ---- planning ---------------------------------------------------------------------
+
+	// Only Plan adds endpoints: references into `endpoints` stay valid afterwards.
+	EndpointRound &EndpointFor(const Endpoint &endpoint)
+	{
+		auto found = endpoint_index.find(endpoint.name);
+		if (found != endpoint_index.end())
+			return endpoints[found->second];
+		endpoint_index[endpoint.name] = endpoints.size();
+		endpoints.emplace_back();
+		EndpointRound &e = endpoints.back();
+		e.endpoint = &endpoint;
+		e.state = &dispatcher.StateFor(endpoint);
+		long fallback_concurrency =
+		    endpoint.kind == "webhook" ? options.webhook_concurrency : options.default_concurrency;
+		e.max_concurrency =
+		    static_cast<int>(std::min(PositiveOption(endpoint.options, "max_concurrency", fallback_concurrency), 1000L));
+		if (e.max_concurrency < 1)
+			e.max_concurrency = 1;
+		e.timeout_ms = PositiveOption(endpoint.options, "timeout_ms", options.timeout_ms);
+		e.rebuild_at_send = endpoint.kind == "webhook" || endpoint.kind == "salesforce";
+		if (endpoint.kind == "salesforce")
+			e.token = e.state->has_token ? Token::Ready : Token::Missing;
+		try {
+			e.connector = MakeConnector(endpoint.kind);
+		} catch (const std::exception &) {
+			e.connector.reset(); // reported per batch by Plan
+		}
+		return e;
+	}
+
+	Auth AuthFor(const EndpointRound &e, int64_t now) const
+	{
+		Auth auth;
+		const std::string &kind = e.endpoint->kind;
+		if (kind == "salesforce") {
+			if (e.state->has_token) {
+				auth.bearer = e.state->token.access_token;
+				auth.instance_url = e.state->token.instance_url;
+			}
+		} else if (kind == "webhook") {
+			auth.signed_at_ms = now;
+		} else {
+			auth.bearer = e.endpoint->secret;
+		}
+		return auth;
+	}
+
+	void Plan()
+	{
+		results.resize(batches.size());
+		for (size_t b = 0; b < batches.size(); ++b) {
+			const RouteBatch &batch = batches[b];
+			results[b].resize(batch.changes.size());
+			if (batch.changes.empty())
+				continue;
+			EndpointFor(batch.endpoint);
+			// Batches of one endpoint share its round state (queue, concurrency, token).
+			const size_t endpoint = endpoint_index[batch.endpoint.name];
+			EndpointRound &e = endpoints[endpoint];
+			std::vector<Call> calls;
+			std::string error;
+			if (!e.connector) {
+				error = "cannot build request: unknown endpoint kind \"" + Snippet(batch.endpoint.kind, 60) + "\"";
+			} else {
+				try {
+					// Webhook calls get their send-time signature when submitted.
+					Auth auth = AuthFor(e, 0);
+					calls = e.connector->BuildCalls(batch.endpoint, batch.route, batch.changes, auth);
+				} catch (const std::exception &ex) {
+					error = "cannot build request: " + Redact(e, ex.what());
+				}
+			}
+			if (!error.empty()) {
+				NoteError(e, error, Now());
+				for (size_t c = 0; c < batch.changes.size(); ++c) {
+					Delivery delivery;
+					delivery.outcome = Outcome::Retry;
+					delivery.attempted = true;
+					delivery.error = error;
+					Record(b, c, std::move(delivery));
+				}
+				continue;
+			}
+			for (size_t c : SkippedChanges(batch.changes, calls)) {
+				Delivery delivery;
+				delivery.outcome = Outcome::Skipped;
+				delivery.error = SkipReason(batch.route, batch.changes[c]);
+				Record(b, c, std::move(delivery));
+			}
+			for (auto &call : calls) {
+				if (call.changes.empty())
+					continue;
+				Job job;
+				job.batch = b;
+				job.endpoint = endpoint;
+				job.call = std::move(call);
+				jobs.push_back(std::move(job));
+				e.queue.push_back(jobs.size() - 1);
+			}
+		}
+	}
+
+	// ---- sending ----------------------------------------------------------------------
+
+	// Rebuilds a job's call for the current auth from exactly the changes it carries. The
+	// connector builds deterministically from the changes, so body and ids stay the same.
+	void Rebuild(EndpointRound &e, Job &job, int64_t now)
+	{
+		const RouteBatch &batch = batches[job.batch];
+		std::vector<Change> subset;
+		subset.reserve(job.call.changes.size());
+		for (size_t change : job.call.changes)
+			subset.push_back(batch.changes[change]);
+		std::vector<Call> calls = e.connector->BuildCalls(batch.endpoint, batch.route, subset, AuthFor(e, now));
+		if (calls.size() != 1 || calls[0].changes.size() != subset.size())
+			throw std::logic_error("connector split a call differently when rebuilding it");
+		std::vector<size_t> mapped;
+		mapped.reserve(subset.size());
+		for (size_t index : calls[0].changes)
+			mapped.push_back(job.call.changes.at(index));
+		job.call.request = std::move(calls[0].request);
+		job.call.changes = std::move(mapped);
+	}
+
+	void SubmitJob(EndpointRound &e, size_t job_index)
+	{
+		dispatcher.client_->Submit(jobs[job_index].call.request, e.timeout_ms, job_index);
+		e.in_flight++;
+		in_flight++;
+		e.state->requests++;
+	}
+
+	void SubmitToken(EndpointRound &e, int64_t now)
+	{
+		HttpRequest request;
+		try {
+			request = BuildSalesforceTokenRequest(*e.endpoint);
+		} catch (const std::exception &ex) {
+			TokenFailed(e, ex.what(), 0, now);
+			return;
+		}
+		Job job;
+		job.endpoint = static_cast<size_t>(&e - endpoints.data());
+		job.token_request = true;
+		job.call.request = std::move(request);
+		jobs.push_back(std::move(job));
+		e.token = Token::Fetching;
+		SubmitJob(e, jobs.size() - 1);
+	}
+
+	void TokenFailed(EndpointRound &e, const std::string &message, long http_status, int64_t now)
+	{
+		e.token = Token::Failed;
+		e.token_error = "salesforce token: " + Redact(e, message);
+		e.state->breaker.OnFailure(now, -1);
+		e.state->breaker_error = e.token_error;
+		NoteError(e, e.token_error, now);
+		while (!e.queue.empty()) {
+			Fail(e.queue.front(), e.token_error, http_status);
+			e.queue.pop_front();
+		}
+	}
+
+	bool WaitBudgetLeft(int64_t until) const
+	{
+		return until <= wait_deadline_ms && std::chrono::steady_clock::now() < wait_deadline_steady;
+	}
+
+	// Submits what this endpoint may send now; defers what it may not send in this round.
+	void Pump(EndpointRound &e, int64_t now)
+	{
+		e.limiter_wait_until = 0;
+		if (stopping) {
+			DeferQueue(e, "not sent: the worker is stopping", -1);
+			return;
+		}
+		CircuitBreaker &breaker = e.state->breaker;
+		while (!e.queue.empty()) {
+			size_t job_index = e.queue.front();
+			const std::string &route = batches[jobs[job_index].batch].route.name;
+			auto disabled = disabled_routes.find(route);
+			if (disabled != disabled_routes.end()) {
+				Defer(job_index, "not sent: route " + route + " is being disabled: " + disabled->second, -1);
+				e.queue.pop_front();
+				continue;
+			}
+			if (e.token == Token::Failed) {
+				Fail(job_index, e.token_error, 0);
+				e.queue.pop_front();
+				continue;
+			}
+			if (e.token == Token::Fetching || e.in_flight >= e.max_concurrency)
+				return;
+			// Look before asking: AllowRequest hands out the single probe of an open breaker,
+			// which must go to a request that is really sent.
+			bool breaker_allows = breaker.state() == CircuitBreaker::State::Ok || now >= breaker.next_attempt_at_ms();
+			if (!breaker_allows) {
+				// Answers still in flight may close the breaker again (a success resets it).
+				if (e.in_flight > 0)
+					return;
+				DeferQueue(e, BackingOffMessage(e), MsUntil(breaker.next_attempt_at_ms(), now));
+				return;
+			}
+			if (e.token == Token::Missing) {
+				SubmitToken(e, now);
+				continue; // Fetching now (or Failed, which empties the queue)
+			}
+			RateLimiter &limiter = e.state->limiter;
+			int64_t next = limiter.NextAvailableMs(now);
+			if (next > now) {
+				if (WaitBudgetLeft(next)) {
+					e.limiter_wait_until = next;
+					return;
+				}
+				std::string limit = e.state->rate_limit.empty() ? std::string("a Retry-After pause")
+				                                                : "rate limit " + e.state->rate_limit;
+				DeferQueue(e, "not sent: " + limit + " of endpoint " + e.endpoint->name + " holds requests back",
+				           MsUntil(next, now));
+				return;
+			}
+			if (!breaker.AllowRequest(now)) {
+				if (e.in_flight > 0)
+					return;
+				DeferQueue(e, BackingOffMessage(e), MsUntil(breaker.next_attempt_at_ms(), now));
+				return;
+			}
+			limiter.TryAcquire(now);
+			e.queue.pop_front();
+			if (e.rebuild_at_send) {
+				try {
+					Rebuild(e, jobs[job_index], now);
+				} catch (const std::exception &ex) {
+					std::string error = "cannot build request: " + Redact(e, ex.what());
+					NoteError(e, error, now);
+					Fail(job_index, error, 0);
+					continue;
+				}
+			}
+			SubmitJob(e, job_index);
+		}
+	}
+
+	// ---- answers ----------------------------------------------------------------------
+
+	void OnTokenAnswer(EndpointRound &e, const HttpResponse &response, int64_t now)
+	{
+		if (response.status == 0 || response.status >= 400)
+			e.state->errors++;
+		try {
+			SalesforceToken token = ParseSalesforceToken(response);
+			e.state->token = std::move(token);
+			e.state->has_token = true;
+			e.token = Token::Ready;
+		} catch (const std::exception &ex) {
+			TokenFailed(e, ex.what(), response.status, now);
+		}
+	}
+
+	void OnAnswer(size_t job_index, HttpResponse response)
+	{
+		if (job_index >= jobs.size())
+			return; // not ours
+		const int64_t now = Now();
+		EndpointRound &e = endpoints[jobs[job_index].endpoint];
+		e.in_flight--;
+		in_flight--;
+		if (jobs[job_index].token_request) {
+			OnTokenAnswer(e, response, now);
+			return;
+		}
+		Job &job = jobs[job_index];
+		const RouteBatch &batch = batches[job.batch];
+
+		CallResult result;
+		try {
+			result = e.connector->ParseResult(job.call, batch.changes, response);
+		} catch (const std::exception &ex) {
+			// Repeating the call is safe (upserts, stable event ids); guessing an outcome is not.
+			result = UniformResult(job.call, Outcome::Retry, std::string("cannot read the response: ") + ex.what());
+		}
+		if (result.http_status == 0)
+			result.http_status = response.status;
+		if (result.results.size() != job.call.changes.size()) {
+			ChangeResult missing;
+			missing.outcome = Outcome::Retry;
+			missing.error = "the connector returned no result for this change";
+			result.results.resize(job.call.changes.size(), missing);
+		}
+		result.error = Redact(e, result.error);
+		for (auto &one : result.results)
+			one.error = Redact(e, one.error);
+
+		std::string call_error = result.error;
+		if (call_error.empty())
+			for (const auto &one : result.results)
+				if (!one.error.empty() && one.outcome != Outcome::Delivered) {
+					call_error = one.error;
+					break;
+				}
+		if (response.status == 0 || response.status >= 400) {
+			e.state->errors++;
+			NoteError(e, call_error.empty() ? "HTTP " + std::to_string(response.status) : call_error, now);
+		}
+
+		// Per-record rejections are not endpoint failures: only call-level ones move the breaker.
+		CircuitBreaker &breaker = e.state->breaker;
+		if (result.stop_endpoint) {
+			breaker.OnFailure(now, std::max(result.retry_after_ms, kStopEndpointPauseMs));
+			e.state->breaker_error = call_error;
+		} else if (result.endpoint_failure) {
+			breaker.OnFailure(now, result.retry_after_ms);
+			e.state->breaker_error = call_error;
+			if (result.http_status == 429 && result.retry_after_ms >= 0)
+				e.state->limiter.Penalize(now + std::min(result.retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
+		} else {
+			breaker.OnSuccess(now);
+		}
+
+		if (result.refresh_auth && !job.resent && !stopping) {
+			// The token expired: fetch one new token per round, then send the same changes
+			// once more (rebuilt with it, ahead of the rest of the queue).
+			if (!e.refreshed) {
+				e.refreshed = true;
+				e.state->has_token = false;
+				if (e.token != Token::Fetching && e.token != Token::Failed)
+					e.token = Token::Missing;
+			}
+			job.resent = true;
+			e.queue.push_front(job_index);
+			return;
+		}
+
+		if (result.disable_route && !disabled_routes.count(batch.route.name)) {
+			std::string reason = "webhook endpoint answered 410 Gone at " + job.call.request.url;
+			disabled_routes[batch.route.name] = reason;
+			if (route_actions)
+				route_actions->push_back(RouteAction{batch.route.name, reason});
+		}
+
+		// A change retried because the endpoint failed should not come back before the
+		// breaker lets requests through again.
+		long breaker_wait = -1;
+		if ((result.endpoint_failure || result.stop_endpoint) && breaker.state() != CircuitBreaker::State::Ok)
+			breaker_wait = MsUntil(breaker.next_attempt_at_ms(), now);
+		for (size_t p = 0; p < job.call.changes.size(); ++p) {
+			const ChangeResult &one = result.results[p];
+			Delivery delivery;
+			delivery.outcome = one.outcome;
+			delivery.attempted = true;
+			delivery.remote_id = one.remote_id;
+			delivery.error = one.error.empty() && one.outcome != Outcome::Delivered ? result.error : one.error;
+			delivery.http_status = result.http_status;
+			delivery.latency_ms = response.elapsed_ms;
+			delivery.retry_after_ms = one.retry_after_ms >= 0 ? one.retry_after_ms : result.retry_after_ms;
+			if (one.outcome == Outcome::Retry && breaker_wait >= 0)
+				delivery.retry_after_ms = std::max(delivery.retry_after_ms, breaker_wait);
+			Record(job.batch, job.call.changes[p], std::move(delivery));
+		}
+	}
+
+	// ---- the loop ---------------------------------------------------------------------
+
+	void Run(const std::function<bool()> &should_stop)
+	{
+		wait_deadline_ms = Now() + std::max(options.max_wait_ms, 0L);
+		wait_deadline_steady = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(options.max_wait_ms, 0L));
+		Plan();
+		for (;;) {
+			if (!stopping && should_stop && should_stop())
+				stopping = true;
+			int64_t now = Now();
+			bool queued = false;
+			int wait_ms = kMaxPollWaitMs;
+			for (auto &e : endpoints) {
+				Pump(e, now);
+				if (e.queue.empty())
+					continue;
+				queued = true;
+				if (e.limiter_wait_until > now)
+					wait_ms = static_cast<int>(std::min<int64_t>(wait_ms, e.limiter_wait_until - now));
+			}
+			if (in_flight == 0 && !queued)
+				break;
+			if (in_flight == 0 && std::all_of(endpoints.begin(), endpoints.end(), [](const EndpointRound &e) {
+				    return e.queue.empty() || e.limiter_wait_until == 0;
+			    })) {
+				// Nothing to wait for would ever move these queues: never spin.
+				for (auto &e : endpoints)
+					DeferQueue(e, "not sent: nothing could be sent in this round", -1);
+				break;
+			}
+			for (auto &done : dispatcher.client_->Poll(std::max(wait_ms, 1)))
+				OnAnswer(static_cast<size_t>(done.first), std::move(done.second));
+		}
+	}
+
+	std::vector<Delivery> Collect()
+	{
+		std::vector<Delivery> out;
+		for (size_t b = 0; b < results.size(); ++b) {
+			for (size_t c = 0; c < results[b].size(); ++c) {
+				if (!results[b][c]) {
+					// Unreachable by design; a change must never vanish from the round.
+					Delivery delivery;
+					delivery.outcome = Outcome::Retry;
+					delivery.error = "not sent";
+					Record(b, c, std::move(delivery));
+				}
+				out.push_back(std::move(*results[b][c]));
+			}
+		}
+		return out;
+	}
+};
+
+std::vector<Delivery>
+Dispatcher::Deliver(const std::vector<RouteBatch> &batches, const DispatchOptions &options,
+                    const std::function<bool()> &should_stop, std::vector<RouteAction> *route_actions)
+{
+	DispatchRound round(*this, batches, options, route_actions);
+	round.Run(should_stop);
+	return round.Collect();
+}
+
+} // namespace switchboard

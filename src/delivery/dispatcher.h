@@ -1,0 +1,106 @@
+// Dispatcher: turns translated changes into HTTP calls and calls into per-change outcomes.
+// Per endpoint it enforces max_concurrency, rate_limit and a circuit breaker; it fetches and
+// caches Salesforce tokens (refreshing once on INVALID_SESSION_ID); it never blocks longer
+// than it is allowed to, so the worker can stop promptly.
+//
+// Plain C++ (no postgres.h): unit-tested against HTTP servers on 127.0.0.1.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "connectors/connector.h"
+#include "delivery/circuit_breaker.h"
+#include "delivery/rate_limiter.h"
+#include "http/http_client.h"
+
+namespace switchboard {
+
+// The changes of one route to send in this round: at most one change per key, in queue order.
+struct RouteBatch {
+	Endpoint endpoint; // secret resolved
+	Route route;
+	std::vector<Change> changes;
+};
+
+// What became of one change.
+struct Delivery {
+	int64_t change_id = 0;
+	std::string route;
+	std::string key;
+	Outcome outcome = Outcome::Retry; // Delivered | Retry | Dead | Skipped
+	// false: nothing was sent for it (breaker open, rate limit wait past the deadline,
+	// shutdown); the worker then does not count an attempt.
+	bool attempted = false;
+	std::string remote_id;    // Delivered, when the remote returned one
+	std::string error;        // Retry/Dead/Skipped: why
+	long http_status = 0;     // of the call that carried it; 0 when no answer
+	long retry_after_ms = -1; // earliest sensible retry (Retry-After, breaker), -1 when none
+	double latency_ms = 0;
+};
+
+// Something the worker must do to a route's row (a webhook answered 410 Gone).
+struct RouteAction {
+	std::string route;
+	std::string reason; // "disabled: webhook endpoint answered 410 Gone at <url>"
+};
+
+// For the endpoint_status view.
+struct EndpointStatus {
+	std::string endpoint;
+	std::string state;            // ok | backing_off | open
+	int64_t next_attempt_at_ms = 0; // 0 when not backing off
+	uint64_t requests = 0;        // HTTP requests sent since the worker started
+	uint64_t errors = 0;          // of those, failed (transport, 4xx/5xx at call level)
+	std::string last_error;
+	int64_t last_error_at_ms = 0;
+};
+
+struct DispatchOptions {
+	long timeout_ms = 30000;     // per request, unless the endpoint's options.timeout_ms says otherwise
+	long max_wait_ms = 5000;     // longest time Deliver waits on rate limits before deferring the rest
+	int default_concurrency = 4; // per endpoint, unless options.max_concurrency says otherwise
+	int webhook_concurrency = 16;
+};
+
+class Dispatcher {
+public:
+	using Clock = std::function<int64_t()>; // unix ms; injectable for tests
+	// client must outlive the dispatcher, and nothing else may have transfers in flight on it
+	// during Deliver (Deliver collects every finished transfer it polls).
+	explicit Dispatcher(HttpClient *client, Clock clock = nullptr);
+	~Dispatcher(); // out of line: EndpointState is complete only in dispatcher.cpp
+	Dispatcher(const Dispatcher &) = delete;
+	Dispatcher &operator=(const Dispatcher &) = delete;
+
+	// Sends every batch and returns exactly one Delivery per input change (any order).
+	// should_stop is consulted at least every 100 ms; once it returns true, calls not yet
+	// sent come back with attempted = false and in-flight ones are still awaited for at most
+	// the request timeout. route_actions receives routes to disable.
+	std::vector<Delivery> Deliver(const std::vector<RouteBatch> &batches, const DispatchOptions &options,
+	                              const std::function<bool()> &should_stop,
+	                              std::vector<RouteAction> *route_actions);
+
+	std::vector<EndpointStatus> EndpointStatuses() const;
+
+	// Drops cached state of an endpoint (token, breaker, limiter) after its row changed.
+	void ForgetEndpoint(const std::string &name);
+
+	// Earliest time (unix ms) at which this endpoint may be called again; 0 when now.
+	int64_t EndpointReadyAt(const std::string &name) const;
+
+private:
+	struct EndpointState;
+	HttpClient *client_;
+	Clock clock_;
+	std::map<std::string, std::unique_ptr<EndpointState>> endpoints_;
+	EndpointState &StateFor(const Endpoint &endpoint);
+	friend struct DispatchRound;
+};
+
+} // namespace switchboard

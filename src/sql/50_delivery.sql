@@ -1,0 +1,121 @@
+-- Delivery: history, endpoint health, and the repair functions DBAs use.
+
+-- Recent attempts, kept switchboard.history_retention (the worker prunes older rows).
+CREATE TABLE switchboard.delivery_log (
+	id bigserial PRIMARY KEY,
+	at timestamptz NOT NULL DEFAULT now(),
+	route text NOT NULL,
+	key text,
+	op text,
+	change_id bigint,
+	outcome text NOT NULL,   -- delivered | retry | dead | skipped | pulled
+	http_status integer,
+	latency_ms double precision,
+	error text
+);
+CREATE INDEX delivery_log_at ON switchboard.delivery_log (at);
+
+CREATE VIEW switchboard.deliveries AS
+SELECT route, key, op, outcome, http_status, latency_ms, error, at, change_id
+  FROM switchboard.delivery_log;
+COMMENT ON VIEW switchboard.deliveries IS 'Recent delivery attempts (kept switchboard.history_retention)';
+
+-- Written by the worker: circuit breaker state and counters per endpoint.
+CREATE TABLE switchboard.endpoint_state (
+	endpoint text PRIMARY KEY,
+	state text NOT NULL DEFAULT 'ok',
+	next_attempt_at timestamptz,
+	requests bigint NOT NULL DEFAULT 0,
+	errors bigint NOT NULL DEFAULT 0,
+	last_error text,
+	last_error_at timestamptz,
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE VIEW switchboard.endpoint_status AS
+SELECT e.name AS endpoint, e.kind, e.enabled,
+       CASE WHEN NOT e.enabled THEN 'disabled' ELSE coalesce(s.state, 'ok') END AS state,
+       s.next_attempt_at,
+       coalesce(s.requests, 0) AS requests,
+       coalesce(s.errors, 0) AS errors,
+       s.last_error, s.last_error_at
+  FROM switchboard.endpoints e
+  LEFT JOIN switchboard.endpoint_state s ON s.endpoint = e.name;
+COMMENT ON VIEW switchboard.endpoint_status IS 'Per endpoint: ok, backing_off or open (circuit breaker), request and error counts';
+
+-- retry/discard run as the extension owner: EXECUTE on them (grant_admin) is what permits them.
+
+-- Nudges this database's worker (at commit of the calling transaction).
+CREATE FUNCTION switchboard.wake() RETURNS void
+	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_wake';
+
+CREATE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+	n bigint;
+BEGIN
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.state = 'dead' AND (retry.route IS NULL OR q.route = retry.route);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM switchboard.wake();
+	RETURN n;
+END $$;
+COMMENT ON FUNCTION switchboard.retry(text) IS 'Re-queue every dead letter (of one route, or all); returns how many';
+
+CREATE FUNCTION switchboard.retry(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.id = retry.id AND q.state = 'dead';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	PERFORM switchboard.wake();
+	RETURN true;
+END $$;
+COMMENT ON FUNCTION switchboard.retry(bigint) IS 'Re-queue one dead letter';
+
+CREATE FUNCTION switchboard.discard(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+	gone record;
+BEGIN
+	DELETE FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead' RETURNING * INTO gone;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)
+	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded', 'discarded by ' || current_user);
+	RETURN true;
+END $$;
+COMMENT ON FUNCTION switchboard.discard(bigint) IS 'Drop a dead letter on purpose (recorded in deliveries)';
+
+-- Waits until every change committed before the call is final: delivered, filtered out,
+-- or a dead letter. Each check runs with a fresh snapshot (READ COMMITTED).
+CREATE FUNCTION switchboard.wait_idle(timeout interval DEFAULT '30 s') RETURNS boolean
+	LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+	horizon bigint;
+	deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+	SELECT coalesce(max(id), 0) INTO horizon FROM switchboard.queue;
+	PERFORM switchboard.wake();
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM switchboard.queue WHERE id <= horizon AND state <> 'dead') THEN
+			RETURN true;
+		END IF;
+		IF clock_timestamp() >= deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_sleep(0.02);
+	END LOOP;
+END $$;
+COMMENT ON FUNCTION switchboard.wait_idle(interval) IS
+	'Waits until every change committed before the call is delivered or dead; false on timeout';
+
+-- Called by the extension script: start this database's worker once CREATE EXTENSION commits.
+CREATE FUNCTION switchboard._start_worker() RETURNS void
+	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_start_worker';
+SELECT switchboard._start_worker();

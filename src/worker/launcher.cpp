@@ -1,0 +1,182 @@
+// The launcher: a static background worker (needs shared_preload_libraries) that starts one
+// worker per database whose worker is not running. A database without the extension gets a
+// short-lived worker that finds nothing and exits; the launcher then leaves it alone for a
+// minute unless CREATE EXTENSION wakes it. Templates are skipped, so CREATE DATABASE from
+// them is never blocked.
+#include "pg/boundary.h"
+#include "settings.h"
+#include "worker/launcher.h"
+#include "worker/shmem.h"
+
+extern "C" {
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/utility.h"
+#include "utils/snapmgr.h"
+}
+
+namespace switchboard {
+
+namespace {
+
+ProcessUtility_hook_type prev_process_utility = nullptr;
+
+int
+ListDatabases(Oid *out, int max)
+{
+	int count = 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	Relation rel = table_open(DatabaseRelationId, AccessShareLock);
+	TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
+	HeapTuple tuple;
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != nullptr && count < max) {
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+		if (db->datallowconn && !db->datistemplate)
+			out[count++] = db->oid;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return count;
+}
+
+void
+StartWorker(Oid database)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle = nullptr;
+	memset(&worker, 0, sizeof worker);
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART; // the launcher restarts it
+	strlcpy(worker.bgw_library_name, "switchboard", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "switchboard_worker_main", BGW_MAXLEN);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "switchboard worker for database %u", database);
+	strlcpy(worker.bgw_type, "switchboard worker", BGW_MAXLEN);
+	worker.bgw_main_arg = ObjectIdGetDatum(database);
+	worker.bgw_notify_pid = 0;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle)) {
+		MarkStartFailed(database);
+		ereport(WARNING, (errmsg("switchboard: could not start a worker for database %u", database),
+		                  errhint("Raise max_worker_processes: switchboard needs one per database plus one.")));
+	}
+}
+
+void
+LauncherLoop()
+{
+	Oid databases[kMaxDatabases];
+	for (;;) {
+		int rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000, PG_WAIT_EXTENSION);
+		(void) rc;
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending) {
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		int count = ListDatabases(databases, kMaxDatabases);
+		ForgetDatabasesExcept(databases, count);
+		int64_t now = NowMs();
+		for (int i = 0; i < count; i++)
+			if (ShouldStartWorker(databases[i], now))
+				StartWorker(databases[i]);
+	}
+}
+
+Oid
+TemplateOf(CreatedbStmt *stmt)
+{
+	ListCell *lc;
+	foreach (lc, stmt->options) {
+		DefElem *option = (DefElem *) lfirst(lc);
+		if (strcmp(option->defname, "template") == 0)
+			return get_database_oid(defGetString(option), true);
+	}
+	return InvalidOid;
+}
+
+// Commands that need a database to themselves stop its worker first (and keep it away for a
+// while), so the worker never blocks them.
+void
+ProcessUtility(PlannedStmt *pstmt, const char *query, bool read_only_tree, ProcessUtilityContext context,
+               ParamListInfo params, QueryEnvironment *query_env, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node *node = pstmt->utilityStmt;
+	Oid database = InvalidOid;
+	if (IsA(node, DropdbStmt))
+		database = get_database_oid(((DropdbStmt *) node)->dbname, true);
+	else if (IsA(node, RenameStmt) && ((RenameStmt *) node)->renameType == OBJECT_DATABASE)
+		database = get_database_oid(((RenameStmt *) node)->subname, true);
+	else if (IsA(node, CreatedbStmt))
+		database = TemplateOf((CreatedbStmt *) node);
+	else if (IsA(node, AlterDatabaseStmt))
+		database = get_database_oid(((AlterDatabaseStmt *) node)->dbname, true);
+	if (OidIsValid(database) && database != MyDatabaseId)
+		StopWorkerFor(database, 10 * 1000, 5 * 1000);
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, query, read_only_tree, context, params, query_env, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, query, read_only_tree, context, params, query_env, dest, qc);
+}
+
+} // namespace
+
+void
+RegisterLauncher()
+{
+	BackgroundWorker worker;
+	memset(&worker, 0, sizeof worker);
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "switchboard", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "switchboard_launcher_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "switchboard launcher", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "switchboard launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = ProcessUtility;
+}
+
+} // namespace switchboard
+
+using namespace switchboard;
+
+extern "C" {
+PGDLLEXPORT void switchboard_launcher_main(Datum arg);
+
+void
+switchboard_launcher_main(Datum)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+	pgstat_report_appname("switchboard launcher");
+	RegisterLauncherLatch(MyLatch);
+	Boundary([&] {
+		LauncherLoop();
+		return (Datum) 0;
+	});
+}
+}

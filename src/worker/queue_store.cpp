@@ -1,0 +1,430 @@
+#include "worker/queue_store.h"
+
+#include <algorithm>
+
+#include "delivery/retry_policy.h"
+#include "pg/boundary.h"
+#include "pg/spi.h"
+#include "translate/translator.h"
+
+extern "C" {
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/snapmgr.h"
+}
+
+namespace switchboard {
+
+WorkerTransaction::WorkerTransaction()
+{
+	Guarded([] {
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+	});
+}
+
+void
+WorkerTransaction::Commit()
+{
+	Guarded([] {
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_stat(false);
+	});
+	done_ = true;
+}
+
+WorkerTransaction::~WorkerTransaction()
+{
+	if (!done_)
+		AbortCurrentTransaction(); // also closes SPI and pops the snapshot
+}
+
+namespace {
+
+std::string
+Num(int64_t v)
+{
+	return std::to_string(v);
+}
+
+std::string
+InstanceId()
+{
+	return SpiScalar("SELECT id FROM switchboard.instance").value_or("0");
+}
+
+struct QueueRow {
+	int64_t id;
+	std::string route;
+	Op op;
+	SpiText new_image, old_image;
+	int64_t captured_ms;
+	int attempts;
+	bool route_exists;
+};
+
+void
+LogOutcomes(const std::vector<SpiText> &routes, const std::vector<SpiText> &keys, const std::vector<SpiText> &ops,
+            const std::vector<SpiText> &ids, const std::vector<SpiText> &outcomes, const std::vector<SpiText> &statuses,
+            const std::vector<SpiText> &latencies, const std::vector<SpiText> &errors)
+{
+	if (routes.empty())
+		return;
+	SpiExec("INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, latency_ms, error) "
+	        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], "
+	        "$7::float8[], $8::text[])",
+	        {ArrayLiteral(routes), ArrayLiteral(keys), ArrayLiteral(ops), ArrayLiteral(ids), ArrayLiteral(outcomes),
+	         ArrayLiteral(statuses), ArrayLiteral(latencies), ArrayLiteral(errors)});
+}
+
+void
+NoteRouteStats(const std::map<std::string, std::pair<int64_t, std::string>> &stats)
+{
+	if (stats.empty())
+		return;
+	std::vector<SpiText> routes, delivered, errors;
+	for (const auto &[route, s] : stats) {
+		routes.emplace_back(route);
+		delivered.emplace_back(Num(s.first));
+		errors.push_back(s.second.empty() ? SpiText() : SpiText(s.second));
+	}
+	SpiExec("INSERT INTO switchboard.route_stats AS s (route, delivered, last_delivered_at, last_error, last_error_at) "
+	        "SELECT u.route, u.delivered, CASE WHEN u.delivered > 0 THEN now() END, u.error, "
+	        "CASE WHEN u.error IS NOT NULL THEN now() END "
+	        "FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(route, delivered, error) "
+	        "ON CONFLICT (route) DO UPDATE SET delivered = s.delivered + excluded.delivered, "
+	        "last_delivered_at = coalesce(excluded.last_delivered_at, s.last_delivered_at), "
+	        "last_error = coalesce(excluded.last_error, s.last_error), "
+	        "last_error_at = coalesce(excluded.last_error_at, s.last_error_at)",
+	        {ArrayLiteral(routes), ArrayLiteral(delivered), ArrayLiteral(errors)});
+}
+
+} // namespace
+
+bool
+ExtensionExists()
+{
+	bool exists = false;
+	Guarded([&] { exists = OidIsValid(get_extension_oid("switchboard", true)); });
+	return exists;
+}
+
+void
+RecoverInFlight()
+{
+	SpiExec("UPDATE switchboard.queue SET state = 'pending', attempts = attempts + 1, next_attempt_at = NULL, "
+	        "last_error = coalesce(last_error, 'worker stopped while delivering; sent again') "
+	        "WHERE state = 'in_flight'");
+	// A change that keeps killing the worker ends up here instead of looping forever.
+	SpiExec("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), "
+	        "last_error = 'the worker stopped while delivering this change ' || attempts || ' times' "
+	        "WHERE state = 'pending' AND attempts >= current_setting('switchboard.max_attempts')::int");
+}
+
+ClaimedBatch
+ClaimDue(int limit)
+{
+	ClaimedBatch out;
+	SpiResult r = SpiExec(
+	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, "
+	    "(extract(epoch FROM q.captured_at) * 1000)::bigint, q.attempts, r.name IS NOT NULL "
+	    "FROM switchboard.queue q LEFT JOIN switchboard.routes r ON r.name = q.route "
+	    "LEFT JOIN switchboard.endpoints e ON e.name = r.endpoint "
+	    "WHERE q.state = 'pending' AND (q.next_attempt_at IS NULL OR q.next_attempt_at <= now()) "
+	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) "
+	    "ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED",
+	    {Num(limit)});
+	out.rows = r.rows.size();
+	if (r.rows.empty())
+		return out;
+
+	// Group by route, keeping queue order.
+	std::vector<std::string> route_order;
+	std::map<std::string, std::vector<QueueRow>> by_route;
+	for (const auto &row : r.rows) {
+		QueueRow q{std::stoll(*row[0]), *row[1], *ParseOp(*row[2]), row[3], row[4], std::stoll(*row[5]),
+		           std::stoi(*row[6]), *row[7] == "t"};
+		if (!by_route.count(q.route))
+			route_order.push_back(q.route);
+		by_route[q.route].push_back(std::move(q));
+	}
+
+	std::string instance = InstanceId();
+	std::vector<SpiText> drop_ids; // filtered, superseded
+	std::vector<SpiText> dead_ids, dead_errors, dead_keys;
+	std::vector<SpiText> log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors;
+	std::map<std::string, std::pair<int64_t, std::string>> stats;
+
+	for (const auto &route_name : route_order) {
+		const auto &rows = by_route[route_name];
+		auto def = rows.front().route_exists ? FindRoute(route_name, true) : std::nullopt;
+		std::vector<Translation> translations;
+		if (!def) {
+			Translation gone;
+			gone.status = Translation::Status::Failed;
+			gone.error = "route \"" + route_name + "\" was deleted";
+			translations.assign(rows.size(), gone);
+		} else {
+			std::vector<PendingRow> pending;
+			for (const auto &q : rows)
+				pending.push_back(PendingRow{q.op, q.new_image, q.old_image});
+			translations = TranslateBatch(*def, pending);
+		}
+
+		// Latest change per key wins; earlier ones are superseded (never reordered).
+		std::map<std::string, size_t> latest;
+		std::map<std::string, bool> created; // an insert among the coalesced changes
+		for (size_t i = 0; i < rows.size(); i++) {
+			const Translation &t = translations[i];
+			if (t.status == Translation::Status::Filtered) {
+				drop_ids.emplace_back(Num(rows[i].id));
+				continue;
+			}
+			if (t.status == Translation::Status::Failed) {
+				dead_ids.emplace_back(Num(rows[i].id));
+				dead_errors.emplace_back(t.error);
+				dead_keys.push_back(t.key.empty() ? SpiText() : SpiText(t.key));
+				log_routes.emplace_back(route_name);
+				log_keys.push_back(dead_keys.back());
+				log_ops.emplace_back(OpName(rows[i].op));
+				log_ids.emplace_back(Num(rows[i].id));
+				log_outcomes.emplace_back("dead");
+				log_status.emplace_back(std::nullopt);
+				log_latency.emplace_back(std::nullopt);
+				log_errors.emplace_back(t.error);
+				stats[route_name].second = t.error;
+				continue;
+			}
+			auto it = latest.find(t.key);
+			if (it != latest.end())
+				drop_ids.emplace_back(Num(rows[it->second].id));
+			created[t.key] = created[t.key] || rows[i].op == Op::Insert;
+			latest[t.key] = i;
+		}
+		if (!def || latest.empty())
+			continue;
+
+		// Representatives in queue order.
+		std::vector<size_t> reps;
+		for (const auto &[key, index] : latest)
+			reps.push_back(index);
+		std::sort(reps.begin(), reps.end());
+
+		std::vector<SpiText> keys, ids, delete_keys;
+		for (size_t i : reps) {
+			keys.emplace_back(translations[i].key);
+			ids.emplace_back(Num(rows[i].id));
+			if (rows[i].op == Op::Delete)
+				delete_keys.emplace_back(translations[i].key);
+		}
+		// Older changes of these keys still waiting for a retry are superseded too.
+		SpiExec("DELETE FROM switchboard.queue o USING unnest($2::text[], $3::bigint[]) AS k(key, id) "
+		        "WHERE o.route = $1 AND o.state = 'pending' AND o.key = k.key AND o.id < k.id",
+		        {route_name, ArrayLiteral(keys), ArrayLiteral(ids)});
+		SpiExec("UPDATE switchboard.queue q SET state = 'in_flight', key = k.key "
+		        "FROM unnest($1::bigint[], $2::text[]) AS k(id, key) WHERE q.id = k.id",
+		        {ArrayLiteral(ids), ArrayLiteral(keys)});
+		std::map<std::string, std::string> remote_ids;
+		if (!delete_keys.empty()) {
+			SpiResult known = SpiExec("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
+			                          "ANY($2::text[])",
+			                          {route_name, ArrayLiteral(delete_keys)});
+			for (const auto &k : known.rows)
+				remote_ids[*k[0]] = *k[1];
+		}
+
+		RouteBatch batch;
+		batch.endpoint = def->endpoint;
+		batch.route = def->route;
+		for (size_t i : reps) {
+			const QueueRow &q = rows[i];
+			const Translation &t = translations[i];
+			Change change;
+			change.id = q.id;
+			change.op = q.op == Op::Update && created[t.key] ? Op::Insert : q.op;
+			change.key = t.key;
+			change.fields = t.fields;
+			change.event_id = "sb_" + instance + "_" + Num(q.id);
+			change.occurred_at_ms = q.captured_ms;
+			auto rid = remote_ids.find(t.key);
+			if (rid != remote_ids.end())
+				change.remote_id = rid->second;
+			out.changes[q.id] = ClaimedChange{route_name, t.key, change.op, q.attempts, t.fields.dump()};
+			batch.changes.push_back(std::move(change));
+		}
+		out.batches.push_back(std::move(batch));
+	}
+
+	if (!drop_ids.empty())
+		SpiExec("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(drop_ids)});
+	if (!dead_ids.empty())
+		SpiExec("UPDATE switchboard.queue q SET state = 'dead', last_error = k.error, key = k.key, failed_at = now() "
+		        "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, error, key) WHERE q.id = k.id",
+		        {ArrayLiteral(dead_ids), ArrayLiteral(dead_errors), ArrayLiteral(dead_keys)});
+	LogOutcomes(log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors);
+	NoteRouteStats(stats);
+	return out;
+}
+
+void
+ParkOldestDue(const std::string &error)
+{
+	SpiExec("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), last_error = $1 "
+	        "WHERE id = (SELECT id FROM switchboard.queue WHERE state = 'pending' "
+	        "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) ORDER BY id LIMIT 1)",
+	        {"could not be processed: " + error});
+}
+
+void
+RecordResults(const std::vector<Delivery> &deliveries, const std::vector<RouteAction> &actions,
+              const std::vector<EndpointStatus> &endpoints, const ClaimedBatch &claimed, int max_attempts,
+              std::mt19937_64 &rng)
+{
+	std::vector<SpiText> done_ids;
+	std::vector<SpiText> up_ids, up_states, up_attempts, up_delay, up_status, up_errors, up_payload;
+	std::vector<SpiText> log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors;
+	std::vector<SpiText> rid_routes, rid_keys, rid_values, gone_routes, gone_keys;
+	std::map<std::string, std::pair<int64_t, std::string>> stats;
+
+	for (const Delivery &d : deliveries) {
+		auto info = claimed.changes.find(d.change_id);
+		if (info == claimed.changes.end())
+			continue;
+		const ClaimedChange &c = info->second;
+		std::string outcome;
+		switch (d.outcome) {
+		case Outcome::Delivered:
+			outcome = "delivered";
+			done_ids.emplace_back(Num(d.change_id));
+			stats[c.route].first++;
+			if (c.op == Op::Delete) {
+				gone_routes.emplace_back(c.route);
+				gone_keys.emplace_back(c.key);
+			} else if (!d.remote_id.empty()) {
+				rid_routes.emplace_back(c.route);
+				rid_keys.emplace_back(c.key);
+				rid_values.emplace_back(d.remote_id);
+			}
+			break;
+		case Outcome::Skipped:
+			outcome = "skipped";
+			done_ids.emplace_back(Num(d.change_id));
+			break;
+		case Outcome::Retry:
+		case Outcome::Dead: {
+			int attempts = c.attempts + (d.attempted ? 1 : 0);
+			bool dead = d.outcome == Outcome::Dead || (d.attempted && ShouldDeadLetter(attempts, max_attempts));
+			long delay = d.attempted ? BackoffMs(attempts, d.retry_after_ms, rng) : std::max(d.retry_after_ms, 500L);
+			std::string error = d.error;
+			if (dead && d.outcome == Outcome::Retry)
+				error = "gave up after " + Num(attempts) + " attempts: " + d.error;
+			outcome = dead ? "dead" : "retry";
+			up_ids.emplace_back(Num(d.change_id));
+			up_states.emplace_back(dead ? "dead" : "pending");
+			up_attempts.emplace_back(Num(attempts));
+			up_delay.emplace_back(Num(delay));
+			up_status.push_back(d.attempted ? SpiText(Num(d.http_status)) : SpiText());
+			up_errors.emplace_back(error);
+			up_payload.push_back(dead ? SpiText(c.fields) : SpiText());
+			if (d.attempted || dead)
+				stats[c.route].second = error;
+			if (!d.attempted && !dead)
+				continue; // nothing was sent: no history entry
+			break;
+		}
+		}
+		log_routes.emplace_back(c.route);
+		log_keys.emplace_back(c.key);
+		log_ops.emplace_back(OpName(c.op));
+		log_ids.emplace_back(Num(d.change_id));
+		log_outcomes.emplace_back(outcome);
+		log_status.push_back(d.attempted ? SpiText(Num(d.http_status)) : SpiText());
+		log_latency.push_back(d.attempted ? SpiText(std::to_string(d.latency_ms)) : SpiText());
+		log_errors.push_back(d.error.empty() ? SpiText() : SpiText(d.error));
+	}
+
+	if (!done_ids.empty())
+		SpiExec("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(done_ids)});
+	if (!up_ids.empty())
+		SpiExec("UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, "
+		        "next_attempt_at = CASE WHEN u.state = 'pending' THEN clock_timestamp() + u.delay_ms * interval '1 ms' END, "
+		        "last_status = coalesce(u.status, q.last_status), last_error = u.error, "
+		        "failed_at = CASE WHEN u.state = 'dead' THEN now() END, "
+		        "payload = CASE WHEN u.state = 'dead' THEN u.payload::jsonb END "
+		        "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[], $7::text[]) "
+		        "AS u(id, state, attempts, delay_ms, status, error, payload) WHERE q.id = u.id",
+		        {ArrayLiteral(up_ids), ArrayLiteral(up_states), ArrayLiteral(up_attempts), ArrayLiteral(up_delay),
+		         ArrayLiteral(up_status), ArrayLiteral(up_errors), ArrayLiteral(up_payload)});
+	if (!rid_routes.empty())
+		SpiExec("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
+		        "SELECT DISTINCT ON (route, key) * FROM unnest($1::text[], $2::text[], $3::text[]) AS u(route, key, rid) "
+		        "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
+		        {ArrayLiteral(rid_routes), ArrayLiteral(rid_keys), ArrayLiteral(rid_values)});
+	if (!gone_routes.empty())
+		SpiExec("DELETE FROM switchboard.remote_ids r USING unnest($1::text[], $2::text[]) AS u(route, key) "
+		        "WHERE r.route = u.route AND r.key = u.key",
+		        {ArrayLiteral(gone_routes), ArrayLiteral(gone_keys)});
+	LogOutcomes(log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors);
+	NoteRouteStats(stats);
+	for (const auto &action : actions)
+		SpiExec("UPDATE switchboard.routes SET enabled = false, disabled_reason = $2 WHERE name = $1",
+		        {action.route, action.reason});
+	WriteEndpointStatus(endpoints);
+}
+
+void
+WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints)
+{
+	if (endpoints.empty())
+		return;
+	std::vector<SpiText> names, states, next, requests, errors, last_error, last_error_at;
+	for (const auto &e : endpoints) {
+		names.emplace_back(e.endpoint);
+		states.emplace_back(e.state);
+		next.emplace_back(Num(e.next_attempt_at_ms));
+		requests.emplace_back(Num(static_cast<int64_t>(e.requests)));
+		errors.emplace_back(Num(static_cast<int64_t>(e.errors)));
+		last_error.push_back(e.last_error.empty() ? SpiText() : SpiText(e.last_error));
+		last_error_at.emplace_back(Num(e.last_error_at_ms));
+	}
+	SpiExec("INSERT INTO switchboard.endpoint_state AS s (endpoint, state, next_attempt_at, requests, errors, "
+	        "last_error, last_error_at, updated_at) "
+	        "SELECT u.endpoint, u.state, CASE WHEN u.next_ms > 0 THEN to_timestamp(u.next_ms / 1000.0) END, "
+	        "u.requests, u.errors, u.last_error, CASE WHEN u.error_ms > 0 THEN to_timestamp(u.error_ms / 1000.0) END, now() "
+	        "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[]) "
+	        "AS u(endpoint, state, next_ms, requests, errors, last_error, error_ms) "
+	        "ON CONFLICT (endpoint) DO UPDATE SET state = excluded.state, next_attempt_at = excluded.next_attempt_at, "
+	        "requests = excluded.requests, errors = excluded.errors, "
+	        "last_error = coalesce(excluded.last_error, s.last_error), "
+	        "last_error_at = coalesce(excluded.last_error_at, s.last_error_at), updated_at = now()",
+	        {ArrayLiteral(names), ArrayLiteral(states), ArrayLiteral(next), ArrayLiteral(requests), ArrayLiteral(errors),
+	         ArrayLiteral(last_error), ArrayLiteral(last_error_at)});
+}
+
+long
+MsUntilNextDue()
+{
+	SpiText ms = SpiScalar(
+	    "SELECT CASE WHEN bool_or(q.next_attempt_at IS NULL) THEN 0 ELSE greatest(0, ceil(extract(epoch FROM "
+	    "min(q.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint FROM switchboard.queue q JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
+	    "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending'");
+	if (!ms)
+		return -1;
+	return std::stol(*ms);
+}
+
+void
+PruneHistory(int retention_s)
+{
+	SpiExec("DELETE FROM switchboard.delivery_log WHERE at < now() - $1::int * interval '1 second'",
+	        {Num(retention_s)});
+}
+
+} // namespace switchboard

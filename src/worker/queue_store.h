@@ -1,0 +1,68 @@
+// The worker's side of the queue, in short transactions: claim and translate due changes,
+// then (after delivery, with no transaction open) record what became of them.
+#pragma once
+
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "delivery/dispatcher.h"
+
+namespace switchboard {
+
+// StartTransactionCommand + snapshot + SPI; rolled back unless Commit() is called.
+class WorkerTransaction {
+public:
+	WorkerTransaction();
+	~WorkerTransaction();
+	void Commit();
+	WorkerTransaction(const WorkerTransaction &) = delete;
+	WorkerTransaction &operator=(const WorkerTransaction &) = delete;
+
+private:
+	bool done_ = false;
+};
+
+// What the recorder needs to know about a claimed change besides its Delivery.
+struct ClaimedChange {
+	std::string route;
+	std::string key;
+	Op op = Op::Update;
+	int attempts = 0;
+	std::string fields; // translated, kept with a dead letter
+};
+
+struct ClaimedBatch {
+	std::vector<RouteBatch> batches; // one per route, changes coalesced per key
+	std::map<int64_t, ClaimedChange> changes;
+	size_t rows = 0; // queue rows looked at
+};
+
+bool ExtensionExists();
+
+// Work left in flight by a worker that died is delivered again; the attempt is counted, so
+// a change that keeps killing the worker ends as a dead letter instead of a crash loop.
+void RecoverInFlight();
+
+// Claims up to limit due changes (in id order), translates them, coalesces each key to its
+// latest state, marks those in flight and settles the rest (filtered, superseded, failed).
+ClaimedBatch ClaimDue(int limit);
+
+// A claim that failed outside any row's translation: park the oldest due change as a dead
+// letter with the error so that it cannot block the queue.
+void ParkOldestDue(const std::string &error);
+
+// Records deliveries, disables routes, refreshes endpoint_state.
+void RecordResults(const std::vector<Delivery> &deliveries, const std::vector<RouteAction> &actions,
+                   const std::vector<EndpointStatus> &endpoints, const ClaimedBatch &claimed, int max_attempts,
+                   std::mt19937_64 &rng);
+
+void WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints);
+
+// Milliseconds until the earliest pending change is due (-1: none pending).
+long MsUntilNextDue();
+
+void PruneHistory(int retention_s);
+
+} // namespace switchboard

@@ -1,0 +1,199 @@
+// The per-database worker: claim in a short transaction, deliver with none open, record in
+// another. Woken at commit by capturing transactions, with a safety poll (switchboard.naptime)
+// for retries that come due. SIGTERM stops it between steps (an HTTP wait is at most 100 ms).
+#include "delivery/dispatcher.h"
+#include "pg/boundary.h"
+#include "settings.h"
+#include "worker/queue_store.h"
+#include "worker/shmem.h"
+
+extern "C" {
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+}
+
+namespace switchboard {
+
+namespace {
+
+volatile sig_atomic_t stop_requested = false;
+bool has_extension = true;
+
+void
+OnSigterm(SIGNAL_ARGS)
+{
+	int save_errno = errno;
+	stop_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+void
+OnExit(int, Datum arg)
+{
+	ReleaseWorkerSlot(DatumGetObjectId(arg), has_extension, NowMs());
+}
+
+constexpr int kClaimLimit = 2000;
+
+class DeliveryLoop {
+public:
+	DeliveryLoop() : client_(HttpClientOptions()), dispatcher_(&client_), rng_(std::random_device{}()) {}
+
+	void Run()
+	{
+		{
+			WorkerTransaction tx;
+			has_extension = ExtensionExists();
+			if (!has_extension) {
+				tx.Commit();
+				return;
+			}
+			RecoverInFlight();
+			tx.Commit();
+		}
+		int failures = 0;
+		while (!stop_requested) {
+			if (ConfigReloadPending) {
+				ConfigReloadPending = false;
+				Guarded([] { ProcessConfigFile(PGC_SIGHUP); });
+			}
+			long wait_ms = setting_naptime_ms;
+			try {
+				wait_ms = Round();
+				failures = 0;
+			} catch (const std::exception &e) {
+				failures++;
+				ReportFailure(e.what(), failures);
+				wait_ms = std::min<long>(setting_naptime_ms * failures, 10000);
+			}
+			if (!has_extension)
+				return;
+			if (wait_ms > 0 && !stop_requested)
+				Sleep(wait_ms);
+		}
+	}
+
+private:
+	// One round; returns how long to sleep before the next.
+	long Round()
+	{
+		Activity("checking the queue");
+		ClaimedBatch claimed;
+		long next_due = -1;
+		{
+			WorkerTransaction tx;
+			has_extension = ExtensionExists();
+			if (!has_extension) {
+				tx.Commit();
+				return 0;
+			}
+			if (NowMs() - last_prune_ms_ > 60 * 1000) {
+				PruneHistory(setting_history_retention_s);
+				last_prune_ms_ = NowMs();
+			}
+			if (setting_enabled)
+				claimed = ClaimDue(kClaimLimit);
+			if (claimed.changes.empty())
+				next_due = setting_enabled ? MsUntilNextDue() : -1;
+			tx.Commit();
+		}
+		if (claimed.changes.empty()) {
+			if (claimed.rows > 0)
+				return 0; // rows were settled (filtered, superseded, dead): look again
+			return next_due < 0 ? setting_naptime_ms : std::min<long>(next_due, setting_naptime_ms);
+		}
+
+		Activity("delivering " + std::to_string(claimed.changes.size()) + " changes");
+		DispatchOptions options;
+		options.timeout_ms = setting_http_timeout_ms;
+		std::vector<RouteAction> actions;
+		std::vector<Delivery> deliveries =
+		    dispatcher_.Deliver(claimed.batches, options, [] { return static_cast<bool>(stop_requested); }, &actions);
+
+		Activity("recording " + std::to_string(deliveries.size()) + " results");
+		WorkerTransaction tx;
+		RecordResults(deliveries, actions, dispatcher_.EndpointStatuses(), claimed, setting_max_attempts, rng_);
+		tx.Commit();
+		for (const auto &action : actions)
+			ereport(LOG, (errmsg("switchboard: route \"%s\" disabled: %s", action.route.c_str(), action.reason.c_str())));
+		return 0;
+	}
+
+	void ReportFailure(const std::string &error, int failures)
+	{
+		ereport(LOG, (errmsg("switchboard worker: %s", error.c_str())));
+		// The same failure three times in a row: set the oldest due change aside so that one
+		// poisonous change cannot stall everything behind it.
+		if (failures % 3 != 0)
+			return;
+		try {
+			WorkerTransaction tx;
+			ParkOldestDue(error);
+			tx.Commit();
+		} catch (const std::exception &e) {
+			ereport(LOG, (errmsg("switchboard worker: could not set a change aside: %s", e.what())));
+		}
+	}
+
+	void Sleep(long wait_ms)
+	{
+		Activity("idle");
+		Guarded([&] {
+			pgstat_report_activity(STATE_IDLE, nullptr);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		});
+	}
+
+	void Activity(const std::string &what)
+	{
+		Guarded([&] { pgstat_report_activity(STATE_RUNNING, what.c_str()); });
+	}
+
+	HttpClient client_;
+	Dispatcher dispatcher_;
+	std::mt19937_64 rng_;
+	int64_t last_prune_ms_ = 0;
+};
+
+} // namespace
+
+} // namespace switchboard
+
+using namespace switchboard;
+
+extern "C" {
+PGDLLEXPORT void switchboard_worker_main(Datum arg);
+
+void
+switchboard_worker_main(Datum arg)
+{
+	Oid database = DatumGetObjectId(arg);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, OnSigterm);
+	BackgroundWorkerUnblockSignals();
+	if (!ClaimWorkerSlot(database, MyLatch))
+		proc_exit(0); // another worker serves this database
+	on_shmem_exit(OnExit, ObjectIdGetDatum(database));
+	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
+	pgstat_report_appname("switchboard worker");
+	std::string error;
+	if (!HttpGlobalInit(&error))
+		ereport(ERROR, (errmsg("switchboard: libcurl could not be initialised: %s", error.c_str())));
+	Boundary([&] {
+		DeliveryLoop loop;
+		loop.Run();
+		return (Datum) 0;
+	});
+	proc_exit(0);
+}
+}
