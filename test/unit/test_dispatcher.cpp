@@ -1,0 +1,800 @@
+// Unit tests for the Dispatcher against a scripted HTTP server on 127.0.0.1: batching,
+// per-record and call-level failures, circuit breaker, Retry-After, rate limit, concurrency,
+// Salesforce tokens, webhook 410 and signing time, skipped deletes, shutdown, transport errors.
+// Every test also checks the one invariant the worker relies on: exactly one Delivery per
+// input change.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "delivery/dispatcher.h"
+#include "test_server.h"
+
+namespace switchboard {
+namespace {
+
+using test_support::ScriptedServer;
+using test_support::ServerReply;
+using test_support::ServerRequest;
+using SteadyClock = std::chrono::steady_clock;
+
+long
+MsSince(SteadyClock::time_point start)
+{
+	return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - start).count());
+}
+
+int64_t
+UnixMsNow()
+{
+	return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+	    .count();
+}
+
+Endpoint
+MakeEndpoint(const std::string &name, const std::string &kind, const std::string &base_url,
+             const std::string &secret, Json options = Json::object())
+{
+	Endpoint endpoint;
+	endpoint.name = name;
+	endpoint.kind = kind;
+	endpoint.base_url = base_url;
+	endpoint.secret = secret;
+	endpoint.options = std::move(options);
+	return endpoint;
+}
+
+Route
+MakeRoute(const std::string &name, const std::string &remote_object, const std::string &match_remote,
+          const std::string &on_delete = "ignore")
+{
+	Route route;
+	route.name = name;
+	route.remote_object = remote_object;
+	route.match_remote = match_remote;
+	route.on_delete = on_delete;
+	return route;
+}
+
+Change
+MakeChange(int64_t id, const std::string &key, Op op = Op::Update, const std::string &remote_id = "")
+{
+	Change change;
+	change.id = id;
+	change.op = op;
+	change.key = key;
+	change.fields = Json{{"email", key}, {"score", id}};
+	change.remote_id = remote_id;
+	change.event_id = "ev-" + std::to_string(id);
+	change.occurred_at_ms = 1700000000000;
+	return change;
+}
+
+std::vector<Change>
+MakeChanges(int64_t first_id, size_t count)
+{
+	std::vector<Change> changes;
+	for (size_t i = 0; i < count; ++i) {
+		int64_t id = first_id + static_cast<int64_t>(i);
+		changes.push_back(MakeChange(id, "user" + std::to_string(id) + "@example.com"));
+	}
+	return changes;
+}
+
+RouteBatch
+MakeBatch(const Endpoint &endpoint, const Route &route, std::vector<Change> changes)
+{
+	RouteBatch batch;
+	batch.endpoint = endpoint;
+	batch.route = route;
+	batch.changes = std::move(changes);
+	return batch;
+}
+
+// The worker's invariant: exactly one Delivery per input change, carrying its route and key.
+void
+ExpectOnePerChange(const std::vector<RouteBatch> &batches, const std::vector<Delivery> &deliveries)
+{
+	std::map<std::pair<std::string, int64_t>, std::string> wanted;
+	for (const auto &batch : batches)
+		for (const auto &change : batch.changes)
+			wanted[{batch.route.name, change.id}] = change.key;
+	std::set<std::pair<std::string, int64_t>> seen;
+	for (const auto &delivery : deliveries) {
+		auto id = std::make_pair(delivery.route, delivery.change_id);
+		EXPECT_TRUE(wanted.count(id)) << "delivery for an unknown change " << delivery.route << "/" << delivery.change_id;
+		EXPECT_TRUE(seen.insert(id).second) << "two deliveries for " << delivery.route << "/" << delivery.change_id;
+		if (wanted.count(id)) {
+			EXPECT_EQ(delivery.key, wanted[id]);
+		}
+	}
+	EXPECT_EQ(seen.size(), wanted.size());
+	EXPECT_EQ(deliveries.size(), wanted.size());
+}
+
+std::map<int64_t, Delivery>
+ById(const std::vector<Delivery> &deliveries)
+{
+	std::map<int64_t, Delivery> out;
+	for (const auto &delivery : deliveries)
+		out[delivery.change_id] = delivery;
+	return out;
+}
+
+const EndpointStatus *
+StatusOf(const std::vector<EndpointStatus> &statuses, const std::string &name)
+{
+	for (const auto &status : statuses)
+		if (status.endpoint == name)
+			return &status;
+	return nullptr;
+}
+
+ServerReply
+JsonReply(int status, const Json &body, std::vector<std::pair<std::string, std::string>> headers = {})
+{
+	ServerReply reply;
+	reply.status = status;
+	reply.body = body.dump();
+	reply.headers = std::move(headers);
+	reply.headers.emplace_back("Content-Type", "application/json");
+	return reply;
+}
+
+// HubSpot batch upsert that accepts every input and echoes its idProperty value.
+ServerReply
+HubSpotUpsertOk(const ServerRequest &request)
+{
+	Json body = Json::parse(request.body);
+	Json results = Json::array();
+	for (const auto &input : body["inputs"])
+		results.push_back({{"id", "r-" + input["id"].get<std::string>()},
+		                   {"properties", {{"email", input["id"]}}}});
+	return JsonReply(200, {{"status", "COMPLETE"}, {"results", results}});
+}
+
+// Salesforce composite upsert that accepts every record.
+ServerReply
+SalesforceUpsertOk(const ServerRequest &request)
+{
+	Json body = Json::parse(request.body);
+	Json results = Json::array();
+	for (size_t i = 0; i < body["records"].size(); ++i)
+		results.push_back({{"id", "003" + std::to_string(i)}, {"success", true}, {"created", true}, {"errors", Json::array()}});
+	return JsonReply(200, results);
+}
+
+std::function<bool()>
+Never()
+{
+	return [] { return false; };
+}
+
+class DispatcherTest : public ::testing::Test {
+protected:
+	static void SetUpTestSuite()
+	{
+		std::string error;
+		ASSERT_TRUE(HttpGlobalInit(&error)) << error;
+	}
+
+	std::vector<Delivery> Deliver(Dispatcher &dispatcher, const std::vector<RouteBatch> &batches,
+	                              DispatchOptions options = DispatchOptions(),
+	                              std::function<bool()> should_stop = Never(),
+	                              std::vector<RouteAction> *actions = nullptr)
+	{
+		std::vector<RouteAction> ignored;
+		auto deliveries = dispatcher.Deliver(batches, options, should_stop, actions ? actions : &ignored);
+		ExpectOnePerChange(batches, deliveries);
+		return deliveries;
+	}
+
+	ScriptedServer server;
+	HttpClient client;
+};
+
+// ---------------------------------------------------------------------------------------
+// HubSpot
+
+TEST_F(DispatcherTest, HubSpotBatchesInCallsOfAtMost100)
+{
+	server.On("/crm/v3/objects/contacts/batch/upsert", HubSpotUpsertOk);
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 250))};
+
+	auto deliveries = Deliver(dispatcher, batches);
+
+	auto requests = server.Requests();
+	ASSERT_EQ(requests.size(), 3u);
+	std::vector<size_t> sizes;
+	for (const auto &request : requests) {
+		EXPECT_EQ(request.method, "POST");
+		EXPECT_EQ(request.headers.at("authorization"), "Bearer hs-secret");
+		sizes.push_back(Json::parse(request.body)["inputs"].size());
+	}
+	std::sort(sizes.begin(), sizes.end());
+	EXPECT_EQ(sizes, (std::vector<size_t>{50, 100, 100}));
+	for (const auto &delivery : deliveries) {
+		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
+		EXPECT_TRUE(delivery.attempted);
+		EXPECT_EQ(delivery.http_status, 200);
+		EXPECT_EQ(delivery.remote_id, "r-" + delivery.key);
+		EXPECT_EQ(delivery.route, "contacts");
+		EXPECT_GT(delivery.latency_ms, 0.0);
+	}
+	auto statuses = dispatcher.EndpointStatuses();
+	const EndpointStatus *status = StatusOf(statuses, "hs");
+	ASSERT_NE(status, nullptr);
+	EXPECT_EQ(status->state, "ok");
+	EXPECT_EQ(status->next_attempt_at_ms, 0);
+	EXPECT_EQ(status->requests, 3u);
+	EXPECT_EQ(status->errors, 0u);
+}
+
+TEST_F(DispatcherTest, HubSpot207FailsOnlyTheNamedInput)
+{
+	server.On("/crm/v3/objects/contacts/batch/upsert", [](const ServerRequest &) {
+		Json error = {{"status", "error"},
+		              {"category", "VALIDATION_ERROR"},
+		              {"message", "Property values were not valid: bad email"},
+		              {"context", {{"objectWriteTraceId", {"ev-2"}}}}};
+		return JsonReply(207, {{"status", "COMPLETE"}, {"results", Json::array()}, {"errors", {error}}});
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 3))};
+
+	auto by_id = ById(Deliver(dispatcher, batches));
+
+	EXPECT_EQ(by_id[1].outcome, Outcome::Delivered);
+	EXPECT_EQ(by_id[3].outcome, Outcome::Delivered);
+	EXPECT_EQ(by_id[2].outcome, Outcome::Dead);
+	EXPECT_NE(by_id[2].error.find("bad email"), std::string::npos) << by_id[2].error;
+	for (auto &entry : by_id) {
+		EXPECT_TRUE(entry.second.attempted);
+		EXPECT_EQ(entry.second.http_status, 207);
+	}
+	// A record rejected inside a 207 says nothing about the endpoint's health.
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "hs")->state, "ok");
+	EXPECT_EQ(dispatcher.EndpointReadyAt("hs"), 0);
+}
+
+TEST_F(DispatcherTest, ServerErrorBacksOffAndDefersTheRest)
+{
+	server.On("/crm/", [](const ServerRequest &) {
+		return JsonReply(503, {{"status", "error"}, {"message", "service down"}, {"category", "UNAVAILABLE"}});
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}});
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 3))};
+
+	int64_t before = UnixMsNow();
+	auto by_id = ById(Deliver(dispatcher, batches));
+
+	ASSERT_EQ(server.RequestCount(), 1u);
+	int sent = 0;
+	for (auto &entry : by_id) {
+		const Delivery &delivery = entry.second;
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		if (delivery.attempted) {
+			sent++;
+			EXPECT_EQ(delivery.http_status, 503);
+			EXPECT_NE(delivery.error.find("service down"), std::string::npos) << delivery.error;
+			EXPECT_GE(delivery.retry_after_ms, 900); // the breaker's first pause is 1 s
+		} else {
+			EXPECT_EQ(delivery.http_status, 0);
+			EXPECT_NE(delivery.error.find("endpoint hs is backing off after 1 failures: HTTP 503"), std::string::npos)
+			    << delivery.error;
+			EXPECT_GT(delivery.retry_after_ms, 0);
+			EXPECT_LE(delivery.retry_after_ms, 1000);
+		}
+	}
+	EXPECT_EQ(sent, 1);
+
+	auto statuses = dispatcher.EndpointStatuses();
+	const EndpointStatus *status = StatusOf(statuses, "hs");
+	ASSERT_NE(status, nullptr);
+	EXPECT_EQ(status->state, "backing_off");
+	EXPECT_GE(status->next_attempt_at_ms, before + 1000);
+	EXPECT_EQ(status->requests, 1u);
+	EXPECT_EQ(status->errors, 1u);
+	EXPECT_NE(status->last_error.find("503"), std::string::npos);
+	EXPECT_GE(status->last_error_at_ms, before);
+	EXPECT_GT(dispatcher.EndpointReadyAt("hs"), before);
+
+	// While the breaker is open nothing is sent, and nothing counts as an attempt.
+	for (const auto &delivery : Deliver(dispatcher, batches)) {
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_FALSE(delivery.attempted);
+		EXPECT_GT(delivery.retry_after_ms, 0);
+	}
+	EXPECT_EQ(server.RequestCount(), 1u);
+
+	// ForgetEndpoint drops the breaker with the rest of the endpoint's state.
+	dispatcher.ForgetEndpoint("hs");
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "hs"), nullptr);
+	EXPECT_EQ(dispatcher.EndpointReadyAt("hs"), 0);
+}
+
+TEST_F(DispatcherTest, TooManyRequestsHonoursRetryAfterAndPenalizesTheLimiter)
+{
+	std::atomic<int> calls{0};
+	server.On("/crm/", [&](const ServerRequest &request) {
+		if (calls++ == 0)
+			return JsonReply(429,
+			                 {{"status", "error"},
+			                  {"message", "You have reached your ten_secondly_rolling limit."},
+			                  {"errorType", "RATE_LIMIT"},
+			                  {"policyName", "TEN_SECONDLY_ROLLING"}},
+			                 {{"Retry-After", "2"}});
+		// Answered after the 429, so the breaker is back to ok while the penalty still runs.
+		ServerReply reply = HubSpotUpsertOk(request);
+		reply.delay_ms = 300;
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 2}});
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 2))};
+
+	auto deliveries = Deliver(dispatcher, batches);
+	int limited = 0;
+	for (const auto &delivery : deliveries) {
+		EXPECT_TRUE(delivery.attempted);
+		if (delivery.http_status == 429) {
+			limited++;
+			EXPECT_EQ(delivery.outcome, Outcome::Retry);
+			EXPECT_GE(delivery.retry_after_ms, 1000);
+			EXPECT_LE(delivery.retry_after_ms, 2000);
+			EXPECT_NE(delivery.error.find("TEN_SECONDLY_ROLLING"), std::string::npos) << delivery.error;
+		} else {
+			EXPECT_EQ(delivery.outcome, Outcome::Delivered);
+		}
+	}
+	EXPECT_EQ(limited, 1);
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "hs")->state, "ok");
+	// Only the limiter's penalty can hold the endpoint now.
+	EXPECT_GE(dispatcher.EndpointReadyAt("hs"), UnixMsNow() + 1000);
+
+	DispatchOptions options;
+	options.max_wait_ms = 100;
+	for (const auto &delivery : Deliver(dispatcher, batches, options)) {
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_FALSE(delivery.attempted);
+		EXPECT_GE(delivery.retry_after_ms, 1000);
+		EXPECT_NE(delivery.error.find("Retry-After"), std::string::npos) << delivery.error;
+	}
+	EXPECT_EQ(server.RequestCount(), 2u);
+}
+
+TEST_F(DispatcherTest, DailyQuotaStopsTheEndpointForAnHour)
+{
+	server.On("/crm/", [](const ServerRequest &) {
+		return JsonReply(429, {{"status", "error"}, {"message", "daily limit reached"}, {"policyName", "DAILY"}});
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}});
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 3))};
+
+	auto deliveries = Deliver(dispatcher, batches);
+	EXPECT_EQ(server.RequestCount(), 1u);
+	int attempted = 0;
+	for (const auto &delivery : deliveries) {
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		attempted += delivery.attempted;
+		EXPECT_GE(delivery.retry_after_ms, 3500L * 1000);
+		if (!delivery.attempted) {
+			EXPECT_NE(delivery.error.find("daily limit reached"), std::string::npos) << delivery.error;
+		}
+	}
+	EXPECT_EQ(attempted, 1);
+	EXPECT_GE(dispatcher.EndpointReadyAt("hs"), UnixMsNow() + 3500L * 1000);
+}
+
+// ---------------------------------------------------------------------------------------
+// Rate limit and concurrency
+
+TEST_F(DispatcherTest, RateLimitNeverExceededWithinAWindow)
+{
+	server.On("/hook", [](const ServerRequest &) { return ServerReply(); });
+	Dispatcher dispatcher(&client);
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"rate_limit", "5/1s"}});
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 12))};
+
+	auto start = SteadyClock::now();
+	auto deliveries = Deliver(dispatcher, batches);
+	long elapsed = MsSince(start);
+
+	for (const auto &delivery : deliveries)
+		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
+	auto requests = server.Requests();
+	ASSERT_EQ(requests.size(), 12u);
+	std::vector<SteadyClock::time_point> at;
+	for (const auto &request : requests)
+		at.push_back(request.at);
+	std::sort(at.begin(), at.end());
+	// Six requests within one second would break "5 in any 1 s window". Grants are exact on
+	// the client's millisecond clock; the slack covers loopback delivery jitter only.
+	for (size_t i = 0; i + 5 < at.size(); ++i)
+		EXPECT_GE(std::chrono::duration_cast<std::chrono::milliseconds>(at[i + 5] - at[i]).count(), 985) << i;
+	// 12 requests at 5 per second: the 11th cannot go before 2 s (ms truncation aside).
+	EXPECT_GE(elapsed, 1995);
+}
+
+TEST_F(DispatcherTest, RateLimitDefersWhatCannotBeSentWithinMaxWait)
+{
+	server.On("/hook", [](const ServerRequest &) { return ServerReply(); });
+	Dispatcher dispatcher(&client);
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"rate_limit", "5/1s"}});
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 12))};
+	DispatchOptions options;
+	options.max_wait_ms = 200;
+
+	auto start = SteadyClock::now();
+	auto deliveries = Deliver(dispatcher, batches, options);
+	EXPECT_LT(MsSince(start), 900);
+
+	int delivered = 0, deferred = 0;
+	for (const auto &delivery : deliveries) {
+		if (delivery.outcome == Outcome::Delivered) {
+			delivered++;
+			continue;
+		}
+		deferred++;
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_FALSE(delivery.attempted);
+		EXPECT_GT(delivery.retry_after_ms, 0);
+		EXPECT_LE(delivery.retry_after_ms, 1000);
+		EXPECT_NE(delivery.error.find("rate limit 5/1s"), std::string::npos) << delivery.error;
+	}
+	EXPECT_EQ(delivered, 5);
+	EXPECT_EQ(deferred, 7);
+	EXPECT_EQ(server.RequestCount(), 5u);
+}
+
+TEST_F(DispatcherTest, MaxConcurrencyBoundsRequestsInFlight)
+{
+	server.On("/hook", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.delay_ms = 120;
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"max_concurrency", 2}});
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 6))};
+
+	auto start = SteadyClock::now();
+	for (const auto &delivery : Deliver(dispatcher, batches))
+		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
+	EXPECT_GE(MsSince(start), 3 * 120);
+	EXPECT_EQ(server.RequestCount(), 6u);
+	EXPECT_EQ(server.MaxConcurrent(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Salesforce
+
+class SalesforceTest : public DispatcherTest {
+protected:
+	const std::string kSecret = R"({"client_id":"cid-1","client_secret":"s3cr3t-value"})";
+	const std::string kDataPath = "/inst/services/data/v59.0/composite/sobjects/Contact/Email__c";
+
+	Endpoint SalesforceEndpoint() { return MakeEndpoint("sf", "salesforce", server.Url("/login"), kSecret); }
+
+	std::vector<RouteBatch> Batches()
+	{
+		return {MakeBatch(SalesforceEndpoint(), MakeRoute("sf_contacts", "Contact", "Email__c"), MakeChanges(1, 3))};
+	}
+
+	// Tokens "tok-1", "tok-2", ... in order of request.
+	void ServeTokens()
+	{
+		server.On("/login/services/oauth2/token", [this](const ServerRequest &) {
+			int n = ++tokens_issued;
+			return JsonReply(200, {{"access_token", "tok-" + std::to_string(n)},
+			                       {"instance_url", server.Url("/inst/")},
+			                       {"token_type", "Bearer"}});
+		});
+	}
+
+	std::atomic<int> tokens_issued{0};
+};
+
+TEST_F(SalesforceTest, TokenFetchedOnceAndCachedAcrossRounds)
+{
+	ServeTokens();
+	server.On(kDataPath, SalesforceUpsertOk);
+	Dispatcher dispatcher(&client);
+
+	for (int round = 0; round < 2; ++round)
+		for (const auto &delivery : Deliver(dispatcher, Batches())) {
+			EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
+			EXPECT_FALSE(delivery.remote_id.empty());
+		}
+
+	auto tokens = server.RequestsTo("/login/services/oauth2/token");
+	ASSERT_EQ(tokens.size(), 1u);
+	EXPECT_EQ(tokens[0].method, "POST");
+	EXPECT_NE(tokens[0].body.find("grant_type=client_credentials"), std::string::npos);
+	EXPECT_NE(tokens[0].body.find("client_id=cid-1"), std::string::npos);
+	auto data = server.RequestsTo(kDataPath);
+	ASSERT_EQ(data.size(), 2u);
+	for (const auto &request : data) {
+		EXPECT_EQ(request.method, "PATCH");
+		EXPECT_EQ(request.headers.at("authorization"), "Bearer tok-1");
+		EXPECT_EQ(Json::parse(request.body)["records"].size(), 3u);
+	}
+	// The token request counts as a request to the endpoint, like the data calls.
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "sf")->requests, 3u);
+}
+
+TEST_F(SalesforceTest, InvalidSessionRefreshesTheTokenOnceAndResends)
+{
+	ServeTokens();
+	server.On(kDataPath, [](const ServerRequest &request) {
+		if (request.headers.at("authorization") == "Bearer tok-1")
+			return JsonReply(401, Json::array({{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
+		return SalesforceUpsertOk(request);
+	});
+	Dispatcher dispatcher(&client);
+
+	for (const auto &delivery : Deliver(dispatcher, Batches())) {
+		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
+		EXPECT_TRUE(delivery.attempted);
+		EXPECT_EQ(delivery.http_status, 200);
+	}
+	EXPECT_EQ(server.RequestsTo("/login/").size(), 2u);
+	auto data = server.RequestsTo(kDataPath);
+	ASSERT_EQ(data.size(), 2u);
+	EXPECT_EQ(data[0].body, data[1].body); // the same changes, resent
+	EXPECT_EQ(data[1].headers.at("authorization"), "Bearer tok-2");
+}
+
+TEST_F(SalesforceTest, InvalidSessionAgainAfterRefreshIsRetried)
+{
+	ServeTokens();
+	server.On(kDataPath, [](const ServerRequest &) {
+		return JsonReply(401, Json::array({{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
+	});
+	Dispatcher dispatcher(&client);
+
+	for (const auto &delivery : Deliver(dispatcher, Batches())) {
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_TRUE(delivery.attempted);
+		EXPECT_EQ(delivery.http_status, 401);
+		EXPECT_NE(delivery.error.find("INVALID_SESSION_ID"), std::string::npos) << delivery.error;
+	}
+	// Exactly one refresh and one resend per round, never a loop.
+	EXPECT_EQ(server.RequestsTo("/login/").size(), 2u);
+	EXPECT_EQ(server.RequestsTo(kDataPath).size(), 2u);
+}
+
+TEST_F(SalesforceTest, TokenFailureRetriesEveryChangeWithoutTheSecret)
+{
+	// A hostile or careless login server echoes the credentials back in its error.
+	server.On("/login/services/oauth2/token", [](const ServerRequest &request) {
+		ServerReply reply;
+		reply.status = 400;
+		reply.body = "bad request: " + request.body;
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+
+	for (const auto &delivery : Deliver(dispatcher, Batches())) {
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_TRUE(delivery.attempted);
+		EXPECT_EQ(delivery.error.rfind("salesforce token: ", 0), 0u) << delivery.error;
+		EXPECT_NE(delivery.error.find("HTTP 400"), std::string::npos) << delivery.error;
+		EXPECT_EQ(delivery.error.find("s3cr3t-value"), std::string::npos) << delivery.error;
+	}
+	EXPECT_EQ(server.RequestsTo(kDataPath).size(), 0u);
+	auto statuses = dispatcher.EndpointStatuses();
+	const EndpointStatus *status = StatusOf(statuses, "sf");
+	ASSERT_NE(status, nullptr);
+	EXPECT_EQ(status->state, "backing_off");
+	EXPECT_EQ(status->errors, 1u);
+	EXPECT_EQ(status->last_error.find("s3cr3t-value"), std::string::npos);
+	EXPECT_EQ(status->last_error.rfind("salesforce token: ", 0), 0u);
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks
+
+TEST_F(DispatcherTest, Webhook410KillsTheChangeAndDisablesTheRoute)
+{
+	server.On("/hook", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.status = 410;
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"max_concurrency", 1}});
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 3))};
+	std::vector<RouteAction> actions;
+
+	auto deliveries = Deliver(dispatcher, batches, DispatchOptions(), Never(), &actions);
+
+	EXPECT_EQ(server.RequestCount(), 1u);
+	int dead = 0;
+	for (const auto &delivery : deliveries) {
+		if (delivery.outcome == Outcome::Dead) {
+			dead++;
+			EXPECT_TRUE(delivery.attempted);
+			EXPECT_EQ(delivery.http_status, 410);
+		} else {
+			EXPECT_EQ(delivery.outcome, Outcome::Retry);
+			EXPECT_FALSE(delivery.attempted);
+			EXPECT_NE(delivery.error.find("being disabled"), std::string::npos) << delivery.error;
+		}
+	}
+	EXPECT_EQ(dead, 1);
+	ASSERT_EQ(actions.size(), 1u);
+	EXPECT_EQ(actions[0].route, "events");
+	EXPECT_EQ(actions[0].reason, "webhook endpoint answered 410 Gone at " + server.Url("/hook"));
+	// 410 speaks about one subscription, not about the endpoint's health.
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "wh")->state, "ok");
+}
+
+TEST_F(DispatcherTest, WebhookIsSignedAtSendTimeWithAStableId)
+{
+	server.On("/hook", [](const ServerRequest &) { return ServerReply(); });
+	std::atomic<int64_t> now{1700000000123};
+	Dispatcher dispatcher(&client, [&] { return now.load(); });
+	const std::string secret = "whsec_c3dpdGNoYm9hcmQtZGlzcGF0Y2hlci10ZXN0LWtleSE=";
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), secret);
+	Change change = MakeChange(7, "k7");
+	change.occurred_at_ms = 1700000000123 - 3600 * 1000; // captured an hour before sending
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), {change})};
+
+	EXPECT_EQ(Deliver(dispatcher, batches)[0].outcome, Outcome::Delivered);
+	now = 1700000100456; // the retry, 100 s later
+	EXPECT_EQ(Deliver(dispatcher, batches)[0].outcome, Outcome::Delivered);
+
+	auto requests = server.Requests();
+	ASSERT_EQ(requests.size(), 2u);
+	const char *expected_timestamps[] = {"1700000000", "1700000100"};
+	for (size_t i = 0; i < 2; ++i) {
+		const ServerRequest &request = requests[i];
+		EXPECT_EQ(request.headers.at("webhook-id"), "ev-7");
+		EXPECT_EQ(request.headers.at("webhook-timestamp"), expected_timestamps[i]);
+		EXPECT_EQ(request.headers.at("webhook-signature"),
+		          StandardWebhookSignature(secret, "ev-7", expected_timestamps[i], request.body));
+		Json body = Json::parse(request.body);
+		EXPECT_EQ(body["id"], "ev-7");
+		EXPECT_EQ(body["timestamp"], IsoTimestampUtc(change.occurred_at_ms));
+	}
+	EXPECT_EQ(requests[0].body, requests[1].body);
+}
+
+// ---------------------------------------------------------------------------------------
+// Skipped deletes, shutdown, transport errors
+
+TEST_F(DispatcherTest, DeletesThatAreNotSentAreSkipped)
+{
+	server.On("/crm/v3/objects/contacts/batch/upsert", HubSpotUpsertOk);
+	server.On("/crm/v3/objects/contacts/batch/archive", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.status = 204;
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("keep", "contacts", "email", "ignore"),
+	              {MakeChange(1, "a@x.com"), MakeChange(2, "b@x.com", Op::Delete, "55")}),
+	    MakeBatch(hubspot, MakeRoute("mirror", "contacts", "email", "delete"),
+	              {MakeChange(3, "c@x.com", Op::Delete), MakeChange(4, "d@x.com", Op::Delete, "77")}),
+	};
+
+	auto by_id = ById(Deliver(dispatcher, batches));
+
+	EXPECT_EQ(by_id[1].outcome, Outcome::Delivered);
+	EXPECT_EQ(by_id[2].outcome, Outcome::Skipped);
+	EXPECT_EQ(by_id[2].error, "delete not sent: on_delete is ignore");
+	EXPECT_FALSE(by_id[2].attempted);
+	EXPECT_EQ(by_id[3].outcome, Outcome::Skipped);
+	EXPECT_EQ(by_id[3].error, "delete not sent: remote id of this key is unknown");
+	EXPECT_EQ(by_id[4].outcome, Outcome::Delivered) << by_id[4].error;
+	EXPECT_EQ(by_id[4].http_status, 204);
+	auto archives = server.RequestsTo("/crm/v3/objects/contacts/batch/archive");
+	ASSERT_EQ(archives.size(), 1u);
+	EXPECT_EQ(Json::parse(archives[0].body), Json::parse(R"({"inputs":[{"id":"77"}]})"));
+	EXPECT_EQ(server.RequestCount(), 2u);
+}
+
+TEST_F(DispatcherTest, ShouldStopDefersWhatIsNotInFlight)
+{
+	server.On("/hook", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.delay_ms = 300;
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"max_concurrency", 1}});
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 4))};
+	std::atomic<int> stop_checks{0};
+	auto should_stop = [&] {
+		stop_checks++;
+		return server.RequestCount() >= 1; // the shutdown request comes while the first call is out
+	};
+
+	auto start = SteadyClock::now();
+	auto deliveries = Deliver(dispatcher, batches, DispatchOptions(), should_stop);
+	long elapsed = MsSince(start);
+
+	EXPECT_LT(elapsed, 800);
+	EXPECT_GE(stop_checks.load(), 2);
+	EXPECT_EQ(server.RequestCount(), 1u);
+	int delivered = 0;
+	for (const auto &delivery : deliveries) {
+		if (delivery.outcome == Outcome::Delivered) {
+			delivered++; // the call in flight was awaited, not abandoned
+			EXPECT_TRUE(delivery.attempted);
+			continue;
+		}
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_FALSE(delivery.attempted);
+		EXPECT_NE(delivery.error.find("stopping"), std::string::npos) << delivery.error;
+	}
+	EXPECT_EQ(delivered, 1);
+}
+
+TEST_F(DispatcherTest, DroppedConnectionAndTimeoutAreRetriedWithStatusZero)
+{
+	server.On("/drop", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.drop = true;
+		return reply;
+	});
+	server.On("/slow", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.delay_ms = 5000;
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint dropper = MakeEndpoint("dropper", "webhook", server.Url("/drop"), "");
+	Endpoint sleeper = MakeEndpoint("sleeper", "webhook", server.Url("/slow"), "", {{"timeout_ms", 300}});
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(dropper, MakeRoute("dropped", "contact", "id"), {MakeChange(1, "k1")}),
+	    MakeBatch(sleeper, MakeRoute("slow", "contact", "id"), {MakeChange(2, "k2")}),
+	};
+
+	auto start = SteadyClock::now();
+	auto by_id = ById(Deliver(dispatcher, batches));
+	EXPECT_LT(MsSince(start), 2500);
+
+	for (int64_t id : {1, 2}) {
+		const Delivery &delivery = by_id[id];
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_TRUE(delivery.attempted);
+		EXPECT_EQ(delivery.http_status, 0);
+		EXPECT_NE(delivery.error.find("transport error"), std::string::npos) << delivery.error;
+	}
+	auto statuses = dispatcher.EndpointStatuses();
+	for (const char *name : {"dropper", "sleeper"}) {
+		const EndpointStatus *status = StatusOf(statuses, name);
+		ASSERT_NE(status, nullptr) << name;
+		EXPECT_EQ(status->state, "backing_off") << name;
+		EXPECT_EQ(status->errors, 1u) << name;
+		EXPECT_FALSE(status->last_error.empty()) << name;
+	}
+}
+
+TEST_F(DispatcherTest, EmptyInputReturnsNothing)
+{
+	Dispatcher dispatcher(&client);
+	EXPECT_TRUE(Deliver(dispatcher, {}).empty());
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "");
+	EXPECT_TRUE(Deliver(dispatcher, {MakeBatch(webhook, MakeRoute("events", "contact", "id"), {})}).empty());
+	EXPECT_EQ(server.RequestCount(), 0u);
+}
+
+} // namespace
+} // namespace switchboard
