@@ -135,13 +135,8 @@ SELECT count(*) FROM pg_trigger WHERE tgrelid = 'contacts'::regclass;
 SELECT count(*) FROM switchboard.mappings;
 SELECT count(*) FROM switchboard.filters;
 
--- settings
-SHOW switchboard.enabled;
-SHOW switchboard.naptime;
-SHOW switchboard.http_timeout;
-SHOW switchboard.max_attempts;
-SHOW switchboard.history_retention;
-SHOW switchboard.allowed_hosts;
+-- settings: defaults, units, and that all of them are reloadable (sighup)
+SELECT name, boot_val, unit, context FROM pg_settings WHERE name LIKE 'switchboard.%' ORDER BY name;
 SET switchboard.no_such_setting = 1;
 
 DROP VIEW contacts_view;

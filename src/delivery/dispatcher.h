@@ -35,7 +35,7 @@ struct Delivery {
 	std::string key;
 	Outcome outcome = Outcome::Retry; // Delivered | Retry | Dead | Skipped
 	// false: nothing was sent for it (breaker open, rate limit wait past the deadline,
-	// shutdown); the worker then does not count an attempt.
+	// shutdown); the worker then does not count an attempt. Always false for Skipped.
 	bool attempted = false;
 	std::string remote_id;    // Delivered, when the remote returned one
 	std::string error;        // Retry/Dead/Skipped: why

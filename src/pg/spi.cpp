@@ -1,5 +1,7 @@
 #include "pg/spi.h"
 
+#include <map>
+
 #include "pg/boundary.h"
 
 extern "C" {
@@ -23,8 +25,13 @@ SpiConnection::~SpiConnection()
 	SPI_finish();
 }
 
+namespace {
+
+// Plans kept by SpiExecPrepared; allocated once and never freed (no static destructors).
+std::map<std::string, SPIPlanPtr> *prepared = nullptr;
+
 SpiResult
-SpiExec(const std::string &sql, const std::vector<SpiText> &args, bool read_only)
+Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only, bool keep_plan)
 {
 	const int nargs = static_cast<int>(args.size());
 	std::vector<Oid> types(nargs, TEXTOID);
@@ -38,9 +45,26 @@ SpiExec(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 	}
 
 	int rc = 0;
-	Guarded([&] {
-		rc = SPI_execute_with_args(sql.c_str(), nargs, types.data(), values.data(), nulls.data(), read_only, 0);
-	});
+	if (keep_plan) {
+		if (prepared == nullptr)
+			prepared = new std::map<std::string, SPIPlanPtr>();
+		auto it = prepared->find(sql);
+		if (it == prepared->end()) {
+			SPIPlanPtr plan = nullptr;
+			Guarded([&] {
+				plan = SPI_prepare(sql.c_str(), nargs, types.data());
+				if (plan == nullptr)
+					elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+				SPI_keepplan(plan);
+			});
+			it = prepared->emplace(sql, plan).first;
+		}
+		Guarded([&] { rc = SPI_execute_plan(it->second, values.data(), nulls.data(), read_only, 0); });
+	} else {
+		Guarded([&] {
+			rc = SPI_execute_with_args(sql.c_str(), nargs, types.data(), values.data(), nulls.data(), read_only, 0);
+		});
+	}
 	if (rc < 0)
 		Fail(ERRCODE_INTERNAL_ERROR, "SPI failed (" + std::to_string(rc) + ") running: " + sql);
 
@@ -67,6 +91,20 @@ SpiExec(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 		result.rows.push_back(std::move(row));
 	}
 	return result;
+}
+
+} // namespace
+
+SpiResult
+SpiExec(const std::string &sql, const std::vector<SpiText> &args, bool read_only)
+{
+	return Execute(sql, args, read_only, false);
+}
+
+SpiResult
+SpiExecPrepared(const std::string &sql, const std::vector<SpiText> &args, bool read_only)
+{
+	return Execute(sql, args, read_only, true);
 }
 
 SpiText

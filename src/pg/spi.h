@@ -30,6 +30,10 @@ public:
 // Runs sql with text parameters $1..$n (cast them in the SQL as needed).
 SpiResult SpiExec(const std::string &sql, const std::vector<SpiText> &args = {}, bool read_only = false);
 
+// The same, keeping the statement's plan for the life of the process (the worker's hot path:
+// its statements repeat every round). Postgres' plan cache replans after schema changes.
+SpiResult SpiExecPrepared(const std::string &sql, const std::vector<SpiText> &args = {}, bool read_only = false);
+
 // First column of the first row, or nullopt when there is no row or it is NULL.
 SpiText SpiScalar(const std::string &sql, const std::vector<SpiText> &args = {});
 

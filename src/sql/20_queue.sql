@@ -21,7 +21,6 @@ CREATE TABLE switchboard.queue (
 );
 ALTER SEQUENCE switchboard.queue_id_seq OWNED BY switchboard.queue.id;
 CREATE UNIQUE INDEX queue_pkey ON switchboard.queue (id);
-CREATE INDEX queue_route_state ON switchboard.queue (route, state, id);
 
 -- Per-route counters the worker maintains (delivered count survives queue pruning).
 CREATE TABLE switchboard.route_stats (

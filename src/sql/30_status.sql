@@ -9,7 +9,8 @@ SELECT r.name AS route,
        coalesce(q.dead, 0) AS dead,
        now() - q.oldest_pending AS oldest_pending_age,
        s.last_delivered_at,
-       coalesce(s.last_error, r.disabled_reason) AS last_error,
+       CASE WHEN NOT r.enabled AND r.disabled_reason IS NOT NULL THEN r.disabled_reason
+            ELSE s.last_error END AS last_error,
        s.last_error_at,
        r.disabled_reason,
        (SELECT count(*) FROM pg_catalog.pg_trigger t

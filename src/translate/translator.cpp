@@ -44,11 +44,12 @@ FieldsSqlFor(const RouteDef &def)
 
 // Runs sql in a subtransaction; returns false with the error text on failure.
 bool
-TryQuery(const std::string &sql, const std::vector<SpiText> &args, SpiResult *out, std::string *error)
+TryQuery(const std::string &sql, const std::vector<SpiText> &args, SpiResult *out, std::string *error,
+         bool keep_plan = false)
 {
 	try {
 		Subtransaction sub;
-		*out = SpiExec(sql, args, true);
+		*out = keep_plan ? SpiExecPrepared(sql, args, true) : SpiExec(sql, args, true);
 		sub.Commit();
 		return true;
 	} catch (const PgError &e) {
@@ -233,7 +234,7 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 	       ") m ORDER BY i.n";
 	SpiResult r;
 	std::string error;
-	if (!TryQuery(sql, {ArrayLiteral(news), ArrayLiteral(olds), ArrayLiteral(ops)}, &r, &error))
+	if (!TryQuery(sql, {ArrayLiteral(news), ArrayLiteral(olds), ArrayLiteral(ops)}, &r, &error, true))
 		return false;
 	if (r.rows.size() != rows.size())
 		return false;

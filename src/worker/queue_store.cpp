@@ -77,7 +77,7 @@ LogOutcomes(const std::vector<SpiText> &routes, const std::vector<SpiText> &keys
 {
 	if (routes.empty())
 		return;
-	SpiExec("INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, latency_ms, error) "
+	SpiExecPrepared("INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, latency_ms, error) "
 	        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], "
 	        "$7::float8[], $8::text[])",
 	        {ArrayLiteral(routes), ArrayLiteral(keys), ArrayLiteral(ops), ArrayLiteral(ids), ArrayLiteral(outcomes),
@@ -95,7 +95,7 @@ NoteRouteStats(const std::map<std::string, std::pair<int64_t, std::string>> &sta
 		delivered.emplace_back(Num(s.first));
 		errors.push_back(s.second.empty() ? SpiText() : SpiText(s.second));
 	}
-	SpiExec("INSERT INTO switchboard.route_stats AS s (route, delivered, last_delivered_at, last_error, last_error_at) "
+	SpiExecPrepared("INSERT INTO switchboard.route_stats AS s (route, delivered, last_delivered_at, last_error, last_error_at) "
 	        "SELECT u.route, u.delivered, CASE WHEN u.delivered > 0 THEN now() END, u.error, "
 	        "CASE WHEN u.error IS NOT NULL THEN now() END "
 	        "FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(route, delivered, error) "
@@ -119,11 +119,11 @@ ExtensionExists()
 void
 RecoverInFlight()
 {
-	SpiExec("UPDATE switchboard.queue SET state = 'pending', attempts = attempts + 1, next_attempt_at = NULL, "
+	SpiExecPrepared("UPDATE switchboard.queue SET state = 'pending', attempts = attempts + 1, next_attempt_at = NULL, "
 	        "last_error = coalesce(last_error, 'worker stopped while delivering; sent again') "
 	        "WHERE state = 'in_flight'");
 	// A change that keeps killing the worker ends up here instead of looping forever.
-	SpiExec("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), "
+	SpiExecPrepared("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), "
 	        "last_error = 'the worker stopped while delivering this change ' || attempts || ' times' "
 	        "WHERE state = 'pending' AND attempts >= current_setting('switchboard.max_attempts')::int");
 }
@@ -132,7 +132,7 @@ ClaimedBatch
 ClaimDue(int limit)
 {
 	ClaimedBatch out;
-	SpiResult r = SpiExec(
+	SpiResult r = SpiExecPrepared(
 	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, "
 	    "(extract(epoch FROM q.captured_at) * 1000)::bigint, q.attempts, r.name IS NOT NULL "
 	    "FROM switchboard.queue q LEFT JOIN switchboard.routes r ON r.name = q.route "
@@ -225,15 +225,15 @@ ClaimDue(int limit)
 				delete_keys.emplace_back(translations[i].key);
 		}
 		// Older changes of these keys still waiting for a retry are superseded too.
-		SpiExec("DELETE FROM switchboard.queue o USING unnest($2::text[], $3::bigint[]) AS k(key, id) "
+		SpiExecPrepared("DELETE FROM switchboard.queue o USING unnest($2::text[], $3::bigint[]) AS k(key, id) "
 		        "WHERE o.route = $1 AND o.state = 'pending' AND o.key = k.key AND o.id < k.id",
 		        {route_name, ArrayLiteral(keys), ArrayLiteral(ids)});
-		SpiExec("UPDATE switchboard.queue q SET state = 'in_flight', key = k.key "
+		SpiExecPrepared("UPDATE switchboard.queue q SET state = 'in_flight', key = k.key "
 		        "FROM unnest($1::bigint[], $2::text[]) AS k(id, key) WHERE q.id = k.id",
 		        {ArrayLiteral(ids), ArrayLiteral(keys)});
 		std::map<std::string, std::string> remote_ids;
 		if (!delete_keys.empty()) {
-			SpiResult known = SpiExec("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
+			SpiResult known = SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
 			                          "ANY($2::text[])",
 			                          {route_name, ArrayLiteral(delete_keys)});
 			for (const auto &k : known.rows)
@@ -263,9 +263,9 @@ ClaimDue(int limit)
 	}
 
 	if (!drop_ids.empty())
-		SpiExec("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(drop_ids)});
+		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(drop_ids)});
 	if (!dead_ids.empty())
-		SpiExec("UPDATE switchboard.queue q SET state = 'dead', last_error = k.error, key = k.key, failed_at = now() "
+		SpiExecPrepared("UPDATE switchboard.queue q SET state = 'dead', last_error = k.error, key = k.key, failed_at = now() "
 		        "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, error, key) WHERE q.id = k.id",
 		        {ArrayLiteral(dead_ids), ArrayLiteral(dead_errors), ArrayLiteral(dead_keys)});
 	LogOutcomes(log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors);
@@ -276,7 +276,7 @@ ClaimDue(int limit)
 void
 ParkOldestDue(const std::string &error)
 {
-	SpiExec("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), last_error = $1 "
+	SpiExecPrepared("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), last_error = $1 "
 	        "WHERE id = (SELECT id FROM switchboard.queue WHERE state = 'pending' "
 	        "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) ORDER BY id LIMIT 1)",
 	        {"could not be processed: " + error});
@@ -351,9 +351,9 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<RouteAc
 	}
 
 	if (!done_ids.empty())
-		SpiExec("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(done_ids)});
+		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(done_ids)});
 	if (!up_ids.empty())
-		SpiExec("UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, "
+		SpiExecPrepared("UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, "
 		        "next_attempt_at = CASE WHEN u.state = 'pending' THEN clock_timestamp() + u.delay_ms * interval '1 ms' END, "
 		        "last_status = coalesce(u.status, q.last_status), last_error = u.error, "
 		        "failed_at = CASE WHEN u.state = 'dead' THEN now() END, "
@@ -363,18 +363,18 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<RouteAc
 		        {ArrayLiteral(up_ids), ArrayLiteral(up_states), ArrayLiteral(up_attempts), ArrayLiteral(up_delay),
 		         ArrayLiteral(up_status), ArrayLiteral(up_errors), ArrayLiteral(up_payload)});
 	if (!rid_routes.empty())
-		SpiExec("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
+		SpiExecPrepared("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
 		        "SELECT DISTINCT ON (route, key) * FROM unnest($1::text[], $2::text[], $3::text[]) AS u(route, key, rid) "
 		        "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
 		        {ArrayLiteral(rid_routes), ArrayLiteral(rid_keys), ArrayLiteral(rid_values)});
 	if (!gone_routes.empty())
-		SpiExec("DELETE FROM switchboard.remote_ids r USING unnest($1::text[], $2::text[]) AS u(route, key) "
+		SpiExecPrepared("DELETE FROM switchboard.remote_ids r USING unnest($1::text[], $2::text[]) AS u(route, key) "
 		        "WHERE r.route = u.route AND r.key = u.key",
 		        {ArrayLiteral(gone_routes), ArrayLiteral(gone_keys)});
 	LogOutcomes(log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors);
 	NoteRouteStats(stats);
 	for (const auto &action : actions)
-		SpiExec("UPDATE switchboard.routes SET enabled = false, disabled_reason = $2 WHERE name = $1",
+		SpiExecPrepared("UPDATE switchboard.routes SET enabled = false, disabled_reason = $2 WHERE name = $1",
 		        {action.route, action.reason});
 	WriteEndpointStatus(endpoints);
 }
@@ -394,7 +394,7 @@ WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints)
 		last_error.push_back(e.last_error.empty() ? SpiText() : SpiText(e.last_error));
 		last_error_at.emplace_back(Num(e.last_error_at_ms));
 	}
-	SpiExec("INSERT INTO switchboard.endpoint_state AS s (endpoint, state, next_attempt_at, requests, errors, "
+	SpiExecPrepared("INSERT INTO switchboard.endpoint_state AS s (endpoint, state, next_attempt_at, requests, errors, "
 	        "last_error, last_error_at, updated_at) "
 	        "SELECT u.endpoint, u.state, CASE WHEN u.next_ms > 0 THEN to_timestamp(u.next_ms / 1000.0) END, "
 	        "u.requests, u.errors, u.last_error, CASE WHEN u.error_ms > 0 THEN to_timestamp(u.error_ms / 1000.0) END, now() "
@@ -423,7 +423,7 @@ MsUntilNextDue()
 void
 PruneHistory(int retention_s)
 {
-	SpiExec("DELETE FROM switchboard.delivery_log WHERE at < now() - $1::int * interval '1 second'",
+	SpiExecPrepared("DELETE FROM switchboard.delivery_log WHERE at < now() - $1::int * interval '1 second'",
 	        {Num(retention_s)});
 }
 

@@ -66,6 +66,11 @@ public:
 				Guarded([] { ProcessConfigFile(PGC_SIGHUP); });
 			}
 			long wait_ms = setting_naptime_ms;
+			if (!setting_enabled && !ExtensionCheckDue()) {
+				// Paused: commits still set the latch, but there is nothing to do for them.
+				Sleep(setting_naptime_ms);
+				continue;
+			}
 			try {
 				wait_ms = Round();
 				failures = 0;
@@ -127,6 +132,15 @@ private:
 		return 0;
 	}
 
+	// While paused, look for DROP EXTENSION every few seconds only.
+	bool ExtensionCheckDue()
+	{
+		if (NowMs() - last_paused_check_ms_ < 5000)
+			return false;
+		last_paused_check_ms_ = NowMs();
+		return true;
+	}
+
 	void ReportFailure(const std::string &error, int failures)
 	{
 		ereport(LOG, (errmsg("switchboard worker: %s", error.c_str())));
@@ -163,6 +177,7 @@ private:
 	Dispatcher dispatcher_;
 	std::mt19937_64 rng_;
 	int64_t last_prune_ms_ = 0;
+	int64_t last_paused_check_ms_ = 0;
 };
 
 } // namespace

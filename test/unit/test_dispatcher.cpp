@@ -481,7 +481,7 @@ TEST_F(DispatcherTest, MaxConcurrencyBoundsRequestsInFlight)
 // ---------------------------------------------------------------------------------------
 // Salesforce
 
-class SalesforceTest : public DispatcherTest {
+class DispatcherSalesforceTest : public DispatcherTest {
 protected:
 	const std::string kSecret = R"({"client_id":"cid-1","client_secret":"s3cr3t-value"})";
 	const std::string kDataPath = "/inst/services/data/v59.0/composite/sobjects/Contact/Email__c";
@@ -507,7 +507,7 @@ protected:
 	std::atomic<int> tokens_issued{0};
 };
 
-TEST_F(SalesforceTest, TokenFetchedOnceAndCachedAcrossRounds)
+TEST_F(DispatcherSalesforceTest, TokenFetchedOnceAndCachedAcrossRounds)
 {
 	ServeTokens();
 	server.On(kDataPath, SalesforceUpsertOk);
@@ -535,7 +535,7 @@ TEST_F(SalesforceTest, TokenFetchedOnceAndCachedAcrossRounds)
 	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "sf")->requests, 3u);
 }
 
-TEST_F(SalesforceTest, InvalidSessionRefreshesTheTokenOnceAndResends)
+TEST_F(DispatcherSalesforceTest, InvalidSessionRefreshesTheTokenOnceAndResends)
 {
 	ServeTokens();
 	server.On(kDataPath, [](const ServerRequest &request) {
@@ -557,7 +557,7 @@ TEST_F(SalesforceTest, InvalidSessionRefreshesTheTokenOnceAndResends)
 	EXPECT_EQ(data[1].headers.at("authorization"), "Bearer tok-2");
 }
 
-TEST_F(SalesforceTest, InvalidSessionAgainAfterRefreshIsRetried)
+TEST_F(DispatcherSalesforceTest, InvalidSessionAgainAfterRefreshIsRetried)
 {
 	ServeTokens();
 	server.On(kDataPath, [](const ServerRequest &) {
@@ -576,7 +576,7 @@ TEST_F(SalesforceTest, InvalidSessionAgainAfterRefreshIsRetried)
 	EXPECT_EQ(server.RequestsTo(kDataPath).size(), 2u);
 }
 
-TEST_F(SalesforceTest, TokenFailureRetriesEveryChangeWithoutTheSecret)
+TEST_F(DispatcherSalesforceTest, TokenFailureRetriesEveryChangeWithoutTheSecret)
 {
 	// A hostile or careless login server echoes the credentials back in its error.
 	server.On("/login/services/oauth2/token", [](const ServerRequest &request) {
