@@ -7,6 +7,7 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "port/atomics.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 }
@@ -22,6 +23,7 @@ struct WorkerSlot {
 	int64_t starting_at; // launcher asked for a worker at this time (0: not starting)
 	int64_t idle_until;  // no extension here: do not start a worker before this time
 	int64_t held_until;  // DROP/RENAME DATABASE in progress: keep away until then
+	bool wants_wakes;    // set by the worker: false while paused, so commits do not wake it
 };
 
 struct SharedState {
@@ -98,19 +100,37 @@ RequestSharedMemory()
 	shmem_startup_hook = ShmemStartup;
 }
 
+// Called at every commit that captured something, so it takes no lock: the slot of this
+// backend's database is looked up once, and a stale read only costs a spurious or a missed
+// wake-up (the worker's safety poll covers the latter). Latches live in shared memory, so a
+// latch pointer read here stays valid.
 void
 SetWorkerLatch(Oid database)
 {
+	static WorkerSlot *cached = nullptr;
 	if (shared == nullptr)
 		return;
-	Latch *latch = nullptr;
+	if (cached == nullptr || cached->database != database) {
+		SpinLockAcquire(&shared->mutex);
+		cached = FindSlot(database, false);
+		SpinLockRelease(&shared->mutex);
+		if (cached == nullptr)
+			return;
+	}
+	pg_read_barrier();
+	Latch *latch = cached->latch;
+	if (cached->database == database && cached->pid != 0 && cached->wants_wakes && latch != nullptr)
+		SetLatch(latch);
+}
+
+void
+SetWorkerWantsWakes(Oid database, bool wants)
+{
 	SpinLockAcquire(&shared->mutex);
 	WorkerSlot *slot = FindSlot(database, false);
-	if (slot != nullptr && slot->pid != 0)
-		latch = slot->latch;
+	if (slot != nullptr && slot->pid == MyProcPid)
+		slot->wants_wakes = wants;
 	SpinLockRelease(&shared->mutex);
-	if (latch != nullptr)
-		SetLatch(latch);
 }
 
 void
@@ -187,6 +207,7 @@ ClaimWorkerSlot(Oid database, Latch *latch)
 		slot->pid = MyProcPid;
 		slot->latch = latch;
 		slot->starting_at = 0;
+		slot->wants_wakes = true;
 		claimed = true;
 	}
 	SpinLockRelease(&shared->mutex);
@@ -204,6 +225,7 @@ ReleaseWorkerSlot(Oid database, bool has_extension, int64_t now_ms)
 		slot->pid = 0;
 		slot->latch = nullptr;
 		slot->starting_at = 0;
+		slot->wants_wakes = false;
 		if (!has_extension)
 			slot->idle_until = now_ms + kNoExtensionRecheckMs;
 	}

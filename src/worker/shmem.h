@@ -29,6 +29,8 @@ void MarkStartFailed(Oid database);
 // Worker side: claims the database's slot (false if another worker holds it).
 bool ClaimWorkerSlot(Oid database, Latch *latch);
 void ReleaseWorkerSlot(Oid database, bool has_extension, int64_t now_ms);
+// Worker side: whether commits should wake it (not while delivery is paused).
+void SetWorkerWantsWakes(Oid database, bool wants);
 
 // DROP/RENAME DATABASE: stop the database's worker and keep it stopped for hold_ms.
 // Returns after the worker has exited or timeout_ms passed.

@@ -66,6 +66,10 @@ public:
 				Guarded([] { ProcessConfigFile(PGC_SIGHUP); });
 			}
 			long wait_ms = setting_naptime_ms;
+			if (setting_enabled != wants_wakes_) {
+				wants_wakes_ = setting_enabled;
+				SetWorkerWantsWakes(MyDatabaseId, wants_wakes_);
+			}
 			if (!setting_enabled && !ExtensionCheckDue()) {
 				// Paused: commits still set the latch, but there is nothing to do for them.
 				Sleep(setting_naptime_ms);
@@ -178,6 +182,7 @@ private:
 	std::mt19937_64 rng_;
 	int64_t last_prune_ms_ = 0;
 	int64_t last_paused_check_ms_ = 0;
+	bool wants_wakes_ = true;
 };
 
 } // namespace

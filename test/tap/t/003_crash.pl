@@ -160,17 +160,44 @@ like($dl_error // '', qr/worker stopped while delivering/, "last_error says the 
 is($dl_payload, 'poison@x.com', 'the dead letter keeps the change');
 is(crash_restarts() - $restarts_before, $kills, 'one crash recovery per kill, no more');
 
-# the worker now stays up
+# the worker now stays up, and with nothing due it sleeps between polls (naptime 200ms)
 my $steady = wait_new_worker(undef, 'a worker after the last kill');
-my $idle_seen = 0;
-my $deadline = time + 4;
-while (time < $deadline)
+sleep 0.5;    # let it finish recovering the dead letter
+my $cpu_file = "/proc/$steady/stat";
+sub cpu_ticks
 {
-	my $state = try_sql("SELECT state FROM pg_stat_activity WHERE backend_type = 'switchboard worker'");
-	$idle_seen = 1 if defined $state && $state eq 'idle';
+	my @f = split ' ', PostgreSQL::Test::Utils::slurp_file($cpu_file);
+	return $f[13] + $f[14];    # utime + stime
+}
+my $cpu_before = -r $cpu_file ? cpu_ticks() : undef;
+my $activity_before = sql($node, "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'");
+my ($idle_seen, $samples, %seen_activity) = (0, 0);
+my $watch_start = time;
+while (time - $watch_start < 4)
+{
+	my $row = try_sql("SELECT state || ':' || coalesce(wait_event_type, '') || ':' || query "
+		  . "FROM pg_stat_activity WHERE backend_type = 'switchboard worker'");
+	if (defined $row)
+	{
+		$samples++;
+		$seen_activity{$row}++;
+		$idle_seen++ if $row =~ /^idle:/ || $row =~ /^[^:]*:Extension:/;
+	}
 	sleep 0.2;
 }
-ok($idle_seen, 'the worker goes idle');
+my $watched = time - $watch_start;
+note('worker activity samples: ' . join(', ', map { "$_ x$seen_activity{$_}" } sort keys %seen_activity));
+ok($idle_seen, "the worker is seen idle, waiting on its latch ($idle_seen of $samples samples)");
+if (defined $cpu_before)
+{
+	my $cpu_share = (cpu_ticks() - $cpu_before) / 100 / $watched;
+	cmp_ok($cpu_share, '<', 0.1,
+		sprintf('an idle worker does not spin (%.0f%% of a CPU with nothing to deliver)', 100 * $cpu_share));
+}
+sleep 1.1;    # pgstat flushes a backend's counters at most once a second
+my $commits = sql($node, "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'") - $activity_before;
+cmp_ok($commits / ($watched + 1.1), '<', 100,
+	sprintf('an idle worker polls at naptime, not in a tight loop (%.0f transactions/s)', $commits / ($watched + 1.1)));
 is(worker_pid(), $steady, 'the worker stays up (same pid a few seconds later)');
 is(crash_restarts() - $restarts_before, $kills, 'no further crash');
 
@@ -185,17 +212,35 @@ $node->safe_psql('postgres', 'SELECT pg_reload_conf()');
 
 # ---------------------------------------------------------------------------------------
 # 4. a change committed while the worker is down is delivered once it is back
+# a) the worker is terminated inside the writing transaction, which commits right after
 my $old = worker_pid();
-my $seen_workers = $node->safe_psql('postgres', qq{
-SELECT pg_terminate_backend($old, 10000);
+my ($seen_workers) = reverse split /\n/, $node->safe_psql('postgres', qq{
+BEGIN;
 INSERT INTO contacts (email, first_name) VALUES ('down\@x.com', 'Down');
+SELECT pg_terminate_backend($old, 10000);
+COMMIT;
+SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'switchboard worker' AND pid <> $old;
+});
+note("workers running right after the insert committed: $seen_workers");
+my $back = wait_new_worker($old, 'the launcher to restart the worker');
+ok($back, "launcher restarted the terminated worker ($back)");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the change made while the worker stopped settles');
+is(remote_keys('down@'), 1, 'the change made while the worker stopped is delivered');
+
+# b) deterministic: ALTER DATABASE (from another database) stops the worker and keeps it away
+# for a while, so this change is certainly committed while no worker runs.
+$old = worker_pid();
+$node->safe_psql('template1', "ALTER DATABASE postgres WITH CONNECTION LIMIT -1");
+my ($none) = reverse split /\n/, $node->safe_psql('postgres', q{
+INSERT INTO contacts (email, first_name) VALUES ('away@x.com', 'Away');
 SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'switchboard worker';
 });
-note("workers right after the insert: $seen_workers");
-my $back = wait_new_worker($old, 'the launcher to restart the worker');
-ok($back, "launcher restarted the worker ($back)");
-is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the change made while the worker was down settles');
-is(remote_keys('down@'), 1, 'the change made while the worker was down is delivered');
+is($none, '0', 'no worker was running when the change committed');
+is(sql($node, "SELECT pending FROM switchboard.route_status"), '1', 'the change waits in the queue');
+$back = wait_new_worker($old, 'the launcher to bring the worker back');
+ok($back, "launcher brought the worker back ($back)");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the change made while no worker ran settles');
+is(remote_keys('away@'), 1, 'the change made while no worker ran is delivered');
 is(sql($node, "SELECT pending || ',' || in_flight FROM switchboard.route_status"), '0,0', 'nothing left over');
 
 $node->stop;

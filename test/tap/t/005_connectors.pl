@@ -6,6 +6,8 @@ use strict;
 use warnings;
 use lib 't/..';
 use SwitchboardTest;
+use HTTP::Tiny;
+use JSON::PP;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
@@ -26,7 +28,14 @@ sub requests_of
 	return [ grep { !defined $method || $_->{method} eq $method } @{ double_requests($base, $prefix) } ];
 }
 
-sub put_json { return SwitchboardTest::_request('PUT', @_); }
+sub put_json
+{
+	my ($url, $body) = @_;
+	my $res = HTTP::Tiny->new(timeout => 30)->request('PUT', $url,
+		{ headers => { 'Content-Type' => 'application/json' }, content => JSON::PP->new->encode($body) });
+	die "PUT $url: $res->{status} $res->{content}" unless $res->{success};
+	return $res;
+}
 
 #### Salesforce
 
