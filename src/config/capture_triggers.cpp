@@ -83,7 +83,8 @@ Resync(const std::string &route)
 		return;
 	if (def->source_exists)
 		Detach(def->name, def->source);
-	if (def->enabled && def->source_exists)
+	// A route that only pulls captures nothing.
+	if (def->enabled && def->source_exists && def->direction != "pull")
 		Attach(*def);
 }
 

@@ -10,6 +10,7 @@
 #include <exception>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 namespace switchboard {
@@ -83,6 +84,27 @@ ReplaceAll(std::string text, const std::string &needle, const std::string &repla
 	return text;
 }
 
+// Error texts quote remote answers, and a remote may echo what it was sent: never let a
+// credential reach a status view or a log line through them.
+std::string
+MaskSecrets(const Endpoint &endpoint, const std::vector<std::string> &tokens, std::string text)
+{
+	std::vector<std::string> secrets = tokens;
+	secrets.push_back(endpoint.secret);
+	Json parsed = Json::parse(endpoint.secret, nullptr, false);
+	if (parsed.is_object() && parsed.contains("client_secret") && parsed["client_secret"].is_string()) {
+		std::string client_secret = parsed["client_secret"].get<std::string>();
+		secrets.push_back(client_secret);
+		secrets.push_back(UrlEncode(client_secret));
+	}
+	// Longest first, so a secret containing another is masked whole.
+	std::sort(secrets.begin(), secrets.end(),
+	          [](const std::string &a, const std::string &b) { return a.size() > b.size(); });
+	for (const auto &s : secrets)
+		text = ReplaceAll(std::move(text), s, "****");
+	return text;
+}
+
 } // namespace
 
 // What the dispatcher remembers about an endpoint across Deliver calls.
@@ -90,6 +112,9 @@ struct Dispatcher::EndpointState {
 	std::string name;
 	std::string rate_limit; // option text the limiter was built from
 	RateLimiter limiter{0, 0};
+	// HubSpot counts search requests separately (5 per second per account); one slot of
+	// headroom keeps a clock skew between us and HubSpot from earning 429s.
+	RateLimiter search_limiter{Dispatcher::kHubSpotSearchPerSecond, 1000};
 	CircuitBreaker breaker;
 	std::string breaker_error; // error of the latest endpoint failure, quoted while backing off
 	// Salesforce token, valid only for the base_url and secret it was fetched with.
@@ -292,27 +317,12 @@ struct DispatchRound {
 
 	// ---- secrets ----------------------------------------------------------------------
 
-	// Error texts quote remote answers, and a remote may echo what it was sent: never let a
-	// credential reach a status view or a log line through them.
 	std::string Redact(const EndpointRound &e, std::string text) const
 	{
-		std::vector<std::string> secrets;
-		const std::string &secret = e.endpoint->secret;
-		secrets.push_back(secret);
-		Json parsed = Json::parse(secret, nullptr, false);
-		if (parsed.is_object() && parsed.contains("client_secret") && parsed["client_secret"].is_string()) {
-			std::string client_secret = parsed["client_secret"].get<std::string>();
-			secrets.push_back(client_secret);
-			secrets.push_back(UrlEncode(client_secret));
-		}
+		std::vector<std::string> tokens;
 		if (e.state->has_token)
-			secrets.push_back(e.state->token.access_token);
-		// Longest first, so a secret containing another is masked whole.
-		std::sort(secrets.begin(), secrets.end(),
-		          [](const std::string &a, const std::string &b) { return a.size() > b.size(); });
-		for (const auto &s : secrets)
-			text = ReplaceAll(std::move(text), s, "****");
-		return text;
+			tokens.push_back(e.state->token.access_token);
+		return MaskSecrets(*e.endpoint, tokens, std::move(text));
 	}
 
 	void NoteError(EndpointRound &e, const std::string &error, int64_t now)
@@ -754,6 +764,316 @@ Dispatcher::Deliver(const std::vector<RouteBatch> &batches, const DispatchOption
 	DispatchRound round(*this, batches, options, route_actions);
 	round.Run(should_stop);
 	return round.Collect();
+}
+
+// ---- Fetch: one request outside a delivery round ------------------------------------------
+
+namespace {
+
+bool
+IsHubSpotSearch(const Endpoint &endpoint, const HttpRequest &request)
+{
+	if (endpoint.kind != "hubspot")
+		return false;
+	const std::string path = request.url.substr(0, request.url.find('?'));
+	const std::string suffix = "/search";
+	return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The error code(s) of a Salesforce error answer ([{"errorCode",...}] or one such object).
+bool
+HasSalesforceErrorCode(const HttpResponse &response, const std::string &code)
+{
+	Json body = Json::parse(response.body, nullptr, false);
+	Json errors = body.is_array() ? body : Json::array({body});
+	for (const auto &error : errors)
+		if (error.is_object() && error.contains("errorCode") && error["errorCode"] == code)
+			return true;
+	return false;
+}
+
+// HubSpot's daily quota: no backoff brings it back, so the endpoint pauses (as in Deliver).
+bool
+IsHubSpotDailyLimit(const Endpoint &endpoint, const HttpResponse &response)
+{
+	if (endpoint.kind != "hubspot" || response.status != 429)
+		return false;
+	Json body = Json::parse(response.body, nullptr, false);
+	return body.is_object() && body.contains("policyName") && body["policyName"] == "DAILY";
+}
+
+// Answers that say the endpoint itself is in trouble (not the request): they move the breaker.
+bool
+IsEndpointFailure(const Endpoint &endpoint, const HttpResponse &response)
+{
+	if (response.status == 0 || response.status >= 500 || response.status == 429)
+		return true;
+	// Salesforce's org-wide API limit is a rate limit, not a verdict on the request.
+	return endpoint.kind == "salesforce" && response.status == 403 &&
+	       HasSalesforceErrorCode(response, "REQUEST_LIMIT_EXCEEDED");
+}
+
+std::string
+DescribeAnswer(const HttpResponse &response)
+{
+	if (response.status == 0)
+		return "transport error: " + Snippet(response.transport_error);
+	std::string text = "HTTP " + std::to_string(response.status);
+	if (!response.body.empty())
+		text += ": " + Snippet(response.body);
+	return text;
+}
+
+HttpResponse
+NoAnswer(const std::string &why)
+{
+	HttpResponse response;
+	response.transport_error = why;
+	return response;
+}
+
+} // namespace
+
+struct FetchCall {
+	Dispatcher &dispatcher;
+	const Endpoint &endpoint;
+	const std::function<HttpRequest(const Auth &)> &build;
+	const std::function<bool()> &should_stop;
+	Dispatcher::EndpointState &state;
+	long timeout_ms = 30000;
+	// Limiter waits end here (clock ms); the steady deadline guards against an injected clock
+	// that does not advance, as in Deliver.
+	int64_t wait_deadline_ms = 0;
+	std::chrono::steady_clock::time_point wait_deadline_steady;
+	std::vector<std::string> tokens; // every token this call used, for redaction
+
+	FetchCall(Dispatcher &dispatcher_, const Endpoint &endpoint_, const std::function<HttpRequest(const Auth &)> &build_,
+	          const std::function<bool()> &should_stop_)
+	    : dispatcher(dispatcher_), endpoint(endpoint_), build(build_), should_stop(should_stop_),
+	      state(dispatcher_.StateFor(endpoint_))
+	{
+	}
+
+	int64_t Now() const { return dispatcher.clock_(); }
+	bool Stopping() const { return should_stop && should_stop(); }
+
+	std::string Redact(std::string text) const
+	{
+		std::vector<std::string> all = tokens;
+		if (state.has_token)
+			all.push_back(state.token.access_token);
+		return MaskSecrets(endpoint, all, std::move(text));
+	}
+
+	void NoteError(const std::string &error, int64_t now)
+	{
+		state.last_error = error;
+		state.last_error_at_ms = now;
+	}
+
+	HttpResponse BackingOff() const
+	{
+		std::string text = "endpoint " + endpoint.name + " is backing off";
+		if (!state.breaker_error.empty())
+			text += ": " + state.breaker_error;
+		return NoAnswer(text);
+	}
+
+	Auth CurrentAuth(int64_t now) const
+	{
+		Auth auth;
+		if (endpoint.kind == "salesforce") {
+			auth.bearer = state.token.access_token;
+			auth.instance_url = state.token.instance_url;
+		} else {
+			auth.bearer = endpoint.secret;
+		}
+		auth.signed_at_ms = now;
+		return auth;
+	}
+
+	// Submits one request and waits for its answer; false when the worker is stopping first
+	// (the transfer is abandoned: its unique tag makes sure nobody mistakes its answer).
+	bool Exchange(const HttpRequest &request, HttpResponse *response)
+	{
+		const uint64_t tag = (uint64_t(1) << 63) | ++dispatcher.fetch_serial_;
+		dispatcher.client_->Submit(request, timeout_ms, tag);
+		state.requests++;
+		for (;;) {
+			for (auto &done : dispatcher.client_->Poll(kMaxPollWaitMs))
+				if (done.first == tag) {
+					*response = std::move(done.second);
+					return true;
+				}
+			if (Stopping())
+				return false;
+		}
+	}
+
+	HttpResponse TokenFailed(const std::string &message, int64_t now)
+	{
+		std::string error = "salesforce token: " + Redact(message);
+		state.breaker.OnFailure(now, -1);
+		state.breaker_error = error;
+		NoteError(error, now);
+		return NoAnswer(error);
+	}
+
+	// The cached token, or a new one. false with *failure set when none could be had.
+	bool EnsureToken(HttpResponse *failure)
+	{
+		if (state.has_token)
+			return true;
+		HttpRequest request;
+		try {
+			request = BuildSalesforceTokenRequest(endpoint);
+		} catch (const std::exception &ex) {
+			*failure = TokenFailed(ex.what(), Now());
+			return false;
+		}
+		HttpResponse response;
+		if (!Exchange(request, &response)) {
+			*failure = NoAnswer("abandoned: the worker is stopping");
+			return false;
+		}
+		if (response.status == 0 || response.status >= 400)
+			state.errors++;
+		try {
+			state.token = ParseSalesforceToken(response);
+			state.has_token = true;
+			tokens.push_back(state.token.access_token);
+			return true;
+		} catch (const std::exception &ex) {
+			*failure = TokenFailed(ex.what(), Now());
+			return false;
+		}
+	}
+
+	// Waits until the endpoint's limiter (and for a HubSpot search the search limiter) has a
+	// slot; *now is then the time to take it at. false with *failure set when the wait would
+	// outlast max_wait_ms or the worker is stopping.
+	bool WaitForSlot(bool search, int64_t *now, HttpResponse *failure)
+	{
+		for (;;) {
+			if (Stopping()) {
+				*failure = NoAnswer("not sent: the worker is stopping");
+				return false;
+			}
+			*now = Now();
+			const int64_t endpoint_next = state.limiter.NextAvailableMs(*now);
+			const int64_t search_next = search ? state.search_limiter.NextAvailableMs(*now) : *now;
+			const int64_t next = std::max(endpoint_next, search_next);
+			if (next <= *now)
+				return true;
+			if (next > wait_deadline_ms || std::chrono::steady_clock::now() >= wait_deadline_steady) {
+				std::string limit;
+				if (endpoint_next > *now)
+					limit = state.rate_limit.empty() ? std::string("a Retry-After pause") : "rate limit " + state.rate_limit;
+				else
+					limit = "the HubSpot search limit (" + std::to_string(Dispatcher::kHubSpotSearchPerSecond) + "/s)";
+				*failure = NoAnswer("rate limited: " + limit + " of endpoint " + endpoint.name + " holds requests back for " +
+				                    std::to_string(next - *now) + " ms");
+				return false;
+			}
+			std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(next - *now, kMaxPollWaitMs)));
+		}
+	}
+
+	// Counters, breaker and limiter after an answer, as Deliver keeps them.
+	void Account(const HttpResponse &response, int64_t now)
+	{
+		std::string error;
+		if (response.status == 0 || response.status >= 400) {
+			state.errors++;
+			error = Redact(DescribeAnswer(response));
+			NoteError(error, now);
+		}
+		const long retry_after_ms = RetryAfterMs(response);
+		if (IsHubSpotDailyLimit(endpoint, response)) {
+			state.breaker.OnFailure(now, std::max(retry_after_ms, kStopEndpointPauseMs));
+			state.breaker_error = error;
+		} else if (IsEndpointFailure(endpoint, response)) {
+			state.breaker.OnFailure(now, retry_after_ms);
+			state.breaker_error = error;
+			if (response.status == 429 && retry_after_ms >= 0)
+				state.limiter.Penalize(now + std::min(retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
+		} else {
+			state.breaker.OnSuccess(now);
+		}
+	}
+
+	bool BreakerRefuses(int64_t now) const
+	{
+		// Look before asking: AllowRequest hands out the single probe of an open breaker,
+		// which must go to a request that is really sent.
+		return state.breaker.state() != CircuitBreaker::State::Ok && now < state.breaker.next_attempt_at_ms();
+	}
+
+	HttpResponse Run(long default_timeout_ms, long max_wait_ms)
+	{
+		timeout_ms = PositiveOption(endpoint.options, "timeout_ms", default_timeout_ms > 0 ? default_timeout_ms : 30000);
+		wait_deadline_ms = Now() + std::max(max_wait_ms, 0L);
+		wait_deadline_steady = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(max_wait_ms, 0L));
+		if (Stopping())
+			return NoAnswer("not sent: the worker is stopping");
+		bool refreshed = false;
+		for (;;) {
+			if (BreakerRefuses(Now()))
+				return BackingOff();
+			HttpResponse failure;
+			if (endpoint.kind == "salesforce" && !EnsureToken(&failure))
+				return failure;
+			// Built once to learn the URL (only HubSpot searches pass the search limit), and
+			// again after a wait, so that signed_at_ms is the send time.
+			int64_t built_at = Now();
+			HttpRequest request = build(CurrentAuth(built_at));
+			int64_t now = built_at;
+			if (!WaitForSlot(IsHubSpotSearch(endpoint, request), &now, &failure))
+				return failure;
+			if (!state.breaker.AllowRequest(now))
+				return BackingOff();
+			state.limiter.TryAcquire(now);
+			if (IsHubSpotSearch(endpoint, request))
+				state.search_limiter.TryAcquire(now);
+			if (now != built_at)
+				request = build(CurrentAuth(now));
+
+			HttpResponse response;
+			if (!Exchange(request, &response))
+				return NoAnswer("abandoned: the worker is stopping");
+			now = Now();
+			Account(response, now);
+			if (endpoint.kind == "salesforce" && response.status == 401 && !refreshed &&
+			    HasSalesforceErrorCode(response, "INVALID_SESSION_ID")) {
+				// The cached token expired: one new token, one more try with it.
+				refreshed = true;
+				state.has_token = false;
+				state.token = SalesforceToken();
+				continue;
+			}
+			if (response.status == 0)
+				response.transport_error = Redact(response.transport_error);
+			return response;
+		}
+	}
+};
+
+HttpResponse
+Dispatcher::Fetch(const Endpoint &endpoint, const std::function<HttpRequest(const Auth &)> &build, long timeout_ms,
+                  long max_wait_ms, const std::function<bool()> &should_stop)
+{
+	FetchCall call(*this, endpoint, build, should_stop);
+	return call.Run(timeout_ms, max_wait_ms);
+}
+
+std::string
+Dispatcher::RedactSecrets(const Endpoint &endpoint, std::string text) const
+{
+	std::vector<std::string> tokens;
+	auto it = endpoints_.find(endpoint.name);
+	if (it != endpoints_.end() && it->second->has_token)
+		tokens.push_back(it->second->token.access_token);
+	return MaskSecrets(endpoint, tokens, std::move(text));
 }
 
 } // namespace switchboard

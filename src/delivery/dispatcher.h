@@ -94,13 +94,40 @@ public:
 	// Earliest time (unix ms) at which this endpoint may be called again; 0 when now.
 	int64_t EndpointReadyAt(const std::string &name) const;
 
+	// One request outside a delivery round (a pull page), under the same per-endpoint rules as
+	// Deliver: circuit breaker, rate limit (waited for at most max_wait_ms), Salesforce token
+	// (fetched and cached as in Deliver; on 401 INVALID_SESSION_ID a new one is fetched and the
+	// request rebuilt and sent once more). HubSpot requests to a URL ending in "/search" also
+	// pass a built-in limit of kHubSpotSearchPerSecond per second (HubSpot allows 5 per account).
+	// build makes the request from the current Auth (bearer, Salesforce instance_url,
+	// signed_at_ms = now); it may be called more than once, and what it throws propagates.
+	// timeout_ms bounds the request unless options.timeout_ms says otherwise.
+	//
+	// Returns the answer, or status 0 with transport_error saying why nothing usable came back:
+	// "endpoint <name> is backing off: <last error>", "rate limited: ...", "salesforce token:
+	// ...", "not sent: the worker is stopping", a transport error. No text carries a secret.
+	// should_stop is consulted at least every 100 ms; once it is true Fetch returns at once and
+	// a request in flight is abandoned (its answer, a read, is dropped by a later Poll: Fetch
+	// tags have the top bit set and are never taken for Deliver's). As with Deliver, nothing
+	// else may have transfers in flight on the client meanwhile.
+	HttpResponse Fetch(const Endpoint &endpoint, const std::function<HttpRequest(const Auth &)> &build,
+	                   long timeout_ms, long max_wait_ms, const std::function<bool()> &should_stop);
+
+	static constexpr int kHubSpotSearchPerSecond = 4;
+
+	// text with the endpoint's credentials (secret, Salesforce client_secret, the cached
+	// token) replaced by "****": for error texts built from what Fetch returned.
+	std::string RedactSecrets(const Endpoint &endpoint, std::string text) const;
+
 private:
 	struct EndpointState;
 	HttpClient *client_;
 	Clock clock_;
 	std::map<std::string, std::unique_ptr<EndpointState>> endpoints_;
+	uint64_t fetch_serial_ = 0; // makes every Fetch's HttpClient tag unique
 	EndpointState &StateFor(const Endpoint &endpoint);
 	friend struct DispatchRound;
+	friend struct FetchCall;
 };
 
 } // namespace switchboard

@@ -4,7 +4,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA switchboard FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA switchboard FROM PUBLIC;
 GRANT USAGE ON SCHEMA switchboard TO pg_monitor;
 GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.endpoint_status,
-	switchboard.deliveries TO pg_monitor;
+	switchboard.deliveries, switchboard.pull_status TO pg_monitor;
 
 -- One call lets a role configure and watch switchboard: write every configuration table,
 -- write (but never read) secrets, read the queue and status, and use every function.
@@ -19,7 +19,8 @@ BEGIN
 	EXECUTE format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
 	EXECUTE format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
 	               'switchboard.route_stats, switchboard.remote_ids, switchboard.instance, switchboard.endpoint_status, '
-	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state TO %s', role);
+	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
+	               'switchboard.pull_state TO %s', role);
 	EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
 	EXECUTE format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
 END $$;

@@ -1,6 +1,7 @@
 #include "translate/translator.h"
 
 #include "pg/boundary.h"
+#include "pg/as_role.h"
 #include "pg/expr.h"
 
 extern "C" {
@@ -177,30 +178,6 @@ ArrayLiteral(const std::vector<SpiText> &items)
 
 namespace {
 
-// Runs as another role for its lifetime, like a SECURITY DEFINER function does.
-class AsRole {
-public:
-	explicit AsRole(Oid role)
-	{
-		GetUserIdAndSecContext(&saved_user_, &saved_context_);
-		SetUserIdAndSecContext(role, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	}
-	~AsRole() { SetUserIdAndSecContext(saved_user_, saved_context_); }
-	AsRole(const AsRole &) = delete;
-	AsRole &operator=(const AsRole &) = delete;
-
-private:
-	Oid saved_user_ = InvalidOid;
-	int saved_context_ = 0;
-};
-
-Oid
-TableOwner(Oid relid)
-{
-	SpiText owner = SpiScalar("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1::oid", {std::to_string(relid)});
-	return owner ? static_cast<Oid>(std::stoul(*owner)) : GetUserId();
-}
-
 // All rows in one query; false when any row raised (the caller then goes row by row).
 bool
 TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std::vector<Translation> *out)
@@ -283,4 +260,13 @@ TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows)
 	return out;
 }
 
+} // namespace switchboard
+
+namespace switchboard {
+Oid
+TableOwner(Oid relid)
+{
+	SpiText owner = SpiScalar("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1::oid", {std::to_string(relid)});
+	return owner ? static_cast<Oid>(std::stoul(*owner)) : GetUserId();
+}
 } // namespace switchboard

@@ -131,6 +131,15 @@ ProcessUtility(PlannedStmt *pstmt, const char *query, bool read_only_tree, Proce
 		database = get_database_oid(((AlterDatabaseStmt *) node)->dbname, true);
 	if (OidIsValid(database) && database != MyDatabaseId)
 		StopWorkerFor(database, 10 * 1000, 5 * 1000);
+	// DROP EXTENSION switchboard takes its tables one by one; a worker in the middle of a
+	// round could deadlock with it. Stop this database's worker first (it comes back after
+	// the hold if the drop rolls back).
+	if (IsA(node, DropStmt) && ((DropStmt *) node)->removeType == OBJECT_EXTENSION) {
+		ListCell *lc;
+		foreach (lc, ((DropStmt *) node)->objects)
+			if (strcmp(strVal(lfirst(lc)), "switchboard") == 0)
+				StopWorkerFor(MyDatabaseId, 3 * 1000, 5 * 1000);
+	}
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, query, read_only_tree, context, params, query_env, dest, qc);

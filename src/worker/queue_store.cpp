@@ -412,7 +412,8 @@ long
 MsUntilNextDue()
 {
 	SpiText ms = SpiScalar(
-	    "SELECT CASE WHEN bool_or(q.next_attempt_at IS NULL) THEN 0 ELSE greatest(0, ceil(extract(epoch FROM "
+	    "SELECT CASE WHEN count(*) = 0 THEN NULL WHEN bool_or(q.next_attempt_at IS NULL) THEN 0 "
+	    "ELSE greatest(0, ceil(extract(epoch FROM "
 	    "min(q.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint FROM switchboard.queue q JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
 	    "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending'");
 	if (!ms)

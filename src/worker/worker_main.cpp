@@ -4,6 +4,8 @@
 #include "delivery/dispatcher.h"
 #include "pg/boundary.h"
 #include "settings.h"
+#include "connectors/pull.h"
+#include "worker/pull_store.h"
 #include "worker/queue_store.h"
 #include "worker/shmem.h"
 
@@ -80,6 +82,9 @@ public:
 				failures = 0;
 			} catch (const std::exception &e) {
 				failures++;
+				// The extension may have been dropped under us: then exit, quietly.
+				if (!ExtensionStillExists())
+					return;
 				ReportFailure(e.what(), failures);
 				wait_ms = std::min<long>(setting_naptime_ms * failures, 10000);
 			}
@@ -91,8 +96,68 @@ public:
 	}
 
 private:
-	// One round; returns how long to sleep before the next.
+	// One round: push what is due, then pull one page per due route. Returns how long to sleep.
 	long Round()
+	{
+		long push_wait = PushRound();
+		if (!has_extension || !setting_enabled || stop_requested)
+			return push_wait;
+		long pull_wait = PullRound();
+		return std::min(push_wait, pull_wait);
+	}
+
+	// Fetches one page for each due pulling route and applies it with its cursor.
+	long PullRound()
+	{
+		std::vector<DuePull> due;
+		long next_pull = -1;
+		{
+			WorkerTransaction tx;
+			due = PullsDue(8);
+			if (due.empty())
+				next_pull = MsUntilNextPull();
+			tx.Commit();
+		}
+		if (due.empty())
+			return next_pull < 0 ? setting_naptime_ms : std::min<long>(next_pull, setting_naptime_ms);
+		bool more = false;
+		for (const DuePull &pull : due) {
+			if (stop_requested)
+				break;
+			Activity("pulling " + pull.def.name);
+			HttpResponse response = dispatcher_.Fetch(
+			    pull.def.endpoint,
+			    [&](const Auth &auth) {
+				    return BuildPullRequest(pull.def.endpoint, pull.def.route, pull.fields, pull.phase, pull.cursor, auth);
+			    },
+			    setting_http_timeout_ms, 1000, [] { return static_cast<bool>(stop_requested); });
+			std::string error;
+			PullPage page;
+			if (response.status >= 200 && response.status < 300) {
+				try {
+					page = ParsePullResponse(pull.def.endpoint, pull.def.route, pull.phase, pull.cursor, response);
+				} catch (const std::exception &e) {
+					error = e.what();
+				}
+			} else if (response.status == 0) {
+				error = response.transport_error;
+			} else {
+				error = "HTTP " + std::to_string(response.status) + ": " + response.body.substr(0, 300);
+			}
+			WorkerTransaction tx;
+			if (error.empty()) {
+				ApplyPullPage(pull, page, response.status, response.elapsed_ms);
+				more = more || page.more || (pull.phase == PullPhase::Changes && pull.def.route.on_delete == "delete");
+			} else {
+				RecordPullError(pull, error, response.status, std::min<long>(pull.interval_ms, 30 * 1000));
+			}
+			tx.Commit();
+		}
+		return more ? 0 : setting_naptime_ms;
+	}
+
+	// Claims due changes, delivers them, records the results. Returns how long to sleep.
+	long PushRound()
 	{
 		Activity("checking the queue");
 		ClaimedBatch claimed;
@@ -134,6 +199,17 @@ private:
 		for (const auto &action : actions)
 			ereport(LOG, (errmsg("switchboard: route \"%s\" disabled: %s", action.route.c_str(), action.reason.c_str())));
 		return 0;
+	}
+
+	bool ExtensionStillExists()
+	{
+		try {
+			WorkerTransaction tx;
+			has_extension = ExtensionExists();
+			tx.Commit();
+		} catch (const std::exception &) {
+		}
+		return has_extension;
 	}
 
 	// While paused, look for DROP EXTENSION every few seconds only.

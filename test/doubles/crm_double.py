@@ -3,9 +3,10 @@
 
 One HTTP/1.1 server on 127.0.0.1 that imitates, under a single base URL:
 
-  * HubSpot CRM v3      /crm/v3/objects/{object}/batch/upsert | batch/archive | search
+  * HubSpot CRM v3      /crm/v3/objects/{object}/batch/upsert | batch/archive | search,
+                        GET /crm/v3/objects/{object}[/{id}] (list, with archived=true; get)
   * Salesforce REST     /services/oauth2/token, /services/data/vXX.X/composite/sobjects...,
-                        /services/data/vXX.X/query
+                        /services/data/vXX.X/query, /services/data/vXX.X/queryAll
   * a webhook sink      /hooks/{name}   (Standard Webhooks signature verification)
   * OpenAI              /v1/chat/completions
   * a control API       /_control/...   (faults, request log, records, stats, reset)
@@ -102,10 +103,12 @@ class Response:
 class Request:
     """A parsed incoming request, as seen by the system handlers."""
 
-    def __init__(self, method, path, query, headers, raw):
+    def __init__(self, method, path, query, headers, raw, query_lists=None):
         self.method = method
         self.path = path
         self.query = query            # dict name -> first value
+        self.query_lists = query_lists if query_lists is not None else \
+            {k: [v] for k, v in query.items()}    # dict name -> every value, in order
         self.headers = headers        # dict, lower-case names
         self.raw = raw                # bytes
         self.reject = None            # None, or a set of keys to reject (kind "reject"), "*" = all
@@ -180,6 +183,7 @@ class Record:
         self.created_ms = ms
         self.modified_ms = ms
         self.archived = False
+        self.archived_ms = None       # when it was archived (HubSpot) / deleted (Salesforce)
         self.writes = 0
 
 
@@ -242,6 +246,7 @@ class ObjectStore:
     def archive(self, rec, ms):
         self._unindex(rec)
         rec.archived = True
+        rec.archived_ms = ms
         rec.modified_ms = ms
 
     def live(self):
@@ -259,7 +264,9 @@ class HubSpot:
         ("POST", re.compile(r"^/crm/v3/objects/([^/]+)/batch/archive$"), "archive"),
         ("POST", re.compile(r"^/crm/v3/objects/([^/]+)/search$"), "search"),
         ("GET", re.compile(r"^/crm/v3/objects/([^/]+)/([^/]+)$"), "get_one"),
+        ("GET", re.compile(r"^/crm/v3/objects/([^/]+)/?$"), "list_objects"),
     ]
+    MAX_LIST_LIMIT = 100
 
     def __init__(self, double):
         self.d = double
@@ -324,6 +331,13 @@ class HubSpot:
         return {"id": rec.id, "properties": props if props is not None else self.full_props(obj, rec),
                 "createdAt": iso_z(rec.created_ms), "updatedAt": iso_z(rec.modified_ms),
                 "archived": rec.archived}
+
+    def requested_props(self, req):
+        """Names from ?properties=a,b (also repeated ?properties=a&properties=b)."""
+        names = []
+        for value in req.query_lists.get("properties", []):
+            names.extend(n.strip() for n in value.split(",") if n.strip())
+        return names
 
     # -- dispatch
 
@@ -469,6 +483,48 @@ class HubSpot:
                               "OBJECT_NOT_FOUND")
         return Response(200, self.record_json(obj, rec))
 
+    def list_objects(self, req, body, obj):
+        """GET /crm/v3/objects/{object}: every live (or, with archived=true, every archived)
+        record, ordered by id; `after` is a keyset token (the next id to return), so records
+        archived or created between pages neither shift nor repeat the pages."""
+        try:
+            limit = int(req.query.get("limit") or 10)
+        except ValueError:
+            return self.error(400, "limit must be an integer")
+        if limit < 1 or limit > self.MAX_LIST_LIMIT:
+            return self.error(400, "limit must be between 1 and %d" % self.MAX_LIST_LIMIT)
+        after = (req.query.get("after") or "").strip()
+        if after and not after.isdigit():
+            return self.error(400, "Invalid paging cursor 'after': %s" % after)
+        archived = (req.query.get("archived") or "false").strip().lower()
+        if archived not in ("true", "false"):
+            return self.error(400, "archived must be true or false")
+        want_archived = archived == "true"
+        start = int(after) if after else 0
+        st = self.store(obj)
+        hits = sorted((r for r in st.records.values()
+                       if r.archived == want_archived and int(r.id) >= start),
+                      key=lambda r: int(r.id))
+        names = list(dict.fromkeys(self.requested_props(req) + self.default_props(obj)))
+        results = []
+        for r in hits[:limit]:
+            item = self.record_json(obj, r, {n: self.prop_value(obj, r, n) for n in names})
+            if r.archived:
+                item["archivedAt"] = iso_z(r.archived_ms if r.archived_ms is not None
+                                           else r.modified_ms)
+            results.append(item)
+        resp = {"results": results}
+        if len(hits) > limit:
+            nxt = str(int(hits[limit - 1].id) + 1)
+            query = {"after": nxt, "limit": str(limit)}
+            if self.requested_props(req):
+                query["properties"] = ",".join(self.requested_props(req))
+            if want_archived:
+                query["archived"] = "true"
+            resp["paging"] = {"next": {"after": nxt, "link": "%s/crm/v3/objects/%s?%s" % (
+                self.d.base_url, obj, urllib.parse.urlencode(query))}}
+        return Response(200, resp)
+
     def _sort_value(self, obj, rec, name):
         if name in ("lastmodifieddate", "hs_lastmodifieddate"):
             return rec.modified_ms
@@ -599,7 +655,9 @@ class HubSpot:
         return {"id": rec.id, "key": rec.props.get(st.key_field), "properties": dict(rec.props),
                 "createdAt": iso_z(rec.created_ms), "updatedAt": iso_z(rec.modified_ms),
                 "created_ms": rec.created_ms, "modified_ms": rec.modified_ms,
-                "archived": rec.archived, "writes": rec.writes}
+                "archived": rec.archived, "writes": rec.writes,
+                "archived_ms": rec.archived_ms,
+                "archivedAt": iso_z(rec.archived_ms) if rec.archived_ms is not None else None}
 
 
 # --------------------------------------------------------------------------- Salesforce
@@ -617,6 +675,8 @@ class Salesforce:
         ("DELETE", re.compile(r"^/services/data/v(\d+\.\d+)/composite/sobjects/?$"), "delete"),
         ("GET", re.compile(r"^/services/data/v(\d+\.\d+)/query/?$"), "query"),
         ("GET", re.compile(r"^/services/data/v(\d+\.\d+)/query/([^/]+)$"), "query_more"),
+        ("GET", re.compile(r"^/services/data/v(\d+\.\d+)/queryAll/?$"), "query_all"),
+        ("GET", re.compile(r"^/services/data/v(\d+\.\d+)/queryAll/([^/]+)$"), "query_more"),
     ]
 
     def __init__(self, double):
@@ -893,6 +953,14 @@ class Salesforce:
             return False
 
     def query(self, req, ver):
+        return self._run_query(req, ver, include_deleted=False)
+
+    def query_all(self, req, ver):
+        """queryAll: like query, but deleted records (IsDeleted = true, SystemModstamp = the
+        deletion time) are included; next pages use the same /query/<locator> form."""
+        return self._run_query(req, ver, include_deleted=True)
+
+    def _run_query(self, req, ver, include_deleted):
         q = req.query.get("q")
         if not q:
             return self.error(400, "Missing query parameter q", "MALFORMED_QUERY")
@@ -912,7 +980,8 @@ class Salesforce:
         except ValueError as e:
             return self.error(400, str(e), "MALFORMED_QUERY")
         st = self.store(obj)
-        hits = [r for r in st.live()
+        pool = list(st.records.values()) if include_deleted else st.live()
+        hits = [r for r in pool
                 if all(self._compare(self._value(r, f), op, lit) for f, op, lit in conds)]
         if m.group("order"):
             for item in reversed([x.strip() for x in m.group("order").split(",")]):
@@ -993,7 +1062,8 @@ class Salesforce:
         return {"id": rec.id, "key": rec.props.get(st.key_field), "properties": dict(rec.props),
                 "SystemModstamp": iso_sf(rec.modified_ms), "CreatedDate": iso_sf(rec.created_ms),
                 "created_ms": rec.created_ms, "modified_ms": rec.modified_ms,
-                "archived": rec.archived, "writes": rec.writes}
+                "archived": rec.archived, "writes": rec.writes,
+                "archived_ms": rec.archived_ms}
 
 
 # --------------------------------------------------------------------------- webhook sink
@@ -1492,10 +1562,10 @@ class Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         parsed = urllib.parse.urlsplit(self.path)
         path = parsed.path
-        query = {k: v[0] for k, v in urllib.parse.parse_qs(parsed.query,
-                                                             keep_blank_values=True).items()}
+        query_lists = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+        query = {k: v[0] for k, v in query_lists.items()}
         headers = {k.lower(): v for k, v in self.headers.items()}
-        req = Request(self.command, path, query, headers, self.read_body())
+        req = Request(self.command, path, query, headers, self.read_body(), query_lists)
 
         if path.startswith("/_control"):
             self.send(self.safe(self.control.handle, req))

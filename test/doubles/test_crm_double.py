@@ -262,6 +262,107 @@ class HubSpotTests(Base):
         self.assertEqual((st, deleted["archived"]), (200, True))
         self.assertEqual(self.c.call("DELETE", "/_control/records/hubspot/contacts/c@x.io")[0], 404)
 
+    def list_page(self, query, obj="contacts", token="hs-test-token"):
+        return self.c.call("GET", "/crm/v3/objects/%s%s" % (obj, query),
+                           headers={"Authorization": "Bearer " + token})
+
+    def list_all(self, query, obj="contacts"):
+        """Every record of a list, following paging.next.after; returns (records, pages)."""
+        out, pages, after = [], 0, None
+        while True:
+            st, _, body = self.list_page(query + ("&after=" + after if after else ""), obj)
+            self.assertEqual(st, 200, body)
+            out.extend(body["results"])
+            pages += 1
+            nxt = body.get("paging", {}).get("next")
+            if not nxt:
+                return out, pages
+            self.assertIn("after=" + nxt["after"], nxt["link"])
+            after = nxt["after"]
+
+    def test_list_objects_live_and_archived(self):
+        _, _, body = self.c.hs(UPSERT, {"inputs": [self.contact("l%02d@x.io" % i, lastname=str(i))
+                                                   for i in range(25)]})
+        ids = sorted((r["id"] for r in body["results"]), key=int)
+        for rid in ids[3:9]:                          # archive 6 through the API ...
+            self.c.hs("/crm/v3/objects/contacts/batch/archive", {"inputs": [{"id": rid}]})
+        gone = self.c.call("DELETE", "/_control/records/hubspot/contacts/l20@x.io")[2]
+        # ... and one "in the CRM": it gets an archivedAt and a newer modification time
+        self.assertGreater(gone["modified_ms"], max(
+            r["modified_ms"] for r in self.c.ctl("GET", "records/hubspot/contacts")))
+        self.assertEqual(gone["archived_ms"], gone["modified_ms"])
+        self.assertRegex(gone["archivedAt"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+        # default: live only, 10 per page, id ascending, requested + default properties
+        st, _, page = self.list_page("?properties=firstname,lastname")
+        self.assertEqual(st, 200)
+        self.assertEqual(len(page["results"]), 10)
+        first = page["results"][0]
+        self.assertEqual(set(first), {"id", "properties", "createdAt", "updatedAt", "archived"})
+        self.assertEqual(set(first["properties"]), {"firstname", "lastname", "createdate",
+                                                    "lastmodifieddate", "hs_object_id"})
+        self.assertFalse(first["archived"])
+        live, pages = self.list_all("?limit=7&archived=false&properties=lastname")
+        self.assertEqual(pages, 3)
+        self.assertEqual([r["id"] for r in live], ids[:3] + ids[9:20] + ids[21:])
+        self.assertEqual([r["properties"]["lastname"] for r in live][:4], ["0", "1", "2", "9"])
+
+        # archived=true: only archived ones, with archivedAt
+        dead, pages = self.list_all("?limit=4&archived=true&properties=email")
+        self.assertEqual(pages, 2)
+        self.assertEqual([r["id"] for r in dead], ids[3:9] + [ids[20]])
+        self.assertTrue(all(r["archived"] for r in dead))
+        self.assertEqual(dead[-1]["archivedAt"], gone["archivedAt"])
+        self.assertEqual(dead[-1]["updatedAt"], gone["archivedAt"])
+        self.assertEqual(dead[-1]["properties"]["email"], "l20@x.io")
+        self.assertLess(dead[0]["archivedAt"], dead[-1]["archivedAt"])
+        # repeated properties= also works; a record archived between pages shifts nothing
+        st, _, p1 = self.list_page("?limit=2&properties=email&properties=lastname")
+        self.assertEqual(set(p1["results"][0]["properties"]) & {"email", "lastname"},
+                         {"email", "lastname"})
+        self.c.call("DELETE", "/_control/records/hubspot/contacts/" + ids[0])
+        _, _, p2 = self.list_page("?limit=2&after=" + p1["paging"]["next"]["after"])
+        self.assertEqual([r["id"] for r in p2["results"]], [ids[2], ids[9]])
+
+        # limits, bad parameters, auth, other objects
+        self.assertEqual(len(self.list_page("?limit=100")[2]["results"]), 17)
+        for bad in ("?limit=101", "?limit=0", "?limit=x", "?archived=maybe", "?after=zz"):
+            st, _, err = self.list_page(bad)
+            self.assertEqual((st, err["category"]), (400, "VALIDATION_ERROR"), bad)
+        self.assertEqual(self.list_page("", token="wrong")[0], 401)
+        st, _, empty = self.list_page("?archived=true", obj="deals")
+        self.assertEqual((st, empty), (200, {"results": []}))
+        self.c.hs("/crm/v3/objects/companies/batch/upsert",
+                  {"inputs": [{"idProperty": "domain", "id": "a.io", "properties": {}}]})
+        st, _, co = self.list_page("", obj="companies")
+        self.assertIn("hs_lastmodifieddate", co["results"][0]["properties"])
+
+    def test_writes_strictly_ordered_and_pullable(self):
+        """Every write (upsert, control PUT, archive) gets a strictly newer stamp, so a puller
+        that searches GT its previous cursor sees exactly the record just written."""
+        self.c.hs(UPSERT, {"inputs": [self.contact("a@x.io"), self.contact("b@x.io")]})
+        cursor = max(r["modified_ms"] for r in self.c.ctl("GET", "records/hubspot/contacts"))
+        for i in range(6):
+            key = "ab"[i % 2] + "@x.io"
+            if i == 3:
+                self.c.hs(UPSERT, {"inputs": [self.contact(key, firstname="U")]})
+                rec = self.c.ctl("GET", "records/hubspot/contacts/" + key)
+            else:
+                rec = self.c.ctl("PUT", "records/hubspot/contacts/" + key,
+                                 {"properties": {"firstname": "P%d" % i}})
+            self.assertGreater(rec["modified_ms"], cursor)
+            st, _, body = self.search("contacts", "lastmodifieddate", cursor, 10)
+            self.assertEqual([r["id"] for r in body["results"]], [rec["id"]])
+            self.assertEqual(body["results"][0]["properties"]["lastmodifieddate"],
+                             rec["updatedAt"])
+            cursor = rec["modified_ms"]
+        rec = self.c.ctl("PUT", "records/hubspot/companies/c.io", {"properties": {"name": "C"}})
+        self.assertGreater(rec["modified_ms"], cursor)
+        st, _, body = self.search("companies", "hs_lastmodifieddate", cursor, 10, props=("name",))
+        self.assertEqual([r["properties"]["name"] for r in body["results"]], ["C"])
+        gone = self.c.call("DELETE", "/_control/records/hubspot/companies/c.io")[2]
+        self.assertGreater(gone["modified_ms"], rec["modified_ms"])
+
 
 # --------------------------------------------------------------------------- Salesforce
 
@@ -281,9 +382,21 @@ class SalesforceTests(Base):
                             "records": [dict({"attributes": {"type": obj}}, **r) for r in records]},
                            auth or self.auth)
 
-    def query(self, soql):
-        return self.c.call("GET", self.V + "/query?" + urllib.parse.urlencode({"q": soql}),
+    def query(self, soql, endpoint="query"):
+        return self.c.call("GET", "%s/%s?%s" % (self.V, endpoint, urllib.parse.urlencode({"q": soql})),
                            headers=self.auth)
+
+    def query_rows(self, soql, endpoint="query"):
+        """All rows of a query, following nextRecordsUrl; returns (rows, pages)."""
+        st, _, page = self.query(soql, endpoint)
+        self.assertEqual(st, 200, page)
+        rows, pages = list(page["records"]), 1
+        while not page["done"]:
+            st, _, page = self.c.call("GET", page["nextRecordsUrl"], headers=self.auth)
+            self.assertEqual(st, 200, page)
+            rows.extend(page["records"])
+            pages += 1
+        return rows, pages
 
     def test_token(self):
         st, _, tok = self.c.sf_token()
@@ -391,6 +504,81 @@ class SalesforceTests(Base):
         self.assertEqual(self.c.call("DELETE", "/_control/records/salesforce/Contact/k9")[0], 200)
         _, _, q = self.query("SELECT Id FROM Contact")
         self.assertEqual(q["totalSize"], 1)
+
+    def test_query_all_returns_deleted(self):
+        self.c.ctl("POST", "config", {"sf_page_size": 2})
+        _, _, res = self.upsert([{"Ext__c": "k%d" % i, "LastName": "L%d" % i} for i in range(6)])
+        ids = [r["id"] for r in res]
+        cursor = self.c.ctl("GET", "records/salesforce/Contact/k0")["SystemModstamp"]
+        st, _, out = self.c.call("DELETE", self.V + "/composite/sobjects?ids=%s,%s&allOrNone=false"
+                                 % (ids[1], ids[2]), headers=self.auth)
+        self.assertEqual([r["success"] for r in out], [True, True])
+        gone = self.c.call("DELETE", "/_control/records/salesforce/Contact/k4")[2]
+        api_deleted = self.c.call("GET", "/_control/records/salesforce/Contact?include_archived=1")[2]
+        stamps = {r["id"]: r for r in api_deleted}
+        self.assertGreater(stamps[ids[1]]["modified_ms"], stamps[ids[0]]["modified_ms"])
+        self.assertGreater(gone["modified_ms"], stamps[ids[1]]["modified_ms"])
+        self.assertEqual(gone["archived_ms"], gone["modified_ms"])
+
+        # plain query still excludes them, also when asked for IsDeleted = true
+        rows, _ = self.query_rows("SELECT Id, IsDeleted FROM Contact")
+        self.assertEqual([r["Id"] for r in rows], [ids[0], ids[3], ids[5]])
+        self.assertEqual({r["IsDeleted"] for r in rows}, {False})
+        self.assertEqual(self.query_rows("SELECT Id FROM Contact WHERE IsDeleted = true")[0], [])
+
+        # queryAll: everything, deleted ones flagged, SystemModstamp = deletion time
+        rows, pages = self.query_rows("SELECT Id, Ext__c, IsDeleted, SystemModstamp FROM Contact "
+                                      "ORDER BY SystemModstamp", "queryAll")
+        self.assertEqual(pages, 3)
+        self.assertEqual(len(rows), 6)
+        by_key = {r["Ext__c"]: r for r in rows}
+        self.assertEqual({k for k, r in by_key.items() if r["IsDeleted"]}, {"k1", "k2", "k4"})
+        self.assertEqual(by_key["k4"]["SystemModstamp"], gone["SystemModstamp"])
+        self.assertEqual([r["Ext__c"] for r in rows][-3:], ["k1", "k2", "k4"])
+
+        # the deletion pull: IsDeleted = true [AND SystemModstamp > cursor]
+        rows, pages = self.query_rows("SELECT Id, Ext__c FROM Contact WHERE IsDeleted = true "
+                                      "ORDER BY SystemModstamp", "queryAll")
+        self.assertEqual([r["Ext__c"] for r in rows], ["k1", "k2", "k4"])
+        self.assertEqual(pages, 2)
+        since_api = stamps[ids[1]]["SystemModstamp"].replace("+0000", "Z")
+        rows, _ = self.query_rows("SELECT Id, IsDeleted, SystemModstamp FROM Contact WHERE "
+                                  "IsDeleted = true AND SystemModstamp > %s "
+                                  "ORDER BY SystemModstamp" % since_api, "queryAll")
+        self.assertEqual([(r["Id"], r["IsDeleted"]) for r in rows], [(gone["id"], True)])
+        rows, _ = self.query_rows("SELECT Id FROM Contact WHERE SystemModstamp > %s AND "
+                                  "IsDeleted = TRUE" % cursor.replace("+0000", "Z"), "queryAll")
+        self.assertEqual(len(rows), 3)
+        # the next URL may also be written in the queryAll form
+        st, _, page = self.query("SELECT Id FROM Contact", "queryAll")
+        self.assertRegex(page["nextRecordsUrl"], r"^/services/data/v59\.0/query/01g\w+-2$")
+        st, _, more = self.c.call("GET", page["nextRecordsUrl"].replace("/query/", "/queryAll/"),
+                                  headers=self.auth)
+        self.assertEqual((st, len(more["records"])), (200, 2))
+        # a re-created key is a new, live record; the deleted one stays deleted
+        self.upsert([{"Ext__c": "k4", "LastName": "Again"}])
+        rows, _ = self.query_rows("SELECT Id, IsDeleted FROM Contact WHERE Ext__c = 'k4'",
+                                  "queryAll")
+        self.assertEqual(sorted(r["IsDeleted"] for r in rows), [False, True])
+        # auth and syntax as for query
+        self.assertEqual(self.c.call("GET", self.V + "/queryAll?q=SELECT+Id+FROM+Contact")[0], 401)
+        st, _, err = self.query("SELEC x", "queryAll")
+        self.assertEqual((st, err[0]["errorCode"]), (400, "MALFORMED_QUERY"))
+
+    def test_control_edits_strictly_ordered_for_soql(self):
+        self.upsert([{"Ext__c": "k1", "LastName": "A"}, {"Ext__c": "k2", "LastName": "B"}])
+        cursor = self.c.ctl("GET", "records/salesforce/Contact/k1")["SystemModstamp"]
+        for i in range(4):
+            rec = self.c.ctl("PUT", "records/salesforce/Contact/k%d" % (1 + i % 2),
+                             {"properties": {"LastName": "E%d" % i}})
+            self.assertGreater(rec["SystemModstamp"], cursor)
+            rows, _ = self.query_rows("SELECT Id, LastName, SystemModstamp, LastModifiedDate "
+                                      "FROM Contact WHERE SystemModstamp > %s"
+                                      % cursor.replace("+0000", "Z"))
+            self.assertEqual([(r["Id"], r["LastName"]) for r in rows], [(rec["id"], "E%d" % i)])
+            self.assertEqual(rows[0]["SystemModstamp"], rec["SystemModstamp"])
+            self.assertEqual(rows[0]["LastModifiedDate"], rec["SystemModstamp"])
+            cursor = rec["SystemModstamp"]
 
 
 # --------------------------------------------------------------------------- webhooks, OpenAI

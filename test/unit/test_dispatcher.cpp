@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "connectors/pull.h"
 #include "delivery/dispatcher.h"
 #include "test_server.h"
 
@@ -794,6 +795,391 @@ TEST_F(DispatcherTest, EmptyInputReturnsNothing)
 	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "");
 	EXPECT_TRUE(Deliver(dispatcher, {MakeBatch(webhook, MakeRoute("events", "contact", "id"), {})}).empty());
 	EXPECT_EQ(server.RequestCount(), 0u);
+}
+
+// ---------------------------------------------------------------------------------------
+// Fetch: one request outside a delivery round (pull pages)
+
+// A GET of url signed with the Auth Fetch hands over; Salesforce URLs are relative to the
+// token's instance.
+std::function<HttpRequest(const Auth &)>
+SignedGet(const std::string &url_or_path, bool on_instance = false)
+{
+	return [url_or_path, on_instance](const Auth &auth) {
+		HttpRequest request;
+		request.method = "GET";
+		request.url = on_instance ? auth.instance_url + url_or_path : url_or_path;
+		request.headers.emplace_back("Authorization", "Bearer " + auth.bearer);
+		return request;
+	};
+}
+
+std::function<HttpRequest(const Auth &)>
+SignedSearch(const std::string &url)
+{
+	return [url](const Auth &auth) {
+		HttpRequest request;
+		request.method = "POST";
+		request.url = url;
+		request.headers.emplace_back("Authorization", "Bearer " + auth.bearer);
+		request.headers.emplace_back("Content-Type", "application/json");
+		request.body = R"({"limit":200})";
+		return request;
+	};
+}
+
+// should_stop that turns true after ms.
+std::function<bool()>
+StopAfter(long ms)
+{
+	auto until = SteadyClock::now() + std::chrono::milliseconds(ms);
+	return [until] { return SteadyClock::now() >= until; };
+}
+
+TEST_F(DispatcherTest, FetchSendsWithTheEndpointSecretAndCountsRequests)
+{
+	server.On("/crm/v3/objects/contacts", [](const ServerRequest &) { return JsonReply(200, {{"results", Json::array()}}); });
+	server.On("/crm/v3/objects/nothing", [](const ServerRequest &) { return JsonReply(404, {{"message", "no such object"}}); });
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	const int64_t before = UnixMsNow();
+	Auth seen;
+	auto build = [&](const Auth &auth) {
+		seen = auth;
+		return SignedGet(server.Url("/crm/v3/objects/contacts?archived=true"))(auth);
+	};
+
+	HttpResponse response = dispatcher.Fetch(hubspot, build, 5000, 1000, Never());
+	EXPECT_EQ(response.status, 200) << response.transport_error;
+	EXPECT_EQ(Json::parse(response.body), (Json{{"results", Json::array()}}));
+	EXPECT_EQ(seen.bearer, "hs-secret");
+	EXPECT_FALSE(seen.masked);
+	EXPECT_GE(seen.signed_at_ms, before);
+	auto requests = server.Requests();
+	ASSERT_EQ(requests.size(), 1u);
+	EXPECT_EQ(requests[0].path, "/crm/v3/objects/contacts?archived=true");
+	EXPECT_EQ(requests[0].headers.at("authorization"), "Bearer hs-secret");
+
+	// A 4xx is an answer, not an endpoint failure: counted as an error, the breaker stays ok.
+	response = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/nothing")), 5000, 1000, Never());
+	EXPECT_EQ(response.status, 404);
+	auto statuses = dispatcher.EndpointStatuses();
+	const EndpointStatus *status = StatusOf(statuses, "hs");
+	ASSERT_NE(status, nullptr);
+	EXPECT_EQ(status->requests, 2u);
+	EXPECT_EQ(status->errors, 1u);
+	EXPECT_EQ(status->state, "ok");
+	EXPECT_EQ(status->last_error.rfind("HTTP 404", 0), 0u) << status->last_error;
+	EXPECT_GT(status->last_error_at_ms, 0);
+}
+
+TEST_F(DispatcherTest, FetchHonoursTheBreakerWithoutSending)
+{
+	// A careless server echoes the credential in its error page.
+	server.On("/crm/", [](const ServerRequest &request) {
+		ServerReply reply;
+		reply.status = 503;
+		reply.body = "overloaded, your " + request.headers.at("authorization");
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+
+	HttpResponse first = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
+	EXPECT_EQ(first.status, 503);
+	auto started = SteadyClock::now();
+	HttpResponse second = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
+	EXPECT_LT(MsSince(started), 200) << "a backing-off endpoint is refused at once, not waited for";
+	EXPECT_EQ(second.status, 0);
+	EXPECT_EQ(second.transport_error.rfind("endpoint hs is backing off: HTTP 503", 0), 0u) << second.transport_error;
+	EXPECT_EQ(second.transport_error.find("hs-secret"), std::string::npos) << second.transport_error;
+	EXPECT_EQ(server.RequestCount(), 1u);
+	EXPECT_GT(dispatcher.EndpointReadyAt("hs"), UnixMsNow());
+
+	auto statuses = dispatcher.EndpointStatuses();
+	const EndpointStatus *status = StatusOf(statuses, "hs");
+	ASSERT_NE(status, nullptr);
+	EXPECT_EQ(status->state, "backing_off");
+	EXPECT_EQ(status->requests, 1u);
+	EXPECT_EQ(status->errors, 1u);
+	EXPECT_NE(status->last_error.find("HTTP 503"), std::string::npos);
+	EXPECT_EQ(status->last_error.find("hs-secret"), std::string::npos) << status->last_error;
+}
+
+TEST_F(DispatcherTest, FetchTooManyRequestsHonoursRetryAfter)
+{
+	server.On("/crm/", [](const ServerRequest &) {
+		return JsonReply(429, {{"status", "error"}, {"message", "You have reached your secondly limit."},
+		                       {"policyName", "TEN_SECONDLY_ROLLING"}},
+		                 {{"Retry-After", "3"}});
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+
+	HttpResponse response = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
+	EXPECT_EQ(response.status, 429);
+	EXPECT_GE(dispatcher.EndpointReadyAt("hs"), UnixMsNow() + 2500);
+	response = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
+	EXPECT_EQ(response.status, 0);
+	EXPECT_EQ(response.transport_error.rfind("endpoint hs is backing off: HTTP 429", 0), 0u) << response.transport_error;
+	EXPECT_EQ(server.RequestCount(), 1u);
+}
+
+TEST_F(DispatcherTest, FetchWaitsForTheRateLimitOrGivesUp)
+{
+	server.On("/crm/", [](const ServerRequest &) { return JsonReply(200, {{"results", Json::array()}}); });
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"rate_limit", "2/1s"}});
+	auto get = SignedGet(server.Url("/crm/v3/objects/contacts"));
+
+	EXPECT_EQ(dispatcher.Fetch(hubspot, get, 5000, 3000, Never()).status, 200);
+	EXPECT_EQ(dispatcher.Fetch(hubspot, get, 5000, 3000, Never()).status, 200);
+	// The next slot is about a second away: more than this caller may wait.
+	auto started = SteadyClock::now();
+	HttpResponse refused = dispatcher.Fetch(hubspot, get, 5000, 100, Never());
+	EXPECT_LT(MsSince(started), 300);
+	EXPECT_EQ(refused.status, 0);
+	EXPECT_EQ(refused.transport_error.rfind("rate limited: rate limit 2/1s of endpoint hs", 0), 0u) << refused.transport_error;
+	EXPECT_EQ(server.RequestCount(), 2u);
+	// Stopping while waiting for the slot returns promptly, nothing sent.
+	started = SteadyClock::now();
+	HttpResponse stopped = dispatcher.Fetch(hubspot, get, 5000, 3000, StopAfter(100));
+	EXPECT_LT(MsSince(started), 500);
+	EXPECT_EQ(stopped.status, 0);
+	EXPECT_NE(stopped.transport_error.find("stopping"), std::string::npos) << stopped.transport_error;
+	EXPECT_EQ(server.RequestCount(), 2u);
+	// Within its budget the caller waits for the slot.
+	EXPECT_EQ(dispatcher.Fetch(hubspot, get, 5000, 3000, Never()).status, 200);
+	auto requests = server.Requests();
+	ASSERT_EQ(requests.size(), 3u);
+	auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(requests[2].at - requests[0].at).count();
+	EXPECT_GE(gap, 950) << "never more than 2 requests in any second";
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "hs")->requests, 3u);
+}
+
+TEST_F(DispatcherTest, FetchPacesHubSpotSearchesButNotOtherRequests)
+{
+	server.On("/crm/", [](const ServerRequest &) { return JsonReply(200, {{"results", Json::array()}}); });
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+
+	auto started = SteadyClock::now();
+	for (int i = 0; i < 5; ++i)
+		EXPECT_EQ(dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts?archived=true")), 5000, 3000,
+		                           Never())
+		              .status,
+		          200);
+	EXPECT_LT(MsSince(started), 800) << "listing requests are not search requests";
+
+	started = SteadyClock::now();
+	for (int i = 0; i < 5; ++i)
+		EXPECT_EQ(dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 3000,
+		                           Never())
+		              .status,
+		          200);
+	EXPECT_GE(MsSince(started), 950);
+	auto searches = server.RequestsTo("/crm/v3/objects/contacts/search");
+	ASSERT_EQ(searches.size(), 5u);
+	auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(searches[4].at - searches[0].at).count();
+	EXPECT_GE(gap, 950) << "at most 4 searches in any second";
+
+	// Over budget: refused with the reason, nothing sent.
+	HttpResponse refused =
+	    dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 50, Never());
+	HttpResponse again =
+	    dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 50, Never());
+	HttpResponse third =
+	    dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 50, Never());
+	HttpResponse fourth =
+	    dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 50, Never());
+	int refusals = 0;
+	for (const auto *response : {&refused, &again, &third, &fourth}) {
+		if (response->status == 0) {
+			++refusals;
+			EXPECT_EQ(response->transport_error.rfind("rate limited: the HubSpot search limit (4/s) of endpoint hs", 0), 0u)
+			    << response->transport_error;
+		}
+	}
+	EXPECT_GE(refusals, 1);
+	EXPECT_EQ(server.RequestsTo("/crm/v3/objects/contacts/search").size(), 5u + 4u - static_cast<size_t>(refusals));
+}
+
+TEST_F(DispatcherTest, FetchShouldStopAbandonsTheRequestAndLaterCallsIgnoreItsAnswer)
+{
+	server.On("/slow", [](const ServerRequest &) {
+		ServerReply reply = JsonReply(200, {{"from", "slow"}});
+		reply.delay_ms = 400;
+		return reply;
+	});
+	server.On("/fast", [](const ServerRequest &) {
+		ServerReply reply = JsonReply(200, {{"from", "fast"}});
+		reply.delay_ms = 700; // the abandoned answer arrives meanwhile
+		return reply;
+	});
+	server.On("/crm/v3/objects/contacts/batch/upsert", HubSpotUpsertOk);
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+
+	auto started = SteadyClock::now();
+	HttpResponse abandoned = dispatcher.Fetch(hubspot, SignedGet(server.Url("/slow")), 5000, 1000, StopAfter(100));
+	EXPECT_LT(MsSince(started), 350);
+	EXPECT_EQ(abandoned.status, 0);
+	EXPECT_NE(abandoned.transport_error.find("stopping"), std::string::npos) << abandoned.transport_error;
+
+	HttpResponse fast = dispatcher.Fetch(hubspot, SignedGet(server.Url("/fast")), 5000, 1000, Never());
+	EXPECT_EQ(fast.status, 200);
+	EXPECT_EQ(Json::parse(fast.body)["from"], "fast");
+
+	HttpResponse not_sent = dispatcher.Fetch(hubspot, SignedGet(server.Url("/fast")), 5000, 1000, [] { return true; });
+	EXPECT_EQ(not_sent.status, 0);
+	EXPECT_EQ(server.RequestsTo("/fast").size(), 1u);
+
+	// Deliver on the same client is unaffected.
+	for (const auto &delivery :
+	     Deliver(dispatcher, {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 2))}))
+		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
+}
+
+TEST_F(DispatcherSalesforceTest, FetchUsesTheCachedTokenAndItsInstance)
+{
+	ServeTokens();
+	server.On("/inst/services/data/v59.0/query", [](const ServerRequest &) {
+		return JsonReply(200, {{"totalSize", 0}, {"done", true}, {"records", Json::array()}});
+	});
+	server.On(kDataPath, SalesforceUpsertOk);
+	Dispatcher dispatcher(&client);
+	Endpoint salesforce = SalesforceEndpoint();
+
+	for (int i = 0; i < 2; ++i) {
+		HttpResponse response =
+		    dispatcher.Fetch(salesforce, SignedGet("/services/data/v59.0/query?q=SELECT+Id+FROM+Contact", true), 5000, 1000, Never());
+		EXPECT_EQ(response.status, 200) << response.transport_error;
+	}
+	// Deliver shares the token.
+	for (const auto &delivery : Deliver(dispatcher, Batches()))
+		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
+
+	EXPECT_EQ(server.RequestsTo("/login/services/oauth2/token").size(), 1u);
+	auto queries = server.RequestsTo("/inst/services/data/v59.0/query");
+	ASSERT_EQ(queries.size(), 2u);
+	for (const auto &request : queries)
+		EXPECT_EQ(request.headers.at("authorization"), "Bearer tok-1");
+	EXPECT_EQ(server.RequestsTo(kDataPath).at(0).headers.at("authorization"), "Bearer tok-1");
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "sf")->requests, 4u);
+}
+
+TEST_F(DispatcherSalesforceTest, FetchRefreshesTheTokenOnceOnInvalidSession)
+{
+	ServeTokens();
+	server.On("/inst/services/data/v59.0/query", [](const ServerRequest &request) {
+		if (request.headers.at("authorization") == "Bearer tok-1")
+			return JsonReply(401, Json::array({{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
+		return JsonReply(200, {{"done", true}, {"records", Json::array()}});
+	});
+	Dispatcher dispatcher(&client);
+
+	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true), 5000,
+	                                         1000, Never());
+	EXPECT_EQ(response.status, 200) << response.body;
+	EXPECT_EQ(server.RequestsTo("/login/").size(), 2u);
+	auto queries = server.RequestsTo("/inst/services/data/v59.0/query");
+	ASSERT_EQ(queries.size(), 2u);
+	EXPECT_EQ(queries[1].headers.at("authorization"), "Bearer tok-2");
+	const EndpointStatus *status = StatusOf(dispatcher.EndpointStatuses(), "sf");
+	EXPECT_EQ(status->requests, 4u);
+	EXPECT_EQ(status->errors, 1u); // the 401
+	EXPECT_EQ(status->state, "ok");
+	EXPECT_EQ(status->last_error.find("tok-1"), std::string::npos);
+}
+
+TEST_F(DispatcherSalesforceTest, FetchInvalidSessionAfterRefreshIsReturned)
+{
+	ServeTokens();
+	server.On("/inst/services/data/v59.0/query", [](const ServerRequest &) {
+		return JsonReply(401, Json::array({{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
+	});
+	Dispatcher dispatcher(&client);
+
+	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true), 5000,
+	                                         1000, Never());
+	EXPECT_EQ(response.status, 401);
+	EXPECT_NE(response.body.find("INVALID_SESSION_ID"), std::string::npos);
+	// Exactly one refresh and one resend, never a loop.
+	EXPECT_EQ(server.RequestsTo("/login/").size(), 2u);
+	EXPECT_EQ(server.RequestsTo("/inst/").size(), 2u);
+}
+
+TEST_F(DispatcherSalesforceTest, FetchTokenFailureIsStatusZeroWithoutTheSecret)
+{
+	server.On("/login/services/oauth2/token", [](const ServerRequest &request) {
+		ServerReply reply;
+		reply.status = 400;
+		reply.body = "bad request: " + request.body;
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+
+	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true), 5000,
+	                                         1000, Never());
+	EXPECT_EQ(response.status, 0);
+	EXPECT_EQ(response.transport_error.rfind("salesforce token: ", 0), 0u) << response.transport_error;
+	EXPECT_NE(response.transport_error.find("HTTP 400"), std::string::npos) << response.transport_error;
+	EXPECT_EQ(response.transport_error.find("s3cr3t-value"), std::string::npos) << response.transport_error;
+	EXPECT_EQ(server.RequestsTo("/inst/").size(), 0u);
+
+	// The endpoint backs off: the next Fetch does not even ask for a token.
+	HttpResponse again = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true), 5000,
+	                                      1000, Never());
+	EXPECT_EQ(again.transport_error.rfind("endpoint sf is backing off: salesforce token: ", 0), 0u) << again.transport_error;
+	EXPECT_EQ(again.transport_error.find("s3cr3t-value"), std::string::npos);
+	EXPECT_EQ(server.RequestsTo("/login/").size(), 1u);
+	const EndpointStatus *status = StatusOf(dispatcher.EndpointStatuses(), "sf");
+	EXPECT_EQ(status->state, "backing_off");
+	EXPECT_EQ(status->requests, 1u);
+	EXPECT_EQ(status->errors, 1u);
+	EXPECT_EQ(status->last_error.find("s3cr3t-value"), std::string::npos);
+	EXPECT_EQ(dispatcher.RedactSecrets(SalesforceEndpoint(), "client_secret=s3cr3t-value"), "client_secret=****");
+}
+
+TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
+{
+	// Two pages of a search, then the cursor rests after the newest record.
+	server.On("/crm/v3/objects/contacts/search", [](const ServerRequest &request) {
+		Json body = Json::parse(request.body);
+		bool second = body.contains("after");
+		Json result = {{"id", second ? "2" : "1"},
+		               {"properties", {{"email", second ? "b@x.io" : "a@x.io"},
+		                               {"lastmodifieddate", second ? "1795514400200" : "1795514400100"}}}};
+		Json answer = {{"results", {result}}};
+		if (!second)
+			answer["paging"] = {{"next", {{"after", "1"}}}};
+		return JsonReply(200, answer);
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	Route route = MakeRoute("contacts", "contacts", "email");
+
+	PullCursor cursor = InitialPullCursor("hubspot");
+	std::vector<std::string> keys;
+	for (int page_number = 0; page_number < 5; ++page_number) {
+		HttpResponse response = dispatcher.Fetch(
+		    hubspot,
+		    [&](const Auth &auth) { return BuildPullRequest(hubspot, route, {"firstname"}, PullPhase::Changes, cursor, auth); },
+		    5000, 3000, Never());
+		PullPage page = ParsePullResponse(hubspot, route, PullPhase::Changes, cursor, response);
+		for (const auto &record : page.records)
+			keys.push_back(record.key);
+		cursor = page.next;
+		if (!page.more)
+			break;
+	}
+	EXPECT_EQ(keys, (std::vector<std::string>{"a@x.io", "b@x.io"}));
+	EXPECT_EQ(cursor.since, "1795514400200");
+	EXPECT_EQ(cursor.after, "");
+	auto searches = server.RequestsTo("/crm/v3/objects/contacts/search");
+	ASSERT_EQ(searches.size(), 2u);
+	EXPECT_EQ(searches[0].headers.at("authorization"), "Bearer hs-secret");
+	EXPECT_EQ(Json::parse(searches[1].body)["after"], "1");
 }
 
 } // namespace

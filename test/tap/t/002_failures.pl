@@ -14,7 +14,6 @@ my $t0 = time;
 my ($base, $double) = start_double();
 my $node = new_node('failures');
 setup_hubspot_route($node, $base);
-note("extensions: " . sql($node, "SELECT string_agg(extname, ',') FROM pg_extension"));
 
 ok( wait_for('worker in pg_stat_activity',
 		sub { sql($node, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'switchboard worker'") == 1 }),

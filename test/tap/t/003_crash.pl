@@ -158,6 +158,7 @@ my ($dl_attempts, $dl_error, $dl_payload) = split /\|/,
   sql($node, "SELECT attempts, last_error, payload->>'email' FROM switchboard.dead_letters WHERE key = 'poison\@x.com'");
 like($dl_error // '', qr/worker stopped while delivering/, "last_error says the worker stopped while delivering it");
 is($dl_payload, 'poison@x.com', 'the dead letter keeps the change');
+is($dl_attempts, $kills, 'each kill counted as one attempt');
 is(crash_restarts() - $restarts_before, $kills, 'one crash recovery per kill, no more');
 
 # the worker now stays up, and with nothing due it sleeps between polls (naptime 200ms)

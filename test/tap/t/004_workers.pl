@@ -98,13 +98,13 @@ for my $db (@dbs)
 		"$db: its changes reached hooks/$db, and only its own");
 }
 
-#### The worker's activity text
-
 ok( wait_for(
 		'no worker outside the four databases',
 		sub { sql($node, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'switchboard worker'") eq '4' },
 		10),
 	'databases without the extension keep no worker: four workers in all');
+
+#### The worker's activity text (and an idle worker really idles)
 
 my $activity = '';
 time_until(

@@ -1,0 +1,42 @@
+// The database side of pulling: which routes are due, and applying a fetched page (upserts by
+// the match key, remote deletions, conflicts with pending local changes) together with the
+// cursor that covers it, in one transaction.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "connectors/pull.h"
+#include "translate/route_def.h"
+
+namespace switchboard {
+
+struct DuePull {
+	RouteDef def; // secret resolved
+	PullPhase phase = PullPhase::Changes;
+	PullCursor cursor;
+	std::vector<std::string> fields; // remote fields with a pull_column
+	std::string conflict;            // newest | local | remote
+	long interval_ms = 60000;
+};
+
+// Routes whose pull is due (direction pull/both, route and endpoint enabled). In a transaction.
+std::vector<DuePull> PullsDue(int limit);
+
+struct PullCounts {
+	int applied = 0;
+	int deleted = 0;
+	int skipped = 0;
+	int failed = 0;
+};
+
+// Applies a page and stores the cursor after it. In a transaction.
+PullCounts ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, double latency_ms);
+
+// A pull that could not fetch or parse a page: the cursor stays, the route is tried again later.
+void RecordPullError(const DuePull &pull, const std::string &error, long http_status, long retry_ms);
+
+// Milliseconds until the next pull is due (-1: no pulling route).
+long MsUntilNextPull();
+
+} // namespace switchboard
