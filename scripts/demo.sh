@@ -2,8 +2,9 @@
 # The main job, end to end, on a fresh Debian 12 machine as root:
 #   installs what is needed, builds and installs switchboard, starts a throwaway PostgreSQL
 #   cluster and the bundled CRM double (HubSpot wire format) on 127.0.0.1, defines a route with
-#   a filter and mappings, inserts rows, and shows them delivered, the status views, and a
-#   dead letter. Everything it starts is stopped at the end.
+#   a filter and mappings, inserts rows, and shows them delivered, the status views, a dead
+#   letter repaired, and a record edited "in the CRM" pulled back into the table. Everything it
+#   starts is stopped at the end.
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$src"
@@ -65,13 +66,14 @@ CREATE TABLE contacts (id serial PRIMARY KEY, email text, first_name text, last_
 INSERT INTO switchboard.secrets VALUES ('hubspot_token', 'hs-test-token');
 INSERT INTO switchboard.endpoints (name, kind, base_url, secret)
 VALUES ('hubspot', 'hubspot', '$crm', 'hubspot_token');
-INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
-VALUES ('contacts_to_hubspot', 'contacts', 'hubspot', 'contacts', 'lower(email)', 'email');
-INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES
-  ('contacts_to_hubspot', 'email', 'lower(email)'),
-  ('contacts_to_hubspot', 'firstname', 'first_name'),
-  ('contacts_to_hubspot', 'lastname', 'last_name'),
-  ('contacts_to_hubspot', 'mrr', 'mrr');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote,
+                                direction, pull_interval)
+VALUES ('contacts_to_hubspot', 'contacts', 'hubspot', 'contacts', 'lower(email)', 'email', 'both', '1 minute');
+INSERT INTO switchboard.mappings (route, remote_field, push_expr, pull_column, pull_expr) VALUES
+  ('contacts_to_hubspot', 'email', 'lower(email)', 'email', NULL),
+  ('contacts_to_hubspot', 'firstname', 'first_name', 'first_name', NULL),
+  ('contacts_to_hubspot', 'lastname', 'last_name', 'last_name', NULL),
+  ('contacts_to_hubspot', 'mrr', 'mrr', 'mrr', '(value #>> ''{}'')::numeric');
 INSERT INTO switchboard.filters (route, name, predicate)
 VALUES ('contacts_to_hubspot', 'qualified_only', 'new.status = ''qualified''');
 SQL
@@ -115,5 +117,28 @@ SELECT switchboard.discard(id) FROM switchboard.dead_letters;
 SQL
 psql_ -c "SELECT route, pending, delivered, dead FROM switchboard.route_status"
 psql_ -c "SELECT endpoint, state, requests, errors FROM switchboard.endpoint_status"
+
+say "a sales rep edits Ada in the CRM; the edit flows back into the table"
+python3 - "$crm" <<'PY'
+import json, sys, urllib.request
+body = json.dumps({"properties": {"firstname": "Augusta Ada", "mrr": "1500"}}).encode()
+req = urllib.request.Request(sys.argv[1] + "/_control/records/hubspot/contacts/ada@example.com", data=body,
+                             method="PUT", headers={"Content-Type": "application/json"})
+urllib.request.urlopen(req)
+print("  edited in the CRM: ada@example.com firstname='Augusta Ada' mrr='1500'")
+PY
+psql_ -e <<'SQL'
+SELECT switchboard.pull_now('contacts_to_hubspot');
+DO $$ BEGIN
+	FOR i IN 1..300 LOOP
+		EXIT WHEN (SELECT first_name FROM contacts WHERE lower(email) = 'ada@example.com') = 'Augusta Ada';
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END $$;
+SQL
+psql_ -c "SELECT id, email, first_name, last_name, mrr FROM contacts ORDER BY id"
+psql_ -c "SELECT route, cursor, last_pull_at, records_pulled, last_error FROM switchboard.pull_status"
+psql_ -c "SELECT switchboard.wait_idle('30 s') AS idle"
+psql_ -c "SELECT route, op, outcome, count(*) FROM switchboard.deliveries GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 
 say "done: the cluster and the double are stopped and removed"

@@ -47,25 +47,46 @@ CheckQueueLayout(TupleDesc desc)
 			     NameStr(TupleDescAttr(desc, i)->attname), names[i]);
 }
 
-// Index entries for a heap tuple, as CatalogIndexInsert does: the queue has plain column
-// indexes only, and ids come from a sequence, so no uniqueness check is needed.
+// Index entries for a heap tuple, as CatalogIndexInsert does. Plain column indexes take the
+// values straight from the tuple; a partial index (the queue's index of translated keys) is
+// evaluated with an executor state, made only when one exists. Ids come from a sequence, so no
+// uniqueness check is needed.
 void
 InsertIndexEntries(Relation heap, HeapTuple tuple)
 {
 	List *indexes = RelationGetIndexList(heap);
 	ListCell *lc;
 	TupleDesc desc = RelationGetDescr(heap);
+	EState *estate = nullptr;
+	TupleTableSlot *slot = nullptr;
 	foreach (lc, indexes) {
 		Relation index = index_open(lfirst_oid(lc), RowExclusiveLock);
 		IndexInfo *info = BuildIndexInfo(index);
 		Datum values[INDEX_MAX_KEYS];
 		bool isnull[INDEX_MAX_KEYS];
-		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL)
-			elog(ERROR, "switchboard.queue must have plain column indexes only");
-		for (int i = 0; i < info->ii_NumIndexAttrs; i++)
-			values[i] = heap_getattr(tuple, info->ii_IndexAttrNumbers[i], desc, &isnull[i]);
+		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL) {
+			if (estate == nullptr) {
+				estate = CreateExecutorState();
+				slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+				ExecStoreHeapTuple(tuple, slot, false);
+				GetPerTupleExprContext(estate)->ecxt_scantuple = slot;
+			}
+			if (info->ii_Predicate != NIL &&
+			    !ExecQual(ExecPrepareQual(info->ii_Predicate, estate), GetPerTupleExprContext(estate))) {
+				index_close(index, RowExclusiveLock);
+				continue;
+			}
+			FormIndexDatum(info, slot, estate, values, isnull);
+		} else {
+			for (int i = 0; i < info->ii_NumIndexAttrs; i++)
+				values[i] = heap_getattr(tuple, info->ii_IndexAttrNumbers[i], desc, &isnull[i]);
+		}
 		index_insert(index, values, isnull, &tuple->t_self, heap, UNIQUE_CHECK_NO, false, info);
 		index_close(index, RowExclusiveLock);
+	}
+	if (estate != nullptr) {
+		ExecDropSingleTupleTableSlot(slot);
+		FreeExecutorState(estate);
 	}
 	list_free(indexes);
 }

@@ -21,6 +21,12 @@ CREATE TABLE switchboard.queue (
 );
 ALTER SEQUENCE switchboard.queue_id_seq OWNED BY switchboard.queue.id;
 CREATE UNIQUE INDEX queue_pkey ON switchboard.queue (id);
+-- Changes already translated (waiting for a retry, or dead) by key: coalescing and conflict
+-- checks look them up. Partial, so capture (which never knows the key) does not pay for it.
+CREATE INDEX queue_route_key ON switchboard.queue (route, key) WHERE key IS NOT NULL;
+-- A queue table churns: vacuum it often.
+ALTER TABLE switchboard.queue SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+	autovacuum_analyze_scale_factor = 0.02);
 
 -- Per-route counters the worker maintains (delivered count survives queue pruning).
 CREATE TABLE switchboard.route_stats (
