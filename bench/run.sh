@@ -14,6 +14,7 @@ rounds=$([ "$quick" = 1 ] && echo 1 || echo 2)
 batch_rows=$([ "$quick" = 1 ] && echo 20000 || echo 100000)
 event_rows=$([ "$quick" = 1 ] && echo 5000 || echo 20000)
 memory_rows=$([ "$quick" = 1 ] && echo 20000 || echo 200000)
+pull_rows=$([ "$quick" = 1 ] && echo 5000 || echo 20000)
 latency_secs=$([ "$quick" = 1 ] && echo 5 || echo 20)
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -218,6 +219,40 @@ rss_after=$(worker_rss_kb)
 growth_mb=$(python3 -c "print(round(($rss_after - $rss_before) / 1024, 1))")
 echo "memory: worker RSS $rss_before kB -> $rss_after kB after $memory_rows deliveries" >&2
 
+# --- 5. pull throughput: records applied per second from HubSpot search pages -------------------------
+python3 - "$double" "$pull_rows" <<'PY'
+import json, sys, urllib.request
+base, rows = sys.argv[1], int(sys.argv[2])
+for start in range(0, rows, 100):
+    inputs = [{"idProperty": "email", "id": f"p{n}@example.com",
+               "properties": {"email": f"p{n}@example.com", "firstname": f"P{n}", "score": str(n % 100)}}
+              for n in range(start, min(rows, start + 100))]
+    req = urllib.request.Request(base + "/crm/v3/objects/prospects/batch/upsert", data=json.dumps({"inputs": inputs}).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": "Bearer hs-test-token"})
+    urllib.request.urlopen(req).read()
+PY
+psql_ <<SQL >/dev/null
+INSERT INTO switchboard.secrets VALUES ('double_token', 'hs-test-token');
+INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('double_hs', 'hubspot', '$double', 'double_token');
+CREATE TABLE prospects (email text PRIMARY KEY, first_name text, score int);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, direction, pull_interval, enabled)
+VALUES ('prospects_pull', 'prospects', 'double_hs', 'prospects', 'email', 'email', 'pull', '1 hour', false);
+INSERT INTO switchboard.mappings (route, remote_field, pull_column, pull_expr) VALUES
+  ('prospects_pull', 'email', 'email', NULL), ('prospects_pull', 'firstname', 'first_name', NULL),
+  ('prospects_pull', 'score', 'score', '(value #>> ''{}'')::int');
+ALTER SYSTEM SET switchboard.enabled = on;
+SELECT pg_reload_conf();
+SQL
+start=$(date +%s.%N)
+psql_ -c "UPDATE switchboard.routes SET enabled = true WHERE name = 'prospects_pull'" >/dev/null
+for _ in $(seq 3000); do
+	[ "$(psql_ -c "SELECT count(*) FROM prospects")" -ge "$pull_rows" ] && break
+	sleep 0.1
+done
+end=$(date +%s.%N)
+pulled=$(python3 -c "print(round($pull_rows / ($end - $start)))")
+echo "pull: $pulled records/s applied" >&2
+
 # --- report ------------------------------------------------------------------------------------
 python3 - <<PY
 none, sb, rej, outbox, pgq = ${tps[none]}, ${tps[switchboard]}, ${tps[rejected]}, ${tps[outbox]}, ${tps[pgq]}
@@ -234,12 +269,13 @@ rows = [
   ("latency commit -> received @200/s: p50", "$p50 ms", f"{$p50/10:.2f}", "vs target 10 ms", "<= 1.00"),
   ("latency commit -> received @200/s: p99", "$p99 ms", f"{$p99/50:.2f}", "vs target 50 ms", "<= 1.00"),
   ("worker RSS growth over $memory_rows deliveries", "$growth_mb MB", f"{$growth_mb/10:.2f}", "vs target 10 MB", "<= 1.00"),
+  ("pull: records/s applied (HubSpot search pages)", "$pulled rec/s", f"{$pulled/10000:.2f}", "vs target 10,000/s", ">= 1.00"),
 ]
 met = [
   None, None, None,
   over(sb) <= 0.5 * over(outbox),
   over(rej) <= 0.05,
-  $batched >= 20000, $unbatched >= 5000, $p50 <= 10, $p99 <= 50, $growth_mb <= 10,
+  $batched >= 20000, $unbatched >= 5000, $p50 <= 10, $p99 <= 50, $growth_mb <= 10, $pulled >= 10000,
 ]
 w = [max(len(r[i]) for r in rows) for i in range(5)]
 print()
