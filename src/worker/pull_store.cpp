@@ -1,5 +1,7 @@
 #include "worker/pull_store.h"
 
+#include <map>
+
 #include "capture/enqueue.h"
 #include "pg/as_role.h"
 #include "pg/boundary.h"
@@ -34,7 +36,7 @@ struct PullColumn {
 
 // The statements that apply records of one route, built from its definition.
 struct ApplySql {
-	std::string pending_ms; // newest pending local change of a key, unix ms
+	std::string pending_ms; // per key with pending local changes: the newest one's capture time, unix ms
 	std::string drop_pending;
 	std::string update;
 	std::string insert;
@@ -49,8 +51,8 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	std::string key = Parenthesize(def.match_local) + "::text";
 	std::string queue_key = "coalesce(q.key, (SELECT " + key + RowFromClause(def.source, "coalesce(q.new, q.old)") + "))";
 	ApplySql sql;
-	sql.pending_ms = "SELECT (extract(epoch FROM max(q.captured_at)) * 1000)::bigint FROM switchboard.queue q "
-	                 "WHERE q.route = $1 AND q.state IN ('pending', 'in_flight') AND " + queue_key + " = $2";
+	sql.pending_ms = "SELECT " + queue_key + ", (extract(epoch FROM max(q.captured_at)) * 1000)::bigint "
+	                 "FROM switchboard.queue q WHERE q.route = $1 AND q.state IN ('pending', 'in_flight') GROUP BY 1";
 	sql.drop_pending = "DELETE FROM switchboard.queue q WHERE q.route = $1 AND q.state IN ('pending', 'in_flight') AND " +
 	                   queue_key + " = $2";
 	auto value = [](const PullColumn &c) {
@@ -154,6 +156,11 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 	std::vector<PullColumn> columns = LoadPullColumns(def);
 	ApplySql sql = BuildApplySql(def, columns);
 	std::vector<SpiText> rid_keys, rid_values, gone_keys;
+	// Keys with local changes still waiting to be pushed, read once per page.
+	std::map<std::string, int64_t> pending;
+	for (const auto &row : SpiExecPrepared(sql.pending_ms, {def.name}).rows)
+		if (row[0] && row[1])
+			pending[*row[0]] = std::stoll(*row[1]);
 	{
 		AsRole as_owner(TableOwner(def.source));
 		SuppressCapture no_echo(def.name);
@@ -164,10 +171,10 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 					Fail(ERRCODE_NULL_VALUE_NOT_ALLOWED, "remote record " + record.remote_id + " has no " +
 					                                         def.route.match_remote + " (the match key)");
 				// A pending local change of the same key: conflict, settled by routes.conflict.
-				SpiText pending = SpiExecPrepared(sql.pending_ms, {def.name, record.key}).rows[0][0];
-				if (pending) {
+				auto local = pending.find(record.key);
+				if (local != pending.end()) {
 					bool remote_wins = pull.conflict == "remote" ||
-					                   (pull.conflict == "newest" && record.modified_ms > std::stoll(*pending));
+					                   (pull.conflict == "newest" && record.modified_ms > local->second);
 					if (!remote_wins) {
 						counts.skipped++;
 						sub.Commit();
@@ -175,6 +182,7 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 					}
 					// The older local state must not overwrite what is being applied.
 					SpiExecPrepared(sql.drop_pending, {def.name, record.key});
+					pending.erase(local);
 				}
 				if (record.deleted) {
 					if (def.route.on_delete == "delete")
