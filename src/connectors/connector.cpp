@@ -20,20 +20,6 @@ namespace {
 
 const char *const kKinds[] = {"hubspot", "salesforce", "webhook", "openai"};
 
-std::string
-Lower(std::string text)
-{
-	for (char &c : text)
-		c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-	return text;
-}
-
-bool
-IsDigits(const std::string &text)
-{
-	return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
 // Options each kind accepts, in the order error messages list them.
 std::vector<std::string>
 KnownOptions(const std::string &kind)
@@ -147,6 +133,21 @@ ParseUnsigned(const std::string &text, long max, long *out)
 
 
 } // namespace
+
+std::string
+Lower(std::string text)
+{
+	for (char &c : text)
+		c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+	return text;
+}
+
+bool
+IsDigits(const std::string &text)
+{
+	return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 
 const char *
 OpName(Op op)

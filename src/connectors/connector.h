@@ -144,6 +144,10 @@ bool ParseRateLimit(const std::string &text, int *count, long *window_ms);
 // Retry-After of a response, in ms from now (delivery/retry_policy.h parses it); -1 if none.
 long RetryAfterMs(const HttpResponse &response);
 
+// ASCII lower case, and "only decimal digits (and at least one)": shared by the connectors.
+std::string Lower(std::string text);
+bool IsDigits(const std::string &text);
+
 // Case-insensitive header lookup; empty when absent.
 std::string HeaderValue(const Headers &headers, const std::string &name);
 

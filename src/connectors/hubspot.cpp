@@ -13,14 +13,6 @@ namespace {
 
 const size_t kHubSpotBatchLimit = 100;
 
-std::string
-Lower(std::string text)
-{
-	for (char &c : text)
-		c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-	return text;
-}
-
 // HubSpot's schema takes every property value as a string; SQL NULL becomes "" (clears it).
 std::string
 RenderProperty(const Json &value)

@@ -19,20 +19,6 @@ const char *const kSalesforceEpoch = "1970-01-01T00:00:00.000Z";
 // HubSpot's archived listing pages at most 100 records.
 const int kHubSpotArchivedLimit = 100;
 
-std::string
-Lower(std::string text)
-{
-	for (char &c : text)
-		c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-	return text;
-}
-
-bool
-IsDigits(const std::string &text)
-{
-	return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
 // Non-negative decimal that fits an int64 comfortably (epoch ms, paging offsets).
 bool
 ParseDecimal(const std::string &text, int64_t *out)
