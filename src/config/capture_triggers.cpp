@@ -2,6 +2,7 @@
 // on each route's source table in line with the route: one AFTER ROW trigger per captured
 // operation, named switchboard_<route>_<op>, whose WHEN clause holds the filters that cannot
 // raise (so rejected changes cost the writer almost nothing).
+#include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
 #include "pg/spi.h"
@@ -28,6 +29,13 @@ std::string
 TriggerName(const std::string &route, Op op)
 {
 	return "switchboard_" + route + "_" + OpName(op);
+}
+
+Oid
+ExtensionOwner()
+{
+	return static_cast<Oid>(std::stoul(
+	    *SpiScalar("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard'")));
 }
 
 bool
@@ -74,17 +82,24 @@ Attach(const RouteDef &def)
 	}
 }
 
-// Re-creates the triggers of a route from its current definition.
+// Re-creates the triggers of a route from its current definition. Detaching needs nothing
+// but the route's name and table (so a broken route can always be disabled); attaching loads,
+// and so checks, the whole definition first.
 void
 Resync(const std::string &route)
 {
-	auto def = FindRoute(route, false);
-	if (!def)
-		return;
-	if (def->source_exists)
-		Detach(def->name, def->source);
+	SpiResult r = SpiExec("SELECT r.source::oid, r.enabled AND r.direction <> 'pull' FROM switchboard.routes r "
+	                      "JOIN pg_catalog.pg_class c ON c.oid = r.source WHERE r.name = $1",
+	                      {route});
+	if (r.rows.empty())
+		return; // deleted, or its table is gone
+	Oid source = static_cast<Oid>(std::stoul(*r.rows[0][0]));
 	// A route that only pulls captures nothing.
-	if (def->enabled && def->source_exists && def->direction != "pull")
+	std::optional<RouteDef> def;
+	if (r.rows[0][1] == SpiText("t"))
+		def = LoadRoute(route, false); // checked: its owner may read the table and put triggers on it
+	Detach(route, source);
+	if (def)
 		Attach(*def);
 }
 
@@ -126,6 +141,10 @@ SyncCapture(FunctionCallInfo fcinfo)
 	HeapTuple new_row = is_insert ? td->tg_trigtuple : (is_delete ? nullptr : td->tg_newtuple);
 
 	SpiConnection spi;
+	// Capture triggers are switchboard's: made and dropped by the extension's owner, whoever
+	// wrote the route (dropping a trigger needs the table's owner, not the TRIGGER privilege,
+	// which ValidateRoute requires of the route's owner).
+	AsRole as_extension_owner(ExtensionOwner());
 	if (table == "routes") {
 		if (old_row) {
 			auto source = OidField(desc, old_row, "source");
@@ -149,6 +168,15 @@ SyncCapture(FunctionCallInfo fcinfo)
 void
 TieToExtension(Oid trigger_oid)
 {
+	// Only capture triggers: anything else tied to the extension would vanish with it.
+	SpiResult found = SpiExec("SELECT tgname, tgfoid = 'switchboard.capture()'::pg_catalog.regprocedure "
+	                          "FROM pg_catalog.pg_trigger WHERE oid = $1::oid",
+	                          {std::to_string(trigger_oid)});
+	if (found.rows.empty())
+		Fail(ERRCODE_UNDEFINED_OBJECT, "no trigger with OID " + std::to_string(trigger_oid));
+	if (found.rows[0][1] != SpiText("t"))
+		Fail(ERRCODE_INVALID_PARAMETER_VALUE, "trigger \"" + *found.rows[0][0] + "\" is not a switchboard capture trigger",
+		     "", "only capture triggers are tied to the extension");
 	Guarded([&] {
 		ObjectAddress trigger, extension;
 		ObjectAddressSet(trigger, TriggerRelationId, trigger_oid);
@@ -165,6 +193,7 @@ Datum
 switchboard_tie_to_extension(PG_FUNCTION_ARGS)
 {
 	return Boundary([&] {
+		SpiConnection spi;
 		TieToExtension(PG_GETARG_OID(0));
 		return (Datum) 0;
 	});

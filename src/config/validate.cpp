@@ -1,9 +1,25 @@
-// switchboard._validate(): BEFORE INSERT OR UPDATE trigger on the configuration tables.
-// Every rejection names the table, the row and the reason.
+// switchboard._validate(): BEFORE INSERT, UPDATE or DELETE trigger on the configuration tables,
+// and StoredRouteProblem(), the same checks over a stored route that the worker and every other
+// reader run before they use it. Every rejection names the table, the row and the reason.
+//
+// Two kinds of checks (SPEC §2, §8 "Who acts"):
+//  - who may write: a route (with its mappings and filters) and a secret have an owner, the
+//    role that wrote them; only a role with the owner's privileges may change or delete them,
+//    and only one with a secret owner's privileges may attach that secret to an endpoint or
+//    move an endpoint that carries it. These always run, restore or not.
+//  - what is valid: expressions parse and type-check as the route's owner, the source is a
+//    table the owner may read (push) or write (pull), hosts are allowed, options known. A
+//    pg_dump restore (check_function_bodies off) skips these, since a row may arrive before
+//    what it refers to; StoredRouteProblem() runs them again before the route is ever used, so
+//    switching check_function_bodies off is no way around them.
+#include "config/validate.h"
+
+#include <map>
 #include <set>
 
 #include "config/host_policy.h"
 #include "connectors/connector.h"
+#include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
 #include "pg/spi.h"
@@ -11,9 +27,12 @@
 #include "translate/route_def.h"
 
 extern "C" {
+#include "catalog/catalog.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 }
@@ -22,34 +41,52 @@ using namespace switchboard;
 
 namespace {
 
-struct RowRef {
-	TupleDesc desc;
-	HeapTuple tuple;
-
+// A configuration row as text by column name; regclass and regrole columns hold OIDs.
+class Row {
+public:
+	Row() = default;
+	static Row FromTuple(TupleDesc desc, HeapTuple tuple)
+	{
+		Row row;
+		Guarded([&] {
+			for (int i = 0; i < desc->natts; i++) {
+				Form_pg_attribute att = TupleDescAttr(desc, i);
+				if (att->attisdropped)
+					continue;
+				bool isnull = true;
+				Datum value = SPI_getbinval(tuple, desc, i + 1, &isnull);
+				const char *name = NameStr(att->attname);
+				if (isnull)
+					row.values_.emplace(name, std::nullopt);
+				else if (att->atttypid == REGCLASSOID || att->atttypid == REGROLEOID || att->atttypid == OIDOID)
+					row.values_.emplace(name, std::to_string(DatumGetObjectId(value)));
+				else
+					row.values_.emplace(name, std::string(SPI_getvalue(tuple, desc, i + 1)));
+			}
+		});
+		return row;
+	}
+	static Row FromSpi(const SpiResult &result, size_t n)
+	{
+		Row row;
+		for (size_t i = 0; i < result.columns.size(); i++)
+			row.values_.emplace(result.columns[i], result.rows[n][i]);
+		return row;
+	}
 	SpiText Get(const char *column) const
 	{
-		SpiText out;
-		Guarded([&] {
-			int attno = SPI_fnumber(desc, column);
-			if (attno <= 0)
-				elog(ERROR, "column %s not found", column);
-			char *value = SPI_getvalue(tuple, desc, attno);
-			if (value != nullptr)
-				out = std::string(value);
-		});
-		return out;
+		auto it = values_.find(column);
+		return it == values_.end() ? SpiText() : it->second;
 	}
 	std::string Text(const char *column) const { return Get(column).value_or(""); }
 	Oid GetOid(const char *column) const
 	{
-		Oid out = InvalidOid;
-		Guarded([&] {
-			bool isnull = true;
-			Datum value = SPI_getbinval(tuple, desc, SPI_fnumber(desc, column), &isnull);
-			out = isnull ? InvalidOid : DatumGetObjectId(value);
-		});
-		return out;
+		SpiText v = Get(column);
+		return v ? static_cast<Oid>(std::stoul(*v)) : InvalidOid;
 	}
+
+private:
+	std::map<std::string, SpiText> values_;
 };
 
 class Rejecter {
@@ -59,6 +96,11 @@ public:
 	                         int code = ERRCODE_INVALID_PARAMETER_VALUE) const
 	{
 		Fail(code, "invalid row in switchboard." + table_ + " " + row_ + ": " + reason, "", hint);
+	}
+	[[noreturn]] void Deny(const std::string &reason, const std::string &hint = "") const
+	{
+		Fail(ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied for switchboard." + table_ + " " + row_ + ": " + reason,
+		     "", hint);
 	}
 	// Runs check; a Postgres error from it (parse, type-check) is re-raised naming the row.
 	template <typename F>
@@ -87,8 +129,69 @@ ValidName(const std::string &name, size_t max_len)
 	return true;
 }
 
+std::string
+Num(Oid v)
+{
+	return std::to_string(v);
+}
+
+// ---- who may write ----------------------------------------------------------------------
+
+// The owner a new or changed row gets: the one it names when the writer has that role's
+// privileges, the old one when it names none, the writer on insert.
+Oid
+EffectiveOwner(const Rejecter &r, Oid requested, Oid old_owner)
+{
+	if (!OidIsValid(requested))
+		return OidIsValid(old_owner) ? old_owner : GetUserId();
+	if (requested != old_owner && !CurrentUserHasPrivsOf(requested))
+		r.Deny("only a role with the privileges of " + RoleName(requested) + " can make it the owner");
+	return requested;
+}
+
 void
-ValidateEndpoint(const RowRef &row)
+RequireOwner(const Rejecter &r, Oid owner, const std::string &what)
+{
+	if (OidIsValid(owner) && !CurrentUserHasPrivsOf(owner))
+		r.Deny(what + " belongs to role " + RoleName(owner), "only a role with the privileges of its owner may change it");
+}
+
+Oid
+SecretOwner(const std::string &secret)
+{
+	SpiText owner = SpiScalar("SELECT owner::oid FROM switchboard.secrets WHERE name = $1", {secret});
+	return owner ? static_cast<Oid>(std::stoul(*owner)) : InvalidOid;
+}
+
+Oid
+RouteOwner(const std::string &route)
+{
+	SpiText owner = SpiScalar("SELECT owner::oid FROM switchboard.routes WHERE name = $1", {route});
+	return owner ? static_cast<Oid>(std::stoul(*owner)) : InvalidOid;
+}
+
+// A role that cannot read a secret cannot make it be sent elsewhere.
+void
+CheckEndpointSecret(const Rejecter &r, const Row &row, const Row *old_row)
+{
+	SpiText secret = row.Get("secret");
+	if (!secret)
+		return;
+	bool moved = !old_row || old_row->Get("secret") != secret || old_row->Text("base_url") != row.Text("base_url") ||
+	             old_row->Text("kind") != row.Text("kind");
+	if (!moved)
+		return;
+	Oid owner = SecretOwner(*secret);
+	if (OidIsValid(owner) && !CurrentUserHasPrivsOf(owner))
+		r.Deny("secret \"" + *secret + "\" belongs to role " + RoleName(owner),
+		       "attaching a secret to an endpoint, or changing the base_url or kind of an endpoint that has one, "
+		       "needs the privileges of the secret's owner");
+}
+
+// ---- what is valid ----------------------------------------------------------------------
+
+void
+ValidateEndpoint(const Row &row)
 {
 	std::string name = row.Text("name");
 	Rejecter r("endpoints", "(name)=(" + name + ")");
@@ -111,14 +214,17 @@ ValidateEndpoint(const RowRef &row)
 	}
 }
 
+// "" when a route may use relid as its source, else why not.
 std::string
 RelationKindCheck(Oid relid)
 {
 	char relkind = 0;
 	Oid nsp = InvalidOid;
+	bool catalog = false;
 	Guarded([&] {
 		relkind = get_rel_relkind(relid);
 		nsp = get_rel_namespace(relid);
+		catalog = IsCatalogRelationOid(relid);
 	});
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 		return "is not a table";
@@ -126,11 +232,65 @@ RelationKindCheck(Oid relid)
 	Guarded([&] { nspname = get_namespace_name(nsp); });
 	if (nspname == "switchboard")
 		return "is switchboard's own table";
+	if (catalog || nspname == "pg_catalog" || nspname == "information_schema" || nspname.rfind("pg_toast", 0) == 0)
+		return "is a system catalog";
+	SpiText extension = SpiScalar("SELECT e.extname FROM pg_catalog.pg_depend d "
+	                              "JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid "
+	                              "WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1::oid "
+	                              "AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'",
+	                              {Num(relid)});
+	if (extension)
+		return "belongs to extension " + *extension;
 	return "";
 }
 
+bool
+RoleHas(Oid role, Oid relid, const std::string &privilege, const SpiText &column = std::nullopt)
+{
+	SpiText yes = column ? SpiScalar("SELECT pg_catalog.has_column_privilege($1::oid, $2::oid, $3, $4)",
+	                                 {Num(role), Num(relid), *column, privilege})
+	                     : SpiScalar("SELECT pg_catalog.has_table_privilege($1::oid, $2::oid, $3)",
+	                                 {Num(role), Num(relid), privilege});
+	return yes == SpiText("t");
+}
+
+// The owner may read the rows it pushes and write the columns it pulls into.
+void CheckPullColumnPrivileges(const Rejecter &r, Oid owner, Oid source, const std::string &column);
+
 void
-ValidateRoute(const RowRef &row)
+CheckSourcePrivileges(const Rejecter &r, const std::string &route, Oid owner, Oid source, const std::string &direction,
+                      const std::string &on_delete)
+{
+	std::string who = RoleName(owner);
+	std::string table = QualifiedName(source);
+	// A route's expressions see every column of the row image: reading it needs SELECT on all.
+	if (!RoleHas(owner, source, "SELECT"))
+		r.Deny("route owner " + who + " has no SELECT privilege on " + table);
+	// Capture puts a trigger on the table (switchboard does, but on the owner's behalf).
+	if (direction != "pull" && !RoleHas(owner, source, "TRIGGER"))
+		r.Deny("route owner " + who + " has no TRIGGER privilege on " + table, "capture needs a trigger on the table");
+	if (direction == "push")
+		return;
+	if (on_delete == "delete" && !RoleHas(owner, source, "DELETE"))
+		r.Deny("route owner " + who + " has no DELETE privilege on " + table + " (on_delete is delete)");
+	// The mappings' pull columns, again: the direction or the owner may have just changed.
+	SpiResult columns = SpiExec("SELECT pull_column FROM switchboard.mappings WHERE route = $1 AND pull_column IS NOT NULL",
+	                            {route});
+	for (const auto &c : columns.rows)
+		CheckPullColumnPrivileges(r, owner, source, *c[0]);
+}
+
+void
+CheckPullColumnPrivileges(const Rejecter &r, Oid owner, Oid source, const std::string &column)
+{
+	for (const char *privilege : {"INSERT", "UPDATE"})
+		if (!RoleHas(owner, source, privilege, column))
+			r.Deny("route owner " + RoleName(owner) + " has no " + privilege + " privilege on column " + column + " of " +
+			       QualifiedName(source));
+}
+
+void
+ValidateRoute(const Row &row, Oid owner)
 {
 	std::string name = row.Text("name");
 	Rejecter r("routes", "(name)=(" + name + ")");
@@ -138,16 +298,20 @@ ValidateRoute(const RowRef &row)
 		r.Reject("name must be 1-40 characters of letters, digits, _ - .",
 		         "the name is part of the capture trigger names");
 	Oid source = row.GetOid("source");
-	std::string source_name = row.Text("source");
 	if (!OidIsValid(source)) {
 		// The table was dropped: the route may only be kept, disabled, as a record of that.
 		if (row.Text("enabled") != "t")
 			return;
 		r.Reject("source must name a table", "a route whose table was dropped stays disabled until source is set again");
 	}
+	bool exists = SpiScalar("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1::oid", {Num(source)}).has_value();
+	if (!exists)
+		r.Reject("source table with OID " + Num(source) + " does not exist");
 	std::string problem = RelationKindCheck(source);
 	if (!problem.empty())
-		r.Reject("source " + source_name + " " + problem);
+		r.Reject("source " + QualifiedName(source) + " " + problem);
+	if (!RoleExists(owner))
+		r.Reject("owner " + RoleName(owner) + " no longer exists", "set owner to a role with the privileges it needs");
 
 	std::string endpoint = row.Text("endpoint");
 	SpiText kind = SpiScalar("SELECT kind FROM switchboard.endpoints WHERE name = $1", {endpoint});
@@ -176,7 +340,10 @@ ValidateRoute(const RowRef &row)
 		r.Reject("operations lists an operation twice");
 
 	std::string match_local = row.Text("match_local");
-	r.Expression("match_local", [&] { return AnalyzeRowExpression(source, match_local); });
+	{
+		AsRole as_owner(owner);
+		r.Expression("match_local", [&] { return AnalyzeRowExpression(source, match_local); });
+	}
 	std::string match_remote = row.Text("match_remote");
 	if ((*kind == "hubspot" || *kind == "salesforce") && match_remote.empty())
 		r.Reject("match_remote is required for " + *kind + " routes",
@@ -188,38 +355,53 @@ ValidateRoute(const RowRef &row)
 	std::string conflict = row.Text("conflict");
 	if (conflict != "newest" && conflict != "local" && conflict != "remote")
 		r.Reject("conflict \"" + conflict + "\" is not newest, local or remote");
-	if (SpiScalar("SELECT $1::interval < interval '1 second'", {row.Get("pull_interval")}) == SpiText("t"))
+	if (SpiScalar("SELECT $1::pg_catalog.interval < interval '1 second'", {row.Get("pull_interval")}) == SpiText("t"))
 		r.Reject("pull_interval must be at least 1 second");
+	CheckSourcePrivileges(r, name, owner, source, direction, on_delete);
 }
 
-Oid
+struct RouteInfo {
+	Oid source = InvalidOid;
+	Oid owner = InvalidOid;
+	std::string direction;
+};
+
+RouteInfo
 RouteSource(const Rejecter &r, const std::string &route)
 {
-	SpiText source = SpiScalar("SELECT r.source::oid FROM switchboard.routes r "
-	                           "JOIN pg_catalog.pg_class c ON c.oid = r.source WHERE r.name = $1",
-	                           {route});
-	if (!source) {
+	SpiResult found = SpiExec("SELECT r.source::oid, r.owner::oid, r.direction FROM switchboard.routes r "
+	                          "JOIN pg_catalog.pg_class c ON c.oid = r.source WHERE r.name = $1",
+	                          {route});
+	if (found.rows.empty()) {
 		if (!SpiScalar("SELECT 1 FROM switchboard.routes WHERE name = $1", {route}))
 			r.Reject("route \"" + route + "\" does not exist", "", ERRCODE_FOREIGN_KEY_VIOLATION);
 		r.Reject("the source table of route \"" + route + "\" no longer exists");
 	}
-	return static_cast<Oid>(std::stoul(*source));
+	RouteInfo info;
+	info.source = static_cast<Oid>(std::stoul(*found.rows[0][0]));
+	info.owner = found.rows[0][1] ? static_cast<Oid>(std::stoul(*found.rows[0][1])) : GetUserId();
+	info.direction = *found.rows[0][2];
+	if (!RoleExists(info.owner))
+		r.Reject("the owner of route \"" + route + "\" (" + RoleName(info.owner) + ") no longer exists");
+	return info;
 }
 
 void
-ValidateMapping(const RowRef &row)
+ValidateMapping(const Row &row)
 {
 	std::string route = row.Text("route");
 	std::string field = row.Text("remote_field");
 	Rejecter r("mappings", "(route, remote_field)=(" + route + ", " + field + ")");
 	if (field.empty())
 		r.Reject("remote_field must not be empty");
-	Oid source = RouteSource(r, route);
+	RouteInfo info = RouteSource(r, route);
+	Oid source = info.source;
 	SpiText push = row.Get("push_expr");
 	SpiText pull_column = row.Get("pull_column");
 	SpiText pull_expr = row.Get("pull_expr");
 	if (!push && !pull_column)
 		r.Reject("a mapping needs push_expr, pull_column or both");
+	AsRole as_owner(info.owner);
 	if (push)
 		r.Expression("push_expr", [&] { return AnalyzeRowExpression(source, *push); });
 	if (pull_expr && !pull_column)
@@ -227,7 +409,7 @@ ValidateMapping(const RowRef &row)
 	if (pull_column) {
 		SpiResult col = SpiExec("SELECT atttypid, atttypmod, attgenerated <> '' FROM pg_catalog.pg_attribute "
 		                        "WHERE attrelid = $1::oid AND attname = $2 AND attnum > 0 AND NOT attisdropped",
-		                        {std::to_string(source), *pull_column});
+		                        {Num(source), *pull_column});
 		if (col.rows.empty())
 			r.Reject("pull_column \"" + *pull_column + "\" is not a column of the route's source table", "",
 			         ERRCODE_UNDEFINED_COLUMN);
@@ -238,19 +420,50 @@ ValidateMapping(const RowRef &row)
 			int32 typmod = std::stoi(*col.rows[0][1]);
 			r.Expression("pull_expr", [&] { return AnalyzeValueExpression(*pull_expr, type, typmod); });
 		}
+		if (info.direction != "push")
+			CheckPullColumnPrivileges(r, info.owner, source, *pull_column);
 	}
 }
 
 void
-ValidateFilter(const RowRef &row)
+ValidateFilter(const Row &row)
 {
 	std::string route = row.Text("route");
 	std::string name = row.Text("name");
 	Rejecter r("filters", "(route, name)=(" + route + ", " + name + ")");
 	if (name.empty())
 		r.Reject("name must not be empty");
-	Oid source = RouteSource(r, route);
-	r.Expression("predicate", [&] { return AnalyzePredicate(source, row.Text("predicate")); });
+	RouteInfo info = RouteSource(r, route);
+	AsRole as_owner(info.owner);
+	r.Expression("predicate", [&] { return AnalyzePredicate(info.source, row.Text("predicate")); });
+}
+
+std::string
+RowLabel(const std::string &table, const Row &row)
+{
+	if (table == "mappings")
+		return "(route, remote_field)=(" + row.Text("route") + ", " + row.Text("remote_field") + ")";
+	if (table == "filters")
+		return "(route, name)=(" + row.Text("route") + ", " + row.Text("name") + ")";
+	return "(name)=(" + row.Text("name") + ")";
+}
+
+// Sets column to value in tuple (the owner a row gets).
+HeapTuple
+WithOid(Relation rel, HeapTuple tuple, const char *column, Oid value)
+{
+	HeapTuple out = nullptr;
+	Guarded([&] {
+		TupleDesc desc = RelationGetDescr(rel);
+		int attno = SPI_fnumber(desc, column);
+		if (attno <= 0)
+			elog(ERROR, "column %s not found", column);
+		Datum values[1] = {ObjectIdGetDatum(value)};
+		bool nulls[1] = {false};
+		int cols[1] = {attno};
+		out = heap_modify_tuple_by_cols(tuple, desc, 1, cols, values, nulls);
+	});
+	return out;
 }
 
 Datum
@@ -259,26 +472,111 @@ Validate(FunctionCallInfo fcinfo)
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
 		Fail(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, "switchboard._validate() must run BEFORE ... FOR EACH ROW");
-	HeapTuple tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-	if (RestoringFromDump())
-		return PointerGetDatum(tuple);
-	RowRef row{RelationGetDescr(td->tg_relation), tuple};
+	bool is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
+	bool is_delete = TRIGGER_FIRED_BY_DELETE(td->tg_event);
+	HeapTuple tuple = is_update ? td->tg_newtuple : td->tg_trigtuple;
+	TupleDesc desc = RelationGetDescr(td->tg_relation);
 	std::string table = RelationGetRelationName(td->tg_relation);
 	SpiConnection spi;
+
+	Row row = Row::FromTuple(desc, tuple);
+	Row old_row;
+	if (is_update || is_delete)
+		old_row = Row::FromTuple(desc, td->tg_trigtuple);
+	const Row &current = is_delete ? old_row : row;
+	Rejecter r(table, RowLabel(table, current));
+
+	// Who may write: always checked.
+	Oid owner = InvalidOid;
+	if (table == "routes" || table == "secrets") {
+		Oid old_owner = is_update || is_delete ? old_row.GetOid("owner") : InvalidOid;
+		RequireOwner(r, old_owner, table == "routes" ? "the route" : "the secret");
+		if (is_delete)
+			return PointerGetDatum(tuple);
+		owner = EffectiveOwner(r, row.GetOid("owner"), old_owner);
+		if (owner != row.GetOid("owner"))
+			tuple = WithOid(td->tg_relation, tuple, "owner", owner);
+	} else if (table == "mappings" || table == "filters") {
+		if (is_update || is_delete)
+			RequireOwner(r, RouteOwner(old_row.Text("route")), "route \"" + old_row.Text("route") + "\"");
+		if (is_delete)
+			return PointerGetDatum(tuple);
+		if (!is_update || row.Text("route") != old_row.Text("route"))
+			RequireOwner(r, RouteOwner(row.Text("route")), "route \"" + row.Text("route") + "\"");
+	} else if (table == "endpoints") {
+		if (is_delete)
+			return PointerGetDatum(tuple);
+		CheckEndpointSecret(r, row, is_update ? &old_row : nullptr);
+	} else {
+		Fail(ERRCODE_INTERNAL_ERROR, "switchboard._validate() attached to unexpected table " + table);
+	}
+
+	// What is valid: see the file comment for why a restore skips it.
+	if (RestoringFromDump())
+		return PointerGetDatum(tuple);
 	if (table == "endpoints")
 		ValidateEndpoint(row);
 	else if (table == "routes")
-		ValidateRoute(row);
+		ValidateRoute(row, owner);
 	else if (table == "mappings")
 		ValidateMapping(row);
 	else if (table == "filters")
 		ValidateFilter(row);
-	else
-		Fail(ERRCODE_INTERNAL_ERROR, "switchboard._validate() attached to unexpected table " + table);
 	return PointerGetDatum(tuple);
 }
 
+void
+ValidateStoredRows(const std::string &table, const std::string &where, const std::string &value)
+{
+	SpiResult rows = SpiExec("SELECT * FROM switchboard." + table + " WHERE " + where + " = $1", {value});
+	for (size_t i = 0; i < rows.rows.size(); i++) {
+		Row row = Row::FromSpi(rows, i);
+		if (table == "endpoints")
+			ValidateEndpoint(row);
+		else if (table == "mappings")
+			ValidateMapping(row);
+		else if (table == "filters")
+			ValidateFilter(row);
+	}
+}
+
 } // namespace
+
+namespace switchboard {
+
+std::string
+StoredRouteProblem(const std::string &route)
+{
+	try {
+		// Its own subtransaction: a check that raises is caught here, and what it left behind
+		// (locks, SPI state) rolled back, so the caller can go on with other routes.
+		Subtransaction sub;
+		SpiResult rows = SpiExec("SELECT name, source::oid AS source, endpoint, remote_object, direction, "
+		                         "operations::text AS operations, match_local, match_remote, on_delete, conflict, "
+		                         "pull_interval::text AS pull_interval, enabled, owner::oid AS owner "
+		                         "FROM switchboard.routes WHERE name = $1",
+		                         {route});
+		std::string problem;
+		if (!rows.rows.empty()) {
+			Row row = Row::FromSpi(rows, 0);
+			Oid owner = row.GetOid("owner");
+			if (!OidIsValid(owner))
+				problem = "route \"" + route + "\" has no owner";
+			else {
+				ValidateRoute(row, owner);
+				ValidateStoredRows("endpoints", "name", row.Text("endpoint"));
+				ValidateStoredRows("mappings", "route", route);
+				ValidateStoredRows("filters", "route", route);
+			}
+		}
+		sub.Commit();
+		return problem;
+	} catch (const PgError &e) {
+		return e.what();
+	}
+}
+
+} // namespace switchboard
 
 extern "C" {
 PG_FUNCTION_INFO_V1(switchboard_validate);

@@ -1,6 +1,7 @@
 // preview(route, key, op) and render(change_id): the exact request a row or a queued change
 // becomes, built by the same translator and connector code the worker uses, secrets masked.
 #include "connectors/connector.h"
+#include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
 #include "pg/spi.h"
@@ -119,9 +120,16 @@ PreviewJson(FunctionCallInfo fcinfo)
 	if (!def.source_exists)
 		Fail(ERRCODE_UNDEFINED_TABLE, "the source table of route \"" + route + "\" no longer exists");
 	std::string alias = RelationAlias(def.source);
-	SpiResult rows = SpiExec("SELECT row_to_json(" + alias + ")::text FROM " + QualifiedName(def.source) + " AS " +
-	                             alias + " WHERE " + Parenthesize(def.match_local) + "::text = $1 LIMIT 2",
-	                         {key});
+	SpiResult rows;
+	{
+		// match_local is the route's expression and the row is read with its owner's
+		// privileges, not those of whoever asks for the preview.
+		AsRole as_owner(def.owner);
+		rows = SpiExec("SELECT pg_catalog.row_to_json(" + alias + ")::pg_catalog.text FROM " +
+		                   QualifiedName(def.source) + " AS " + alias + " WHERE " + Parenthesize(def.match_local) +
+		                   "::pg_catalog.text = $1::pg_catalog.text LIMIT 2",
+		               {key}, true);
+	}
 	if (rows.rows.empty())
 		Fail(ERRCODE_NO_DATA_FOUND,
 		     "no row of " + QualifiedName(def.source) + " has key \"" + key + "\" (match_local: " + def.match_local + ")");

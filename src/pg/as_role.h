@@ -1,33 +1,45 @@
-// Running code as another role, as a SECURITY DEFINER function does: switchboard evaluates a
-// route's expressions and writes pulled rows as the owner of the route's source table, so
-// configuration can do no more than that role could with its own data.
+// Running code as another role, as a SECURITY DEFINER function does (SPEC §8 "Who acts"):
+// every expression of a route and every write a pull makes run as the route's owner, so a
+// configuration can do no more than that role could with its own privileges.
 #pragma once
 
 #include "pg/prelude.h"
 
-extern "C" {
-#include "miscadmin.h"
-}
-
 namespace switchboard {
 
+// The search_path route expressions are resolved with, at write time and at run time alike:
+// pg_catalog first (implicitly), then the owner's schema and public, the temporary schema last.
+constexpr const char *kRouteSearchPath = "\"$user\", public, pg_temp";
+
+// While it lives, the current user is role, in a security-restricted operation (no SET ROLE,
+// no temp tables), with search_path kRouteSearchPath. On destruction every setting changed in
+// between is rolled back, including a set_config() by user code, so nothing planted there
+// reaches the statements the caller runs afterwards (the pattern of index builds and VACUUM).
+// Nest it inside any Subtransaction it is used with, never around one that commits or rolls
+// back while it lives: ending a subtransaction also ends the setting levels opened in it.
 class AsRole {
 public:
-	explicit AsRole(Oid role)
-	{
-		GetUserIdAndSecContext(&saved_user_, &saved_context_);
-		SetUserIdAndSecContext(role, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	}
-	~AsRole() { SetUserIdAndSecContext(saved_user_, saved_context_); }
+	explicit AsRole(Oid role);
+	~AsRole();
 	AsRole(const AsRole &) = delete;
 	AsRole &operator=(const AsRole &) = delete;
 
 private:
 	Oid saved_user_ = InvalidOid;
 	int saved_context_ = 0;
+	int guc_nest_level_ = 0;
 };
 
-// The owner of a relation (the current user when it is gone).
+// The owner of a relation (InvalidOid when it is gone).
 Oid TableOwner(Oid relid);
+
+// True when the current user has the privileges of role (is it, a member that inherits, or a
+// superuser), as Postgres checks ownership.
+bool CurrentUserHasPrivsOf(Oid role);
+
+// The role's name, or "role with OID n" once it was dropped.
+std::string RoleName(Oid role);
+
+bool RoleExists(Oid role);
 
 } // namespace switchboard

@@ -75,7 +75,7 @@ RelationAlias(Oid relid)
 std::string
 RowFromClause(Oid source, const std::string &image_sql)
 {
-	return " FROM json_populate_record(NULL::" + QualifiedName(source) + ", " + image_sql + ") AS " +
+	return " FROM pg_catalog.json_populate_record(NULL::" + QualifiedName(source) + ", " + image_sql + ") AS " +
 	       RelationAlias(source);
 }
 
@@ -83,7 +83,8 @@ std::string
 NewOldFromClause(Oid source, const std::string &new_sql, const std::string &old_sql)
 {
 	std::string type = QualifiedName(source);
-	return " FROM json_populate_record(NULL::" + type + ", " + new_sql + ") AS new, json_populate_record(NULL::" +
+	return " FROM pg_catalog.json_populate_record(NULL::" + type + ", " + new_sql +
+	       ") AS new, pg_catalog.json_populate_record(NULL::" +
 	       type + ", " + old_sql + ") AS old";
 }
 
@@ -118,6 +119,8 @@ WalkerFn(F fn)
 	return reinterpret_cast<GenericWalker>(reinterpret_cast<void (*)()>(fn));
 }
 
+bool MayRaise(Node *node, void *context);
+
 struct VarRefs {
 	bool varno1 = false;
 	bool varno2 = false;
@@ -142,6 +145,64 @@ FindVarRefs(Node *node, void *context)
 	if (IsA(node, Query))
 		return query_tree_walker((Query *) node, WalkerFn(FindVarRefs), context, 0);
 	return expression_tree_walker(node, WalkerFn(FindVarRefs), context);
+}
+
+bool
+LeakproofFunction(Oid funcid)
+{
+	return OidIsValid(funcid) && get_func_leakproof(funcid);
+}
+
+// True when node cannot raise an error whatever the row holds: only columns, constants,
+// boolean logic, null tests, CASE/COALESCE and leakproof functions and operators (Postgres'
+// promise that they do not fail on any input). A cast through text, integer arithmetic,
+// current_setting() or any other function may raise, so such a filter is left to the worker.
+bool
+CannotRaise(Node *node, void *context)
+{
+	if (node == nullptr)
+		return true;
+	switch (nodeTag(node)) {
+	case T_Var:
+	case T_Const:
+	case T_CaseTestExpr:
+		return true;
+	case T_BoolExpr:
+	case T_NullTest:
+	case T_BooleanTest:
+	case T_CaseExpr:
+	case T_CaseWhen:
+	case T_CoalesceExpr:
+	case T_RelabelType:
+	case T_List:
+		break;
+	case T_FuncExpr:
+		if (!LeakproofFunction(((FuncExpr *) node)->funcid))
+			return false;
+		break;
+	case T_OpExpr:
+	case T_DistinctExpr:
+	case T_NullIfExpr:
+		set_opfuncid((OpExpr *) node);
+		if (!LeakproofFunction(((OpExpr *) node)->opfuncid))
+			return false;
+		break;
+	case T_ScalarArrayOpExpr:
+		set_sa_opfuncid((ScalarArrayOpExpr *) node);
+		if (!LeakproofFunction(((ScalarArrayOpExpr *) node)->opfuncid))
+			return false;
+		break;
+	default:
+		return false;
+	}
+	// expression_tree_walker stops at the first true: ask it for a child that may raise.
+	return !expression_tree_walker(node, WalkerFn(MayRaise), context);
+}
+
+bool
+MayRaise(Node *node, void *context)
+{
+	return !CannotRaise(node, context);
 }
 
 } // namespace
@@ -177,19 +238,19 @@ AnalyzePredicate(Oid source, const std::string &predicate)
 	PredicateInfo info;
 	Oid type = InvalidOid;
 	VarRefs refs;
-	bool leaky = true, volatile_ = true;
+	bool may_raise = true, volatile_ = true;
 	Guarded([&] {
 		Node *expr = FirstTarget(query);
 		type = exprType(expr);
 		FindVarRefs(expr, &refs);
-		leaky = query->hasSubLinks || contain_leaked_vars(expr);
+		may_raise = query->hasSubLinks || MayRaise(expr, nullptr);
 		volatile_ = contain_volatile_functions(expr);
 	});
 	if (type != BOOLOID)
 		Fail(ERRCODE_DATATYPE_MISMATCH, "must be a boolean expression, not " + std::string(format_type_be(type)));
 	info.refs_new = refs.varno1;
 	info.refs_old = refs.varno2;
-	info.when_safe = !leaky && !volatile_;
+	info.when_safe = !may_raise && !volatile_;
 	return info;
 }
 

@@ -31,8 +31,9 @@ Oid AnalyzeValueExpression(const std::string &expr, Oid target_type, int32 targe
 struct PredicateInfo {
 	bool refs_new = false;
 	bool refs_old = false;
-	// Can run in the trigger's WHEN clause: no function that may raise on a value of the row
-	// (all leakproof), nothing volatile, no subquery. Others are evaluated by the worker.
+	// Can run in the trigger's WHEN clause: nothing that may raise (only leakproof functions
+	// and operators, no cast through text, no subquery), nothing volatile. Others are
+	// evaluated by the worker, so a filter never fails the application's write (SPEC §3).
 	bool when_safe = false;
 };
 PredicateInfo AnalyzePredicate(Oid source, const std::string &predicate);

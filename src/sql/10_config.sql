@@ -2,7 +2,10 @@
 
 CREATE TABLE switchboard.secrets (
 	name text PRIMARY KEY,
-	value text NOT NULL
+	value text NOT NULL,
+	-- The role that wrote it (set by _validate). Only roles with its privileges may change or
+	-- delete it, attach it to an endpoint, or move an endpoint that carries it (SPEC §8).
+	owner regrole
 );
 COMMENT ON TABLE switchboard.secrets IS 'Credentials referenced by endpoints.secret; readable only by the extension owner';
 
@@ -30,7 +33,10 @@ CREATE TABLE switchboard.routes (
 	pull_interval interval NOT NULL DEFAULT '1 minute',
 	enabled boolean NOT NULL DEFAULT true,
 	-- Set by switchboard when it disables a route itself (source dropped, webhook 410).
-	disabled_reason text
+	disabled_reason text,
+	-- The role its expressions run as and whose privileges bound what it may read and write
+	-- (SPEC §8 Who acts). Set by _validate to the writer; changed only by a member of it.
+	owner regrole
 );
 COMMENT ON TABLE switchboard.routes IS 'One row per flow between a local table and a remote object';
 
@@ -66,13 +72,17 @@ CREATE FUNCTION switchboard._validate() RETURNS trigger
 CREATE FUNCTION switchboard._sync_capture() RETURNS trigger
 	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_sync_capture';
 
+-- Deletes are checked too: only a role with the owner's privileges may remove a route, its
+-- mappings and filters, or a secret.
 CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.endpoints
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
-CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.routes
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.secrets
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
-CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.mappings
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.routes
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
-CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.filters
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.mappings
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.filters
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
 CREATE TRIGGER sync_capture AFTER INSERT OR UPDATE OR DELETE ON switchboard.routes
 	FOR EACH ROW EXECUTE FUNCTION switchboard._sync_capture();

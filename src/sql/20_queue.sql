@@ -52,17 +52,21 @@ CREATE FUNCTION switchboard.capture() RETURNS trigger
 	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_capture';
 
 -- A dropped source table disables its routes with a reason instead of breaking anything.
+-- SECURITY DEFINER functions search pg_catalog first and the caller's temporary schema last
+-- (never first, where a temp table or domain could stand in for a catalog or a type; Postgres
+-- never looks up functions or operators there), and qualify tables and functions besides.
 CREATE FUNCTION switchboard._on_sql_drop() RETURNS event_trigger
-	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	dropped record;
 BEGIN
-	FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects()
-		WHERE object_type IN ('table', 'partitioned table') LOOP
+	FOR dropped IN SELECT d.objid, d.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() d
+		WHERE d.object_type IN ('table', 'partitioned table') LOOP
 		UPDATE switchboard.routes
 		   SET enabled = false,
 		       source = NULL,  -- a dangling OID could name another table after a restore
-		       disabled_reason = format('source table %s was dropped at %s', dropped.object_identity, now())
+		       disabled_reason = pg_catalog.format('source table %s was dropped at %s', dropped.object_identity,
+		                                           pg_catalog.now())
 		 WHERE source = dropped.objid;
 	END LOOP;
 END $$;
@@ -74,17 +78,19 @@ CREATE EVENT TRIGGER switchboard_source_dropped ON sql_drop
 CREATE FUNCTION switchboard._tie_to_extension(trigger_oid oid) RETURNS void
 	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_tie_to_extension';
 CREATE FUNCTION switchboard._on_trigger_created() RETURNS event_trigger
-	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	created record;
 BEGIN
 	FOR created IN
-		SELECT t.oid FROM pg_event_trigger_ddl_commands() c
-		  JOIN pg_trigger t ON t.oid = c.objid AND c.classid = 'pg_trigger'::regclass
-		 WHERE t.tgfoid = 'switchboard.capture()'::regprocedure
-		   AND NOT EXISTS (SELECT 1 FROM pg_depend d
-		                    WHERE d.classid = 'pg_trigger'::regclass AND d.objid = t.oid
-		                      AND d.refclassid = 'pg_extension'::regclass)
+		SELECT t.oid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+		  JOIN pg_catalog.pg_trigger t ON t.oid = c.objid
+		   AND c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+		 WHERE t.tgfoid = 'switchboard.capture()'::pg_catalog.regprocedure
+		   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+		                    WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+		                      AND d.objid = t.oid
+		                      AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass)
 	LOOP
 		PERFORM switchboard._tie_to_extension(created.oid);
 	END LOOP;

@@ -27,7 +27,7 @@ COMMENT ON VIEW switchboard.route_status IS 'Per route: queue depth, delivered/d
 
 CREATE VIEW switchboard.dead_letters AS
 SELECT id, route, op, key, attempts, last_status, last_error,
-       coalesce(payload, to_jsonb(coalesce(new, old))) AS payload,
+       payload,  -- the mapped fields only: never the row image (readable by pg_monitor)
        failed_at
   FROM switchboard.queue
  WHERE state = 'dead';

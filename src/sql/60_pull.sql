@@ -34,14 +34,14 @@ SELECT r.name AS route, r.direction, r.enabled,
 COMMENT ON VIEW switchboard.pull_status IS 'Per pulling route: cursor, last pull, records pulled, deleted, skipped, failed, last error';
 
 CREATE FUNCTION switchboard.pull_now(route text) RETURNS void
-	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = pull_now.route AND r.direction IN ('pull', 'both')) THEN
 		RAISE EXCEPTION 'route "%" does not exist or does not pull (direction pull or both)', route
 			USING ERRCODE = 'undefined_object';
 	END IF;
-	INSERT INTO switchboard.pull_state AS p (route, next_pull_at) VALUES (pull_now.route, now())
-	ON CONFLICT ON CONSTRAINT pull_state_pkey DO UPDATE SET next_pull_at = now();
+	INSERT INTO switchboard.pull_state AS p (route, next_pull_at) VALUES (pull_now.route, pg_catalog.now())
+	ON CONFLICT ON CONSTRAINT pull_state_pkey DO UPDATE SET next_pull_at = pg_catalog.now();
 	PERFORM switchboard.wake();
 END $$;
 COMMENT ON FUNCTION switchboard.pull_now(text) IS 'Poll the route''s endpoint at once instead of at the next pull_interval';

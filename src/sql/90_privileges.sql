@@ -9,20 +9,20 @@ GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.
 -- One call lets a role configure and watch switchboard: write every configuration table,
 -- write (but never read) secrets, read the queue and status, and use every function.
 CREATE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
-	LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-	EXECUTE format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
-	EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
+	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
 	               'switchboard.mappings, switchboard.filters TO %s', role);
-	EXECUTE format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
-	EXECUTE format('GRANT SELECT (name) ON switchboard.secrets TO %s', role);
-	EXECUTE format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
-	EXECUTE format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
+	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
 	               'switchboard.route_stats, switchboard.remote_ids, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
 	               'switchboard.pull_state TO %s', role);
-	EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
-	EXECUTE format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
+	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
 END $$;
 COMMENT ON FUNCTION switchboard.grant_admin(regrole) IS
 	'Lets a role configure and monitor switchboard (secrets stay write-only for it)';

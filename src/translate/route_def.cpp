@@ -1,10 +1,16 @@
 #include "translate/route_def.h"
 
+#include <chrono>
+#include <map>
+
+#include "config/validate.h"
+#include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
 #include "pg/spi.h"
 
 extern "C" {
+#include "miscadmin.h"
 #include "utils/lsyscache.h"
 }
 
@@ -69,13 +75,67 @@ ParseOperations(const std::string &text_array)
 	return ops;
 }
 
+namespace {
+
+// Definitions that passed StoredRouteProblem, by the text they were loaded from: a round
+// re-checks only what changed, and everything again after a while (privileges change too).
+struct CheckedDefinition {
+	std::string problem;
+	int64_t checked_at_ms = 0;
+};
+std::map<std::string, CheckedDefinition> checked_definitions;
+constexpr int64_t kRecheckMs = 10 * 1000;
+constexpr size_t kMaxCheckedDefinitions = 1000;
+
+int64_t
+SteadyMs()
+{
+	using namespace std::chrono;
+	return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+void
+CheckDefinition(const std::string &name, const std::string &fingerprint)
+{
+	// Only the worker, which loads the same routes round after round, keeps results; any
+	// other caller (preview, resync, attaching triggers) checks every time.
+	if (!IsBackgroundWorker) {
+		std::string problem = StoredRouteProblem(name);
+		if (!problem.empty())
+			Fail(ERRCODE_INVALID_OBJECT_DEFINITION, "route \"" + name + "\" is not used: " + problem, "",
+			     "fix the definition; its changes are kept until then");
+		return;
+	}
+	int64_t now = SteadyMs();
+	auto it = checked_definitions.find(fingerprint);
+	if (it == checked_definitions.end() || now - it->second.checked_at_ms > kRecheckMs) {
+		if (checked_definitions.size() >= kMaxCheckedDefinitions)
+			checked_definitions.clear();
+		CheckedDefinition checked{StoredRouteProblem(name), now};
+		it = checked_definitions.insert_or_assign(fingerprint, checked).first;
+	}
+	if (!it->second.problem.empty())
+		Fail(ERRCODE_INVALID_OBJECT_DEFINITION, "route \"" + name + "\" is not used: " + it->second.problem, "",
+		     "fix the definition; its changes are kept until then");
+}
+
+void
+AddField(std::string *fingerprint, const SpiText &value)
+{
+	// Length-prefixed, so that no two different definitions print the same.
+	*fingerprint += value ? std::to_string(value->size()) + ":" + *value : "-";
+}
+
+} // namespace
+
 std::optional<RouteDef>
 FindRoute(const std::string &name, bool with_secret)
 {
 	SpiResult r = SpiExec("SELECT r.source::oid, r.direction, r.operations::text, r.match_local, r.enabled, "
 	                      "r.remote_object, coalesce(r.match_remote, ''), r.on_delete, "
 	                      "e.name, e.kind, e.base_url, e.options::text, e.secret, "
-	                      "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.source) "
+	                      "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.source), r.owner::oid, "
+	                      "r.conflict, r.pull_interval::text, e.enabled "
 	                      "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
 	                      "WHERE r.name = $1",
 	                      {name});
@@ -98,6 +158,7 @@ FindRoute(const std::string &name, bool with_secret)
 	def.endpoint.base_url = *row[10];
 	def.endpoint.options = Json::parse(*row[11]);
 	def.source_exists = *row[13] == "t";
+	def.owner = row[14] ? static_cast<Oid>(std::stoul(*row[14])) : InvalidOid;
 	def.has_secret = row[12].has_value();
 	// Only the owner (and the worker) may read secrets; configuration paths never ask.
 	if (with_secret && row[12])
@@ -110,11 +171,24 @@ FindRoute(const std::string &name, bool with_secret)
 		def.mappings.push_back(MappingDef{*mr[0], mr[1], mr[2], mr[3]});
 
 	SpiResult f = SpiExec("SELECT name, predicate FROM switchboard.filters WHERE route = $1 ORDER BY name", {name});
+	std::string fingerprint = name;
+	for (const auto &v : row)
+		AddField(&fingerprint, v);
+	for (const auto &mr : m.rows)
+		for (const auto &v : mr)
+			AddField(&fingerprint, v);
+	for (const auto &fr : f.rows)
+		for (const auto &v : fr)
+			AddField(&fingerprint, v);
+	// A route whose table was dropped is only kept as a record; there is nothing to check.
+	if (def.source_exists)
+		CheckDefinition(name, fingerprint);
 	for (auto &fr : f.rows) {
 		FilterDef filter;
 		filter.name = *fr[0];
 		filter.predicate = *fr[1];
 		if (def.source_exists) {
+			AsRole as_owner(def.owner);
 			PredicateInfo info = AnalyzePredicate(def.source, filter.predicate);
 			filter.refs_new = info.refs_new;
 			filter.refs_old = info.refs_old;

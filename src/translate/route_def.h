@@ -37,6 +37,7 @@ struct RouteDef {
 	std::vector<Op> operations;
 	std::string match_local;
 	bool enabled = true;
+	Oid owner = InvalidOid; // the role its expressions and pulled writes run as
 	Route route;       // connector's view: remote_object, match_remote, on_delete
 	Endpoint endpoint; // secret resolved only when asked for
 	bool has_secret = false;
@@ -46,7 +47,9 @@ struct RouteDef {
 	bool NeedsOldImage() const; // an update must carry its old image for a deferred filter
 };
 
-// Throws PgError (undefined object) when the route does not exist.
+// Both check the stored definition as it would be checked when written (StoredRouteProblem)
+// and throw PgError when it fails: nothing uses a definition that skipped validation.
+// LoadRoute also throws (undefined object) when the route does not exist.
 RouteDef LoadRoute(const std::string &name, bool with_secret);
 std::optional<RouteDef> FindRoute(const std::string &name, bool with_secret);
 

@@ -77,6 +77,8 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		t.error = "source table of route \"" + def.name + "\" no longer exists";
 		return t;
 	}
+	// Whoever asks (the worker, a DBA's preview), the route's expressions run as its owner.
+	AsRole as_owner(def.owner);
 
 	std::vector<const FilterDef *> filters;
 	for (const auto &f : def.filters)
@@ -251,7 +253,7 @@ TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows)
 		failed.error = "source table of route \"" + def.name + "\" no longer exists";
 		return std::vector<Translation>(rows.size(), failed);
 	}
-	AsRole as_owner(TableOwner(def.source));
+	AsRole as_owner(def.owner);
 	if (TranslateSetBased(def, rows, &out))
 		return out;
 	out.clear();
@@ -260,13 +262,4 @@ TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows)
 	return out;
 }
 
-} // namespace switchboard
-
-namespace switchboard {
-Oid
-TableOwner(Oid relid)
-{
-	SpiText owner = SpiScalar("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1::oid", {std::to_string(relid)});
-	return owner ? static_cast<Oid>(std::stoul(*owner)) : GetUserId();
-}
 } // namespace switchboard

@@ -35,8 +35,8 @@ struct PendingRow {
 
 // Translates many changes of one route with the filters the trigger did not evaluate: in one
 // query when every row translates, row by row (to name the failing filter or mapping) when
-// one does not. Runs as the owner of the route's source table, so expressions in the
-// configuration can do no more than that role could with its own data.
+// one does not. Both run as the route's owner (RouteDef::owner), so expressions in the
+// configuration can do no more than that role could with its own privileges.
 std::vector<Translation> TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows);
 
 // {"a","b"} with the quoting Postgres array input expects; nullopt elements become NULL.

@@ -18,6 +18,7 @@ extern "C" {
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -26,7 +27,9 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 }
 
 namespace switchboard {
@@ -113,8 +116,31 @@ TemplateOf(CreatedbStmt *stmt)
 	return InvalidOid;
 }
 
+// Whether the current user may run a command that needs database to itself: its owner
+// (renaming also needs CREATEDB), or anyone with CREATEDB copying a template database.
+// Postgres makes the same checks itself later; asking first means that a command bound to
+// fail with "permission denied" does not stop another database's worker on the way.
+bool
+MayTakeOverDatabase(Node *node, Oid database)
+{
+	if (IsA(node, CreatedbStmt)) {
+		if (!have_createdb_privilege())
+			return false;
+		bool is_template = false;
+		HeapTuple tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(database));
+		if (HeapTupleIsValid(tuple)) {
+			is_template = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
+			ReleaseSysCache(tuple);
+		}
+		return is_template || pg_database_ownercheck(database, GetUserId());
+	}
+	if (IsA(node, RenameStmt) && !have_createdb_privilege())
+		return false;
+	return pg_database_ownercheck(database, GetUserId());
+}
+
 // Commands that need a database to themselves stop its worker first (and keep it away for a
-// while), so the worker never blocks them.
+// while), so the worker never blocks them; only when the command is allowed at all.
 void
 ProcessUtility(PlannedStmt *pstmt, const char *query, bool read_only_tree, ProcessUtilityContext context,
                ParamListInfo params, QueryEnvironment *query_env, DestReceiver *dest, QueryCompletion *qc)
@@ -129,15 +155,17 @@ ProcessUtility(PlannedStmt *pstmt, const char *query, bool read_only_tree, Proce
 		database = TemplateOf((CreatedbStmt *) node);
 	else if (IsA(node, AlterDatabaseStmt))
 		database = get_database_oid(((AlterDatabaseStmt *) node)->dbname, true);
-	if (OidIsValid(database) && database != MyDatabaseId)
+	if (OidIsValid(database) && database != MyDatabaseId && MayTakeOverDatabase(node, database))
 		StopWorkerFor(database, 10 * 1000, 5 * 1000);
 	// DROP EXTENSION switchboard takes its tables one by one; a worker in the middle of a
 	// round could deadlock with it. Stop this database's worker first (it comes back after
-	// the hold if the drop rolls back).
+	// the hold if the drop rolls back), when the user may drop it (owns the extension).
 	if (IsA(node, DropStmt) && ((DropStmt *) node)->removeType == OBJECT_EXTENSION) {
 		ListCell *lc;
+		Oid extension = get_extension_oid("switchboard", true);
 		foreach (lc, ((DropStmt *) node)->objects)
-			if (strcmp(strVal(lfirst(lc)), "switchboard") == 0)
+			if (strcmp(strVal(lfirst(lc)), "switchboard") == 0 && OidIsValid(extension) &&
+			    pg_extension_ownercheck(extension, GetUserId()))
 				StopWorkerFor(MyDatabaseId, 3 * 1000, 5 * 1000);
 	}
 

@@ -36,36 +36,79 @@ struct PullColumn {
 
 // The statements that apply records of one route, built from its definition.
 struct ApplySql {
-	std::string pending_ms; // per key with pending local changes: the newest one's capture time, unix ms
-	std::string drop_pending;
 	std::string update;
 	std::string insert;
 	std::string remove;
 };
+
+// Keys with local changes still waiting to be pushed: the newest one's capture time (unix ms)
+// and the queue ids. The queue is read as the worker; match_local, an expression of the route,
+// is evaluated as its owner over the row images (never as the worker).
+struct PendingKey {
+	int64_t newest_ms = 0;
+	std::vector<SpiText> ids;
+};
+
+std::map<std::string, PendingKey>
+PendingLocalChanges(const RouteDef &def)
+{
+	SpiResult queued = SpiExecPrepared(
+	    "SELECT q.id, q.key, coalesce(q.new, q.old)::text, "
+	    "(pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8 "
+	    "FROM switchboard.queue q WHERE q.route = $1 AND q.state IN ('pending', 'in_flight')",
+	    {def.name});
+	std::vector<SpiText> images;
+	std::vector<size_t> unkeyed;
+	for (size_t i = 0; i < queued.rows.size(); i++)
+		if (!queued.rows[i][1]) {
+			images.push_back(queued.rows[i][2]);
+			unkeyed.push_back(i);
+		}
+	std::vector<SpiText> computed;
+	if (!images.empty()) {
+		AsRole as_owner(def.owner);
+		SpiResult keys = SpiExecPrepared("SELECT k.key FROM pg_catalog.unnest($1::pg_catalog.json[]) WITH ORDINALITY "
+		                                 "AS i(img, n) CROSS JOIN LATERAL (SELECT " +
+		                                     Parenthesize(def.match_local) + "::pg_catalog.text AS key" +
+		                                     RowFromClause(def.source, "i.img") + ") k ORDER BY i.n",
+		                                 {ArrayLiteral(images)});
+		for (auto &row : keys.rows)
+			computed.push_back(row[0]);
+	}
+	std::map<std::string, PendingKey> pending;
+	for (size_t i = 0, u = 0; i < queued.rows.size(); i++) {
+		const SpiRow &row = queued.rows[i];
+		SpiText key = row[1];
+		if (!key && u < unkeyed.size() && unkeyed[u] == i)
+			key = u < computed.size() ? computed[u++] : SpiText();
+		if (!key)
+			continue;
+		PendingKey &p = pending[*key];
+		p.newest_ms = std::max<int64_t>(p.newest_ms, std::stoll(*row[3]));
+		p.ids.push_back(row[0]);
+	}
+	return pending;
+}
 
 ApplySql
 BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 {
 	std::string table = QualifiedName(def.source);
 	std::string alias = RelationAlias(def.source);
-	std::string key = Parenthesize(def.match_local) + "::text";
-	std::string queue_key = "coalesce(q.key, (SELECT " + key + RowFromClause(def.source, "coalesce(q.new, q.old)") + "))";
+	std::string key = Parenthesize(def.match_local) + "::pg_catalog.text";
 	ApplySql sql;
-	sql.pending_ms = "SELECT " + queue_key + ", (extract(epoch FROM max(q.captured_at)) * 1000)::bigint "
-	                 "FROM switchboard.queue q WHERE q.route = $1 AND q.state IN ('pending', 'in_flight') GROUP BY 1";
-	sql.drop_pending = "DELETE FROM switchboard.queue q WHERE q.route = $1 AND q.state IN ('pending', 'in_flight') AND " +
-	                   queue_key + " = $2";
 	auto value = [](const PullColumn &c) {
 		std::string field = QuoteLiteral(c.field);
 		if (c.pull_expr)
-			return "CAST((SELECT " + Parenthesize(*c.pull_expr) + " FROM (SELECT pulled.rec -> " + field +
-			       " AS value) AS v) AS " + c.type + ")";
-		return "CAST(pulled.rec ->> " + field + " AS " + c.type + ")";
+			return "CAST((SELECT " + Parenthesize(*c.pull_expr) + " FROM (SELECT pulled.rec OPERATOR(pg_catalog.->) " +
+			       field + " AS value) AS v) AS " + c.type + ")";
+		return "CAST(pulled.rec OPERATOR(pg_catalog.->>) " + field + " AS " + c.type + ")";
 	};
 	std::string sets, cols, values;
 	for (const auto &c : columns) {
 		std::string col = QuoteIdent(c.column);
-		sets += (sets.empty() ? "" : ", ") + col + " = CASE WHEN pulled.rec ? " + QuoteLiteral(c.field) + " THEN " +
+		sets += (sets.empty() ? "" : ", ") + col + " = CASE WHEN pulled.rec OPERATOR(pg_catalog.?) " +
+		        QuoteLiteral(c.field) + " THEN " +
 		        value(c) + " ELSE " + alias + "." + col + " END";
 		cols += (cols.empty() ? "" : ", ") + col;
 		values += (values.empty() ? "" : ", ") + value(c);
@@ -74,12 +117,16 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 		sets = "";
 		cols = "";
 	}
-	sql.update = columns.empty() ? "SELECT count(*) FROM " + table + " AS " + alias + " WHERE " + key + " = $1"
+	// The key comparison is the owner's expression against text: resolved with the route's
+	// search_path (pg_catalog first), as the owner, like the rest of these statements.
+	sql.update = columns.empty() ? "SELECT pg_catalog.count(*) FROM " + table + " AS " + alias + " WHERE " + key +
+	                                   " = $1::pg_catalog.text"
 	                             : "UPDATE " + table + " AS " + alias + " SET " + sets +
-	                                   " FROM (SELECT $2::jsonb AS rec) AS pulled WHERE " + key + " = $1";
+	                                   " FROM (SELECT $2::pg_catalog.jsonb AS rec) AS pulled WHERE " + key +
+	                                   " = $1::pg_catalog.text";
 	sql.insert = columns.empty() ? "" : "INSERT INTO " + table + " (" + cols + ") SELECT " + values +
-	                                        " FROM (SELECT $1::jsonb AS rec) AS pulled";
-	sql.remove = "DELETE FROM " + table + " AS " + alias + " WHERE " + key + " = $1";
+	                                        " FROM (SELECT $1::pg_catalog.jsonb AS rec) AS pulled";
+	sql.remove = "DELETE FROM " + table + " AS " + alias + " WHERE " + key + " = $1::pg_catalog.text";
 	return sql;
 }
 
@@ -127,7 +174,18 @@ PullsDue(int limit)
 	    {Num(limit)});
 	std::vector<DuePull> due;
 	for (const auto &row : r.rows) {
-		auto def = FindRoute(*row[0], true);
+		// A route that cannot be loaded backs off with the reason, instead of sorting first
+		// (its next_pull_at the oldest) and starving the others.
+		std::optional<RouteDef> def;
+		try {
+			Subtransaction sub;
+			def = FindRoute(*row[0], true);
+			sub.Commit();
+		} catch (const PgError &e) {
+			long interval_ms = std::stol(*row[7]);
+			RecordRoutePullError(*row[0], e.what(), 0, std::min<long>(interval_ms, 30 * 1000));
+			continue;
+		}
 		if (!def || !def->source_exists)
 			continue;
 		DuePull pull;
@@ -157,12 +215,8 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 	ApplySql sql = BuildApplySql(def, columns);
 	std::vector<SpiText> rid_keys, rid_values, gone_keys;
 	// Keys with local changes still waiting to be pushed, read once per page.
-	std::map<std::string, int64_t> pending;
-	for (const auto &row : SpiExecPrepared(sql.pending_ms, {def.name}).rows)
-		if (row[0] && row[1])
-			pending[*row[0]] = std::stoll(*row[1]);
+	std::map<std::string, PendingKey> pending = PendingLocalChanges(def);
 	{
-		AsRole as_owner(TableOwner(def.source));
 		SuppressCapture no_echo(def.name);
 		for (const RemoteRecord &record : page.records) {
 			try {
@@ -174,31 +228,37 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 				auto local = pending.find(record.key);
 				if (local != pending.end()) {
 					bool remote_wins = pull.conflict == "remote" ||
-					                   (pull.conflict == "newest" && record.modified_ms > local->second);
+					                   (pull.conflict == "newest" && record.modified_ms > local->second.newest_ms);
 					if (!remote_wins) {
 						counts.skipped++;
 						sub.Commit();
 						continue;
 					}
 					// The older local state must not overwrite what is being applied.
-					SpiExecPrepared(sql.drop_pending, {def.name, record.key});
+					SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::pg_catalog.int8[])",
+					                {ArrayLiteral(local->second.ids)});
 					pending.erase(local);
 				}
-				if (record.deleted) {
-					if (def.route.on_delete == "delete")
-						SpiExecPrepared(sql.remove, {record.key});
-					gone_keys.emplace_back(record.key);
-					counts.deleted++;
-				} else {
-					std::string rec = record.fields.dump();
-					SpiResult updated = SpiExecPrepared(sql.update, {record.key, rec});
-					bool found = columns.empty() ? (!updated.rows.empty() && updated.rows[0][0] != SpiText("0"))
-					                             : updated.processed > 0;
-					if (!found && !sql.insert.empty())
-						SpiExecPrepared(sql.insert, {rec});
-					rid_keys.emplace_back(record.key);
-					rid_values.emplace_back(record.remote_id);
-					counts.applied++;
+				// The table is written as the route's owner, with that role's privileges only
+				// (a scope that ends before the subtransaction does: see AsRole).
+				{
+					AsRole as_owner(def.owner);
+					if (record.deleted) {
+						if (def.route.on_delete == "delete")
+							SpiExecPrepared(sql.remove, {record.key});
+						gone_keys.emplace_back(record.key);
+						counts.deleted++;
+					} else {
+						std::string rec = record.fields.dump();
+						SpiResult updated = SpiExecPrepared(sql.update, {record.key, rec});
+						bool found = columns.empty() ? (!updated.rows.empty() && updated.rows[0][0] != SpiText("0"))
+						                             : updated.processed > 0;
+						if (!found && !sql.insert.empty())
+							SpiExecPrepared(sql.insert, {rec});
+						rid_keys.emplace_back(record.key);
+						rid_values.emplace_back(record.remote_id);
+						counts.applied++;
+					}
 				}
 				sub.Commit();
 			} catch (const PgError &e) {
@@ -258,12 +318,18 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 void
 RecordPullError(const DuePull &pull, const std::string &error, long http_status, long retry_ms)
 {
+	RecordRoutePullError(pull.def.name, error, http_status, retry_ms);
+}
+
+void
+RecordRoutePullError(const std::string &route, const std::string &error, long http_status, long retry_ms)
+{
 	SpiExecPrepared("INSERT INTO switchboard.pull_state AS p (route, next_pull_at, last_error, last_error_at) "
 	                "VALUES ($1, clock_timestamp() + $2::bigint * interval '1 ms', $3, now()) "
 	                "ON CONFLICT (route) DO UPDATE SET next_pull_at = excluded.next_pull_at, "
 	                "last_error = excluded.last_error, last_error_at = now()",
-	                {pull.def.name, Num(retry_ms), error});
-	Log(pull.def.name, std::nullopt, "pull_error", http_status ? SpiText(Num(http_status)) : SpiText(),
+	                {route, Num(retry_ms), error});
+	Log(route, std::nullopt, "pull_error", http_status ? SpiText(Num(http_status)) : SpiText(),
 	    std::nullopt, error);
 }
 

@@ -35,6 +35,7 @@ PullCounts ApplyPullPage(const DuePull &pull, const PullPage &page, long http_st
 
 // A pull that could not fetch or parse a page: the cursor stays, the route is tried again later.
 void RecordPullError(const DuePull &pull, const std::string &error, long http_status, long retry_ms);
+void RecordRoutePullError(const std::string &route, const std::string &error, long http_status, long retry_ms);
 
 // Milliseconds until the next pull is due (-1: no pulling route).
 long MsUntilNextPull();

@@ -129,7 +129,7 @@ RecoverInFlight()
 }
 
 ClaimedBatch
-ClaimDue(int limit)
+ClaimDue(int limit, const std::vector<SpiText> &held_routes)
 {
 	ClaimedBatch out;
 	SpiResult r = SpiExecPrepared(
@@ -138,9 +138,9 @@ ClaimDue(int limit)
 	    "FROM switchboard.queue q LEFT JOIN switchboard.routes r ON r.name = q.route "
 	    "LEFT JOIN switchboard.endpoints e ON e.name = r.endpoint "
 	    "WHERE q.state = 'pending' AND (q.next_attempt_at IS NULL OR q.next_attempt_at <= now()) "
-	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) "
+	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) AND q.route <> ALL ($2::text[]) "
 	    "ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED",
-	    {Num(limit)});
+	    {Num(limit), ArrayLiteral(held_routes)});
 	out.rows = r.rows.size();
 	if (r.rows.empty())
 		return out;
@@ -164,7 +164,21 @@ ClaimDue(int limit)
 
 	for (const auto &route_name : route_order) {
 		const auto &rows = by_route[route_name];
-		auto def = rows.front().route_exists ? FindRoute(route_name, true) : std::nullopt;
+		std::optional<RouteDef> def;
+		if (rows.front().route_exists) {
+			// A route that cannot be loaded (its definition fails the write-time checks, its
+			// owner lost a privilege) is held with the reason: its changes stay pending, the
+			// other routes go on.
+			try {
+				Subtransaction sub;
+				def = FindRoute(route_name, true);
+				sub.Commit();
+			} catch (const PgError &e) {
+				stats[route_name].second = e.what();
+				out.held_routes.push_back(route_name);
+				continue;
+			}
+		}
 		std::vector<Translation> translations;
 		if (!def) {
 			Translation gone;
@@ -409,13 +423,15 @@ WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints)
 }
 
 long
-MsUntilNextDue()
+MsUntilNextDue(const std::vector<SpiText> &held_routes)
 {
-	SpiText ms = SpiScalar(
+	SpiText ms = SpiExecPrepared(
 	    "SELECT CASE WHEN count(*) = 0 THEN NULL WHEN bool_or(q.next_attempt_at IS NULL) THEN 0 "
 	    "ELSE greatest(0, ceil(extract(epoch FROM "
 	    "min(q.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint FROM switchboard.queue q JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
-	    "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending'");
+	    "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending' "
+	    "AND q.route <> ALL ($1::text[])",
+	    {ArrayLiteral(held_routes)}).rows[0][0];
 	if (!ms)
 		return -1;
 	return std::stol(*ms);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "delivery/dispatcher.h"
+#include "pg/spi.h"
 
 namespace switchboard {
 
@@ -37,6 +38,7 @@ struct ClaimedBatch {
 	std::vector<RouteBatch> batches; // one per route, changes coalesced per key
 	std::map<int64_t, ClaimedChange> changes;
 	size_t rows = 0; // queue rows looked at
+	std::vector<std::string> held_routes; // not loaded (see route_status.last_error); changes kept
 };
 
 bool ExtensionExists();
@@ -47,7 +49,8 @@ void RecoverInFlight();
 
 // Claims up to limit due changes (in id order), translates them, coalesces each key to its
 // latest state, marks those in flight and settles the rest (filtered, superseded, failed).
-ClaimedBatch ClaimDue(int limit);
+// Changes of held_routes (see ClaimedBatch::held_routes) are left alone.
+ClaimedBatch ClaimDue(int limit, const std::vector<SpiText> &held_routes);
 
 // A claim that failed outside any row's translation: park the oldest due change as a dead
 // letter with the error so that it cannot block the queue.
@@ -61,7 +64,7 @@ void RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Ro
 void WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints);
 
 // Milliseconds until the earliest pending change is due (-1: none pending).
-long MsUntilNextDue();
+long MsUntilNextDue(const std::vector<SpiText> &held_routes);
 
 void PruneHistory(int retention_s);
 

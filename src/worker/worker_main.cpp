@@ -173,10 +173,13 @@ private:
 				PruneHistory(setting_history_retention_s);
 				last_prune_ms_ = NowMs();
 			}
+			std::vector<SpiText> held = HeldRoutes();
 			if (setting_enabled)
-				claimed = ClaimDue(kClaimLimit);
+				claimed = ClaimDue(kClaimLimit, held);
+			for (const auto &route : claimed.held_routes)
+				held_until_[route] = NowMs() + kHoldMs;
 			if (claimed.changes.empty())
-				next_due = setting_enabled ? MsUntilNextDue() : -1;
+				next_due = setting_enabled ? MsUntilNextDue(held) : -1;
 			tx.Commit();
 		}
 		if (claimed.changes.empty()) {
@@ -199,6 +202,23 @@ private:
 		for (const auto &action : actions)
 			ereport(LOG, (errmsg("switchboard: route \"%s\" disabled: %s", action.route.c_str(), action.reason.c_str())));
 		return 0;
+	}
+
+	// Routes whose definition could not be loaded wait kHoldMs before they are looked at again
+	// (the reason is in route_status); their changes are not claimed meanwhile, so they neither
+	// spin the loop nor crowd out the changes of other routes.
+	std::vector<SpiText> HeldRoutes()
+	{
+		std::vector<SpiText> held;
+		for (auto it = held_until_.begin(); it != held_until_.end();) {
+			if (it->second <= NowMs()) {
+				it = held_until_.erase(it);
+				continue;
+			}
+			held.emplace_back(it->first);
+			++it;
+		}
+		return held;
 	}
 
 	bool ExtensionStillExists()
@@ -259,6 +279,8 @@ private:
 	int64_t last_prune_ms_ = 0;
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;
+	std::map<std::string, int64_t> held_until_;
+	static constexpr int64_t kHoldMs = 5000;
 };
 
 } // namespace
@@ -282,6 +304,9 @@ switchboard_worker_main(Datum arg)
 	on_shmem_exit(OnExit, ObjectIdGetDatum(database));
 	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
 	pgstat_report_appname("switchboard worker");
+	// The worker's own statements resolve names in pg_catalog only (the temporary schema last),
+	// whatever the database's settings say; route expressions get their own path (AsRole).
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	std::string error;
 	if (!HttpGlobalInit(&error))
 		ereport(ERROR, (errmsg("switchboard: libcurl could not be initialised: %s", error.c_str())));

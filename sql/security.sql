@@ -1,0 +1,191 @@
+-- Security (SPEC §8 "Who acts"): every attack below is run as the unprivileged role it names
+-- and must fail; hijack_log records who ran the attacker's code, and must never show a
+-- superuser.
+CREATE EXTENSION switchboard;
+CREATE ROLE sb_dba SUPERUSER;  -- the DBA (a role of its own, so that its name is known)
+CREATE ROLE sb_plain;    -- no grant at all (TEMP on the database, like every role by default)
+CREATE ROLE sb_config;   -- granted switchboard's configuration
+SELECT switchboard.grant_admin('sb_config');
+GRANT CREATE ON SCHEMA public TO sb_plain, sb_config;
+SET ROLE sb_dba;
+CREATE TABLE hijack_log (who name, at text);
+GRANT INSERT ON hijack_log TO PUBLIC;
+-- The attacker's code: records the role it runs as, and tries to make sb_plain superuser.
+CREATE FUNCTION public.hijack(anyelement) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.hijack_log VALUES (current_user, 'hijack');
+	BEGIN
+		EXECUTE 'ALTER ROLE sb_plain SUPERUSER';
+	EXCEPTION WHEN OTHERS THEN NULL;
+	END;
+	RETURN true;
+END $$;
+CREATE TABLE customers (id int PRIMARY KEY, email text, ssn text);
+CREATE TABLE readable (id int PRIMARY KEY, email text);
+GRANT SELECT, TRIGGER ON readable TO sb_config;
+INSERT INTO customers VALUES (1, 'a@example.com', '123-45-6789');
+INSERT INTO readable VALUES (1, 'a@example.com');
+INSERT INTO switchboard.secrets VALUES ('owner_token', 'dba-only-token');
+INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('dba_hs', 'hubspot', 'http://127.0.0.1:9', 'owner_token');
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('open_hs', 'hubspot', 'http://127.0.0.1:9');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
+VALUES ('dba_route', 'customers', 'dba_hs', 'contacts', 'id::text', 'email');
+SELECT name, owner FROM switchboard.routes;
+SELECT name, owner FROM switchboard.secrets;
+
+-- 1. The caller's temporary schema never stands in for a catalog or a type in switchboard's
+--    SECURITY DEFINER functions: temp tables and temp domains named like catalogs and types.
+SET ROLE sb_plain;
+CREATE TABLE plain_t (id int);
+CREATE FUNCTION public.plain_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TEMP TABLE pg_trigger (oid oid, tgfoid oid);
+CREATE TEMP TABLE pg_class (oid oid, relname name);
+CREATE TEMP TABLE pg_depend (classid oid, objid oid, refclassid oid);
+CREATE TEMP TABLE pg_event_trigger_ddl_commands (classid oid, objid oid);
+CREATE DOMAIN pg_temp.regclass AS pg_catalog.regclass CHECK (public.hijack(VALUE));
+CREATE DOMAIN pg_temp.regprocedure AS pg_catalog.regprocedure CHECK (public.hijack(VALUE));
+CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (public.hijack(VALUE));
+CREATE DOMAIN pg_temp.int8 AS pg_catalog.int8 CHECK (public.hijack(VALUE));
+CREATE DOMAIN pg_temp.oid AS pg_catalog.oid CHECK (public.hijack(VALUE));
+-- _on_trigger_created runs on every CREATE TRIGGER, by anyone; _on_sql_drop on every DROP
+CREATE TRIGGER plain_trg AFTER INSERT ON plain_t FOR EACH ROW EXECUTE FUNCTION public.plain_noop();
+DROP TABLE plain_t;
+-- the same temp objects (this session's temp schema) against the repair functions, as a
+-- role granted them
+SET ROLE sb_dba;
+SET ROLE sb_config;
+CREATE TEMP TABLE queue (id bigint, state text);
+SELECT switchboard.retry();
+SELECT switchboard.retry(424242);
+SELECT switchboard.discard(424242);
+SELECT switchboard.pull_now('dba_route');
+SELECT switchboard.wait_idle('10 ms');
+-- _tie_to_extension takes capture triggers only: nothing else can be made to vanish with it
+CREATE TABLE plain_t2 (id int);
+CREATE TRIGGER plain_trg2 AFTER INSERT ON plain_t2 FOR EACH ROW EXECUTE FUNCTION public.plain_noop();
+SELECT switchboard._tie_to_extension((SELECT oid FROM pg_catalog.pg_trigger WHERE tgname = 'plain_trg2'));
+DROP TABLE plain_t2;
+SET ROLE sb_dba;
+DISCARD TEMP;
+SELECT who, count(*) FROM hijack_log GROUP BY who ORDER BY who;
+SELECT rolname, rolsuper FROM pg_roles WHERE rolname IN ('sb_plain', 'sb_config') ORDER BY 1;
+DELETE FROM hijack_log;
+
+-- 2. Routes only over what their owner may touch; system catalogs and other extensions'
+--    tables never.
+SET ROLE sb_config;
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
+VALUES ('escalate', 'pg_catalog.pg_authid', 'open_hs', 'contacts', 'pull', 'rolname::text', 'email');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
+VALUES ('steal', 'customers', 'open_hs', 'contacts', 'id::text', 'email');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
+VALUES ('pull_ro', 'readable', 'open_hs', 'contacts', 'pull', 'id::text', 'email');
+INSERT INTO switchboard.mappings (route, remote_field, pull_column) VALUES ('pull_ro', 'email', 'email');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote, on_delete)
+VALUES ('pull_del', 'readable', 'open_hs', 'contacts', 'pull', 'id::text', 'email', 'delete');
+-- a push route over a table it may read is fine, and it owns it
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
+VALUES ('mine', 'readable', 'open_hs', 'contacts', 'id::text', 'email');
+SELECT name, owner FROM switchboard.routes ORDER BY name;
+-- ... but cannot hand it to a role it does not have, nor touch another role's route
+UPDATE switchboard.routes SET owner = 'sb_dba' WHERE name = 'mine';
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, owner)
+VALUES ('mine2', 'readable', 'open_hs', 'contacts', 'id::text', 'email', 'sb_dba');
+UPDATE switchboard.routes SET endpoint = 'open_hs' WHERE name = 'dba_route';
+INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('dba_route', 'ssn', 'ssn');
+INSERT INTO switchboard.filters (route, name, predicate) VALUES ('dba_route', 'f', 'true');
+DELETE FROM switchboard.routes WHERE name = 'dba_route';
+SELECT switchboard.resync('dba_route');
+-- a pull column of a push route is never written; switching the route to pull checks it
+INSERT INTO switchboard.mappings (route, remote_field, push_expr, pull_column) VALUES ('mine', 'email', 'email', 'email');
+UPDATE switchboard.routes SET direction = 'both' WHERE name = 'mine';
+SET ROLE sb_dba;
+-- another extension's tables are not a route's source either
+CREATE EXTENSION pgq;
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
+VALUES ('ext', 'pgq.queue', 'open_hs', 'contacts', 'pull', 'queue_name::text', 'email');
+DROP EXTENSION pgq;
+
+-- preview() runs a route's expressions as its owner, not as the DBA who reads it
+SET ROLE sb_config;
+INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('mine', 'who', 'public.hijack(id)');
+SET ROLE sb_dba;
+SELECT switchboard.preview('mine', '1') ->> 'key' AS previewed;
+SELECT who, count(*) FROM hijack_log GROUP BY who ORDER BY who;
+DELETE FROM hijack_log;
+-- a route whose owner lost its privilege is not used, whoever asks
+REVOKE SELECT ON readable FROM sb_config;
+SELECT switchboard.preview('mine', '1');
+GRANT SELECT ON readable TO sb_config;
+
+-- 3. check_function_bodies = off (a restore) skips the write-time checks of what is valid,
+--    but never who may write, and nothing uses such a definition before it is checked.
+SET ROLE sb_config;
+SET check_function_bodies = off;
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, owner)
+VALUES ('sneak', 'readable', 'open_hs', 'contacts', 'id::text', 'email', 'sb_dba');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
+VALUES ('sneak', 'customers', 'open_hs', 'contacts', 'id::text', 'email');
+INSERT INTO switchboard.mappings (route, remote_field, push_expr)
+VALUES ('mine', 'smuggled', '1); INSERT INTO public.hijack_log VALUES (current_user, ''smuggled''); SELECT (1');
+RESET check_function_bodies;
+SELECT switchboard.preview('sneak', '1');
+SELECT switchboard.preview('mine', '1');
+SELECT switchboard.resync('mine');
+SET ROLE sb_dba;
+SELECT who, at FROM hijack_log;
+DELETE FROM switchboard.mappings WHERE remote_field IN ('smuggled', 'who');
+DELETE FROM switchboard.routes WHERE name = 'sneak';
+
+-- 8. A role that cannot read a secret cannot make it be sent elsewhere.
+SET ROLE sb_config;
+INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('exfil', 'hubspot', 'http://127.0.0.1:8', 'owner_token');
+INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('exfil', 'webhook', 'http://127.0.0.1:8/sign', 'owner_token');
+UPDATE switchboard.endpoints SET base_url = 'http://127.0.0.1:8' WHERE name = 'dba_hs';
+UPDATE switchboard.endpoints SET secret = 'owner_token' WHERE name = 'open_hs';
+UPDATE switchboard.secrets SET value = 'replaced' WHERE name = 'owner_token';
+DELETE FROM switchboard.secrets WHERE name = 'owner_token';
+-- its own secret it may use; options of the DBA's endpoint that do not move the secret too
+INSERT INTO switchboard.secrets (name, value) VALUES ('my_token', 'config-token');
+INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('mine_hs', 'hubspot', 'http://127.0.0.1:8', 'my_token');
+UPDATE switchboard.endpoints SET options = '{"batch_size": 10}' WHERE name = 'dba_hs';
+SELECT name, owner FROM switchboard.secrets ORDER BY name;
+SET ROLE sb_dba;
+
+-- 7. The WHEN clause holds only what cannot raise: these filters are evaluated by the worker
+--    and never fail the application's write.
+CREATE TABLE orders (id int PRIMARY KEY, amount int, status text);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
+VALUES ('orders_hs', 'orders', 'open_hs', 'deals', 'id::text', 'order_id');
+INSERT INTO switchboard.filters (route, name, predicate) VALUES
+  ('orders_hs', 'min_amount', 'new.amount > current_setting(''app.min'')::int'),
+  ('orders_hs', 'constant', '100 / 0 = 1'),
+  ('orders_hs', 'cast', 'new.status::int > 0'),
+  ('orders_hs', 'plain', 'new.status = ''open''');
+SELECT tgname, pg_get_triggerdef(oid) LIKE '%WHEN%' AS has_when,
+       pg_get_triggerdef(oid) LIKE '%current_setting%' OR pg_get_triggerdef(oid) LIKE '%100 / 0%'
+       OR pg_get_triggerdef(oid) LIKE '%::integer > 0%' AS raising_in_when
+  FROM pg_trigger WHERE tgrelid = 'orders'::regclass ORDER BY tgname;
+INSERT INTO orders VALUES (1, 50, 'open');
+UPDATE orders SET amount = 60 WHERE id = 1;
+SELECT op FROM switchboard.queue WHERE route = 'orders_hs' ORDER BY id;
+
+-- 9. Dead letters show mapped fields only, never the row image; discard() names who did it.
+UPDATE switchboard.queue SET state = 'dead', last_error = 'test' WHERE route = 'orders_hs';
+SELECT route, op, payload FROM switchboard.dead_letters ORDER BY id;
+SET ROLE sb_config;
+SELECT switchboard.discard(min(id)) FROM switchboard.queue WHERE route = 'orders_hs';
+SET ROLE sb_dba;
+RESET ROLE;
+SELECT outcome, error = 'discarded by ' || session_user AS names_the_session_user
+  FROM switchboard.deliveries WHERE outcome = 'discarded';
+
+DROP EXTENSION switchboard;
+DROP TABLE customers, readable, orders, hijack_log;
+DROP FUNCTION public.hijack(anyelement), public.plain_noop();
+REVOKE CREATE ON SCHEMA public FROM sb_plain, sb_config;
+DROP OWNED BY sb_config;
+DROP OWNED BY sb_plain;
+DROP ROLE sb_config;
+DROP ROLE sb_plain;
+DROP ROLE sb_dba;
