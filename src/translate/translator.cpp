@@ -24,7 +24,7 @@ FieldsSqlFor(const RouteDef &def)
 		if (!m.push_expr)
 			continue;
 		if (pairs == 50) {
-			chunks.push_back("jsonb_build_object(" + current + ")");
+			chunks.push_back("pg_catalog.jsonb_build_object(" + current + ")");
 			current.clear();
 			pairs = 0;
 		}
@@ -34,7 +34,7 @@ FieldsSqlFor(const RouteDef &def)
 		pairs++;
 	}
 	if (pairs > 0)
-		chunks.push_back("jsonb_build_object(" + current + ")");
+		chunks.push_back("pg_catalog.jsonb_build_object(" + current + ")");
 	if (chunks.empty())
 		return "'{}'::jsonb";
 	std::string sql;
@@ -135,7 +135,7 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 			return t;
 		}
 		for (const auto &m : def.mappings) {
-			if (m.push_expr && !TryQuery("SELECT to_jsonb(" + Parenthesize(*m.push_expr) + ")" + from, {image}, &one,
+			if (m.push_expr && !TryQuery("SELECT pg_catalog.to_jsonb(" + Parenthesize(*m.push_expr) + ")" + from, {image}, &one,
 			                             &error)) {
 				t.status = Translation::Status::Failed;
 				t.error = "mapping \"" + m.remote_field + "\": " + error;
@@ -199,7 +199,8 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 	std::string sql = "SELECT m.key, m.fields";
 	for (size_t k = 0; k < filters.size(); k++)
 		sql += ", f.f" + std::to_string(k);
-	sql += " FROM unnest($1::json[], $2::json[], $3::text[]) WITH ORDINALITY AS i(new_img, old_img, op, n)";
+	sql += " FROM pg_catalog.unnest($1::pg_catalog.json[], $2::pg_catalog.json[], $3::pg_catalog.text[]) "
+	       "WITH ORDINALITY AS i(new_img, old_img, op, n)";
 	if (!filters.empty()) {
 		sql += " CROSS JOIN LATERAL (SELECT ";
 		for (size_t k = 0; k < filters.size(); k++)
