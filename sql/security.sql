@@ -64,6 +64,8 @@ SELECT switchboard.wait_idle('10 ms');
 CREATE TABLE plain_t2 (id int);
 CREATE TRIGGER plain_trg2 AFTER INSERT ON plain_t2 FOR EACH ROW EXECUTE FUNCTION public.plain_noop();
 SELECT switchboard._tie_to_extension((SELECT oid FROM pg_catalog.pg_trigger WHERE tgname = 'plain_trg2'));
+-- nor can anyone feed another route's queue from a table of its own
+CREATE TRIGGER feed AFTER INSERT ON plain_t2 FOR EACH ROW EXECUTE FUNCTION switchboard.capture('dba_route');
 DROP TABLE plain_t2;
 SET ROLE sb_dba;
 DISCARD TEMP;

@@ -169,14 +169,27 @@ void
 TieToExtension(Oid trigger_oid)
 {
 	// Only capture triggers: anything else tied to the extension would vanish with it.
-	SpiResult found = SpiExec("SELECT tgname, tgfoid = 'switchboard.capture()'::pg_catalog.regprocedure "
-	                          "FROM pg_catalog.pg_trigger WHERE oid = $1::oid",
-	                          {std::to_string(trigger_oid)});
+	SpiResult found = SpiExec(
+	    "SELECT t.tgname, t.tgfoid = 'switchboard.capture()'::pg_catalog.regprocedure, t.tgparentid <> 0, "
+	    "(pg_catalog.string_to_array(pg_catalog.encode(t.tgargs, 'escape'), '\\000'))[1], "
+	    "EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = (pg_catalog.string_to_array("
+	    "pg_catalog.encode(t.tgargs, 'escape'), '\\000'))[1] AND r.source = t.tgrelid) "
+	    "FROM pg_catalog.pg_trigger t WHERE t.oid = $1::oid",
+	    {std::to_string(trigger_oid)});
 	if (found.rows.empty())
 		Fail(ERRCODE_UNDEFINED_OBJECT, "no trigger with OID " + std::to_string(trigger_oid));
-	if (found.rows[0][1] != SpiText("t"))
-		Fail(ERRCODE_INVALID_PARAMETER_VALUE, "trigger \"" + *found.rows[0][0] + "\" is not a switchboard capture trigger",
-		     "", "only capture triggers are tied to the extension");
+	const SpiRow &t = found.rows[0];
+	if (t[1] != SpiText("t"))
+		Fail(ERRCODE_INVALID_PARAMETER_VALUE, "trigger \"" + *t[0] + "\" is not a switchboard capture trigger", "",
+		     "only capture triggers are tied to the extension");
+	// A capture trigger feeds its route's queue: on any other table it would let whoever made
+	// it put rows of their choosing into another role's route. Partition clones come from a
+	// checked parent.
+	if (t[2] != SpiText("t") && t[4] != SpiText("t"))
+		Fail(ERRCODE_INSUFFICIENT_PRIVILEGE,
+		     "trigger \"" + *t[0] + "\" captures for route \"" + t[3].value_or("") +
+		         "\", which does not capture this table",
+		     "", "capture triggers are made by switchboard for each route's source table");
 	Guarded([&] {
 		ObjectAddress trigger, extension;
 		ObjectAddressSet(trigger, TriggerRelationId, trigger_oid);

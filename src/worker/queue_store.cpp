@@ -231,10 +231,13 @@ ClaimDue(int limit, const std::vector<SpiText> &held_routes)
 			reps.push_back(index);
 		std::sort(reps.begin(), reps.end());
 
-		std::vector<SpiText> keys, ids, delete_keys;
+		std::vector<SpiText> keys, ids, delete_keys, retried_fields;
 		for (size_t i : reps) {
 			keys.emplace_back(translations[i].key);
 			ids.emplace_back(Num(rows[i].id));
+			// A change tried before may be one that kills the worker: keep its translated
+			// fields with it, so that the dead letter it may become shows them.
+			retried_fields.push_back(rows[i].attempts > 0 ? SpiText(translations[i].fields.dump()) : SpiText());
 			if (rows[i].op == Op::Delete)
 				delete_keys.emplace_back(translations[i].key);
 		}
@@ -242,9 +245,10 @@ ClaimDue(int limit, const std::vector<SpiText> &held_routes)
 		SpiExecPrepared("DELETE FROM switchboard.queue o USING unnest($2::text[], $3::bigint[]) AS k(key, id) "
 		        "WHERE o.route = $1 AND o.state = 'pending' AND o.key = k.key AND o.id < k.id",
 		        {route_name, ArrayLiteral(keys), ArrayLiteral(ids)});
-		SpiExecPrepared("UPDATE switchboard.queue q SET state = 'in_flight', key = k.key "
-		        "FROM unnest($1::bigint[], $2::text[]) AS k(id, key) WHERE q.id = k.id",
-		        {ArrayLiteral(ids), ArrayLiteral(keys)});
+		SpiExecPrepared("UPDATE switchboard.queue q SET state = 'in_flight', key = k.key, "
+		        "payload = coalesce(k.fields::jsonb, q.payload) "
+		        "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, key, fields) WHERE q.id = k.id",
+		        {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields)});
 		std::map<std::string, std::string> remote_ids;
 		if (!delete_keys.empty()) {
 			SpiResult known = SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
