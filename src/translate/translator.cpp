@@ -131,12 +131,16 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		SpiResult one;
 		if (!TryQuery("SELECT " + Parenthesize(def.match_local) + "::text" + from, {image}, &one, &error)) {
 			t.status = Translation::Status::Failed;
-			t.error = "match_local: " + error;
+			t.error = "match_local: " + error + " (the change has no key)";
 			return t;
 		}
+		// The key is known even though a mapping failed: the dead letter can be found by it.
+		if (!one.rows.empty() && one.rows[0][0])
+			t.key = *one.rows[0][0];
 		for (const auto &m : def.mappings) {
-			if (m.push_expr && !TryQuery("SELECT pg_catalog.to_jsonb(" + Parenthesize(*m.push_expr) + ")" + from, {image}, &one,
-			                             &error)) {
+			SpiResult field;
+			if (m.push_expr && !TryQuery("SELECT pg_catalog.to_jsonb(" + Parenthesize(*m.push_expr) + ")" + from, {image},
+			                             &field, &error)) {
 				t.status = Translation::Status::Failed;
 				t.error = "mapping \"" + m.remote_field + "\": " + error;
 				return t;

@@ -236,6 +236,18 @@ is(sql($node, "SELECT pending || ',' || in_flight || ',' || dead FROM switchboar
 	'nothing pending, nothing dead');
 is(sql($node, "SELECT state FROM switchboard.endpoint_status"), 'ok', 'endpoint ok after recovery');
 
+# ---------------------------------------------------------------------------------------
+# 7. a mapping that raises at run time: the dead letter still has the record's key
+$node->safe_psql('postgres', q{
+INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('contacts_hs', 'ratio', '(100 / score)::text');
+INSERT INTO contacts (email, first_name, score) VALUES ('Zero@x.com', 'Z', 0);
+});
+is(wait_idle(), 't', 'settled');
+my ($z_key, $z_error) = split /\|/, sql($node, "SELECT key, last_error FROM switchboard.dead_letters WHERE last_error LIKE '%ratio%'");
+is($z_key, 'zero@x.com', 'the dead letter of a failed mapping is found by its key');
+like($z_error, qr/mapping "ratio": division by zero/, 'and names the mapping and the error');
+$node->safe_psql('postgres', "DELETE FROM switchboard.mappings WHERE remote_field = 'ratio'");
+
 $node->stop;
 $double->kill_kill;
 note(sprintf('002_failures took %.1f s', time - $t0));
