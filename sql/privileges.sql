@@ -51,7 +51,7 @@ SELECT name FROM switchboard.secrets ORDER BY name;
 INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('hs2', 'hubspot', 'http://127.0.0.1:9', 'token2');
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
 VALUES ('accounts_hs2', 'accounts', 'hs2', 'companies', 'id::text', 'external_id');
-SELECT jsonb_pretty(switchboard.preview('accounts_hs', '1'));
+SELECT jsonb_pretty(switchboard.preview('accounts_hs2', '1'));
 SELECT route, pending FROM switchboard.route_status ORDER BY route;
 SELECT switchboard.grant_admin('sb_app');
 RESET ROLE;

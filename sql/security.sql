@@ -6,7 +6,8 @@ CREATE ROLE sb_dba SUPERUSER;  -- the DBA (a role of its own, so that its name i
 CREATE ROLE sb_plain;    -- no grant at all (TEMP on the database, like every role by default)
 CREATE ROLE sb_config;   -- granted switchboard's configuration
 SELECT switchboard.grant_admin('sb_config');
-GRANT CREATE ON SCHEMA public TO sb_plain, sb_config;
+CREATE SCHEMA plain AUTHORIZATION sb_plain;
+CREATE SCHEMA cfg AUTHORIZATION sb_config;
 SET ROLE sb_dba;
 CREATE TABLE hijack_log (who name, at text);
 GRANT INSERT ON hijack_log TO PUBLIC;
@@ -20,6 +21,7 @@ BEGIN
 	END;
 	RETURN true;
 END $$;
+CREATE FUNCTION public.plain_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 CREATE TABLE customers (id int PRIMARY KEY, email text, ssn text);
 CREATE TABLE readable (id int PRIMARY KEY, email text);
 GRANT SELECT, TRIGGER ON readable TO sb_config;
@@ -28,6 +30,9 @@ INSERT INTO readable VALUES (1, 'a@example.com');
 INSERT INTO switchboard.secrets VALUES ('owner_token', 'dba-only-token');
 INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('dba_hs', 'hubspot', 'http://127.0.0.1:9', 'owner_token');
 INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('open_hs', 'hubspot', 'http://127.0.0.1:9');
+SET ROLE sb_config;
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('cfg_hs', 'hubspot', 'http://127.0.0.1:9');
+SET ROLE sb_dba;
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
 VALUES ('dba_route', 'customers', 'dba_hs', 'contacts', 'id::text', 'email');
 SELECT name, owner FROM switchboard.routes;
@@ -36,8 +41,7 @@ SELECT name, owner FROM switchboard.secrets;
 -- 1. The caller's temporary schema never stands in for a catalog or a type in switchboard's
 --    SECURITY DEFINER functions: temp tables and temp domains named like catalogs and types.
 SET ROLE sb_plain;
-CREATE TABLE plain_t (id int);
-CREATE FUNCTION public.plain_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TABLE plain.plain_t (id int);
 CREATE TEMP TABLE pg_trigger (oid oid, tgfoid oid);
 CREATE TEMP TABLE pg_class (oid oid, relname name);
 CREATE TEMP TABLE pg_depend (classid oid, objid oid, refclassid oid);
@@ -48,8 +52,8 @@ CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (public.hijack(VALUE));
 CREATE DOMAIN pg_temp.int8 AS pg_catalog.int8 CHECK (public.hijack(VALUE));
 CREATE DOMAIN pg_temp.oid AS pg_catalog.oid CHECK (public.hijack(VALUE));
 -- _on_trigger_created runs on every CREATE TRIGGER, by anyone; _on_sql_drop on every DROP
-CREATE TRIGGER plain_trg AFTER INSERT ON plain_t FOR EACH ROW EXECUTE FUNCTION public.plain_noop();
-DROP TABLE plain_t;
+CREATE TRIGGER plain_trg AFTER INSERT ON plain.plain_t FOR EACH ROW EXECUTE FUNCTION public.plain_noop();
+DROP TABLE plain.plain_t;
 -- the same temp objects (this session's temp schema) against the repair functions, as a
 -- role granted them
 SET ROLE sb_dba;
@@ -61,12 +65,12 @@ SELECT switchboard.discard(424242);
 SELECT switchboard.pull_now('dba_route');
 SELECT switchboard.wait_idle('10 ms');
 -- _tie_to_extension takes capture triggers only: nothing else can be made to vanish with it
-CREATE TABLE plain_t2 (id int);
-CREATE TRIGGER plain_trg2 AFTER INSERT ON plain_t2 FOR EACH ROW EXECUTE FUNCTION public.plain_noop();
+CREATE TABLE cfg.plain_t2 (id int);
+CREATE TRIGGER plain_trg2 AFTER INSERT ON cfg.plain_t2 FOR EACH ROW EXECUTE FUNCTION public.plain_noop();
 SELECT switchboard._tie_to_extension((SELECT oid FROM pg_catalog.pg_trigger WHERE tgname = 'plain_trg2'));
 -- nor can anyone feed another route's queue from a table of its own
-CREATE TRIGGER feed AFTER INSERT ON plain_t2 FOR EACH ROW EXECUTE FUNCTION switchboard.capture('dba_route');
-DROP TABLE plain_t2;
+CREATE TRIGGER feed AFTER INSERT ON cfg.plain_t2 FOR EACH ROW EXECUTE FUNCTION switchboard.capture('dba_route');
+DROP TABLE cfg.plain_t2;
 SET ROLE sb_dba;
 DISCARD TEMP;
 SELECT who, count(*) FROM hijack_log GROUP BY who ORDER BY who;
@@ -77,23 +81,30 @@ DELETE FROM hijack_log;
 --    tables never.
 SET ROLE sb_config;
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
-VALUES ('escalate', 'pg_catalog.pg_authid', 'open_hs', 'contacts', 'pull', 'rolname::text', 'email');
+VALUES ('escalate', 'pg_catalog.pg_authid', 'cfg_hs', 'contacts', 'pull', 'rolname::text', 'email');
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
-VALUES ('steal', 'customers', 'open_hs', 'contacts', 'id::text', 'email');
+VALUES ('steal', 'customers', 'cfg_hs', 'contacts', 'id::text', 'email');
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
-VALUES ('pull_ro', 'readable', 'open_hs', 'contacts', 'pull', 'id::text', 'email');
+VALUES ('pull_ro', 'readable', 'cfg_hs', 'contacts', 'pull', 'id::text', 'email');
 INSERT INTO switchboard.mappings (route, remote_field, pull_column) VALUES ('pull_ro', 'email', 'email');
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote, on_delete)
-VALUES ('pull_del', 'readable', 'open_hs', 'contacts', 'pull', 'id::text', 'email', 'delete');
+VALUES ('pull_del', 'readable', 'cfg_hs', 'contacts', 'pull', 'id::text', 'email', 'delete');
 -- a push route over a table it may read is fine, and it owns it
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
-VALUES ('mine', 'readable', 'open_hs', 'contacts', 'id::text', 'email');
+VALUES ('mine', 'readable', 'cfg_hs', 'contacts', 'id::text', 'email');
 SELECT name, owner FROM switchboard.routes ORDER BY name;
 -- ... but cannot hand it to a role it does not have, nor touch another role's route
 UPDATE switchboard.routes SET owner = 'sb_dba' WHERE name = 'mine';
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, owner)
-VALUES ('mine2', 'readable', 'open_hs', 'contacts', 'id::text', 'email', 'sb_dba');
-UPDATE switchboard.routes SET endpoint = 'open_hs' WHERE name = 'dba_route';
+VALUES ('mine2', 'readable', 'cfg_hs', 'contacts', 'id::text', 'email', 'sb_dba');
+UPDATE switchboard.routes SET endpoint = 'cfg_hs' WHERE name = 'dba_route';
+-- ... nor route through another role's endpoint (its credentials, its account), nor preview
+-- another role's route (which reads rows as that role)
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
+VALUES ('borrow', 'readable', 'dba_hs', 'contacts', 'id::text', 'email');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
+VALUES ('borrow', 'readable', 'open_hs', 'contacts', 'id::text', 'email');
+SELECT switchboard.preview('dba_route', '1');
 INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('dba_route', 'ssn', 'ssn');
 INSERT INTO switchboard.filters (route, name, predicate) VALUES ('dba_route', 'f', 'true');
 DELETE FROM switchboard.routes WHERE name = 'dba_route';
@@ -105,7 +116,7 @@ SET ROLE sb_dba;
 -- another extension's tables are not a route's source either
 CREATE EXTENSION pgq;
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
-VALUES ('ext', 'pgq.queue', 'open_hs', 'contacts', 'pull', 'queue_name::text', 'email');
+VALUES ('ext', 'pgq.queue', 'cfg_hs', 'contacts', 'pull', 'queue_name::text', 'email');
 DROP EXTENSION pgq;
 
 -- preview() runs a route's expressions as its owner, not as the DBA who reads it
@@ -125,9 +136,9 @@ GRANT SELECT ON readable TO sb_config;
 SET ROLE sb_config;
 SET check_function_bodies = off;
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, owner)
-VALUES ('sneak', 'readable', 'open_hs', 'contacts', 'id::text', 'email', 'sb_dba');
+VALUES ('sneak', 'readable', 'cfg_hs', 'contacts', 'id::text', 'email', 'sb_dba');
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
-VALUES ('sneak', 'customers', 'open_hs', 'contacts', 'id::text', 'email');
+VALUES ('sneak', 'customers', 'cfg_hs', 'contacts', 'id::text', 'email');
 INSERT INTO switchboard.mappings (route, remote_field, push_expr)
 VALUES ('mine', 'smuggled', '1); INSERT INTO public.hijack_log VALUES (current_user, ''smuggled''); SELECT (1');
 RESET check_function_bodies;
@@ -139,6 +150,14 @@ SELECT who, at FROM hijack_log;
 DELETE FROM switchboard.mappings WHERE remote_field IN ('smuggled', 'who');
 DELETE FROM switchboard.routes WHERE name = 'sneak';
 
+-- 2. Expressions resolve names in the owner's schema and public: when a role without the
+--    owner's privileges may create objects there (and so plant lower(varchar) beside
+--    pg_catalog.lower(text)), the route is not used.
+GRANT CREATE ON SCHEMA public TO sb_plain;
+SELECT switchboard.preview('dba_route', '1');
+REVOKE CREATE ON SCHEMA public FROM sb_plain;
+SELECT switchboard.preview('dba_route', '1') ->> 'key' AS previewed;
+
 -- 8. A role that cannot read a secret cannot make it be sent elsewhere.
 SET ROLE sb_config;
 INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('exfil', 'hubspot', 'http://127.0.0.1:8', 'owner_token');
@@ -147,10 +166,16 @@ UPDATE switchboard.endpoints SET base_url = 'http://127.0.0.1:8' WHERE name = 'd
 UPDATE switchboard.endpoints SET secret = 'owner_token' WHERE name = 'open_hs';
 UPDATE switchboard.secrets SET value = 'replaced' WHERE name = 'owner_token';
 DELETE FROM switchboard.secrets WHERE name = 'owner_token';
--- its own secret it may use; options of the DBA's endpoint that do not move the secret too
+-- nor change or remove another role's endpoint in any way (swap in its own secret, drop the
+-- secret, point a secret-less endpoint elsewhere)
 INSERT INTO switchboard.secrets (name, value) VALUES ('my_token', 'config-token');
+UPDATE switchboard.endpoints SET secret = 'my_token' WHERE name = 'dba_hs';
+UPDATE switchboard.endpoints SET secret = NULL WHERE name = 'dba_hs';
+UPDATE switchboard.endpoints SET base_url = 'http://127.0.0.1:8/elsewhere' WHERE name = 'open_hs';
+DELETE FROM switchboard.endpoints WHERE name = 'open_hs';
+-- its own secret on its own endpoint it may use
 INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('mine_hs', 'hubspot', 'http://127.0.0.1:8', 'my_token');
-UPDATE switchboard.endpoints SET options = '{"batch_size": 10}' WHERE name = 'dba_hs';
+SELECT name, owner FROM switchboard.endpoints ORDER BY name;
 SELECT name, owner FROM switchboard.secrets ORDER BY name;
 SET ROLE sb_dba;
 
@@ -185,7 +210,7 @@ SELECT outcome, error = 'discarded by ' || session_user AS names_the_session_use
 DROP EXTENSION switchboard;
 DROP TABLE customers, readable, orders, hijack_log;
 DROP FUNCTION public.hijack(anyelement), public.plain_noop();
-REVOKE CREATE ON SCHEMA public FROM sb_plain, sb_config;
+DROP SCHEMA plain, cfg CASCADE;
 DROP OWNED BY sb_config;
 DROP OWNED BY sb_plain;
 DROP ROLE sb_config;

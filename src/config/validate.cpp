@@ -33,6 +33,7 @@ extern "C" {
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 }
@@ -48,22 +49,27 @@ public:
 	static Row FromTuple(TupleDesc desc, HeapTuple tuple)
 	{
 		Row row;
-		Guarded([&] {
-			for (int i = 0; i < desc->natts; i++) {
-				Form_pg_attribute att = TupleDescAttr(desc, i);
-				if (att->attisdropped)
-					continue;
-				bool isnull = true;
-				Datum value = SPI_getbinval(tuple, desc, i + 1, &isnull);
-				const char *name = NameStr(att->attname);
-				if (isnull)
-					row.values_.emplace(name, std::nullopt);
-				else if (att->atttypid == REGCLASSOID || att->atttypid == REGROLEOID || att->atttypid == OIDOID)
-					row.values_.emplace(name, std::to_string(DatumGetObjectId(value)));
-				else
-					row.values_.emplace(name, std::string(SPI_getvalue(tuple, desc, i + 1)));
-			}
-		});
+		for (int i = 0; i < desc->natts; i++) {
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			if (att->attisdropped)
+				continue;
+			bool isnull = true;
+			bool is_oid = att->atttypid == REGCLASSOID || att->atttypid == REGROLEOID || att->atttypid == OIDOID;
+			Datum value = 0;
+			char *text = nullptr;
+			Guarded([&] {
+				value = SPI_getbinval(tuple, desc, i + 1, &isnull);
+				if (!isnull && !is_oid)
+					text = SPI_getvalue(tuple, desc, i + 1);
+			});
+			const char *name = NameStr(att->attname);
+			if (isnull)
+				row.values_.emplace(name, std::nullopt);
+			else if (is_oid)
+				row.values_.emplace(name, std::to_string(DatumGetObjectId(value)));
+			else
+				row.values_.emplace(name, std::string(text));
+		}
 		return row;
 	}
 	static Row FromSpi(const SpiResult &result, size_t n)
@@ -138,12 +144,21 @@ Num(Oid v)
 // ---- who may write ----------------------------------------------------------------------
 
 // The owner a new or changed row gets: the one it names when the writer has that role's
-// privileges, the old one when it names none, the writer on insert.
+// privileges, the old one when it names none, the writer on insert. A restore of a dump made
+// before rows had owners names none: the restoring role (the extension's owner, as trusted as
+// configuration was then) takes them. A restored owner that no longer exists is not guessed
+// (an OID can name another role in another cluster): the row is kept without an owner and
+// never used until one is set.
 Oid
 EffectiveOwner(const Rejecter &r, Oid requested, Oid old_owner)
 {
 	if (!OidIsValid(requested))
 		return OidIsValid(old_owner) ? old_owner : GetUserId();
+	if (!RoleExists(requested)) {
+		if (RestoringFromDump())
+			return InvalidOid;
+		r.Reject("owner role with OID " + Num(requested) + " does not exist");
+	}
 	if (requested != old_owner && !CurrentUserHasPrivsOf(requested))
 		r.Deny("only a role with the privileges of " + RoleName(requested) + " can make it the owner");
 	return requested;
@@ -152,7 +167,9 @@ EffectiveOwner(const Rejecter &r, Oid requested, Oid old_owner)
 void
 RequireOwner(const Rejecter &r, Oid owner, const std::string &what)
 {
-	if (OidIsValid(owner) && !CurrentUserHasPrivsOf(owner))
+	// An owner that was dropped leaves the row to superusers.
+	bool allowed = !OidIsValid(owner) || (RoleExists(owner) ? CurrentUserHasPrivsOf(owner) : superuser());
+	if (!allowed)
 		r.Deny(what + " belongs to role " + RoleName(owner), "only a role with the privileges of its owner may change it");
 }
 
@@ -161,6 +178,14 @@ SecretOwner(const std::string &secret)
 {
 	SpiText owner = SpiScalar("SELECT owner::oid FROM switchboard.secrets WHERE name = $1", {secret});
 	return owner ? static_cast<Oid>(std::stoul(*owner)) : InvalidOid;
+}
+
+bool
+RoleHasPrivsOf(Oid member, Oid role)
+{
+	bool has = false;
+	Guarded([&] { has = has_privs_of_role(member, role); });
+	return has;
 }
 
 Oid
@@ -289,6 +314,29 @@ CheckPullColumnPrivileges(const Rejecter &r, Oid owner, Oid source, const std::s
 			       QualifiedName(source));
 }
 
+// Route expressions resolve names in the owner's schema and public (kRouteSearchPath). If a
+// role without the owner's privileges may create objects there, it could plant a better-matching
+// function (lower(varchar) beside pg_catalog.lower(text)) that then runs as the owner: refuse.
+void
+CheckSearchPathSchemas(const Rejecter &r, Oid owner)
+{
+	SpiText open = SpiScalar(
+	    "SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%I (%s)', n.nspname, "
+	    "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::pg_catalog.regrole::pg_catalog.text END), ', ') "
+	    "FROM pg_catalog.pg_namespace n CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(n.nspacl, "
+	    "pg_catalog.acldefault('n', n.nspowner))) a "
+	    "WHERE n.nspname IN ('public', (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = $1::oid)) "
+	    "AND a.privilege_type = 'CREATE' AND (a.grantee = 0 OR NOT pg_catalog.pg_has_role("
+	    "CASE WHEN a.grantee = 'pg_database_owner'::pg_catalog.regrole "
+	    "THEN (SELECT datdba FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) "
+	    "ELSE a.grantee END, $1::oid, 'USAGE'))",
+	    {Num(owner)});
+	if (open)
+		r.Deny("route owner " + RoleName(owner) + "'s expressions resolve names in schemas where other roles may create "
+		       "objects: " + *open,
+		       "revoke CREATE on those schemas from roles that do not have the owner's privileges");
+}
+
 void
 ValidateRoute(const Row &row, Oid owner)
 {
@@ -314,9 +362,20 @@ ValidateRoute(const Row &row, Oid owner)
 		r.Reject("owner " + RoleName(owner) + " no longer exists", "set owner to a role with the privileges it needs");
 
 	std::string endpoint = row.Text("endpoint");
-	SpiText kind = SpiScalar("SELECT kind FROM switchboard.endpoints WHERE name = $1", {endpoint});
-	if (!kind)
+	SpiResult ep = SpiExec("SELECT kind, owner::oid FROM switchboard.endpoints WHERE name = $1", {endpoint});
+	if (ep.rows.empty())
 		r.Reject("endpoint \"" + endpoint + "\" does not exist", "", ERRCODE_FOREIGN_KEY_VIOLATION);
+	SpiText kind = ep.rows[0][0];
+	// An endpoint carries its owner's credentials and reaches its owner's account: only routes
+	// of a role with the owner's privileges go through it.
+	Oid endpoint_owner = ep.rows[0][1] ? static_cast<Oid>(std::stoul(*ep.rows[0][1])) : InvalidOid;
+	if (!OidIsValid(endpoint_owner))
+		r.Reject("endpoint \"" + endpoint + "\" has no owner", "set switchboard.endpoints.owner");
+	if (!RoleHasPrivsOf(owner, endpoint_owner))
+		r.Deny("endpoint \"" + endpoint + "\" belongs to role " + RoleName(endpoint_owner) + ", and the route's owner " +
+		           RoleName(owner) + " does not have its privileges",
+		       "a route may use the endpoints of its owner (or of roles whose privileges it has)");
+	CheckSearchPathSchemas(r, owner);
 	if (*kind == "openai")
 		r.Reject("endpoint \"" + endpoint + "\" is an openai endpoint, which enriches records but is not a route target");
 
@@ -448,6 +507,20 @@ RowLabel(const std::string &table, const Row &row)
 	return "(name)=(" + row.Text("name") + ")";
 }
 
+// The update turns a route off (and may say why, or forget a dropped source) and changes
+// nothing else.
+bool
+OnlyDisables(const Row &old_row, const Row &row)
+{
+	if (row.Text("enabled") != "f")
+		return false;
+	for (const char *column : {"name", "endpoint", "remote_object", "direction", "operations", "match_local",
+	                           "match_remote", "on_delete", "conflict", "pull_interval", "owner"})
+		if (old_row.Get(column) != row.Get(column))
+			return false;
+	return !row.Get("source") || old_row.Get("source") == row.Get("source");
+}
+
 // Sets column to value in tuple (the owner a row gets).
 HeapTuple
 WithOid(Relation rel, HeapTuple tuple, const char *column, Oid value)
@@ -504,15 +577,21 @@ Validate(FunctionCallInfo fcinfo)
 		if (!is_update || row.Text("route") != old_row.Text("route"))
 			RequireOwner(r, RouteOwner(row.Text("route")), "route \"" + row.Text("route") + "\"");
 	} else if (table == "endpoints") {
+		Oid old_owner = is_update || is_delete ? old_row.GetOid("owner") : InvalidOid;
+		RequireOwner(r, old_owner, "the endpoint");
 		if (is_delete)
 			return PointerGetDatum(tuple);
+		owner = EffectiveOwner(r, row.GetOid("owner"), old_owner);
+		if (owner != row.GetOid("owner"))
+			tuple = WithOid(td->tg_relation, tuple, "owner", owner);
 		CheckEndpointSecret(r, row, is_update ? &old_row : nullptr);
 	} else {
 		Fail(ERRCODE_INTERNAL_ERROR, "switchboard._validate() attached to unexpected table " + table);
 	}
 
-	// What is valid: see the file comment for why a restore skips it.
-	if (RestoringFromDump())
+	// What is valid: see the file comment for why a restore skips it. Disabling a route needs
+	// no valid definition (switchboard disables broken routes itself).
+	if (RestoringFromDump() || (table == "routes" && is_update && OnlyDisables(old_row, row)))
 		return PointerGetDatum(tuple);
 	if (table == "endpoints")
 		ValidateEndpoint(row);

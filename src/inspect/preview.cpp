@@ -119,6 +119,11 @@ PreviewJson(FunctionCallInfo fcinfo)
 	RouteDef def = LoadRoute(route, false);
 	if (!def.source_exists)
 		Fail(ERRCODE_UNDEFINED_TABLE, "the source table of route \"" + route + "\" no longer exists");
+	// The row is read and translated as the route's owner: only a role with its privileges
+	// may ask, or preview() would read for anyone what only the owner may read.
+	if (!CurrentUserHasPrivsOf(def.owner))
+		Fail(ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied to preview route \"" + route + "\"", "",
+		     "it needs the privileges of the route's owner, " + RoleName(def.owner));
 	std::string alias = RelationAlias(def.source);
 	SpiResult rows;
 	{
@@ -161,6 +166,10 @@ RenderJson(FunctionCallInfo fcinfo)
 	auto def = FindRoute(*row[0], false);
 	if (!def) {
 		out["error"] = "route \"" + *row[0] + "\" no longer exists";
+		return out;
+	}
+	if (!CurrentUserHasPrivsOf(def->owner)) {
+		out["error"] = "not shown: rendering needs the privileges of the route's owner, " + RoleName(def->owner);
 		return out;
 	}
 	Op op = *ParseOp(*row[1]);

@@ -16,12 +16,17 @@ AsRole::AsRole(Oid role)
 {
 	GetUserIdAndSecContext(&saved_user_, &saved_context_);
 	int level = 0;
-	Guarded([&] {
-		level = NewGUCNestLevel();
-		(void) set_config_option("search_path", kRouteSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
-		                         false);
-	});
+	Guarded([&] { level = NewGUCNestLevel(); });
 	guc_nest_level_ = level;
+	try {
+		Guarded([&] {
+			(void) set_config_option("search_path", kRouteSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+			                         0, false);
+		});
+	} catch (...) {
+		AtEOXact_GUC(false, guc_nest_level_); // no destructor runs for a constructor that throws
+		throw;
+	}
 	SetUserIdAndSecContext(role, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 }
 

@@ -153,6 +153,23 @@ LeakproofFunction(Oid funcid)
 	return OidIsValid(funcid) && get_func_leakproof(funcid);
 }
 
+// A comparison of text in two different collations (new.a = new.b across columns declared with
+// different ones) parses, but raises "could not determine which collation to use" when run.
+bool
+CollationUndetermined(Node *node)
+{
+	if (OidIsValid(exprInputCollation(node)))
+		return false;
+	List *args = IsA(node, FuncExpr) ? ((FuncExpr *) node)->args
+	             : IsA(node, ScalarArrayOpExpr) ? ((ScalarArrayOpExpr *) node)->args
+	                                            : ((OpExpr *) node)->args;
+	ListCell *lc;
+	foreach (lc, args)
+		if (type_is_collatable(exprType((Node *) lfirst(lc))))
+			return true;
+	return false;
+}
+
 // True when node cannot raise an error whatever the row holds: only columns, constants,
 // boolean logic, null tests, CASE/COALESCE and leakproof functions and operators (Postgres'
 // promise that they do not fail on any input). A cast through text, integer arithmetic,
@@ -177,19 +194,19 @@ CannotRaise(Node *node, void *context)
 	case T_List:
 		break;
 	case T_FuncExpr:
-		if (!LeakproofFunction(((FuncExpr *) node)->funcid))
+		if (!LeakproofFunction(((FuncExpr *) node)->funcid) || CollationUndetermined(node))
 			return false;
 		break;
 	case T_OpExpr:
 	case T_DistinctExpr:
 	case T_NullIfExpr:
 		set_opfuncid((OpExpr *) node);
-		if (!LeakproofFunction(((OpExpr *) node)->opfuncid))
+		if (!LeakproofFunction(((OpExpr *) node)->opfuncid) || CollationUndetermined(node))
 			return false;
 		break;
 	case T_ScalarArrayOpExpr:
 		set_sa_opfuncid((ScalarArrayOpExpr *) node);
-		if (!LeakproofFunction(((ScalarArrayOpExpr *) node)->opfuncid))
+		if (!LeakproofFunction(((ScalarArrayOpExpr *) node)->opfuncid) || CollationUndetermined(node))
 			return false;
 		break;
 	default:

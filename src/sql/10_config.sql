@@ -15,7 +15,10 @@ CREATE TABLE switchboard.endpoints (
 	base_url text NOT NULL,
 	secret text REFERENCES switchboard.secrets (name) ON UPDATE CASCADE,
 	options jsonb NOT NULL DEFAULT '{}',
-	enabled boolean NOT NULL DEFAULT true
+	enabled boolean NOT NULL DEFAULT true,
+	-- The role that wrote it (set by _validate): only roles with its privileges may change or
+	-- delete it, or route through it.
+	owner regrole
 );
 COMMENT ON TABLE switchboard.endpoints IS 'One row per outside system (hubspot, salesforce, webhook, openai)';
 
@@ -73,8 +76,8 @@ CREATE FUNCTION switchboard._sync_capture() RETURNS trigger
 	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_sync_capture';
 
 -- Deletes are checked too: only a role with the owner's privileges may remove a route, its
--- mappings and filters, or a secret.
-CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON switchboard.endpoints
+-- mappings and filters, an endpoint or a secret.
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.endpoints
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
 CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.secrets
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();

@@ -161,7 +161,7 @@ Log(const std::string &route, const SpiText &key, const std::string &outcome, co
 } // namespace
 
 std::vector<DuePull>
-PullsDue(int limit)
+PullsDue(int limit, std::vector<RouteAction> *refused)
 {
 	SpiResult r = SpiExecPrepared(
 	    "SELECT r.name, coalesce(p.phase, 'changes'), p.cursor_since, p.cursor_after, p.deletions_since, "
@@ -174,8 +174,8 @@ PullsDue(int limit)
 	    {Num(limit)});
 	std::vector<DuePull> due;
 	for (const auto &row : r.rows) {
-		// A route that cannot be loaded backs off with the reason, instead of sorting first
-		// (its next_pull_at the oldest) and starving the others.
+		// A route that cannot be loaded backs off with the reason (and is disabled by the
+		// caller), instead of sorting first (its next_pull_at the oldest) and starving the others.
 		std::optional<RouteDef> def;
 		try {
 			Subtransaction sub;
@@ -184,6 +184,7 @@ PullsDue(int limit)
 		} catch (const PgError &e) {
 			long interval_ms = std::stol(*row[7]);
 			RecordRoutePullError(*row[0], e.what(), 0, std::min<long>(interval_ms, 30 * 1000));
+			refused->push_back(RouteAction{*row[0], e.what()});
 			continue;
 		}
 		if (!def || !def->source_exists)

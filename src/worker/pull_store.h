@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "connectors/pull.h"
+#include "delivery/dispatcher.h"
 #include "translate/route_def.h"
 
 namespace switchboard {
@@ -21,7 +22,8 @@ struct DuePull {
 };
 
 // Routes whose pull is due (direction pull/both, route and endpoint enabled). In a transaction.
-std::vector<DuePull> PullsDue(int limit);
+// Routes that cannot be loaded are left out, backed off, and added to refused.
+std::vector<DuePull> PullsDue(int limit, std::vector<RouteAction> *refused);
 
 struct PullCounts {
 	int applied = 0;

@@ -129,7 +129,7 @@ RecoverInFlight()
 }
 
 ClaimedBatch
-ClaimDue(int limit, const std::vector<SpiText> &held_routes)
+ClaimDue(int limit)
 {
 	ClaimedBatch out;
 	SpiResult r = SpiExecPrepared(
@@ -138,9 +138,9 @@ ClaimDue(int limit, const std::vector<SpiText> &held_routes)
 	    "FROM switchboard.queue q LEFT JOIN switchboard.routes r ON r.name = q.route "
 	    "LEFT JOIN switchboard.endpoints e ON e.name = r.endpoint "
 	    "WHERE q.state = 'pending' AND (q.next_attempt_at IS NULL OR q.next_attempt_at <= now()) "
-	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) AND q.route <> ALL ($2::text[]) "
+	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) "
 	    "ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED",
-	    {Num(limit), ArrayLiteral(held_routes)});
+	    {Num(limit)});
 	out.rows = r.rows.size();
 	if (r.rows.empty())
 		return out;
@@ -167,15 +167,14 @@ ClaimDue(int limit, const std::vector<SpiText> &held_routes)
 		std::optional<RouteDef> def;
 		if (rows.front().route_exists) {
 			// A route that cannot be loaded (its definition fails the write-time checks, its
-			// owner lost a privilege) is held with the reason: its changes stay pending, the
-			// other routes go on.
+			// owner lost a privilege) is refused: the worker disables it with the reason, its
+			// changes stay pending, the other routes go on.
 			try {
 				Subtransaction sub;
 				def = FindRoute(route_name, true);
 				sub.Commit();
 			} catch (const PgError &e) {
-				stats[route_name].second = e.what();
-				out.held_routes.push_back(route_name);
+				out.refused.push_back(RouteAction{route_name, e.what()});
 				continue;
 			}
 		}
@@ -398,6 +397,14 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<RouteAc
 }
 
 void
+DisableRoutes(const std::vector<RouteAction> &routes)
+{
+	for (const auto &r : routes)
+		SpiExecPrepared("UPDATE switchboard.routes SET enabled = false, disabled_reason = $2 WHERE name = $1 AND enabled",
+		                {r.route, r.reason});
+}
+
+void
 WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints)
 {
 	if (endpoints.empty())
@@ -427,15 +434,13 @@ WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints)
 }
 
 long
-MsUntilNextDue(const std::vector<SpiText> &held_routes)
+MsUntilNextDue()
 {
 	SpiText ms = SpiExecPrepared(
 	    "SELECT CASE WHEN count(*) = 0 THEN NULL WHEN bool_or(q.next_attempt_at IS NULL) THEN 0 "
 	    "ELSE greatest(0, ceil(extract(epoch FROM "
 	    "min(q.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint FROM switchboard.queue q JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
-	    "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending' "
-	    "AND q.route <> ALL ($1::text[])",
-	    {ArrayLiteral(held_routes)}).rows[0][0];
+	    "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending'").rows[0][0];
 	if (!ms)
 		return -1;
 	return std::stol(*ms);

@@ -38,7 +38,7 @@ struct ClaimedBatch {
 	std::vector<RouteBatch> batches; // one per route, changes coalesced per key
 	std::map<int64_t, ClaimedChange> changes;
 	size_t rows = 0; // queue rows looked at
-	std::vector<std::string> held_routes; // not loaded (see route_status.last_error); changes kept
+	std::vector<RouteAction> refused; // could not be loaded: to be disabled; their changes kept
 };
 
 bool ExtensionExists();
@@ -49,8 +49,7 @@ void RecoverInFlight();
 
 // Claims up to limit due changes (in id order), translates them, coalesces each key to its
 // latest state, marks those in flight and settles the rest (filtered, superseded, failed).
-// Changes of held_routes (see ClaimedBatch::held_routes) are left alone.
-ClaimedBatch ClaimDue(int limit, const std::vector<SpiText> &held_routes);
+ClaimedBatch ClaimDue(int limit);
 
 // A claim that failed outside any row's translation: park the oldest due change as a dead
 // letter with the error so that it cannot block the queue.
@@ -64,7 +63,10 @@ void RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Ro
 void WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints);
 
 // Milliseconds until the earliest pending change is due (-1: none pending).
-long MsUntilNextDue(const std::vector<SpiText> &held_routes);
+long MsUntilNextDue();
+
+// Disables routes with the reason (shown by route_status); their queued changes stay.
+void DisableRoutes(const std::vector<RouteAction> &routes);
 
 void PruneHistory(int retention_s);
 

@@ -110,14 +110,16 @@ private:
 	long PullRound()
 	{
 		std::vector<DuePull> due;
+		std::vector<RouteAction> refused;
 		long next_pull = -1;
 		{
 			WorkerTransaction tx;
-			due = PullsDue(8);
+			due = PullsDue(8, &refused);
 			if (due.empty())
 				next_pull = MsUntilNextPull();
 			tx.Commit();
 		}
+		DisableRefused(refused);
 		if (due.empty())
 			return next_pull < 0 ? setting_naptime_ms : std::min<long>(next_pull, setting_naptime_ms);
 		bool more = false;
@@ -173,15 +175,13 @@ private:
 				PruneHistory(setting_history_retention_s);
 				last_prune_ms_ = NowMs();
 			}
-			std::vector<SpiText> held = HeldRoutes();
 			if (setting_enabled)
-				claimed = ClaimDue(kClaimLimit, held);
-			for (const auto &route : claimed.held_routes)
-				held_until_[route] = NowMs() + kHoldMs;
+				claimed = ClaimDue(kClaimLimit);
 			if (claimed.changes.empty())
-				next_due = setting_enabled ? MsUntilNextDue(held) : -1;
+				next_due = setting_enabled ? MsUntilNextDue() : -1;
 			tx.Commit();
 		}
+		DisableRefused(claimed.refused);
 		if (claimed.changes.empty()) {
 			if (claimed.rows > 0)
 				return 0; // rows were settled (filtered, superseded, dead): look again
@@ -204,21 +204,21 @@ private:
 		return 0;
 	}
 
-	// Routes whose definition could not be loaded wait kHoldMs before they are looked at again
-	// (the reason is in route_status); their changes are not claimed meanwhile, so they neither
-	// spin the loop nor crowd out the changes of other routes.
-	std::vector<SpiText> HeldRoutes()
+	// Routes the worker will not use (their definition fails the checks made when it is
+	// written) are disabled with the reason, in a transaction of their own; detaching their
+	// triggers must not hold up the claim or the record of anything else.
+	void DisableRefused(const std::vector<RouteAction> &refused)
 	{
-		std::vector<SpiText> held;
-		for (auto it = held_until_.begin(); it != held_until_.end();) {
-			if (it->second <= NowMs()) {
-				it = held_until_.erase(it);
-				continue;
-			}
-			held.emplace_back(it->first);
-			++it;
-		}
-		return held;
+		if (refused.empty())
+			return;
+		std::vector<RouteAction> disable;
+		for (const auto &r : refused)
+			disable.push_back(RouteAction{r.route, "refused by the worker: " + r.reason});
+		WorkerTransaction tx;
+		DisableRoutes(disable);
+		tx.Commit();
+		for (const auto &r : disable)
+			ereport(LOG, (errmsg("switchboard: route \"%s\" disabled: %s", r.route.c_str(), r.reason.c_str())));
 	}
 
 	bool ExtensionStillExists()
@@ -279,8 +279,7 @@ private:
 	int64_t last_prune_ms_ = 0;
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;
-	std::map<std::string, int64_t> held_until_;
-	static constexpr int64_t kHoldMs = 5000;
+
 };
 
 } // namespace

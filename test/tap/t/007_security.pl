@@ -22,7 +22,6 @@ psql_ok(qq{
 CREATE EXTENSION switchboard;
 CREATE ROLE sb_config;
 SELECT switchboard.grant_admin('sb_config');
-GRANT CREATE ON SCHEMA public TO sb_config;
 CREATE SCHEMA cfg AUTHORIZATION sb_config;
 CREATE TABLE hijack_log (who name, what text);
 GRANT INSERT ON hijack_log TO PUBLIC;
@@ -30,6 +29,10 @@ INSERT INTO switchboard.secrets VALUES ('hs', 'hs-test-token');
 INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('hubspot', 'hubspot', '$base', 'hs');
 });
 # The configuring role's own table and its own attacker functions.
+as_config(qq{
+INSERT INTO switchboard.secrets VALUES ('cfg_hs', 'hs-test-token');
+INSERT INTO switchboard.endpoints (name, kind, base_url, secret) VALUES ('cfg_hubspot', 'hubspot', '$base', 'cfg_hs');
+});
 as_config(q{
 CREATE TABLE cfg.contacts (id serial PRIMARY KEY, email text, first_name text);
 -- logs who runs it, then plants a search_path in which its own functions shadow built-ins
@@ -50,7 +53,7 @@ BEGIN INSERT INTO public.hijack_log VALUES (current_user, 'unnest'); RETURN QUER
 CREATE FUNCTION cfg.key_of(e text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO public.hijack_log VALUES (current_user, 'key'); RETURN pg_catalog.lower(e); END $$;
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
-VALUES ('cfg_push', 'cfg.contacts', 'hubspot', 'contacts', 'lower(email)', 'email');
+VALUES ('cfg_push', 'cfg.contacts', 'cfg_hubspot', 'contacts', 'lower(email)', 'email');
 INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES
   ('cfg_push', 'email', 'lower(email)'), ('cfg_push', 'firstname', 'cfg.plant(first_name)');
 });
@@ -72,7 +75,7 @@ like(psql_ok("SELECT setting FROM pg_settings WHERE name = 'search_path'"), qr/p
 # 3. check_function_bodies = off skips validation at write time; the worker checks before use.
 as_config(q{
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote)
-VALUES ('cfg_other', 'cfg.contacts', 'hubspot', 'companies', 'id::text', 'domain');
+VALUES ('cfg_other', 'cfg.contacts', 'cfg_hubspot', 'companies', 'id::text', 'domain');
 });
 psql_ok("SELECT switchboard.wait_idle('30 s')");
 psql_ok("DELETE FROM hijack_log");
@@ -85,9 +88,10 @@ INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('elsewhere', 'h
 UPDATE switchboard.routes SET endpoint = 'elsewhere' WHERE name = 'cfg_other';
 });
 as_config("INSERT INTO cfg.contacts (email, first_name) VALUES ('c\@x.com', 'C')");
-ok(wait_for('the worker to refuse the route',
+ok(wait_for('the worker to refuse and disable the route',
 		sub { psql_ok("SELECT coalesce(last_error, '') FROM switchboard.route_status WHERE route = 'cfg_push'") =~ /not used.*not a single SQL expression/ }, 30),
 	'route_status names the definition the worker refused');
+is(psql_ok("SELECT enabled FROM switchboard.routes WHERE name = 'cfg_push'"), 'f', 'the refused route is disabled');
 like(psql_ok("SELECT last_error FROM switchboard.route_status WHERE route = 'cfg_other'"),
 	qr/not used.*not in switchboard.allowed_hosts/, 'an endpoint outside allowed_hosts is refused at use');
 usleep(1_000_000);
@@ -106,7 +110,8 @@ ok(wait_for('another route to deliver',
 		sub { psql_ok("SELECT delivered FROM switchboard.route_status WHERE route = 'accounts_hs'") eq '1' }, 30),
 	'other routes go on');
 # fixed, the kept change goes out
-as_config("DELETE FROM switchboard.mappings WHERE remote_field = 'smuggled'; DELETE FROM switchboard.routes WHERE name = 'cfg_other'");
+as_config("DELETE FROM switchboard.mappings WHERE remote_field = 'smuggled'; DELETE FROM switchboard.routes WHERE name = 'cfg_other'; "
+	  . "UPDATE switchboard.routes SET enabled = true, disabled_reason = NULL WHERE name = 'cfg_push'");
 
 ok(wait_for('the kept change', sub { psql_ok("SELECT pending FROM switchboard.route_status WHERE route = 'cfg_push'") eq '0' }, 30),
 	'once fixed, the kept change is delivered');
@@ -115,7 +120,7 @@ ok(wait_for('the kept change', sub { psql_ok("SELECT pending FROM switchboard.ro
 as_config(q{
 SET check_function_bodies = off;
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote, pull_interval)
-VALUES ('escalate', 'pg_catalog.pg_authid', 'hubspot', 'contacts', 'pull', 'rolname::text', 'email', '1 s');
+VALUES ('escalate', 'pg_catalog.pg_authid', 'cfg_hubspot', 'contacts', 'pull', 'rolname::text', 'email', '1 s');
 INSERT INTO switchboard.mappings (route, remote_field, pull_column, pull_expr) VALUES
   ('escalate', 'email', 'rolname', NULL), ('escalate', 'firstname', 'rolsuper', 'true');
 });
@@ -131,7 +136,7 @@ as_config(q{
 CREATE TABLE cfg.leads (id serial PRIMARY KEY, email text, first_name text);
 INSERT INTO cfg.leads (email, first_name) VALUES ('lead@x.com', 'Local');
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote, conflict, pull_interval)
-VALUES ('cfg_leads', 'cfg.leads', 'hubspot', 'contacts', 'both', 'cfg.key_of(email)', 'email', 'remote', '1 hour');
+VALUES ('cfg_leads', 'cfg.leads', 'cfg_hubspot', 'contacts', 'both', 'cfg.key_of(email)', 'email', 'remote', '1 hour');
 INSERT INTO switchboard.mappings (route, remote_field, push_expr, pull_column) VALUES
   ('cfg_leads', 'email', 'lower(email)', 'email'), ('cfg_leads', 'firstname', 'first_name', 'first_name');
 });
@@ -166,7 +171,7 @@ ok(wait_for('delivery after the failed commands',
 		sub { psql_ok("SELECT delivered FROM switchboard.route_status WHERE route = 'accounts_hs'") eq '2' }, 30),
 	'delivered');
 my $took = time - $t0;
-ok($took < 2.5, sprintf('delivery was not held up by failing DROP/RENAME/CREATE DATABASE (%.2f s)', $took));
+ok($took < 4, sprintf('delivery was not held up by failing DROP/RENAME/CREATE DATABASE (%.2f s)', $took));
 is(psql_ok("SELECT pid FROM pg_stat_activity WHERE backend_type = 'switchboard worker' AND datname = 'postgres'"),
 	$pid, 'the worker was not stopped');
 
