@@ -45,9 +45,18 @@ OnExit(int, Datum arg)
 
 constexpr int kClaimLimit = 2000;
 
+// switchboard.allowed_hosts is read at every request, so a reload applies to the next one.
+HttpClientOptions
+WorkerHttpOptions()
+{
+	HttpClientOptions options;
+	options.current_allowed_hosts = [] { return std::string(setting_allowed_hosts ? setting_allowed_hosts : ""); };
+	return options;
+}
+
 class DeliveryLoop {
 public:
-	DeliveryLoop() : client_(HttpClientOptions()), dispatcher_(&client_), rng_(std::random_device{}()) {}
+	DeliveryLoop() : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}()) {}
 
 	void Run()
 	{
