@@ -151,7 +151,7 @@ private:
 			} else if (response.status == 0) {
 				error = response.transport_error;
 			} else {
-				error = "HTTP " + std::to_string(response.status) + ": " + response.body.substr(0, 300);
+				error = "HTTP " + std::to_string(response.status) + ": " + RedactedExcerpt(response.body, 300);
 			}
 			WorkerTransaction tx;
 			if (error.empty()) {
