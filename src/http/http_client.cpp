@@ -148,6 +148,10 @@ OnHeader(char *data, size_t size, size_t count, void *user) noexcept
 // (called once connected) means a refused address gets not even a SYN, and a name whose DNS
 // answer changes between a check and the connect (rebinding) cannot slip through. Returning
 // CURL_SOCKET_BAD makes libcurl try the host's next address or fail the transfer.
+// A cached connection is reused without a new open; the URL's host is still checked at every
+// Submit, and its address passed this check when the connection was opened.
+// Through a proxy (http_proxy in the server's environment) this sees the proxy's address:
+// the URL check in CheckUrl then still refuses hosts and address literals by the policy.
 curl_socket_t
 OnOpenSocket(void *user, curlsocktype, struct curl_sockaddr *address) noexcept
 {
