@@ -1,6 +1,7 @@
 // Shared connector pieces: the kind registry, option validation, and the small helpers every
 // connector uses (Retry-After, URLs, error snippets, webhook signatures).
 #include "connectors/connector.h"
+#include "http/redact.h"
 #include "delivery/retry_policy.h"
 
 #include <algorithm>
@@ -359,29 +360,8 @@ JoinUrl(const std::string &base_url, const std::string &path)
 std::string
 Snippet(const std::string &text, size_t max_bytes)
 {
-	std::string out;
-	out.reserve(std::min(text.size(), max_bytes));
-	size_t i = 0;
-	while (i < text.size()) {
-		unsigned char c = static_cast<unsigned char>(text[i]);
-		size_t len = 1;
-		if (c >= 0xF0)
-			len = 4;
-		else if (c >= 0xE0)
-			len = 3;
-		else if (c >= 0xC0)
-			len = 2;
-		if (i + len > text.size())
-			len = text.size() - i;
-		if (out.size() + len > max_bytes)
-			return out + "...";
-		if (c < 0x20 || c == 0x7F)
-			out += ' ';
-		else
-			out.append(text, i, len);
-		i += len;
-	}
-	return out;
+	// Every excerpt in an error text may quote a remote: mask credentials and URL paths too.
+	return RedactedExcerpt(text, max_bytes);
 }
 
 CallResult

@@ -125,7 +125,10 @@ struct SalesforceToken {
 	std::string instance_url;
 };
 HttpRequest BuildSalesforceTokenRequest(const Endpoint &endpoint); // secret is JSON {client_id, client_secret}
-SalesforceToken ParseSalesforceToken(const HttpResponse &response); // throws std::runtime_error with the remote's message
+// Throws std::runtime_error with the remote's message (masked), or when the instance_url it
+// names is not acceptable: it must pass allowed_hosts (config/host_policy.h, "" = any host
+// but link-local/metadata) and be https unless it is loopback.
+SalesforceToken ParseSalesforceToken(const HttpResponse &response, const std::string &allowed_hosts = std::string());
 
 // ---- Additions (connector implementation) ----------------------------------------------
 
@@ -156,8 +159,9 @@ std::string UrlEncode(const std::string &text);
 // base_url without trailing slashes, then path (which starts with '/').
 std::string JoinUrl(const std::string &base_url, const std::string &path);
 
-// At most max_bytes of text for an error message: control characters flattened, never cut
-// inside a UTF-8 sequence, "..." appended when shortened.
+// At most max_bytes of text for an error message: credentials and URL paths masked
+// (http/redact.h), control characters flattened, never cut inside a UTF-8 sequence, "..."
+// appended when shortened.
 std::string Snippet(const std::string &text, size_t max_bytes = 200);
 
 // A CallResult whose every change gets the same outcome and error.

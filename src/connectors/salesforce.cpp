@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "config/host_policy.h"
 #include "connectors/connector.h"
+#include "http/redact.h"
 
 namespace switchboard {
 
@@ -307,7 +309,7 @@ BuildSalesforceTokenRequest(const Endpoint &endpoint)
 }
 
 SalesforceToken
-ParseSalesforceToken(const HttpResponse &response)
+ParseSalesforceToken(const HttpResponse &response, const std::string &allowed_hosts)
 {
 	if (response.status == 0)
 		throw std::runtime_error("salesforce token request failed: transport error: " +
@@ -335,6 +337,12 @@ ParseSalesforceToken(const HttpResponse &response)
 		throw std::runtime_error("salesforce token response lacks access_token or instance_url");
 	while (!token.instance_url.empty() && token.instance_url.back() == '/')
 		token.instance_url.pop_back();
+	// The token answer chooses where every later call (with the token) goes: the same policy
+	// as for an endpoint's base_url applies, checked before anything is sent there.
+	std::string problem = InstanceUrlProblem(token.instance_url, allowed_hosts);
+	if (!problem.empty())
+		throw std::runtime_error("salesforce token response: instance_url " + MaskUrl(token.instance_url) +
+		                         " refused: " + problem);
 	return token;
 }
 

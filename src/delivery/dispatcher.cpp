@@ -3,6 +3,7 @@
 // endpoint's concurrency, rate limit and circuit breaker allow, while the HttpClient is polled
 // in short slices so should_stop is honoured promptly.
 #include "delivery/dispatcher.h"
+#include "http/redact.h"
 
 #include <algorithm>
 #include <chrono>
@@ -102,7 +103,8 @@ MaskSecrets(const Endpoint &endpoint, const std::vector<std::string> &tokens, st
 	          [](const std::string &a, const std::string &b) { return a.size() > b.size(); });
 	for (const auto &s : secrets)
 		text = ReplaceAll(std::move(text), s, "****");
-	return text;
+	// And what is not known to be ours: foreign tokens, passwords, URL paths.
+	return RedactText(text);
 }
 
 } // namespace
@@ -591,7 +593,7 @@ struct DispatchRound {
 		if (response.status == 0 || response.status >= 400)
 			e.state->errors++;
 		try {
-			SalesforceToken token = ParseSalesforceToken(response);
+			SalesforceToken token = ParseSalesforceToken(response, dispatcher.client_->AllowedHosts());
 			e.state->token = std::move(token);
 			e.state->has_token = true;
 			e.token = Token::Ready;
@@ -675,7 +677,8 @@ struct DispatchRound {
 		}
 
 		if (result.disable_route && !disabled_routes.count(batch.route.name)) {
-			std::string reason = "webhook endpoint answered 410 Gone at " + job.call.request.url;
+			// Shown in route_status and the log: a webhook URL often carries its token.
+			std::string reason = "webhook endpoint answered 410 Gone at " + MaskUrl(job.call.request.url);
 			disabled_routes[batch.route.name] = reason;
 			if (route_actions)
 				route_actions->push_back(RouteAction{batch.route.name, reason});
@@ -939,7 +942,7 @@ struct FetchCall {
 		if (response.status == 0 || response.status >= 400)
 			state.errors++;
 		try {
-			state.token = ParseSalesforceToken(response);
+			state.token = ParseSalesforceToken(response, dispatcher.client_->AllowedHosts());
 			state.has_token = true;
 			tokens.push_back(state.token.access_token);
 			return true;

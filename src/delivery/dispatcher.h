@@ -18,6 +18,7 @@
 #include "delivery/circuit_breaker.h"
 #include "delivery/rate_limiter.h"
 #include "http/http_client.h"
+#include "http/redact.h" // RedactedExcerpt, for callers that build errors from answers
 
 namespace switchboard {
 
@@ -47,7 +48,7 @@ struct Delivery {
 // Something the worker must do to a route's row (a webhook answered 410 Gone).
 struct RouteAction {
 	std::string route;
-	std::string reason; // "disabled: webhook endpoint answered 410 Gone at <url>"
+	std::string reason; // "webhook endpoint answered 410 Gone at https://host/…" (path masked)
 };
 
 // For the endpoint_status view.

@@ -1,6 +1,9 @@
 #include "http/http_client.h"
 
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +14,8 @@
 #include <stdexcept>
 #include <type_traits>
 #include <unordered_map>
+
+#include "config/host_policy.h"
 
 namespace switchboard {
 
@@ -34,6 +39,10 @@ struct SlistDeleter {
 using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
 using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
+struct UrlDeleter {
+	void operator()(CURLU *url) const { curl_url_cleanup(url); }
+};
+using UrlPtr = std::unique_ptr<CURLU, UrlDeleter>;
 
 // Everything one transfer needs until it completes. Owned by the client; libcurl holds a
 // raw pointer to it (CURLOPT_PRIVATE and the callbacks' user data), so it must not move:
@@ -44,6 +53,13 @@ struct Transfer {
 	size_t max_response_bytes = 0;
 	EasyPtr easy;
 	SlistPtr header_list;
+	SlistPtr resolve_list;
+	// The parsed URL libcurl sends to (CURLOPT_CURLU): the host checked is the host used.
+	UrlPtr url;
+	// Host policy as it was when the transfer was submitted; the open-socket callback
+	// checks every resolved address against it and notes here why one was refused.
+	std::string allowed_hosts;
+	std::string refused;
 	// CURLOPT_POSTFIELDS does not copy: the body must outlive the transfer.
 	std::string request_body;
 	HttpResponse response;
@@ -126,6 +142,50 @@ OnHeader(char *data, size_t size, size_t count, void *user) noexcept
 	return n;
 }
 
+// libcurl open-socket callback: the one place that sees the exact address about to be
+// connected to, after resolution (CURLOPT_RESOLVE, DNS, every address Happy Eyeballs
+// tries), and before the socket exists. Checking here rather than in CURLOPT_PREREQFUNCTION
+// (called once connected) means a refused address gets not even a SYN, and a name whose DNS
+// answer changes between a check and the connect (rebinding) cannot slip through. Returning
+// CURL_SOCKET_BAD makes libcurl try the host's next address or fail the transfer.
+// A cached connection is reused without a new open; the URL's host is still checked at every
+// Submit, and its address passed this check when the connection was opened.
+// Through a proxy (http_proxy in the server's environment) this sees the proxy's address:
+// the URL check in CheckUrl then still refuses hosts and address literals by the policy.
+curl_socket_t
+OnOpenSocket(void *user, curlsocktype, struct curl_sockaddr *address) noexcept
+{
+	auto *transfer = static_cast<Transfer *>(user);
+	try {
+		char text[INET6_ADDRSTRLEN] = {0};
+		const void *raw = nullptr;
+		if (address->family == AF_INET && address->addrlen >= sizeof(sockaddr_in))
+			raw = &reinterpret_cast<const sockaddr_in *>(&address->addr)->sin_addr;
+		else if (address->family == AF_INET6 && address->addrlen >= sizeof(sockaddr_in6))
+			raw = &reinterpret_cast<const sockaddr_in6 *>(&address->addr)->sin6_addr;
+		IpAddress ip;
+		std::string problem;
+		if (raw == nullptr || inet_ntop(address->family, raw, text, sizeof(text)) == nullptr ||
+		    !ParseIpAddress(text, &ip))
+			problem = "not an IPv4 or IPv6 address";
+		else
+			problem = AddressProblem(ip, transfer->allowed_hosts);
+		if (!problem.empty()) {
+			if (transfer->refused.empty())
+				transfer->refused = problem;
+			return CURL_SOCKET_BAD;
+		}
+	} catch (...) {
+		transfer->callback_failed = true;
+		return CURL_SOCKET_BAD;
+	}
+	int type = address->socktype;
+#ifdef SOCK_CLOEXEC
+	type |= SOCK_CLOEXEC;
+#endif
+	return socket(address->family, type, address->protocol);
+}
+
 bool
 HasHeader(const Headers &headers, const char *lower_name)
 {
@@ -189,12 +249,59 @@ struct HttpClient::State {
 		running.clear();
 	}
 
+	std::string Policy() const
+	{
+		return options.current_allowed_hosts ? options.current_allowed_hosts() : options.allowed_hosts;
+	}
 	// Sets every option of a transfer; returns an error text, empty on success.
 	std::string Configure(Transfer &t, const HttpRequest &request, long timeout_ms);
 	// Runs libcurl and moves finished transfers into `done`.
 	void Drive(std::vector<std::pair<uint64_t, HttpResponse>> &done);
 	HttpResponse Finish(Transfer &t, CURLcode result);
 };
+
+namespace {
+
+// Parses the URL with libcurl's own parser (so the host judged is the host connected to)
+// and applies the host policy by name, and to an address literal as an address.
+std::string
+CheckUrl(Transfer &t, const std::string &url)
+{
+	t.url.reset(curl_url());
+	if (!t.url)
+		return "out of memory parsing the URL";
+	CURLUcode uc = curl_url_set(t.url.get(), CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME | CURLU_DISALLOW_USER);
+	if (uc != CURLUE_OK)
+		return std::string("invalid URL: ") + curl_url_strerror(uc);
+	auto part = [&](CURLUPart which) {
+		char *text = nullptr;
+		std::string value;
+		if (curl_url_get(t.url.get(), which, &text, 0) == CURLUE_OK && text != nullptr)
+			value = text;
+		curl_free(text);
+		return value;
+	};
+	std::string scheme = ToLower(part(CURLUPART_SCHEME));
+	if (scheme != "http" && scheme != "https")
+		return "unsupported URL scheme \"" + scheme + "\": only http and https";
+	std::string host = ToLower(part(CURLUPART_HOST));
+	if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+		host = host.substr(1, host.size() - 2);
+	if (host.empty())
+		return "invalid URL: no host";
+	if (!HostAllowed(host, t.allowed_hosts))
+		return "refused: host \"" + host + "\" is not in switchboard.allowed_hosts";
+	IpAddress literal;
+	if (ParseIpAddress(host, &literal)) {
+		// Also caught when connecting, but not through a proxy: judge the literal here.
+		std::string problem = AddressProblem(literal, t.allowed_hosts);
+		if (!problem.empty())
+			return "refused: " + problem;
+	}
+	return std::string();
+}
+
+} // namespace
 
 std::string
 HttpClient::State::Configure(Transfer &t, const HttpRequest &request, long timeout_ms)
@@ -207,9 +314,18 @@ HttpClient::State::Configure(Transfer &t, const HttpRequest &request, long timeo
 			rc = curl_easy_setopt(easy, option, value);
 	};
 
+	if (std::string refused = CheckUrl(t, request.url); !refused.empty())
+		return refused;
 	set(CURLOPT_ERRORBUFFER, t.error);
 	set(CURLOPT_PRIVATE, static_cast<void *>(&t));
-	set(CURLOPT_URL, request.url.c_str());
+	set(CURLOPT_CURLU, t.url.get());
+	set(CURLOPT_OPENSOCKETFUNCTION, &OnOpenSocket);
+	set(CURLOPT_OPENSOCKETDATA, static_cast<void *>(&t));
+	for (const auto &entry : options.resolve)
+		if (!AppendHeader(t.resolve_list, entry))
+			return "out of memory building the resolve list";
+	if (t.resolve_list)
+		set(CURLOPT_RESOLVE, t.resolve_list.get());
 	// Postgres owns SIGALRM; without this libcurl would use it for resolver timeouts.
 	set(CURLOPT_NOSIGNAL, 1L);
 	// An endpoint URL is user data: never let it (or a redirect) reach file://, gopher://...
@@ -220,7 +336,9 @@ HttpClient::State::Configure(Transfer &t, const HttpRequest &request, long timeo
 	set(CURLOPT_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 	set(CURLOPT_REDIR_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-	// Redirects are not followed: allowed_hosts is checked on the endpoint URL only.
+	// Redirects are never followed: a 3xx is the answer (a failure for every connector).
+	// Following one would send the request, its body and its credentials to a URL the
+	// remote chose; the redirect protocols above only narrow what a mistake could reach.
 	set(CURLOPT_FOLLOWLOCATION, 0L);
 	set(CURLOPT_CONNECTTIMEOUT_MS, options.connect_timeout_ms);
 	set(CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : kDefaultTimeoutMs);
@@ -291,6 +409,8 @@ HttpClient::State::Finish(Transfer &t, CURLcode result)
 	response.body.clear();
 	if (t.too_large || result == CURLE_FILESIZE_EXCEEDED)
 		response.transport_error = TooLargeText(t.max_response_bytes);
+	else if (!t.refused.empty())
+		response.transport_error = "refused: " + t.refused;
 	else if (t.callback_failed)
 		response.transport_error = "out of memory receiving the response";
 	else if (result == CURLE_OK)
@@ -356,6 +476,7 @@ HttpClient::Submit(const HttpRequest &request, long timeout_ms, uint64_t tag)
 	transfer->id = s.next_id++;
 	transfer->tag = tag;
 	transfer->max_response_bytes = s.options.max_response_bytes;
+	transfer->allowed_hosts = s.Policy();
 	transfer->easy.reset(curl_easy_init());
 
 	std::string error;
@@ -405,6 +526,12 @@ HttpClient::Poll(int wait_ms)
 		s.Drive(done);
 	}
 	return done;
+}
+
+std::string
+HttpClient::AllowedHosts() const
+{
+	return state_->Policy();
 }
 
 size_t

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -24,6 +25,16 @@ struct HttpClientOptions {
 	size_t max_response_bytes = 8 * 1024 * 1024;
 	long connect_timeout_ms = 10 * 1000;
 	std::string user_agent = "switchboard";
+	// switchboard.allowed_hosts (config/host_policy.h), enforced on every request: the URL's
+	// host before anything is sent, and each address it resolves to just before connecting
+	// (link-local and metadata addresses only when listed as an IP or CIDR entry). Empty:
+	// any host, except those addresses.
+	std::string allowed_hosts;
+	// When set, asked at every request instead of allowed_hosts, so that a reloaded setting
+	// applies to the next request. Called on the caller's thread, inside Submit.
+	std::function<std::string()> current_allowed_hosts;
+	// CURLOPT_RESOLVE entries ("host:port:address"): tests stand them in for DNS.
+	std::vector<std::string> resolve;
 };
 
 // curl_global_init, once per process. Call it at worker start, before any thread could
@@ -46,8 +57,9 @@ public:
 	// Starts a transfer and returns its id (unique for this client). Methods GET, POST, PUT,
 	// PATCH, DELETE (any other token is sent as is); the body is sent when not empty, and
 	// always for POST/PUT/PATCH. timeout_ms bounds the whole transfer (<= 0: 30 s).
-	// A request that cannot even be started (bad header, out of handles) is not an
-	// exception: it completes at the next Poll with status 0 and the reason.
+	// A request that cannot even be started (bad header, out of handles, a host the policy
+	// refuses) is not an exception: it completes at the next Poll with status 0 and the
+	// reason. Redirects are never followed: a 3xx is the answer.
 	// Only std::bad_alloc can escape.
 	uint64_t Submit(const HttpRequest &request, long timeout_ms, uint64_t tag);
 
@@ -55,6 +67,9 @@ public:
 	// finished, paired with the tag given to Submit. Returns as soon as something finished,
 	// when Wakeup was called, or when wait_ms has passed (an empty vector then).
 	std::vector<std::pair<uint64_t, HttpResponse>> Poll(int wait_ms);
+
+	// The host policy now in force (options.current_allowed_hosts, else allowed_hosts).
+	std::string AllowedHosts() const;
 
 	// Transfers submitted whose results Poll has not returned yet.
 	size_t InFlight() const;

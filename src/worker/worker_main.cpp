@@ -45,9 +45,18 @@ OnExit(int, Datum arg)
 
 constexpr int kClaimLimit = 2000;
 
+// switchboard.allowed_hosts is read at every request, so a reload applies to the next one.
+HttpClientOptions
+WorkerHttpOptions()
+{
+	HttpClientOptions options;
+	options.current_allowed_hosts = [] { return std::string(setting_allowed_hosts ? setting_allowed_hosts : ""); };
+	return options;
+}
+
 class DeliveryLoop {
 public:
-	DeliveryLoop() : client_(HttpClientOptions()), dispatcher_(&client_), rng_(std::random_device{}()) {}
+	DeliveryLoop() : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}()) {}
 
 	void Run()
 	{
@@ -144,7 +153,7 @@ private:
 			} else if (response.status == 0) {
 				error = response.transport_error;
 			} else {
-				error = "HTTP " + std::to_string(response.status) + ": " + response.body.substr(0, 300);
+				error = "HTTP " + std::to_string(response.status) + ": " + RedactedExcerpt(response.body, 300);
 			}
 			WorkerTransaction tx;
 			if (error.empty()) {

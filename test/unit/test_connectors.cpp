@@ -668,6 +668,50 @@ TEST_F(SalesforceTest, ParseToken)
 	EXPECT_THROW(ParseSalesforceToken(dropped), std::runtime_error);
 }
 
+TEST_F(SalesforceTest, TokenInstanceUrlMustPassTheHostPolicy)
+{
+	auto answer = [](const std::string &instance) {
+		return Response(200, R"({"access_token":"LIVE-TOKEN","instance_url":")" + instance + R"("})");
+	};
+	auto refused = [&](const std::string &instance, const std::string &allowed, const std::string &why) {
+		try {
+			ParseSalesforceToken(answer(instance), allowed);
+			ADD_FAILURE() << instance << " accepted under \"" << allowed << "\"";
+		} catch (const std::runtime_error &e) {
+			std::string text = e.what();
+			EXPECT_NE(text.find("instance_url"), std::string::npos) << text;
+			EXPECT_NE(text.find(why), std::string::npos) << text;
+			EXPECT_EQ(text.find("LIVE-TOKEN"), std::string::npos) << text;
+			EXPECT_EQ(text.find("secret-path"), std::string::npos) << text;
+		}
+	};
+	refused("https://evil.example.com/secret-path", "*.my.salesforce.com", "allowed_hosts");
+	refused("http://acme.my.salesforce.com", "*.my.salesforce.com", "https");
+	refused("http://acme.my.salesforce.com", "", "https");
+	refused("https://169.254.169.254", "", "link-local");
+	refused("https://acme.my.salesforce.com?x=secret-path", "", "query");
+	refused("https://u:p@acme.my.salesforce.com", "", "user");
+	refused("javascript:alert(1)", "", "http");
+	EXPECT_EQ(ParseSalesforceToken(answer("https://acme.my.salesforce.com"), "*.my.salesforce.com").instance_url,
+	          "https://acme.my.salesforce.com");
+	// Loopback (the tests' doubles) may be plain http.
+	EXPECT_EQ(ParseSalesforceToken(answer("http://127.0.0.1:5000/"), "127.0.0.1").instance_url, "http://127.0.0.1:5000");
+	EXPECT_EQ(ParseSalesforceToken(answer("http://localhost:5000"), "").instance_url, "http://localhost:5000");
+}
+
+TEST_F(SalesforceTest, ErrorExcerptsAreMasked)
+{
+	try {
+		ParseSalesforceToken(Response(500, R"(upstream said: client_secret=abc123&password=hunter2 via https://idp.example/x/y)"));
+		FAIL() << "expected runtime_error";
+	} catch (const std::runtime_error &e) {
+		std::string text = e.what();
+		EXPECT_EQ(text.find("abc123"), std::string::npos) << text;
+		EXPECT_EQ(text.find("hunter2"), std::string::npos) << text;
+		EXPECT_EQ(text.find("x/y"), std::string::npos) << text;
+	}
+}
+
 TEST_F(SalesforceTest, UpsertRequestShape)
 {
 	std::vector<Change> changes = {

@@ -616,7 +616,8 @@ TEST_F(DispatcherTest, Webhook410KillsTheChangeAndDisablesTheRoute)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"max_concurrency", 1}});
+	// Webhook URLs often carry their credential in the path.
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook/T0KEN-in-path"), "", {{"max_concurrency", 1}});
 	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 3))};
 	std::vector<RouteAction> actions;
 
@@ -638,7 +639,9 @@ TEST_F(DispatcherTest, Webhook410KillsTheChangeAndDisablesTheRoute)
 	EXPECT_EQ(dead, 1);
 	ASSERT_EQ(actions.size(), 1u);
 	EXPECT_EQ(actions[0].route, "events");
-	EXPECT_EQ(actions[0].reason, "webhook endpoint answered 410 Gone at " + server.Url("/hook"));
+	// The reason is shown in route_status and the log: scheme and host only.
+	EXPECT_EQ(actions[0].reason, "webhook endpoint answered 410 Gone at " + server.Url("") + "/\u2026");
+	EXPECT_EQ(actions[0].reason.find("T0KEN"), std::string::npos);
 	// 410 speaks about one subscription, not about the endpoint's health.
 	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "wh")->state, "ok");
 }
@@ -1180,6 +1183,151 @@ TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
 	ASSERT_EQ(searches.size(), 2u);
 	EXPECT_EQ(searches[0].headers.at("authorization"), "Bearer hs-secret");
 	EXPECT_EQ(Json::parse(searches[1].body)["after"], "1");
+}
+
+
+// ---------------------------------------------------------------------------------------
+// Redirects, masking, allowed_hosts (issue 7)
+
+TEST_F(DispatcherTest, WebhookRedirectToAnotherHostIsNotFollowedAndFails)
+{
+	ScriptedServer other;
+	other.On("/", [](const ServerRequest &) { return JsonReply(200, Json::object()); });
+	server.On("/hook", [&other](const ServerRequest &) {
+		ServerReply reply;
+		reply.status = 302;
+		reply.headers.emplace_back("Location", other.Url("/collect?stolen=1"));
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 2))};
+
+	for (const auto &delivery : Deliver(dispatcher, batches)) {
+		EXPECT_NE(delivery.outcome, Outcome::Delivered);
+		EXPECT_EQ(delivery.http_status, 302);
+		EXPECT_NE(delivery.error.find("302"), std::string::npos) << delivery.error;
+	}
+	EXPECT_EQ(server.RequestCount(), 2u);
+	EXPECT_EQ(other.RequestCount(), 0u) << "the redirect target got a request";
+}
+
+TEST_F(DispatcherTest, EchoedCredentialsAndUrlsInErrorsAreMasked)
+{
+	server.On("/hook", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.status = 400;
+		reply.body = R"({"error":"rejected","echo":{"headers":{"authorization":"Bearer foreign-token-123"},)"
+		             R"("access_token":"leak-access","password":"leak-pw","client_secret":"leak-cs"},)"
+		             R"("see":"https://internal.example/private/path?key=leak-key"})";
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 1))};
+
+	auto deliveries = Deliver(dispatcher, batches);
+	ASSERT_EQ(deliveries.size(), 1u);
+	const EndpointStatus *status = StatusOf(dispatcher.EndpointStatuses(), "wh");
+	ASSERT_NE(status, nullptr);
+	for (const std::string &text : {deliveries[0].error, status->last_error}) {
+		EXPECT_NE(text.find("HTTP 400"), std::string::npos) << text;
+		for (const char *leak : {"foreign-token-123", "leak-access", "leak-pw", "leak-cs", "private/path", "leak-key"})
+			EXPECT_EQ(text.find(leak), std::string::npos) << leak << " in " << text;
+		EXPECT_NE(text.find("https://internal.example/"), std::string::npos) << text;
+	}
+}
+
+TEST_F(DispatcherTest, FetchErrorBodyIsMasked)
+{
+	server.On("/crm/", [](const ServerRequest &) {
+		return JsonReply(500, {{"message", "oops"}, {"access_token", "leak-access"}});
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	HttpResponse response = dispatcher.Fetch(
+	    hubspot, [&](const Auth &) { return HttpRequest{"GET", server.Url("/crm/v3/objects/contacts"), {}, ""}; }, 5000,
+	    1000, Never());
+	EXPECT_EQ(response.status, 500);
+	const std::string &last_error = StatusOf(dispatcher.EndpointStatuses(), "hs")->last_error;
+	EXPECT_EQ(last_error.find("leak-access"), std::string::npos) << last_error;
+}
+
+class DispatcherInstanceUrlTest : public DispatcherTest {
+protected:
+	const std::string kSecret = R"({"client_id":"cid-1","client_secret":"s3cr3t-value"})";
+
+	// allowed_hosts lets the login host through; "evil.test" resolves to the same test server,
+	// so a request that ignored the policy would show up there.
+	HttpClient Policed(const std::string &allowed)
+	{
+		HttpClientOptions options;
+		options.allowed_hosts = allowed;
+		options.resolve = {"evil.test:" + Port() + ":127.0.0.1", "sf.example.com:" + Port() + ":127.0.0.1"};
+		return HttpClient(options);
+	}
+	std::string Port() { return server.Url("").substr(std::string("http://127.0.0.1:").size()); }
+	Endpoint Salesforce() { return MakeEndpoint("sf", "salesforce", server.Url("/login"), kSecret); }
+	void ServeToken(const std::string &instance_url)
+	{
+		server.On("/login/services/oauth2/token", [instance_url](const ServerRequest &) {
+			return JsonReply(200, {{"access_token", "tok-live"}, {"instance_url", instance_url}});
+		});
+		server.On("/inst/", SalesforceUpsertOk);
+	}
+};
+
+TEST_F(DispatcherInstanceUrlTest, InstanceOutsideAllowedHostsIsATokenFailure)
+{
+	ServeToken("http://evil.test:" + Port() + "/inst");
+	HttpClient policed = Policed("127.0.0.1");
+	Dispatcher dispatcher(&policed);
+	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("c", "Contact", "Email__c"), MakeChanges(1, 2))};
+	std::vector<RouteAction> ignored;
+	auto deliveries = dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored);
+	ExpectOnePerChange(batches, deliveries);
+	for (const auto &delivery : deliveries) {
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_EQ(delivery.error.rfind("salesforce token: ", 0), 0u) << delivery.error;
+		EXPECT_NE(delivery.error.find("instance_url"), std::string::npos) << delivery.error;
+		EXPECT_NE(delivery.error.find("allowed_hosts"), std::string::npos) << delivery.error;
+		EXPECT_EQ(delivery.error.find("tok-live"), std::string::npos) << delivery.error;
+	}
+	EXPECT_EQ(server.RequestsTo("/inst/").size(), 0u);
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "sf")->state, "backing_off");
+
+	Dispatcher fetcher(&policed);
+	HttpResponse response = fetcher.Fetch(
+	    Salesforce(), [&](const Auth &auth) { return HttpRequest{"GET", auth.instance_url + "/inst/q", {}, ""}; }, 5000,
+	    1000, Never());
+	EXPECT_EQ(response.status, 0);
+	EXPECT_NE(response.transport_error.find("instance_url"), std::string::npos) << response.transport_error;
+	EXPECT_EQ(server.RequestsTo("/inst/").size(), 0u);
+}
+
+TEST_F(DispatcherInstanceUrlTest, InstanceMustBeHttpsUnlessLoopback)
+{
+	ServeToken("http://sf.example.com:" + Port() + "/inst");
+	HttpClient policed = Policed("*");
+	Dispatcher dispatcher(&policed);
+	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("c", "Contact", "Email__c"), MakeChanges(1, 1))};
+	std::vector<RouteAction> ignored;
+	auto deliveries = dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored);
+	ASSERT_EQ(deliveries.size(), 1u);
+	EXPECT_NE(deliveries[0].error.find("https"), std::string::npos) << deliveries[0].error;
+	EXPECT_EQ(server.RequestsTo("/inst/").size(), 0u);
+}
+
+TEST_F(DispatcherInstanceUrlTest, LoopbackInstanceInsideAllowedHostsIsUsed)
+{
+	ServeToken(server.Url("/inst"));
+	HttpClient policed = Policed("127.0.0.1");
+	Dispatcher dispatcher(&policed);
+	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("c", "Contact", "Email__c"), MakeChanges(1, 1))};
+	std::vector<RouteAction> ignored;
+	for (const auto &delivery : dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored))
+		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
+	EXPECT_EQ(server.RequestsTo("/inst/").size(), 1u);
 }
 
 } // namespace

@@ -6,6 +6,7 @@
 //   /big/N          N bytes with Content-Length
 //   /stream/N       N bytes without Content-Length, then close
 //   /drop           closes the connection without answering
+//   /redirect?to=U  302 with Location: U
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -99,6 +100,7 @@ public:
 	{
 		return "http://127.0.0.1:" + std::to_string(port_) + path;
 	}
+	int port() const { return port_; }
 	int accepted() const { return accepted_.load(); }
 	std::vector<ReceivedRequest> received()
 	{
@@ -210,6 +212,8 @@ private:
 			if (path == "/drop") {
 				close(fd);
 				return;
+			} else if (path.rfind("/redirect?to=", 0) == 0) {
+				SendAll(fd, Response(302, "moved", "Location: " + path.substr(13) + "\r\n"));
 			} else if (path.rfind("/status/", 0) == 0) {
 				int status = std::stoi(path.substr(8));
 				SendAll(fd, Response(status, "status " + std::to_string(status), "Retry-After: 7\r\n"));
@@ -530,6 +534,116 @@ TEST_F(HttpClientTest, DestroyWithTransfersInFlight)
 	client->Poll(50);
 	EXPECT_EQ(client->InFlight(), 10u);
 	client.reset(); // must not crash or leak handles
+}
+
+
+// ---- switchboard.allowed_hosts at connect time -------------------------------------------
+// CURLOPT_RESOLVE entries stand in for DNS: "evil.test" resolves to the test server, so a
+// refused request would otherwise have reached it.
+
+HttpClientOptions
+PolicyOptions(const std::string &allowed_hosts, const std::vector<std::string> &resolve)
+{
+	HttpClientOptions options;
+	options.allowed_hosts = allowed_hosts;
+	options.resolve = resolve;
+	return options;
+}
+
+std::string
+HostUrl(const std::string &host, int port, const std::string &path)
+{
+	return "http://" + host + ":" + std::to_string(port) + path;
+}
+
+TEST_F(HttpClientTest, HostOutsideAllowedHostsIsRefusedBeforeConnecting)
+{
+	const int port = server.port();
+	HttpClient client(PolicyOptions("good.test, 127.0.0.1", {"evil.test:" + std::to_string(port) + ":127.0.0.1",
+	                                                        "good.test:" + std::to_string(port) + ":127.0.0.1"}));
+	HttpResponse refused = Fetch(client, {"POST", HostUrl("evil.test", port, "/echo"), {}, "{\"secret\":1}"});
+	EXPECT_EQ(refused.status, 0);
+	EXPECT_NE(refused.transport_error.find("allowed_hosts"), std::string::npos) << refused.transport_error;
+	EXPECT_EQ(server.accepted(), 0) << "not even a connection to a refused host";
+	EXPECT_TRUE(server.received().empty());
+
+	HttpResponse allowed = Fetch(client, {"GET", HostUrl("good.test", port, "/echo"), {}, ""});
+	EXPECT_EQ(allowed.status, 200) << allowed.transport_error;
+	EXPECT_EQ(Fetch(client, {"GET", server.Url("/echo"), {}, ""}).status, 200);
+}
+
+TEST_F(HttpClientTest, NameResolvingToMetadataIsRefusedAfterResolution)
+{
+	HttpClientOptions options = PolicyOptions("", {"meta.test:80:169.254.169.254", "meta6.test:80:fd00:ec2::254",
+	                                               "ll.test:80:169.254.1.2"});
+	options.connect_timeout_ms = 300;
+	HttpClient client(options);
+	for (const char *url : {"http://meta.test/latest/meta-data/iam/security-credentials/", "http://meta6.test/",
+	                        "http://ll.test/"}) {
+		auto start = Clock::now();
+		HttpResponse response = Fetch(client, {"GET", url, {}, ""});
+		EXPECT_EQ(response.status, 0) << url;
+		EXPECT_NE(response.transport_error.find("link-local"), std::string::npos) << url << ": " << response.transport_error;
+		EXPECT_LT(MsSince(start), 250) << "refused before any connection attempt, not timed out";
+	}
+	// "*" is a name pattern: it does not let a metadata address through either.
+	HttpClientOptions star = PolicyOptions("*", {"meta.test:80:169.254.169.254"});
+	HttpClient star_client(star);
+	HttpResponse response = Fetch(star_client, {"GET", "http://meta.test/", {}, ""});
+	EXPECT_NE(response.transport_error.find("link-local"), std::string::npos) << response.transport_error;
+}
+
+TEST_F(HttpClientTest, LiteralLinkLocalAddressesAreRefused)
+{
+	HttpClient client;
+	for (const char *url : {"http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://[fd00:ec2::254]/",
+	                        "http://[::ffff:169.254.169.254]/"}) {
+		HttpResponse response = Fetch(client, {"GET", url, {}, ""});
+		EXPECT_EQ(response.status, 0) << url;
+		EXPECT_NE(response.transport_error.find("link-local"), std::string::npos) << url << ": " << response.transport_error;
+	}
+}
+
+// That an IP or CIDR entry lets a link-local address through is tested in
+// test_host_policy.cpp: a test here would really connect to whatever answers at it.
+
+TEST_F(HttpClientTest, PolicyIsReadAtEveryRequest)
+{
+	std::string policy = "127.0.0.1";
+	HttpClientOptions options;
+	options.current_allowed_hosts = [&policy] { return policy; };
+	HttpClient client(options);
+	EXPECT_EQ(client.AllowedHosts(), "127.0.0.1");
+	EXPECT_EQ(Fetch(client, {"GET", server.Url("/echo"), {}, ""}).status, 200);
+	policy = "api.hubapi.com"; // as after ALTER SYSTEM + reload
+	EXPECT_EQ(client.AllowedHosts(), "api.hubapi.com");
+	HttpResponse response = Fetch(client, {"GET", server.Url("/echo"), {}, ""});
+	EXPECT_EQ(response.status, 0);
+	EXPECT_NE(response.transport_error.find("allowed_hosts"), std::string::npos) << response.transport_error;
+	EXPECT_EQ(server.received().size(), 1u);
+}
+
+TEST_F(HttpClientTest, UserInfoInUrlIsRefused)
+{
+	HttpClient client;
+	HttpResponse response = Fetch(client, {"GET", "http://user:pw@127.0.0.1:" + std::to_string(server.port()) + "/echo", {}, ""});
+	EXPECT_EQ(response.status, 0);
+	EXPECT_TRUE(server.received().empty());
+}
+
+TEST_F(HttpClientTest, RedirectIsNeverFollowed)
+{
+	TestServer other;
+	const int port = server.port();
+	HttpClient client(PolicyOptions("", {"other.test:" + std::to_string(other.port()) + ":127.0.0.1"}));
+	for (const std::string &target : {other.Url("/echo"), HostUrl("other.test", other.port(), "/echo"),
+	                                  std::string("http://169.254.169.254/latest/meta-data/")}) {
+		HttpResponse response = Fetch(client, {"GET", HostUrl("127.0.0.1", port, "/redirect?to=" + target), {}, ""});
+		EXPECT_EQ(response.status, 302) << "the redirect itself is the answer";
+		EXPECT_EQ(Find(response.headers, "location"), target);
+	}
+	EXPECT_EQ(other.accepted(), 0);
+	EXPECT_TRUE(other.received().empty());
 }
 
 } // namespace
