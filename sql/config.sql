@@ -22,6 +22,11 @@ INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('bad', 'hubspot
 INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('bad', 'webhook', 'example.com/hook');
 INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('bad', 'webhook', 'ftp://example.com/hook');
 INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('bad', 'webhook', 'https://user:pw@example.com/hook');
+-- a query or fragment (where tokens hide), a link-local or metadata address unless listed
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('bad', 'webhook', 'https://example.com/hook?token=abc');
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('bad', 'webhook', 'https://example.com/hook#frag');
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('bad', 'webhook', 'http://169.254.169.254/latest/meta-data');
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('bad', 'webhook', 'http://[fd00:ec2::254]/latest');
 -- unknown option, option of the wrong type, option of another kind
 INSERT INTO switchboard.endpoints (name, kind, base_url, options) VALUES ('bad', 'hubspot', 'http://x.example', '{"batchsize": 10}');
 INSERT INTO switchboard.endpoints (name, kind, base_url, options) VALUES ('bad', 'hubspot', 'http://x.example', '{"batch_size": "ten"}');

@@ -226,12 +226,10 @@ ValidateEndpoint(const Row &row)
 	if (!IsKnownKind(kind))
 		r.Reject("unknown kind \"" + kind + "\"", "known kinds: hubspot, salesforce, webhook, openai");
 	std::string url = row.Text("base_url");
-	UrlParts parts;
-	if (!ParseHttpUrl(url, &parts))
-		r.Reject("base_url \"" + url + "\" is not an absolute http:// or https:// URL with a host");
-	if (!HostAllowed(parts.host, setting_allowed_hosts ? setting_allowed_hosts : ""))
-		r.Reject("host \"" + parts.host + "\" is not in switchboard.allowed_hosts",
-		         std::string("allowed: ") + setting_allowed_hosts);
+	std::string allowed = setting_allowed_hosts ? setting_allowed_hosts : "";
+	std::string url_problem = EndpointUrlProblem(url, allowed);
+	if (!url_problem.empty())
+		r.Reject("base_url \"" + url + "\": " + url_problem, allowed.empty() ? "" : "switchboard.allowed_hosts: " + allowed);
 	try {
 		ValidateOptions(kind, Json::parse(row.Text("options")));
 	} catch (const std::exception &e) {
