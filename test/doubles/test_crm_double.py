@@ -79,7 +79,7 @@ class Client:
             return status, rh, None
         try:
             return status, rh, json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a "deep" fault's answer
             return status, rh, payload.decode()
 
     # shorthands
