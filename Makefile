@@ -22,7 +22,7 @@ override autodepend = yes
 REGRESS = config capture preview privileges dump security
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --inputdir=. --outputdir=results
 
-EXTRA_CLEAN = results tmp_check test/unit/unit_tests src/*/*.o src/*.o
+EXTRA_CLEAN = results tmp_check build-fuzz test/unit/unit_tests src/*/*.o src/*.o
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -15,6 +15,7 @@ packages=(
 	libgtest-dev                   # GoogleTest, with the CMake package find_package(GTest) uses
 	libipc-run-perl                # TAP tests (PostgreSQL::Test::Cluster)
 	python3                        # the CRM test doubles
+	clang libclang-rt-14-dev       # test/run_fuzz.sh: libFuzzer, ASan and UBSan runtimes
 	passwd                         # useradd: the suites run the server as an unprivileged user
 	# benchmarks
 	nginx-light                    # a fast HTTP sink

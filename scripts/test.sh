@@ -2,7 +2,7 @@
 # Runs every test of switchboard on a fresh Debian 12 machine, as root:
 #   bash scripts/test.sh
 # installs the dependencies, builds and installs with PGXS, runs the unit tests, the pg_regress
-# suite, the CRM doubles' tests and the TAP tests (when test/run_tap.sh exists), then builds,
+# suite, the CRM doubles' tests, the fuzz targets (test/run_fuzz.sh) and the TAP tests (when test/run_tap.sh exists), then builds,
 # installs and tests again with CMake (ctest). A failing step does not stop the later ones; the
 # last line is "N passed, M failed" over the steps, and the exit status is non-zero if any failed.
 set -euo pipefail
@@ -49,6 +49,7 @@ pgxs_build() { make -s clean && make -s -j"$jobs" && make -s install; }
 unittest() { make -s unittest; }
 regress() { bash test/run_regress.sh; }
 crm_double() { python3 test/doubles/test_crm_double.py; }
+fuzz() { bash test/run_fuzz.sh; }   # bounded: about 60 s of fuzzing over all targets
 tap() { bash test/run_tap.sh; }
 cmake_build() {
 	cmake -S . -B build -DPG_CONFIG="$PG_CONFIG" &&
@@ -64,6 +65,7 @@ pgxs_ok=$(( failed == before ))
 step unittest unittest
 if [ $pgxs_ok -eq 1 ]; then step regress regress; else skip regress "PGXS build failed"; fi
 step crm_double crm_double
+step fuzz fuzz
 if [ -f test/run_tap.sh ]; then
 	if [ $pgxs_ok -eq 1 ]; then step tap tap; else skip tap "PGXS build failed"; fi
 fi

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "connectors/connector.h"
+#include "http/json_limits.h"
 
 namespace switchboard {
 
@@ -67,7 +68,7 @@ std::string
 DescribeError(const HttpResponse &response)
 {
 	std::string head = "HTTP " + std::to_string(response.status);
-	Json body = Json::parse(response.body, nullptr, false);
+	Json body = TryParseRemoteJson(response.body);
 	if (body.is_object() && body.contains("message") && body["message"].is_string()) {
 		std::string text = head;
 		if (body.contains("category") && body["category"].is_string())
@@ -171,7 +172,7 @@ public:
 		} else if (status >= 200 && status < 300) {
 			result = ParseSuccess(call, changes, response);
 		} else if (status == 429) {
-			Json body = Json::parse(response.body, nullptr, false);
+			Json body = TryParseRemoteJson(response.body);
 			std::string policy;
 			if (body.is_object() && body.contains("policyName") && body["policyName"].is_string())
 				policy = body["policyName"].get<std::string>();
@@ -220,11 +221,15 @@ private:
 		ChangeResult delivered;
 		delivered.outcome = Outcome::Delivered;
 		result.results.assign(n, delivered);
-		Json body = Json::parse(response.body, nullptr, false);
+		std::string refused;
+		Json body = TryParseRemoteJson(response.body, &refused);
+		const bool partial = response.status == 207;
+		// Which inputs a 207 rejected is unknown: send them again (upserts and archives repeat harmlessly).
+		if (partial && !refused.empty())
+			return UniformResult(call, Outcome::Retry, "HTTP 207 with a body refused: " + refused);
 		if (!body.is_object())
 			return result; // 204 from archive, or a body we cannot read: the status says it worked
 		const bool archive = IsArchiveCall(call);
-		const bool partial = response.status == 207;
 
 		// Lookups from what HubSpot echoes back to positions in the call.
 		std::map<std::string, std::vector<size_t>> by_trace, by_id;
@@ -334,7 +339,7 @@ private:
 	static std::string
 	MatchRemote(const Call &call)
 	{
-		Json body = Json::parse(call.request.body, nullptr, false);
+		Json body = TryParseRemoteJson(call.request.body);
 		if (body.is_object() && body.contains("inputs") && body["inputs"].is_array() && !body["inputs"].empty() &&
 		    body["inputs"][0].is_object() && body["inputs"][0].contains("idProperty") &&
 		    body["inputs"][0]["idProperty"].is_string())

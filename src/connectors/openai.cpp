@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "connectors/connector.h"
+#include "http/json_limits.h"
 
 namespace switchboard {
 
@@ -95,7 +96,8 @@ ParseChatResult(const HttpResponse &response)
 		result.endpoint_failure = true;
 		return result;
 	}
-	Json body = Json::parse(response.body, nullptr, false);
+	std::string refused;
+	Json body = TryParseRemoteJson(response.body, &refused);
 	Json error = body.is_object() && body.contains("error") ? body["error"] : Json();
 	if (status == 200) {
 		// choices[0].message.content holds the model's JSON object as a string.
@@ -105,7 +107,17 @@ ParseChatResult(const HttpResponse &response)
 			if (choice.is_object() && choice.contains("message"))
 				content = Text(choice["message"], "content");
 		}
-		Json parsed = Json::parse(content, nullptr, false);
+		if (!refused.empty()) {
+			result.outcome = Outcome::Retry;
+			result.error = "model answer refused: " + refused;
+			return result;
+		}
+		Json parsed = TryParseRemoteJson(content, &refused);
+		if (!refused.empty()) {
+			result.outcome = Outcome::Retry;
+			result.error = "model answer refused: " + refused;
+			return result;
+		}
 		if (!parsed.is_object()) {
 			// Models answer differently on a second try (or were cut off by max tokens):
 			// retry, bounded by max_attempts.

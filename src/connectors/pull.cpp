@@ -5,6 +5,7 @@
 // idempotent deletions), a page skipped is data lost, so every rule below errs on the side of
 // fetching a record again.
 #include "connectors/pull.h"
+#include "http/json_limits.h"
 
 #include <algorithm>
 #include <cctype>
@@ -222,7 +223,7 @@ DescribeFailure(const HttpResponse &response)
 	if (response.status == 0)
 		return "transport error: " + Snippet(response.transport_error);
 	std::string head = "HTTP " + std::to_string(response.status);
-	Json body = Json::parse(response.body, nullptr, false);
+	Json body = TryParseRemoteJson(response.body);
 	Json errors = body.is_array() ? body : Json::array({body});
 	std::string detail;
 	for (const auto &error : errors) {
@@ -584,7 +585,10 @@ ParsePullResponse(const Endpoint &endpoint, const Route &route, PullPhase phase,
 		CannotPull(endpoint.kind);
 	if (response.status < 200 || response.status >= 300)
 		throw std::runtime_error(endpoint.kind + " pull failed: " + DescribeFailure(response));
-	Json body = Json::parse(response.body, nullptr, false);
+	std::string refused;
+	Json body = TryParseRemoteJson(response.body, &refused);
+	if (!refused.empty())
+		throw std::runtime_error(endpoint.kind + " pull answer refused: " + refused);
 	if (body.is_discarded() || !body.is_object())
 		Malformed(endpoint.kind + " pull answer is not a JSON object", response);
 	if (endpoint.kind == "hubspot")

@@ -5,6 +5,7 @@
 
 #include "config/host_policy.h"
 #include "connectors/connector.h"
+#include "http/json_limits.h"
 #include "http/redact.h"
 
 namespace switchboard {
@@ -88,7 +89,7 @@ IsTransientCode(const std::string &code)
 Json
 CallErrors(const HttpResponse &response)
 {
-	Json body = Json::parse(response.body, nullptr, false);
+	Json body = TryParseRemoteJson(response.body);
 	if (body.is_object())
 		return Json::array({body});
 	if (body.is_array())
@@ -235,10 +236,12 @@ private:
 	static CallResult
 	ParseRecords(const Call &call, const HttpResponse &response)
 	{
-		Json body = Json::parse(response.body, nullptr, false);
+		std::string refused;
+		Json body = TryParseRemoteJson(response.body, &refused);
 		if (!body.is_array()) {
 			// Repeating an upsert or delete is harmless; a silent Delivered would not be.
-			return UniformResult(call, Outcome::Retry, "HTTP 200 with an unexpected body: " + Snippet(response.body));
+			return UniformResult(call, Outcome::Retry, "HTTP 200 with an unexpected body: " +
+			                                               (refused.empty() ? Snippet(response.body) : refused));
 		}
 		CallResult result;
 		const bool is_delete = IsDeleteCall(call);
@@ -291,7 +294,7 @@ HttpRequest
 BuildSalesforceTokenRequest(const Endpoint &endpoint)
 {
 	// Never quote the secret in these messages: they end up in logs and status views.
-	Json secret = Json::parse(endpoint.secret, nullptr, false);
+	Json secret = TryParseRemoteJson(endpoint.secret); // local, but no reason to trust its depth either
 	std::string client_id = Text(secret, "client_id");
 	std::string client_secret = Text(secret, "client_secret");
 	if (client_id.empty() || client_secret.empty())
@@ -314,7 +317,10 @@ ParseSalesforceToken(const HttpResponse &response, const std::string &allowed_ho
 	if (response.status == 0)
 		throw std::runtime_error("salesforce token request failed: transport error: " +
 		                         Snippet(response.transport_error));
-	Json body = Json::parse(response.body, nullptr, false);
+	std::string refused;
+	Json body = TryParseRemoteJson(response.body, &refused);
+	if (response.status == 200 && !refused.empty())
+		throw std::runtime_error("salesforce token response refused: " + refused);
 	if (response.status != 200) {
 		std::string text = "salesforce token request failed (HTTP " + std::to_string(response.status) + ")";
 		std::string error = Text(body, "error");

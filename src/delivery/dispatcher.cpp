@@ -3,6 +3,7 @@
 // endpoint's concurrency, rate limit and circuit breaker allow, while the HttpClient is polled
 // in short slices so should_stop is honoured promptly.
 #include "delivery/dispatcher.h"
+#include "http/json_limits.h"
 #include "http/redact.h"
 
 #include <algorithm>
@@ -92,7 +93,7 @@ MaskSecrets(const Endpoint &endpoint, const std::vector<std::string> &tokens, st
 {
 	std::vector<std::string> secrets = tokens;
 	secrets.push_back(endpoint.secret);
-	Json parsed = Json::parse(endpoint.secret, nullptr, false);
+	Json parsed = TryParseRemoteJson(endpoint.secret);
 	if (parsed.is_object() && parsed.contains("client_secret") && parsed["client_secret"].is_string()) {
 		std::string client_secret = parsed["client_secret"].get<std::string>();
 		secrets.push_back(client_secret);
@@ -787,7 +788,7 @@ IsHubSpotSearch(const Endpoint &endpoint, const HttpRequest &request)
 bool
 HasSalesforceErrorCode(const HttpResponse &response, const std::string &code)
 {
-	Json body = Json::parse(response.body, nullptr, false);
+	Json body = TryParseRemoteJson(response.body);
 	Json errors = body.is_array() ? body : Json::array({body});
 	for (const auto &error : errors)
 		if (error.is_object() && error.contains("errorCode") && error["errorCode"] == code)
@@ -801,7 +802,7 @@ IsHubSpotDailyLimit(const Endpoint &endpoint, const HttpResponse &response)
 {
 	if (endpoint.kind != "hubspot" || response.status != 429)
 		return false;
-	Json body = Json::parse(response.body, nullptr, false);
+	Json body = TryParseRemoteJson(response.body);
 	return body.is_object() && body.contains("policyName") && body["policyName"] == "DAILY";
 }
 

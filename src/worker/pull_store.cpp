@@ -1,5 +1,6 @@
 #include "worker/pull_store.h"
 
+#include <algorithm>
 #include <map>
 
 #include "capture/enqueue.h"
@@ -332,6 +333,43 @@ RecordRoutePullError(const std::string &route, const std::string &error, long ht
 	                {route, Num(retry_ms), error});
 	Log(route, std::nullopt, "pull_error", http_status ? SpiText(Num(http_status)) : SpiText(),
 	    std::nullopt, error);
+}
+
+PullMark
+MarkPullStarted(const DuePull &pull)
+{
+	// A mark left by an earlier try counts only if no page was applied since it was set.
+	SpiResult r = SpiExecPrepared(
+	    "SELECT p.last_error, p.last_error_at::text, CASE WHEN p.last_error LIKE 'the worker stopped while pulling%' "
+	    "AND (p.last_pull_at IS NULL OR p.last_pull_at < p.last_error_at) "
+	    "THEN coalesce(pg_catalog.substring(p.last_error, '\\((\\d{1,6}) times?'), '1')::int ELSE 0 END "
+	    "FROM switchboard.pull_state p WHERE p.route = $1 FOR UPDATE",
+	    {pull.def.name});
+	PullMark mark;
+	if (!r.rows.empty()) {
+		mark.last_error = r.rows[0][0];
+		mark.last_error_at = r.rows[0][1];
+		mark.stops = std::stoi(r.rows[0][2].value_or("0"));
+	}
+	mark.stops++;
+	// 1st stop: as after a failed page; then doubling, at most an hour.
+	long delay_ms = std::min<long>(pull.interval_ms, 30 * 1000) << std::min(mark.stops - 1, 12);
+	delay_ms = std::min<long>(delay_ms, 3600 * 1000);
+	std::string error = "the worker stopped while pulling a page of this route (" + Num(mark.stops) +
+	                    (mark.stops == 1 ? " time" : " times") + " in a row); pulling again after a backoff";
+	SpiExecPrepared("INSERT INTO switchboard.pull_state AS p (route, next_pull_at, last_error, last_error_at) "
+	                "VALUES ($1, clock_timestamp() + $2::bigint * interval '1 ms', $3, now()) "
+	                "ON CONFLICT (route) DO UPDATE SET next_pull_at = excluded.next_pull_at, "
+	                "last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+	                {pull.def.name, Num(delay_ms), error});
+	return mark;
+}
+
+void
+ClearPullMark(const DuePull &pull, const PullMark &mark)
+{
+	SpiExecPrepared("UPDATE switchboard.pull_state SET last_error = $2, last_error_at = $3::timestamptz WHERE route = $1",
+	                {pull.def.name, mark.last_error, mark.last_error_at});
 }
 
 long

@@ -8,6 +8,7 @@
 
 #include "connectors/pull.h"
 #include "delivery/dispatcher.h"
+#include "pg/spi.h"
 #include "translate/route_def.h"
 
 namespace switchboard {
@@ -38,6 +39,19 @@ PullCounts ApplyPullPage(const DuePull &pull, const PullPage &page, long http_st
 // A pull that could not fetch or parse a page: the cursor stays, the route is tried again later.
 void RecordPullError(const DuePull &pull, const std::string &error, long http_status, long retry_ms);
 void RecordRoutePullError(const std::string &route, const std::string &error, long http_status, long retry_ms);
+
+// The crash-loop guard of the pull (the push counts attempts of in-flight changes, see
+// RecoverInFlight). Before a page is fetched, in its own committed transaction, the route is
+// marked: backed off, with "the worker stopped while pulling ..." as its last_error. A worker
+// that dies fetching, parsing or applying the page leaves the mark, and the next try of that
+// route waits longer each time. The page's own transaction undoes the mark (ClearPullMark),
+// and RecordPullError replaces it.
+struct PullMark {
+	SpiText last_error, last_error_at; // what they were before the mark
+	int stops = 0;                     // times in a row the worker stopped on this route, this try included
+};
+PullMark MarkPullStarted(const DuePull &pull);
+void ClearPullMark(const DuePull &pull, const PullMark &mark);
 
 // Milliseconds until the next pull is due (-1: no pulling route).
 long MsUntilNextPull();

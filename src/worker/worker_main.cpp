@@ -136,6 +136,12 @@ private:
 			if (stop_requested)
 				break;
 			Activity("pulling " + pull.def.name);
+			PullMark mark; // committed first: if this page kills the worker, the route backs off
+			{
+				WorkerTransaction tx;
+				mark = MarkPullStarted(pull);
+				tx.Commit();
+			}
 			HttpResponse response = dispatcher_.Fetch(
 			    pull.def.endpoint,
 			    [&](const Auth &auth) {
@@ -158,6 +164,7 @@ private:
 			WorkerTransaction tx;
 			if (error.empty()) {
 				ApplyPullPage(pull, page, response.status, response.elapsed_ms);
+				ClearPullMark(pull, mark);
 				more = more || page.more || (pull.phase == PullPhase::Changes && pull.def.route.on_delete == "delete");
 			} else {
 				RecordPullError(pull, error, response.status, std::min<long>(pull.interval_ms, 30 * 1000));

@@ -1213,7 +1213,7 @@ class OpenAI:
 # --------------------------------------------------------------------------- faults
 
 class Faults:
-    KINDS = ("status", "timeout", "drop", "slow", "reject")
+    KINDS = ("status", "timeout", "drop", "slow", "reject", "deep")
 
     def __init__(self):
         self.items = []
@@ -1237,6 +1237,7 @@ class Faults:
             "reject_ids": None if spec.get("reject_ids") is None
             else [str(x) for x in spec["reject_ids"]],
             "apply": bool(spec.get("apply", False)),
+            "depth": int(spec.get("depth", 100000)),
         }
         self.next_id += 1
         self.items.append(fault)
@@ -1254,6 +1255,31 @@ class Faults:
             f["hits"] += 1
             return dict(f)
         return None
+
+
+DEEP_MARK = "__crm_double_deep_value__"
+
+
+def deepen(resp, depth):
+    """A hostile answer: the normal one, with a value nested depth levels deep ([[[...]]]) in a
+    property of its first record (HubSpot properties, a Salesforce record), or at the top."""
+    body = resp.body
+    if not isinstance(body, (dict, list)):
+        return resp
+    target = body
+    if isinstance(body, dict):
+        records = body.get("results") or body.get("records")
+        if isinstance(records, list) and records and isinstance(records[0], dict):
+            target = records[0].get("properties", records[0])
+            if not isinstance(target, dict):
+                target = records[0]
+    if isinstance(target, dict):
+        target["hostile"] = DEEP_MARK
+    elif target:
+        target.append(DEEP_MARK)
+    # json.dumps would recurse once per level: splice the nesting into the text instead.
+    text = json.dumps(body).replace(json.dumps(DEEP_MARK), "[" * depth + "]" * depth, 1)
+    return Response(resp.status, text.encode("utf-8"), resp.headers)
 
 
 def injected_body(path, status):
@@ -1632,6 +1658,8 @@ class Handler(BaseHTTPRequestHandler):
                 ids = fault["reject_ids"]
                 req.reject = "*" if ids is None else set(ids)
                 req.reject_status = fault["status"]
+            elif kind == "deep":
+                return deepen(self.route(req), fault["depth"])
         return self.route(req)
 
     def route(self, req):

@@ -79,7 +79,7 @@ class Client:
             return status, rh, None
         try:
             return status, rh, json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a "deep" fault's answer
             return status, rh, payload.decode()
 
     # shorthands
@@ -711,6 +711,18 @@ class FaultTests(Base):
             self.c.hs(UPSERT, {"inputs": [self.contact("a@x.io")]})
         self.assertEqual(len(self.c.ctl("GET", "records/hubspot/contacts")), 1)
         self.assertEqual(self.c.hs(UPSERT, {"inputs": [self.contact("a@x.io")]})[0], 200)
+
+    def test_deep(self):
+        self.c.hs(UPSERT, {"inputs": [self.contact("a@x.io")]})
+        self.fault(path_prefix="/crm/v3/objects/contacts/search", kind="deep", depth=5, count=1)
+        st, _, body = self.c.hs("/crm/v3/objects/contacts/search", {"limit": 10})
+        self.assertEqual(st, 200)
+        self.assertEqual(body["results"][0]["properties"]["hostile"], [[[[[]]]]])
+        # the default depth is far beyond what Python's own json module could write
+        self.fault(path_prefix="/crm/v3/objects/contacts/search", kind="deep", count=1)
+        st, _, body = self.c.hs("/crm/v3/objects/contacts/search", {"limit": 10})
+        self.assertEqual(st, 200)
+        self.assertIn("[" * 100000 + "]" * 100000, body)
 
     def test_reject_hubspot(self):
         self.fault(path_prefix=UPSERT, kind="reject", reject_ids=["b@x.io"], count=1)
