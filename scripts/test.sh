@@ -4,8 +4,9 @@
 # installs the dependencies, builds and installs with PGXS, runs the unit tests, the pg_regress
 # suite, the CRM doubles' tests and the TAP tests (when test/run_tap.sh exists), checks the
 # release rules (scripts/check_versions.sh), builds the Debian package and runs the regress suite
-# against it, then builds, installs and tests again with CMake (ctest). A failing step does not stop the later ones; the
-# last line is "N passed, M failed" over the steps, and the exit status is non-zero if any failed.
+# against it, then builds, installs and tests again with CMake (ctest). A failing step does not
+# stop the later ones; the last line is "N passed, M failed" over the steps, and the exit status
+# is non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PG_CONFIG="${PG_CONFIG:-pg_config}"

@@ -35,6 +35,13 @@ ok(wait_for('worker on the 0.1 schema',
 		sub { sql($node, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'switchboard worker' AND datname = 'upgraded'") == 1 }),
 	'a worker serves the 0.1 database');
 
+# A database that stays at 0.1 across the whole test: once delivery resumes, the new library's
+# worker must either deliver its changes or say plainly that the schema needs the update.
+$node->safe_psql('postgres', 'CREATE DATABASE stale');
+$node->safe_psql('stale', "CREATE EXTENSION switchboard VERSION '0.1'");
+setup_hubspot_route($node, $base, db => 'stale');
+$node->safe_psql('stale', "INSERT INTO contacts (email, first_name) VALUES ('stale\@x.com', 'S')");
+
 $node->safe_psql('upgraded', 'ALTER EXTENSION switchboard UPDATE');
 is(sql($node, "SELECT extversion FROM pg_extension WHERE extname = 'switchboard'", 'upgraded'), $default,
 	"ALTER EXTENSION UPDATE reaches $default");
@@ -148,6 +155,13 @@ my %records = map { $_->{key} => $_ } @{ json_get("$base/_control/records/hubspo
 is(join(',', sort keys %records), 'a@x.com,b@x.com,c@x.com', 'every queued change reached the remote');
 is($records{'a@x.com'}{properties}{firstname}, 'A2', 'with the latest state');
 is(sql($node, "SELECT count(*) FROM switchboard.queue", 'upgraded'), '0', 'the queue is empty');
+
+my $stale_done = sql($node, "SELECT switchboard.wait_idle('30 s')", 'stale') eq 't';
+my $log_so_far = PostgreSQL::Test::Utils::slurp_file($node->logfile);
+ok($stale_done || $log_so_far =~ /ALTER EXTENSION switchboard UPDATE/,
+	'a database still at 0.1 is served by the new library, or its worker asks for the update')
+  or diag('stale queue: ' . sql($node, "SELECT string_agg(state || ' ' || coalesce(last_error, ''), '; ') FROM switchboard.queue", 'stale'));
+is(sql($node, "SELECT extversion FROM pg_extension WHERE extname = 'switchboard'", 'stale'), '0.1', 'stale is still 0.1');
 
 # The worker never crashed on the old schema.
 my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile);
