@@ -1,8 +1,12 @@
 # PGXS build: make && make install && make installcheck (see README for running as root).
 EXTENSION = switchboard
 MODULE_big = switchboard
-EXTVERSION = 0.1
+# The version being built is the control file's default_version. Its install script is generated
+# from src/sql/*.sql; released versions' install scripts and every upgrade script are frozen in
+# versions/ (see docs/releasing.md).
+EXTVERSION = $(shell sed -n "s/^[[:space:]]*default_version[[:space:]]*=[[:space:]]*'\{0,1\}\([^' ]*\)'\{0,1\}.*/\1/p" switchboard.control)
 DATA_built = switchboard--$(EXTVERSION).sql
+DATA = $(filter-out %/switchboard--$(EXTVERSION).sql, $(sort $(wildcard versions/switchboard--*.sql)))
 PG_CONFIG ?= pg_config
 
 # Server-free C++ (no postgres.h): unit-tested on its own by `make unittest`.

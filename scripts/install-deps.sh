@@ -9,6 +9,8 @@ packages=(
 	g++ make cmake pkg-config
 	postgresql-server-dev-15       # pg_config, server headers, PGXS, pg_regress, the TAP Perl modules
 	libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
+	dpkg-dev debhelper postgresql-server-dev-all   # the Debian package (debian/, pg_buildext)
+	lintian
 	# tests
 	postgresql-15                  # the server; also ships /usr/lib/postgresql/15/bin/pgbench
 	                               # (Debian 12's postgresql-contrib-15 is only a name postgresql-15 provides)
@@ -16,6 +18,7 @@ packages=(
 	libipc-run-perl                # TAP tests (PostgreSQL::Test::Cluster)
 	python3                        # the CRM test doubles
 	clang libclang-rt-14-dev       # test/run_fuzz.sh: libFuzzer, ASan and UBSan runtimes
+	prometheus-postgres-exporter   # the metrics test (test/tap/t/021_metrics.pl)
 	passwd                         # useradd: the suites run the server as an unprivileged user
 	# benchmarks
 	nginx-light                    # a fast HTTP sink

@@ -2,9 +2,11 @@
 # Runs every test of switchboard on a fresh Debian 12 machine, as root:
 #   bash scripts/test.sh
 # installs the dependencies, builds and installs with PGXS, runs the unit tests, the pg_regress
-# suite, the CRM doubles' tests, the fuzz targets (test/run_fuzz.sh) and the TAP tests (when test/run_tap.sh exists), then builds,
-# installs and tests again with CMake (ctest). A failing step does not stop the later ones; the
-# last line is "N passed, M failed" over the steps, and the exit status is non-zero if any failed.
+# suite, the CRM doubles' tests, the fuzz targets (test/run_fuzz.sh) and the TAP tests (when
+# test/run_tap.sh exists), checks the release rules (scripts/check_versions.sh), builds the Debian
+# package and runs the regress suite against it, then builds, installs and tests again with CMake
+# (ctest). A failing step does not stop the later ones; the last line is "N passed, M failed" over
+# the steps, and the exit status is non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PG_CONFIG="${PG_CONFIG:-pg_config}"
@@ -51,6 +53,43 @@ regress() { bash test/run_regress.sh; }
 crm_double() { python3 test/doubles/test_crm_double.py; }
 fuzz() { bash test/run_fuzz.sh; }   # bounded: about 60 s of fuzzing over all targets
 tap() { bash test/run_tap.sh; }
+versions() { bash scripts/check_versions.sh; }
+# The Debian package, built in a copy of the tree (dpkg-buildpackage writes into debian/ and ..),
+# linted, installed with apt in place of the PGXS install, and tested with the regress suite;
+# purged again at the end so that the CMake steps install into a clean tree.
+debian_package() {
+	local work status=0 deb f pkg=postgresql-15-switchboard
+	work="$(mktemp -d /tmp/switchboard-deb.XXXXXX)"
+	mkdir "$work/src"
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		git ls-files -co --exclude-standard -z | while IFS= read -r -d '' f; do
+			[ -e "$f" ] && printf '%s\0' "$f"; done | xargs -0 cp --parents -t "$work/src"
+	else
+		tar -c --exclude=./build --exclude=./results --exclude='./test/tap/tmp_check' . | tar -x -C "$work/src"
+	fi
+	echo "dpkg-buildpackage in $work/src (log: $work/build.log)"
+	if ! (cd "$work/src" && MAKEFLAGS="-j$jobs" dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1; then
+		tail -n 60 "$work/build.log"; return 1
+	fi
+	deb="$(ls "$work"/${pkg}_[0-9]*.deb)"
+	lintian --fail-on error,warning "$work"/switchboard_*.changes || status=$?
+	# The PGXS install would hide a file the package misses: remove it first.
+	[ $status -eq 0 ] && make -s uninstall || status=1
+	[ $status -eq 0 ] && apt-get install -y -q --no-install-recommends "$deb" || status=1
+	if [ $status -eq 0 ]; then
+		for f in "$("$PG_CONFIG" --pkglibdir)/switchboard.so" "$("$PG_CONFIG" --sharedir)"/extension/switchboard*; do
+			dpkg -S "$f" >/dev/null 2>&1 || { echo "$f is not from $pkg"; status=1; }
+		done
+		for f in switchboard.control versions/*.sql; do
+			[ -e "$("$PG_CONFIG" --sharedir)/extension/$(basename "$f")" ] || { echo "$pkg lacks $(basename "$f")"; status=1; }
+		done
+		dpkg -L "$pkg" | grep -E '/(switchboard\.so|switchboard--.*\.sql|switchboard\.control)$'
+	fi
+	[ $status -eq 0 ] && bash test/run_regress.sh || status=1
+	apt-get purge -y -q "$pkg" >/dev/null 2>&1 || true
+	rm -rf "$work"
+	return $status
+}
 cmake_build() {
 	cmake -S . -B build -DPG_CONFIG="$PG_CONFIG" &&
 		cmake --build build -j"$jobs" &&
@@ -69,6 +108,9 @@ step fuzz fuzz
 if [ -f test/run_tap.sh ]; then
 	if [ $pgxs_ok -eq 1 ]; then step tap tap; else skip tap "PGXS build failed"; fi
 fi
+step versions versions
+# After the suites that use the PGXS install; the CMake steps install again afterwards.
+if [ $pgxs_ok -eq 1 ]; then step debian-package debian_package; else skip debian-package "PGXS build failed"; fi
 before=$failed
 step cmake-build cmake_build
 if [ $failed -eq $before ]; then step ctest run_ctest; else skip ctest "CMake build failed"; fi

@@ -33,6 +33,7 @@ work="$(mktemp -d /tmp/switchboard-tap.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/test"
 cp -r "$src/test/tap" "$src/test/doubles" "$work/test/"
+cp -r "$src/contrib" "$work/"    # the exporter's queries file (t/021_metrics.pl)
 rm -rf "$work/test/tap/tmp_check"
 chown -R "$user" "$work"
 status=0
