@@ -41,3 +41,197 @@ SELECT r.name AS route,
 COMMENT ON VIEW switchboard.metrics IS
 	'Per route, numbers for exporters: queue depth, counters, backlog age, state (0 ok, 1 backing_off, 2 open, 3 disabled), pull lag';
 GRANT SELECT ON switchboard.metrics TO pg_monitor;
+
+-- Owners (SPEC §8 "Who acts"): routes, endpoints and secrets belong to the role that wrote them.
+-- In 0.1 any role granted configuration could change any of them, so the configuration was as
+-- trusted as the extension's owner: the rows there are become the extension owner's. Reassign
+-- routes written by other roles with UPDATE switchboard.routes SET owner = ... (see README).
+ALTER TABLE switchboard.secrets ADD COLUMN owner regrole;
+ALTER TABLE switchboard.endpoints ADD COLUMN owner regrole;
+ALTER TABLE switchboard.routes ADD COLUMN owner regrole;
+-- Without their triggers: this is no configuration change, and nothing is to be re-attached.
+ALTER TABLE switchboard.endpoints DISABLE TRIGGER USER;
+ALTER TABLE switchboard.routes DISABLE TRIGGER USER;
+UPDATE switchboard.secrets SET owner = (SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard')::regrole;
+UPDATE switchboard.endpoints SET owner = (SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard')::regrole;
+UPDATE switchboard.routes SET owner = (SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard')::regrole;
+ALTER TABLE switchboard.endpoints ENABLE TRIGGER USER;
+ALTER TABLE switchboard.routes ENABLE TRIGGER USER;
+
+-- Deletes are validated too (who may delete), and secrets get the trigger.
+DROP TRIGGER validate ON switchboard.endpoints;
+DROP TRIGGER validate ON switchboard.routes;
+DROP TRIGGER validate ON switchboard.mappings;
+DROP TRIGGER validate ON switchboard.filters;
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.endpoints
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.secrets
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.routes
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.mappings
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.filters
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+
+-- SECURITY DEFINER functions: search_path pg_catalog, pg_temp, names qualified.
+
+CREATE OR REPLACE FUNCTION switchboard._on_sql_drop() RETURNS event_trigger
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	dropped record;
+BEGIN
+	FOR dropped IN SELECT d.objid, d.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() d
+		WHERE d.object_type IN ('table', 'partitioned table') LOOP
+		UPDATE switchboard.routes
+		   SET enabled = false,
+		       source = NULL,  -- a dangling OID could name another table after a restore
+		       disabled_reason = pg_catalog.format('source table %s was dropped at %s', dropped.object_identity,
+		                                           pg_catalog.now())
+		 WHERE source = dropped.objid;
+	END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard._on_trigger_created() RETURNS event_trigger
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	created record;
+BEGIN
+	FOR created IN
+		SELECT t.oid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+		  JOIN pg_catalog.pg_trigger t ON t.oid = c.objid
+		   AND c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+		 WHERE t.tgfoid = 'switchboard.capture()'::pg_catalog.regprocedure
+		   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+		                    WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+		                      AND d.objid = t.oid
+		                      AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass)
+	LOOP
+		PERFORM switchboard._tie_to_extension(created.oid);
+	END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	n pg_catalog.int8;
+BEGIN
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.state = 'dead' AND (retry.route IS NULL OR q.route = retry.route);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM switchboard.wake();
+	RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.retry(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.id = retry.id AND q.state = 'dead';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	PERFORM switchboard.wake();
+	RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.discard(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	gone record;
+BEGIN
+	DELETE FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead' RETURNING * INTO gone;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- session_user: current_user is the owner this function runs as, not who called it.
+	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)
+	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded', 'discarded by ' || session_user);
+	RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.wait_idle(timeout interval DEFAULT '30 s') RETURNS boolean
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	horizon bigint;
+	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+BEGIN
+	SELECT coalesce(pg_catalog.max(id), 0) INTO horizon FROM switchboard.queue;
+	PERFORM switchboard.wake();
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM switchboard.queue WHERE id <= horizon AND state <> 'dead') THEN
+			RETURN true;
+		END IF;
+		IF pg_catalog.clock_timestamp() >= deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.02);
+	END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.pull_now(route text) RETURNS void
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = pull_now.route AND r.direction IN ('pull', 'both')) THEN
+		RAISE EXCEPTION 'route "%" does not exist or does not pull (direction pull or both)', route
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	INSERT INTO switchboard.pull_state AS p (route, next_pull_at) VALUES (pull_now.route, pg_catalog.now())
+	ON CONFLICT ON CONSTRAINT pull_state_pkey DO UPDATE SET next_pull_at = pg_catalog.now();
+	PERFORM switchboard.wake();
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
+	               'switchboard.mappings, switchboard.filters TO %s', role);
+	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
+	               'switchboard.route_stats, switchboard.remote_ids, switchboard.instance, switchboard.endpoint_status, '
+	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
+	               'switchboard.pull_state TO %s', role);
+	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
+END $$;
+
+-- Dead letters show the mapped fields only.
+CREATE OR REPLACE VIEW switchboard.dead_letters AS
+SELECT id, route, op, key, attempts, last_status, last_error,
+       payload,  -- the mapped fields only: never the row image (readable by pg_monitor)
+       failed_at
+  FROM switchboard.queue
+ WHERE state = 'dead';
+
+-- Roles granted configuration see the owners of secrets too.
+DO $$
+DECLARE
+	grantee text;
+BEGIN
+	FOR grantee IN SELECT DISTINCT c.grantee FROM information_schema.column_privileges c
+	                WHERE c.table_schema = 'switchboard' AND c.table_name = 'secrets' AND c.column_name = 'name'
+	                  AND c.privilege_type = 'SELECT' AND c.grantee <> current_user LOOP
+		EXECUTE pg_catalog.format('GRANT SELECT (owner) ON switchboard.secrets TO %I', grantee);
+	END LOOP;
+END $$;
+
+-- Capture triggers again from each route's definition: a filter that may raise (a cast, integer
+-- arithmetic, current_setting()) no longer sits in a WHEN clause, where it could fail the
+-- application's write. A route that does not load any more keeps its triggers and says why.
+DO $$
+DECLARE
+	r record;
+BEGIN
+	FOR r IN SELECT name FROM switchboard.routes WHERE enabled AND source IS NOT NULL LOOP
+		BEGIN
+			UPDATE switchboard.routes SET enabled = true WHERE name = r.name;
+		EXCEPTION WHEN OTHERS THEN
+			RAISE WARNING 'switchboard: capture triggers of route "%" were kept as they were: %', r.name, SQLERRM;
+		END;
+	END LOOP;
+END $$;

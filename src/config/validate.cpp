@@ -141,6 +141,10 @@ Num(Oid v)
 	return std::to_string(v);
 }
 
+// Set by Validate(): the schema predates owners (see SchemaPredatesOwners). Its rows are then
+// checked as 0.1 checked them, with the writer as the one whose privileges count.
+bool legacy_schema = false;
+
 // ---- who may write ----------------------------------------------------------------------
 
 // The owner a new or changed row gets: the one it names when the writer has that role's
@@ -360,14 +364,18 @@ ValidateRoute(const Row &row, Oid owner)
 		r.Reject("owner " + RoleName(owner) + " no longer exists", "set owner to a role with the privileges it needs");
 
 	std::string endpoint = row.Text("endpoint");
-	SpiResult ep = SpiExec("SELECT kind, owner::oid FROM switchboard.endpoints WHERE name = $1", {endpoint});
+	SpiResult ep = SpiExec(std::string("SELECT kind, ") + (legacy_schema ? "NULL::oid" : "owner::oid") +
+	                           " FROM switchboard.endpoints WHERE name = $1",
+	                       {endpoint});
 	if (ep.rows.empty())
 		r.Reject("endpoint \"" + endpoint + "\" does not exist", "", ERRCODE_FOREIGN_KEY_VIOLATION);
 	SpiText kind = ep.rows[0][0];
 	// An endpoint carries its owner's credentials and reaches its owner's account: only routes
 	// of a role with the owner's privileges go through it.
 	Oid endpoint_owner = ep.rows[0][1] ? static_cast<Oid>(std::stoul(*ep.rows[0][1])) : InvalidOid;
-	if (!OidIsValid(endpoint_owner))
+	if (legacy_schema)
+		endpoint_owner = owner;
+	else if (!OidIsValid(endpoint_owner))
 		r.Reject("endpoint \"" + endpoint + "\" has no owner", "set switchboard.endpoints.owner");
 	if (!RoleHasPrivsOf(owner, endpoint_owner))
 		r.Deny("endpoint \"" + endpoint + "\" belongs to role " + RoleName(endpoint_owner) + ", and the route's owner " +
@@ -426,8 +434,9 @@ struct RouteInfo {
 RouteInfo
 RouteSource(const Rejecter &r, const std::string &route)
 {
-	SpiResult found = SpiExec("SELECT r.source::oid, r.owner::oid, r.direction FROM switchboard.routes r "
-	                          "JOIN pg_catalog.pg_class c ON c.oid = r.source WHERE r.name = $1",
+	SpiResult found = SpiExec(std::string("SELECT r.source::oid, ") + (legacy_schema ? "NULL::oid" : "r.owner::oid") +
+	                              ", r.direction FROM switchboard.routes r "
+	                              "JOIN pg_catalog.pg_class c ON c.oid = r.source WHERE r.name = $1",
 	                          {route});
 	if (found.rows.empty()) {
 		if (!SpiScalar("SELECT 1 FROM switchboard.routes WHERE name = $1", {route}))
@@ -557,9 +566,13 @@ Validate(FunctionCallInfo fcinfo)
 	const Row &current = is_delete ? old_row : row;
 	Rejecter r(table, RowLabel(table, current));
 
-	// Who may write: always checked.
-	Oid owner = InvalidOid;
-	if (table == "routes" || table == "secrets") {
+	// Who may write: always checked (there are owners since 0.2).
+	legacy_schema = SchemaPredatesOwners();
+	Oid owner = GetUserId();
+	if (legacy_schema) {
+		if (is_delete)
+			return PointerGetDatum(tuple);
+	} else if (table == "routes" || table == "secrets") {
 		Oid old_owner = is_update || is_delete ? old_row.GetOid("owner") : InvalidOid;
 		RequireOwner(r, old_owner, table == "routes" ? "the route" : "the secret");
 		if (is_delete)
@@ -624,6 +637,7 @@ namespace switchboard {
 std::string
 StoredRouteProblem(const std::string &route)
 {
+	legacy_schema = false;
 	try {
 		// Its own subtransaction: a check that raises is caught here, and what it left behind
 		// (locks, SPI state) rolled back, so the caller can go on with other routes.

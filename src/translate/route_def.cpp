@@ -128,13 +128,25 @@ AddField(std::string *fingerprint, const SpiText &value)
 
 } // namespace
 
+bool
+SchemaPredatesOwners()
+{
+	return !SpiScalar("SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'switchboard.routes'::pg_catalog.regclass "
+	                  "AND attname = 'owner' AND NOT attisdropped")
+	            .has_value();
+}
+
 std::optional<RouteDef>
 FindRoute(const std::string &name, bool with_secret)
 {
+	bool legacy = SchemaPredatesOwners();
 	SpiResult r = SpiExec("SELECT r.source::oid, r.direction, r.operations::text, r.match_local, r.enabled, "
 	                      "r.remote_object, coalesce(r.match_remote, ''), r.on_delete, "
 	                      "e.name, e.kind, e.base_url, e.options::text, e.secret, "
-	                      "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.source), r.owner::oid, "
+	                      "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.source), " +
+	                          std::string(legacy ? "(SELECT relowner FROM pg_catalog.pg_class c WHERE c.oid = r.source)"
+	                                             : "r.owner::oid") +
+	                          ", "
 	                      "r.conflict, r.pull_interval::text, e.enabled "
 	                      "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
 	                      "WHERE r.name = $1",
@@ -181,7 +193,7 @@ FindRoute(const std::string &name, bool with_secret)
 		for (const auto &v : fr)
 			AddField(&fingerprint, v);
 	// A route whose table was dropped is only kept as a record; there is nothing to check.
-	if (def.source_exists)
+	if (def.source_exists && !legacy)
 		CheckDefinition(name, fingerprint);
 	for (auto &fr : f.rows) {
 		FilterDef filter;

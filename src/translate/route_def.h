@@ -53,6 +53,11 @@ struct RouteDef {
 RouteDef LoadRoute(const std::string &name, bool with_secret);
 std::optional<RouteDef> FindRoute(const std::string &name, bool with_secret);
 
+// True while the installed schema is older than this library (0.1: no owners), between a
+// package upgrade and ALTER EXTENSION switchboard UPDATE. Capture and configuration then keep
+// 0.1's rules (expressions as the source table's owner); the worker waits for the update.
+bool SchemaPredatesOwners();
+
 std::optional<Op> ParseOp(const std::string &op);
 std::vector<Op> ParseOperations(const std::string &text_array); // "{insert,update}"
 

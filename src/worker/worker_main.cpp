@@ -5,6 +5,7 @@
 #include "pg/boundary.h"
 #include "settings.h"
 #include "connectors/pull.h"
+#include "translate/route_def.h"
 #include "worker/pull_store.h"
 #include "worker/queue_store.h"
 #include "worker/shmem.h"
@@ -109,7 +110,7 @@ private:
 	long Round()
 	{
 		long push_wait = PushRound();
-		if (!has_extension || !setting_enabled || stop_requested)
+		if (!has_extension || !setting_enabled || stop_requested || schema_outdated_)
 			return push_wait;
 		long pull_wait = PullRound();
 		return std::min(push_wait, pull_wait);
@@ -186,6 +187,18 @@ private:
 			if (!has_extension) {
 				tx.Commit();
 				return 0;
+			}
+			// A schema older than this library (a package upgrade not yet followed by ALTER
+			// EXTENSION UPDATE) has none of the owners the worker acts as: wait for the update.
+			bool outdated = SchemaPredatesOwners();
+			if (outdated != schema_outdated_ && outdated)
+				ereport(LOG, (errmsg("switchboard: the extension's schema in this database is older than the library; "
+				                     "nothing is delivered or pulled until ALTER EXTENSION switchboard UPDATE")));
+			schema_outdated_ = outdated;
+			if (outdated) {
+				tx.Commit();
+				Activity("waiting for ALTER EXTENSION switchboard UPDATE");
+				return setting_naptime_ms;
 			}
 			if (NowMs() - last_prune_ms_ > 60 * 1000) {
 				PruneHistory(setting_history_retention_s);
@@ -295,6 +308,7 @@ private:
 	int64_t last_prune_ms_ = 0;
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;
+	bool schema_outdated_ = false;
 
 };
 
