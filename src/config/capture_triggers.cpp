@@ -62,6 +62,10 @@ void
 Attach(const RouteDef &def)
 {
 	std::string table = QualifiedName(def.source);
+	// The WHEN clause is parsed here as it was checked: names resolved as for the route's owner
+	// (its schema, public), not the extension owner's. Rolled back with the caller's AsRole.
+	SpiExec("SELECT pg_catalog.set_config('search_path', $1, true)",
+	        {QuoteIdent(RoleName(def.owner)) + ", public, pg_temp"});
 	for (Op op : def.operations) {
 		std::string when;
 		for (const auto &f : def.filters) {

@@ -8,6 +8,7 @@
 #include "pg/boundary.h"
 #include "pg/expr.h"
 #include "pg/spi.h"
+#include "settings.h"
 
 extern "C" {
 #include "miscadmin.h"
@@ -183,7 +184,9 @@ FindRoute(const std::string &name, bool with_secret)
 		def.mappings.push_back(MappingDef{*mr[0], mr[1], mr[2], mr[3]});
 
 	SpiResult f = SpiExec("SELECT name, predicate FROM switchboard.filters WHERE route = $1 ORDER BY name", {name});
+	// The policy the checks read besides the rows: a reload of allowed_hosts checks again.
 	std::string fingerprint = name;
+	AddField(&fingerprint, std::string(setting_allowed_hosts ? setting_allowed_hosts : ""));
 	for (const auto &v : row)
 		AddField(&fingerprint, v);
 	for (const auto &mr : m.rows)
