@@ -38,7 +38,7 @@ SELECT tgrelid::regclass, tgname FROM pg_trigger WHERE tgname LIKE 'switchboard%
 INSERT INTO app.people VALUES (3, 'C@x.com', 'open'), (4, 'd@x.com', 'lost');
 UPDATE zz_last SET note = 'y';
 SELECT route, op, new->>'id' AS id FROM switchboard.queue ORDER BY id;
-SELECT switchboard.render(id)->'request'->'body'->'data' AS data FROM switchboard.queue WHERE route = 'people_hook';
+SELECT switchboard.render(id)->'body'->'data' AS data FROM switchboard.queue WHERE route = 'people_hook';
 -- and routes can still be changed
 UPDATE switchboard.routes SET enabled = false WHERE name = 'notes_hook';
 SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'switchboard_notes_hook%';

@@ -41,14 +41,14 @@ INSERT INTO switchboard.filters VALUES ('leads_hs', 'qualified', 'new.status = '
 -- HubSpot: batch upsert by idProperty, every property a string, NULL as "", token masked
 SELECT jsonb_pretty(switchboard.preview('leads_hs', 'ann@example.com'));
 -- Salesforce: sObject Collections upsert by external id, typed JSON values
-SELECT jsonb_pretty(switchboard.preview('leads_sf', '1') #- '{request,body,records,0,attributes}');
-SELECT switchboard.preview('leads_sf', '1')->'request'->'body'->'records'->0->'attributes';
+SELECT jsonb_pretty(switchboard.preview('leads_sf', '1') #- '{body,records,0,attributes}');
+SELECT switchboard.preview('leads_sf', '1')->'body'->'records'->0->'attributes';
 -- webhook: event envelope, Standard Webhooks headers with the signature masked
-SELECT jsonb_pretty(switchboard.preview('leads_hook', '2') #- '{request,body,timestamp}' #- '{request,headers,webhook-timestamp}');
-SELECT switchboard.preview('leads_hook', '2')->'request'->'headers'->>'webhook-timestamp' ~ '^\d{10}$' AS has_timestamp;
-SELECT switchboard.preview('leads_hook', '2')->'request'->'body'->>'timestamp' ~ '^\d{4}-\d\d-\d\dT' AS iso_timestamp;
+SELECT jsonb_pretty(switchboard.preview('leads_hook', '2') #- '{body,timestamp}' #- '{headers,webhook-timestamp}');
+SELECT switchboard.preview('leads_hook', '2')->'headers'->>'webhook-timestamp' ~ '^\d{10}$' AS has_timestamp;
+SELECT switchboard.preview('leads_hook', '2')->'body'->>'timestamp' ~ '^\d{4}-\d\d-\d\dT' AS iso_timestamp;
 -- a webhook without secret is not signed
-SELECT switchboard.preview('leads_plain', '1')->'request'->'headers';
+SELECT switchboard.preview('leads_plain', '1')->'headers';
 -- no secret ever appears in a preview
 SELECT count(*) FROM leads l, switchboard.routes r
  WHERE switchboard.preview(r.name, CASE WHEN r.name = 'leads_hs' THEN lower(l.email) ELSE l.id::text END)::text
@@ -60,8 +60,8 @@ SELECT switchboard.preview('leads_sf', '1', 'delete') - 'endpoint';
 SELECT switchboard.preview('leads_hs', 'ann@example.com', 'delete') - 'endpoint';
 SELECT switchboard.preview('leads_hs', 'bob@example.com', 'delete') - 'endpoint';
 INSERT INTO switchboard.remote_ids VALUES ('leads_hs', 'ann@example.com', '9001');
-SELECT (switchboard.preview('leads_hs', 'ann@example.com', 'delete')->'request') - 'headers';
-SELECT switchboard.preview('leads_hook', '1', 'delete')->'request'->'body'->>'type' AS event_type;
+SELECT switchboard.preview('leads_hs', 'ann@example.com', 'delete') - 'headers' - 'route' - 'op' - 'endpoint' - 'key';
+SELECT switchboard.preview('leads_hook', '1', 'delete')->'body'->>'type' AS event_type;
 -- errors
 SELECT switchboard.preview('leads_hs', 'nobody@example.com');
 SELECT switchboard.preview('no_such_route', '1');

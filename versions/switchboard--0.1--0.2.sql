@@ -235,3 +235,7 @@ BEGIN
 		END;
 	END LOOP;
 END $$;
+
+-- The database the instance row belongs to: a copy (CREATE DATABASE ... TEMPLATE) is recognised
+-- by its worker. Filled in by the worker of this database.
+ALTER TABLE switchboard.instance ADD COLUMN database_oid oid;

@@ -79,13 +79,15 @@ Describe(const RouteDef &def, Op op, const Translation &t, int64_t change_id, in
 	auto connector = MakeConnector(def.endpoint.kind);
 	std::vector<Call> calls = connector->BuildCalls(endpoint, def.route, {change}, auth);
 	if (calls.empty()) {
-		(*out)["request"] = nullptr;
 		(*out)["note"] = op == Op::Delete && def.route.on_delete != "delete"
 		                     ? "deletes are not sent: the route's on_delete is ignore"
 		                     : "not sent: the remote record id of this key is not known";
 		return;
 	}
-	(*out)["request"] = RequestJson(calls[0].request);
+	// The request's keys at the top level (SPEC §8), beside route, op, key.
+	Json request = RequestJson(calls[0].request);
+	for (auto &[name, value] : request.items())
+		(*out)[name] = value;
 }
 
 Datum

@@ -6,6 +6,10 @@
 CREATE TABLE switchboard.instance (
 	singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
 	id text NOT NULL DEFAULT substr(md5(gen_random_uuid()::text), 1, 10),
-	created_at timestamptz NOT NULL DEFAULT now()
+	created_at timestamptz NOT NULL DEFAULT now(),
+	-- The database this row was made in: a database copied with CREATE DATABASE … TEMPLATE
+	-- carries another's, and its worker then takes an id of its own (see RecognizeCopy).
+	database_oid oid
 );
-INSERT INTO switchboard.instance DEFAULT VALUES;
+INSERT INTO switchboard.instance (database_oid)
+SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database();

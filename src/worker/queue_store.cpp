@@ -9,6 +9,7 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "pgstat.h"
@@ -114,6 +115,26 @@ ExtensionExists()
 	bool exists = false;
 	Guarded([&] { exists = OidIsValid(get_extension_oid("switchboard", true)); });
 	return exists;
+}
+
+bool
+RecognizeCopy()
+{
+	// NULL: made before 0.2 (or by its upgrade); this database is where the worker meets it first.
+	SpiResult found = SpiExecPrepared("SELECT database_oid IS NOT NULL FROM switchboard.instance "
+	                                  "WHERE database_oid IS DISTINCT FROM $1::oid",
+	                                  {Num(MyDatabaseId)});
+	bool copied = !found.rows.empty() && found.rows[0][0] == SpiText("t");
+	if (copied) {
+		SpiExecPrepared("UPDATE switchboard.instance SET id = substr(md5(gen_random_uuid()::text), 1, 10), "
+		                "created_at = now()");
+		SpiExecPrepared("UPDATE switchboard.routes SET enabled = false, disabled_reason = 'this database is a copy "
+		                "of another (CREATE DATABASE ... TEMPLATE, found ' || now() || '): its routes, and the changes "
+		                "queued with them, wait until a DBA enables them' WHERE enabled");
+	}
+	if (!found.rows.empty())
+		SpiExecPrepared("UPDATE switchboard.instance SET database_oid = $1::oid", {Num(MyDatabaseId)});
+	return copied;
 }
 
 void
@@ -300,9 +321,24 @@ ParkOldestDue(const std::string &error)
 }
 
 void
-RecordResults(const std::vector<Delivery> &deliveries, const std::vector<RouteAction> &actions,
-              const std::vector<EndpointStatus> &endpoints, const ClaimedBatch &claimed, int max_attempts,
-              std::mt19937_64 &rng)
+RequeueInFlight(const ClaimedBatch &claimed, int max_attempts)
+{
+	std::vector<SpiText> ids;
+	for (const auto &[id, change] : claimed.changes)
+		ids.emplace_back(Num(id));
+	// Counted as an attempt, like a crash: a change whose result can never be recorded ends
+	// as a dead letter instead of being sent forever.
+	SpiExecPrepared("UPDATE switchboard.queue SET state = CASE WHEN attempts + 1 >= $2::int THEN 'dead' ELSE 'pending' END, "
+	                "attempts = attempts + 1, next_attempt_at = NULL, "
+	                "failed_at = CASE WHEN attempts + 1 >= $2::int THEN now() END, "
+	                "last_error = 'the result of its delivery could not be recorded; sent again' "
+	                "WHERE id = ANY($1::bigint[]) AND state = 'in_flight'",
+	                {ArrayLiteral(ids), Num(max_attempts)});
+}
+
+void
+RecordResults(const std::vector<Delivery> &deliveries, const std::vector<EndpointStatus> &endpoints,
+              const ClaimedBatch &claimed, int max_attempts, std::mt19937_64 &rng)
 {
 	std::vector<SpiText> done_ids;
 	std::vector<SpiText> up_ids, up_states, up_attempts, up_delay, up_status, up_errors, up_payload;
@@ -390,9 +426,6 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<RouteAc
 		        {ArrayLiteral(gone_routes), ArrayLiteral(gone_keys)});
 	LogOutcomes(log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors);
 	NoteRouteStats(stats);
-	for (const auto &action : actions)
-		SpiExecPrepared("UPDATE switchboard.routes SET enabled = false, disabled_reason = $2 WHERE name = $1",
-		        {action.route, action.reason});
 	WriteEndpointStatus(endpoints);
 }
 

@@ -43,6 +43,12 @@ struct ClaimedBatch {
 
 bool ExtensionExists();
 
+// A database made with CREATE DATABASE … TEMPLATE copies the instance row and the queue of
+// the template. Seen from its own worker: it takes a new instance id (event ids never collide
+// with the template's) and its routes are disabled, so that nothing copied (a staging copy of
+// production, say) is pushed until a DBA enables them. True when that happened.
+bool RecognizeCopy();
+
 // Work left in flight by a worker that died is delivered again; the attempt is counted, so
 // a change that keeps killing the worker ends as a dead letter instead of a crash loop.
 void RecoverInFlight();
@@ -55,10 +61,12 @@ ClaimedBatch ClaimDue(int limit);
 // letter with the error so that it cannot block the queue.
 void ParkOldestDue(const std::string &error);
 
-// Records deliveries, disables routes, refreshes endpoint_state.
-void RecordResults(const std::vector<Delivery> &deliveries, const std::vector<RouteAction> &actions,
-                   const std::vector<EndpointStatus> &endpoints, const ClaimedBatch &claimed, int max_attempts,
-                   std::mt19937_64 &rng);
+// Records deliveries and refreshes endpoint_state (routes to disable are the caller's).
+void RecordResults(const std::vector<Delivery> &deliveries, const std::vector<EndpointStatus> &endpoints,
+                   const ClaimedBatch &claimed, int max_attempts, std::mt19937_64 &rng);
+
+// After a record step that failed: the round's changes back to pending, to be sent again.
+void RequeueInFlight(const ClaimedBatch &claimed, int max_attempts);
 
 void WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints);
 

@@ -68,6 +68,9 @@ public:
 				tx.Commit();
 				return;
 			}
+			if (!SchemaPredatesOwners() && RecognizeCopy())
+				ereport(LOG, (errmsg("switchboard: this database is a copy of another; its routes are disabled until "
+				                     "a DBA enables them")));
 			RecoverInFlight();
 			tx.Commit();
 		}
@@ -225,24 +228,38 @@ private:
 		    dispatcher_.Deliver(claimed.batches, options, [] { return static_cast<bool>(stop_requested); }, &actions);
 
 		Activity("recording " + std::to_string(deliveries.size()) + " results");
-		WorkerTransaction tx;
-		RecordResults(deliveries, actions, dispatcher_.EndpointStatuses(), claimed, setting_max_attempts, rng_);
-		tx.Commit();
-		for (const auto &action : actions)
-			ereport(LOG, (errmsg("switchboard: route \"%s\" disabled: %s", action.route.c_str(), action.reason.c_str())));
+		try {
+			WorkerTransaction tx;
+			RecordResults(deliveries, dispatcher_.EndpointStatuses(), claimed, setting_max_attempts, rng_);
+			tx.Commit();
+		} catch (const std::exception &e) {
+			// Nothing of the round was recorded (a cancel, a deadlock, a failing trigger): put its
+			// changes back at once, or they would sit in flight until a restart and then overwrite
+			// what was delivered after them. They are sent again (at least once).
+			ereport(LOG, (errmsg("switchboard worker: recording a round failed, its changes are queued again: %s",
+			                     e.what())));
+			WorkerTransaction retry_tx;
+			RequeueInFlight(claimed, setting_max_attempts);
+			retry_tx.Commit();
+			return setting_naptime_ms;
+		}
+		// Disabling a route drops its capture triggers (an exclusive lock on the application's
+		// table): in a transaction of its own, after the results are safe.
+		DisableRefused(actions, "");
 		return 0;
 	}
 
 	// Routes the worker will not use (their definition fails the checks made when it is
-	// written) are disabled with the reason, in a transaction of their own; detaching their
-	// triggers must not hold up the claim or the record of anything else.
-	void DisableRefused(const std::vector<RouteAction> &refused)
+	// written, or a webhook consumer answered 410) are disabled with the reason, in a
+	// transaction of their own; detaching their triggers must not hold up the claim or the
+	// record of anything else.
+	void DisableRefused(const std::vector<RouteAction> &refused, const std::string &prefix = "refused by the worker: ")
 	{
 		if (refused.empty())
 			return;
 		std::vector<RouteAction> disable;
 		for (const auto &r : refused)
-			disable.push_back(RouteAction{r.route, "refused by the worker: " + r.reason});
+			disable.push_back(RouteAction{r.route, prefix + r.reason});
 		WorkerTransaction tx;
 		DisableRoutes(disable);
 		tx.Commit();

@@ -244,6 +244,36 @@ is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the change made whi
 is(remote_keys('away@'), 1, 'the change made while no worker ran is delivered');
 is(sql($node, "SELECT pending || ',' || in_flight FROM switchboard.route_status"), '0,0', 'nothing left over');
 
+# c) the record step fails (here a trigger on the history that raises once): the round's
+# changes go back to pending at once instead of sitting in flight until a restart, where
+# their stale state would overwrite what was delivered after them.
+$node->safe_psql('postgres', q{
+CREATE SEQUENCE record_faults;  -- not rolled back with the failing transaction
+CREATE FUNCTION fail_record() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.key = 'rec@x.com' AND NEW.outcome = 'delivered' AND nextval('public.record_faults') = 1 THEN
+		RAISE EXCEPTION 'injected failure of the record step';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER fail_record BEFORE INSERT ON switchboard.delivery_log FOR EACH ROW EXECUTE FUNCTION fail_record();
+});
+$old = worker_pid();
+$node->safe_psql('postgres', "INSERT INTO contacts (email, first_name) VALUES ('rec\@x.com', 'v1')");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'a change whose result could not be recorded is not left in flight');
+is(sql($node, "SELECT count(*) FROM switchboard.deliveries WHERE key = 'rec\@x.com' AND outcome = 'delivered'"), '1',
+	'it was sent again and recorded');
+is(worker_pid(), $old, 'without a restart of the worker');
+$node->safe_psql('postgres', "UPDATE contacts SET first_name = 'v2' WHERE email = 'rec\@x.com'");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the newer change settles');
+kill 'KILL', $old;
+wait_new_worker($old, 'a worker after the kill');
+sleep 1;
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'nothing in flight after the restart');
+my ($rec) = grep { $_->{key} eq 'rec@x.com' } @{ json_get("$base/_control/records/hubspot/contacts") };
+is($rec->{properties}{firstname}, 'v2', 'the remote keeps the newer state: nothing stale was sent after it');
+$node->safe_psql('postgres', 'DROP TRIGGER fail_record ON switchboard.delivery_log');
+
 $node->stop;
 $double->kill_kill;
 note(sprintf('003_crash took %.1f s', time - $t0));
