@@ -352,8 +352,8 @@ MarkPullStarted(const DuePull &pull)
 		mark.stops = std::stoi(r.rows[0][2].value_or("0"));
 	}
 	mark.stops++;
-	// 1st stop: as after a failed page; then doubling, at most an hour.
-	long delay_ms = std::min<long>(pull.interval_ms, 30 * 1000) << std::min(mark.stops - 1, 12);
+	// 1st stop: as after a failed page (but at least 1 s); then doubling, at most an hour.
+	long delay_ms = std::clamp<long>(pull.interval_ms, 1000, 30 * 1000) << std::min(mark.stops - 1, 12);
 	delay_ms = std::min<long>(delay_ms, 3600 * 1000);
 	std::string error = "the worker stopped while pulling a page of this route (" + Num(mark.stops) +
 	                    (mark.stops == 1 ? " time" : " times") + " in a row); pulling again after a backoff";
