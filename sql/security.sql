@@ -149,6 +149,19 @@ SET ROLE sb_dba;
 SELECT who, at FROM hijack_log;
 DELETE FROM switchboard.mappings WHERE remote_field IN ('smuggled', 'who');
 DELETE FROM switchboard.routes WHERE name = 'sneak';
+-- a restored owner that does not exist here is not guessed: the row has none, nobody but a
+-- superuser may take it over, and it is not used
+SET check_function_bodies = off;
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, owner)
+VALUES ('orphan', 'readable', 'cfg_hs', 'contacts', 'id::text', 'email', '999999');
+RESET check_function_bodies;
+SELECT name, owner FROM switchboard.routes WHERE name = 'orphan';
+SET ROLE sb_config;
+UPDATE switchboard.routes SET owner = 'sb_config' WHERE name = 'orphan';
+INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('orphan', 'x', 'email');
+SET ROLE sb_dba;
+SELECT switchboard.preview('orphan', '1');
+DELETE FROM switchboard.routes WHERE name = 'orphan';
 
 -- 2. Expressions resolve names in the owner's schema and public: when a role without the
 --    owner's privileges may create objects there (and so plant lower(varchar) beside

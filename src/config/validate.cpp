@@ -15,6 +15,7 @@
 #include "config/validate.h"
 
 #include <map>
+#include <optional>
 #include <set>
 
 #include "config/host_policy.h"
@@ -171,9 +172,15 @@ EffectiveOwner(const Rejecter &r, Oid requested, Oid old_owner)
 void
 RequireOwner(const Rejecter &r, Oid owner, const std::string &what)
 {
-	// An owner that was dropped leaves the row to superusers.
-	bool allowed = !OidIsValid(owner) || (RoleExists(owner) ? CurrentUserHasPrivsOf(owner) : superuser());
-	if (!allowed)
+	// A row without an owner (a restore whose owner role did not exist) or whose owner was
+	// dropped is left to superusers: nobody else may take it over.
+	if (!OidIsValid(owner) || !RoleExists(owner)) {
+		if (!superuser())
+			r.Deny(what + " has no owner (" + (OidIsValid(owner) ? RoleName(owner) + " was dropped" : "none set") + ")",
+			       "only a superuser may change it, or set its owner");
+		return;
+	}
+	if (!CurrentUserHasPrivsOf(owner))
 		r.Deny(what + " belongs to role " + RoleName(owner), "only a role with the privileges of its owner may change it");
 }
 
@@ -192,11 +199,14 @@ RoleHasPrivsOf(Oid member, Oid role)
 	return has;
 }
 
-Oid
+// nullopt when the route does not exist (its foreign key says so); InvalidOid when it has no owner.
+std::optional<Oid>
 RouteOwner(const std::string &route)
 {
-	SpiText owner = SpiScalar("SELECT owner::oid FROM switchboard.routes WHERE name = $1", {route});
-	return owner ? static_cast<Oid>(std::stoul(*owner)) : InvalidOid;
+	SpiResult found = SpiExec("SELECT owner::oid FROM switchboard.routes WHERE name = $1", {route});
+	if (found.rows.empty())
+		return std::nullopt;
+	return found.rows[0][0] ? static_cast<Oid>(std::stoul(*found.rows[0][0])) : InvalidOid;
 }
 
 // A role that cannot read a secret cannot make it be sent elsewhere.
@@ -211,7 +221,12 @@ CheckEndpointSecret(const Rejecter &r, const Row &row, const Row *old_row)
 	if (!moved)
 		return;
 	Oid owner = SecretOwner(*secret);
-	if (OidIsValid(owner) && !CurrentUserHasPrivsOf(owner))
+	if (!OidIsValid(owner) || !RoleExists(owner)) {
+		if (!superuser())
+			r.Deny("secret \"" + *secret + "\" has no owner", "only a superuser may attach it");
+		return;
+	}
+	if (!CurrentUserHasPrivsOf(owner))
 		r.Deny("secret \"" + *secret + "\" belongs to role " + RoleName(owner),
 		       "attaching a secret to an endpoint, or changing the base_url or kind of an endpoint that has one, "
 		       "needs the privileges of the secret's owner");
@@ -445,7 +460,11 @@ RouteSource(const Rejecter &r, const std::string &route)
 	}
 	RouteInfo info;
 	info.source = static_cast<Oid>(std::stoul(*found.rows[0][0]));
-	info.owner = found.rows[0][1] ? static_cast<Oid>(std::stoul(*found.rows[0][1])) : GetUserId();
+	info.owner = found.rows[0][1] ? static_cast<Oid>(std::stoul(*found.rows[0][1])) : InvalidOid;
+	if (legacy_schema)
+		info.owner = GetUserId();
+	else if (!OidIsValid(info.owner))
+		r.Reject("route \"" + route + "\" has no owner", "set switchboard.routes.owner");
 	info.direction = *found.rows[0][2];
 	if (!RoleExists(info.owner))
 		r.Reject("the owner of route \"" + route + "\" (" + RoleName(info.owner) + ") no longer exists");
@@ -514,18 +533,21 @@ RowLabel(const std::string &table, const Row &row)
 	return "(name)=(" + row.Text("name") + ")";
 }
 
-// The update turns a route off (and may say why, or forget a dropped source) and changes
-// nothing else.
+// The update turns a route or an endpoint off (and may say why, or forget a dropped source)
+// and changes nothing else: always allowed to the owner, valid definition or not.
 bool
-OnlyDisables(const Row &old_row, const Row &row)
+OnlyDisables(const std::string &table, const Row &old_row, const Row &row)
 {
-	if (row.Text("enabled") != "f")
+	if ((table != "routes" && table != "endpoints") || row.Text("enabled") != "f")
 		return false;
-	for (const char *column : {"name", "endpoint", "remote_object", "direction", "operations", "match_local",
-	                           "match_remote", "on_delete", "conflict", "pull_interval", "owner"})
+	const std::vector<const char *> routes = {"name", "endpoint", "remote_object", "direction", "operations",
+	                                          "match_local", "match_remote", "on_delete", "conflict", "pull_interval",
+	                                          "owner"};
+	const std::vector<const char *> endpoints = {"name", "kind", "base_url", "secret", "options", "owner"};
+	for (const char *column : table == "routes" ? routes : endpoints)
 		if (old_row.Get(column) != row.Get(column))
 			return false;
-	return !row.Get("source") || old_row.Get("source") == row.Get("source");
+	return table == "endpoints" || !row.Get("source") || old_row.Get("source") == row.Get("source");
 }
 
 // Sets column to value in tuple (the owner a row gets).
@@ -539,7 +561,7 @@ WithOid(Relation rel, HeapTuple tuple, const char *column, Oid value)
 		if (attno <= 0)
 			elog(ERROR, "column %s not found", column);
 		Datum values[1] = {ObjectIdGetDatum(value)};
-		bool nulls[1] = {false};
+		bool nulls[1] = {!OidIsValid(value)};
 		int cols[1] = {attno};
 		out = heap_modify_tuple_by_cols(tuple, desc, 1, cols, values, nulls);
 	});
@@ -570,26 +592,38 @@ Validate(FunctionCallInfo fcinfo)
 	legacy_schema = SchemaPredatesOwners();
 	Oid owner = GetUserId();
 	if (legacy_schema) {
+		// Rows have no owners yet: until ALTER EXTENSION UPDATE gives them some, nobody but a
+		// superuser may write configuration (it would be checked as nobody's).
+		if (!superuser())
+			r.Deny("the extension's schema predates owners", "run ALTER EXTENSION switchboard UPDATE first");
 		if (is_delete)
 			return PointerGetDatum(tuple);
 	} else if (table == "routes" || table == "secrets") {
 		Oid old_owner = is_update || is_delete ? old_row.GetOid("owner") : InvalidOid;
-		RequireOwner(r, old_owner, table == "routes" ? "the route" : "the secret");
+		if (is_update || is_delete)
+			RequireOwner(r, old_owner, table == "routes" ? "the route" : "the secret");
 		if (is_delete)
 			return PointerGetDatum(tuple);
 		owner = EffectiveOwner(r, row.GetOid("owner"), old_owner);
 		if (owner != row.GetOid("owner"))
 			tuple = WithOid(td->tg_relation, tuple, "owner", owner);
 	} else if (table == "mappings" || table == "filters") {
-		if (is_update || is_delete)
-			RequireOwner(r, RouteOwner(old_row.Text("route")), "route \"" + old_row.Text("route") + "\"");
+		if (is_update || is_delete) {
+			std::optional<Oid> route_owner = RouteOwner(old_row.Text("route"));
+			if (route_owner)
+				RequireOwner(r, *route_owner, "route \"" + old_row.Text("route") + "\"");
+		}
 		if (is_delete)
 			return PointerGetDatum(tuple);
-		if (!is_update || row.Text("route") != old_row.Text("route"))
-			RequireOwner(r, RouteOwner(row.Text("route")), "route \"" + row.Text("route") + "\"");
+		if (!is_update || row.Text("route") != old_row.Text("route")) {
+			std::optional<Oid> route_owner = RouteOwner(row.Text("route"));
+			if (route_owner)
+				RequireOwner(r, *route_owner, "route \"" + row.Text("route") + "\"");
+		}
 	} else if (table == "endpoints") {
 		Oid old_owner = is_update || is_delete ? old_row.GetOid("owner") : InvalidOid;
-		RequireOwner(r, old_owner, "the endpoint");
+		if (is_update || is_delete)
+			RequireOwner(r, old_owner, "the endpoint");
 		if (is_delete)
 			return PointerGetDatum(tuple);
 		owner = EffectiveOwner(r, row.GetOid("owner"), old_owner);
@@ -602,7 +636,7 @@ Validate(FunctionCallInfo fcinfo)
 
 	// What is valid: see the file comment for why a restore skips it. Disabling a route needs
 	// no valid definition (switchboard disables broken routes itself).
-	if (RestoringFromDump() || (table == "routes" && is_update && OnlyDisables(old_row, row)))
+	if (RestoringFromDump() || (is_update && OnlyDisables(table, old_row, row)))
 		return PointerGetDatum(tuple);
 	if (table == "endpoints")
 		ValidateEndpoint(row);

@@ -148,7 +148,8 @@ FindRoute(const std::string &name, bool with_secret)
 	                          std::string(legacy ? "(SELECT relowner FROM pg_catalog.pg_class c WHERE c.oid = r.source)"
 	                                             : "r.owner::oid") +
 	                          ", "
-	                      "r.conflict, r.pull_interval::text, e.enabled "
+	                      "r.conflict, r.pull_interval::text, e.enabled, " +
+	                      std::string(legacy ? "NULL::oid" : "e.owner::oid") + " "
 	                      "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
 	                      "WHERE r.name = $1",
 	                      {name});

@@ -260,9 +260,18 @@ private:
 		std::vector<RouteAction> disable;
 		for (const auto &r : refused)
 			disable.push_back(RouteAction{r.route, prefix + r.reason});
-		WorkerTransaction tx;
-		DisableRoutes(disable);
-		tx.Commit();
+		// Never fails the round: a route that cannot be disabled now (its table locked by a long
+		// transaction) is refused again, and tried again, next round. Its changes are not claimed.
+		try {
+			WorkerTransaction tx;
+			Guarded([] { (void) set_config_option("lock_timeout", "1s", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+			                                      false); });
+			DisableRoutes(disable);
+			tx.Commit();
+		} catch (const std::exception &e) {
+			ereport(LOG, (errmsg("switchboard: could not disable refused routes yet: %s", e.what())));
+			return;
+		}
 		for (const auto &r : disable)
 			ereport(LOG, (errmsg("switchboard: route \"%s\" disabled: %s", r.route.c_str(), r.reason.c_str())));
 	}
