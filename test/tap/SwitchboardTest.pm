@@ -39,6 +39,11 @@ EOC
 	return $node;
 }
 
+# Every double started, stopped when the test ends however it ends: one left running would
+# outlive the test (and hold whatever files it inherited).
+my @doubles;
+END { $_->kill_kill for grep { $_->pumpable } @doubles; }
+
 # The CRM double on an ephemeral port; returns (base_url, harness). Extra CLI args allowed.
 sub start_double
 {
@@ -56,6 +61,7 @@ sub start_double
 	}
 	my $port = PostgreSQL::Test::Utils::slurp_file($port_file);
 	$port =~ s/\s+//g;
+	push @doubles, $h;
 	return ("http://127.0.0.1:$port", $h);
 }
 
