@@ -25,7 +25,7 @@ RateLimiter::Acquire(int64_t now_ms, long max_hold_ms)
 	if (slots_.size() >= static_cast<size_t>(count_))
 		return 0;
 	const long hold = std::max(max_hold_ms, 0L);
-	slots_.push_back(Slot{ticket, now_ms + hold + window_ms_, hold > 0});
+	slots_.push_back(Slot{ticket, now_ms + hold + window_ms_ + (hold > 0 ? guard_ms() : 0), hold > 0});
 	return ticket;
 }
 
@@ -42,7 +42,7 @@ RateLimiter::Complete(uint64_t ticket, int64_t now_ms)
 		if (slot.ticket == ticket && slot.open) {
 			slot.open = false;
 			// Never later than the hold bound it had: a stale report cannot extend it.
-			slot.free_at = std::min(slot.free_at, now_ms + window_ms_);
+			slot.free_at = std::min(slot.free_at, now_ms + window_ms_ + guard_ms());
 			return;
 		}
 }

@@ -9,12 +9,16 @@
 // on our side (10 requests sent 1 s apart can arrive 0.9 s apart). So a request started with
 // Acquire holds its slot until W ms after it *completed* (Complete): it arrived before it
 // completed, and the request that reuses the slot is sent after that, so any two requests N
-// apart arrive at least W apart, whatever the network does. A request whose completion is
-// never reported holds the slot for max_hold_ms (its timeout) + W.
+// apart arrive at least W apart, whatever the network does. Clocks tick in whole ms on both
+// sides, and a remote that counts when it handles a request (not on arrival) sees a window
+// shrink by that rounding, so completed slots also wait a guard of W/100 (5 ms to 1 s) more.
+// A request whose completion is never reported holds the slot for max_hold_ms (its timeout)
+// + W + guard.
 //
 // Plain C++ (no postgres.h); times are caller-supplied monotonic ms, so tests are exact.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 
@@ -51,6 +55,8 @@ public:
 	bool unlimited() const { return count_ <= 0 || window_ms_ <= 0; }
 	int count() const { return count_; }
 	long window_ms() const { return window_ms_; }
+	// Extra wait after a completion-based slot's window (see above).
+	long guard_ms() const { return std::min(std::max(window_ms_ / 100, 5L), 1000L); }
 
 private:
 	struct Slot {

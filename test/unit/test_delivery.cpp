@@ -263,9 +263,11 @@ TEST(RateLimiter, ASlotIsHeldUntilAWindowAfterCompletion)
 	EXPECT_EQ(limiter.in_flight(), 2);
 	EXPECT_EQ(limiter.Acquire(5000, 30000), 0u); // both still in flight
 	limiter.Complete(a, 200);
-	EXPECT_EQ(limiter.NextAvailableMs(300), 1200);
-	EXPECT_EQ(limiter.Acquire(1199, 30000), 0u);
-	EXPECT_NE(limiter.Acquire(1200, 30000), 0u);
+	// One window after the answer, plus the guard (1% of the window, at least 5 ms).
+	EXPECT_EQ(limiter.guard_ms(), 10);
+	EXPECT_EQ(limiter.NextAvailableMs(300), 1210);
+	EXPECT_EQ(limiter.Acquire(1209, 30000), 0u);
+	EXPECT_NE(limiter.Acquire(1210, 30000), 0u);
 	EXPECT_EQ(limiter.in_flight(), 2);
 	limiter.Complete(999999, 1300); // unknown ticket: ignored
 	EXPECT_EQ(limiter.in_flight(), 2);
@@ -275,8 +277,8 @@ TEST(RateLimiter, AnUnreportedRequestFreesItsSlotAfterItsHold)
 {
 	RateLimiter limiter(1, 1000);
 	ASSERT_NE(limiter.Acquire(0, 5000), 0u);
-	EXPECT_EQ(limiter.NextAvailableMs(10), 6000);
-	EXPECT_NE(limiter.Acquire(6000, 5000), 0u);
+	EXPECT_EQ(limiter.NextAvailableMs(10), 6010);
+	EXPECT_NE(limiter.Acquire(6010, 5000), 0u);
 }
 
 // ---------------------------------------------------------------------------------------
