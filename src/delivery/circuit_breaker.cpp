@@ -68,8 +68,7 @@ CircuitBreaker::OnFailure(int64_t now_ms, long retry_after_ms, int64_t sent_at_m
 	long pause = counts ? ProportionatePauseMs(consecutive_failures_, now_ms - failing_since_ms_) : 0;
 	if (retry_after_ms >= 0)
 		pause = std::max(pause, std::min(retry_after_ms, kRetryAfterCapMs));
-	if (counts || pause > pause_ms_)
-		pause_ms_ = std::max(pause, counts ? 0L : pause_ms_);
+	pause_ms_ = counts ? pause : std::max(pause_ms_, pause);
 	state_ = consecutive_failures_ >= kOpenAfterFailures ? State::Open : State::BackingOff;
 	// Failures of requests already in flight when the pause began never shorten it, and
 	// (same round) do not lengthen it either unless they carry a longer Retry-After.
