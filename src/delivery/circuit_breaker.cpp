@@ -16,6 +16,13 @@ CircuitBreaker::PauseMs(int failures)
 	return std::min(kOpenBaseMs << std::min(failures - kOpenAfterFailures, 20), kOpenCapMs);
 }
 
+long
+CircuitBreaker::ProportionatePauseMs(int failures, int64_t failing_for_ms)
+{
+	const long cap = static_cast<long>(std::min<int64_t>(std::max<int64_t>(failing_for_ms, kBackoffBaseMs), kOpenCapMs));
+	return std::min(PauseMs(failures), cap);
+}
+
 bool
 CircuitBreaker::AllowRequest(int64_t now_ms)
 {
@@ -40,19 +47,32 @@ CircuitBreaker::OnSuccess(int64_t /*now_ms*/)
 	consecutive_failures_ = 0;
 	next_attempt_at_ms_ = 0;
 	pause_ms_ = 0;
+	last_counted_failure_ms_ = INT64_MIN;
+	failing_since_ms_ = 0;
 }
 
 void
-CircuitBreaker::OnFailure(int64_t now_ms, long retry_after_ms)
+CircuitBreaker::OnFailure(int64_t now_ms, long retry_after_ms, int64_t sent_at_ms)
 {
-	if (consecutive_failures_ < INT_MAX)
-		consecutive_failures_++;
-	pause_ms_ = PauseMs(consecutive_failures_);
+	if (sent_at_ms < 0)
+		sent_at_ms = now_ms;
+	// Sent before the last counted failure arrived: same round, no new step.
+	const bool counts = consecutive_failures_ == 0 || sent_at_ms > last_counted_failure_ms_;
+	if (counts) {
+		if (consecutive_failures_ == 0)
+			failing_since_ms_ = now_ms;
+		if (consecutive_failures_ < INT_MAX)
+			consecutive_failures_++;
+		last_counted_failure_ms_ = now_ms;
+	}
+	long pause = counts ? ProportionatePauseMs(consecutive_failures_, now_ms - failing_since_ms_) : 0;
 	if (retry_after_ms >= 0)
-		pause_ms_ = std::max(pause_ms_, std::min(retry_after_ms, kRetryAfterCapMs));
+		pause = std::max(pause, std::min(retry_after_ms, kRetryAfterCapMs));
+	pause_ms_ = counts ? pause : std::max(pause_ms_, pause);
 	state_ = consecutive_failures_ >= kOpenAfterFailures ? State::Open : State::BackingOff;
-	// Failures of requests already in flight when the pause began never shorten it.
-	next_attempt_at_ms_ = std::max(next_attempt_at_ms_, now_ms + pause_ms_);
+	// Failures of requests already in flight when the pause began never shorten it, and
+	// (same round) do not lengthen it either unless they carry a longer Retry-After.
+	next_attempt_at_ms_ = std::max(next_attempt_at_ms_, now_ms + pause);
 }
 
 const char *

@@ -9,6 +9,13 @@
 //               up to 5 minutes), its success closes the breaker.
 // Any success returns to Ok and resets the counters.
 //
+// Consecutive failures are counted per round, not per request: a failure counts only when
+// its request was sent after the previous counted failure, so the 4 answers of 4 requests
+// that were in flight together are one step, not four. And the pause stays proportionate:
+// it never exceeds how long the endpoint has been failing so far (at least 1 s), so an
+// outage of a few seconds costs seconds, while a long one still backs off to 5 minutes.
+// A 429 with Retry-After is not a failure (the endpoint answers; the limiter pauses it).
+//
 // Deterministic on purpose (no jitter): the worker shows next_attempt_at to the DBA, and
 // per-change retries already carry the jitter. Plain C++; times are caller-supplied ms.
 #pragma once
@@ -35,21 +42,30 @@ public:
 	// The endpoint answered (any answer that is not an endpoint failure, a 4xx included).
 	void OnSuccess(int64_t now_ms);
 
-	// Transport error, 5xx, 429... retry_after_ms >= 0 (capped at one hour) extends the
-	// pause when longer than the breaker's own.
-	void OnFailure(int64_t now_ms, long retry_after_ms);
+	// Transport error, 5xx, 429 without Retry-After... retry_after_ms >= 0 (capped at one
+	// hour) extends the pause when longer than the breaker's own. sent_at_ms is when the
+	// failed request was sent (-1: now); a request sent before the last counted failure was
+	// in flight with it and adds no step.
+	void OnFailure(int64_t now_ms, long retry_after_ms, int64_t sent_at_ms = -1);
 
 	State state() const { return state_; }
 	int64_t next_attempt_at_ms() const { return next_attempt_at_ms_; }
 	int consecutive_failures() const { return consecutive_failures_; }
 
-	// Pause the breaker imposes after `failures` consecutive failures (0 for none).
+	// Pause the breaker imposes after `failures` consecutive failures (0 for none), before
+	// the proportionality cap.
 	static long PauseMs(int failures);
+
+	// The same, capped at how long the endpoint has been failing (failing_for_ms), at least
+	// kBackoffBaseMs.
+	static long ProportionatePauseMs(int failures, int64_t failing_for_ms);
 
 private:
 	State state_ = State::Ok;
 	int64_t next_attempt_at_ms_ = 0;
 	int consecutive_failures_ = 0;
+	int64_t last_counted_failure_ms_ = INT64_MIN; // when the latest counted failure arrived
+	int64_t failing_since_ms_ = 0;                // first failure of the current streak
 	// Pause currently in force; re-arming a probe in Open reuses it.
 	long pause_ms_ = 0;
 };

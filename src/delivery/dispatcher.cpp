@@ -221,6 +221,8 @@ struct DispatchRound {
 		Call call;
 		bool token_request = false;
 		bool resent = false; // already resent once after INVALID_SESSION_ID
+		int64_t sent_at = 0;          // clock ms of the latest submit (breaker rounds)
+		uint64_t limiter_ticket = 0;  // its rate-limit slot, released on its answer
 	};
 
 	enum class Token { NotNeeded, Ready, Missing, Fetching, Failed };
@@ -238,6 +240,10 @@ struct DispatchRound {
 		bool rebuild_at_send = false;
 		Token token = Token::NotNeeded;
 		std::string token_error;
+		// The token endpoint itself failed (5xx, 429, transport): the changes' own requests
+		// were never sent, so they wait without losing an attempt.
+		bool token_fault_is_endpoint = false;
+		long token_status = 0; // HTTP status of the failed token answer
 		bool refreshed = false;          // the one INVALID_SESSION_ID refresh of this round is used
 		int64_t limiter_wait_until = 0;  // waiting for a rate-limit slot until then (clock ms)
 	};
@@ -471,6 +477,7 @@ struct DispatchRound {
 
 	void SubmitJob(EndpointRound &e, size_t job_index)
 	{
+		jobs[job_index].sent_at = Now();
 		dispatcher.client_->Submit(jobs[job_index].call.request, e.timeout_ms, job_index);
 		e.in_flight++;
 		in_flight++;
@@ -483,7 +490,7 @@ struct DispatchRound {
 		try {
 			request = BuildSalesforceTokenRequest(*e.endpoint);
 		} catch (const std::exception &ex) {
-			TokenFailed(e, ex.what(), 0, now);
+			TokenFailed(e, ex.what(), 0, now, now, false);
 			return;
 		}
 		Job job;
@@ -495,16 +502,35 @@ struct DispatchRound {
 		SubmitJob(e, jobs.size() - 1);
 	}
 
-	void TokenFailed(EndpointRound &e, const std::string &message, long http_status, int64_t now)
+	// endpoint_fault: the token endpoint failed (not our credentials or request).
+	void TokenFailed(EndpointRound &e, const std::string &message, long http_status, int64_t now, int64_t sent_at,
+	                 bool endpoint_fault)
 	{
 		e.token = Token::Failed;
+		e.token_fault_is_endpoint = endpoint_fault;
+		e.token_status = http_status;
 		e.token_error = "salesforce token: " + Redact(e, message);
-		e.state->breaker.OnFailure(now, -1);
+		e.state->breaker.OnFailure(now, -1, sent_at);
 		e.state->breaker_error = e.token_error;
 		NoteError(e, e.token_error, now);
 		while (!e.queue.empty()) {
-			Fail(e.queue.front(), e.token_error, http_status);
+			FailForToken(e, e.queue.front(), now);
 			e.queue.pop_front();
+		}
+	}
+
+	// A change whose request could not be sent for want of a token. Only a failure of the
+	// change's own request costs an attempt: a token endpoint outage defers it (else a long
+	// login outage dead-letters the backlog); rejected credentials do count, as they do not
+	// heal by waiting.
+	void FailForToken(EndpointRound &e, size_t job_index, int64_t now)
+	{
+		if (e.token_fault_is_endpoint) {
+			const CircuitBreaker &breaker = e.state->breaker;
+			long wait = breaker.state() == CircuitBreaker::State::Ok ? -1 : MsUntil(breaker.next_attempt_at_ms(), now);
+			Defer(job_index, e.token_error, wait);
+		} else {
+			Fail(job_index, e.token_error, e.token_status);
 		}
 	}
 
@@ -532,7 +558,7 @@ struct DispatchRound {
 				continue;
 			}
 			if (e.token == Token::Failed) {
-				Fail(job_index, e.token_error, 0);
+				FailForToken(e, job_index, now);
 				e.queue.pop_front();
 				continue;
 			}
@@ -559,6 +585,9 @@ struct DispatchRound {
 					e.limiter_wait_until = next;
 					return;
 				}
+				// Slots held by requests in flight free when they are answered.
+				if (e.in_flight > 0 && limiter.in_flight() > 0)
+					return;
 				std::string limit = e.state->rate_limit.empty() ? std::string("a Retry-After pause")
 				                                                : "rate limit " + e.state->rate_limit;
 				DeferQueue(e, "not sent: " + limit + " of endpoint " + e.endpoint->name + " holds requests back",
@@ -571,7 +600,7 @@ struct DispatchRound {
 				DeferQueue(e, BackingOffMessage(e), MsUntil(breaker.next_attempt_at_ms(), now));
 				return;
 			}
-			limiter.TryAcquire(now);
+			jobs[job_index].limiter_ticket = limiter.Acquire(now, e.timeout_ms);
 			e.queue.pop_front();
 			if (e.rebuild_at_send) {
 				try {
@@ -589,7 +618,7 @@ struct DispatchRound {
 
 	// ---- answers ----------------------------------------------------------------------
 
-	void OnTokenAnswer(EndpointRound &e, const HttpResponse &response, int64_t now)
+	void OnTokenAnswer(EndpointRound &e, const HttpResponse &response, int64_t now, int64_t sent_at)
 	{
 		if (response.status == 0 || response.status >= 400)
 			e.state->errors++;
@@ -599,7 +628,8 @@ struct DispatchRound {
 			e.state->has_token = true;
 			e.token = Token::Ready;
 		} catch (const std::exception &ex) {
-			TokenFailed(e, ex.what(), response.status, now);
+			const bool endpoint_fault = response.status == 0 || response.status >= 500 || response.status == 429;
+			TokenFailed(e, ex.what(), response.status, now, sent_at, endpoint_fault);
 		}
 	}
 
@@ -612,10 +642,12 @@ struct DispatchRound {
 		e.in_flight--;
 		in_flight--;
 		if (jobs[job_index].token_request) {
-			OnTokenAnswer(e, response, now);
+			OnTokenAnswer(e, response, now, jobs[job_index].sent_at);
 			return;
 		}
 		Job &job = jobs[job_index];
+		e.state->limiter.Complete(job.limiter_ticket, now);
+		job.limiter_ticket = 0;
 		const RouteBatch &batch = batches[job.batch];
 
 		CallResult result;
@@ -651,14 +683,18 @@ struct DispatchRound {
 
 		// Per-record rejections are not endpoint failures: only call-level ones move the breaker.
 		CircuitBreaker &breaker = e.state->breaker;
+		// A 429 with Retry-After is a live endpoint asking for a pause: the limiter pauses
+		// it for that long, the breaker is not escalated (it would stall for minutes).
+		const bool throttled = !result.stop_endpoint && result.http_status == 429 && result.retry_after_ms >= 0;
 		if (result.stop_endpoint) {
-			breaker.OnFailure(now, std::max(result.retry_after_ms, kStopEndpointPauseMs));
+			breaker.OnFailure(now, std::max(result.retry_after_ms, kStopEndpointPauseMs), job.sent_at);
 			e.state->breaker_error = call_error;
+		} else if (throttled) {
+			e.state->limiter.Penalize(now + std::min(result.retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
+			breaker.OnSuccess(now);
 		} else if (result.endpoint_failure) {
-			breaker.OnFailure(now, result.retry_after_ms);
+			breaker.OnFailure(now, result.retry_after_ms, job.sent_at);
 			e.state->breaker_error = call_error;
-			if (result.http_status == 429 && result.retry_after_ms >= 0)
-				e.state->limiter.Penalize(now + std::min(result.retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
 		} else {
 			breaker.OnSuccess(now);
 		}
@@ -688,7 +724,7 @@ struct DispatchRound {
 		// A change retried because the endpoint failed should not come back before the
 		// breaker lets requests through again.
 		long breaker_wait = -1;
-		if ((result.endpoint_failure || result.stop_endpoint) && breaker.state() != CircuitBreaker::State::Ok)
+		if ((result.endpoint_failure || result.stop_endpoint) && !throttled && breaker.state() != CircuitBreaker::State::Ok)
 			breaker_wait = MsUntil(breaker.next_attempt_at_ms(), now);
 		for (size_t p = 0; p < job.call.changes.size(); ++p) {
 			const ChangeResult &one = result.results[p];
@@ -914,10 +950,10 @@ struct FetchCall {
 		}
 	}
 
-	HttpResponse TokenFailed(const std::string &message, int64_t now)
+	HttpResponse TokenFailed(const std::string &message, int64_t now, int64_t sent_at)
 	{
 		std::string error = "salesforce token: " + Redact(message);
-		state.breaker.OnFailure(now, -1);
+		state.breaker.OnFailure(now, -1, sent_at);
 		state.breaker_error = error;
 		NoteError(error, now);
 		return NoAnswer(error);
@@ -932,10 +968,11 @@ struct FetchCall {
 		try {
 			request = BuildSalesforceTokenRequest(endpoint);
 		} catch (const std::exception &ex) {
-			*failure = TokenFailed(ex.what(), Now());
+			*failure = TokenFailed(ex.what(), Now(), -1);
 			return false;
 		}
 		HttpResponse response;
+		const int64_t sent_at = Now();
 		if (!Exchange(request, &response)) {
 			*failure = NoAnswer("abandoned: the worker is stopping");
 			return false;
@@ -948,7 +985,7 @@ struct FetchCall {
 			tokens.push_back(state.token.access_token);
 			return true;
 		} catch (const std::exception &ex) {
-			*failure = TokenFailed(ex.what(), Now());
+			*failure = TokenFailed(ex.what(), Now(), sent_at);
 			return false;
 		}
 	}
@@ -984,7 +1021,7 @@ struct FetchCall {
 	}
 
 	// Counters, breaker and limiter after an answer, as Deliver keeps them.
-	void Account(const HttpResponse &response, int64_t now)
+	void Account(const HttpResponse &response, int64_t now, int64_t sent_at)
 	{
 		std::string error;
 		if (response.status == 0 || response.status >= 400) {
@@ -994,13 +1031,15 @@ struct FetchCall {
 		}
 		const long retry_after_ms = RetryAfterMs(response);
 		if (IsHubSpotDailyLimit(endpoint, response)) {
-			state.breaker.OnFailure(now, std::max(retry_after_ms, kStopEndpointPauseMs));
+			state.breaker.OnFailure(now, std::max(retry_after_ms, kStopEndpointPauseMs), sent_at);
 			state.breaker_error = error;
+		} else if (response.status == 429 && retry_after_ms >= 0) {
+			// A pause asked for, not an outage (as in Deliver).
+			state.limiter.Penalize(now + std::min(retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
+			state.breaker.OnSuccess(now);
 		} else if (IsEndpointFailure(endpoint, response)) {
-			state.breaker.OnFailure(now, retry_after_ms);
+			state.breaker.OnFailure(now, retry_after_ms, sent_at);
 			state.breaker_error = error;
-			if (response.status == 429 && retry_after_ms >= 0)
-				state.limiter.Penalize(now + std::min(retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
 		} else {
 			state.breaker.OnSuccess(now);
 		}
@@ -1036,17 +1075,20 @@ struct FetchCall {
 				return failure;
 			if (!state.breaker.AllowRequest(now))
 				return BackingOff();
-			state.limiter.TryAcquire(now);
-			if (IsHubSpotSearch(endpoint, request))
-				state.search_limiter.TryAcquire(now);
+			const int64_t sent_at = now;
+			const uint64_t ticket = state.limiter.Acquire(now, timeout_ms);
+			const uint64_t search_ticket = IsHubSpotSearch(endpoint, request) ? state.search_limiter.Acquire(now, timeout_ms) : 0;
 			if (now != built_at)
 				request = build(CurrentAuth(now));
 
 			HttpResponse response;
 			if (!Exchange(request, &response))
-				return NoAnswer("abandoned: the worker is stopping");
+				return NoAnswer("abandoned: the worker is stopping"); // its slots expire after timeout_ms
 			now = Now();
-			Account(response, now);
+			state.limiter.Complete(ticket, now);
+			if (search_ticket != 0)
+				state.search_limiter.Complete(search_ticket, now);
+			Account(response, now, sent_at);
 			if (endpoint.kind == "salesforce" && response.status == 401 && !refreshed &&
 			    HasSalesforceErrorCode(response, "INVALID_SESSION_ID")) {
 				// The cached token expired: one new token, one more try with it.

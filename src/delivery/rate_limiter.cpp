@@ -6,33 +6,69 @@ namespace switchboard {
 
 RateLimiter::RateLimiter(int count, long window_ms) : count_(count), window_ms_(window_ms) {}
 
+void
+RateLimiter::Expire(int64_t now_ms)
+{
+	slots_.erase(std::remove_if(slots_.begin(), slots_.end(), [now_ms](const Slot &s) { return s.free_at <= now_ms; }),
+	             slots_.end());
+}
+
+uint64_t
+RateLimiter::Acquire(int64_t now_ms, long max_hold_ms)
+{
+	if (now_ms < penalty_until_ms_)
+		return 0;
+	const uint64_t ticket = next_ticket_++;
+	if (unlimited())
+		return ticket;
+	Expire(now_ms);
+	if (slots_.size() >= static_cast<size_t>(count_))
+		return 0;
+	const long hold = std::max(max_hold_ms, 0L);
+	slots_.push_back(Slot{ticket, now_ms + hold + window_ms_ + (hold > 0 ? guard_ms() : 0), hold > 0});
+	return ticket;
+}
+
 bool
 RateLimiter::TryAcquire(int64_t now_ms)
 {
-	if (now_ms < penalty_until_ms_)
-		return false;
-	if (unlimited())
-		return true;
-	// A grant at t occupies the window until t + window_ms (exclusive).
-	while (!granted_.empty() && granted_.front() + window_ms_ <= now_ms)
-		granted_.pop_front();
-	if (granted_.size() >= static_cast<size_t>(count_))
-		return false;
-	// Keep the ring sorted even if the caller's clock steps back: recording the later
-	// time only makes the limit stricter, never looser.
-	granted_.push_back(granted_.empty() ? now_ms : std::max(now_ms, granted_.back()));
-	return true;
+	return Acquire(now_ms, 0) != 0;
+}
+
+void
+RateLimiter::Complete(uint64_t ticket, int64_t now_ms)
+{
+	for (auto &slot : slots_)
+		if (slot.ticket == ticket && slot.open) {
+			slot.open = false;
+			// Never later than the hold bound it had: a stale report cannot extend it.
+			slot.free_at = std::min(slot.free_at, now_ms + window_ms_ + guard_ms());
+			return;
+		}
 }
 
 int64_t
 RateLimiter::NextAvailableMs(int64_t now_ms) const
 {
 	int64_t next = now_ms;
-	// The ring never holds more than count_ grants, so it is full only at exactly count_;
-	// then the oldest one leaving the window frees the next slot.
-	if (!unlimited() && granted_.size() >= static_cast<size_t>(count_))
-		next = std::max(next, granted_.front() + window_ms_);
+	if (!unlimited()) {
+		size_t busy = 0;
+		int64_t earliest = INT64_MAX;
+		for (const auto &slot : slots_)
+			if (slot.free_at > now_ms) {
+				busy++;
+				earliest = std::min(earliest, slot.free_at);
+			}
+		if (busy >= static_cast<size_t>(count_))
+			next = std::max(next, earliest);
+	}
 	return std::max(next, penalty_until_ms_);
+}
+
+int
+RateLimiter::in_flight() const
+{
+	return static_cast<int>(std::count_if(slots_.begin(), slots_.end(), [](const Slot &s) { return s.open; }));
 }
 
 void

@@ -251,14 +251,34 @@ TEST(RateLimiter, PenaltyAndFullWindowTakeTheLater)
 	EXPECT_EQ(limiter.NextAvailableMs(10), 1500);
 }
 
-TEST(RateLimiter, ClockSteppingBackIsNotALoophole)
+TEST(RateLimiter, ASlotIsHeldUntilAWindowAfterCompletion)
 {
+	// Arrival jitter at the remote: a request's slot is reusable only a full window after
+	// its answer came back, so the remote never sees more than count in any window.
 	RateLimiter limiter(2, 1000);
-	EXPECT_TRUE(limiter.TryAcquire(5000));
-	EXPECT_TRUE(limiter.TryAcquire(4000)); // recorded as 5000
-	EXPECT_FALSE(limiter.TryAcquire(5999));
-	EXPECT_EQ(limiter.NextAvailableMs(4000), 6000);
-	EXPECT_TRUE(limiter.TryAcquire(6000));
+	uint64_t a = limiter.Acquire(0, 30000);
+	uint64_t b = limiter.Acquire(0, 30000);
+	ASSERT_NE(a, 0u);
+	ASSERT_NE(b, 0u);
+	EXPECT_EQ(limiter.in_flight(), 2);
+	EXPECT_EQ(limiter.Acquire(5000, 30000), 0u); // both still in flight
+	limiter.Complete(a, 200);
+	// One window after the answer, plus the guard (1% of the window, at least 5 ms).
+	EXPECT_EQ(limiter.guard_ms(), 10);
+	EXPECT_EQ(limiter.NextAvailableMs(300), 1210);
+	EXPECT_EQ(limiter.Acquire(1209, 30000), 0u);
+	EXPECT_NE(limiter.Acquire(1210, 30000), 0u);
+	EXPECT_EQ(limiter.in_flight(), 2);
+	limiter.Complete(999999, 1300); // unknown ticket: ignored
+	EXPECT_EQ(limiter.in_flight(), 2);
+}
+
+TEST(RateLimiter, AnUnreportedRequestFreesItsSlotAfterItsHold)
+{
+	RateLimiter limiter(1, 1000);
+	ASSERT_NE(limiter.Acquire(0, 5000), 0u);
+	EXPECT_EQ(limiter.NextAvailableMs(10), 6010);
+	EXPECT_NE(limiter.Acquire(6010, 5000), 0u);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -296,49 +316,83 @@ TEST(CircuitBreaker, OneFailureBacksOff)
 	EXPECT_EQ(breaker.state(), State::BackingOff);
 }
 
+// Failures of successive rounds: each request sent after the previous failure arrived.
+void
+FailRounds(CircuitBreaker &breaker, int n, int64_t start, int64_t step)
+{
+	for (int i = 0; i < n; i++)
+		breaker.OnFailure(start + i * step, -1, start + i * step);
+}
+
 TEST(CircuitBreaker, BackoffGrowsThenOpensAtFive)
 {
 	CircuitBreaker breaker;
-	int64_t now = 0;
+	// Rounds 10 s apart: the outage is long enough for the uncapped series.
 	const long pauses[] = {1000, 2000, 4000, 8000};
 	for (int i = 0; i < 4; i++) {
-		breaker.OnFailure(now, -1);
+		const int64_t now = i * 10000;
+		breaker.OnFailure(now, -1, now);
 		EXPECT_EQ(breaker.state(), State::BackingOff) << i;
 		EXPECT_EQ(breaker.next_attempt_at_ms(), now + pauses[i]);
-		now = breaker.next_attempt_at_ms();
-		EXPECT_TRUE(breaker.AllowRequest(now));
+		EXPECT_TRUE(breaker.AllowRequest(now + pauses[i]));
 	}
-	breaker.OnFailure(now, -1);
+	breaker.OnFailure(40000, -1, 40000);
 	EXPECT_EQ(breaker.state(), State::Open);
 	EXPECT_EQ(breaker.consecutive_failures(), 5);
-	EXPECT_EQ(breaker.next_attempt_at_ms(), now + 30000);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 40000 + 30000);
+}
+
+TEST(CircuitBreaker, ConcurrentFailuresAreOneStep)
+{
+	// Four requests sent together at 0 fail at 100..130: one round, one step.
+	CircuitBreaker breaker;
+	for (int i = 0; i < 4; i++)
+		breaker.OnFailure(100 + i * 10, -1, 0);
+	EXPECT_EQ(breaker.consecutive_failures(), 1);
+	EXPECT_EQ(breaker.state(), State::BackingOff);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 1100);
+	// The next round, sent after the pause, is a new step.
+	breaker.OnFailure(1200, -1, 1100);
+	EXPECT_EQ(breaker.consecutive_failures(), 2);
+}
+
+TEST(CircuitBreaker, PauseIsProportionateToTheOutage)
+{
+	// Five quick rounds (0.5 s apart) open the breaker, but for about as long as the
+	// endpoint has been failing, not 30 s.
+	CircuitBreaker breaker;
+	FailRounds(breaker, 5, 0, 500);
+	EXPECT_EQ(breaker.state(), State::Open);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 2000 + 2000);
+	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(1, 0), 1000);
+	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(7, 10L * 60 * 1000), 120000);
+	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(9, 10L * 60 * 1000), 300000);
+	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(9, 45000), 45000);
 }
 
 TEST(CircuitBreaker, OpenAllowsOneProbeAfterTheInterval)
 {
 	CircuitBreaker breaker;
-	for (int i = 0; i < 5; i++)
-		breaker.OnFailure(0, -1);
+	FailRounds(breaker, 5, 0, 60000);
 	ASSERT_EQ(breaker.state(), State::Open);
-	EXPECT_EQ(breaker.next_attempt_at_ms(), 30000);
-	EXPECT_FALSE(breaker.AllowRequest(29999));
-	EXPECT_TRUE(breaker.AllowRequest(30000)); // the probe
-	EXPECT_FALSE(breaker.AllowRequest(30000));
-	EXPECT_FALSE(breaker.AllowRequest(45000));
+	const int64_t at = breaker.next_attempt_at_ms();
+	EXPECT_EQ(at, 240000 + 30000);
+	EXPECT_FALSE(breaker.AllowRequest(at - 1));
+	EXPECT_TRUE(breaker.AllowRequest(at)); // the probe
+	EXPECT_FALSE(breaker.AllowRequest(at));
+	EXPECT_FALSE(breaker.AllowRequest(at + 15000));
 	EXPECT_EQ(breaker.state(), State::Open);
 }
 
 TEST(CircuitBreaker, FailedProbesGrowTheIntervalUpToFiveMinutes)
 {
 	CircuitBreaker breaker;
-	int64_t now = 0;
-	for (int i = 0; i < 5; i++)
-		breaker.OnFailure(now, -1);
+	FailRounds(breaker, 5, 0, 60000);
 	const long intervals[] = {60000, 120000, 240000, 300000, 300000, 300000};
 	for (long interval : intervals) {
-		now = breaker.next_attempt_at_ms();
+		int64_t now = breaker.next_attempt_at_ms();
 		ASSERT_TRUE(breaker.AllowRequest(now));
-		breaker.OnFailure(now + 100, -1);
+		breaker.OnFailure(now + 100, -1, now);
 		EXPECT_EQ(breaker.state(), State::Open);
 		EXPECT_EQ(breaker.next_attempt_at_ms(), now + 100 + interval);
 	}
@@ -348,18 +402,17 @@ TEST(CircuitBreaker, FailedProbesGrowTheIntervalUpToFiveMinutes)
 TEST(CircuitBreaker, UnreportedProbeIsReplacedAfterAnInterval)
 {
 	CircuitBreaker breaker;
-	for (int i = 0; i < 5; i++)
-		breaker.OnFailure(0, -1);
-	ASSERT_TRUE(breaker.AllowRequest(30000));
-	EXPECT_FALSE(breaker.AllowRequest(59999));
-	EXPECT_TRUE(breaker.AllowRequest(60000));
+	FailRounds(breaker, 5, 0, 60000);
+	const int64_t at = breaker.next_attempt_at_ms();
+	ASSERT_TRUE(breaker.AllowRequest(at));
+	EXPECT_FALSE(breaker.AllowRequest(at + 29999));
+	EXPECT_TRUE(breaker.AllowRequest(at + 30000));
 }
 
 TEST(CircuitBreaker, SuccessResets)
 {
 	CircuitBreaker breaker;
-	for (int i = 0; i < 7; i++)
-		breaker.OnFailure(0, -1);
+	FailRounds(breaker, 7, 0, 10000);
 	ASSERT_EQ(breaker.state(), State::Open);
 	ASSERT_TRUE(breaker.AllowRequest(breaker.next_attempt_at_ms()));
 	breaker.OnSuccess(200000);

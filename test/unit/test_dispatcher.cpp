@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <map>
 #include <set>
 #include <string>
@@ -452,7 +453,8 @@ TEST_F(DispatcherTest, RateLimitDefersWhatCannotBeSentWithinMaxWait)
 		EXPECT_EQ(delivery.outcome, Outcome::Retry);
 		EXPECT_FALSE(delivery.attempted);
 		EXPECT_GT(delivery.retry_after_ms, 0);
-		EXPECT_LE(delivery.retry_after_ms, 1000);
+		// One window after the first answers came back, plus the limiter's 10 ms guard.
+		EXPECT_LE(delivery.retry_after_ms, 1000 + 10 + 100);
 		EXPECT_NE(delivery.error.find("rate limit 5/1s"), std::string::npos) << delivery.error;
 	}
 	EXPECT_EQ(delivered, 5);
@@ -603,6 +605,28 @@ TEST_F(DispatcherSalesforceTest, TokenFailureRetriesEveryChangeWithoutTheSecret)
 	EXPECT_EQ(status->errors, 1u);
 	EXPECT_EQ(status->last_error.find("s3cr3t-value"), std::string::npos);
 	EXPECT_EQ(status->last_error.rfind("salesforce token: ", 0), 0u);
+}
+
+TEST_F(DispatcherSalesforceTest, TokenEndpointOutageCostsTheChangesNoAttempt)
+{
+	// The changes' own requests were never sent: a login outage must not dead-letter them.
+	server.On("/login/services/oauth2/token", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.status = 503;
+		reply.body = "down for maintenance";
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	auto deliveries = Deliver(dispatcher, Batches());
+	ASSERT_EQ(deliveries.size(), 3u);
+	for (const auto &delivery : deliveries) {
+		EXPECT_EQ(delivery.outcome, Outcome::Retry);
+		EXPECT_FALSE(delivery.attempted) << delivery.error;
+		EXPECT_EQ(delivery.error.rfind("salesforce token: ", 0), 0u) << delivery.error;
+		EXPECT_GT(delivery.retry_after_ms, 0) << "waits for the breaker";
+	}
+	EXPECT_EQ(server.RequestsTo(kDataPath).size(), 0u);
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "sf")->state, "backing_off");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -909,6 +933,60 @@ TEST_F(DispatcherTest, FetchHonoursTheBreakerWithoutSending)
 	EXPECT_EQ(status->last_error.find("hs-secret"), std::string::npos) << status->last_error;
 }
 
+// Four calls in flight together that all fail are one round: one breaker step, a 1 s pause.
+TEST_F(DispatcherTest, ConcurrentFailuresAreOneBreakerStep)
+{
+	server.On("/crm/v3/objects/contacts/batch/upsert", [](const ServerRequest &) {
+		ServerReply reply;
+		reply.status = 503;
+		reply.delay_ms = 50; // all four are in flight before the first answer
+		return reply;
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"max_concurrency", 4}});
+	std::vector<RouteBatch> batches;
+	for (int i = 0; i < 4; i++)
+		batches.push_back(MakeBatch(hubspot, MakeRoute("r" + std::to_string(i), "contacts", "email"), MakeChanges(1 + i, 1)));
+	const int64_t before = UnixMsNow();
+	auto deliveries = Deliver(dispatcher, batches);
+	EXPECT_EQ(server.RequestCount(), 4u);
+	const EndpointStatus *status = StatusOf(dispatcher.EndpointStatuses(), "hs");
+	ASSERT_NE(status, nullptr);
+	EXPECT_EQ(status->state, "backing_off");
+	// One step: 1 s after the failures (four steps would be 8 s).
+	EXPECT_LE(status->next_attempt_at_ms, UnixMsNow() + 1000);
+	EXPECT_GE(status->next_attempt_at_ms, before + 1000);
+	for (const auto &delivery : deliveries) {
+		EXPECT_TRUE(delivery.attempted);
+		EXPECT_LE(delivery.retry_after_ms, 1000);
+	}
+}
+
+// A 429 with Retry-After pauses the endpoint for that long; the breaker stays ok and the
+// changes come back after the Retry-After, not after a breaker interval.
+TEST_F(DispatcherTest, TooManyRequestsWithRetryAfterDoesNotTripTheBreaker)
+{
+	server.On("/crm/v3/objects/contacts/batch/upsert", [](const ServerRequest &) {
+		return JsonReply(429, {{"status", "error"}, {"policyName", "TEN_SECONDLY_ROLLING"}}, {{"Retry-After", "1"}});
+	});
+	Dispatcher dispatcher(&client);
+	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"max_concurrency", 1}});
+	for (int round = 0; round < 3; round++) {
+		std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 2))};
+		DispatchOptions options;
+		options.max_wait_ms = 0; // one request per round
+		std::vector<RouteAction> actions;
+		for (const auto &delivery : dispatcher.Deliver(batches, options, nullptr, &actions)) {
+			if (delivery.attempted)
+				EXPECT_EQ(delivery.retry_after_ms, 1000) << round;
+			else
+				EXPECT_LE(delivery.retry_after_ms, 1000) << round;
+		}
+		EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "hs")->state, "ok") << round;
+		std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+	}
+}
+
 TEST_F(DispatcherTest, FetchTooManyRequestsHonoursRetryAfter)
 {
 	server.On("/crm/", [](const ServerRequest &) {
@@ -924,8 +1002,11 @@ TEST_F(DispatcherTest, FetchTooManyRequestsHonoursRetryAfter)
 	EXPECT_GE(dispatcher.EndpointReadyAt("hs"), UnixMsNow() + 2500);
 	response = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
 	EXPECT_EQ(response.status, 0);
-	EXPECT_EQ(response.transport_error.rfind("endpoint hs is backing off: HTTP 429", 0), 0u) << response.transport_error;
+	// A 429 with Retry-After pauses the endpoint (its limiter) without escalating the breaker.
+	EXPECT_EQ(response.transport_error.rfind("rate limited: a Retry-After pause of endpoint hs", 0), 0u)
+	    << response.transport_error;
 	EXPECT_EQ(server.RequestCount(), 1u);
+	EXPECT_EQ(StatusOf(dispatcher.EndpointStatuses(), "hs")->state, "ok");
 }
 
 TEST_F(DispatcherTest, FetchWaitsForTheRateLimitOrGivesUp)
