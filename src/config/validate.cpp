@@ -598,15 +598,18 @@ Validate(FunctionCallInfo fcinfo)
 			r.Deny("the extension's schema predates owners", "run ALTER EXTENSION switchboard UPDATE first");
 		if (is_delete)
 			return PointerGetDatum(tuple);
-	} else if (table == "routes" || table == "secrets") {
+	} else if (table == "routes" || table == "secrets" || table == "endpoints") {
 		Oid old_owner = is_update || is_delete ? old_row.GetOid("owner") : InvalidOid;
+		std::string what = "the " + table.substr(0, table.size() - 1); // "the route"
 		if (is_update || is_delete)
-			RequireOwner(r, old_owner, table == "routes" ? "the route" : "the secret");
+			RequireOwner(r, old_owner, what);
 		if (is_delete)
 			return PointerGetDatum(tuple);
 		owner = EffectiveOwner(r, row.GetOid("owner"), old_owner);
 		if (owner != row.GetOid("owner"))
 			tuple = WithOid(td->tg_relation, tuple, "owner", owner);
+		if (table == "endpoints")
+			CheckEndpointSecret(r, row, is_update ? &old_row : nullptr);
 	} else if (table == "mappings" || table == "filters") {
 		if (is_update || is_delete) {
 			std::optional<Oid> route_owner = RouteOwner(old_row.Text("route"));
@@ -620,16 +623,6 @@ Validate(FunctionCallInfo fcinfo)
 			if (route_owner)
 				RequireOwner(r, *route_owner, "route \"" + row.Text("route") + "\"");
 		}
-	} else if (table == "endpoints") {
-		Oid old_owner = is_update || is_delete ? old_row.GetOid("owner") : InvalidOid;
-		if (is_update || is_delete)
-			RequireOwner(r, old_owner, "the endpoint");
-		if (is_delete)
-			return PointerGetDatum(tuple);
-		owner = EffectiveOwner(r, row.GetOid("owner"), old_owner);
-		if (owner != row.GetOid("owner"))
-			tuple = WithOid(td->tg_relation, tuple, "owner", owner);
-		CheckEndpointSecret(r, row, is_update ? &old_row : nullptr);
 	} else {
 		Fail(ERRCODE_INTERNAL_ERROR, "switchboard._validate() attached to unexpected table " + table);
 	}
