@@ -23,7 +23,7 @@ override with_llvm = no
 # Rebuild objects when a header they include changes.
 override autodepend = yes
 
-REGRESS = config capture preview privileges dump security
+REGRESS = config capture preview privileges dump security schema_changes
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --inputdir=. --outputdir=results
 
 EXTRA_CLEAN = results tmp_check build-fuzz test/unit/unit_tests src/*/*.o src/*.o

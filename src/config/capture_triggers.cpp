@@ -107,6 +107,26 @@ Resync(const std::string &route)
 		Attach(*def);
 }
 
+// A renamed route takes its state along: queued changes, remote ids, pull cursor, counters and
+// history are keyed by the route's name. Called after the old triggers were dropped, which
+// waited for every writer that still captured under the old name, so the UPDATEs below (each
+// with a new snapshot) see all of their changes. Refused while changes are in flight: the
+// worker records their results (remote ids, counters) under the name it claimed them with.
+void
+CarryRename(const std::string &from, const std::string &to)
+{
+	SpiExec("UPDATE switchboard.queue SET route = $2 WHERE route = $1", {from, to});
+	// After the UPDATE: it waited for a claim in progress, whose rows are now in flight.
+	if (SpiScalar("SELECT 1 FROM switchboard.queue WHERE route = $1 AND state = 'in_flight' LIMIT 1", {to}))
+		Fail(ERRCODE_OBJECT_IN_USE, "route \"" + from + "\" cannot be renamed while changes of it are being delivered",
+		     "", "Disable the route, wait until route_status.in_flight is 0, then rename it.");
+	// State left behind by an earlier route of the new name is not this route's.
+	for (const char *table : {"remote_ids", "pull_state", "route_stats"})
+		SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {to});
+	for (const char *table : {"remote_ids", "pull_state", "route_stats", "delivery_log"})
+		SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
+}
+
 std::optional<Oid>
 OidField(TupleDesc desc, HeapTuple tuple, const char *column)
 {
@@ -155,6 +175,8 @@ SyncCapture(FunctionCallInfo fcinfo)
 			if (source)
 				Detach(TextField(desc, old_row, "name"), *source);
 		}
+		if (old_row && new_row && TextField(desc, old_row, "name") != TextField(desc, new_row, "name"))
+			CarryRename(TextField(desc, old_row, "name"), TextField(desc, new_row, "name"));
 		if (new_row)
 			Resync(TextField(desc, new_row, "name"));
 	} else if (table == "filters") {

@@ -10,11 +10,13 @@ SELECT r.name AS route,
        now() - q.oldest_pending AS oldest_pending_age,
        s.last_delivered_at,
        CASE WHEN NOT r.enabled AND r.disabled_reason IS NOT NULL THEN r.disabled_reason
+            WHEN c.capture LIKE 'broken%' THEN 'capture ' || c.capture
             ELSE s.last_error END AS last_error,
        s.last_error_at,
        r.disabled_reason,
        (SELECT count(*) FROM pg_catalog.pg_trigger t
-         WHERE t.tgrelid = r.source AND t.tgname LIKE 'switchboard_' || r.name || '_%') AS capture_triggers
+         WHERE t.tgrelid = r.source AND t.tgname LIKE 'switchboard_' || r.name || '_%') AS capture_triggers,
+       c.capture
   FROM switchboard.routes r
   LEFT JOIN (SELECT route,
                     count(*) FILTER (WHERE state = 'pending') AS pending,
@@ -22,8 +24,22 @@ SELECT r.name AS route,
                     count(*) FILTER (WHERE state = 'dead') AS dead,
                     min(captured_at) FILTER (WHERE state <> 'dead') AS oldest_pending
                FROM switchboard.queue GROUP BY route) q ON q.route = r.name
-  LEFT JOIN switchboard.route_stats s ON s.route = r.name;
-COMMENT ON VIEW switchboard.route_status IS 'Per route: queue depth, delivered/dead counts, last error';
+  LEFT JOIN switchboard.route_stats s ON s.route = r.name
+  -- Whether every operation the route captures has its trigger: one dropped behind
+  -- switchboard's back (DROP COLUMN ... CASCADE of a column its WHEN clause reads) captures
+  -- nothing until the route is repaired, and must not look healthy meanwhile.
+  CROSS JOIN LATERAL (
+    SELECT CASE WHEN NOT r.enabled OR r.direction = 'pull' THEN 'off'
+                WHEN m.missing IS NULL THEN 'ok'
+                ELSE 'broken: no capture trigger for ' || m.missing ||
+                     ' (dropped with a column or by hand?); fix the route and UPDATE it to attach them again'
+           END AS capture
+      FROM (SELECT pg_catalog.string_agg(op, ', ' ORDER BY op) AS missing
+              FROM pg_catalog.unnest(r.operations) AS op
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = r.source AND t.tgname = 'switchboard_' || r.name || '_' || op)) m
+  ) c;
+COMMENT ON VIEW switchboard.route_status IS 'Per route: queue depth, delivered/dead counts, last error, whether capture is intact';
 
 CREATE VIEW switchboard.dead_letters AS
 SELECT id, route, op, key, attempts, last_status, last_error,

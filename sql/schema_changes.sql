@@ -1,0 +1,43 @@
+-- Schema changes and renames: a renamed route keeps its queue, remote ids, pull state and
+-- counters; a capture trigger dropped behind switchboard's back shows in route_status.
+CREATE EXTENSION switchboard;
+CREATE TABLE people (id int PRIMARY KEY, email text, note text);
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('hook', 'webhook', 'http://127.0.0.1:9/hook');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local)
+VALUES ('people_hook', 'people', 'hook', 'person', 'id::text');
+INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('people_hook', 'email', 'email');
+INSERT INTO switchboard.filters (route, name, predicate) VALUES ('people_hook', 'has_note', 'new.note IS NOT NULL');
+
+INSERT INTO people VALUES (1, 'a@x.com', 'n'), (2, 'b@x.com', 'n');
+INSERT INTO switchboard.remote_ids (route, key, remote_id) VALUES ('people_hook', '1', 'R1');
+INSERT INTO switchboard.route_stats (route, delivered) VALUES ('people_hook', 7);
+-- left behind by an earlier route of the name it will get
+INSERT INTO switchboard.route_stats (route, delivered) VALUES ('people_webhook', 99);
+SELECT route, capture_triggers, capture FROM switchboard.route_status;
+
+-- renaming carries the queue, the remote ids and the counters; new changes use the new name
+UPDATE switchboard.routes SET name = 'people_webhook' WHERE name = 'people_hook';
+INSERT INTO people VALUES (3, 'c@x.com', 'n');
+SELECT route, count(*) FROM switchboard.queue GROUP BY route ORDER BY route;
+SELECT route, key, remote_id FROM switchboard.remote_ids;
+SELECT route, pending, delivered, capture_triggers, capture FROM switchboard.route_status;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'people'::regclass ORDER BY tgname;
+
+-- a rename while changes are being delivered is refused (the worker records them by name)
+UPDATE switchboard.queue SET state = 'in_flight' WHERE id = (SELECT min(id) FROM switchboard.queue);
+UPDATE switchboard.routes SET name = 'people_again' WHERE name = 'people_webhook';
+UPDATE switchboard.queue SET state = 'pending';
+SELECT name FROM switchboard.routes;
+
+-- DROP COLUMN ... CASCADE drops the capture triggers whose WHEN clause uses the column: the
+-- route no longer looks healthy
+ALTER TABLE people DROP COLUMN note CASCADE;
+SELECT route, enabled, capture_triggers, capture, last_error FROM switchboard.route_status;
+-- repairing the filter re-attaches the triggers
+UPDATE switchboard.filters SET predicate = 'new.email IS NOT NULL' WHERE route = 'people_webhook';
+SELECT route, enabled, capture_triggers, capture, last_error FROM switchboard.route_status;
+-- a disabled route or a pull-only route captures nothing, and says so
+UPDATE switchboard.routes SET enabled = false WHERE name = 'people_webhook';
+SELECT route, enabled, capture_triggers, capture FROM switchboard.route_status;
+DROP EXTENSION switchboard;
+DROP TABLE people;
