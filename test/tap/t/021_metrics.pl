@@ -118,6 +118,15 @@ is(metric('switchboard_route_oldest_pending_seconds'), 0, 'no backlog: oldest_pe
 is(metric('switchboard_route_state'), 0, 'state back to 0');
 cmp_ok(metric('switchboard_route_requests_total'), '>=', 1, 'requests_total counts the requests');
 unlike($scrape, qr/^switchboard_pull_lag_seconds/m, 'a push-only route has no pull lag series');
+is(metric('switchboard_route_capture_broken'), 0, 'capture intact: capture_broken 0');
+
+# A capture trigger dropped behind switchboard's back shows, until the route is updated.
+$node->safe_psql('postgres', 'DROP TRIGGER switchboard_contacts_hs_update ON contacts');
+scrape();
+is(metric('switchboard_route_capture_broken'), 1, 'a missing capture trigger: capture_broken 1');
+$node->safe_psql('postgres', "UPDATE switchboard.routes SET enabled = true WHERE name = 'contacts_hs'");
+scrape();
+is(metric('switchboard_route_capture_broken'), 0, 'attached again: capture_broken 0');
 
 $exporter->kill_kill;
 undef $exporter;
