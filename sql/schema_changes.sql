@@ -39,5 +39,24 @@ SELECT route, enabled, capture_triggers, capture, last_error FROM switchboard.ro
 -- a disabled route or a pull-only route captures nothing, and says so
 UPDATE switchboard.routes SET enabled = false WHERE name = 'people_webhook';
 SELECT route, enabled, capture_triggers, capture FROM switchboard.route_status;
+
+-- capture keeps the queue's indexes right when they change under it, and a dropped and
+-- re-created extension (new OIDs) in the same session
+UPDATE switchboard.routes SET enabled = true WHERE name = 'people_webhook';
+INSERT INTO people VALUES (10, 'p@x.com');
+CREATE INDEX queue_op_test ON switchboard.queue (op);
+INSERT INTO people VALUES (11, 'q@x.com');
+SET enable_seqscan = off;
+SELECT count(*) FROM switchboard.queue WHERE op = 'insert';
+RESET enable_seqscan;
+DROP INDEX switchboard.queue_op_test;
+INSERT INTO people VALUES (12, 'r@x.com');
+DROP EXTENSION switchboard;
+CREATE EXTENSION switchboard;
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('hook', 'webhook', 'http://127.0.0.1:9/hook');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local)
+VALUES ('people_hook', 'people', 'hook', 'person', 'id::text');
+INSERT INTO people VALUES (13, 's@x.com');
+SELECT route, op, new->>'id' AS id FROM switchboard.queue;
 DROP EXTENSION switchboard;
 DROP TABLE people;

@@ -14,6 +14,8 @@ extern "C" {
 #include "nodes/execnodes.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 }
@@ -22,6 +24,42 @@ namespace switchboard {
 
 namespace {
 char suppressed_route[NAMEDATALEN * 2] = "";
+
+// What capture needs to know about switchboard.queue, looked up once per backend instead of
+// once per captured row (name lookups, the index list and each index's IndexInfo were a tenth
+// of the trigger's time). Dropped by the relcache invalidation of the queue, its sequence or
+// any of its indexes (CREATE/DROP INDEX, DROP EXTENSION), and looked up again on next use.
+struct QueueIndex {
+	Oid oid;
+	IndexInfo *info; // built once, in QueueCache::context
+	// A partial index whose predicate is "<column> IS NOT NULL" over a column capture leaves
+	// NULL (the queue's index of translated keys): it never gets an entry from capture, so the
+	// predicate is not evaluated for every row.
+	bool never_from_capture;
+};
+
+struct QueueCache {
+	bool valid = false;
+	Oid queue = InvalidOid;
+	Oid sequence = InvalidOid;
+	MemoryContext context = nullptr;
+	QueueIndex *indexes = nullptr; // in context
+	int n_indexes = 0;
+};
+QueueCache cache;
+bool callback_registered = false;
+
+void
+InvalidateQueueCache(Datum, Oid relid)
+{
+	if (!cache.valid)
+		return;
+	bool ours = relid == InvalidOid || relid == cache.queue || relid == cache.sequence;
+	for (int i = 0; i < cache.n_indexes && !ours; i++)
+		ours = relid == cache.indexes[i].oid;
+	if (ours)
+		cache.valid = false; // the context is reset when the cache is filled again
+}
 
 Oid
 SwitchboardRelid(const char *name)
@@ -47,21 +85,77 @@ CheckQueueLayout(TupleDesc desc)
 			     NameStr(TupleDescAttr(desc, i)->attname), names[i]);
 }
 
-// Index entries for a heap tuple, as CatalogIndexInsert does. Plain column indexes take the
-// values straight from the tuple; a partial index (the queue's index of translated keys) is
-// evaluated with an executor state, made only when one exists. Ids come from a sequence, so no
-// uniqueness check is needed.
-void
-InsertIndexEntries(Relation heap, HeapTuple tuple)
+// Columns capture always leaves NULL (filled in by the worker).
+bool
+CaptureLeavesNull(AttrNumber attno)
 {
-	List *indexes = RelationGetIndexList(heap);
+	return attno == kQueueNextAttemptAt || attno == kQueueKey || attno == kQueueLastStatus ||
+	       attno == kQueueLastError || attno == kQueueFailedAt || attno == kQueuePayload;
+}
+
+bool
+NeverFromCapture(IndexInfo *info)
+{
+	if (info->ii_Expressions != NIL || list_length(info->ii_Predicate) != 1)
+		return false;
+	Node *pred = (Node *) linitial(info->ii_Predicate);
+	if (!IsA(pred, NullTest))
+		return false;
+	NullTest *test = (NullTest *) pred;
+	return test->nulltesttype == IS_NOT_NULL && !test->argisrow && IsA(test->arg, Var) &&
+	       CaptureLeavesNull(((Var *) test->arg)->varattno);
+}
+
+// Fills the cache; the caller holds a lock on the queue, so its index list is stable.
+void
+FillQueueCache(Relation queue, Oid sequence)
+{
+	if (!callback_registered) {
+		CacheRegisterRelcacheCallback(InvalidateQueueCache, (Datum) 0);
+		callback_registered = true;
+	}
+	if (cache.context == nullptr)
+		cache.context = AllocSetContextCreate(CacheMemoryContext, "switchboard capture", ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(cache.context);
+	CheckQueueLayout(RelationGetDescr(queue));
+	cache.queue = RelationGetRelid(queue);
+	cache.sequence = sequence;
+	cache.n_indexes = 0;
+	List *indexes = RelationGetIndexList(queue);
+	MemoryContext old = MemoryContextSwitchTo(cache.context);
+	cache.indexes = static_cast<QueueIndex *>(palloc0(sizeof(QueueIndex) * (list_length(indexes) + 1)));
 	ListCell *lc;
-	TupleDesc desc = RelationGetDescr(heap);
-	EState *estate = nullptr;
-	TupleTableSlot *slot = nullptr;
 	foreach (lc, indexes) {
 		Relation index = index_open(lfirst_oid(lc), RowExclusiveLock);
 		IndexInfo *info = BuildIndexInfo(index);
+		index_close(index, NoLock);
+		QueueIndex &entry = cache.indexes[cache.n_indexes++];
+		entry.oid = lfirst_oid(lc);
+		entry.info = info;
+		entry.never_from_capture = NeverFromCapture(info);
+	}
+	MemoryContextSwitchTo(old);
+	list_free(indexes);
+	cache.valid = true;
+}
+
+// Index entries for a heap tuple, as CatalogIndexInsert does. Plain column indexes take the
+// values straight from the tuple; a partial or expression index other than the one capture
+// never feeds is evaluated with an executor state. Ids come from a sequence, so no uniqueness
+// check is needed.
+void
+InsertIndexEntries(Relation heap, HeapTuple tuple)
+{
+	TupleDesc desc = RelationGetDescr(heap);
+	EState *estate = nullptr;
+	TupleTableSlot *slot = nullptr;
+	for (int n = 0; n < cache.n_indexes; n++) {
+		const QueueIndex &entry = cache.indexes[n];
+		if (entry.never_from_capture)
+			continue;
+		IndexInfo *info = entry.info;
+		Relation index = index_open(entry.oid, RowExclusiveLock);
 		Datum values[INDEX_MAX_KEYS];
 		bool isnull[INDEX_MAX_KEYS];
 		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL) {
@@ -71,12 +165,15 @@ InsertIndexEntries(Relation heap, HeapTuple tuple)
 				ExecStoreHeapTuple(tuple, slot, false);
 				GetPerTupleExprContext(estate)->ecxt_scantuple = slot;
 			}
+			// Prepared per row: the expression state lives in this row's executor state.
 			if (info->ii_Predicate != NIL &&
 			    !ExecQual(ExecPrepareQual(info->ii_Predicate, estate), GetPerTupleExprContext(estate))) {
 				index_close(index, RowExclusiveLock);
 				continue;
 			}
+			info->ii_ExpressionsState = NIL;
 			FormIndexDatum(info, slot, estate, values, isnull);
+			info->ii_ExpressionsState = NIL;
 		} else {
 			for (int i = 0; i < info->ii_NumIndexAttrs; i++)
 				values[i] = heap_getattr(tuple, info->ii_IndexAttrNumbers[i], desc, &isnull[i]);
@@ -88,7 +185,6 @@ InsertIndexEntries(Relation heap, HeapTuple tuple)
 		ExecDropSingleTupleTableSlot(slot);
 		FreeExecutorState(estate);
 	}
-	list_free(indexes);
 }
 } // namespace
 
@@ -101,17 +197,26 @@ RowImage(HeapTuple tuple, TupleDesc desc)
 void
 EnqueueChange(const char *route, const char *op, Datum new_image, Datum old_image)
 {
-	static bool layout_checked = false;
 	Datum values[kQueueColumns];
 	bool nulls[kQueueColumns];
 
-	Relation queue = table_open(SwitchboardRelid("queue"), RowExclusiveLock);
-	if (!layout_checked) {
-		CheckQueueLayout(RelationGetDescr(queue));
-		layout_checked = true;
+	// Invalidations are processed while the lock is acquired: a cache still valid after that
+	// names the queue and its sequence as they are (DROP EXTENSION elsewhere, then CREATE,
+	// leaves a stale OID that try_relation_open finds gone or the callback has cleared).
+	Relation queue = nullptr;
+	if (cache.valid) {
+		queue = try_relation_open(cache.queue, RowExclusiveLock);
+		if (queue != nullptr && !cache.valid) {
+			relation_close(queue, RowExclusiveLock);
+			queue = nullptr;
+		}
+	}
+	if (queue == nullptr) {
+		queue = table_open(SwitchboardRelid("queue"), RowExclusiveLock);
+		FillQueueCache(queue, SwitchboardRelid("queue_id_seq"));
 	}
 	memset(nulls, true, sizeof nulls);
-	values[kQueueId - 1] = Int64GetDatum(nextval_internal(SwitchboardRelid("queue_id_seq"), false));
+	values[kQueueId - 1] = Int64GetDatum(nextval_internal(cache.sequence, false));
 	values[kQueueRoute - 1] = CStringGetTextDatum(route);
 	values[kQueueOp - 1] = CStringGetTextDatum(op);
 	values[kQueueNew - 1] = new_image;
