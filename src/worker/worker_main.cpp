@@ -362,6 +362,12 @@ switchboard_worker_main(Datum arg)
 	// The worker's own statements resolve names in pg_catalog only (the temporary schema last),
 	// whatever the database's settings say; route expressions get their own path (AsRole).
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+	// The worker's transactions need not wait for their WAL flush (two per round, which at a
+	// trickle of commits was most of the latency). A crash loses at most the last rounds'
+	// bookkeeping, never a change: a claim lost is claimed again, a delivery whose record is
+	// lost is delivered again (at least once, as always), a pulled page is pulled again with the
+	// cursor that was lost with it. The application's own commits keep their setting.
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 	std::string error;
 	if (!HttpGlobalInit(&error))
 		ereport(ERROR, (errmsg("switchboard: libcurl could not be initialised: %s", error.c_str())));
