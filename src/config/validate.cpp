@@ -397,16 +397,18 @@ ValidateRoute(const Row &row, Oid owner)
 		           RoleName(owner) + " does not have its privileges",
 		       "a route may use the endpoints of its owner (or of roles whose privileges it has)");
 	CheckSearchPathSchemas(r, owner);
-	if (*kind == "openai")
-		r.Reject("endpoint \"" + endpoint + "\" is an openai endpoint, which enriches records but is not a route target");
+	// What a route may do with the endpoint depends on its kind: its connector says.
+	const Connector *connector = kind ? FindConnector(*kind) : nullptr;
+	if (connector != nullptr && !connector->NotARouteTarget().empty())
+		r.Reject("endpoint \"" + endpoint + "\" " + connector->NotARouteTarget());
 
 	if (row.Text("remote_object").empty())
 		r.Reject("remote_object must not be empty");
 	std::string direction = row.Text("direction");
 	if (direction != "push" && direction != "pull" && direction != "both")
 		r.Reject("direction \"" + direction + "\" is not push, pull or both");
-	if (direction != "push" && *kind == "webhook")
-		r.Reject("webhook endpoints can only be pushed to (direction push)");
+	if (direction != "push" && connector != nullptr && !connector->CanPull())
+		r.Reject(*kind + " endpoints can only be pushed to (direction push)");
 
 	std::vector<Op> ops;
 	try {
@@ -425,10 +427,8 @@ ValidateRoute(const Row &row, Oid owner)
 		r.Expression("match_local", [&] { return AnalyzeRowExpression(source, match_local); });
 	}
 	std::string match_remote = row.Text("match_remote");
-	if ((*kind == "hubspot" || *kind == "salesforce") && match_remote.empty())
-		r.Reject("match_remote is required for " + *kind + " routes",
-		         *kind == "hubspot" ? "the HubSpot property holding the key, e.g. email"
-		                            : "the Salesforce external ID field holding the key, e.g. Email__c");
+	if (connector != nullptr && !connector->MatchRemoteHint().empty() && match_remote.empty())
+		r.Reject("match_remote is required for " + *kind + " routes", connector->MatchRemoteHint());
 	std::string on_delete = row.Text("on_delete");
 	if (on_delete != "ignore" && on_delete != "delete")
 		r.Reject("on_delete \"" + on_delete + "\" is not ignore or delete");

@@ -1,12 +1,11 @@
-// Shared connector pieces: the kind registry, option validation, and the small helpers every
-// connector uses (Retry-After, URLs, error snippets, webhook signatures).
+// Shared connector pieces: option validation, the Connector defaults, and the small helpers
+// every connector uses (URLs, error snippets, webhook signatures). The kind table is in
+// registry.cpp.
 #include "connectors/connector.h"
 #include "http/redact.h"
-#include "delivery/retry_policy.h"
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -19,17 +18,14 @@ namespace switchboard {
 
 namespace {
 
-const char *const kKinds[] = {"hubspot", "salesforce", "webhook", "openai"};
-
-// Options each kind accepts, in the order error messages list them.
+// Options each kind accepts, in the order error messages list them: the common ones, then
+// the kind's own.
 std::vector<std::string>
-KnownOptions(const std::string &kind)
+KnownOptions(const Connector &connector)
 {
 	std::vector<std::string> known = {"batch_size", "max_concurrency", "rate_limit", "timeout_ms", "headers"};
-	if (kind == "salesforce")
-		known.push_back("api_version");
-	if (kind == "openai")
-		known.push_back("model");
+	for (auto &extra : connector.ExtraOptions())
+		known.push_back(std::move(extra));
 	return known;
 }
 
@@ -83,23 +79,15 @@ IsTokenChar(char c)
 	return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != '\0';
 }
 
-// Headers the connector sets itself; letting options override them would either break the
-// wire contract or let a secret slip into the endpoint row (and into preview()).
-std::vector<std::string>
-ReservedHeaders(const std::string &kind)
-{
-	if (kind == "webhook")
-		return {"content-type", "webhook-id", "webhook-timestamp", "webhook-signature"};
-	return {"content-type", "authorization"};
-}
-
 void
-ValidateHeaders(const std::string &kind, const Json &headers)
+ValidateHeaders(const std::string &kind, const Connector &connector, const Json &headers)
 {
 	if (!headers.is_object())
 		throw std::invalid_argument("option \"headers\" must be an object of header name to string value, got " +
 		                            Snippet(headers.dump(), 60));
-	auto reserved = ReservedHeaders(kind);
+	// Headers the connector sets itself; letting options override them would either break
+	// the wire contract or let a secret slip into the endpoint row (and into preview()).
+	auto reserved = connector.ReservedHeaders();
 	for (const auto &item : headers.items()) {
 		const std::string &name = item.key();
 		if (name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar))
@@ -164,52 +152,16 @@ OpName(Op op)
 	return "update";
 }
 
-bool
-IsKnownKind(const std::string &kind)
-{
-	for (const char *known : kKinds)
-		if (kind == known)
-			return true;
-	return false;
-}
-
-std::unique_ptr<Connector>
-MakeConnector(const std::string &kind)
-{
-	if (kind == "hubspot")
-		return MakeHubSpotConnector();
-	if (kind == "salesforce")
-		return MakeSalesforceConnector();
-	if (kind == "webhook")
-		return MakeWebhookConnector();
-	if (kind == "openai")
-		return MakeOpenAIConnector();
-	throw std::invalid_argument("unknown endpoint kind \"" + Snippet(kind, 60) +
-	                            "\" (known: hubspot, salesforce, webhook, openai)");
-}
-
-size_t
-BulkLimit(const std::string &kind)
-{
-	if (kind == "hubspot")
-		return 100;
-	if (kind == "salesforce")
-		return 200;
-	if (kind == "webhook" || kind == "openai")
-		return 1;
-	throw std::invalid_argument("unknown endpoint kind \"" + Snippet(kind, 60) +
-	                            "\" (known: hubspot, salesforce, webhook, openai)");
-}
-
 void
 ValidateOptions(const std::string &kind, const Json &options)
 {
 	size_t bulk_limit = BulkLimit(kind); // also rejects an unknown kind
+	const Connector &connector = *FindConnector(kind);
 	if (options.is_null())
 		return;
 	if (!options.is_object())
 		throw std::invalid_argument("options must be a JSON object, got " + Snippet(options.dump(), 60));
-	auto known = KnownOptions(kind);
+	auto known = KnownOptions(connector);
 	for (const auto &item : options.items()) {
 		const std::string &name = item.key();
 		const Json &value = item.value();
@@ -238,22 +190,9 @@ ValidateOptions(const std::string &kind, const Json &options)
 				                            "units ms, s, m, h), got " +
 				                            Snippet(value.dump(), 60));
 		} else if (name == "headers") {
-			ValidateHeaders(kind, value);
-		} else if (name == "api_version") {
-			// "59.0": digits, a dot, digits. It lands in the URL path, so nothing else may pass.
-			bool ok = false;
-			if (value.is_string()) {
-				const auto &text = value.get_ref<const std::string &>();
-				auto dot = text.find('.');
-				ok = dot != std::string::npos && IsDigits(text.substr(0, dot)) && IsDigits(text.substr(dot + 1));
-			}
-			if (!ok)
-				throw std::invalid_argument("option \"api_version\" must be a string like \"59.0\", got " +
-				                            Snippet(value.dump(), 60));
-		} else if (name == "model") {
-			if (!value.is_string() || value.get_ref<const std::string &>().empty())
-				throw std::invalid_argument("option \"model\" must be a non-empty string, got " +
-				                            Snippet(value.dump(), 60));
+			ValidateHeaders(kind, connector, value);
+		} else {
+			connector.ValidateOption(name, value); // one of the kind's ExtraOptions
 		}
 	}
 }
@@ -310,25 +249,6 @@ SkippedChanges(const std::vector<Change> &changes, const std::vector<Call> &call
 	return skipped;
 }
 
-long
-RetryAfterMs(const HttpResponse &response)
-{
-	int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-	                     std::chrono::system_clock::now().time_since_epoch())
-	                     .count();
-	return ParseRetryAfter(response.headers, now_ms);
-}
-
-std::string
-HeaderValue(const Headers &headers, const std::string &name)
-{
-	std::string wanted = Lower(name);
-	for (const auto &header : headers)
-		if (Lower(header.first) == wanted)
-			return header.second;
-	return std::string();
-}
-
 std::string
 UrlEncode(const std::string &text)
 {
@@ -376,6 +296,14 @@ UniformResult(const Call &call, Outcome outcome, const std::string &error, long 
 	one.retry_after_ms = retry_after_ms;
 	result.results.assign(call.changes.size(), one);
 	return result;
+}
+
+void
+MarkAnswer(const AnswerClass &answer, CallResult *result)
+{
+	result->endpoint_failure = answer.endpoint_failure;
+	result->stop_endpoint = answer.stop_endpoint;
+	result->refresh_auth = answer.token_expired;
 }
 
 size_t
@@ -436,6 +364,61 @@ StandardWebhookSignature(const std::string &secret, const std::string &id, const
 	if (encoded.empty() || !Base64Decode(encoded, &key) || key.empty())
 		throw std::invalid_argument("webhook secret must be whsec_<base64>");
 	return "v1," + Base64Encode(HmacSha256(key, id + "." + timestamp + "." + body));
+}
+
+// ---- Connector defaults -------------------------------------------------------------------
+
+bool
+IsOutageStatus(long status)
+{
+	return status == 0 || status >= 500 || status == 429;
+}
+
+void
+Connector::ValidateOption(const std::string &name, const Json &) const
+{
+	// Reached only for a name in ExtraOptions() that the kind forgot to check.
+	throw std::logic_error("option \"" + name + "\" is listed but not validated by its connector");
+}
+
+size_t
+Connector::MaxBatch(const Endpoint &endpoint) const
+{
+	return BatchSizeOption(endpoint, BulkLimit());
+}
+
+AnswerClass
+Connector::ClassifyAnswer(const HttpResponse &response) const
+{
+	AnswerClass answer;
+	answer.endpoint_failure = IsOutageStatus(response.status);
+	return answer;
+}
+
+HttpRequest
+Connector::BuildTokenRequest(const Endpoint &endpoint) const
+{
+	throw std::logic_error(endpoint.kind + " endpoints use no token");
+}
+
+AuthToken
+Connector::ParseTokenResponse(const HttpResponse &, const std::string &) const
+{
+	throw std::logic_error("this kind uses no token");
+}
+
+HttpRequest
+Connector::BuildPullRequest(const Endpoint &endpoint, const Route &, const std::vector<std::string> &, PullPhase,
+                            const PullCursor &, const Auth &) const
+{
+	throw std::invalid_argument(endpoint.kind + " endpoints cannot be pulled");
+}
+
+PullPage
+Connector::ParsePullPage(const Endpoint &endpoint, const Route &, PullPhase, const PullCursor &,
+                         const HttpResponse &, const Json &) const
+{
+	throw std::invalid_argument(endpoint.kind + " endpoints cannot be pulled");
 }
 
 } // namespace switchboard

@@ -1,10 +1,16 @@
 // Connector contract: how a batch of translated changes becomes HTTP calls for one
 // kind of remote system, and how the answers become per-change outcomes.
 //
+// Everything that differs between kinds sits behind the Connector interface below, one file
+// per kind (hubspot.cpp, salesforce.cpp, webhook.cpp, openai.cpp); registry.cpp maps kind names
+// to them. The dispatcher, the pull and the validation ask the interface, never a kind name
+// (docs/adding-a-connector.md).
+//
 // Plain C++ (no postgres.h): the worker, preview() and the unit tests share it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -12,30 +18,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "http/http_types.h"
+#include "http/retry_after.h" // RetryAfterMs, which every connector reads answers with
+
 namespace switchboard {
 
 using Json = nlohmann::json;
-using Headers = std::vector<std::pair<std::string, std::string>>;
-
-struct HttpRequest {
-	std::string method;
-	std::string url;
-	Headers headers;
-	std::string body;
-};
-
-struct HttpResponse {
-	long status = 0;             // 0: no HTTP answer (connect error, timeout, dropped)
-	std::string transport_error; // libcurl's text when status == 0
-	Headers headers;             // names lower-cased
-	std::string body;
-	double elapsed_ms = 0;
-};
-
 // One row of switchboard.endpoints, with its secret resolved.
 struct Endpoint {
 	std::string name;
-	std::string kind; // hubspot | salesforce | webhook | openai
+	std::string kind; // a registered kind: hubspot | salesforce | webhook | openai
 	std::string base_url;
 	std::string secret; // empty when none
 	Json options = Json::object();
@@ -63,10 +55,10 @@ struct Change {
 	int64_t occurred_at_ms = 0; // commit-side capture time, unix ms
 };
 
-// Credentials a call is signed with. Salesforce needs a token fetched first.
+// Credentials a call is signed with. Kinds with UsesToken() need a token fetched first.
 struct Auth {
-	std::string bearer;       // hubspot/openai: the secret; salesforce: access_token
-	std::string instance_url; // salesforce only
+	std::string bearer;       // the secret, or the token's access_token for kinds with UsesToken()
+	std::string instance_url; // the token's instance_url (where calls go), when it names one
 	bool masked = false;      // preview: never put a secret or a signature in the output
 	int64_t signed_at_ms = 0; // webhook-timestamp (send time); 0: the change's occurred_at_ms
 };
@@ -90,40 +82,186 @@ struct CallResult {
 	std::vector<ChangeResult> results; // parallel to Call::changes
 	long http_status = 0;
 	bool endpoint_failure = false; // transport error, 5xx, 429: counts toward the circuit breaker
-	bool refresh_auth = false;     // salesforce INVALID_SESSION_ID: fetch a new token once, resend
-	bool disable_route = false;    // webhook 410 Gone
+	bool refresh_auth = false;     // the token expired (AnswerClass::token_expired): fetch one, resend once
+	bool disable_route = false;    // the receiver says the subscription is gone (webhook 410)
 	bool stop_endpoint = false;    // daily quota / insufficient_quota: do not hammer
 	long retry_after_ms = -1;
 	std::string error;             // call-level error text (also copied into results)
 };
 
+// An access token fetched before calls can be sent (Salesforce OAuth client credentials).
+struct AuthToken {
+	std::string access_token;
+	std::string instance_url; // where calls with this token go; empty: the endpoint's base_url
+};
+using SalesforceToken = AuthToken;
+
+// What an answer (to a push call, a pull page) says about the endpoint itself rather than
+// about the records it carried.
+struct AnswerClass {
+	bool endpoint_failure = false; // transport error, 5xx, 429, an org-wide limit: moves the breaker
+	bool stop_endpoint = false;    // a quota no backoff brings back (daily limit): pause the endpoint
+	bool token_expired = false;    // UsesToken() kinds: fetch a new token once and send again
+};
+
+// Status 0, 5xx and 429: the endpoint (not the request) is in trouble, whatever the kind.
+bool IsOutageStatus(long status);
+
+// A limit the remote applies to some requests on top of options.rate_limit (HubSpot: search
+// requests, 5 per second per account). count 0: none.
+struct RequestLimit {
+	int count = 0;
+	long window_ms = 0;
+	std::string description; // "the HubSpot search limit (4/s)", quoted when it holds requests back
+};
+
+// Pulling (SPEC §6): two passes per pull, records changed since the cursor, then records
+// deleted remotely (only for routes with on_delete = 'delete').
+enum class PullPhase { Changes, Deletions };
+
+// Where a pull stands. Stored by the worker in the same transaction as the page it covers.
+struct PullCursor {
+	// The kind's own position: HubSpot epoch ms as a decimal string ("0" at first), Salesforce
+	// an ISO-8601 UTC datetime literal for SOQL ("1970-01-01T00:00:00.000Z" at first).
+	std::string since;
+	// Paging inside one query: HubSpot's paging.next.after, Salesforce's nextRecordsUrl
+	// (a path starting with /services/data/). Empty: start the query from the beginning.
+	std::string after;
+};
+
+struct RemoteRecord {
+	std::string remote_id;  // HubSpot object id, Salesforce Id
+	std::string key;        // the value of route.match_remote; empty when the record has none
+	Json fields = Json::object(); // remote field -> value exactly as the remote sent it
+	int64_t modified_ms = 0;      // lastmodifieddate / hs_lastmodifieddate / SystemModstamp
+	bool deleted = false;         // from the Deletions phase
+};
+
+struct PullPage {
+	std::vector<RemoteRecord> records; // in the remote's order (ascending modification time)
+	PullCursor next;                   // store this once the page is applied
+	bool more = false;                 // another page can be fetched right away
+};
+
+// One kind of remote system. Implementations are stateless (one instance serves every
+// endpoint of the kind); methods throw only where documented.
 class Connector {
 public:
 	virtual ~Connector() = default;
-	// Largest batch the remote accepts in one call (options.batch_size may lower it).
-	virtual size_t MaxBatch(const Endpoint &endpoint) const = 0;
+
+	// ---- what the kind accepts (validation at write time) ---------------------------------
+
+	// Largest batch one call may carry (hubspot 100, salesforce 200, one-event kinds 1).
+	virtual size_t BulkLimit() const = 0;
+	// Options beyond the common ones (batch_size, max_concurrency, rate_limit, timeout_ms,
+	// headers), in the order error messages list them.
+	virtual std::vector<std::string> ExtraOptions() const { return {}; }
+	// Throws std::invalid_argument when value does not suit option name (one of ExtraOptions()).
+	virtual void ValidateOption(const std::string &name, const Json &value) const;
+	// Header names (lower case) the connector sets itself: options.headers may not set them.
+	virtual std::vector<std::string> ReservedHeaders() const { return {"content-type", "authorization"}; }
+	// Why no route may use this kind, completing "endpoint \"x\" ..." ("" when routes may).
+	virtual std::string NotARouteTarget() const { return std::string(); }
+	// Routes of this kind need match_remote: the hint naming what it holds ("" when not needed).
+	virtual std::string MatchRemoteHint() const { return std::string(); }
+	// preview() never reads a secret; a kind that computes something from it even in masked
+	// output (a signature) gets this stand-in instead. "": the secret is not needed.
+	virtual std::string PreviewSecret() const { return std::string(); }
+
+	// ---- push ---------------------------------------------------------------------------
+
+	// Largest batch for this endpoint: options.batch_size may lower BulkLimit(), never raise it.
+	virtual size_t MaxBatch(const Endpoint &endpoint) const;
 	// Changes are given in queue order; per key at most one change is present.
 	// Deletes for routes with on_delete = ignore, or without a known remote id where one
 	// is needed, are not sent: they get no call and are reported by SkippedChanges.
+	// Deterministic: with RebuildAtSend the dispatcher rebuilds a call from exactly its
+	// changes and expects one call with the same body and ids back.
 	virtual std::vector<Call> BuildCalls(const Endpoint &endpoint, const Route &route,
 	                                     const std::vector<Change> &changes, const Auth &auth) const = 0;
+	// Per-change outcomes of one answer; its call-level flags agree with ClassifyAnswer.
 	virtual CallResult ParseResult(const Call &call, const std::vector<Change> &changes,
 	                               const HttpResponse &response) const = 0;
+
+	// ---- sending policy (delivery/dispatcher.cpp) ---------------------------------------
+
+	// Concurrent requests per endpoint when options.max_concurrency is unset; 0: the
+	// dispatcher's default (DispatchOptions::default_concurrency).
+	virtual int DefaultConcurrency() const { return 0; }
+	// true: every call is rebuilt right before it is sent (a signature with the send time,
+	// the current token), from the same changes.
+	virtual bool RebuildAtSend() const { return false; }
+	// What an answer says about the endpoint. The default: IsOutageStatus is a failure.
+	virtual AnswerClass ClassifyAnswer(const HttpResponse &response) const;
+	// A remote limit this request is subject to beyond options.rate_limit (count 0: none).
+	virtual RequestLimit ExtraLimitFor(const HttpRequest &) const { return RequestLimit(); }
+
+	// ---- auth ---------------------------------------------------------------------------
+
+	// true: calls carry a token (Auth::bearer, Auth::instance_url) fetched with
+	// BuildTokenRequest and cached per endpoint; false: Auth::bearer is the endpoint's secret.
+	virtual bool UsesToken() const { return false; }
+	// Throws std::invalid_argument when the secret cannot make a token request.
+	virtual HttpRequest BuildTokenRequest(const Endpoint &endpoint) const;
+	// Throws std::runtime_error with the remote's message (masked) when no token came back,
+	// or when it points calls somewhere allowed_hosts (config/host_policy.h) does not allow.
+	virtual AuthToken ParseTokenResponse(const HttpResponse &response, const std::string &allowed_hosts) const;
+
+	// ---- pull (connectors/pull.h calls these) -------------------------------------------
+
+	virtual bool CanPull() const { return false; }
+	// The cursor of a route never pulled yet.
+	virtual PullCursor InitialPullCursor() const { return PullCursor(); }
+	// The request for one page, as BuildPullRequest in connectors/pull.h documents. The
+	// default throws std::invalid_argument "<kind> endpoints cannot be pulled".
+	virtual HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route,
+	                                     const std::vector<std::string> &fields, PullPhase phase,
+	                                     const PullCursor &cursor, const Auth &auth) const;
+	// A 2xx answer whose body parsed as a JSON object (ParsePullResponse checked status and
+	// shape); throws std::runtime_error when the body is not what the remote documents.
+	virtual PullPage ParsePullPage(const Endpoint &endpoint, const Route &route, PullPhase phase,
+	                               const PullCursor &cursor, const HttpResponse &response,
+	                               const Json &body) const;
 };
+
+// ---- The registry (registry.cpp): kind name -> factory -----------------------------------
+
+using ConnectorFactory = std::function<std::unique_ptr<Connector>()>;
 
 // Throws std::invalid_argument for an unknown kind.
 std::unique_ptr<Connector> MakeConnector(const std::string &kind);
+// The registry's shared instance of a kind; nullptr for an unknown kind.
+const Connector *FindConnector(const std::string &kind);
+// Registered kinds, in registration order (built-ins first).
+std::vector<std::string> ConnectorKinds();
 
 // Known endpoint kinds and option names, for validation at write time.
 bool IsKnownKind(const std::string &kind);
 // Throws std::invalid_argument naming the bad option and why.
 void ValidateOptions(const std::string &kind, const Json &options);
 
-// Salesforce OAuth 2.0 client-credentials flow.
-struct SalesforceToken {
-	std::string access_token;
-	std::string instance_url;
+// Adds a kind at run time (unit tests: a new kind needs no change outside its own file and
+// the registry); throws std::invalid_argument when the name is taken. Not thread-safe:
+// register before anything looks kinds up concurrently.
+void RegisterConnectorKind(const std::string &kind, ConnectorFactory factory);
+void UnregisterConnectorKind(const std::string &kind);
+
+// RAII registration for tests.
+class ScopedConnectorKind {
+public:
+	ScopedConnectorKind(std::string kind, ConnectorFactory factory) : kind_(std::move(kind))
+	{
+		RegisterConnectorKind(kind_, std::move(factory));
+	}
+	~ScopedConnectorKind() { UnregisterConnectorKind(kind_); }
+	ScopedConnectorKind(const ScopedConnectorKind &) = delete;
+	ScopedConnectorKind &operator=(const ScopedConnectorKind &) = delete;
+
+private:
+	std::string kind_;
 };
+
+// Salesforce OAuth 2.0 client-credentials flow (the salesforce connector's token methods).
 HttpRequest BuildSalesforceTokenRequest(const Endpoint &endpoint); // secret is JSON {client_id, client_secret}
 // Throws std::runtime_error with the remote's message (masked), or when the instance_url it
 // names is not acceptable: it must pass allowed_hosts (config/host_policy.h, "" = any host
@@ -136,23 +274,16 @@ SalesforceToken ParseSalesforceToken(const HttpResponse &response, const std::st
 // marks them Skipped.
 std::vector<size_t> SkippedChanges(const std::vector<Change> &changes, const std::vector<Call> &calls);
 
-// Largest batch one call of this kind may carry (hubspot 100, salesforce 200, others 1);
-// throws std::invalid_argument for an unknown kind.
+// Connector::BulkLimit of a kind; throws std::invalid_argument for an unknown kind.
 size_t BulkLimit(const std::string &kind);
 
 // "100/10s" -> count 100, window 10000 ms. Units: ms, s, m, h; "5/s" means "5/1s".
 // Returns false (outputs untouched) when the text is not of that form.
 bool ParseRateLimit(const std::string &text, int *count, long *window_ms);
 
-// Retry-After of a response, in ms from now (delivery/retry_policy.h parses it); -1 if none.
-long RetryAfterMs(const HttpResponse &response);
-
 // ASCII lower case, and "only decimal digits (and at least one)": shared by the connectors.
 std::string Lower(std::string text);
 bool IsDigits(const std::string &text);
-
-// Case-insensitive header lookup; empty when absent.
-std::string HeaderValue(const Headers &headers, const std::string &name);
 
 // Percent-encodes everything but RFC 3986 unreserved characters (path segments, form values).
 std::string UrlEncode(const std::string &text);
@@ -167,6 +298,9 @@ std::string Snippet(const std::string &text, size_t max_bytes = 200);
 // A CallResult whose every change gets the same outcome and error.
 CallResult UniformResult(const Call &call, Outcome outcome, const std::string &error, long retry_after_ms = -1);
 
+// Copies an AnswerClass into a CallResult's call-level flags (refresh_auth = token_expired).
+void MarkAnswer(const AnswerClass &answer, CallResult *result);
+
 // MaxBatch for a kind whose bulk limit is limit: options.batch_size may lower it, never raise it.
 size_t BatchSizeOption(const Endpoint &endpoint, size_t limit);
 
@@ -180,12 +314,6 @@ std::string IsoTimestampUtc(int64_t unix_ms);
 // key from a "whsec_<base64>" secret; throws std::invalid_argument for a malformed secret.
 std::string StandardWebhookSignature(const std::string &secret, const std::string &id,
                                      const std::string &timestamp, const std::string &body);
-
-// One factory per kind (MakeConnector dispatches to these).
-std::unique_ptr<Connector> MakeHubSpotConnector();
-std::unique_ptr<Connector> MakeSalesforceConnector();
-std::unique_ptr<Connector> MakeWebhookConnector();
-std::unique_ptr<Connector> MakeOpenAIConnector();
 
 // OpenAI chat completions for enrichment steps. model empty: options.model; both empty
 // throws std::invalid_argument. masked: "Bearer ****" instead of the secret.

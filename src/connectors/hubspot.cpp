@@ -1,11 +1,13 @@
-// HubSpot CRM v3 batch connector (SPEC §5 hubspot): batch upsert by idProperty, batch
-// archive for deletes, 207 partial failures mapped back through objectWriteTraceId.
+// HubSpot CRM v3 connector (SPEC §5 hubspot, §6): batch upsert by idProperty, batch archive
+// for deletes, 207 partial failures mapped back through objectWriteTraceId; pulls through the
+// search API (changes) and the archived listing (deletions).
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <set>
 #include <stdexcept>
 
-#include "connectors/connector.h"
+#include "connectors/pull.h"
 #include "http/json_limits.h"
 
 namespace switchboard {
@@ -13,6 +15,19 @@ namespace switchboard {
 namespace {
 
 const size_t kHubSpotBatchLimit = 100;
+// HubSpot allows 5 search requests per second per account; one slot of headroom keeps a clock
+// skew between us and HubSpot from earning 429s.
+const int kHubSpotSearchPerSecond = 4;
+
+// The daily quota: no backoff brings it back, so the endpoint pauses until it resets.
+bool
+IsDailyLimit(const HttpResponse &response)
+{
+	if (response.status != 429)
+		return false;
+	Json body = TryParseRemoteJson(response.body);
+	return body.is_object() && body.contains("policyName") && body["policyName"] == "DAILY";
+}
 
 // HubSpot's schema takes every property value as a string; SQL NULL becomes "" (clears it).
 std::string
@@ -101,12 +116,252 @@ ContextValues(const Json &context, const char *name)
 	return out;
 }
 
+// ---- pull: search (changes) and archived listing (deletions) --------------------------------
+
+using pull::AddUnique;
+using pull::AuthorizationValue;
+using pull::KeyText;
+using pull::Malformed;
+using pull::Member;
+using pull::NewestModified;
+using pull::ParseDecimal;
+using pull::ReadRecords;
+using pull::RecordShape;
+using pull::SinceAfter;
+using pull::TimeMs;
+
+// HubSpot's archived listing pages at most 100 records.
+const int kHubSpotArchivedLimit = 100;
+
+// The property HubSpot keeps each object's modification time in.
+std::string
+HubSpotModifiedProperty(const Route &route)
+{
+	return route.remote_object == "contacts" ? "lastmodifieddate" : "hs_lastmodifieddate";
+}
+
+int64_t
+HubSpotSince(const PullCursor &cursor)
+{
+	int64_t since = 0;
+	if (!ParseDecimal(cursor.since, &since))
+		throw std::invalid_argument("hubspot pull cursor \"" + Snippet(cursor.since, 60) +
+		                            "\" is not epoch milliseconds");
+	return since;
+}
+
+HttpRequest
+HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+                      const PullCursor &cursor, const Auth &auth)
+{
+	HubSpotSince(cursor); // validates: the value goes into a filter verbatim
+	const std::string modified = HubSpotModifiedProperty(route);
+	std::vector<std::string> properties;
+	std::set<std::string> seen;
+	for (const auto &field : fields)
+		AddUnique(&properties, &seen, field, false);
+	AddUnique(&properties, &seen, route.match_remote, false);
+	AddUnique(&properties, &seen, modified, false);
+
+	nlohmann::ordered_json filter;
+	filter["propertyName"] = modified;
+	filter["operator"] = "GT";
+	filter["value"] = cursor.since;
+	nlohmann::ordered_json sort;
+	sort["propertyName"] = modified;
+	sort["direction"] = "ASCENDING";
+	nlohmann::ordered_json body;
+	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", nlohmann::ordered_json::array({filter})}}});
+	body["sorts"] = nlohmann::ordered_json::array({sort});
+	body["properties"] = properties;
+	body["limit"] = kHubSpotSearchLimit;
+	if (!cursor.after.empty())
+		body["after"] = cursor.after;
+
+	HttpRequest request;
+	request.method = "POST";
+	request.url = JoinUrl(endpoint.base_url, "/crm/v3/objects/" + UrlEncode(route.remote_object) + "/search");
+	request.headers.emplace_back("Authorization", AuthorizationValue(auth));
+	request.headers.emplace_back("Content-Type", "application/json");
+	AppendOptionHeaders(endpoint, &request.headers);
+	request.body = body.dump();
+	return request;
+}
+
+HttpRequest
+HubSpotDeletionsRequest(const Endpoint &endpoint, const Route &route, const PullCursor &cursor, const Auth &auth)
+{
+	std::string url = JoinUrl(endpoint.base_url, "/crm/v3/objects/" + UrlEncode(route.remote_object)) +
+	                  "?archived=true&limit=" + std::to_string(kHubSpotArchivedLimit);
+	if (!route.match_remote.empty())
+		url += "&properties=" + UrlEncode(route.match_remote);
+	if (!cursor.after.empty())
+		url += "&after=" + UrlEncode(cursor.after);
+	HttpRequest request;
+	request.method = "GET";
+	request.url = std::move(url);
+	request.headers.emplace_back("Authorization", AuthorizationValue(auth));
+	AppendOptionHeaders(endpoint, &request.headers);
+	return request;
+}
+
+// results[] of a search or listing answer; throws when the body is not HubSpot's shape.
+std::vector<RemoteRecord>
+HubSpotRecords(const Json &body, const Route &route, const HttpResponse &response, bool deleted)
+{
+	const std::string modified = HubSpotModifiedProperty(route);
+	RecordShape shape;
+	shape.array = "results";
+	shape.id = "id";
+	shape.answer = "hubspot answer";
+	shape.record = "hubspot result";
+	shape.must_be_object = false;
+	shape.fields = [&](const Json &item) {
+		const Json *properties = Member(item, "properties");
+		if (properties != nullptr && properties->is_object())
+			return *properties;
+		if (properties != nullptr && !properties->is_null())
+			Malformed("hubspot result whose properties are not an object", response);
+		return Json(Json::object());
+	};
+	shape.modified = [&](const Json &item, const Json &fields) {
+		int64_t ms = 0;
+		// An archived record's time is when it was archived; a live one's is its property.
+		if (deleted) {
+			const Json *archived_at = Member(item, "archivedAt");
+			ms = archived_at != nullptr ? TimeMs(*archived_at) : 0;
+		} else if (const Json *stamp = Member(fields, modified)) {
+			ms = TimeMs(*stamp);
+		}
+		if (ms == 0)
+			if (const Json *updated = Member(item, "updatedAt"))
+				ms = TimeMs(*updated);
+		return ms;
+	};
+	return ReadRecords(body, shape, route, deleted, response);
+}
+
+// paging.next.after as text; empty when there is no next page.
+std::string
+HubSpotNextAfter(const Json &body, const HttpResponse &response, bool *has_next)
+{
+	*has_next = false;
+	const Json *paging = Member(body, "paging");
+	const Json *next = paging != nullptr ? Member(*paging, "next") : nullptr;
+	if (next == nullptr || next->is_null())
+		return std::string();
+	*has_next = true;
+	std::string after = KeyText(Member(*next, "after"));
+	if (after.empty())
+		Malformed("hubspot paging.next without after", response);
+	return after;
+}
+
+PullPage
+ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, const HttpResponse &response,
+             const Json &body)
+{
+	PullPage page;
+	const bool deletions = phase == PullPhase::Deletions;
+	page.records = HubSpotRecords(body, route, response, deletions);
+	bool has_next = false;
+	std::string next_after = HubSpotNextAfter(body, response, &has_next);
+
+	if (deletions) {
+		// The archived listing has no time filter: each cycle walks it whole, and since stays.
+		page.next.since = cursor.since;
+		page.next.after = has_next ? next_after : std::string();
+		page.more = has_next;
+		return page;
+	}
+
+	const int64_t since = HubSpotSince(cursor);
+	if (page.records.empty()) {
+		page.next.since = cursor.since;
+		return page;
+	}
+	const int64_t newest = NewestModified(page.records);
+
+	if (has_next) {
+		int64_t offset = 0;
+		// An opaque (non-numeric) after cannot be checked against the cap: follow it.
+		bool within_cap = !ParseDecimal(next_after, &offset) || offset + kHubSpotSearchLimit < kHubSpotSearchCap;
+		if (within_cap) {
+			page.next.since = cursor.since;
+			page.next.after = next_after;
+		} else {
+			// Past the cap HubSpot refuses to page. Start a new query just below the newest
+			// time seen, so records sharing that millisecond are fetched again, never skipped.
+			page.next.since = std::to_string(std::max(since, newest - 1));
+		}
+		page.more = true;
+		return page;
+	}
+	// The query is exhausted: results were ascending, so this page holds the newest time.
+	page.next.since = SinceAfter(cursor, since, newest, [](int64_t ms) { return std::to_string(ms); });
+	return page;
+}
+
+
 class HubSpotConnector : public Connector {
 public:
 	size_t
-	MaxBatch(const Endpoint &endpoint) const override
+	BulkLimit() const override
 	{
-		return BatchSizeOption(endpoint, kHubSpotBatchLimit);
+		return kHubSpotBatchLimit;
+	}
+
+	std::string
+	MatchRemoteHint() const override
+	{
+		return "the HubSpot property holding the key, e.g. email";
+	}
+
+	AnswerClass
+	ClassifyAnswer(const HttpResponse &response) const override
+	{
+		AnswerClass answer = Connector::ClassifyAnswer(response);
+		answer.stop_endpoint = IsDailyLimit(response);
+		return answer;
+	}
+
+	RequestLimit
+	ExtraLimitFor(const HttpRequest &request) const override
+	{
+		// Search requests (the pull) count against a per-account limit of their own.
+		const std::string path = request.url.substr(0, request.url.find('?'));
+		const std::string suffix = "/search";
+		if (path.size() < suffix.size() || path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0)
+			return RequestLimit();
+		return RequestLimit{kHubSpotSearchPerSecond, 1000,
+		                    "the HubSpot search limit (" + std::to_string(kHubSpotSearchPerSecond) + "/s)"};
+	}
+
+	bool
+	CanPull() const override
+	{
+		return true;
+	}
+
+	PullCursor
+	InitialPullCursor() const override
+	{
+		return PullCursor{"0", ""}; // epoch ms: everything
+	}
+
+	HttpRequest
+	BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+	                 PullPhase phase, const PullCursor &cursor, const Auth &auth) const override
+	{
+		return phase == PullPhase::Changes ? HubSpotChangesRequest(endpoint, route, fields, cursor, auth)
+		                                   : HubSpotDeletionsRequest(endpoint, route, cursor, auth);
+	}
+
+	PullPage
+	ParsePullPage(const Endpoint &, const Route &route, PullPhase phase, const PullCursor &cursor,
+	              const HttpResponse &response, const Json &body) const override
+	{
+		return ParseHubSpotPage(route, phase, cursor, response, body);
 	}
 
 	std::vector<Call>
@@ -168,7 +423,6 @@ public:
 		long status = response.status;
 		if (status == 0) {
 			result = UniformResult(call, Outcome::Retry, "transport error: " + Snippet(response.transport_error));
-			result.endpoint_failure = true;
 		} else if (status >= 200 && status < 300) {
 			result = ParseSuccess(call, changes, response);
 		} else if (status == 429) {
@@ -179,21 +433,20 @@ public:
 			std::string error = DescribeError(response);
 			if (!policy.empty())
 				error += " [policy " + policy + "]";
+			// The daily quota (policy DAILY) stops the endpoint: ClassifyAnswer says so below.
 			result = UniformResult(call, Outcome::Retry, error, RetryAfterMs(response));
-			result.endpoint_failure = true;
-			// The daily quota will not come back within any backoff: stop sending until it resets.
-			result.stop_endpoint = policy == "DAILY";
 		} else if (status == 423 || status == 408) {
 			// 423: HubSpot locks a record or portal briefly (e.g. during a merge); transient.
 			result = UniformResult(call, Outcome::Retry, DescribeError(response), RetryAfterMs(response));
 		} else if (status >= 500) {
 			result = UniformResult(call, Outcome::Retry, DescribeError(response), RetryAfterMs(response));
-			result.endpoint_failure = true;
 		} else if (status == 401 || status == 403) {
 			result = UniformResult(call, Outcome::Dead, "authentication failed: " + DescribeError(response));
 		} else {
 			result = UniformResult(call, Outcome::Dead, DescribeError(response));
 		}
+		// Which answers are endpoint failures is decided in one place for push and pull.
+		MarkAnswer(ClassifyAnswer(response), &result);
 		result.http_status = status;
 		return result;
 	}

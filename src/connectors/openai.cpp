@@ -12,9 +12,30 @@ namespace {
 class OpenAIConnector : public Connector {
 public:
 	size_t
-	MaxBatch(const Endpoint &) const override
+	BulkLimit() const override
 	{
 		return 1;
+	}
+
+	std::vector<std::string>
+	ExtraOptions() const override
+	{
+		return {"model"};
+	}
+
+	void
+	ValidateOption(const std::string &name, const Json &value) const override
+	{
+		if (name != "model")
+			return Connector::ValidateOption(name, value);
+		if (!value.is_string() || value.get_ref<const std::string &>().empty())
+			throw std::invalid_argument("option \"model\" must be a non-empty string, got " + Snippet(value.dump(), 60));
+	}
+
+	std::string
+	NotARouteTarget() const override
+	{
+		return "is an openai endpoint, which enriches records but is not a route target";
 	}
 
 	std::vector<Call>

@@ -1,10 +1,14 @@
 // Pulling remote changes (SPEC §6): the requests that page through records changed since a
-// cursor, and the parsing of their answers into records and the next cursor.
+// cursor, and the parsing of their answers into records and the next cursor. The kinds do
+// the work (Connector::BuildPullRequest / ParsePullPage); this is the worker's entry point,
+// and the helpers the kinds' pull code shares.
 //
 // Plain C++ (no postgres.h): the worker and the unit tests share it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -12,39 +16,11 @@
 
 namespace switchboard {
 
-// Two passes per pull: records changed since the cursor, then records deleted remotely
-// (only for routes with on_delete = 'delete').
-enum class PullPhase { Changes, Deletions };
-
-// Where a pull stands. Stored by the worker in the same transaction as the page it covers.
-struct PullCursor {
-	// HubSpot: epoch ms as a decimal string ("0" at first). Salesforce: an ISO-8601 UTC
-	// datetime literal for SOQL ("1970-01-01T00:00:00.000Z" at first).
-	std::string since;
-	// Paging inside one query: HubSpot's paging.next.after, Salesforce's nextRecordsUrl
-	// (a path starting with /services/data/). Empty: start the query from the beginning.
-	std::string after;
-};
-
 // Kinds that cannot be pulled get {"", ""} (BuildPullRequest reports them per route).
 PullCursor InitialPullCursor(const std::string &kind);
 
-// hubspot and salesforce.
+// Connector::CanPull of a kind; false for an unknown kind.
 bool CanPull(const std::string &kind);
-
-struct RemoteRecord {
-	std::string remote_id;  // HubSpot object id, Salesforce Id
-	std::string key;        // the value of route.match_remote; empty when the record has none
-	Json fields = Json::object(); // remote field -> value exactly as the remote sent it
-	int64_t modified_ms = 0;      // lastmodifieddate / hs_lastmodifieddate / SystemModstamp
-	bool deleted = false;         // from the Deletions phase
-};
-
-struct PullPage {
-	std::vector<RemoteRecord> records; // in the remote's order (ascending modification time)
-	PullCursor next;                   // store this once the page is applied
-	bool more = false;                 // another page can be fetched right away
-};
 
 // The request for one page. fields: the remote fields the route's mappings pull (match_remote
 // and the modification-time field are added by the connector; the Deletions phase asks only for
@@ -65,5 +41,61 @@ PullPage ParsePullResponse(const Endpoint &endpoint, const Route &route, PullPha
 // at the last modification time seen (records sharing it are fetched again, harmlessly).
 constexpr int kHubSpotSearchLimit = 200;
 constexpr int kHubSpotSearchCap = 10000;
+
+// ---- Shared by the kinds' pull code (pull.cpp) --------------------------------------------
+
+namespace pull {
+
+// Non-negative decimal that fits an int64 comfortably (epoch ms, paging offsets).
+bool ParseDecimal(const std::string &text, int64_t *out);
+// "2026-11-24T10:00:00.123Z", "...+0000", "...+00:00", fraction optional (read to the ms).
+// Unix ms, or false for anything else (a time without a zone is never guessed).
+bool ParseIsoMs(const std::string &text, int64_t *out);
+// A timestamp as remotes send it: ISO text, or epoch ms as a string or number. 0 when absent
+// or unreadable (such a record never moves the cursor).
+int64_t TimeMs(const Json &value);
+// object[name], or nullptr when object is no object or lacks it.
+const Json *Member(const Json &object, const std::string &name);
+// Like Member, but falls back to a case-insensitive match.
+const Json *MemberAnyCase(const Json &object, const std::string &name);
+// A key or id as text: strings as they are, numbers as their JSON text, booleans as
+// true/false; null, absent and structured values as "".
+std::string KeyText(const Json *value);
+// Appends name unless empty or already present (case_insensitive: compared lower-cased).
+void AddUnique(std::vector<std::string> *names, std::set<std::string> *seen, const std::string &name,
+               bool case_insensitive);
+// "Bearer <token>", or "Bearer ****" for masked auth.
+std::string AuthorizationValue(const Auth &auth);
+// Throws std::runtime_error "what: <body excerpt>".
+[[noreturn]] void Malformed(const std::string &what, const HttpResponse &response);
+
+// How one kind's page lists its records, for ReadRecords.
+struct RecordShape {
+	const char *array;   // member of the body holding the records: "results", "records"
+	const char *id;      // member of a record holding its remote id: "id", "Id"
+	std::string answer;  // names the page in error messages: "hubspot answer"
+	std::string record;  // names a record in error messages: "hubspot result"
+	bool must_be_object; // a record that is no object is refused as such (else: as lacking an id)
+	// The record's fields (may throw through Malformed), and its modification time given them.
+	std::function<Json(const Json &item)> fields;
+	std::function<int64_t(const Json &item, const Json &fields)> modified;
+};
+
+// Reads body[shape.array] in the remote's order: for each record its id (required), fields,
+// key (route.match_remote, any case) and modification time. Throws (Malformed) on any record
+// not of that shape, and when the array is missing ("<answer> without a <array> array").
+std::vector<RemoteRecord> ReadRecords(const Json &body, const RecordShape &shape, const Route &route, bool deleted,
+                                      const HttpResponse &response);
+
+// Largest modified_ms of the records (0 for none).
+int64_t NewestModified(const std::vector<RemoteRecord> &records);
+
+// The since of the next query once this one is exhausted: the newest modification time seen,
+// formatted the kind's way, when it is later than since_ms; else the cursor's own since. The
+// cursor never moves backwards.
+std::string SinceAfter(const PullCursor &cursor, int64_t since_ms, int64_t newest,
+                       const std::function<std::string(int64_t)> &format);
+
+} // namespace pull
 
 } // namespace switchboard

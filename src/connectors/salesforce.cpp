@@ -1,10 +1,13 @@
-// Salesforce connector (SPEC §5 salesforce): OAuth client-credentials token, sObject
-// Collections upsert by external ID and delete by id, per-record results in request order.
+// Salesforce connector (SPEC §5 salesforce, §6): OAuth client-credentials token, sObject
+// Collections upsert by external ID and delete by id, per-record results in request order;
+// pulls through SOQL query (changes) and queryAll (deletions).
 #include <algorithm>
+#include <cctype>
+#include <set>
 #include <stdexcept>
 
 #include "config/host_policy.h"
-#include "connectors/connector.h"
+#include "connectors/pull.h"
 #include "http/json_limits.h"
 #include "http/redact.h"
 
@@ -124,12 +127,239 @@ IsDeleteCall(const Call &call)
 	return call.request.method == "DELETE";
 }
 
+// ---- pull: SOQL query (changes) and queryAll (deletions) ----------------------------------
+
+using pull::AddUnique;
+using pull::AuthorizationValue;
+using pull::Malformed;
+using pull::Member;
+using pull::NewestModified;
+using pull::ParseIsoMs;
+using pull::ReadRecords;
+using pull::RecordShape;
+using pull::SinceAfter;
+using pull::TimeMs;
+
+const char *const kSalesforceEpoch = "1970-01-01T00:00:00.000Z";
+
+// Names go into SOQL verbatim: letters, digits, underscores, and dots for relationship fields.
+void
+CheckSoqlName(const std::string &name, const char *what)
+{
+	bool ok = !name.empty() && (std::isalpha(static_cast<unsigned char>(name[0])) != 0) &&
+	          std::all_of(name.begin(), name.end(), [](char c) {
+		          return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.';
+	          });
+	if (!ok)
+		throw std::invalid_argument(std::string("salesforce ") + what + " \"" + Snippet(name, 60) +
+		                            "\" is not a valid SOQL name");
+}
+
+int64_t
+SalesforceSinceMs(const PullCursor &cursor)
+{
+	int64_t ms = 0;
+	if (!ParseIsoMs(cursor.since, &ms))
+		throw std::invalid_argument("salesforce pull cursor \"" + Snippet(cursor.since, 60) +
+		                            "\" is not an ISO-8601 datetime with a zone");
+	return ms;
+}
+
+HttpRequest
+SalesforcePullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+                  PullPhase phase, const PullCursor &cursor, const Auth &auth)
+{
+	// Before the first token (preview) the instance is unknown; the login host stands in.
+	const std::string instance = auth.instance_url.empty() ? endpoint.base_url : auth.instance_url;
+	std::string url;
+	if (!cursor.after.empty()) {
+		// The bearer token goes wherever this points: only a path on the instance is followed.
+		if (cursor.after.compare(0, 15, "/services/data/") != 0)
+			throw std::invalid_argument("salesforce pull cursor: nextRecordsUrl \"" + Snippet(cursor.after, 80) +
+			                            "\" is not a /services/data/ path");
+		url = JoinUrl(instance, cursor.after);
+	} else {
+		SalesforceSinceMs(cursor); // validates: the literal goes into SOQL unquoted
+		CheckSoqlName(route.remote_object, "object");
+		std::vector<std::string> names;
+		std::set<std::string> seen;
+		// SOQL field names are case-insensitive, and a field selected twice is an error.
+		AddUnique(&names, &seen, "Id", true);
+		AddUnique(&names, &seen, "SystemModstamp", true);
+		CheckSoqlName(route.match_remote, "field");
+		AddUnique(&names, &seen, route.match_remote, true);
+		if (phase == PullPhase::Changes) {
+			for (const auto &field : fields) {
+				CheckSoqlName(field, "field");
+				AddUnique(&names, &seen, field, true);
+			}
+		}
+		std::string soql = "SELECT ";
+		for (size_t i = 0; i < names.size(); ++i)
+			soql += (i ? ", " : "") + names[i];
+		soql += " FROM " + route.remote_object + " WHERE ";
+		if (phase == PullPhase::Deletions)
+			soql += "IsDeleted = true AND ";
+		soql += "SystemModstamp > " + cursor.since + " ORDER BY SystemModstamp ASC";
+		// queryAll is the only way to see deleted (recycle bin) records.
+		const char *resource = phase == PullPhase::Deletions ? "/queryAll" : "/query";
+		url = JoinUrl(instance, "/services/data/v" + ApiVersion(endpoint) + resource) + "?q=" + UrlEncode(soql);
+	}
+	HttpRequest request;
+	request.method = "GET";
+	request.url = std::move(url);
+	request.headers.emplace_back("Authorization", AuthorizationValue(auth));
+	AppendOptionHeaders(endpoint, &request.headers);
+	return request;
+}
+
+PullPage
+ParseSalesforcePage(const Route &route, PullPhase phase, const PullCursor &cursor, const HttpResponse &response,
+                    const Json &body)
+{
+	RecordShape shape;
+	shape.array = "records";
+	shape.id = "Id";
+	shape.answer = "salesforce query answer";
+	shape.record = "salesforce query record";
+	shape.must_be_object = true;
+	shape.fields = [](const Json &item) {
+		Json fields = item;
+		fields.erase("attributes"); // SOQL's type/url, not a field
+		return fields;
+	};
+	shape.modified = [](const Json &item, const Json &) {
+		const Json *stamp = Member(item, "SystemModstamp");
+		return stamp != nullptr ? TimeMs(*stamp) : int64_t(0);
+	};
+	PullPage page;
+	page.records = ReadRecords(body, shape, route, phase == PullPhase::Deletions, response);
+
+	std::string next_url;
+	if (const Json *next = Member(body, "nextRecordsUrl"))
+		if (next->is_string())
+			next_url = next->get<std::string>();
+	const Json *done = Member(body, "done");
+	const bool finished = done != nullptr && done->is_boolean() && done->get<bool>();
+	if (!next_url.empty() && !finished) {
+		if (next_url.compare(0, 15, "/services/data/") != 0)
+			Malformed("salesforce nextRecordsUrl is not a /services/data/ path", response);
+		page.next.since = cursor.since;
+		page.next.after = next_url;
+		page.more = true;
+		return page;
+	}
+	// The query is exhausted: ordered by SystemModstamp, so the newest time is the last seen.
+	// An unreadable since (not one we stored) is passed by any record with a time.
+	int64_t since_ms = 0;
+	if (!ParseIsoMs(cursor.since, &since_ms))
+		since_ms = 0;
+	page.next.since = SinceAfter(cursor, since_ms, NewestModified(page.records), IsoTimestampUtc);
+	return page;
+}
+
 class SalesforceConnector : public Connector {
 public:
 	size_t
-	MaxBatch(const Endpoint &endpoint) const override
+	BulkLimit() const override
 	{
-		return BatchSizeOption(endpoint, kSalesforceBatchLimit);
+		return kSalesforceBatchLimit;
+	}
+
+	std::vector<std::string>
+	ExtraOptions() const override
+	{
+		return {"api_version"};
+	}
+
+	void
+	ValidateOption(const std::string &name, const Json &value) const override
+	{
+		if (name != "api_version")
+			return Connector::ValidateOption(name, value);
+		// "59.0": digits, a dot, digits. It lands in the URL path, so nothing else may pass.
+		bool ok = false;
+		if (value.is_string()) {
+			const auto &text = value.get_ref<const std::string &>();
+			auto dot = text.find('.');
+			ok = dot != std::string::npos && IsDigits(text.substr(0, dot)) && IsDigits(text.substr(dot + 1));
+		}
+		if (!ok)
+			throw std::invalid_argument("option \"api_version\" must be a string like \"59.0\", got " +
+			                            Snippet(value.dump(), 60));
+	}
+
+	std::string
+	MatchRemoteHint() const override
+	{
+		return "the Salesforce external ID field holding the key, e.g. Email__c";
+	}
+
+	// Calls carry the current token and instance, which a refresh may have changed.
+	bool
+	RebuildAtSend() const override
+	{
+		return true;
+	}
+
+	AnswerClass
+	ClassifyAnswer(const HttpResponse &response) const override
+	{
+		AnswerClass answer = Connector::ClassifyAnswer(response);
+		if (response.status == 401 || response.status == 403) {
+			Json errors = CallErrors(response);
+			// The org's API limit: a rate limit, not a verdict on the request.
+			if (response.status == 403 && HasErrorCode(errors, "REQUEST_LIMIT_EXCEEDED"))
+				answer.endpoint_failure = true;
+			// The cached token expired: a new one, then the same request once more.
+			if (response.status == 401 && HasErrorCode(errors, "INVALID_SESSION_ID"))
+				answer.token_expired = true;
+		}
+		return answer;
+	}
+
+	bool
+	UsesToken() const override
+	{
+		return true;
+	}
+
+	HttpRequest
+	BuildTokenRequest(const Endpoint &endpoint) const override
+	{
+		return BuildSalesforceTokenRequest(endpoint);
+	}
+
+	AuthToken
+	ParseTokenResponse(const HttpResponse &response, const std::string &allowed_hosts) const override
+	{
+		return ParseSalesforceToken(response, allowed_hosts);
+	}
+
+	bool
+	CanPull() const override
+	{
+		return true;
+	}
+
+	PullCursor
+	InitialPullCursor() const override
+	{
+		return PullCursor{kSalesforceEpoch, ""};
+	}
+
+	HttpRequest
+	BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+	                 PullPhase phase, const PullCursor &cursor, const Auth &auth) const override
+	{
+		return SalesforcePullRequest(endpoint, route, fields, phase, cursor, auth);
+	}
+
+	PullPage
+	ParsePullPage(const Endpoint &, const Route &route, PullPhase phase, const PullCursor &cursor,
+	              const HttpResponse &response, const Json &body) const override
+	{
+		return ParseSalesforcePage(route, phase, cursor, response, body);
 	}
 
 	std::vector<Call>
@@ -204,29 +434,27 @@ public:
 		Json errors = CallErrors(response);
 		if (status == 0) {
 			result = UniformResult(call, Outcome::Retry, "transport error: " + Snippet(response.transport_error));
-			result.endpoint_failure = true;
 		} else if (status == 200) {
 			result = ParseRecords(call, response);
 		} else if (status >= 200 && status < 300) {
 			result = UniformResult(call, Outcome::Delivered, std::string());
-		} else if (status == 401 && HasErrorCode(errors, "INVALID_SESSION_ID")) {
+		} else if (ClassifyAnswer(response).token_expired) {
 			// The cached token expired: the worker fetches a new one once and resends.
 			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors));
-			result.refresh_auth = true;
 		} else if (status == 401) {
 			result = UniformResult(call, Outcome::Dead, "authentication failed: " + DescribeCall(response, errors));
 		} else if ((status == 403 && HasErrorCode(errors, "REQUEST_LIMIT_EXCEEDED")) || status == 429) {
 			// The org's API limit: a rate limit, not a verdict on the records.
 			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors), RetryAfterMs(response));
-			result.endpoint_failure = true;
 		} else if (status == 408) {
 			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors), RetryAfterMs(response));
 		} else if (status >= 500) {
 			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors), RetryAfterMs(response));
-			result.endpoint_failure = true;
 		} else {
 			result = UniformResult(call, Outcome::Dead, DescribeCall(response, errors));
 		}
+		// Which answers are endpoint failures (or an expired token) is decided in one place.
+		MarkAnswer(ClassifyAnswer(response), &result);
 		result.http_status = status;
 		return result;
 	}

@@ -35,9 +35,35 @@ Describe(const HttpResponse &response)
 class WebhookConnector : public Connector {
 public:
 	size_t
-	MaxBatch(const Endpoint &) const override
+	BulkLimit() const override
 	{
-		return 1;
+		return 1; // one event per request
+	}
+
+	std::vector<std::string>
+	ReservedHeaders() const override
+	{
+		// Authorization is the user's to set (receivers often want Basic or a token).
+		return {"content-type", "webhook-id", "webhook-timestamp", "webhook-signature"};
+	}
+
+	std::string
+	PreviewSecret() const override
+	{
+		return "whsec_c3RhbmQtaW4ta2V5"; // signatures are computed (and masked) in preview too
+	}
+
+	int
+	DefaultConcurrency() const override
+	{
+		return 16; // small independent requests: many at once, unlike bulk calls
+	}
+
+	// Signed at send time: receivers reject stale timestamps.
+	bool
+	RebuildAtSend() const override
+	{
+		return true;
 	}
 
 	std::vector<Call>
@@ -87,19 +113,18 @@ public:
 			result = UniformResult(call, Outcome::Delivered, std::string());
 		} else if (status == 0) {
 			result = UniformResult(call, Outcome::Retry, "transport error: " + Snippet(response.transport_error));
-			result.endpoint_failure = true;
 		} else if (status == 410) {
 			// The receiver says this subscription is gone for good: stop the route, keep the reason.
 			result = UniformResult(call, Outcome::Dead, "HTTP 410 Gone: the receiver no longer accepts these events; route disabled");
 			result.disable_route = true;
 		} else if (status == 429 || status >= 500) {
 			result = UniformResult(call, Outcome::Retry, Describe(response), RetryAfterMs(response));
-			result.endpoint_failure = true;
 		} else if (status == 408) {
 			result = UniformResult(call, Outcome::Retry, Describe(response), RetryAfterMs(response));
 		} else {
 			result = UniformResult(call, Outcome::Dead, Describe(response));
 		}
+		MarkAnswer(ClassifyAnswer(response), &result); // 0, 429, 5xx: endpoint failures
 		result.http_status = status;
 		return result;
 	}

@@ -115,19 +115,172 @@ struct Dispatcher::EndpointState {
 	std::string name;
 	std::string rate_limit; // option text the limiter was built from
 	RateLimiter limiter{0, 0};
-	// HubSpot counts search requests separately (5 per second per account); one slot of
-	// headroom keeps a clock skew between us and HubSpot from earning 429s.
-	RateLimiter search_limiter{Dispatcher::kHubSpotSearchPerSecond, 1000};
+	// A remote limit on some requests (Connector::ExtraLimitFor, e.g. HubSpot searches),
+	// built from the description it was last asked for.
+	RateLimiter extra_limiter{0, 0};
+	std::string extra_limit;
 	CircuitBreaker breaker;
 	std::string breaker_error; // error of the latest endpoint failure, quoted while backing off
-	// Salesforce token, valid only for the base_url and secret it was fetched with.
+	// Token (Connector::UsesToken), valid only for the base_url and secret it was fetched with.
 	bool has_token = false;
-	SalesforceToken token;
+	AuthToken token;
 	std::string token_for;
 	uint64_t requests = 0;
 	uint64_t errors = 0;
 	std::string last_error;
 	int64_t last_error_at_ms = 0;
+};
+
+// What Deliver (DispatchRound) and Fetch (FetchCall) do alike for one endpoint: credentials
+// kept out of error texts, error notes, the token, and the counters, breaker and limiter after
+// an answer. Written once so that a pull page and a delivery are judged by the same rules.
+struct EndpointSession {
+	const Endpoint *endpoint = nullptr;
+	Dispatcher::EndpointState *state = nullptr;
+	const Connector *connector = nullptr; // nullptr: unknown kind
+	std::vector<std::string> tokens;      // every token used meanwhile, for redaction
+
+	bool UsesToken() const { return connector != nullptr && connector->UsesToken(); }
+
+	std::string Redact(std::string text) const
+	{
+		std::vector<std::string> all = tokens;
+		if (state->has_token)
+			all.push_back(state->token.access_token);
+		return MaskSecrets(*endpoint, all, std::move(text));
+	}
+
+	void NoteError(const std::string &error, int64_t now)
+	{
+		state->last_error = error;
+		state->last_error_at_ms = now;
+	}
+
+	std::string BackingOffMessage(bool with_failures) const
+	{
+		std::string text = "endpoint " + endpoint->name + " is backing off";
+		if (with_failures)
+			text += " after " + std::to_string(state->breaker.consecutive_failures()) + " failures";
+		if (!state->breaker_error.empty())
+			text += ": " + state->breaker_error;
+		return text;
+	}
+
+	// Look before asking: AllowRequest hands out the single probe of an open breaker, which
+	// must go to a request that is really sent.
+	bool BreakerRefuses(int64_t now) const
+	{
+		return state->breaker.state() != CircuitBreaker::State::Ok && now < state->breaker.next_attempt_at_ms();
+	}
+
+	// Credentials for a request built now: the token for kinds that use one (empty until it
+	// is fetched), else the secret. signed_at_ms 0: "not sent yet" (webhooks fall back to the
+	// capture time, and are rebuilt at send time).
+	Auth CurrentAuth(int64_t now) const
+	{
+		Auth auth;
+		if (UsesToken()) {
+			if (state->has_token) {
+				auth.bearer = state->token.access_token;
+				auth.instance_url = state->token.instance_url;
+			}
+		} else {
+			auth.bearer = endpoint->secret;
+		}
+		auth.signed_at_ms = now;
+		return auth;
+	}
+
+	// The token request; false with *error (unredacted) when the secret cannot make one.
+	bool TokenRequest(HttpRequest *request, std::string *error) const
+	{
+		try {
+			*request = connector->BuildTokenRequest(*endpoint);
+			return true;
+		} catch (const std::exception &ex) {
+			*error = ex.what();
+			return false;
+		}
+	}
+
+	// Takes the token from its answer; false with *error (unredacted) when none came.
+	bool TakeToken(const HttpResponse &response, const std::string &allowed_hosts, std::string *error)
+	{
+		if (response.status == 0 || response.status >= 400)
+			state->errors++;
+		try {
+			state->token = connector->ParseTokenResponse(response, allowed_hosts);
+			state->has_token = true;
+			tokens.push_back(state->token.access_token);
+			return true;
+		} catch (const std::exception &ex) {
+			*error = ex.what();
+			return false;
+		}
+	}
+
+	// No token could be had: the breaker counts it (whatever the cause, sending on without a
+	// token is pointless). Returns the error text, redacted.
+	std::string TokenFailed(const std::string &message, int64_t now, int64_t sent_at)
+	{
+		std::string error = endpoint->kind + " token: " + Redact(message);
+		state->breaker.OnFailure(now, -1, sent_at);
+		state->breaker_error = error;
+		NoteError(error, now);
+		return error;
+	}
+
+	// The token was refused as expired: the next request fetches a new one.
+	void DropToken()
+	{
+		if (state->has_token)
+			tokens.push_back(state->token.access_token); // its echoes must stay masked
+		state->has_token = false;
+		state->token = AuthToken();
+	}
+
+	// The limiter for the connector's extra limit on this request; nullptr when none applies.
+	RateLimiter *ExtraLimiter(const HttpRequest &request)
+	{
+		if (connector == nullptr)
+			return nullptr;
+		RequestLimit limit = connector->ExtraLimitFor(request);
+		if (limit.count <= 0)
+			return nullptr;
+		if (limit.description != state->extra_limit) {
+			state->extra_limiter = RateLimiter(limit.count, limit.window_ms);
+			state->extra_limit = limit.description;
+		}
+		return &state->extra_limiter;
+	}
+
+	// Counters, breaker and limiter after an answer. error: its text (redacted), "" when the
+	// answer carried none. Returns true when the answer only asked for a pause (429 with
+	// Retry-After): the limiter then holds the endpoint back and the breaker is not escalated
+	// (it would stall for minutes a live endpoint that said when to come back).
+	bool Account(long status, const AnswerClass &answer, long retry_after_ms, const std::string &error, int64_t now,
+	             int64_t sent_at)
+	{
+		if (status == 0 || status >= 400) {
+			state->errors++;
+			NoteError(error.empty() ? "HTTP " + std::to_string(status) : error, now);
+		}
+		CircuitBreaker &breaker = state->breaker;
+		const bool throttled = !answer.stop_endpoint && status == 429 && retry_after_ms >= 0;
+		if (answer.stop_endpoint) {
+			breaker.OnFailure(now, std::max(retry_after_ms, kStopEndpointPauseMs), sent_at);
+			state->breaker_error = error;
+		} else if (throttled) {
+			state->limiter.Penalize(now + std::min(retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
+			breaker.OnSuccess(now);
+		} else if (answer.endpoint_failure) {
+			breaker.OnFailure(now, retry_after_ms, sent_at);
+			state->breaker_error = error;
+		} else {
+			breaker.OnSuccess(now);
+		}
+		return throttled;
+	}
 };
 
 Dispatcher::Dispatcher(HttpClient *client, Clock clock) : client_(client), clock_(std::move(clock))
@@ -163,7 +316,7 @@ Dispatcher::StateFor(const Endpoint &endpoint)
 	std::string token_for = endpoint.base_url + '\n' + endpoint.secret;
 	if (token_for != state.token_for) {
 		state.has_token = false;
-		state.token = SalesforceToken();
+		state.token = AuthToken();
 		state.token_for = token_for;
 	}
 	return state;
@@ -227,16 +380,15 @@ struct DispatchRound {
 
 	enum class Token { NotNeeded, Ready, Missing, Fetching, Failed };
 
-	struct EndpointRound {
-		const Endpoint *endpoint = nullptr;
-		Dispatcher::EndpointState *state = nullptr;
-		std::unique_ptr<Connector> connector;
+	// An endpoint's part of the round; the session (endpoint, state, connector) is shared
+	// with Fetch.
+	struct EndpointRound : EndpointSession {
 		std::deque<size_t> queue; // jobs not yet submitted, in order
 		int in_flight = 0;
 		int max_concurrency = 1;
 		long timeout_ms = 30000;
-		// Webhook calls are signed at send time and Salesforce calls carry the current token
-		// and instance: both are rebuilt right before submitting (body and ids unchanged).
+		// Connector::RebuildAtSend (signatures with the send time, the current token): calls
+		// are rebuilt right before submitting (body and ids unchanged).
 		bool rebuild_at_send = false;
 		Token token = Token::NotNeeded;
 		std::string token_error;
@@ -244,7 +396,7 @@ struct DispatchRound {
 		// were never sent, so they wait without losing an attempt.
 		bool token_fault_is_endpoint = false;
 		long token_status = 0; // HTTP status of the failed token answer
-		bool refreshed = false;          // the one INVALID_SESSION_ID refresh of this round is used
+		bool refreshed = false;          // the one token refresh of this round is used
 		int64_t limiter_wait_until = 0;  // waiting for a rate-limit slot until then (clock ms)
 	};
 
@@ -324,32 +476,6 @@ struct DispatchRound {
 		}
 	}
 
-	// ---- secrets ----------------------------------------------------------------------
-
-	std::string Redact(const EndpointRound &e, std::string text) const
-	{
-		std::vector<std::string> tokens;
-		if (e.state->has_token)
-			tokens.push_back(e.state->token.access_token);
-		return MaskSecrets(*e.endpoint, tokens, std::move(text));
-	}
-
-	void NoteError(EndpointRound &e, const std::string &error, int64_t now)
-	{
-		e.state->last_error = error;
-		e.state->last_error_at_ms = now;
-	}
-
-	std::string BackingOffMessage(const EndpointRound &e) const
-	{
-		const CircuitBreaker &breaker = e.state->breaker;
-		std::string text = "endpoint " + e.endpoint->name + " is backing off after " +
-		                   std::to_string(breaker.consecutive_failures()) + " failures";
-		if (!e.state->breaker_error.empty())
-			text += ": " + e.state->breaker_error;
-		return text;
-	}
-
 	// ---- planning ---------------------------------------------------------------------
 
 	// Only Plan adds endpoints: references into `endpoints` stay valid afterwards.
@@ -363,39 +489,19 @@ struct DispatchRound {
 		EndpointRound &e = endpoints.back();
 		e.endpoint = &endpoint;
 		e.state = &dispatcher.StateFor(endpoint);
-		long fallback_concurrency =
-		    endpoint.kind == "webhook" ? options.webhook_concurrency : options.default_concurrency;
+		e.connector = FindConnector(endpoint.kind); // nullptr: reported per batch by Plan
+		long fallback_concurrency = options.default_concurrency;
+		if (e.connector != nullptr && e.connector->DefaultConcurrency() > 0)
+			fallback_concurrency = e.connector->DefaultConcurrency();
 		e.max_concurrency =
 		    static_cast<int>(std::min(PositiveOption(endpoint.options, "max_concurrency", fallback_concurrency), 1000L));
 		if (e.max_concurrency < 1)
 			e.max_concurrency = 1;
 		e.timeout_ms = PositiveOption(endpoint.options, "timeout_ms", options.timeout_ms);
-		e.rebuild_at_send = endpoint.kind == "webhook" || endpoint.kind == "salesforce";
-		if (endpoint.kind == "salesforce")
+		e.rebuild_at_send = e.connector != nullptr && e.connector->RebuildAtSend();
+		if (e.UsesToken())
 			e.token = e.state->has_token ? Token::Ready : Token::Missing;
-		try {
-			e.connector = MakeConnector(endpoint.kind);
-		} catch (const std::exception &) {
-			e.connector.reset(); // reported per batch by Plan
-		}
 		return e;
-	}
-
-	Auth AuthFor(const EndpointRound &e, int64_t now) const
-	{
-		Auth auth;
-		const std::string &kind = e.endpoint->kind;
-		if (kind == "salesforce") {
-			if (e.state->has_token) {
-				auth.bearer = e.state->token.access_token;
-				auth.instance_url = e.state->token.instance_url;
-			}
-		} else if (kind == "webhook") {
-			auth.signed_at_ms = now;
-		} else {
-			auth.bearer = e.endpoint->secret;
-		}
-		return auth;
 	}
 
 	void Plan()
@@ -416,15 +522,15 @@ struct DispatchRound {
 				error = "cannot build request: unknown endpoint kind \"" + Snippet(batch.endpoint.kind, 60) + "\"";
 			} else {
 				try {
-					// Webhook calls get their send-time signature when submitted.
-					Auth auth = AuthFor(e, 0);
+					// signed_at_ms 0: calls signed at send time get their signature when submitted.
+					Auth auth = e.CurrentAuth(0);
 					calls = e.connector->BuildCalls(batch.endpoint, batch.route, batch.changes, auth);
 				} catch (const std::exception &ex) {
-					error = "cannot build request: " + Redact(e, ex.what());
+					error = "cannot build request: " + e.Redact(ex.what());
 				}
 			}
 			if (!error.empty()) {
-				NoteError(e, error, Now());
+				e.NoteError(error, Now());
 				for (size_t c = 0; c < batch.changes.size(); ++c) {
 					Delivery delivery;
 					delivery.outcome = Outcome::Retry;
@@ -464,7 +570,7 @@ struct DispatchRound {
 		subset.reserve(job.call.changes.size());
 		for (size_t change : job.call.changes)
 			subset.push_back(batch.changes[change]);
-		std::vector<Call> calls = e.connector->BuildCalls(batch.endpoint, batch.route, subset, AuthFor(e, now));
+		std::vector<Call> calls = e.connector->BuildCalls(batch.endpoint, batch.route, subset, e.CurrentAuth(now));
 		if (calls.size() != 1 || calls[0].changes.size() != subset.size())
 			throw std::logic_error("connector split a call differently when rebuilding it");
 		std::vector<size_t> mapped;
@@ -487,10 +593,9 @@ struct DispatchRound {
 	void SubmitToken(EndpointRound &e, int64_t now)
 	{
 		HttpRequest request;
-		try {
-			request = BuildSalesforceTokenRequest(*e.endpoint);
-		} catch (const std::exception &ex) {
-			TokenFailed(e, ex.what(), 0, now, now, false);
+		std::string error;
+		if (!e.TokenRequest(&request, &error)) {
+			TokenFailed(e, error, 0, now, now, false);
 			return;
 		}
 		Job job;
@@ -509,10 +614,7 @@ struct DispatchRound {
 		e.token = Token::Failed;
 		e.token_fault_is_endpoint = endpoint_fault;
 		e.token_status = http_status;
-		e.token_error = "salesforce token: " + Redact(e, message);
-		e.state->breaker.OnFailure(now, -1, sent_at);
-		e.state->breaker_error = e.token_error;
-		NoteError(e, e.token_error, now);
+		e.token_error = e.TokenFailed(message, now, sent_at);
 		while (!e.queue.empty()) {
 			FailForToken(e, e.queue.front(), now);
 			e.queue.pop_front();
@@ -564,14 +666,11 @@ struct DispatchRound {
 			}
 			if (e.token == Token::Fetching || e.in_flight >= e.max_concurrency)
 				return;
-			// Look before asking: AllowRequest hands out the single probe of an open breaker,
-			// which must go to a request that is really sent.
-			bool breaker_allows = breaker.state() == CircuitBreaker::State::Ok || now >= breaker.next_attempt_at_ms();
-			if (!breaker_allows) {
+			if (e.BreakerRefuses(now)) {
 				// Answers still in flight may close the breaker again (a success resets it).
 				if (e.in_flight > 0)
 					return;
-				DeferQueue(e, BackingOffMessage(e), MsUntil(breaker.next_attempt_at_ms(), now));
+				DeferQueue(e, e.BackingOffMessage(true), MsUntil(breaker.next_attempt_at_ms(), now));
 				return;
 			}
 			if (e.token == Token::Missing) {
@@ -597,7 +696,7 @@ struct DispatchRound {
 			if (!breaker.AllowRequest(now)) {
 				if (e.in_flight > 0)
 					return;
-				DeferQueue(e, BackingOffMessage(e), MsUntil(breaker.next_attempt_at_ms(), now));
+				DeferQueue(e, e.BackingOffMessage(true), MsUntil(breaker.next_attempt_at_ms(), now));
 				return;
 			}
 			jobs[job_index].limiter_ticket = limiter.Acquire(now, e.timeout_ms);
@@ -606,8 +705,8 @@ struct DispatchRound {
 				try {
 					Rebuild(e, jobs[job_index], now);
 				} catch (const std::exception &ex) {
-					std::string error = "cannot build request: " + Redact(e, ex.what());
-					NoteError(e, error, now);
+					std::string error = "cannot build request: " + e.Redact(ex.what());
+					e.NoteError(error, now);
 					Fail(job_index, error, 0);
 					continue;
 				}
@@ -620,17 +719,11 @@ struct DispatchRound {
 
 	void OnTokenAnswer(EndpointRound &e, const HttpResponse &response, int64_t now, int64_t sent_at)
 	{
-		if (response.status == 0 || response.status >= 400)
-			e.state->errors++;
-		try {
-			SalesforceToken token = ParseSalesforceToken(response, dispatcher.client_->AllowedHosts());
-			e.state->token = std::move(token);
-			e.state->has_token = true;
+		std::string error;
+		if (e.TakeToken(response, dispatcher.client_->AllowedHosts(), &error))
 			e.token = Token::Ready;
-		} catch (const std::exception &ex) {
-			const bool endpoint_fault = response.status == 0 || response.status >= 500 || response.status == 429;
-			TokenFailed(e, ex.what(), response.status, now, sent_at, endpoint_fault);
-		}
+		else
+			TokenFailed(e, error, response.status, now, sent_at, IsOutageStatus(response.status));
 	}
 
 	void OnAnswer(size_t job_index, HttpResponse response)
@@ -665,9 +758,9 @@ struct DispatchRound {
 			missing.error = "the connector returned no result for this change";
 			result.results.resize(job.call.changes.size(), missing);
 		}
-		result.error = Redact(e, result.error);
+		result.error = e.Redact(result.error);
 		for (auto &one : result.results)
-			one.error = Redact(e, one.error);
+			one.error = e.Redact(one.error);
 
 		std::string call_error = result.error;
 		if (call_error.empty())
@@ -676,35 +769,19 @@ struct DispatchRound {
 					call_error = one.error;
 					break;
 				}
-		if (response.status == 0 || response.status >= 400) {
-			e.state->errors++;
-			NoteError(e, call_error.empty() ? "HTTP " + std::to_string(response.status) : call_error, now);
-		}
-
 		// Per-record rejections are not endpoint failures: only call-level ones move the breaker.
-		CircuitBreaker &breaker = e.state->breaker;
-		// A 429 with Retry-After is a live endpoint asking for a pause: the limiter pauses
-		// it for that long, the breaker is not escalated (it would stall for minutes).
-		const bool throttled = !result.stop_endpoint && result.http_status == 429 && result.retry_after_ms >= 0;
-		if (result.stop_endpoint) {
-			breaker.OnFailure(now, std::max(result.retry_after_ms, kStopEndpointPauseMs), job.sent_at);
-			e.state->breaker_error = call_error;
-		} else if (throttled) {
-			e.state->limiter.Penalize(now + std::min(result.retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
-			breaker.OnSuccess(now);
-		} else if (result.endpoint_failure) {
-			breaker.OnFailure(now, result.retry_after_ms, job.sent_at);
-			e.state->breaker_error = call_error;
-		} else {
-			breaker.OnSuccess(now);
-		}
+		AnswerClass answer;
+		answer.endpoint_failure = result.endpoint_failure;
+		answer.stop_endpoint = result.stop_endpoint;
+		const bool throttled = e.Account(response.status, answer, result.retry_after_ms, call_error, now, job.sent_at);
+		const CircuitBreaker &breaker = e.state->breaker;
 
 		if (result.refresh_auth && !job.resent && !stopping) {
 			// The token expired: fetch one new token per round, then send the same changes
 			// once more (rebuilt with it, ahead of the rest of the queue).
 			if (!e.refreshed) {
 				e.refreshed = true;
-				e.state->has_token = false;
+				e.DropToken();
 				if (e.token != Token::Fetching && e.token != Token::Failed)
 					e.token = Token::Missing;
 			}
@@ -715,7 +792,9 @@ struct DispatchRound {
 
 		if (result.disable_route && !disabled_routes.count(batch.route.name)) {
 			// Shown in route_status and the log: a webhook URL often carries its token.
-			std::string reason = "webhook endpoint answered 410 Gone at " + MaskUrl(job.call.request.url);
+			std::string answered =
+			    result.http_status == 410 ? std::string("410 Gone") : "HTTP " + std::to_string(result.http_status);
+			std::string reason = e.endpoint->kind + " endpoint answered " + answered + " at " + MaskUrl(job.call.request.url);
 			disabled_routes[batch.route.name] = reason;
 			if (route_actions)
 				route_actions->push_back(RouteAction{batch.route.name, reason});
@@ -810,49 +889,6 @@ Dispatcher::Deliver(const std::vector<RouteBatch> &batches, const DispatchOption
 
 namespace {
 
-bool
-IsHubSpotSearch(const Endpoint &endpoint, const HttpRequest &request)
-{
-	if (endpoint.kind != "hubspot")
-		return false;
-	const std::string path = request.url.substr(0, request.url.find('?'));
-	const std::string suffix = "/search";
-	return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// The error code(s) of a Salesforce error answer ([{"errorCode",...}] or one such object).
-bool
-HasSalesforceErrorCode(const HttpResponse &response, const std::string &code)
-{
-	Json body = TryParseRemoteJson(response.body);
-	Json errors = body.is_array() ? body : Json::array({body});
-	for (const auto &error : errors)
-		if (error.is_object() && error.contains("errorCode") && error["errorCode"] == code)
-			return true;
-	return false;
-}
-
-// HubSpot's daily quota: no backoff brings it back, so the endpoint pauses (as in Deliver).
-bool
-IsHubSpotDailyLimit(const Endpoint &endpoint, const HttpResponse &response)
-{
-	if (endpoint.kind != "hubspot" || response.status != 429)
-		return false;
-	Json body = TryParseRemoteJson(response.body);
-	return body.is_object() && body.contains("policyName") && body["policyName"] == "DAILY";
-}
-
-// Answers that say the endpoint itself is in trouble (not the request): they move the breaker.
-bool
-IsEndpointFailure(const Endpoint &endpoint, const HttpResponse &response)
-{
-	if (response.status == 0 || response.status >= 500 || response.status == 429)
-		return true;
-	// Salesforce's org-wide API limit is a rate limit, not a verdict on the request.
-	return endpoint.kind == "salesforce" && response.status == 403 &&
-	       HasSalesforceErrorCode(response, "REQUEST_LIMIT_EXCEEDED");
-}
-
 std::string
 DescribeAnswer(const HttpResponse &response)
 {
@@ -876,61 +912,27 @@ NoAnswer(const std::string &why)
 
 struct FetchCall {
 	Dispatcher &dispatcher;
-	const Endpoint &endpoint;
 	const std::function<HttpRequest(const Auth &)> &build;
 	const std::function<bool()> &should_stop;
-	Dispatcher::EndpointState &state;
+	EndpointSession session;
 	long timeout_ms = 30000;
 	// Limiter waits end here (clock ms); the steady deadline guards against an injected clock
 	// that does not advance, as in Deliver.
 	int64_t wait_deadline_ms = 0;
 	std::chrono::steady_clock::time_point wait_deadline_steady;
-	std::vector<std::string> tokens; // every token this call used, for redaction
 
-	FetchCall(Dispatcher &dispatcher_, const Endpoint &endpoint_, const std::function<HttpRequest(const Auth &)> &build_,
+	FetchCall(Dispatcher &dispatcher_, const Endpoint &endpoint, const std::function<HttpRequest(const Auth &)> &build_,
 	          const std::function<bool()> &should_stop_)
-	    : dispatcher(dispatcher_), endpoint(endpoint_), build(build_), should_stop(should_stop_),
-	      state(dispatcher_.StateFor(endpoint_))
+	    : dispatcher(dispatcher_), build(build_), should_stop(should_stop_)
 	{
+		session.endpoint = &endpoint;
+		session.state = &dispatcher_.StateFor(endpoint);
+		session.connector = FindConnector(endpoint.kind);
 	}
 
 	int64_t Now() const { return dispatcher.clock_(); }
 	bool Stopping() const { return should_stop && should_stop(); }
-
-	std::string Redact(std::string text) const
-	{
-		std::vector<std::string> all = tokens;
-		if (state.has_token)
-			all.push_back(state.token.access_token);
-		return MaskSecrets(endpoint, all, std::move(text));
-	}
-
-	void NoteError(const std::string &error, int64_t now)
-	{
-		state.last_error = error;
-		state.last_error_at_ms = now;
-	}
-
-	HttpResponse BackingOff() const
-	{
-		std::string text = "endpoint " + endpoint.name + " is backing off";
-		if (!state.breaker_error.empty())
-			text += ": " + state.breaker_error;
-		return NoAnswer(text);
-	}
-
-	Auth CurrentAuth(int64_t now) const
-	{
-		Auth auth;
-		if (endpoint.kind == "salesforce") {
-			auth.bearer = state.token.access_token;
-			auth.instance_url = state.token.instance_url;
-		} else {
-			auth.bearer = endpoint.secret;
-		}
-		auth.signed_at_ms = now;
-		return auth;
-	}
+	Dispatcher::EndpointState &state() { return *session.state; }
 
 	// Submits one request and waits for its answer; false when the worker is stopping first
 	// (the transfer is abandoned: its unique tag makes sure nobody mistakes its answer).
@@ -938,7 +940,7 @@ struct FetchCall {
 	{
 		const uint64_t tag = (uint64_t(1) << 63) | ++dispatcher.fetch_serial_;
 		dispatcher.client_->Submit(request, timeout_ms, tag);
-		state.requests++;
+		state().requests++;
 		for (;;) {
 			for (auto &done : dispatcher.client_->Poll(kMaxPollWaitMs))
 				if (done.first == tag) {
@@ -950,25 +952,15 @@ struct FetchCall {
 		}
 	}
 
-	HttpResponse TokenFailed(const std::string &message, int64_t now, int64_t sent_at)
-	{
-		std::string error = "salesforce token: " + Redact(message);
-		state.breaker.OnFailure(now, -1, sent_at);
-		state.breaker_error = error;
-		NoteError(error, now);
-		return NoAnswer(error);
-	}
-
 	// The cached token, or a new one. false with *failure set when none could be had.
 	bool EnsureToken(HttpResponse *failure)
 	{
-		if (state.has_token)
+		if (state().has_token)
 			return true;
 		HttpRequest request;
-		try {
-			request = BuildSalesforceTokenRequest(endpoint);
-		} catch (const std::exception &ex) {
-			*failure = TokenFailed(ex.what(), Now(), -1);
+		std::string error;
+		if (!session.TokenRequest(&request, &error)) {
+			*failure = NoAnswer(session.TokenFailed(error, Now(), -1));
 			return false;
 		}
 		HttpResponse response;
@@ -977,23 +969,16 @@ struct FetchCall {
 			*failure = NoAnswer("abandoned: the worker is stopping");
 			return false;
 		}
-		if (response.status == 0 || response.status >= 400)
-			state.errors++;
-		try {
-			state.token = ParseSalesforceToken(response, dispatcher.client_->AllowedHosts());
-			state.has_token = true;
-			tokens.push_back(state.token.access_token);
+		if (session.TakeToken(response, dispatcher.client_->AllowedHosts(), &error))
 			return true;
-		} catch (const std::exception &ex) {
-			*failure = TokenFailed(ex.what(), Now(), sent_at);
-			return false;
-		}
+		*failure = NoAnswer(session.TokenFailed(error, Now(), sent_at));
+		return false;
 	}
 
-	// Waits until the endpoint's limiter (and for a HubSpot search the search limiter) has a
-	// slot; *now is then the time to take it at. false with *failure set when the wait would
-	// outlast max_wait_ms or the worker is stopping.
-	bool WaitForSlot(bool search, int64_t *now, HttpResponse *failure)
+	// Waits until the endpoint's limiter (and the connector's extra limiter, when it has one
+	// for this request) has a slot; *now is then the time to take it at. false with *failure
+	// set when the wait would outlast max_wait_ms or the worker is stopping.
+	bool WaitForSlot(RateLimiter *extra, int64_t *now, HttpResponse *failure)
 	{
 		for (;;) {
 			if (Stopping()) {
@@ -1001,59 +986,30 @@ struct FetchCall {
 				return false;
 			}
 			*now = Now();
-			const int64_t endpoint_next = state.limiter.NextAvailableMs(*now);
-			const int64_t search_next = search ? state.search_limiter.NextAvailableMs(*now) : *now;
-			const int64_t next = std::max(endpoint_next, search_next);
+			const int64_t endpoint_next = state().limiter.NextAvailableMs(*now);
+			const int64_t extra_next = extra != nullptr ? extra->NextAvailableMs(*now) : *now;
+			const int64_t next = std::max(endpoint_next, extra_next);
 			if (next <= *now)
 				return true;
 			if (next > wait_deadline_ms || std::chrono::steady_clock::now() >= wait_deadline_steady) {
 				std::string limit;
 				if (endpoint_next > *now)
-					limit = state.rate_limit.empty() ? std::string("a Retry-After pause") : "rate limit " + state.rate_limit;
+					limit = state().rate_limit.empty() ? std::string("a Retry-After pause") : "rate limit " + state().rate_limit;
 				else
-					limit = "the HubSpot search limit (" + std::to_string(Dispatcher::kHubSpotSearchPerSecond) + "/s)";
-				*failure = NoAnswer("rate limited: " + limit + " of endpoint " + endpoint.name + " holds requests back for " +
-				                    std::to_string(next - *now) + " ms");
+					limit = state().extra_limit;
+				*failure = NoAnswer("rate limited: " + limit + " of endpoint " + session.endpoint->name +
+				                    " holds requests back for " + std::to_string(next - *now) + " ms");
 				return false;
 			}
 			std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(next - *now, kMaxPollWaitMs)));
 		}
 	}
 
-	// Counters, breaker and limiter after an answer, as Deliver keeps them.
-	void Account(const HttpResponse &response, int64_t now, int64_t sent_at)
-	{
-		std::string error;
-		if (response.status == 0 || response.status >= 400) {
-			state.errors++;
-			error = Redact(DescribeAnswer(response));
-			NoteError(error, now);
-		}
-		const long retry_after_ms = RetryAfterMs(response);
-		if (IsHubSpotDailyLimit(endpoint, response)) {
-			state.breaker.OnFailure(now, std::max(retry_after_ms, kStopEndpointPauseMs), sent_at);
-			state.breaker_error = error;
-		} else if (response.status == 429 && retry_after_ms >= 0) {
-			// A pause asked for, not an outage (as in Deliver).
-			state.limiter.Penalize(now + std::min(retry_after_ms, CircuitBreaker::kRetryAfterCapMs));
-			state.breaker.OnSuccess(now);
-		} else if (IsEndpointFailure(endpoint, response)) {
-			state.breaker.OnFailure(now, retry_after_ms, sent_at);
-			state.breaker_error = error;
-		} else {
-			state.breaker.OnSuccess(now);
-		}
-	}
-
-	bool BreakerRefuses(int64_t now) const
-	{
-		// Look before asking: AllowRequest hands out the single probe of an open breaker,
-		// which must go to a request that is really sent.
-		return state.breaker.state() != CircuitBreaker::State::Ok && now < state.breaker.next_attempt_at_ms();
-	}
-
 	HttpResponse Run(long default_timeout_ms, long max_wait_ms)
 	{
+		const Endpoint &endpoint = *session.endpoint;
+		if (session.connector == nullptr)
+			return NoAnswer("not sent: unknown endpoint kind \"" + Snippet(endpoint.kind, 60) + "\"");
 		timeout_ms = PositiveOption(endpoint.options, "timeout_ms", default_timeout_ms > 0 ? default_timeout_ms : 30000);
 		wait_deadline_ms = Now() + std::max(max_wait_ms, 0L);
 		wait_deadline_steady = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(max_wait_ms, 0L));
@@ -1061,44 +1017,47 @@ struct FetchCall {
 			return NoAnswer("not sent: the worker is stopping");
 		bool refreshed = false;
 		for (;;) {
-			if (BreakerRefuses(Now()))
-				return BackingOff();
+			if (session.BreakerRefuses(Now()))
+				return NoAnswer(session.BackingOffMessage(false));
 			HttpResponse failure;
-			if (endpoint.kind == "salesforce" && !EnsureToken(&failure))
+			if (session.UsesToken() && !EnsureToken(&failure))
 				return failure;
-			// Built once to learn the URL (only HubSpot searches pass the search limit), and
-			// again after a wait, so that signed_at_ms is the send time.
+			// Built once to learn the URL (which limits apply to it), and again after a wait,
+			// so that signed_at_ms is the send time.
 			int64_t built_at = Now();
-			HttpRequest request = build(CurrentAuth(built_at));
+			HttpRequest request = build(session.CurrentAuth(built_at));
+			RateLimiter *extra = session.ExtraLimiter(request);
 			int64_t now = built_at;
-			if (!WaitForSlot(IsHubSpotSearch(endpoint, request), &now, &failure))
+			if (!WaitForSlot(extra, &now, &failure))
 				return failure;
-			if (!state.breaker.AllowRequest(now))
-				return BackingOff();
+			if (!state().breaker.AllowRequest(now))
+				return NoAnswer(session.BackingOffMessage(false));
 			const int64_t sent_at = now;
-			const uint64_t ticket = state.limiter.Acquire(now, timeout_ms);
-			const uint64_t search_ticket = IsHubSpotSearch(endpoint, request) ? state.search_limiter.Acquire(now, timeout_ms) : 0;
+			const uint64_t ticket = state().limiter.Acquire(now, timeout_ms);
+			const uint64_t extra_ticket = extra != nullptr ? extra->Acquire(now, timeout_ms) : 0;
 			if (now != built_at)
-				request = build(CurrentAuth(now));
+				request = build(session.CurrentAuth(now));
 
 			HttpResponse response;
 			if (!Exchange(request, &response))
 				return NoAnswer("abandoned: the worker is stopping"); // its slots expire after timeout_ms
 			now = Now();
-			state.limiter.Complete(ticket, now);
-			if (search_ticket != 0)
-				state.search_limiter.Complete(search_ticket, now);
-			Account(response, now, sent_at);
-			if (endpoint.kind == "salesforce" && response.status == 401 && !refreshed &&
-			    HasSalesforceErrorCode(response, "INVALID_SESSION_ID")) {
+			state().limiter.Complete(ticket, now);
+			if (extra_ticket != 0)
+				extra->Complete(extra_ticket, now);
+			// The same judgement as for a delivery: the connector classifies the answer.
+			const AnswerClass answer = session.connector->ClassifyAnswer(response);
+			const bool failed = response.status == 0 || response.status >= 400;
+			session.Account(response.status, answer, RetryAfterMs(response),
+			                failed ? session.Redact(DescribeAnswer(response)) : std::string(), now, sent_at);
+			if (answer.token_expired && session.UsesToken() && !refreshed) {
 				// The cached token expired: one new token, one more try with it.
 				refreshed = true;
-				state.has_token = false;
-				state.token = SalesforceToken();
+				session.DropToken();
 				continue;
 			}
 			if (response.status == 0)
-				response.transport_error = Redact(response.transport_error);
+				response.transport_error = session.Redact(response.transport_error);
 			return response;
 		}
 	}

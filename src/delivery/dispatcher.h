@@ -1,7 +1,8 @@
 // Dispatcher: turns translated changes into HTTP calls and calls into per-change outcomes.
 // Per endpoint it enforces max_concurrency, rate_limit and a circuit breaker; it fetches and
-// caches Salesforce tokens (refreshing once on INVALID_SESSION_ID); it never blocks longer
-// than it is allowed to, so the worker can stop promptly.
+// caches tokens for kinds that use them (refreshing once when one expires); it never blocks
+// longer than it is allowed to, so the worker can stop promptly. What differs between kinds
+// it asks the endpoint's Connector (connectors/connector.h), never the kind's name.
 //
 // Plain C++ (no postgres.h): unit-tested against HTTP servers on 127.0.0.1.
 #pragma once
@@ -65,8 +66,9 @@ struct EndpointStatus {
 struct DispatchOptions {
 	long timeout_ms = 30000;     // per request, unless the endpoint's options.timeout_ms says otherwise
 	long max_wait_ms = 5000;     // longest time Deliver waits on rate limits before deferring the rest
-	int default_concurrency = 4; // per endpoint, unless options.max_concurrency says otherwise
-	int webhook_concurrency = 16;
+	// per endpoint, unless options.max_concurrency or the connector (DefaultConcurrency:
+	// webhook 16) says otherwise
+	int default_concurrency = 4;
 };
 
 class Dispatcher {
@@ -96,16 +98,17 @@ public:
 	int64_t EndpointReadyAt(const std::string &name) const;
 
 	// One request outside a delivery round (a pull page), under the same per-endpoint rules as
-	// Deliver: circuit breaker, rate limit (waited for at most max_wait_ms), Salesforce token
-	// (fetched and cached as in Deliver; on 401 INVALID_SESSION_ID a new one is fetched and the
-	// request rebuilt and sent once more). HubSpot requests to a URL ending in "/search" also
-	// pass a built-in limit of kHubSpotSearchPerSecond per second (HubSpot allows 5 per account).
-	// build makes the request from the current Auth (bearer, Salesforce instance_url,
-	// signed_at_ms = now); it may be called more than once, and what it throws propagates.
+	// Deliver: circuit breaker, rate limit (waited for at most max_wait_ms), token (fetched and
+	// cached as in Deliver; when the connector says it expired, e.g. Salesforce 401
+	// INVALID_SESSION_ID, a new one is fetched and the request rebuilt and sent once more).
+	// Requests the connector names a limit for (Connector::ExtraLimitFor: HubSpot searches,
+	// 4 per second) also pass that limit. build makes the request from the current Auth
+	// (bearer, instance_url, signed_at_ms = now); it may be called more than once, and what it
+	// throws propagates.
 	// timeout_ms bounds the request unless options.timeout_ms says otherwise.
 	//
 	// Returns the answer, or status 0 with transport_error saying why nothing usable came back:
-	// "endpoint <name> is backing off: <last error>", "rate limited: ...", "salesforce token:
+	// "endpoint <name> is backing off: <last error>", "rate limited: ...", "<kind> token:
 	// ...", "not sent: the worker is stopping", a transport error. No text carries a secret.
 	// should_stop is consulted at least every 100 ms; once it is true Fetch returns at once and
 	// a request in flight is abandoned (its answer, a read, is dropped by a later Poll: Fetch
@@ -113,8 +116,6 @@ public:
 	// else may have transfers in flight on the client meanwhile.
 	HttpResponse Fetch(const Endpoint &endpoint, const std::function<HttpRequest(const Auth &)> &build,
 	                   long timeout_ms, long max_wait_ms, const std::function<bool()> &should_stop);
-
-	static constexpr int kHubSpotSearchPerSecond = 4;
 
 	// text with the endpoint's credentials (secret, Salesforce client_secret, the cached
 	// token) replaced by "****": for error texts built from what Fetch returned.
@@ -127,6 +128,7 @@ private:
 	std::map<std::string, std::unique_ptr<EndpointState>> endpoints_;
 	uint64_t fetch_serial_ = 0; // makes every Fetch's HttpClient tag unique
 	EndpointState &StateFor(const Endpoint &endpoint);
+	friend struct EndpointSession;
 	friend struct DispatchRound;
 	friend struct FetchCall;
 };

@@ -7,7 +7,7 @@
 #include <random>
 #include <string>
 
-#include "connectors/connector.h"
+#include "http/retry_after.h" // ParseRetryAfter: what BackoffMs is given
 
 namespace switchboard {
 
@@ -27,17 +27,6 @@ BackoffCeilingMs(int attempt);
 // less than retry_after_ms when that is >= 0 (capped at kRetryAfterCapMs).
 long
 BackoffMs(int attempt, long retry_after_ms, std::mt19937_64 &rng);
-
-// The `retry-after` header (name matched case-insensitively) as milliseconds from now_ms
-// (unix ms). Accepts delta-seconds and the three HTTP-date forms of RFC 9110 (IMF-fixdate,
-// RFC 850, asctime); a date in the past gives 0. Returns -1 when absent or invalid.
-// The result is not capped: BackoffMs does that.
-long
-ParseRetryAfter(const Headers &headers, int64_t now_ms);
-
-// Same, for one header value.
-long
-ParseRetryAfterValue(const std::string &value, int64_t now_ms);
 
 // `attempts` is how many deliveries were tried so far, the failed one included.
 // A max_attempts below 1 is treated as 1: a change is always tried once.

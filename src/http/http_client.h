@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "connectors/connector.h"
+#include "http/http_types.h"
 
 namespace switchboard {
 

@@ -12,9 +12,11 @@
 #include <stdexcept>
 #include <string>
 
-#include "connectors/connector.h"
+#include <nlohmann/json.hpp>
 
 namespace switchboard {
+
+using Json = nlohmann::json; // the same alias connectors/connector.h declares
 
 // No remote documents anything near this deep (HubSpot and Salesforce answers nest < 10).
 constexpr int kMaxRemoteJsonDepth = 64;

@@ -73,10 +73,10 @@ Describe(const RouteDef &def, Op op, const Translation &t, int64_t change_id, in
 	auth.signed_at_ms = occurred_at_ms;
 	// The output is masked: a stand-in key shows which headers a signed request carries
 	// without reading the secret (which the caller may not be allowed to).
-	Endpoint endpoint = def.endpoint;
-	if (def.has_secret && endpoint.kind == "webhook")
-		endpoint.secret = "whsec_c3RhbmQtaW4ta2V5";
 	auto connector = MakeConnector(def.endpoint.kind);
+	Endpoint endpoint = def.endpoint;
+	if (def.has_secret && !connector->PreviewSecret().empty())
+		endpoint.secret = connector->PreviewSecret();
 	std::vector<Call> calls = connector->BuildCalls(endpoint, def.route, {change}, auth);
 	if (calls.empty()) {
 		(*out)["note"] = op == Op::Delete && def.route.on_delete != "delete"

@@ -12,37 +12,16 @@
 
 #include "connectors/connector.h"
 #include "connectors/crypto.h"
+#include "fixtures.h"
 
 namespace switchboard {
 namespace {
 
+using namespace test_support;
+
 // ---- fixtures and helpers ------------------------------------------------------------------
 
 using Header = std::pair<std::string, std::string>;
-
-Endpoint
-MakeEndpoint(const std::string &kind, const std::string &base_url, const std::string &secret,
-             Json options = Json::object())
-{
-	Endpoint endpoint;
-	endpoint.name = kind + "_main";
-	endpoint.kind = kind;
-	endpoint.base_url = base_url;
-	endpoint.secret = secret;
-	endpoint.options = std::move(options);
-	return endpoint;
-}
-
-Route
-MakeRoute(const std::string &remote_object, const std::string &match_remote, const std::string &on_delete = "ignore")
-{
-	Route route;
-	route.name = "r1";
-	route.remote_object = remote_object;
-	route.match_remote = match_remote;
-	route.on_delete = on_delete;
-	return route;
-}
 
 Change
 MakeChange(int64_t id, Op op, const std::string &key, Json fields = Json::object(), const std::string &remote_id = "")
@@ -69,26 +48,6 @@ ManyUpserts(size_t count)
 	return changes;
 }
 
-// Everything a request would put on the wire, for "no secret anywhere" checks.
-std::string
-WireText(const HttpRequest &request)
-{
-	std::string text = request.method + " " + request.url + "\n";
-	for (const auto &header : request.headers)
-		text += header.first + ": " + header.second + "\n";
-	return text + request.body;
-}
-
-HttpResponse
-Response(long status, const std::string &body, Headers headers = {})
-{
-	HttpResponse response;
-	response.status = status;
-	response.body = body;
-	response.headers = std::move(headers);
-	return response;
-}
-
 // Independent of the code under test: OpenSSL's own HMAC and base64 encoder.
 std::string
 ReferenceSignature(const std::string &key, const std::string &message)
@@ -112,18 +71,6 @@ ReferenceBase64Decode(const std::string &text)
 	for (size_t i = text.size(); i > 0 && text[i - 1] == '='; --i)
 		++padding;
 	return std::string(reinterpret_cast<const char *>(out.data()), static_cast<size_t>(len) - padding);
-}
-
-std::string
-ExpectInvalidArgument(const std::function<void()> &action)
-{
-	try {
-		action();
-	} catch (const std::invalid_argument &e) {
-		return e.what();
-	}
-	ADD_FAILURE() << "expected std::invalid_argument";
-	return std::string();
 }
 
 const Headers kHubSpotHeaders = {{"Authorization", "Bearer pat-na1-SECRET"}, {"Content-Type", "application/json"}};
@@ -187,7 +134,7 @@ TEST(Registry, KindsAndOpNames)
 	}
 	EXPECT_FALSE(IsKnownKind("HubSpot"));
 	EXPECT_FALSE(IsKnownKind(""));
-	std::string message = ExpectInvalidArgument([] { MakeConnector("zendesk"); });
+	std::string message = ExpectThrows<std::invalid_argument>([] { MakeConnector("zendesk"); });
 	EXPECT_NE(message.find("zendesk"), std::string::npos);
 	EXPECT_EQ(MakeConnector("hubspot")->MaxBatch(Endpoint()), 100u);
 	EXPECT_EQ(MakeConnector("salesforce")->MaxBatch(Endpoint()), 200u);
@@ -241,8 +188,8 @@ TEST(Helpers, UrlsAndTimestamps)
 
 TEST(RetryAfter, Parsing)
 {
-	EXPECT_EQ(RetryAfterMs(Response(429, "", {{"retry-after", "7"}})), 7000);
-	EXPECT_EQ(RetryAfterMs(Response(429, "")), -1);
+	EXPECT_EQ(RetryAfterMs(Answer(429, "", {{"retry-after", "7"}})), 7000);
+	EXPECT_EQ(RetryAfterMs(Answer(429, "")), -1);
 }
 
 // ---- options -------------------------------------------------------------------------------
@@ -293,66 +240,66 @@ TEST(Options, AcceptsEveryKnownOption)
 
 TEST(Options, RejectsWithClearMessages)
 {
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"foo", 1}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"foo", 1}}); }),
 	          "unknown option \"foo\" for kind hubspot (known: batch_size, max_concurrency, rate_limit, timeout_ms, "
 	          "headers)");
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"batch_size", "x"}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"batch_size", "x"}}); }),
 	          "option \"batch_size\" must be an integer between 1 and 100, got \"x\"");
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"batch_size", 101}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"batch_size", 101}}); }),
 	          "option \"batch_size\" must be an integer between 1 and 100, got 101");
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("salesforce", {{"batch_size", 201}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("salesforce", {{"batch_size", 201}}); }),
 	          "option \"batch_size\" must be an integer between 1 and 200, got 201");
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("webhook", {{"batch_size", 5}}); }).find("must be 1"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"batch_size", 5}}); }).find("must be 1"),
 	          std::string::npos);
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"batch_size", 2.5}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"batch_size", 2.5}}); }),
 	          "option \"batch_size\" must be an integer between 1 and 100, got 2.5");
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"max_concurrency", 65}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"max_concurrency", 65}}); }),
 	          "option \"max_concurrency\" must be an integer between 1 and 64, got 65");
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"max_concurrency", 0}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"max_concurrency", 0}}); }),
 	          "option \"max_concurrency\" must be an integer between 1 and 64, got 0");
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("webhook", {{"timeout_ms", 99}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"timeout_ms", 99}}); }),
 	          "option \"timeout_ms\" must be an integer between 100 and 600000, got 99");
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("webhook", {{"timeout_ms", 600001}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"timeout_ms", 600001}}); }),
 	          "option \"timeout_ms\" must be an integer between 100 and 600000, got 600001");
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"rate_limit", "100 per 10s"}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"rate_limit", "100 per 10s"}}); })
 	              .find("option \"rate_limit\" must be a string like \"100/10s\""),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"rate_limit", 100}}); }).find("rate_limit"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"rate_limit", 100}}); }).find("rate_limit"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"headers", {{"X-A", 1}}}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"headers", {{"X-A", 1}}}}); })
 	              .find("value of \"X-A\" must be a string"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"headers", "X-A: 1"}}); }).find("headers"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"headers", "X-A: 1"}}); }).find("headers"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"headers", {{"Bad Name", "1"}}}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"headers", {{"Bad Name", "1"}}}}); })
 	              .find("not a valid header name"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("webhook", {{"headers", {{"X-A", "1\r\nX-B: 2"}}}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"headers", {{"X-A", "1\r\nX-B: 2"}}}}); })
 	              .find("line breaks"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"headers", {{"authorization", "Bearer x"}}}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"headers", {{"authorization", "Bearer x"}}}}); })
 	              .find("may not set \"authorization\""),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("webhook", {{"headers", {{"Webhook-Signature", "x"}}}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"headers", {{"Webhook-Signature", "x"}}}}); })
 	              .find("may not set"),
 	          std::string::npos);
-	EXPECT_EQ(ExpectInvalidArgument([] { ValidateOptions("hubspot", {{"api_version", "59.0"}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"api_version", "59.0"}}); }),
 	          "unknown option \"api_version\" for kind hubspot (known: batch_size, max_concurrency, rate_limit, "
 	          "timeout_ms, headers)");
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("salesforce", {{"api_version", "59.0/../x"}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("salesforce", {{"api_version", "59.0/../x"}}); })
 	              .find("api_version"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("salesforce", {{"api_version", 59}}); }).find("api_version"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("salesforce", {{"api_version", 59}}); }).find("api_version"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("salesforce", {{"model", "gpt"}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("salesforce", {{"model", "gpt"}}); })
 	              .find("unknown option \"model\" for kind salesforce (known: batch_size, max_concurrency, rate_limit, "
 	                    "timeout_ms, headers, api_version)"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("openai", {{"model", ""}}); }).find("model"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("openai", {{"model", ""}}); }).find("model"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("hubspot", Json::array()); }).find("JSON object"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", Json::array()); }).find("JSON object"),
 	          std::string::npos);
-	EXPECT_NE(ExpectInvalidArgument([] { ValidateOptions("zendesk", Json::object()); }).find("unknown endpoint kind"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("zendesk", Json::object()); }).find("unknown endpoint kind"),
 	          std::string::npos);
 }
 
@@ -481,7 +428,7 @@ TEST_F(HubSpotTest, SuccessMatchesIdsByEchoedPropertyCaseInsensitively)
 	// Out of order, and HubSpot lower-cases emails.
 	auto result = connector->ParseResult(
 	    calls[0], changes,
-	    Response(200, R"({"status":"COMPLETE","results":[
+	    Answer(200, R"({"status":"COMPLETE","results":[
 	        {"id":"702","properties":{"email":"bob@example.com"},"new":true},
 	        {"id":"701","properties":{"email":"ada@example.com"},"new":false}]})"));
 	EXPECT_EQ(result.http_status, 200);
@@ -498,11 +445,11 @@ TEST_F(HubSpotTest, SuccessFallsBackToOrderWithoutEchoedProperty)
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "a"), MakeChange(2, Op::Update, "b")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	auto result = connector->ParseResult(calls[0], changes,
-	                                     Response(201, R"({"results":[{"id":"11","properties":{}},{"id":12}]})"));
+	                                     Answer(201, R"({"results":[{"id":"11","properties":{}},{"id":12}]})"));
 	EXPECT_EQ(result.results[0].remote_id, "11");
 	EXPECT_EQ(result.results[1].remote_id, "12");
 	// A 200 whose body we cannot read still means the batch landed.
-	result = connector->ParseResult(calls[0], changes, Response(200, "not json"));
+	result = connector->ParseResult(calls[0], changes, Answer(200, "not json"));
 	EXPECT_EQ(result.results[1].outcome, Outcome::Delivered);
 }
 
@@ -511,7 +458,7 @@ TEST_F(HubSpotTest, PartialFailure207)
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "a@x.com"), MakeChange(2, Op::Update, "b@x.com"),
 	                               MakeChange(3, Op::Update, "c@x.com")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
-	auto result = connector->ParseResult(calls[0], changes, Response(207, R"({
+	auto result = connector->ParseResult(calls[0], changes, Answer(207, R"({
 	    "status":"COMPLETE",
 	    "results":[{"id":"901","properties":{"email":"a@x.com"}},{"id":"903","properties":{"email":"c@x.com"}}],
 	    "numErrors":1,
@@ -532,7 +479,7 @@ TEST_F(HubSpotTest, PartialFailureWithUnattributedErrorRetriesTheUncertain)
 {
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "a@x.com"), MakeChange(2, Op::Update, "b@x.com")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
-	auto result = connector->ParseResult(calls[0], changes, Response(207, R"({
+	auto result = connector->ParseResult(calls[0], changes, Answer(207, R"({
 	    "results":[{"id":"901","properties":{"email":"a@x.com"}}],
 	    "errors":[{"status":"error","message":"something odd"}]})"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
@@ -545,12 +492,12 @@ TEST_F(HubSpotTest, ArchiveResults)
 	std::vector<Change> changes = {MakeChange(1, Op::Delete, "a", {}, "501"), MakeChange(2, Op::Delete, "b", {}, "502")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	ASSERT_EQ(calls.size(), 1u);
-	auto result = connector->ParseResult(calls[0], changes, Response(204, ""));
+	auto result = connector->ParseResult(calls[0], changes, Answer(204, ""));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
 	EXPECT_EQ(result.results[1].outcome, Outcome::Delivered);
 	result = connector->ParseResult(
 	    calls[0], changes,
-	    Response(207, R"({"errors":[{"message":"not allowed","context":{"ids":["502"]}}]})"));
+	    Answer(207, R"({"errors":[{"message":"not allowed","context":{"ids":["502"]}}]})"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
 	EXPECT_EQ(result.results[1].outcome, Outcome::Dead);
 	EXPECT_EQ(result.results[1].error, "not allowed");
@@ -562,7 +509,7 @@ TEST_F(HubSpotTest, CallLevelErrors)
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	const Call &call = calls[0];
 
-	auto result = connector->ParseResult(call, changes, Response(400, R"({"status":"error",
+	auto result = connector->ParseResult(call, changes, Answer(400, R"({"status":"error",
 	    "message":"Property values were not valid","category":"VALIDATION_ERROR","correlationId":"abc-123"})"));
 	for (const auto &one : result.results) {
 		EXPECT_EQ(one.outcome, Outcome::Dead);
@@ -571,11 +518,11 @@ TEST_F(HubSpotTest, CallLevelErrors)
 	EXPECT_FALSE(result.endpoint_failure);
 
 	for (long status : {404L, 409L, 422L}) {
-		result = connector->ParseResult(call, changes, Response(status, R"({"status":"error","message":"nope"})"));
+		result = connector->ParseResult(call, changes, Answer(status, R"({"status":"error","message":"nope"})"));
 		EXPECT_EQ(result.results[0].outcome, Outcome::Dead) << status;
 	}
 
-	result = connector->ParseResult(call, changes, Response(429, R"({"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"})",
+	result = connector->ParseResult(call, changes, Answer(429, R"({"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"})",
 	                                                        {{"retry-after", "10"}}));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_EQ(result.results[1].retry_after_ms, 10000);
@@ -583,16 +530,16 @@ TEST_F(HubSpotTest, CallLevelErrors)
 	EXPECT_TRUE(result.endpoint_failure);
 	EXPECT_FALSE(result.stop_endpoint);
 
-	result = connector->ParseResult(call, changes, Response(429, R"({"status":"error","message":"daily limit","policyName":"DAILY"})"));
+	result = connector->ParseResult(call, changes, Answer(429, R"({"status":"error","message":"daily limit","policyName":"DAILY"})"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.stop_endpoint);
 	EXPECT_EQ(result.retry_after_ms, -1);
 
-	result = connector->ParseResult(call, changes, Response(423, R"({"status":"error","message":"locked"})"));
+	result = connector->ParseResult(call, changes, Answer(423, R"({"status":"error","message":"locked"})"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_FALSE(result.endpoint_failure);
 
-	result = connector->ParseResult(call, changes, Response(502, "<html>bad gateway</html>"));
+	result = connector->ParseResult(call, changes, Answer(502, "<html>bad gateway</html>"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.endpoint_failure);
 	EXPECT_EQ(result.results[0].error, "HTTP 502: <html>bad gateway</html>");
@@ -606,7 +553,7 @@ TEST_F(HubSpotTest, CallLevelErrors)
 	EXPECT_NE(result.error.find("Connection refused"), std::string::npos);
 
 	for (long status : {401L, 403L}) {
-		result = connector->ParseResult(call, changes, Response(status, R"({"status":"error","message":"Authentication credentials not found."})"));
+		result = connector->ParseResult(call, changes, Answer(status, R"({"status":"error","message":"Authentication credentials not found."})"));
 		EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 		EXPECT_EQ(result.results[0].error.rfind("authentication failed", 0), 0u) << result.results[0].error;
 	}
@@ -638,7 +585,7 @@ TEST_F(SalesforceTest, TokenRequestRejectsBadSecretWithoutQuotingIt)
 {
 	for (const char *secret : {"plain-TOPSECRET", R"({"client_id":"x"})", R"({"client_secret":"TOPSECRET"})", ""}) {
 		endpoint.secret = secret;
-		std::string message = ExpectInvalidArgument([&] { BuildSalesforceTokenRequest(endpoint); });
+		std::string message = ExpectThrows<std::invalid_argument>([&] { BuildSalesforceTokenRequest(endpoint); });
 		EXPECT_NE(message.find("client_id"), std::string::npos) << message;
 		EXPECT_EQ(message.find("TOPSECRET"), std::string::npos) << message;
 	}
@@ -646,19 +593,19 @@ TEST_F(SalesforceTest, TokenRequestRejectsBadSecretWithoutQuotingIt)
 
 TEST_F(SalesforceTest, ParseToken)
 {
-	SalesforceToken token = ParseSalesforceToken(Response(200, R"({"access_token":"00D!abc",
+	SalesforceToken token = ParseSalesforceToken(Answer(200, R"({"access_token":"00D!abc",
 	    "instance_url":"https://acme.my.salesforce.com/","token_type":"Bearer","issued_at":"1"})"));
 	EXPECT_EQ(token.access_token, "00D!abc");
 	EXPECT_EQ(token.instance_url, "https://acme.my.salesforce.com");
 
 	try {
-		ParseSalesforceToken(Response(400, R"({"error":"invalid_client","error_description":"invalid client credentials"})"));
+		ParseSalesforceToken(Answer(400, R"({"error":"invalid_client","error_description":"invalid client credentials"})"));
 		FAIL() << "expected runtime_error";
 	} catch (const std::runtime_error &e) {
 		EXPECT_STREQ(e.what(), "salesforce token request failed (HTTP 400): invalid_client - invalid client credentials");
 	}
 	try {
-		ParseSalesforceToken(Response(200, R"({"access_token":"LIVE-TOKEN"})"));
+		ParseSalesforceToken(Answer(200, R"({"access_token":"LIVE-TOKEN"})"));
 		FAIL() << "expected runtime_error";
 	} catch (const std::runtime_error &e) {
 		EXPECT_EQ(std::string(e.what()).find("LIVE-TOKEN"), std::string::npos);
@@ -671,7 +618,7 @@ TEST_F(SalesforceTest, ParseToken)
 TEST_F(SalesforceTest, TokenInstanceUrlMustPassTheHostPolicy)
 {
 	auto answer = [](const std::string &instance) {
-		return Response(200, R"({"access_token":"LIVE-TOKEN","instance_url":")" + instance + R"("})");
+		return Answer(200, R"({"access_token":"LIVE-TOKEN","instance_url":")" + instance + R"("})");
 	};
 	auto refused = [&](const std::string &instance, const std::string &allowed, const std::string &why) {
 		try {
@@ -702,7 +649,7 @@ TEST_F(SalesforceTest, TokenInstanceUrlMustPassTheHostPolicy)
 TEST_F(SalesforceTest, ErrorExcerptsAreMasked)
 {
 	try {
-		ParseSalesforceToken(Response(500, R"(upstream said: client_secret=abc123&password=hunter2 via https://idp.example/x/y)"));
+		ParseSalesforceToken(Answer(500, R"(upstream said: client_secret=abc123&password=hunter2 via https://idp.example/x/y)"));
 		FAIL() << "expected runtime_error";
 	} catch (const std::runtime_error &e) {
 		std::string text = e.what();
@@ -771,7 +718,7 @@ TEST_F(SalesforceTest, DeleteRequestShape)
 	EXPECT_EQ(calls[0].request.body, "");
 	EXPECT_EQ(SkippedChanges(changes, calls), std::vector<size_t>({1}));
 
-	auto result = connector->ParseResult(calls[0], changes, Response(200, R"([
+	auto result = connector->ParseResult(calls[0], changes, Answer(200, R"([
 	    {"id":"003A","success":true,"errors":[]},
 	    {"id":"003C","success":false,"errors":[{"statusCode":"ENTITY_IS_DELETED","message":"entity is deleted","fields":[]}]}])"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
@@ -786,7 +733,7 @@ TEST_F(SalesforceTest, PerRecordResults)
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "C-1"), MakeChange(2, Op::Update, "C-2"),
 	                               MakeChange(3, Op::Update, "C-3"), MakeChange(4, Op::Update, "C-4")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
-	auto result = connector->ParseResult(calls[0], changes, Response(200, R"([
+	auto result = connector->ParseResult(calls[0], changes, Answer(200, R"([
 	    {"id":"003000000000001","success":true,"created":true,"errors":[]},
 	    {"success":false,"created":false,"errors":[{"statusCode":"REQUIRED_FIELD_MISSING",
 	        "message":"Required fields are missing: [LastName]","fields":["LastName","Account"]}]},
@@ -801,7 +748,7 @@ TEST_F(SalesforceTest, PerRecordResults)
 	EXPECT_EQ(result.results[3].outcome, Outcome::Retry); // no result for it at all
 	EXPECT_FALSE(result.refresh_auth);
 
-	result = connector->ParseResult(calls[0], changes, Response(200, R"({"unexpected":true})"));
+	result = connector->ParseResult(calls[0], changes, Answer(200, R"({"unexpected":true})"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 }
 
@@ -810,14 +757,14 @@ TEST_F(SalesforceTest, InvalidSessionAsksForANewToken)
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "C-1"), MakeChange(2, Op::Update, "C-2")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	auto result = connector->ParseResult(calls[0], changes,
-	                                     Response(401, R"([{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}])"));
+	                                     Answer(401, R"([{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}])"));
 	EXPECT_TRUE(result.refresh_auth);
 	EXPECT_FALSE(result.endpoint_failure);
 	EXPECT_EQ(result.http_status, 401);
 	for (const auto &one : result.results)
 		EXPECT_EQ(one.outcome, Outcome::Retry);
 
-	result = connector->ParseResult(calls[0], changes, Response(401, R"([{"message":"nope","errorCode":"OTHER"}])"));
+	result = connector->ParseResult(calls[0], changes, Answer(401, R"([{"message":"nope","errorCode":"OTHER"}])"));
 	EXPECT_FALSE(result.refresh_auth);
 	EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 }
@@ -827,7 +774,7 @@ TEST_F(SalesforceTest, RequestLimitExceededIsARateLimit)
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "C-1")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	auto result = connector->ParseResult(calls[0], changes,
-	                                     Response(403, R"([{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}])",
+	                                     Answer(403, R"([{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}])",
 	                                              {{"retry-after", "60"}}));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.endpoint_failure);
@@ -835,7 +782,7 @@ TEST_F(SalesforceTest, RequestLimitExceededIsARateLimit)
 	EXPECT_EQ(result.results[0].error, "HTTP 403 REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.");
 
 	result = connector->ParseResult(calls[0], changes,
-	                                Response(403, R"([{"message":"insufficient access","errorCode":"INSUFFICIENT_ACCESS"}])"));
+	                                Answer(403, R"([{"message":"insufficient access","errorCode":"INSUFFICIENT_ACCESS"}])"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 }
 
@@ -843,13 +790,13 @@ TEST_F(SalesforceTest, OtherCallLevelErrors)
 {
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "C-1")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
-	auto result = connector->ParseResult(calls[0], changes, Response(400, R"([{"message":"No such column 'Foo__c' on sobject of type Contact","errorCode":"INVALID_FIELD","fields":["Foo__c"]}])"));
+	auto result = connector->ParseResult(calls[0], changes, Answer(400, R"([{"message":"No such column 'Foo__c' on sobject of type Contact","errorCode":"INVALID_FIELD","fields":["Foo__c"]}])"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 	EXPECT_EQ(result.results[0].error,
 	          "HTTP 400 INVALID_FIELD: No such column 'Foo__c' on sobject of type Contact (fields: Foo__c)");
 	EXPECT_FALSE(result.endpoint_failure);
 
-	result = connector->ParseResult(calls[0], changes, Response(503, R"([{"message":"down","errorCode":"SERVER_UNAVAILABLE"}])"));
+	result = connector->ParseResult(calls[0], changes, Answer(503, R"([{"message":"down","errorCode":"SERVER_UNAVAILABLE"}])"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.endpoint_failure);
 
@@ -878,9 +825,9 @@ TEST_F(WebhookTest, StandardWebhooksVector)
 	EXPECT_EQ(StandardWebhookSignature("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
 	                                   "1614265330", "{\"test\": 2432232314}"),
 	          "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-	EXPECT_EQ(ExpectInvalidArgument([] { StandardWebhookSignature("whsec_not base64!", "i", "1", "b"); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { StandardWebhookSignature("whsec_not base64!", "i", "1", "b"); }),
 	          "webhook secret must be whsec_<base64>");
-	EXPECT_EQ(ExpectInvalidArgument([] { StandardWebhookSignature("whsec_", "i", "1", "b"); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { StandardWebhookSignature("whsec_", "i", "1", "b"); }),
 	          "webhook secret must be whsec_<base64>");
 }
 
@@ -962,7 +909,7 @@ TEST_F(WebhookTest, MalformedSecretIsRejected)
 {
 	endpoint.secret = "whsec_***not-base64***";
 	std::string message =
-	    ExpectInvalidArgument([&] { connector->BuildCalls(endpoint, route, {MakeChange(1, Op::Insert, "1")}, auth); });
+	    ExpectThrows<std::invalid_argument>([&] { connector->BuildCalls(endpoint, route, {MakeChange(1, Op::Insert, "1")}, auth); });
 	EXPECT_EQ(message, "webhook secret must be whsec_<base64>");
 }
 
@@ -972,19 +919,19 @@ TEST_F(WebhookTest, Results)
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	const Call &call = calls[0];
 	for (long status : {200L, 201L, 202L, 204L})
-		EXPECT_EQ(connector->ParseResult(call, changes, Response(status, "")).results[0].outcome, Outcome::Delivered);
+		EXPECT_EQ(connector->ParseResult(call, changes, Answer(status, "")).results[0].outcome, Outcome::Delivered);
 
-	auto result = connector->ParseResult(call, changes, Response(410, "gone"));
+	auto result = connector->ParseResult(call, changes, Answer(410, "gone"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 	EXPECT_TRUE(result.disable_route);
 	EXPECT_NE(result.error.find("410"), std::string::npos);
 
-	result = connector->ParseResult(call, changes, Response(429, "slow down", {{"retry-after", "30"}}));
+	result = connector->ParseResult(call, changes, Answer(429, "slow down", {{"retry-after", "30"}}));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_EQ(result.results[0].retry_after_ms, 30000);
 	EXPECT_TRUE(result.endpoint_failure);
 
-	result = connector->ParseResult(call, changes, Response(503, ""));
+	result = connector->ParseResult(call, changes, Answer(503, ""));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.endpoint_failure);
 	EXPECT_EQ(result.results[0].error, "HTTP 503");
@@ -993,11 +940,11 @@ TEST_F(WebhookTest, Results)
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.endpoint_failure);
 
-	result = connector->ParseResult(call, changes, Response(408, ""));
+	result = connector->ParseResult(call, changes, Answer(408, ""));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 
 	std::string long_body = "invalid payload: " + std::string(1000, 'z');
-	result = connector->ParseResult(call, changes, Response(400, long_body));
+	result = connector->ParseResult(call, changes, Answer(400, long_body));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 	EXPECT_FALSE(result.disable_route);
 	EXPECT_EQ(result.results[0].error.rfind("HTTP 400: invalid payload: zzz", 0), 0u);
@@ -1028,31 +975,31 @@ TEST(OpenAI, ChatRequestShape)
 
 TEST(OpenAI, ChatResults)
 {
-	ChatResult result = ParseChatResult(Response(200, R"({"id":"chatcmpl-1","choices":[{"index":0,
+	ChatResult result = ParseChatResult(Answer(200, R"({"id":"chatcmpl-1","choices":[{"index":0,
 	    "message":{"role":"assistant","content":"{\"score\": 87, \"segment\": \"smb\"}"},"finish_reason":"stop"}]})"));
 	EXPECT_EQ(result.outcome, Outcome::Delivered);
 	EXPECT_EQ(result.content["score"], 87);
 	EXPECT_EQ(result.content["segment"], "smb");
 
-	result = ParseChatResult(Response(200, R"({"choices":[{"message":{"content":"not json"}}]})"));
+	result = ParseChatResult(Answer(200, R"({"choices":[{"message":{"content":"not json"}}]})"));
 	EXPECT_EQ(result.outcome, Outcome::Retry);
 
-	result = ParseChatResult(Response(429, R"({"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}})"));
+	result = ParseChatResult(Answer(429, R"({"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}})"));
 	EXPECT_EQ(result.outcome, Outcome::Dead);
 	EXPECT_TRUE(result.stop_endpoint);
 	EXPECT_NE(result.error.find("exceeded your current quota"), std::string::npos);
 
-	result = ParseChatResult(Response(429, R"({"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}})",
+	result = ParseChatResult(Answer(429, R"({"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}})",
 	                                  {{"retry-after", "2"}}));
 	EXPECT_EQ(result.outcome, Outcome::Retry);
 	EXPECT_FALSE(result.stop_endpoint);
 	EXPECT_TRUE(result.endpoint_failure);
 	EXPECT_EQ(result.retry_after_ms, 2000);
 
-	EXPECT_EQ(ParseChatResult(Response(500, "")).outcome, Outcome::Retry);
+	EXPECT_EQ(ParseChatResult(Answer(500, "")).outcome, Outcome::Retry);
 	EXPECT_EQ(ParseChatResult(HttpResponse()).outcome, Outcome::Retry);
-	EXPECT_EQ(ParseChatResult(Response(401, R"({"error":{"message":"Incorrect API key"}})")).outcome, Outcome::Dead);
-	EXPECT_EQ(ParseChatResult(Response(400, R"({"error":{"message":"bad"}})")).outcome, Outcome::Dead);
+	EXPECT_EQ(ParseChatResult(Answer(401, R"({"error":{"message":"Incorrect API key"}})")).outcome, Outcome::Dead);
+	EXPECT_EQ(ParseChatResult(Answer(400, R"({"error":{"message":"bad"}})")).outcome, Outcome::Dead);
 }
 
 } // namespace

@@ -17,11 +17,13 @@
 
 #include "connectors/pull.h"
 #include "delivery/dispatcher.h"
+#include "fixtures.h"
 #include "test_server.h"
 
 namespace switchboard {
 namespace {
 
+using namespace test_support;
 using test_support::ScriptedServer;
 using test_support::ServerReply;
 using test_support::ServerRequest;
@@ -38,31 +40,6 @@ UnixMsNow()
 {
 	return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
 	    .count();
-}
-
-Endpoint
-MakeEndpoint(const std::string &name, const std::string &kind, const std::string &base_url,
-             const std::string &secret, Json options = Json::object())
-{
-	Endpoint endpoint;
-	endpoint.name = name;
-	endpoint.kind = kind;
-	endpoint.base_url = base_url;
-	endpoint.secret = secret;
-	endpoint.options = std::move(options);
-	return endpoint;
-}
-
-Route
-MakeRoute(const std::string &name, const std::string &remote_object, const std::string &match_remote,
-          const std::string &on_delete = "ignore")
-{
-	Route route;
-	route.name = name;
-	route.remote_object = remote_object;
-	route.match_remote = match_remote;
-	route.on_delete = on_delete;
-	return route;
 }
 
 Change
@@ -209,8 +186,8 @@ TEST_F(DispatcherTest, HubSpotBatchesInCallsOfAtMost100)
 {
 	server.On("/crm/v3/objects/contacts/batch/upsert", HubSpotUpsertOk);
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 250))};
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 250))};
 
 	auto deliveries = Deliver(dispatcher, batches);
 
@@ -251,8 +228,8 @@ TEST_F(DispatcherTest, HubSpot207FailsOnlyTheNamedInput)
 		return JsonReply(207, {{"status", "COMPLETE"}, {"results", Json::array()}, {"errors", {error}}});
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 3))};
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
 
 	auto by_id = ById(Deliver(dispatcher, batches));
 
@@ -275,8 +252,8 @@ TEST_F(DispatcherTest, ServerErrorBacksOffAndDefersTheRest)
 		return JsonReply(503, {{"status", "error"}, {"message", "service down"}, {"category", "UNAVAILABLE"}});
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}});
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 3))};
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}}, "hs");
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
 
 	int64_t before = UnixMsNow();
 	auto by_id = ById(Deliver(dispatcher, batches));
@@ -343,8 +320,8 @@ TEST_F(DispatcherTest, TooManyRequestsHonoursRetryAfterAndPenalizesTheLimiter)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 2}});
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 2))};
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 2}}, "hs");
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))};
 
 	auto deliveries = Deliver(dispatcher, batches);
 	int limited = 0;
@@ -382,8 +359,8 @@ TEST_F(DispatcherTest, DailyQuotaStopsTheEndpointForAnHour)
 		return JsonReply(429, {{"status", "error"}, {"message", "daily limit reached"}, {"policyName", "DAILY"}});
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}});
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 3))};
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}}, "hs");
+	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
 
 	auto deliveries = Deliver(dispatcher, batches);
 	EXPECT_EQ(server.RequestCount(), 1u);
@@ -407,8 +384,8 @@ TEST_F(DispatcherTest, RateLimitNeverExceededWithinAWindow)
 {
 	server.On("/hook", [](const ServerRequest &) { return ServerReply(); });
 	Dispatcher dispatcher(&client);
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"rate_limit", "5/1s"}});
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 12))};
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", {{"rate_limit", "5/1s"}}, "wh");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 12))};
 
 	auto start = SteadyClock::now();
 	auto deliveries = Deliver(dispatcher, batches);
@@ -434,8 +411,8 @@ TEST_F(DispatcherTest, RateLimitDefersWhatCannotBeSentWithinMaxWait)
 {
 	server.On("/hook", [](const ServerRequest &) { return ServerReply(); });
 	Dispatcher dispatcher(&client);
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"rate_limit", "5/1s"}});
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 12))};
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", {{"rate_limit", "5/1s"}}, "wh");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 12))};
 	DispatchOptions options;
 	options.max_wait_ms = 200;
 
@@ -470,8 +447,8 @@ TEST_F(DispatcherTest, MaxConcurrencyBoundsRequestsInFlight)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"max_concurrency", 2}});
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 6))};
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", {{"max_concurrency", 2}}, "wh");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 6))};
 
 	auto start = SteadyClock::now();
 	for (const auto &delivery : Deliver(dispatcher, batches))
@@ -489,11 +466,11 @@ protected:
 	const std::string kSecret = R"({"client_id":"cid-1","client_secret":"s3cr3t-value"})";
 	const std::string kDataPath = "/inst/services/data/v59.0/composite/sobjects/Contact/Email__c";
 
-	Endpoint SalesforceEndpoint() { return MakeEndpoint("sf", "salesforce", server.Url("/login"), kSecret); }
+	Endpoint SalesforceEndpoint() { return MakeEndpoint("salesforce", server.Url("/login"), kSecret, Json::object(), "sf"); }
 
 	std::vector<RouteBatch> Batches()
 	{
-		return {MakeBatch(SalesforceEndpoint(), MakeRoute("sf_contacts", "Contact", "Email__c"), MakeChanges(1, 3))};
+		return {MakeBatch(SalesforceEndpoint(), MakeRoute("Contact", "Email__c", "ignore", "sf_contacts"), MakeChanges(1, 3))};
 	}
 
 	// Tokens "tok-1", "tok-2", ... in order of request.
@@ -641,8 +618,8 @@ TEST_F(DispatcherTest, Webhook410KillsTheChangeAndDisablesTheRoute)
 	});
 	Dispatcher dispatcher(&client);
 	// Webhook URLs often carry their credential in the path.
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook/T0KEN-in-path"), "", {{"max_concurrency", 1}});
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 3))};
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook/T0KEN-in-path"), "", {{"max_concurrency", 1}}, "wh");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 3))};
 	std::vector<RouteAction> actions;
 
 	auto deliveries = Deliver(dispatcher, batches, DispatchOptions(), Never(), &actions);
@@ -676,10 +653,10 @@ TEST_F(DispatcherTest, WebhookIsSignedAtSendTimeWithAStableId)
 	std::atomic<int64_t> now{1700000000123};
 	Dispatcher dispatcher(&client, [&] { return now.load(); });
 	const std::string secret = "whsec_c3dpdGNoYm9hcmQtZGlzcGF0Y2hlci10ZXN0LWtleSE=";
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), secret);
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), secret, Json::object(), "wh");
 	Change change = MakeChange(7, "k7");
 	change.occurred_at_ms = 1700000000123 - 3600 * 1000; // captured an hour before sending
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), {change})};
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), {change})};
 
 	EXPECT_EQ(Deliver(dispatcher, batches)[0].outcome, Outcome::Delivered);
 	now = 1700000100456; // the retry, 100 s later
@@ -713,11 +690,11 @@ TEST_F(DispatcherTest, DeletesThatAreNotSentAreSkipped)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 	std::vector<RouteBatch> batches = {
-	    MakeBatch(hubspot, MakeRoute("keep", "contacts", "email", "ignore"),
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "keep"),
 	              {MakeChange(1, "a@x.com"), MakeChange(2, "b@x.com", Op::Delete, "55")}),
-	    MakeBatch(hubspot, MakeRoute("mirror", "contacts", "email", "delete"),
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "delete", "mirror"),
 	              {MakeChange(3, "c@x.com", Op::Delete), MakeChange(4, "d@x.com", Op::Delete, "77")}),
 	};
 
@@ -745,8 +722,8 @@ TEST_F(DispatcherTest, ShouldStopDefersWhatIsNotInFlight)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "", {{"max_concurrency", 1}});
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 4))};
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", {{"max_concurrency", 1}}, "wh");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 4))};
 	std::atomic<int> stop_checks{0};
 	auto should_stop = [&] {
 		stop_checks++;
@@ -787,11 +764,11 @@ TEST_F(DispatcherTest, DroppedConnectionAndTimeoutAreRetriedWithStatusZero)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint dropper = MakeEndpoint("dropper", "webhook", server.Url("/drop"), "");
-	Endpoint sleeper = MakeEndpoint("sleeper", "webhook", server.Url("/slow"), "", {{"timeout_ms", 300}});
+	Endpoint dropper = MakeEndpoint("webhook", server.Url("/drop"), "", Json::object(), "dropper");
+	Endpoint sleeper = MakeEndpoint("webhook", server.Url("/slow"), "", {{"timeout_ms", 300}}, "sleeper");
 	std::vector<RouteBatch> batches = {
-	    MakeBatch(dropper, MakeRoute("dropped", "contact", "id"), {MakeChange(1, "k1")}),
-	    MakeBatch(sleeper, MakeRoute("slow", "contact", "id"), {MakeChange(2, "k2")}),
+	    MakeBatch(dropper, MakeRoute("contact", "id", "ignore", "dropped"), {MakeChange(1, "k1")}),
+	    MakeBatch(sleeper, MakeRoute("contact", "id", "ignore", "slow"), {MakeChange(2, "k2")}),
 	};
 
 	auto start = SteadyClock::now();
@@ -819,8 +796,8 @@ TEST_F(DispatcherTest, EmptyInputReturnsNothing)
 {
 	Dispatcher dispatcher(&client);
 	EXPECT_TRUE(Deliver(dispatcher, {}).empty());
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "");
-	EXPECT_TRUE(Deliver(dispatcher, {MakeBatch(webhook, MakeRoute("events", "contact", "id"), {})}).empty());
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", Json::object(), "wh");
+	EXPECT_TRUE(Deliver(dispatcher, {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), {})}).empty());
 	EXPECT_EQ(server.RequestCount(), 0u);
 }
 
@@ -868,7 +845,7 @@ TEST_F(DispatcherTest, FetchSendsWithTheEndpointSecretAndCountsRequests)
 	server.On("/crm/v3/objects/contacts", [](const ServerRequest &) { return JsonReply(200, {{"results", Json::array()}}); });
 	server.On("/crm/v3/objects/nothing", [](const ServerRequest &) { return JsonReply(404, {{"message", "no such object"}}); });
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 	const int64_t before = UnixMsNow();
 	Auth seen;
 	auto build = [&](const Auth &auth) {
@@ -910,7 +887,7 @@ TEST_F(DispatcherTest, FetchHonoursTheBreakerWithoutSending)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 
 	HttpResponse first = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
 	EXPECT_EQ(first.status, 503);
@@ -943,10 +920,10 @@ TEST_F(DispatcherTest, ConcurrentFailuresAreOneBreakerStep)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"max_concurrency", 4}});
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"max_concurrency", 4}}, "hs");
 	std::vector<RouteBatch> batches;
 	for (int i = 0; i < 4; i++)
-		batches.push_back(MakeBatch(hubspot, MakeRoute("r" + std::to_string(i), "contacts", "email"), MakeChanges(1 + i, 1)));
+		batches.push_back(MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "r" + std::to_string(i)), MakeChanges(1 + i, 1)));
 	const int64_t before = UnixMsNow();
 	auto deliveries = Deliver(dispatcher, batches);
 	EXPECT_EQ(server.RequestCount(), 4u);
@@ -970,9 +947,9 @@ TEST_F(DispatcherTest, TooManyRequestsWithRetryAfterDoesNotTripTheBreaker)
 		return JsonReply(429, {{"status", "error"}, {"policyName", "TEN_SECONDLY_ROLLING"}}, {{"Retry-After", "1"}});
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"max_concurrency", 1}});
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"max_concurrency", 1}}, "hs");
 	for (int round = 0; round < 3; round++) {
-		std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 2))};
+		std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))};
 		DispatchOptions options;
 		options.max_wait_ms = 0; // one request per round
 		std::vector<RouteAction> actions;
@@ -995,7 +972,7 @@ TEST_F(DispatcherTest, FetchTooManyRequestsHonoursRetryAfter)
 		                 {{"Retry-After", "3"}});
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 
 	HttpResponse response = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
 	EXPECT_EQ(response.status, 429);
@@ -1013,7 +990,7 @@ TEST_F(DispatcherTest, FetchWaitsForTheRateLimitOrGivesUp)
 {
 	server.On("/crm/", [](const ServerRequest &) { return JsonReply(200, {{"results", Json::array()}}); });
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret", {{"rate_limit", "2/1s"}});
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"rate_limit", "2/1s"}}, "hs");
 	auto get = SignedGet(server.Url("/crm/v3/objects/contacts"));
 
 	EXPECT_EQ(dispatcher.Fetch(hubspot, get, 5000, 3000, Never()).status, 200);
@@ -1045,7 +1022,7 @@ TEST_F(DispatcherTest, FetchPacesHubSpotSearchesButNotOtherRequests)
 {
 	server.On("/crm/", [](const ServerRequest &) { return JsonReply(200, {{"results", Json::array()}}); });
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 
 	auto started = SteadyClock::now();
 	for (int i = 0; i < 5; ++i)
@@ -1102,7 +1079,7 @@ TEST_F(DispatcherTest, FetchShouldStopAbandonsTheRequestAndLaterCallsIgnoreItsAn
 	});
 	server.On("/crm/v3/objects/contacts/batch/upsert", HubSpotUpsertOk);
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 
 	auto started = SteadyClock::now();
 	HttpResponse abandoned = dispatcher.Fetch(hubspot, SignedGet(server.Url("/slow")), 5000, 1000, StopAfter(100));
@@ -1120,7 +1097,7 @@ TEST_F(DispatcherTest, FetchShouldStopAbandonsTheRequestAndLaterCallsIgnoreItsAn
 
 	// Deliver on the same client is unaffected.
 	for (const auto &delivery :
-	     Deliver(dispatcher, {MakeBatch(hubspot, MakeRoute("contacts", "contacts", "email"), MakeChanges(1, 2))}))
+	     Deliver(dispatcher, {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))}))
 		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
 }
 
@@ -1240,8 +1217,8 @@ TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
 		return JsonReply(200, answer);
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
-	Route route = MakeRoute("contacts", "contacts", "email");
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
+	Route route = MakeRoute("contacts", "email", "ignore", "contacts");
 
 	PullCursor cursor = InitialPullCursor("hubspot");
 	std::vector<std::string> keys;
@@ -1281,8 +1258,8 @@ TEST_F(DispatcherTest, WebhookRedirectToAnotherHostIsNotFollowedAndFails)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 2))};
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Json::object(), "wh");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 2))};
 
 	for (const auto &delivery : Deliver(dispatcher, batches)) {
 		EXPECT_NE(delivery.outcome, Outcome::Delivered);
@@ -1304,8 +1281,8 @@ TEST_F(DispatcherTest, EchoedCredentialsAndUrlsInErrorsAreMasked)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint webhook = MakeEndpoint("wh", "webhook", server.Url("/hook"), "");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("events", "contact", "id"), MakeChanges(1, 1))};
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", Json::object(), "wh");
+	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 1))};
 
 	auto deliveries = Deliver(dispatcher, batches);
 	ASSERT_EQ(deliveries.size(), 1u);
@@ -1325,7 +1302,7 @@ TEST_F(DispatcherTest, FetchErrorBodyIsMasked)
 		return JsonReply(500, {{"message", "oops"}, {"access_token", "leak-access"}});
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hs", "hubspot", server.Url(""), "hs-secret");
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 	HttpResponse response = dispatcher.Fetch(
 	    hubspot, [&](const Auth &) { return HttpRequest{"GET", server.Url("/crm/v3/objects/contacts"), {}, ""}; }, 5000,
 	    1000, Never());
@@ -1348,7 +1325,7 @@ protected:
 		return HttpClient(options);
 	}
 	std::string Port() { return server.Url("").substr(std::string("http://127.0.0.1:").size()); }
-	Endpoint Salesforce() { return MakeEndpoint("sf", "salesforce", server.Url("/login"), kSecret); }
+	Endpoint Salesforce() { return MakeEndpoint("salesforce", server.Url("/login"), kSecret, Json::object(), "sf"); }
 	void ServeToken(const std::string &instance_url)
 	{
 		server.On("/login/services/oauth2/token", [instance_url](const ServerRequest &) {
@@ -1363,7 +1340,7 @@ TEST_F(DispatcherInstanceUrlTest, InstanceOutsideAllowedHostsIsATokenFailure)
 	ServeToken("http://evil.test:" + Port() + "/inst");
 	HttpClient policed = Policed("127.0.0.1");
 	Dispatcher dispatcher(&policed);
-	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("c", "Contact", "Email__c"), MakeChanges(1, 2))};
+	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 2))};
 	std::vector<RouteAction> ignored;
 	auto deliveries = dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored);
 	ExpectOnePerChange(batches, deliveries);
@@ -1391,7 +1368,7 @@ TEST_F(DispatcherInstanceUrlTest, InstanceMustBeHttpsUnlessLoopback)
 	ServeToken("http://sf.example.com:" + Port() + "/inst");
 	HttpClient policed = Policed("*");
 	Dispatcher dispatcher(&policed);
-	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("c", "Contact", "Email__c"), MakeChanges(1, 1))};
+	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 1))};
 	std::vector<RouteAction> ignored;
 	auto deliveries = dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored);
 	ASSERT_EQ(deliveries.size(), 1u);
@@ -1404,7 +1381,7 @@ TEST_F(DispatcherInstanceUrlTest, LoopbackInstanceInsideAllowedHostsIsUsed)
 	ServeToken(server.Url("/inst"));
 	HttpClient policed = Policed("127.0.0.1");
 	Dispatcher dispatcher(&policed);
-	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("c", "Contact", "Email__c"), MakeChanges(1, 1))};
+	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 1))};
 	std::vector<RouteAction> ignored;
 	for (const auto &delivery : dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored))
 		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;

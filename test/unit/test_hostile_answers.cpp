@@ -11,9 +11,12 @@
 #include "connectors/connector.h"
 #include "connectors/pull.h"
 #include "http/json_limits.h"
+#include "fixtures.h"
 
 namespace switchboard {
 namespace {
+
+using namespace test_support;
 
 const size_t kHostileDepth = 100000;
 
@@ -33,37 +36,6 @@ NestedObjects(size_t depth)
 	text += "1";
 	text += std::string(depth, '}');
 	return text;
-}
-
-HttpResponse
-Answer(long status, const std::string &body)
-{
-	HttpResponse response;
-	response.status = status;
-	response.body = body;
-	return response;
-}
-
-Endpoint
-MakeEndpoint(const std::string &kind, const std::string &secret = "")
-{
-	Endpoint endpoint;
-	endpoint.name = kind + "_hostile";
-	endpoint.kind = kind;
-	endpoint.base_url = "https://remote.example";
-	endpoint.secret = secret;
-	return endpoint;
-}
-
-Route
-MakeRoute(const std::string &object, const std::string &match_remote)
-{
-	Route route;
-	route.name = "hostile";
-	route.remote_object = object;
-	route.match_remote = match_remote;
-	route.on_delete = "delete";
-	return route;
 }
 
 Change
@@ -138,7 +110,7 @@ TEST(HostilePullTest, HubSpotSearchPageWithADeepProperty)
 	                         Nested(kHostileDepth) + R"(,"lastmodifieddate":"2026-11-24T10:00:00.123Z"}}]})";
 	for (PullPhase phase : {PullPhase::Changes, PullPhase::Deletions}) {
 		std::string message = RuntimeErrorOf([&] {
-			ParsePullResponse(MakeEndpoint("hubspot"), MakeRoute("contacts", "email"), phase, PullCursor{"0", ""},
+			ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"), MakeRoute("contacts", "email", "delete"), phase, PullCursor{"0", ""},
 			                  Answer(200, body));
 		});
 		EXPECT_TRUE(Mentions(message, "hubspot pull answer")) << message.substr(0, 300);
@@ -147,7 +119,7 @@ TEST(HostilePullTest, HubSpotSearchPageWithADeepProperty)
 	}
 	// The same depth in an error answer only loses the remote's text.
 	std::string message = RuntimeErrorOf([&] {
-		ParsePullResponse(MakeEndpoint("hubspot"), MakeRoute("contacts", "email"), PullPhase::Changes,
+		ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"), MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 		                  PullCursor{"0", ""}, Answer(400, "{\"message\":" + Nested(kHostileDepth) + "}"));
 	});
 	EXPECT_TRUE(Mentions(message, "hubspot pull failed: HTTP 400")) << message.substr(0, 300);
@@ -159,13 +131,13 @@ TEST(HostilePullTest, SalesforceQueryPageWithADeepField)
 	                         R"("SystemModstamp":"2026-11-24T10:00:00.123+0000","Email__c":"a@x.io","Bio__c":)" +
 	                         NestedObjects(kHostileDepth) + "}]}";
 	std::string message = RuntimeErrorOf([&] {
-		ParsePullResponse(MakeEndpoint("salesforce"), MakeRoute("Contact", "Email__c"), PullPhase::Changes,
+		ParsePullResponse(MakeEndpoint("salesforce", "https://remote.example"), MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes,
 		                  PullCursor{"1970-01-01T00:00:00.000Z", ""}, Answer(200, body));
 	});
 	EXPECT_TRUE(Mentions(message, "salesforce pull answer")) << message.substr(0, 300);
 	EXPECT_TRUE(Mentions(message, "nested deeper than 64 levels")) << message.substr(0, 300);
 	message = RuntimeErrorOf([&] {
-		ParsePullResponse(MakeEndpoint("salesforce"), MakeRoute("Contact", "Email__c"), PullPhase::Changes,
+		ParsePullResponse(MakeEndpoint("salesforce", "https://remote.example"), MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes,
 		                  PullCursor{"1970-01-01T00:00:00.000Z", ""}, Answer(500, "[" + Nested(kHostileDepth) + "]"));
 	});
 	EXPECT_TRUE(Mentions(message, "salesforce pull failed: HTTP 500")) << message.substr(0, 300);
@@ -176,7 +148,7 @@ TEST(HostilePullTest, HugeFlatPageIsRefused)
 	std::string body = R"({"results":[{"id":"1","properties":{"email":")" + std::string(kMaxRemoteJsonBytes, 'x') +
 	                   R"("}}]})";
 	std::string message = RuntimeErrorOf([&] {
-		ParsePullResponse(MakeEndpoint("hubspot"), MakeRoute("contacts", "email"), PullPhase::Changes,
+		ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"), MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 		                  PullCursor{"0", ""}, Answer(200, body));
 	});
 	EXPECT_TRUE(Mentions(message, "larger than 8388608 bytes")) << message.substr(0, 300);
@@ -190,7 +162,7 @@ TEST(HostilePushTest, HubSpotBatchResults)
 	Auth auth;
 	auth.bearer = "pat";
 	std::vector<Change> changes = {Upsert(1, "a@x.io"), Upsert(2, "b@x.io")};
-	auto calls = connector->BuildCalls(MakeEndpoint("hubspot", "pat"), MakeRoute("contacts", "email"), changes, auth);
+	auto calls = connector->BuildCalls(MakeEndpoint("hubspot", "https://remote.example", "pat"), MakeRoute("contacts", "email", "delete"), changes, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	const std::string deep = Nested(kHostileDepth);
 	const std::vector<std::pair<long, std::string>> answers = {
@@ -221,8 +193,8 @@ TEST(HostilePushTest, SalesforceCompositeResults)
 	auth.bearer = "tok";
 	auth.instance_url = "https://acme.my.salesforce.com";
 	std::vector<Change> changes = {Upsert(1, "C-1")};
-	auto calls = connector->BuildCalls(MakeEndpoint("salesforce", R"({"client_id":"i","client_secret":"s"})"),
-	                                   MakeRoute("Contact", "External_Id__c"), changes, auth);
+	auto calls = connector->BuildCalls(MakeEndpoint("salesforce", "https://remote.example", R"({"client_id":"i","client_secret":"s"})"),
+	                                   MakeRoute("Contact", "External_Id__c", "delete"), changes, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	const std::string deep = Nested(kHostileDepth);
 	CallResult result = connector->ParseResult(

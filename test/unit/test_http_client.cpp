@@ -1,5 +1,5 @@
-// Unit tests for the libcurl multi client, against a small HTTP/1.1 server run by the test
-// itself on 127.0.0.1 (POSIX sockets, a thread per connection). Paths select behaviour:
+// Unit tests for the libcurl multi client, against the scripted loopback server of
+// test_server.h (127.0.0.1, a thread per connection). Paths select behaviour:
 //   /echo...        200, body = request body, x-method = request method
 //   /status/N       status N
 //   /sleep/N        answers after N ms
@@ -8,12 +8,6 @@
 //   /drop           closes the connection without answering
 //   /redirect?to=U  302 with Location: U
 #include <gtest/gtest.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +20,7 @@
 #include <vector>
 
 #include "http/http_client.h"
+#include "test_server.h"
 
 namespace switchboard {
 namespace {
@@ -55,195 +50,53 @@ Find(const Headers &headers, const std::string &name)
 	return "<absent>";
 }
 
-struct ReceivedRequest {
-	std::string method;
-	std::string path;
-	std::map<std::string, std::string> headers; // lower-cased names
-	std::string body;
-};
-
-class TestServer {
+// The paths above, on the shared scripted server (test_server.h).
+class TestServer : public test_support::ScriptedServer {
 public:
-	TestServer()
-	{
-		listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
-		EXPECT_GE(listen_fd_, 0);
-		int one = 1;
-		setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		sockaddr_in addr{};
-		addr.sin_family = AF_INET;
-		addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		addr.sin_port = 0; // ephemeral
-		EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)), 0);
-		EXPECT_EQ(listen(listen_fd_, 512), 0);
-		socklen_t len = sizeof(addr);
-		getsockname(listen_fd_, reinterpret_cast<sockaddr *>(&addr), &len);
-		port_ = ntohs(addr.sin_port);
-		acceptor_ = std::thread([this] { AcceptLoop(); });
-	}
-
-	~TestServer()
-	{
-		stop_ = true;
-		acceptor_.join();
-		close(listen_fd_);
-		std::vector<std::thread> connections;
-		{
-			std::lock_guard<std::mutex> lock(mu_);
-			connections.swap(connections_);
-		}
-		for (auto &t : connections)
-			t.join();
-	}
-
-	std::string Url(const std::string &path) const
-	{
-		return "http://127.0.0.1:" + std::to_string(port_) + path;
-	}
-	int port() const { return port_; }
-	int accepted() const { return accepted_.load(); }
-	std::vector<ReceivedRequest> received()
-	{
-		std::lock_guard<std::mutex> lock(mu_);
-		return received_;
-	}
+	TestServer() { On("/", Answer); }
+	std::vector<test_support::ServerRequest> received() { return Requests(); }
 
 private:
-	void AcceptLoop()
+	static test_support::ServerReply Reply(int status, std::string body, Headers headers = {})
 	{
-		while (!stop_) {
-			pollfd pfd{listen_fd_, POLLIN, 0};
-			if (poll(&pfd, 1, 20) <= 0)
-				continue;
-			int fd = accept(listen_fd_, nullptr, nullptr);
-			if (fd < 0)
-				continue;
-			accepted_++;
-			std::lock_guard<std::mutex> lock(mu_);
-			connections_.emplace_back([this, fd] { Serve(fd); });
+		test_support::ServerReply reply;
+		reply.status = status;
+		reply.body = std::move(body);
+		reply.headers = {{"X-Mixed-Case", "Hello World"}}; // header names come back lower-cased
+		for (auto &header : headers)
+			reply.headers.push_back(std::move(header));
+		return reply;
+	}
+
+	static test_support::ServerReply Answer(const test_support::ServerRequest &request)
+	{
+		const std::string &path = request.path;
+		if (path == "/drop") {
+			test_support::ServerReply reply;
+			reply.drop = true;
+			return reply;
 		}
-	}
-
-	// Reads until `buffer` holds at least `want` bytes; false on close, error or stop.
-	bool ReadAtLeast(int fd, std::string &buffer, size_t want)
-	{
-		char chunk[16384];
-		while (buffer.size() < want) {
-			pollfd pfd{fd, POLLIN, 0};
-			if (stop_)
-				return false;
-			if (poll(&pfd, 1, 20) <= 0)
-				continue;
-			ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-			if (n <= 0)
-				return false;
-			buffer.append(chunk, static_cast<size_t>(n));
+		if (path.rfind("/redirect?to=", 0) == 0)
+			return Reply(302, "moved", {{"Location", path.substr(13)}});
+		if (path.rfind("/status/", 0) == 0) {
+			int status = std::stoi(path.substr(8));
+			return Reply(status, "status " + std::to_string(status), {{"Retry-After", "7"}});
 		}
-		return true;
-	}
-
-	static void SendAll(int fd, const std::string &data)
-	{
-		size_t sent = 0;
-		while (sent < data.size()) {
-			ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-			if (n <= 0)
-				return;
-			sent += static_cast<size_t>(n);
+		if (path.rfind("/sleep/", 0) == 0) {
+			test_support::ServerReply reply = Reply(200, "slept");
+			reply.delay_ms = std::stoi(path.substr(7));
+			return reply;
 		}
-	}
-
-	static std::string Response(int status, const std::string &body, const std::string &extra_headers)
-	{
-		return "HTTP/1.1 " + std::to_string(status) + " Whatever\r\nContent-Length: " + std::to_string(body.size()) +
-		       "\r\nX-Mixed-Case: Hello World\r\n" + extra_headers + "\r\n" + body;
-	}
-
-	void Serve(int fd)
-	{
-		std::string buffer;
-		while (!stop_) {
-			// Request line and headers.
-			size_t header_end;
-			while ((header_end = buffer.find("\r\n\r\n")) == std::string::npos) {
-				if (!ReadAtLeast(fd, buffer, buffer.size() + 1)) {
-					close(fd);
-					return;
-				}
-			}
-			ReceivedRequest request;
-			std::string head = buffer.substr(0, header_end);
-			buffer.erase(0, header_end + 4);
-			size_t line_end = head.find("\r\n");
-			std::string request_line = head.substr(0, line_end);
-			size_t sp1 = request_line.find(' ');
-			size_t sp2 = request_line.find(' ', sp1 + 1);
-			request.method = request_line.substr(0, sp1);
-			request.path = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
-			size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
-			while (pos < head.size()) {
-				size_t next = head.find("\r\n", pos);
-				if (next == std::string::npos)
-					next = head.size();
-				std::string line = head.substr(pos, next - pos);
-				size_t colon = line.find(':');
-				if (colon != std::string::npos) {
-					std::string value = line.substr(colon + 1);
-					value.erase(0, value.find_first_not_of(' '));
-					request.headers[Lower(line.substr(0, colon))] = value;
-				}
-				pos = next + 2;
-			}
-			size_t length = 0;
-			if (request.headers.count("content-length"))
-				length = std::stoul(request.headers["content-length"]);
-			if (!ReadAtLeast(fd, buffer, length)) {
-				close(fd);
-				return;
-			}
-			request.body = buffer.substr(0, length);
-			buffer.erase(0, length);
-			{
-				std::lock_guard<std::mutex> lock(mu_);
-				received_.push_back(request);
-			}
-
-			const std::string &path = request.path;
-			if (path == "/drop") {
-				close(fd);
-				return;
-			} else if (path.rfind("/redirect?to=", 0) == 0) {
-				SendAll(fd, Response(302, "moved", "Location: " + path.substr(13) + "\r\n"));
-			} else if (path.rfind("/status/", 0) == 0) {
-				int status = std::stoi(path.substr(8));
-				SendAll(fd, Response(status, "status " + std::to_string(status), "Retry-After: 7\r\n"));
-			} else if (path.rfind("/sleep/", 0) == 0) {
-				auto until = Clock::now() + std::chrono::milliseconds(std::stoi(path.substr(7)));
-				while (!stop_ && Clock::now() < until)
-					std::this_thread::sleep_for(std::chrono::milliseconds(5));
-				SendAll(fd, Response(200, "slept", ""));
-			} else if (path.rfind("/big/", 0) == 0) {
-				SendAll(fd, Response(200, std::string(std::stoul(path.substr(5)), 'x'), ""));
-			} else if (path.rfind("/stream/", 0) == 0) {
-				SendAll(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
-				SendAll(fd, std::string(std::stoul(path.substr(8)), 'y'));
-				close(fd);
-				return;
-			} else {
-				SendAll(fd, Response(200, request.body, "x-method: " + request.method + "\r\n"));
-			}
+		if (path.rfind("/big/", 0) == 0)
+			return Reply(200, std::string(std::stoul(path.substr(5)), 'x'));
+		if (path.rfind("/stream/", 0) == 0) {
+			// No Content-Length: the body ends when the connection closes.
+			test_support::ServerReply reply;
+			reply.raw = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + std::string(std::stoul(path.substr(8)), 'y');
+			return reply;
 		}
-		close(fd);
+		return Reply(200, request.body, {{"x-method", request.method}});
 	}
-
-	int listen_fd_ = -1;
-	int port_ = 0;
-	std::atomic<bool> stop_{false};
-	std::atomic<int> accepted_{0};
-	std::thread acceptor_;
-	std::mutex mu_;
-	std::vector<std::thread> connections_;
-	std::vector<ReceivedRequest> received_;
 };
 
 // Polls until `count` results arrived or `limit_ms` passed.

@@ -10,39 +10,18 @@
 #include <vector>
 
 #include "connectors/pull.h"
+#include "fixtures.h"
 
 namespace switchboard {
 namespace {
+
+using namespace test_support;
 
 // ---- helpers -----------------------------------------------------------------------------
 
 using PullHeader = std::pair<std::string, std::string>;
 
 const int64_t kNov24 = 1795514400123; // 2026-11-24T10:00:00.123Z
-
-Endpoint
-PullEndpoint(const std::string &kind, const std::string &base_url, const std::string &secret,
-             Json options = Json::object())
-{
-	Endpoint endpoint;
-	endpoint.name = kind + "_pull";
-	endpoint.kind = kind;
-	endpoint.base_url = base_url;
-	endpoint.secret = secret;
-	endpoint.options = std::move(options);
-	return endpoint;
-}
-
-Route
-PullRoute(const std::string &remote_object, const std::string &match_remote, const std::string &on_delete = "delete")
-{
-	Route route;
-	route.name = "pull_route";
-	route.remote_object = remote_object;
-	route.match_remote = match_remote;
-	route.on_delete = on_delete;
-	return route;
-}
 
 Auth
 BearerAuth(const std::string &bearer, const std::string &instance_url = "", bool masked = false)
@@ -52,30 +31,6 @@ BearerAuth(const std::string &bearer, const std::string &instance_url = "", bool
 	auth.instance_url = instance_url;
 	auth.masked = masked;
 	return auth;
-}
-
-HttpResponse
-Answer(long status, const std::string &body)
-{
-	HttpResponse response;
-	response.status = status;
-	response.body = body;
-	return response;
-}
-
-HttpResponse
-Answer(const Json &body)
-{
-	return Answer(200, body.dump());
-}
-
-std::string
-Wire(const HttpRequest &request)
-{
-	std::string text = request.method + " " + request.url + "\n";
-	for (const auto &header : request.headers)
-		text += header.first + ": " + header.second + "\n";
-	return text + request.body;
 }
 
 // Independent of UrlEncode: decodes %XX (and nothing else, as UrlEncode never emits '+').
@@ -102,22 +57,6 @@ SoqlOf(const HttpRequest &request)
 	if (q == std::string::npos)
 		return std::string();
 	return PercentDecode(request.url.substr(q + 3));
-}
-
-template <typename E>
-std::string
-ExpectThrows(const std::function<void()> &action)
-{
-	try {
-		action();
-	} catch (const E &e) {
-		return e.what();
-	} catch (const std::exception &e) {
-		ADD_FAILURE() << "wrong exception type: " << e.what();
-		return e.what();
-	}
-	ADD_FAILURE() << "expected an exception";
-	return std::string();
 }
 
 // A HubSpot search/listing result.
@@ -160,19 +99,19 @@ TEST(PullCursorTest, InitialCursorsPerKind)
 TEST(PullCursorTest, WebhookAndOpenAIEndpointsCannotBePulled)
 {
 	for (const char *kind : {"webhook", "openai"}) {
-		Endpoint endpoint = PullEndpoint(kind, "https://example.com/hook", "k");
+		Endpoint endpoint = MakeEndpoint(kind, "https://example.com/hook", "k");
 		std::string message = ExpectThrows<std::invalid_argument>([&] {
-			BuildPullRequest(endpoint, PullRoute("contact", "id"), {}, PullPhase::Changes, PullCursor{"0", ""},
+			BuildPullRequest(endpoint, MakeRoute("contact", "id", "delete"), {}, PullPhase::Changes, PullCursor{"0", ""},
 			                 BearerAuth("k"));
 		});
 		EXPECT_EQ(message, std::string(kind) + " endpoints cannot be pulled");
 		ExpectThrows<std::invalid_argument>([&] {
-			ParsePullResponse(endpoint, PullRoute("contact", "id"), PullPhase::Changes, PullCursor{"0", ""},
+			ParsePullResponse(endpoint, MakeRoute("contact", "id", "delete"), PullPhase::Changes, PullCursor{"0", ""},
 			                  Answer(Json::object()));
 		});
 	}
 	ExpectThrows<std::invalid_argument>([&] {
-		BuildPullRequest(PullEndpoint("ftp", "x", ""), PullRoute("a", "b"), {}, PullPhase::Changes, PullCursor{},
+		BuildPullRequest(MakeEndpoint("ftp", "x", ""), MakeRoute("a", "b", "delete"), {}, PullPhase::Changes, PullCursor{},
 		                 BearerAuth(""));
 	});
 }
@@ -181,11 +120,11 @@ TEST(PullCursorTest, WebhookAndOpenAIEndpointsCannotBePulled)
 
 TEST(PullHubSpotRequestTest, ContactsSearchByteForByte)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com/", "pat-SECRET", {{"headers", {{"X-Team", "crm"}}}});
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com/", "pat-SECRET", {{"headers", {{"X-Team", "crm"}}}});
 	// Duplicates (email twice, the modification field among the mapped ones) are sent once,
 	// in first-seen order, with match_remote and the modification field appended.
 	HttpRequest request =
-	    BuildPullRequest(endpoint, PullRoute("contacts", "email"), {"firstname", "email", "lastmodifieddate", "firstname"},
+	    BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {"firstname", "email", "lastmodifieddate", "firstname"},
 	                     PullPhase::Changes, PullCursor{"1795514400123", ""}, BearerAuth("pat-SECRET"));
 	EXPECT_EQ(request.method, "POST");
 	EXPECT_EQ(request.url, "https://api.hubapi.com/crm/v3/objects/contacts/search");
@@ -200,8 +139,8 @@ TEST(PullHubSpotRequestTest, ContactsSearchByteForByte)
 
 TEST(PullHubSpotRequestTest, OtherObjectsUseHsLastModifiedDateAndPageWithAfter)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
-	HttpRequest request = BuildPullRequest(endpoint, PullRoute("companies", "domain"), {"name"}, PullPhase::Changes,
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("companies", "domain", "delete"), {"name"}, PullPhase::Changes,
 	                                       PullCursor{"1000", "400"}, BearerAuth("pat-SECRET"));
 	EXPECT_EQ(request.url, "https://api.hubapi.com/crm/v3/objects/companies/search");
 	Json body = Json::parse(request.body);
@@ -215,25 +154,25 @@ TEST(PullHubSpotRequestTest, OtherObjectsUseHsLastModifiedDateAndPageWithAfter)
 
 TEST(PullHubSpotRequestTest, MaskedRequestsCarryNoSecret)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
 	for (PullPhase phase : {PullPhase::Changes, PullPhase::Deletions}) {
-		HttpRequest request = BuildPullRequest(endpoint, PullRoute("contacts", "email"), {"firstname"}, phase,
+		HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {"firstname"}, phase,
 		                                       PullCursor{"0", ""}, BearerAuth("pat-SECRET", "", true));
 		EXPECT_EQ(request.headers[0], PullHeader("Authorization", "Bearer ****"));
-		EXPECT_EQ(Wire(request).find("pat-SECRET"), std::string::npos) << Wire(request);
+		EXPECT_EQ(WireText(request).find("pat-SECRET"), std::string::npos) << WireText(request);
 	}
 }
 
 TEST(PullHubSpotRequestTest, ArchivedListingByteForByte)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
-	HttpRequest first = BuildPullRequest(endpoint, PullRoute("contacts", "email"), {"firstname"}, PullPhase::Deletions,
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
+	HttpRequest first = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {"firstname"}, PullPhase::Deletions,
 	                                     PullCursor{"0", ""}, BearerAuth("pat-SECRET"));
 	EXPECT_EQ(first.method, "GET");
 	EXPECT_EQ(first.url, "https://api.hubapi.com/crm/v3/objects/contacts?archived=true&limit=100&properties=email");
 	EXPECT_EQ(first.headers, (Headers{{"Authorization", "Bearer pat-SECRET"}}));
 	EXPECT_EQ(first.body, "");
-	HttpRequest next = BuildPullRequest(endpoint, PullRoute("p_custom", "ext id"), {}, PullPhase::Deletions,
+	HttpRequest next = BuildPullRequest(endpoint, MakeRoute("p_custom", "ext id", "delete"), {}, PullPhase::Deletions,
 	                                    PullCursor{"0", "MTIz=="}, BearerAuth("pat-SECRET"));
 	EXPECT_EQ(next.url,
 	          "https://api.hubapi.com/crm/v3/objects/p_custom?archived=true&limit=100&properties=ext%20id&after=MTIz%3D%3D");
@@ -241,10 +180,10 @@ TEST(PullHubSpotRequestTest, ArchivedListingByteForByte)
 
 TEST(PullHubSpotRequestTest, CursorThatIsNotEpochMillisecondsIsRejected)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
 	for (const char *since : {"", "abc", "2026-11-24T10:00:00Z", "-5"}) {
 		std::string message = ExpectThrows<std::invalid_argument>([&] {
-			BuildPullRequest(endpoint, PullRoute("contacts", "email"), {}, PullPhase::Changes, PullCursor{since, ""},
+			BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes, PullCursor{since, ""},
 			                 BearerAuth("pat-SECRET"));
 		});
 		EXPECT_NE(message.find("epoch milliseconds"), std::string::npos) << message;
@@ -255,11 +194,11 @@ TEST(PullHubSpotRequestTest, CursorThatIsNotEpochMillisecondsIsRejected)
 
 TEST(PullSalesforceRequestTest, QueryByteForByte)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", R"({"client_id":"a","client_secret":"b"})",
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", R"({"client_id":"a","client_secret":"b"})",
 	                                 {{"api_version", "61.0"}});
 	// Case-insensitive duplicates of Id, SystemModstamp and the key are selected once.
 	HttpRequest request = BuildPullRequest(
-	    endpoint, PullRoute("Contact", "Email__c"), {"FirstName", "email__c", "ID", "LastName", "systemmodstamp"},
+	    endpoint, MakeRoute("Contact", "Email__c", "delete"), {"FirstName", "email__c", "ID", "LastName", "systemmodstamp"},
 	    PullPhase::Changes, PullCursor{"2026-11-24T10:00:00.123Z", ""}, BearerAuth("00Dtoken!", "https://acme.my.salesforce.com"));
 	EXPECT_EQ(request.method, "GET");
 	EXPECT_EQ(request.url,
@@ -274,21 +213,21 @@ TEST(PullSalesforceRequestTest, QueryByteForByte)
 
 TEST(PullSalesforceRequestTest, DefaultVersionLoginHostBeforeTheFirstTokenAndMasking)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com/", R"({"client_id":"a","client_secret":"b"})");
-	HttpRequest request = BuildPullRequest(endpoint, PullRoute("Lead", "Ext__c"), {}, PullPhase::Changes,
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com/", R"({"client_id":"a","client_secret":"b"})");
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Lead", "Ext__c", "delete"), {}, PullPhase::Changes,
 	                                       InitialPullCursor("salesforce"), BearerAuth("00Dtoken!", "", true));
 	EXPECT_EQ(request.url.rfind("https://login.salesforce.com/services/data/v59.0/query?q=", 0), 0u) << request.url;
 	EXPECT_EQ(SoqlOf(request), "SELECT Id, SystemModstamp, Ext__c FROM Lead "
 	                           "WHERE SystemModstamp > 1970-01-01T00:00:00.000Z ORDER BY SystemModstamp ASC");
 	EXPECT_EQ(request.headers[0], PullHeader("Authorization", "Bearer ****"));
-	EXPECT_EQ(Wire(request).find("00Dtoken!"), std::string::npos);
+	EXPECT_EQ(WireText(request).find("00Dtoken!"), std::string::npos);
 }
 
 TEST(PullSalesforceRequestTest, NextRecordsUrlIsFollowedOnTheInstance)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	for (PullPhase phase : {PullPhase::Changes, PullPhase::Deletions}) {
-		HttpRequest request = BuildPullRequest(endpoint, PullRoute("Contact", "Email__c"), {"FirstName"}, phase,
+		HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {"FirstName"}, phase,
 		                                       PullCursor{"2026-11-24T10:00:00.123Z", "/services/data/v59.0/query/01gXX-2000"},
 		                                       BearerAuth("tok", "https://acme.my.salesforce.com"));
 		EXPECT_EQ(request.method, "GET");
@@ -299,8 +238,8 @@ TEST(PullSalesforceRequestTest, NextRecordsUrlIsFollowedOnTheInstance)
 
 TEST(PullSalesforceRequestTest, DeletionsUseQueryAllAndSelectOnlyTheKey)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", "{}");
-	HttpRequest request = BuildPullRequest(endpoint, PullRoute("Contact", "Email__c"), {"FirstName", "LastName"},
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {"FirstName", "LastName"},
 	                                       PullPhase::Deletions, PullCursor{"2026-11-24T10:00:00.123+0000", ""},
 	                                       BearerAuth("tok", "https://acme.my.salesforce.com"));
 	EXPECT_EQ(request.url.rfind("https://acme.my.salesforce.com/services/data/v59.0/queryAll?q=", 0), 0u) << request.url;
@@ -310,24 +249,24 @@ TEST(PullSalesforceRequestTest, DeletionsUseQueryAllAndSelectOnlyTheKey)
 
 TEST(PullSalesforceRequestTest, NothingButNamesAndDatetimesReachesSoqlOrTheUrl)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	Auth auth = BearerAuth("tok", "https://acme.my.salesforce.com");
 	const PullCursor good{"2026-11-24T10:00:00.123Z", ""};
 	auto build = [&](const Route &route, std::vector<std::string> fields, const PullCursor &cursor) {
 		return [=] { BuildPullRequest(endpoint, route, fields, PullPhase::Changes, cursor, auth); };
 	};
-	ExpectThrows<std::invalid_argument>(build(PullRoute("Contact", "Email__c"), {"Name FROM User --"}, good));
-	ExpectThrows<std::invalid_argument>(build(PullRoute("Contact WHERE", "Email__c"), {}, good));
-	ExpectThrows<std::invalid_argument>(build(PullRoute("Contact", ""), {}, good));
+	ExpectThrows<std::invalid_argument>(build(MakeRoute("Contact", "Email__c", "delete"), {"Name FROM User --"}, good));
+	ExpectThrows<std::invalid_argument>(build(MakeRoute("Contact WHERE", "Email__c", "delete"), {}, good));
+	ExpectThrows<std::invalid_argument>(build(MakeRoute("Contact", "", "delete"), {}, good));
 	ExpectThrows<std::invalid_argument>(
-	    build(PullRoute("Contact", "Email__c"), {}, PullCursor{"2026-11-24T10:00:00Z OR Id != null", ""}));
-	ExpectThrows<std::invalid_argument>(build(PullRoute("Contact", "Email__c"), {}, PullCursor{"1795514400123", ""}));
+	    build(MakeRoute("Contact", "Email__c", "delete"), {}, PullCursor{"2026-11-24T10:00:00Z OR Id != null", ""}));
+	ExpectThrows<std::invalid_argument>(build(MakeRoute("Contact", "Email__c", "delete"), {}, PullCursor{"1795514400123", ""}));
 	// The token follows the cursor's URL: only a path on the instance is accepted.
 	for (const char *after : {"https://evil.example/services/data/v59.0/query/x", "@evil.example/services/data/",
 	                          "/services/apexrest/x"})
-		ExpectThrows<std::invalid_argument>(build(PullRoute("Contact", "Email__c"), {}, PullCursor{good.since, after}));
+		ExpectThrows<std::invalid_argument>(build(MakeRoute("Contact", "Email__c", "delete"), {}, PullCursor{good.since, after}));
 	// Relationship fields are names too.
-	HttpRequest request = BuildPullRequest(endpoint, PullRoute("Contact", "Email__c"), {"Account.Name"},
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {"Account.Name"},
 	                                       PullPhase::Changes, good, auth);
 	EXPECT_NE(SoqlOf(request).find(", Account.Name FROM"), std::string::npos);
 }
@@ -336,7 +275,7 @@ TEST(PullSalesforceRequestTest, NothingButNamesAndDatetimesReachesSoqlOrTheUrl)
 
 TEST(PullHubSpotParseTest, RecordsKeysAndModificationTimes)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	Json body = {{"total", 4},
 	             {"results",
 	              {HubSpotResult("101", {{"email", "a@x.io"}, {"firstname", "Ann"}, {"lastmodifieddate", "2026-11-24T10:00:00.123Z"}}),
@@ -344,7 +283,7 @@ TEST(PullHubSpotParseTest, RecordsKeysAndModificationTimes)
 	               HubSpotResult("103", {{"firstname", "NoKey"}}, "2026-11-24T10:00:00.300Z"),
 	               Json{{"id", 104}, {"properties", {{"email", "d@x.io"}, {"lastmodifieddate", nullptr}}},
 	                    {"updatedAt", "2026-11-24T10:00:00.400Z"}}}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"1000", ""}, Answer(body));
 	ASSERT_EQ(page.records.size(), 4u);
 	EXPECT_EQ(page.records[0].remote_id, "101");
@@ -366,45 +305,45 @@ TEST(PullHubSpotParseTest, RecordsKeysAndModificationTimes)
 
 TEST(PullHubSpotParseTest, OtherObjectsReadHsLastModifiedDate)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	Json body = {{"results", {HubSpotResult("7", {{"domain", "x.io"}, {"hs_lastmodifieddate", "2026-11-24T10:00:01.000Z"},
 	                                              {"lastmodifieddate", "2000-01-01T00:00:00.000Z"}})}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("companies", "domain"), PullPhase::Changes,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("companies", "domain", "delete"), PullPhase::Changes,
 	                                  PullCursor{"0", ""}, Answer(body));
 	ASSERT_EQ(page.records.size(), 1u);
 	EXPECT_EQ(page.records[0].key, "x.io");
 	EXPECT_EQ(page.records[0].modified_ms, kNov24 - 123 + 1000);
 	EXPECT_EQ(page.next.since, std::to_string(kNov24 - 123 + 1000));
 	// A key property named in another case still finds the value.
-	page = ParsePullResponse(endpoint, PullRoute("companies", "Domain"), PullPhase::Changes, PullCursor{"0", ""},
+	page = ParsePullResponse(endpoint, MakeRoute("companies", "Domain", "delete"), PullPhase::Changes, PullCursor{"0", ""},
 	                         Answer(body));
 	EXPECT_EQ(page.records[0].key, "x.io");
 }
 
 TEST(PullHubSpotParseTest, PagingKeepsSinceAndFollowsAfter)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	Json body = {{"results", {HubSpotResult("1", {{"email", "a@x.io"}, {"lastmodifieddate", "1795514400500"}})}},
 	             {"paging", {{"next", {{"after", "9600"}, {"link", "https://api.hubapi.com/..."}}}}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"1000", "9400"}, Answer(body));
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, "1000"); // the query is still being paged
 	EXPECT_EQ(page.next.after, "9600");
 	// The next request carries it.
-	HttpRequest request = BuildPullRequest(endpoint, PullRoute("contacts", "email"), {}, PullPhase::Changes, page.next,
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes, page.next,
 	                                       BearerAuth("pat"));
 	EXPECT_EQ(Json::parse(request.body)["after"], "9600");
 }
 
 TEST(PullHubSpotParseTest, ReanchorsBelowTheNewestTimeAtTheCap)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	Json body = {{"results",
 	              {HubSpotResult("1", {{"email", "a@x.io"}, {"lastmodifieddate", "1795514400500"}}),
 	               HubSpotResult("2", {{"email", "b@x.io"}, {"lastmodifieddate", "1795514400900"}})}},
 	             {"paging", {{"next", {{"after", "9800"}}}}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"1000", "9600"}, Answer(body));
 	EXPECT_TRUE(page.more);
 	// A new query starting just below the newest time: records sharing it come again.
@@ -412,7 +351,7 @@ TEST(PullHubSpotParseTest, ReanchorsBelowTheNewestTimeAtTheCap)
 	EXPECT_EQ(page.next.after, "");
 	EXPECT_EQ(page.records.size(), 2u);
 	// The request of the new query has no after.
-	HttpRequest request = BuildPullRequest(endpoint, PullRoute("contacts", "email"), {}, PullPhase::Changes, page.next,
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes, page.next,
 	                                       BearerAuth("pat"));
 	Json sent = Json::parse(request.body);
 	EXPECT_FALSE(sent.contains("after"));
@@ -421,13 +360,13 @@ TEST(PullHubSpotParseTest, ReanchorsBelowTheNewestTimeAtTheCap)
 
 TEST(PullHubSpotParseTest, ReanchoringNeverMovesSinceBackwards)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	// Every record of this page carries the millisecond right after since: newest - 1 == since.
 	// And one whose time is unreadable (0) must not drag the cursor to the epoch.
 	Json body = {{"results",
 	              {HubSpotResult("1", {{"lastmodifieddate", "5001"}}), HubSpotResult("2", {{"lastmodifieddate", "junk"}}, "junk")}},
 	             {"paging", {{"next", {{"after", "10000"}}}}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"5000", "9800"}, Answer(body));
 	EXPECT_EQ(page.records[1].modified_ms, 0);
 	EXPECT_TRUE(page.more);
@@ -436,30 +375,30 @@ TEST(PullHubSpotParseTest, ReanchoringNeverMovesSinceBackwards)
 
 	Json older = {{"results", {HubSpotResult("1", {{"lastmodifieddate", "3000"}})}},
 	              {"paging", {{"next", {{"after", "9900"}}}}}};
-	page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes, PullCursor{"5000", "9700"},
+	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes, PullCursor{"5000", "9700"},
 	                         Answer(older));
 	EXPECT_EQ(page.next.since, "5000");
 }
 
 TEST(PullHubSpotParseTest, LastPageAdvancesSinceButNeverBackwards)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	Json body = {{"results", {HubSpotResult("1", {{"lastmodifieddate", "7000"}}), HubSpotResult("2", {{"lastmodifieddate", "8000"}})}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"5000", "400"}, Answer(body));
 	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.since, "8000");
 	EXPECT_EQ(page.next.after, "");
 
-	page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes, PullCursor{"9000", ""},
+	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes, PullCursor{"9000", ""},
 	                         Answer(body));
 	EXPECT_EQ(page.next.since, "9000");
 }
 
 TEST(PullHubSpotParseTest, EmptyResultsKeepTheCursor)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
-	PullPage page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes,
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"5000", ""}, Answer(Json{{"total", 0}, {"results", Json::array()}}));
 	EXPECT_TRUE(page.records.empty());
 	EXPECT_FALSE(page.more);
@@ -469,7 +408,7 @@ TEST(PullHubSpotParseTest, EmptyResultsKeepTheCursor)
 
 TEST(PullHubSpotParseTest, ArchivedRecordsAreDeletionsAndTheListingIsWalkedWhole)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	Json first = {{"results",
 	               {Json{{"id", "11"}, {"properties", {{"email", "gone@x.io"}, {"hs_object_id", "11"}}},
 	                     {"archived", true}, {"archivedAt", "2026-11-24T10:00:00.123Z"},
@@ -477,7 +416,7 @@ TEST(PullHubSpotParseTest, ArchivedRecordsAreDeletionsAndTheListingIsWalkedWhole
 	                Json{{"id", "12"}, {"properties", {{"hs_object_id", "12"}}}, {"archived", true},
 	                     {"updatedAt", "2026-11-24T10:00:00.000Z"}}}},
 	              {"paging", {{"next", {{"after", "12"}}}}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Deletions,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Deletions,
 	                                  PullCursor{"0", ""}, Answer(first));
 	ASSERT_EQ(page.records.size(), 2u);
 	EXPECT_TRUE(page.records[0].deleted);
@@ -491,7 +430,7 @@ TEST(PullHubSpotParseTest, ArchivedRecordsAreDeletionsAndTheListingIsWalkedWhole
 	EXPECT_EQ(page.next.since, "0");
 	EXPECT_EQ(page.next.after, "12");
 
-	page = ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Deletions, page.next,
+	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Deletions, page.next,
 	                         Answer(Json{{"results", Json::array()}}));
 	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.since, "0");
@@ -500,10 +439,10 @@ TEST(PullHubSpotParseTest, ArchivedRecordsAreDeletionsAndTheListingIsWalkedWhole
 
 TEST(PullHubSpotParseTest, MalformedBodiesAndErrorAnswersThrow)
 {
-	Endpoint endpoint = PullEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	auto parse = [&](const HttpResponse &response) {
 		return ExpectThrows<std::runtime_error>([&] {
-			ParsePullResponse(endpoint, PullRoute("contacts", "email"), PullPhase::Changes, PullCursor{"0", ""}, response);
+			ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes, PullCursor{"0", ""}, response);
 		});
 	};
 	std::string message = parse(Answer(200, "<html>Bad gateway</html>"));
@@ -528,7 +467,7 @@ TEST(PullHubSpotParseTest, MalformedBodiesAndErrorAnswersThrow)
 
 TEST(PullSalesforceParseTest, RecordsKeysAndFields)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	Json body = {{"totalSize", 4},
 	             {"done", true},
 	             {"records",
@@ -537,7 +476,7 @@ TEST(PullSalesforceParseTest, RecordsKeysAndFields)
 	               SalesforceRecord("003C", "2026-11-24T11:00:00.300+0100", {{"Email__c", nullptr}}),
 	               SalesforceRecord("003D", "2026-11-24T10:00:00.000+0000")}}};
 	// The route names the key field in another case: Salesforce answers with its own spelling.
-	PullPage page = ParsePullResponse(endpoint, PullRoute("Contact", "email__c"), PullPhase::Changes,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "email__c", "delete"), PullPhase::Changes,
 	                                  PullCursor{"1970-01-01T00:00:00.000Z", ""}, Answer(body));
 	ASSERT_EQ(page.records.size(), 4u);
 	EXPECT_EQ(page.records[0].remote_id, "003A");
@@ -556,45 +495,45 @@ TEST(PullSalesforceParseTest, RecordsKeysAndFields)
 	EXPECT_EQ(page.next.since, "2026-11-24T10:00:00.300Z");
 	EXPECT_EQ(page.next.after, "");
 	// And the next query starts there.
-	HttpRequest request = BuildPullRequest(endpoint, PullRoute("Contact", "email__c"), {}, PullPhase::Changes, page.next,
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "email__c", "delete"), {}, PullPhase::Changes, page.next,
 	                                       BearerAuth("tok", "https://acme.my.salesforce.com"));
 	EXPECT_NE(SoqlOf(request).find("WHERE SystemModstamp > 2026-11-24T10:00:00.300Z ORDER BY"), std::string::npos);
 }
 
 TEST(PullSalesforceParseTest, NextRecordsUrlPagesUntilDone)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	Json first = {{"totalSize", 3},
 	              {"done", false},
 	              {"nextRecordsUrl", "/services/data/v59.0/query/01gD0000002HU6KIAW-2000"},
 	              {"records", {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000")}}};
 	const PullCursor start{"2026-01-01T00:00:00.000Z", ""};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("Contact", "Email__c"), PullPhase::Changes, start, Answer(first));
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, start, Answer(first));
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, start.since);
 	EXPECT_EQ(page.next.after, "/services/data/v59.0/query/01gD0000002HU6KIAW-2000");
 
 	Json last = {{"totalSize", 3}, {"done", true}, {"records", {SalesforceRecord("003C", "2026-11-24T10:00:05.000+0000")}}};
-	page = ParsePullResponse(endpoint, PullRoute("Contact", "Email__c"), PullPhase::Changes, page.next, Answer(last));
+	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, page.next, Answer(last));
 	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.since, "2026-11-24T10:00:05.000Z");
 	EXPECT_EQ(page.next.after, "");
 
 	// done: true wins over a stray nextRecordsUrl.
 	Json done = {{"done", true}, {"nextRecordsUrl", "/services/data/v59.0/query/x-1"}, {"records", Json::array()}};
-	page = ParsePullResponse(endpoint, PullRoute("Contact", "Email__c"), PullPhase::Changes, start, Answer(done));
+	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, start, Answer(done));
 	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.after, "");
 }
 
 TEST(PullSalesforceParseTest, SinceNeverMovesBackwards)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	const PullCursor cursor{"2026-11-24T12:00:00.000+0000", ""};
 	Json older = {{"done", true}, {"records", {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000")}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("Contact", "Email__c"), PullPhase::Changes, cursor, Answer(older));
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, cursor, Answer(older));
 	EXPECT_EQ(page.next.since, cursor.since);
-	page = ParsePullResponse(endpoint, PullRoute("Contact", "Email__c"), PullPhase::Changes, cursor,
+	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, cursor,
 	                         Answer(Json{{"totalSize", 0}, {"done", true}, {"records", Json::array()}}));
 	EXPECT_EQ(page.next.since, cursor.since);
 	EXPECT_FALSE(page.more);
@@ -602,10 +541,10 @@ TEST(PullSalesforceParseTest, SinceNeverMovesBackwards)
 
 TEST(PullSalesforceParseTest, DeletedRecordsFromQueryAll)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	Json body = {{"done", true},
 	             {"records", {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000", {{"Email__c", "gone@x.io"}, {"IsDeleted", true}})}}};
-	PullPage page = ParsePullResponse(endpoint, PullRoute("Contact", "Email__c"), PullPhase::Deletions,
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Deletions,
 	                                  PullCursor{"1970-01-01T00:00:00.000Z", ""}, Answer(body));
 	ASSERT_EQ(page.records.size(), 1u);
 	EXPECT_TRUE(page.records[0].deleted);
@@ -616,10 +555,10 @@ TEST(PullSalesforceParseTest, DeletedRecordsFromQueryAll)
 
 TEST(PullSalesforceParseTest, MalformedBodiesAndErrorAnswersThrow)
 {
-	Endpoint endpoint = PullEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	auto parse = [&](const HttpResponse &response) {
 		return ExpectThrows<std::runtime_error>([&] {
-			ParsePullResponse(endpoint, PullRoute("Contact", "Email__c"), PullPhase::Changes,
+			ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes,
 			                  PullCursor{"1970-01-01T00:00:00.000Z", ""}, response);
 		});
 	};

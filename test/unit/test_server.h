@@ -43,6 +43,9 @@ struct ServerReply {
 	std::vector<std::pair<std::string, std::string>> headers;
 	int delay_ms = 0;  // answer after this long (cut short when the server stops)
 	bool drop = false; // close the connection without answering
+	// When set: these bytes go out exactly as they are (status, headers, body above ignored),
+	// then the connection closes (an answer without Content-Length, a broken one).
+	std::string raw;
 };
 
 class ScriptedServer {
@@ -96,6 +99,9 @@ public:
 	}
 
 	std::string Url(const std::string &path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+	int port() const { return port_; }
+	// Connections accepted so far (connection reuse shows as fewer than requests).
+	int accepted() const { return accepted_.load(); }
 
 	std::vector<ServerRequest> Requests()
 	{
@@ -138,6 +144,7 @@ private:
 			int fd = accept(listen_fd_, nullptr, nullptr);
 			if (fd < 0)
 				continue;
+			accepted_++;
 			std::lock_guard<std::mutex> lock(mu_);
 			connections_.emplace_back([this, fd] { Serve(fd); });
 		}
@@ -257,6 +264,11 @@ private:
 				--active_;
 				break;
 			}
+			if (!reply.raw.empty()) {
+				--active_;
+				SendAll(fd, reply.raw);
+				break;
+			}
 			std::string text = "HTTP/1.1 " + std::to_string(reply.status) +
 			                   " Scripted\r\nContent-Length: " + std::to_string(reply.body.size()) + "\r\n";
 			for (const auto &header : reply.headers)
@@ -275,6 +287,7 @@ private:
 	std::atomic<bool> stop_{false};
 	std::atomic<int> active_{0};
 	std::atomic<int> max_active_{0};
+	std::atomic<int> accepted_{0};
 	std::thread acceptor_;
 	std::mutex mu_;
 	std::vector<std::thread> connections_;
