@@ -6,7 +6,9 @@
 //                    static buffer, and only after the catch block has ended is ereport(ERROR)
 //                    raised, so no C++ frame with a destructor is live when Postgres jumps.
 //                    PG_FUNCTION_INFO_V1 itself does not compile (pg/prelude.h), so no entry
-//                    point can skip the boundary.
+//                    point can skip the boundary. Hooks and callbacks Postgres calls (the
+//                    ProcessUtility hook, the xact callback, shmem hooks, on_shmem_exit) are
+//                    written C-style instead: no C++ objects, nothing that throws.
 //  C++ -> Postgres:  code that holds C++ objects calls Postgres through Guarded(), which turns
 //                    an ereport into a thrown PgError after PG_END_TRY. The lambda given to
 //                    Guarded must itself hold no objects with destructors; a C++ exception
@@ -131,7 +133,8 @@ private:
 //   }
 //
 // The body is a function of FunctionCallInfo fcinfo returning Datum, so PG_GETARG_* and
-// PG_RETURN_* work in it as usual. The finfo record is what PG_FUNCTION_INFO_V1 declares
+// PG_RETURN_* work in it as usual. It may call Postgres (or ereport) directly only while it
+// holds no C++ object: the longjmp then passes just Boundary's frames, which hold none. The finfo record is what PG_FUNCTION_INFO_V1 declares
 // (version-1 calling convention); that macro is disabled in pg/prelude.h so that an entry
 // point without the boundary does not compile. Use at file scope, outside any namespace.
 #define SB_PG_FUNCTION(name)                                                                                        \
