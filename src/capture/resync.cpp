@@ -88,11 +88,7 @@ Resync(FunctionCallInfo fcinfo)
 
 } // namespace
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_resync);
-Datum
-switchboard_resync(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_resync)
 {
-	return Boundary([&] { return Int64GetDatum(Resync(fcinfo)); });
-}
+	return Int64GetDatum(Resync(fcinfo));
 }

@@ -226,22 +226,14 @@ TieToExtension(Oid trigger_oid)
 
 } // namespace
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_tie_to_extension);
-Datum
-switchboard_tie_to_extension(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_tie_to_extension)
 {
-	return Boundary([&] {
-		SpiConnection spi;
-		TieToExtension(PG_GETARG_OID(0));
-		return (Datum) 0;
-	});
+	SpiConnection spi;
+	TieToExtension(PG_GETARG_OID(0));
+	return (Datum) 0;
 }
 
-PG_FUNCTION_INFO_V1(switchboard_sync_capture);
-Datum
-switchboard_sync_capture(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_sync_capture)
 {
-	return Boundary([&] { return SyncCapture(fcinfo); });
-}
+	return SyncCapture(fcinfo);
 }

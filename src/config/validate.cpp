@@ -696,11 +696,7 @@ StoredRouteProblem(const std::string &route)
 
 } // namespace switchboard
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_validate);
-Datum
-switchboard_validate(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_validate)
 {
-	return Boundary([&] { return Validate(fcinfo); });
-}
+	return Validate(fcinfo);
 }

@@ -4,6 +4,7 @@
 
 #include "connectors/connector.h"
 #include "http/json_limits.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -13,6 +13,7 @@
 #include <cctype>
 #include <set>
 #include <stdexcept>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

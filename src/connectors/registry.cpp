@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "connectors/connector.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "config/host_policy.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

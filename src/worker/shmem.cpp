@@ -4,7 +4,9 @@ extern "C" {
 #include <signal.h>
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "port/atomics.h"
@@ -251,7 +253,8 @@ StopWorkerFor(Oid database, int64_t hold_ms, int timeout_ms)
 	if (pid == 0)
 		return;
 	kill(pid, SIGTERM);
-	for (int waited = 0; waited < timeout_ms; waited += 10) {
+	// By the clock: the latch wait below may return early.
+	for (int64_t deadline = NowMs() + timeout_ms; NowMs() < deadline;) {
 		bool gone;
 		SpinLockAcquire(&shared->mutex);
 		slot = FindSlot(database, false);
@@ -259,7 +262,10 @@ StopWorkerFor(Oid database, int64_t hold_ms, int timeout_ms)
 		SpinLockRelease(&shared->mutex);
 		if (gone)
 			return;
-		pg_usleep(10 * 1000);
+		// A latch wait, not pg_usleep: it ends the backend if the postmaster dies meanwhile,
+		// and a cancel sets the latch, so CHECK_FOR_INTERRUPTS sees it at once.
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
 }

@@ -18,6 +18,7 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 }
@@ -36,6 +37,19 @@ OnSigterm(SIGNAL_ARGS)
 	stop_requested = true;
 	SetLatch(MyLatch);
 	errno = save_errno;
+}
+
+// Asked at least every 100 ms by the dispatcher while requests are in flight or held back by a
+// rate limit: those waits are on curl, not on the latch, so WL_EXIT_ON_PM_DEATH cannot serve
+// them. A dead postmaster ends the process at once, as that flag does for latch waits (what was
+// sent but not recorded is in flight, and delivered again after the restart); SIGTERM only
+// stops the round, whose results are then recorded.
+bool
+ShouldStop()
+{
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+	return stop_requested;
 }
 
 void
@@ -69,8 +83,8 @@ public:
 				return;
 			}
 			if (!SchemaPredatesOwners() && RecognizeCopy())
-				ereport(LOG, (errmsg("switchboard: this database is a copy of another; its routes are disabled until "
-				                     "a DBA enables them")));
+				Report(LOG, "switchboard: this database is a copy of another; its routes are disabled until "
+				            "a DBA enables them");
 			RecoverInFlight();
 			tx.Commit();
 		}
@@ -151,7 +165,7 @@ private:
 			    [&](const Auth &auth) {
 				    return BuildPullRequest(pull.def.endpoint, pull.def.route, pull.fields, pull.phase, pull.cursor, auth);
 			    },
-			    setting_http_timeout_ms, 1000, [] { return static_cast<bool>(stop_requested); });
+			    setting_http_timeout_ms, 1000, ShouldStop);
 			std::string error;
 			PullPage page;
 			if (response.status >= 200 && response.status < 300) {
@@ -195,8 +209,8 @@ private:
 			// EXTENSION UPDATE) has none of the owners the worker acts as: wait for the update.
 			bool outdated = SchemaPredatesOwners();
 			if (outdated != schema_outdated_ && outdated)
-				ereport(LOG, (errmsg("switchboard: the extension's schema in this database is older than the library; "
-				                     "nothing is delivered or pulled until ALTER EXTENSION switchboard UPDATE")));
+				Report(LOG, "switchboard: the extension's schema in this database is older than the library; "
+				            "nothing is delivered or pulled until ALTER EXTENSION switchboard UPDATE");
 			schema_outdated_ = outdated;
 			if (outdated) {
 				tx.Commit();
@@ -225,7 +239,7 @@ private:
 		options.timeout_ms = setting_http_timeout_ms;
 		std::vector<RouteAction> actions;
 		std::vector<Delivery> deliveries =
-		    dispatcher_.Deliver(claimed.batches, options, [] { return static_cast<bool>(stop_requested); }, &actions);
+		    dispatcher_.Deliver(claimed.batches, options, ShouldStop, &actions);
 
 		Activity("recording " + std::to_string(deliveries.size()) + " results");
 		try {
@@ -236,8 +250,8 @@ private:
 			// Nothing of the round was recorded (a cancel, a deadlock, a failing trigger): put its
 			// changes back at once, or they would sit in flight until a restart and then overwrite
 			// what was delivered after them. They are sent again (at least once).
-			ereport(LOG, (errmsg("switchboard worker: recording a round failed, its changes are queued again: %s",
-			                     e.what())));
+			Report(LOG, std::string("switchboard worker: recording a round failed, its changes are queued again: ") +
+			                e.what());
 			WorkerTransaction retry_tx;
 			RequeueInFlight(claimed, setting_max_attempts);
 			retry_tx.Commit();
@@ -269,11 +283,11 @@ private:
 			DisableRoutes(disable);
 			tx.Commit();
 		} catch (const std::exception &e) {
-			ereport(LOG, (errmsg("switchboard: could not disable refused routes yet: %s", e.what())));
+			Report(LOG, std::string("switchboard: could not disable refused routes yet: ") + e.what());
 			return;
 		}
 		for (const auto &r : disable)
-			ereport(LOG, (errmsg("switchboard: route \"%s\" disabled: %s", r.route.c_str(), r.reason.c_str())));
+			Report(LOG, "switchboard: route \"" + r.route + "\" disabled: " + r.reason);
 	}
 
 	bool ExtensionStillExists()
@@ -298,7 +312,7 @@ private:
 
 	void ReportFailure(const std::string &error, int failures)
 	{
-		ereport(LOG, (errmsg("switchboard worker: %s", error.c_str())));
+		Report(LOG, "switchboard worker: " + error);
 		// The same failure three times in a row: set the oldest due change aside so that one
 		// poisonous change cannot stall everything behind it.
 		if (failures % 3 != 0)
@@ -308,7 +322,7 @@ private:
 			ParkOldestDue(error);
 			tx.Commit();
 		} catch (const std::exception &e) {
-			ereport(LOG, (errmsg("switchboard worker: could not set a change aside: %s", e.what())));
+			Report(LOG, std::string("switchboard worker: could not set a change aside: ") + e.what());
 		}
 	}
 
@@ -344,13 +358,9 @@ private:
 
 using namespace switchboard;
 
-extern "C" {
-PGDLLEXPORT void switchboard_worker_main(Datum arg);
-
-void
-switchboard_worker_main(Datum arg)
+SB_BGWORKER_MAIN(switchboard_worker_main)
 {
-	Oid database = DatumGetObjectId(arg);
+	Oid database = DatumGetObjectId(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, OnSigterm);
 	BackgroundWorkerUnblockSignals();
@@ -370,12 +380,8 @@ switchboard_worker_main(Datum arg)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 	std::string error;
 	if (!HttpGlobalInit(&error))
-		ereport(ERROR, (errmsg("switchboard: libcurl could not be initialised: %s", error.c_str())));
-	Boundary([&] {
-		DeliveryLoop loop;
-		loop.Run();
-		return (Datum) 0;
-	});
-	proc_exit(0);
-}
+		Fail(ERRCODE_SYSTEM_ERROR, "switchboard: libcurl could not be initialised: " + error);
+	DeliveryLoop loop;
+	loop.Run();
+	// Returning ends the process with proc_exit(0), once loop's destructor has run.
 }
