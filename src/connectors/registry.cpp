@@ -1,6 +1,6 @@
 // The connector registry: which endpoint kinds exist and where each one's code lives.
 //
-// Adding a kind (docs/adding-a-connector.md) = its own file defining a factory, its tests, and
+// Adding a kind (CONTRIBUTING.md, "Adding a connector") = its own file defining a factory, its tests, and
 // one line in SB_BUILTIN_CONNECTORS below. Nothing else in the tree names a kind.
 #include "connectors/connector.h"
 
