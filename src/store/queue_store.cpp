@@ -1,4 +1,4 @@
-#include "worker/queue_store.h"
+#include "store/queue_store.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "worker/pull_store.h"
+#include "store/pull_store.h"
 
 #include <algorithm>
 #include <map>
