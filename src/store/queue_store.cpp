@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "delivery/coalesce.h"
 #include "delivery/retry_policy.h"
 #include "pg/boundary.h"
 #include "pg/spi.h"
@@ -71,13 +72,38 @@ struct QueueRow {
 	bool route_exists;
 };
 
+// One row of delivery_log.
+struct LogEntry {
+	std::string route;
+	SpiText key;
+	Op op = Op::Update;
+	int64_t change_id = 0;
+	std::string outcome; // delivered | skipped | retry | dead
+	SpiText http_status; // NULL: nothing was answered
+	SpiText latency_ms;
+	SpiText error;
+};
+
+// Per route: changes delivered, and the last error seen (empty: none).
+using RouteStats = std::map<std::string, std::pair<int64_t, std::string>>;
+
 void
-LogOutcomes(const std::vector<SpiText> &routes, const std::vector<SpiText> &keys, const std::vector<SpiText> &ops,
-            const std::vector<SpiText> &ids, const std::vector<SpiText> &outcomes, const std::vector<SpiText> &statuses,
-            const std::vector<SpiText> &latencies, const std::vector<SpiText> &errors)
+LogOutcomes(const std::vector<LogEntry> &entries)
 {
-	if (routes.empty())
+	if (entries.empty())
 		return;
+	// One statement for the whole round: one array per column, unnested together.
+	std::vector<SpiText> routes, keys, ops, ids, outcomes, statuses, latencies, errors;
+	for (const LogEntry &e : entries) {
+		routes.emplace_back(e.route);
+		keys.push_back(e.key);
+		ops.emplace_back(OpName(e.op));
+		ids.emplace_back(Num(e.change_id));
+		outcomes.emplace_back(e.outcome);
+		statuses.push_back(e.http_status);
+		latencies.push_back(e.latency_ms);
+		errors.push_back(e.error);
+	}
 	SpiExecPrepared("INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, latency_ms, error) "
 	        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], "
 	        "$7::float8[], $8::text[])",
@@ -86,7 +112,7 @@ LogOutcomes(const std::vector<SpiText> &routes, const std::vector<SpiText> &keys
 }
 
 void
-NoteRouteStats(const std::map<std::string, std::pair<int64_t, std::string>> &stats)
+NoteRouteStats(const RouteStats &stats)
 {
 	if (stats.empty())
 		return;
@@ -149,10 +175,13 @@ RecoverInFlight()
 	        "WHERE state = 'pending' AND attempts >= current_setting('switchboard.max_attempts')::int");
 }
 
-ClaimedBatch
-ClaimDue(int limit)
+namespace {
+
+// The claim's SQL fetch: due changes of enabled routes (and of deleted ones, which fail), in
+// id order, locked; rows another transaction holds (a DBA's retry()) are left for later.
+std::vector<QueueRow>
+FetchDue(int limit)
 {
-	ClaimedBatch out;
 	SpiResult r = SpiExecPrepared(
 	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, "
 	    "(extract(epoch FROM q.captured_at) * 1000)::bigint, q.attempts, r.name IS NOT NULL "
@@ -162,152 +191,212 @@ ClaimDue(int limit)
 	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) "
 	    "ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED",
 	    {Num(limit)});
-	out.rows = r.rows.size();
-	if (r.rows.empty())
-		return out;
+	std::vector<QueueRow> rows;
+	for (const auto &row : r.rows)
+		rows.push_back(QueueRow{std::stoll(*row[0]), *row[1], *ParseOp(*row[2]), row[3], row[4], std::stoll(*row[5]),
+		                        std::stoi(*row[6]), *row[7] == "t"});
+	return rows;
+}
 
-	// Group by route, keeping queue order.
-	std::vector<std::string> route_order;
-	std::map<std::string, std::vector<QueueRow>> by_route;
-	for (const auto &row : r.rows) {
-		QueueRow q{std::stoll(*row[0]), *row[1], *ParseOp(*row[2]), row[3], row[4], std::stoll(*row[5]),
-		           std::stoi(*row[6]), *row[7] == "t"};
-		if (!by_route.count(q.route))
-			route_order.push_back(q.route);
-		by_route[q.route].push_back(std::move(q));
+// Grouped by route, routes in the order of their first change, each route's rows in queue order.
+std::vector<std::pair<std::string, std::vector<QueueRow>>>
+GroupByRoute(std::vector<QueueRow> rows)
+{
+	std::vector<std::pair<std::string, std::vector<QueueRow>>> groups;
+	std::map<std::string, size_t> index;
+	for (auto &q : rows) {
+		auto [it, added] = index.emplace(q.route, groups.size());
+		if (added)
+			groups.emplace_back(q.route, std::vector<QueueRow>());
+		groups[it->second].second.push_back(std::move(q));
 	}
+	return groups;
+}
 
-	std::string instance = InstanceId();
+// Older changes of the claimed keys waiting for a retry (not due, so not claimed): coalescing
+// may supersede them. Locked, as they may be deleted by this claim.
+std::vector<HeldChange>
+FetchHeld(const std::string &route, const std::vector<ClaimedRow> &claimed)
+{
+	std::vector<SpiText> keys, ids;
+	int64_t newest = 0;
+	for (const ClaimedRow &c : claimed) {
+		ids.emplace_back(Num(c.id));
+		newest = std::max(newest, c.id);
+		if (c.state == ClaimedRow::State::Ok)
+			keys.emplace_back(c.key);
+	}
+	std::vector<HeldChange> held;
+	if (keys.empty())
+		return held;
+	// key IS NOT NULL lets the partial index queue_route_key serve the lookup.
+	SpiResult r = SpiExecPrepared("SELECT id, key, op FROM switchboard.queue "
+	                              "WHERE route = $1 AND state = 'pending' AND key IS NOT NULL AND key = ANY($2::text[]) "
+	                              "AND id < $3::bigint AND id <> ALL($4::bigint[]) FOR UPDATE",
+	                              {route, ArrayLiteral(keys), Num(newest), ArrayLiteral(ids)});
+	for (const auto &row : r.rows)
+		held.push_back(HeldChange{std::stoll(*row[0]), *row[1], *ParseOp(*row[2])});
+	return held;
+}
+
+// What a claim settles without sending, written once every route is done (ApplySettled).
+struct ClaimSettled {
+	struct DeadLetter {
+		int64_t id;
+		std::string error;
+		SpiText key; // NULL when the translation failed before the key was known
+	};
 	std::vector<SpiText> drop_ids; // filtered, superseded
-	std::vector<SpiText> dead_ids, dead_errors, dead_keys;
-	std::vector<SpiText> log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors;
-	std::map<std::string, std::pair<int64_t, std::string>> stats;
+	std::vector<DeadLetter> dead;
+	std::vector<LogEntry> log;
+	RouteStats stats;
+};
 
-	for (const auto &route_name : route_order) {
-		const auto &rows = by_route[route_name];
-		std::optional<RouteDef> def;
-		if (rows.front().route_exists) {
-			// A route that cannot be loaded (its definition fails the write-time checks, its
-			// owner lost a privilege) is refused: the worker disables it with the reason, its
-			// changes stay pending, the other routes go on.
-			try {
-				Subtransaction sub;
-				def = FindRoute(route_name, true);
-				sub.Commit();
-			} catch (const PgError &e) {
-				out.refused.push_back(RouteAction{route_name, e.what()});
-				continue;
-			}
+void
+ApplySettled(const ClaimSettled &settled)
+{
+	if (!settled.drop_ids.empty())
+		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(settled.drop_ids)});
+	if (!settled.dead.empty()) {
+		std::vector<SpiText> ids, errors, keys;
+		for (const auto &d : settled.dead) {
+			ids.emplace_back(Num(d.id));
+			errors.emplace_back(d.error);
+			keys.push_back(d.key);
 		}
-		std::vector<Translation> translations;
-		if (!def) {
-			Translation gone;
-			gone.status = Translation::Status::Failed;
-			gone.error = "route \"" + route_name + "\" was deleted";
-			translations.assign(rows.size(), gone);
-		} else {
-			std::vector<PendingRow> pending;
-			for (const auto &q : rows)
-				pending.push_back(PendingRow{q.op, q.new_image, q.old_image});
-			translations = TranslateBatch(*def, pending);
-		}
-
-		// Latest change per key wins; earlier ones are superseded (never reordered).
-		std::map<std::string, size_t> latest;
-		std::map<std::string, bool> created; // an insert among the coalesced changes
-		for (size_t i = 0; i < rows.size(); i++) {
-			const Translation &t = translations[i];
-			if (t.status == Translation::Status::Filtered) {
-				drop_ids.emplace_back(Num(rows[i].id));
-				continue;
-			}
-			if (t.status == Translation::Status::Failed) {
-				dead_ids.emplace_back(Num(rows[i].id));
-				dead_errors.emplace_back(t.error);
-				dead_keys.push_back(t.key.empty() ? SpiText() : SpiText(t.key));
-				log_routes.emplace_back(route_name);
-				log_keys.push_back(dead_keys.back());
-				log_ops.emplace_back(OpName(rows[i].op));
-				log_ids.emplace_back(Num(rows[i].id));
-				log_outcomes.emplace_back("dead");
-				log_status.emplace_back(std::nullopt);
-				log_latency.emplace_back(std::nullopt);
-				log_errors.emplace_back(t.error);
-				stats[route_name].second = t.error;
-				continue;
-			}
-			auto it = latest.find(t.key);
-			if (it != latest.end())
-				drop_ids.emplace_back(Num(rows[it->second].id));
-			created[t.key] = created[t.key] || rows[i].op == Op::Insert;
-			latest[t.key] = i;
-		}
-		if (!def || latest.empty())
-			continue;
-
-		// Representatives in queue order.
-		std::vector<size_t> reps;
-		for (const auto &[key, index] : latest)
-			reps.push_back(index);
-		std::sort(reps.begin(), reps.end());
-
-		std::vector<SpiText> keys, ids, delete_keys, retried_fields;
-		for (size_t i : reps) {
-			keys.emplace_back(translations[i].key);
-			ids.emplace_back(Num(rows[i].id));
-			// A change tried before may be one that kills the worker: keep its translated
-			// fields with it, so that the dead letter it may become shows them.
-			retried_fields.push_back(rows[i].attempts > 0 ? SpiText(translations[i].fields.dump()) : SpiText());
-			if (rows[i].op == Op::Delete)
-				delete_keys.emplace_back(translations[i].key);
-		}
-		// Older changes of these keys still waiting for a retry are superseded too.
-		SpiExecPrepared("DELETE FROM switchboard.queue o USING unnest($2::text[], $3::bigint[]) AS k(key, id) "
-		        "WHERE o.route = $1 AND o.state = 'pending' AND o.key = k.key AND o.id < k.id",
-		        {route_name, ArrayLiteral(keys), ArrayLiteral(ids)});
-		SpiExecPrepared("UPDATE switchboard.queue q SET state = 'in_flight', key = k.key, "
-		        "payload = coalesce(k.fields::jsonb, q.payload) "
-		        "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, key, fields) WHERE q.id = k.id",
-		        {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields)});
-		std::map<std::string, std::string> remote_ids;
-		if (!delete_keys.empty()) {
-			SpiResult known = SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
-			                          "ANY($2::text[])",
-			                          {route_name, ArrayLiteral(delete_keys)});
-			for (const auto &k : known.rows)
-				remote_ids[*k[0]] = *k[1];
-		}
-
-		RouteBatch batch;
-		batch.endpoint = def->endpoint;
-		batch.route = def->route;
-		for (size_t i : reps) {
-			const QueueRow &q = rows[i];
-			const Translation &t = translations[i];
-			Change change;
-			change.id = q.id;
-			change.op = q.op == Op::Update && created[t.key] ? Op::Insert : q.op;
-			change.key = t.key;
-			change.fields = t.fields;
-			change.event_id = "sb_" + instance + "_" + Num(q.id);
-			change.occurred_at_ms = q.captured_ms;
-			auto rid = remote_ids.find(t.key);
-			if (rid != remote_ids.end())
-				change.remote_id = rid->second;
-			out.changes[q.id] = ClaimedChange{route_name, t.key, change.op, q.attempts, t.fields.dump()};
-			batch.changes.push_back(std::move(change));
-		}
-		out.batches.push_back(std::move(batch));
-	}
-
-	if (!drop_ids.empty())
-		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(drop_ids)});
-	if (!dead_ids.empty())
 		SpiExecPrepared("UPDATE switchboard.queue q SET state = 'dead', last_error = k.error, key = k.key, failed_at = now() "
 		        "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, error, key) WHERE q.id = k.id",
-		        {ArrayLiteral(dead_ids), ArrayLiteral(dead_errors), ArrayLiteral(dead_keys)});
-	LogOutcomes(log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors);
-	NoteRouteStats(stats);
+		        {ArrayLiteral(ids), ArrayLiteral(errors), ArrayLiteral(keys)});
+	}
+	LogOutcomes(settled.log);
+	NoteRouteStats(settled.stats);
+}
+
+// The changes a route sends this round: in flight, with their keys (and, for a change tried
+// before, its translated fields); the remote ids its deletes need.
+std::map<std::string, std::string>
+MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const std::vector<Translation> &translations,
+             const Coalesced &coalesced)
+{
+	std::vector<SpiText> keys, ids, delete_keys, retried_fields;
+	for (const Coalesced::Send &s : coalesced.send) {
+		keys.emplace_back(translations[s.row].key);
+		ids.emplace_back(Num(rows[s.row].id));
+		// A change tried before may be one that kills the worker: keep its translated
+		// fields with it, so that the dead letter it may become shows them.
+		retried_fields.push_back(rows[s.row].attempts > 0 ? SpiText(translations[s.row].fields.dump()) : SpiText());
+		if (s.op == Op::Delete)
+			delete_keys.emplace_back(translations[s.row].key);
+	}
+	SpiExecPrepared("UPDATE switchboard.queue q SET state = 'in_flight', key = k.key, "
+	        "payload = coalesce(k.fields::jsonb, q.payload) "
+	        "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, key, fields) WHERE q.id = k.id",
+	        {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields)});
+	std::map<std::string, std::string> remote_ids;
+	if (!delete_keys.empty()) {
+		SpiResult known = SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
+		                          "ANY($2::text[])",
+		                          {route, ArrayLiteral(delete_keys)});
+		for (const auto &k : known.rows)
+			remote_ids[*k[0]] = *k[1];
+	}
+	return remote_ids;
+}
+
+// One route's part of the claim: load it, translate its rows, coalesce them (delivery/
+// coalesce.h), mark what is sent in flight and add it to out; the rest goes to settled.
+void
+ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, const std::string &instance,
+           ClaimedBatch *out, ClaimSettled *settled)
+{
+	std::optional<RouteDef> def;
+	if (rows.front().route_exists) {
+		// A route that cannot be loaded (its definition fails the write-time checks, its
+		// owner lost a privilege) is refused: the worker disables it with the reason, its
+		// changes stay pending, the other routes go on.
+		try {
+			Subtransaction sub;
+			def = FindRoute(route_name, true);
+			sub.Commit();
+		} catch (const PgError &e) {
+			out->refused.push_back(RouteAction{route_name, e.what()});
+			return;
+		}
+	}
+	std::vector<Translation> translations;
+	if (!def) {
+		Translation gone;
+		gone.status = Translation::Status::Failed;
+		gone.error = "route \"" + route_name + "\" was deleted";
+		translations.assign(rows.size(), gone);
+	} else {
+		std::vector<PendingRow> pending;
+		for (const auto &q : rows)
+			pending.push_back(PendingRow{q.op, q.new_image, q.old_image});
+		translations = TranslateBatch(*def, pending);
+	}
+
+	std::vector<ClaimedRow> claimed;
+	for (size_t i = 0; i < rows.size(); i++) {
+		const Translation &t = translations[i];
+		ClaimedRow::State state = t.status == Translation::Status::Filtered ? ClaimedRow::State::Filtered
+		                          : t.status == Translation::Status::Failed ? ClaimedRow::State::Failed
+		                                                                     : ClaimedRow::State::Ok;
+		claimed.push_back(ClaimedRow{rows[i].id, rows[i].op, t.key, state});
+	}
+	std::vector<HeldChange> held = FetchHeld(route_name, claimed);
+	Coalesced coalesced = Coalesce(claimed, held, def && def->route.on_delete == "delete");
+
+	for (int64_t id : coalesced.dropped)
+		settled->drop_ids.emplace_back(Num(id));
+	for (size_t i : coalesced.failed) {
+		const Translation &t = translations[i];
+		SpiText key = t.key.empty() ? SpiText() : SpiText(t.key);
+		settled->dead.push_back(ClaimSettled::DeadLetter{rows[i].id, t.error, key});
+		settled->log.push_back(LogEntry{route_name, key, rows[i].op, rows[i].id, "dead", std::nullopt, std::nullopt, t.error});
+		settled->stats[route_name].second = t.error;
+	}
+	if (!def || coalesced.send.empty())
+		return;
+
+	std::map<std::string, std::string> remote_ids = MarkInFlight(route_name, rows, translations, coalesced);
+	RouteBatch batch;
+	batch.endpoint = def->endpoint;
+	batch.route = def->route;
+	for (const Coalesced::Send &s : coalesced.send) {
+		const QueueRow &q = rows[s.row];
+		const Translation &t = translations[s.row];
+		Change change;
+		change.id = q.id;
+		change.op = s.op;
+		change.key = t.key;
+		change.fields = t.fields;
+		change.event_id = "sb_" + instance + "_" + Num(q.id);
+		change.occurred_at_ms = q.captured_ms;
+		auto rid = remote_ids.find(t.key);
+		if (rid != remote_ids.end())
+			change.remote_id = rid->second;
+		out->changes[q.id] = ClaimedChange{route_name, t.key, change.op, q.attempts, t.fields.dump()};
+		batch.changes.push_back(std::move(change));
+	}
+	out->batches.push_back(std::move(batch));
+}
+
+} // namespace
+
+ClaimedBatch
+ClaimDue(int limit)
+{
+	ClaimedBatch out;
+	std::vector<QueueRow> due = FetchDue(limit);
+	out.rows = due.size();
+	if (due.empty())
+		return out;
+	std::string instance = InstanceId();
+	ClaimSettled settled;
+	for (const auto &[route, rows] : GroupByRoute(std::move(due)))
+		ClaimRoute(route, rows, instance, &out, &settled);
+	ApplySettled(settled);
 	return out;
 }
 
@@ -336,15 +425,88 @@ RequeueInFlight(const ClaimedBatch &claimed, int max_attempts)
 	                {ArrayLiteral(ids), Num(max_attempts)});
 }
 
+namespace {
+
+// A change that failed: to be tried again later, or a dead letter.
+struct FailedChange {
+	int64_t id = 0;
+	bool dead = false;
+	int attempts = 0;
+	long delay_ms = 0;   // until the next try (pending only)
+	SpiText http_status; // NULL: nothing was sent
+	std::string error;
+	SpiText payload; // dead: the translated fields, shown by dead_letters
+};
+
+// What a delivery taught about a key's remote record.
+struct RemoteIdChange {
+	std::string route;
+	std::string key;
+	std::string remote_id; // empty: the record was deleted, forget its id
+};
+
+void
+WriteFailed(const std::vector<FailedChange> &failed)
+{
+	if (failed.empty())
+		return;
+	std::vector<SpiText> ids, states, attempts, delays, statuses, errors, payloads;
+	for (const FailedChange &f : failed) {
+		ids.emplace_back(Num(f.id));
+		states.emplace_back(f.dead ? "dead" : "pending");
+		attempts.emplace_back(Num(f.attempts));
+		delays.emplace_back(Num(f.delay_ms));
+		statuses.push_back(f.http_status);
+		errors.emplace_back(f.error);
+		payloads.push_back(f.payload);
+	}
+	SpiExecPrepared("UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, "
+	        "next_attempt_at = CASE WHEN u.state = 'pending' THEN clock_timestamp() + u.delay_ms * interval '1 ms' END, "
+	        "last_status = coalesce(u.status, q.last_status), last_error = u.error, "
+	        "failed_at = CASE WHEN u.state = 'dead' THEN now() END, "
+	        "payload = CASE WHEN u.state = 'dead' THEN u.payload::jsonb END "
+	        "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[], $7::text[]) "
+	        "AS u(id, state, attempts, delay_ms, status, error, payload) WHERE q.id = u.id",
+	        {ArrayLiteral(ids), ArrayLiteral(states), ArrayLiteral(attempts), ArrayLiteral(delays),
+	         ArrayLiteral(statuses), ArrayLiteral(errors), ArrayLiteral(payloads)});
+}
+
+void
+WriteRemoteIds(const std::vector<RemoteIdChange> &changes)
+{
+	std::vector<SpiText> rid_routes, rid_keys, rid_values, gone_routes, gone_keys;
+	for (const RemoteIdChange &c : changes) {
+		if (c.remote_id.empty()) {
+			gone_routes.emplace_back(c.route);
+			gone_keys.emplace_back(c.key);
+		} else {
+			rid_routes.emplace_back(c.route);
+			rid_keys.emplace_back(c.key);
+			rid_values.emplace_back(c.remote_id);
+		}
+	}
+	if (!rid_routes.empty())
+		SpiExecPrepared("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
+		        "SELECT DISTINCT ON (route, key) * FROM unnest($1::text[], $2::text[], $3::text[]) AS u(route, key, rid) "
+		        "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
+		        {ArrayLiteral(rid_routes), ArrayLiteral(rid_keys), ArrayLiteral(rid_values)});
+	if (!gone_routes.empty())
+		SpiExecPrepared("DELETE FROM switchboard.remote_ids r USING unnest($1::text[], $2::text[]) AS u(route, key) "
+		        "WHERE r.route = u.route AND r.key = u.key",
+		        {ArrayLiteral(gone_routes), ArrayLiteral(gone_keys)});
+}
+
+} // namespace
+
 void
 RecordResults(const std::vector<Delivery> &deliveries, const std::vector<EndpointStatus> &endpoints,
               const ClaimedBatch &claimed, int max_attempts, std::mt19937_64 &rng)
 {
-	std::vector<SpiText> done_ids;
-	std::vector<SpiText> up_ids, up_states, up_attempts, up_delay, up_status, up_errors, up_payload;
-	std::vector<SpiText> log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors;
-	std::vector<SpiText> rid_routes, rid_keys, rid_values, gone_routes, gone_keys;
-	std::map<std::string, std::pair<int64_t, std::string>> stats;
+	std::vector<SpiText> done_ids; // delivered or skipped: off the queue
+	std::vector<FailedChange> failed;
+	std::vector<RemoteIdChange> remote_ids;
+	std::vector<LogEntry> log;
+	RouteStats stats;
 
 	for (const Delivery &d : deliveries) {
 		auto info = claimed.changes.find(d.change_id);
@@ -357,14 +519,10 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 			outcome = "delivered";
 			done_ids.emplace_back(Num(d.change_id));
 			stats[c.route].first++;
-			if (c.op == Op::Delete) {
-				gone_routes.emplace_back(c.route);
-				gone_keys.emplace_back(c.key);
-			} else if (!d.remote_id.empty()) {
-				rid_routes.emplace_back(c.route);
-				rid_keys.emplace_back(c.key);
-				rid_values.emplace_back(d.remote_id);
-			}
+			if (c.op == Op::Delete)
+				remote_ids.push_back(RemoteIdChange{c.route, c.key, ""});
+			else if (!d.remote_id.empty())
+				remote_ids.push_back(RemoteIdChange{c.route, c.key, d.remote_id});
 			break;
 		case Outcome::Skipped:
 			outcome = "skipped";
@@ -379,13 +537,9 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 			if (dead && d.outcome == Outcome::Retry)
 				error = "gave up after " + Num(attempts) + " attempts: " + d.error;
 			outcome = dead ? "dead" : "retry";
-			up_ids.emplace_back(Num(d.change_id));
-			up_states.emplace_back(dead ? "dead" : "pending");
-			up_attempts.emplace_back(Num(attempts));
-			up_delay.emplace_back(Num(delay));
-			up_status.push_back(d.attempted ? SpiText(Num(d.http_status)) : SpiText());
-			up_errors.emplace_back(error);
-			up_payload.push_back(dead ? SpiText(c.fields) : SpiText());
+			failed.push_back(FailedChange{d.change_id, dead, attempts, delay,
+			                              d.attempted ? SpiText(Num(d.http_status)) : SpiText(), error,
+			                              dead ? SpiText(c.fields) : SpiText()});
 			if (d.attempted || dead)
 				stats[c.route].second = error;
 			if (!d.attempted && !dead)
@@ -393,38 +547,17 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 			break;
 		}
 		}
-		log_routes.emplace_back(c.route);
-		log_keys.emplace_back(c.key);
-		log_ops.emplace_back(OpName(c.op));
-		log_ids.emplace_back(Num(d.change_id));
-		log_outcomes.emplace_back(outcome);
-		log_status.push_back(d.attempted ? SpiText(Num(d.http_status)) : SpiText());
-		log_latency.push_back(d.attempted ? SpiText(std::to_string(d.latency_ms)) : SpiText());
-		log_errors.push_back(d.error.empty() ? SpiText() : SpiText(d.error));
+		log.push_back(LogEntry{c.route, c.key, c.op, d.change_id, outcome,
+		                       d.attempted ? SpiText(Num(d.http_status)) : SpiText(),
+		                       d.attempted ? SpiText(std::to_string(d.latency_ms)) : SpiText(),
+		                       d.error.empty() ? SpiText() : SpiText(d.error)});
 	}
 
 	if (!done_ids.empty())
 		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(done_ids)});
-	if (!up_ids.empty())
-		SpiExecPrepared("UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, "
-		        "next_attempt_at = CASE WHEN u.state = 'pending' THEN clock_timestamp() + u.delay_ms * interval '1 ms' END, "
-		        "last_status = coalesce(u.status, q.last_status), last_error = u.error, "
-		        "failed_at = CASE WHEN u.state = 'dead' THEN now() END, "
-		        "payload = CASE WHEN u.state = 'dead' THEN u.payload::jsonb END "
-		        "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[], $7::text[]) "
-		        "AS u(id, state, attempts, delay_ms, status, error, payload) WHERE q.id = u.id",
-		        {ArrayLiteral(up_ids), ArrayLiteral(up_states), ArrayLiteral(up_attempts), ArrayLiteral(up_delay),
-		         ArrayLiteral(up_status), ArrayLiteral(up_errors), ArrayLiteral(up_payload)});
-	if (!rid_routes.empty())
-		SpiExecPrepared("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
-		        "SELECT DISTINCT ON (route, key) * FROM unnest($1::text[], $2::text[], $3::text[]) AS u(route, key, rid) "
-		        "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
-		        {ArrayLiteral(rid_routes), ArrayLiteral(rid_keys), ArrayLiteral(rid_values)});
-	if (!gone_routes.empty())
-		SpiExecPrepared("DELETE FROM switchboard.remote_ids r USING unnest($1::text[], $2::text[]) AS u(route, key) "
-		        "WHERE r.route = u.route AND r.key = u.key",
-		        {ArrayLiteral(gone_routes), ArrayLiteral(gone_keys)});
-	LogOutcomes(log_routes, log_keys, log_ops, log_ids, log_outcomes, log_status, log_latency, log_errors);
+	WriteFailed(failed);
+	WriteRemoteIds(remote_ids);
+	LogOutcomes(log);
 	NoteRouteStats(stats);
 	WriteEndpointStatus(endpoints);
 }
