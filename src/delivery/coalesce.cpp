@@ -9,9 +9,16 @@ Coalesced
 Coalesce(const std::vector<ClaimedRow> &rows, const std::vector<HeldChange> &held, bool deletes_sent)
 {
 	Coalesced out;
-	(void) deletes_sent;
-	std::map<std::string, size_t> latest; // key -> row sent for it
-	std::map<std::string, bool> created;  // an insert among the key's coalesced changes
+	struct KeyState {
+		size_t row = 0;                  // the change sent for the key
+		bool created = false;            // an insert among the key's coalesced changes
+		std::vector<int64_t> superseded; // what that change stands for
+	};
+	std::map<std::string, KeyState> latest;
+	// With on_delete = 'ignore' the remote keeps a deleted record: a delete tells it nothing,
+	// so it must not replace (nor supersede) a change that does.
+	auto ignored_delete = [&](Op op) { return op == Op::Delete && !deletes_sent; };
+
 	for (size_t i = 0; i < rows.size(); i++) {
 		const ClaimedRow &row = rows[i];
 		if (row.state == ClaimedRow::State::Filtered) {
@@ -23,23 +30,38 @@ Coalesce(const std::vector<ClaimedRow> &rows, const std::vector<HeldChange> &hel
 			continue;
 		}
 		auto it = latest.find(row.key);
-		if (it != latest.end())
-			out.dropped.push_back(rows[it->second].id);
-		created[row.key] = created[row.key] || row.op == Op::Insert;
-		latest[row.key] = i;
+		if (it == latest.end()) {
+			latest[row.key] = KeyState{i, row.op == Op::Insert, {}};
+			continue;
+		}
+		KeyState &k = it->second;
+		if (ignored_delete(row.op) && rows[k.row].op != Op::Delete) {
+			// The upsert before it stays the key's change; the delete is settled with it.
+			k.superseded.push_back(row.id);
+			continue;
+		}
+		k.superseded.push_back(rows[k.row].id);
+		k.row = i;
+		k.created = k.created || row.op == Op::Insert;
 	}
 
-	// Older changes of these keys still waiting for a retry are superseded too.
+	// Older changes of these keys still waiting for a retry are superseded too, and lend the
+	// change sent their insert: the remote has not seen the record yet.
 	for (const HeldChange &h : held) {
 		auto it = latest.find(h.key);
-		if (it == latest.end() || rows[it->second].id <= h.id)
+		if (it == latest.end() || rows[it->second.row].id <= h.id)
 			continue;
-		out.dropped.push_back(h.id);
+		// A delete the remote ignores leaves the held change to be sent when it is due.
+		if (ignored_delete(rows[it->second.row].op))
+			continue;
+		it->second.superseded.push_back(h.id);
+		it->second.created = it->second.created || h.op == Op::Insert;
 	}
 
-	for (const auto &[key, index] : latest) {
-		Op op = rows[index].op == Op::Update && created[key] ? Op::Insert : rows[index].op;
-		out.send.push_back(Coalesced::Send{index, op});
+	for (auto &[key, k] : latest) {
+		Op op = rows[k.row].op == Op::Update && k.created ? Op::Insert : rows[k.row].op;
+		std::sort(k.superseded.begin(), k.superseded.end());
+		out.send.push_back(Coalesced::Send{k.row, op, std::move(k.superseded)});
 	}
 	// Never reordered: the keys go out in the order of the changes sent for them.
 	std::sort(out.send.begin(), out.send.end(),

@@ -38,10 +38,14 @@ struct Coalesced {
 	struct Send {
 		size_t row = 0;     // index into the claimed rows
 		Op op = Op::Update; // as sent: an update of a key created among the coalesced changes is an insert
+		// Older changes of the key (claimed or held) this one stands for. They stay queued until
+		// it is settled: if it must wait for a retry they wait with it and are coalesced again,
+		// so that what they meant (an insert) is not lost.
+		std::vector<int64_t> superseded;
 	};
-	std::vector<Send> send;           // at most one per key, in queue order
-	std::vector<int64_t> dropped;     // queue ids settled without a send: filtered, superseded (claimed or held)
-	std::vector<size_t> failed;       // indexes of rows whose translation failed (dead letters)
+	std::vector<Send> send;       // at most one per key, in queue order
+	std::vector<int64_t> dropped; // queue ids of filtered changes: settled without a send
+	std::vector<size_t> failed;   // indexes of rows whose translation failed (dead letters)
 };
 
 // rows: the claimed changes of one route in queue order; held: its older changes waiting for

@@ -246,7 +246,7 @@ struct ClaimSettled {
 		std::string error;
 		SpiText key; // NULL when the translation failed before the key was known
 	};
-	std::vector<SpiText> drop_ids; // filtered, superseded
+	std::vector<SpiText> drop_ids; // filtered
 	std::vector<DeadLetter> dead;
 	std::vector<LogEntry> log;
 	RouteStats stats;
@@ -273,25 +273,35 @@ ApplySettled(const ClaimSettled &settled)
 }
 
 // The changes a route sends this round: in flight, with their keys (and, for a change tried
-// before, its translated fields); the remote ids its deletes need.
+// before, its translated fields), the changes they supersede keyed; the remote ids its
+// deletes need.
 std::map<std::string, std::string>
 MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const std::vector<Translation> &translations,
              const Coalesced &coalesced)
 {
-	std::vector<SpiText> keys, ids, delete_keys, retried_fields;
+	std::vector<SpiText> keys, ids, states, delete_keys, retried_fields;
 	for (const Coalesced::Send &s : coalesced.send) {
 		keys.emplace_back(translations[s.row].key);
 		ids.emplace_back(Num(rows[s.row].id));
+		states.emplace_back("in_flight");
 		// A change tried before may be one that kills the worker: keep its translated
 		// fields with it, so that the dead letter it may become shows them.
 		retried_fields.push_back(rows[s.row].attempts > 0 ? SpiText(translations[s.row].fields.dump()) : SpiText());
 		if (s.op == Op::Delete)
 			delete_keys.emplace_back(translations[s.row].key);
+		// The changes it supersedes stay pending, keyed: should they outlive this round (a
+		// retry, a crash), a later claim of the key finds them as held changes.
+		for (int64_t id : s.superseded) {
+			keys.emplace_back(translations[s.row].key);
+			ids.emplace_back(Num(id));
+			states.emplace_back("pending");
+			retried_fields.emplace_back(std::nullopt);
+		}
 	}
-	SpiExecPrepared("UPDATE switchboard.queue q SET state = 'in_flight', key = k.key, "
+	SpiExecPrepared("UPDATE switchboard.queue q SET state = k.state, key = k.key, "
 	        "payload = coalesce(k.fields::jsonb, q.payload) "
-	        "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, key, fields) WHERE q.id = k.id",
-	        {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields)});
+	        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS k(id, key, fields, state) WHERE q.id = k.id",
+	        {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields), ArrayLiteral(states)});
 	std::map<std::string, std::string> remote_ids;
 	if (!delete_keys.empty()) {
 		SpiResult known = SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
@@ -376,7 +386,7 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 		auto rid = remote_ids.find(t.key);
 		if (rid != remote_ids.end())
 			change.remote_id = rid->second;
-		out->changes[q.id] = ClaimedChange{route_name, t.key, change.op, q.attempts, t.fields.dump()};
+		out->changes[q.id] = ClaimedChange{route_name, t.key, change.op, q.attempts, t.fields.dump(), s.superseded};
 		batch.changes.push_back(std::move(change));
 	}
 	out->batches.push_back(std::move(batch));
@@ -412,17 +422,27 @@ ParkOldestDue(const std::string &error)
 void
 RequeueInFlight(const ClaimedBatch &claimed, int max_attempts)
 {
-	std::vector<SpiText> ids;
-	for (const auto &[id, change] : claimed.changes)
+	std::vector<SpiText> ids, superseded, superseded_by;
+	for (const auto &[id, change] : claimed.changes) {
 		ids.emplace_back(Num(id));
+		for (int64_t s : change.superseded) {
+			superseded.emplace_back(Num(s));
+			superseded_by.emplace_back(Num(id));
+		}
+	}
 	// Counted as an attempt, like a crash: a change whose result can never be recorded ends
-	// as a dead letter instead of being sent forever.
-	SpiExecPrepared("UPDATE switchboard.queue SET state = CASE WHEN attempts + 1 >= $2::int THEN 'dead' ELSE 'pending' END, "
+	// as a dead letter instead of being sent forever. The changes it superseded stay pending
+	// (coalesced with it again next claim), unless it became a dead letter: then they go too,
+	// as they would had it been delivered.
+	SpiExecPrepared("WITH requeued AS (UPDATE switchboard.queue "
+	                "SET state = CASE WHEN attempts + 1 >= $2::int THEN 'dead' ELSE 'pending' END, "
 	                "attempts = attempts + 1, next_attempt_at = NULL, "
 	                "failed_at = CASE WHEN attempts + 1 >= $2::int THEN now() END, "
 	                "last_error = 'the result of its delivery could not be recorded; sent again' "
-	                "WHERE id = ANY($1::bigint[]) AND state = 'in_flight'",
-	                {ArrayLiteral(ids), Num(max_attempts)});
+	                "WHERE id = ANY($1::bigint[]) AND state = 'in_flight' RETURNING id, state) "
+	                "DELETE FROM switchboard.queue s USING unnest($3::bigint[], $4::bigint[]) AS u(id, rep), requeued r "
+	                "WHERE r.id = u.rep AND r.state = 'dead' AND s.id = u.id AND s.state = 'pending'",
+	                {ArrayLiteral(ids), Num(max_attempts), ArrayLiteral(superseded), ArrayLiteral(superseded_by)});
 }
 
 namespace {
@@ -502,8 +522,9 @@ void
 RecordResults(const std::vector<Delivery> &deliveries, const std::vector<EndpointStatus> &endpoints,
               const ClaimedBatch &claimed, int max_attempts, std::mt19937_64 &rng)
 {
-	std::vector<SpiText> done_ids; // delivered or skipped: off the queue
+	std::vector<SpiText> done_ids; // delivered, skipped, superseded by those or by a dead letter: off the queue
 	std::vector<FailedChange> failed;
+	std::vector<SpiText> waiting_ids, waiting_for; // superseded, waiting with the change that is retried
 	std::vector<RemoteIdChange> remote_ids;
 	std::vector<LogEntry> log;
 	RouteStats stats;
@@ -513,6 +534,7 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 		if (info == claimed.changes.end())
 			continue;
 		const ClaimedChange &c = info->second;
+		bool settled = d.outcome != Outcome::Retry; // Retry may still become a dead letter below
 		std::string outcome;
 		switch (d.outcome) {
 		case Outcome::Delivered:
@@ -537,16 +559,25 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 			if (dead && d.outcome == Outcome::Retry)
 				error = "gave up after " + Num(attempts) + " attempts: " + d.error;
 			outcome = dead ? "dead" : "retry";
+			settled = dead;
 			failed.push_back(FailedChange{d.change_id, dead, attempts, delay,
 			                              d.attempted ? SpiText(Num(d.http_status)) : SpiText(), error,
 			                              dead ? SpiText(c.fields) : SpiText()});
 			if (d.attempted || dead)
 				stats[c.route].second = error;
-			if (!d.attempted && !dead)
-				continue; // nothing was sent: no history entry
 			break;
 		}
 		}
+		for (int64_t id : c.superseded) {
+			if (settled) {
+				done_ids.emplace_back(Num(id));
+			} else {
+				waiting_ids.emplace_back(Num(id));
+				waiting_for.emplace_back(Num(d.change_id));
+			}
+		}
+		if (d.outcome == Outcome::Retry && !settled && !d.attempted)
+			continue; // nothing was sent: no history entry
 		log.push_back(LogEntry{c.route, c.key, c.op, d.change_id, outcome,
 		                       d.attempted ? SpiText(Num(d.http_status)) : SpiText(),
 		                       d.attempted ? SpiText(std::to_string(d.latency_ms)) : SpiText(),
@@ -556,6 +587,13 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 	if (!done_ids.empty())
 		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {ArrayLiteral(done_ids)});
 	WriteFailed(failed);
+	// Superseded changes come due with the one they were coalesced into, so that the next
+	// claim coalesces them again (an insert among them keeps its meaning).
+	if (!waiting_ids.empty())
+		SpiExecPrepared("UPDATE switchboard.queue s SET next_attempt_at = r.next_attempt_at "
+		                "FROM unnest($1::bigint[], $2::bigint[]) AS u(id, rep) JOIN switchboard.queue r ON r.id = u.rep "
+		                "WHERE s.id = u.id AND s.state = 'pending'",
+		                {ArrayLiteral(waiting_ids), ArrayLiteral(waiting_for)});
 	WriteRemoteIds(remote_ids);
 	LogOutcomes(log);
 	NoteRouteStats(stats);

@@ -28,9 +28,13 @@ Sent(const std::vector<ClaimedRow> &rows, const Coalesced &c)
 	return out;
 }
 
+// Every change superseded by one that is sent, in id order.
 std::vector<int64_t>
-Sorted(std::vector<int64_t> ids)
+Superseded(const Coalesced &c)
 {
+	std::vector<int64_t> ids;
+	for (const auto &s : c.send)
+		ids.insert(ids.end(), s.superseded.begin(), s.superseded.end());
 	std::sort(ids.begin(), ids.end());
 	return ids;
 }
@@ -39,7 +43,7 @@ TEST(Coalesce, NothingClaimedSendsNothing)
 {
 	Coalesced c = Coalesce({}, {}, true);
 	EXPECT_TRUE(c.send.empty());
-	EXPECT_TRUE(c.dropped.empty());
+	EXPECT_TRUE(Superseded(c).empty());
 	EXPECT_TRUE(c.failed.empty());
 }
 
@@ -48,7 +52,7 @@ TEST(Coalesce, LatestChangePerKeyIsSentEarlierOnesSuperseded)
 	std::vector<ClaimedRow> rows = {Row(1, Op::Update, "a"), Row(2, Op::Update, "a"), Row(3, Op::Update, "a")};
 	Coalesced c = Coalesce(rows, {}, true);
 	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"3:update"}));
-	EXPECT_EQ(Sorted(c.dropped), (std::vector<int64_t>{1, 2}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{1, 2}));
 }
 
 TEST(Coalesce, InsertThenUpdateIsSentAsInsert)
@@ -56,7 +60,7 @@ TEST(Coalesce, InsertThenUpdateIsSentAsInsert)
 	std::vector<ClaimedRow> rows = {Row(1, Op::Insert, "a"), Row(2, Op::Update, "a"), Row(3, Op::Update, "a")};
 	Coalesced c = Coalesce(rows, {}, true);
 	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"3:insert"}));
-	EXPECT_EQ(Sorted(c.dropped), (std::vector<int64_t>{1, 2}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{1, 2}));
 }
 
 TEST(Coalesce, UpdateThenDeleteIsADeleteWhenDeletesAreSent)
@@ -64,7 +68,7 @@ TEST(Coalesce, UpdateThenDeleteIsADeleteWhenDeletesAreSent)
 	std::vector<ClaimedRow> rows = {Row(1, Op::Update, "a"), Row(2, Op::Delete, "a")};
 	Coalesced c = Coalesce(rows, {}, true);
 	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"2:delete"}));
-	EXPECT_EQ(c.dropped, (std::vector<int64_t>{1}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{1}));
 }
 
 TEST(Coalesce, InsertThenDeleteStaysADelete)
@@ -89,7 +93,10 @@ TEST(Coalesce, KeysGoOutInTheOrderOfTheirLatestChangeOnePerKey)
 	// Not sorted by key: "b" moves behind "a" and "c" (its latest state is the newest), and
 	// no key is sent twice.
 	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"2:update", "3:update", "4:update", "5:update"}));
-	EXPECT_EQ(c.dropped, (std::vector<int64_t>{1}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{1}));
+	ASSERT_EQ(c.send.size(), 4u);
+	EXPECT_EQ(c.send[2].superseded, (std::vector<int64_t>{1})) << "b's older change goes with b's latest";
+	EXPECT_TRUE(c.dropped.empty()) << "superseded changes stay queued until the one sent is settled";
 }
 
 TEST(Coalesce, FilteredChangesAreDroppedAndSupersedeNothing)
@@ -100,6 +107,7 @@ TEST(Coalesce, FilteredChangesAreDroppedAndSupersedeNothing)
 	Coalesced c = Coalesce(rows, {}, true);
 	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"1:update"}));
 	EXPECT_EQ(c.dropped, (std::vector<int64_t>{2}));
+	EXPECT_TRUE(Superseded(c).empty());
 }
 
 TEST(Coalesce, FailedTranslationsAreReportedAndSupersedeNothing)
@@ -109,7 +117,7 @@ TEST(Coalesce, FailedTranslationsAreReportedAndSupersedeNothing)
 	Coalesced c = Coalesce(rows, {}, true);
 	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"1:update", "3:update"}));
 	EXPECT_EQ(c.failed, (std::vector<size_t>{1}));
-	EXPECT_TRUE(c.dropped.empty());
+	EXPECT_TRUE(Superseded(c).empty());
 }
 
 TEST(Coalesce, HeldOlderChangesOfASentKeyAreSuperseded)
@@ -120,7 +128,88 @@ TEST(Coalesce, HeldOlderChangesOfASentKeyAreSuperseded)
 	std::vector<HeldChange> held = {{4, "a", Op::Update}, {12, "b", Op::Update}, {5, "c", Op::Update}};
 	Coalesced c = Coalesce(rows, held, true);
 	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"10:update", "11:update"}));
-	EXPECT_EQ(c.dropped, (std::vector<int64_t>{4}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{4}));
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 9 item 10: coalescing keeps what the remote needs.
+
+TEST(Coalesce, UpdateThenDeleteStillSendsTheUpdateWhenDeletesAreIgnored)
+{
+	// With on_delete = 'ignore' the remote keeps the record: a delete must not swallow the
+	// update before it, or the remote never sees the last state of the record.
+	std::vector<ClaimedRow> rows = {Row(1, Op::Update, "a"), Row(2, Op::Delete, "a")};
+	Coalesced c = Coalesce(rows, {}, false);
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"1:update"}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{2}));
+}
+
+TEST(Coalesce, IgnoredDeleteBetweenChangesKeepsTheInsertMeaning)
+{
+	std::vector<ClaimedRow> rows = {Row(1, Op::Insert, "a"), Row(2, Op::Delete, "a"), Row(3, Op::Update, "a")};
+	Coalesced c = Coalesce(rows, {}, false);
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"3:insert"}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{1, 2}));
+}
+
+TEST(Coalesce, ALoneIgnoredDeleteIsStillHandedOn)
+{
+	// Sent to the dispatcher, which records it as skipped (as before coalescing was involved).
+	std::vector<ClaimedRow> rows = {Row(1, Op::Delete, "a"), Row(2, Op::Delete, "a")};
+	Coalesced c = Coalesce(rows, {}, false);
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"2:delete"}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{1}));
+}
+
+TEST(Coalesce, DeleteThenUpdateWithDeletesIgnoredSendsTheUpdate)
+{
+	std::vector<ClaimedRow> rows = {Row(1, Op::Delete, "a"), Row(2, Op::Update, "a")};
+	Coalesced c = Coalesce(rows, {}, false);
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"2:update"}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{1}));
+}
+
+TEST(Coalesce, HeldUpdateIsNotSupersededByAnIgnoredDelete)
+{
+	// The update failed and waits for its retry; the delete after it means nothing to the
+	// remote, so the update stays queued (and is sent when due).
+	std::vector<ClaimedRow> rows = {Row(7, Op::Delete, "a")};
+	std::vector<HeldChange> held = {{3, "a", Op::Update}};
+	Coalesced c = Coalesce(rows, held, false);
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"7:delete"}));
+	EXPECT_TRUE(Superseded(c).empty());
+}
+
+TEST(Coalesce, HeldUpdateIsSupersededByADeleteThatIsSent)
+{
+	std::vector<ClaimedRow> rows = {Row(7, Op::Delete, "a")};
+	std::vector<HeldChange> held = {{3, "a", Op::Update}};
+	Coalesced c = Coalesce(rows, held, true);
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"7:delete"}));
+	EXPECT_EQ(Superseded(c), (std::vector<int64_t>{3}));
+}
+
+TEST(Coalesce, SupersededHeldInsertKeepsItsInsertMeaning)
+{
+	// The insert failed (retry pending), then the row was updated: the remote (a webhook
+	// consumer, say) has never heard of the record, so the change sent is an insert.
+	std::vector<ClaimedRow> rows = {Row(9, Op::Update, "a"), Row(10, Op::Update, "b")};
+	std::vector<HeldChange> held = {{2, "a", Op::Insert}};
+	for (bool deletes_sent : {true, false}) {
+		Coalesced c = Coalesce(rows, held, deletes_sent);
+		EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"9:insert", "10:update"}));
+		EXPECT_EQ(Superseded(c), (std::vector<int64_t>{2}));
+	}
+}
+
+TEST(Coalesce, HeldInsertNotSupersededLendsNoInsertMeaning)
+{
+	// Newer than the claimed change: it is not coalesced, so the update stays an update.
+	std::vector<ClaimedRow> rows = {Row(9, Op::Update, "a")};
+	std::vector<HeldChange> held = {{12, "a", Op::Insert}};
+	Coalesced c = Coalesce(rows, held, true);
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"9:update"}));
+	EXPECT_TRUE(Superseded(c).empty());
 }
 
 } // namespace
