@@ -6,8 +6,8 @@
 #include "settings.h"
 #include "connectors/pull.h"
 #include "translate/route_def.h"
-#include "worker/pull_store.h"
-#include "worker/queue_store.h"
+#include "store/pull_store.h"
+#include "store/queue_store.h"
 #include "worker/shmem.h"
 
 extern "C" {

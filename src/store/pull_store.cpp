@@ -1,9 +1,10 @@
-#include "worker/pull_store.h"
+#include "store/pull_store.h"
 
 #include <algorithm>
 #include <map>
 
 #include "capture/enqueue.h"
+#include "delivery/conflict.h"
 #include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
@@ -229,9 +230,8 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 				// A pending local change of the same key: conflict, settled by routes.conflict.
 				auto local = pending.find(record.key);
 				if (local != pending.end()) {
-					bool remote_wins = pull.conflict == "remote" ||
-					                   (pull.conflict == "newest" && record.modified_ms > local->second.newest_ms);
-					if (!remote_wins) {
+					if (SettleConflict(pull.conflict, record.modified_ms, local->second.newest_ms) ==
+					    ConflictWinner::Local) {
 						counts.skipped++;
 						sub.Commit();
 						continue;
