@@ -1,4 +1,5 @@
 #include "delivery/conflict.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -170,9 +170,15 @@ RecoverInFlight()
 	        "last_error = coalesce(last_error, 'worker stopped while delivering; sent again') "
 	        "WHERE state = 'in_flight'");
 	// A change that keeps killing the worker ends up here instead of looping forever.
-	SpiExecPrepared("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), "
+	// The older changes of its key that it superseded (kept pending, keyed, until it settled)
+	// go with it, as when a delivery makes a dead letter: sent on their own later, they would
+	// put an older state over the newer one.
+	SpiExecPrepared("WITH dead AS (UPDATE switchboard.queue SET state = 'dead', failed_at = now(), "
 	        "last_error = 'the worker stopped while delivering this change ' || attempts || ' times' "
-	        "WHERE state = 'pending' AND attempts >= current_setting('switchboard.max_attempts')::int");
+	        "WHERE state = 'pending' AND attempts >= current_setting('switchboard.max_attempts')::int "
+	        "RETURNING id, route, key) "
+	        "DELETE FROM switchboard.queue p USING dead d "
+	        "WHERE p.route = d.route AND p.key = d.key AND p.state = 'pending' AND p.id < d.id");
 }
 
 namespace {

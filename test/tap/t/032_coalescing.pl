@@ -124,5 +124,25 @@ is(wait_idle(), 't', 'insert + update in one claim settle');
 @ev = grep { ($_->{body}{data}{amount} // 0) == 6 } @{ events() };
 is(scalar(@ev) && $ev[0]{body}{type}, 'order.insert', 'insert + update claimed together is an insert');
 
+# ---------------------------------------------------------------------------------------
+# A change that becomes a dead letter when the worker restarts (it was in flight max_attempts
+# times) takes the older changes it superseded with it: sent later on their own, they would
+# put an older state over the newer one.
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.enabled = off");
+$node->safe_psql('postgres', "SELECT pg_reload_conf()");
+$node->safe_psql('postgres', "INSERT INTO orders VALUES (9, 1, 'old')");
+$node->safe_psql('postgres', "UPDATE orders SET amount = 2, status = 'new' WHERE id = 9");
+$node->safe_psql('postgres', q{
+UPDATE switchboard.queue SET key = '9' WHERE route = 'orders_wh' AND new->>'id' = '9';
+UPDATE switchboard.queue SET state = 'in_flight', attempts = current_setting('switchboard.max_attempts')::int - 1
+ WHERE id = (SELECT max(id) FROM switchboard.queue WHERE route = 'orders_wh' AND key = '9')});
+my $worker = sql($node, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'switchboard worker'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($worker)");
+ok(wait_for('the restarted worker recovers the change in flight',
+	sub { sql($node, "SELECT count(*) FROM switchboard.queue WHERE route = 'orders_wh' AND key = '9' AND state = 'dead'") == 1 }, 30),
+	'the newest change of the key is a dead letter');
+is(sql($node, "SELECT count(*) FROM switchboard.queue WHERE route = 'orders_wh' AND key = '9' AND state = 'pending'"), 0,
+	'the older change it superseded is not left to be sent on its own');
+
 $node->stop;
 done_testing();
