@@ -28,6 +28,7 @@ int setting_naptime_ms = 1000;
 int setting_http_timeout_ms = 30000;
 int setting_max_attempts = 12;
 int setting_history_retention_s = 7 * 24 * 3600;
+int setting_dead_letter_retention_s = 0;
 char *setting_allowed_hosts = nullptr;
 
 bool
@@ -55,6 +56,10 @@ _PG_init(void)
 	DefineCustomIntVariable("switchboard.history_retention", "How long delivery history is kept.", nullptr,
 	                        &setting_history_retention_s, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
 	                        nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("switchboard.dead_letter_retention",
+	                        "How long a dead letter is kept before it is dropped; 0 keeps it until retried or discarded.",
+	                        nullptr, &setting_dead_letter_retention_s, 0, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr,
+	                        nullptr, nullptr);
 	DefineCustomStringVariable("switchboard.allowed_hosts",
 	                           "Comma list of host patterns endpoints may point at; empty allows any.", nullptr,
 	                           &setting_allowed_hosts, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

@@ -8,7 +8,7 @@ CREATE TABLE switchboard.delivery_log (
 	key text,
 	op text,
 	change_id bigint,
-	outcome text NOT NULL,   -- delivered | retry | dead | skipped | pulled
+	outcome text NOT NULL,   -- delivered | retry | dead | skipped | discarded | expired | pulled ...
 	http_status integer,
 	latency_ms double precision,
 	error text

@@ -657,10 +657,19 @@ MsUntilNextDue()
 }
 
 void
-PruneHistory(int retention_s)
+PruneHistory(int retention_s, int dead_letter_retention_s)
 {
 	SpiExecPrepared("DELETE FROM switchboard.delivery_log WHERE at < now() - $1::int * interval '1 second'",
 	        {Num(retention_s)});
+	if (dead_letter_retention_s <= 0)
+		return; // the default: a dead letter waits for a DBA
+	// Dropped like discard() would, and said so in deliveries (outcome 'expired').
+	SpiExecPrepared("WITH gone AS (DELETE FROM switchboard.queue WHERE state = 'dead' "
+	        "AND failed_at < now() - $1::int * interval '1 second' RETURNING id, route, key, op, last_status) "
+	        "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, error) "
+	        "SELECT route, key, op, id, 'expired', last_status, "
+	        "'dead letter dropped after switchboard.dead_letter_retention' FROM gone",
+	        {Num(dead_letter_retention_s)});
 }
 
 } // namespace switchboard

@@ -80,6 +80,6 @@ long MsUntilNextDue();
 // Disables routes with the reason (shown by route_status); their queued changes stay.
 void DisableRoutes(const std::vector<RouteAction> &routes);
 
-void PruneHistory(int retention_s);
+void PruneHistory(int retention_s, int dead_letter_retention_s);
 
 } // namespace switchboard

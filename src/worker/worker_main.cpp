@@ -93,6 +93,7 @@ public:
 			if (ConfigReloadPending) {
 				ConfigReloadPending = false;
 				Guarded([] { ProcessConfigFile(PGC_SIGHUP); });
+				last_prune_ms_ = 0; // a changed retention applies now, not in a minute
 			}
 			long wait_ms = setting_naptime_ms;
 			if (setting_enabled != wants_wakes_) {
@@ -217,8 +218,12 @@ private:
 				Activity("waiting for ALTER EXTENSION switchboard UPDATE");
 				return setting_naptime_ms;
 			}
-			if (NowMs() - last_prune_ms_ > 60 * 1000) {
-				PruneHistory(setting_history_retention_s);
+			// Once a minute, or as often as a short dead-letter retention needs.
+			long prune_every_ms = 60 * 1000;
+			if (setting_dead_letter_retention_s > 0)
+				prune_every_ms = std::min<long>(prune_every_ms, std::max(1, setting_dead_letter_retention_s) * 1000L);
+			if (NowMs() - last_prune_ms_ > prune_every_ms) {
+				PruneHistory(setting_history_retention_s, setting_dead_letter_retention_s);
 				last_prune_ms_ = NowMs();
 			}
 			if (setting_enabled)
