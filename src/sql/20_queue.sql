@@ -97,3 +97,9 @@ BEGIN
 END $$;
 CREATE EVENT TRIGGER switchboard_capture_created ON ddl_command_end WHEN TAG IN ('CREATE TRIGGER')
 	EXECUTE FUNCTION switchboard._on_trigger_created();
+
+-- Queues the rows that exist already, as capture would have (C).
+CREATE FUNCTION switchboard.resync(route text, where_clause text DEFAULT NULL) RETURNS bigint
+	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_resync';
+COMMENT ON FUNCTION switchboard.resync(text, text) IS
+	'Enqueue the current state of existing rows of the route''s source (all, or those matching where_clause) that pass its filters';
