@@ -34,8 +34,8 @@ TriggerName(const std::string &route, Op op)
 Oid
 ExtensionOwner()
 {
-	return static_cast<Oid>(std::stoul(
-	    *SpiScalar("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard'")));
+	return static_cast<Oid>(
+	    std::stoul(*SpiScalar("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard'")));
 }
 
 bool

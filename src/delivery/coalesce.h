@@ -51,7 +51,6 @@ struct Coalesced {
 // rows: the claimed changes of one route in queue order; held: its older changes waiting for
 // a retry whose keys occur among rows (any order); deletes_sent: the route's on_delete is
 // 'delete' (with 'ignore' a delete means nothing to the remote).
-Coalesced
-Coalesce(const std::vector<ClaimedRow> &rows, const std::vector<HeldChange> &held, bool deletes_sent);
+Coalesced Coalesce(const std::vector<ClaimedRow> &rows, const std::vector<HeldChange> &held, bool deletes_sent);
 
 } // namespace switchboard

@@ -21,7 +21,6 @@ enum class ConflictWinner { Local, Remote };
 //           is unknown (0), goes to the local change, which then reaches the remote anyway.
 // Any other text (the configuration check allows none) keeps the local change: nothing local
 // is discarded on a rule the worker does not know.
-ConflictWinner
-SettleConflict(const std::string &rule, int64_t remote_modified_ms, int64_t local_newest_ms);
+ConflictWinner SettleConflict(const std::string &rule, int64_t remote_modified_ms, int64_t local_newest_ms);
 
 } // namespace switchboard

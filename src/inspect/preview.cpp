@@ -138,8 +138,8 @@ PreviewJson(FunctionCallInfo fcinfo)
 		               {key}, true);
 	}
 	if (rows.rows.empty())
-		Fail(ERRCODE_NO_DATA_FOUND,
-		     "no row of " + QualifiedName(def.source) + " has key \"" + key + "\" (match_local: " + def.match_local + ")");
+		Fail(ERRCODE_NO_DATA_FOUND, "no row of " + QualifiedName(def.source) + " has key \"" + key +
+		                                "\" (match_local: " + def.match_local + ")");
 
 	Json out = {{"route", route}, {"op", op_name}, {"endpoint", def.endpoint.name}};
 	if (rows.rows.size() > 1)

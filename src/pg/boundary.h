@@ -35,7 +35,7 @@ namespace switchboard {
 class PgError : public std::runtime_error {
 public:
 	PgError(int sqlerrcode, const std::string &message, std::string detail = "", std::string hint = "")
-		: std::runtime_error(message), sqlerrcode(sqlerrcode), detail(std::move(detail)), hint(std::move(hint))
+	    : std::runtime_error(message), sqlerrcode(sqlerrcode), detail(std::move(detail)), hint(std::move(hint))
 	{
 	}
 	int sqlerrcode;
@@ -57,7 +57,8 @@ void Capture(CaughtError *out, const std::exception *e) noexcept;
 void GuardedCall(void (*fn)(void *), void *arg); // throws PgError
 
 template <typename F>
-bool RunCaught(F &body, Datum *result, CaughtError *err) noexcept
+bool
+RunCaught(F &body, Datum *result, CaughtError *err) noexcept
 {
 	// Postgres' error state as the caller left it. C++ code that exits a PG_TRY (or pushes
 	// an error context callback) by throwing leaves these pointing into a frame that no
@@ -134,39 +135,39 @@ private:
 //
 // The body is a function of FunctionCallInfo fcinfo returning Datum, so PG_GETARG_* and
 // PG_RETURN_* work in it as usual. It may call Postgres (or ereport) directly only while it
-// holds no C++ object: the longjmp then passes just Boundary's frames, which hold none. The finfo record is what PG_FUNCTION_INFO_V1 declares
-// (version-1 calling convention); that macro is disabled in pg/prelude.h so that an entry
+// holds no C++ object: the longjmp then passes just Boundary's frames, which hold none. The finfo record is what
+// PG_FUNCTION_INFO_V1 declares (version-1 calling convention); that macro is disabled in pg/prelude.h so that an entry
 // point without the boundary does not compile. Use at file scope, outside any namespace.
-#define SB_PG_FUNCTION(name)                                                                                        \
-	static Datum name##_body(FunctionCallInfo fcinfo);                                                             \
-	extern "C" {                                                                                                   \
-	PGDLLEXPORT Datum name(PG_FUNCTION_ARGS);                                                                      \
-	PGDLLEXPORT const Pg_finfo_record *pg_finfo_##name(void);                                                      \
-	const Pg_finfo_record *pg_finfo_##name(void)                                                                   \
-	{                                                                                                              \
-		static const Pg_finfo_record finfo = {1};                                                                  \
-		return &finfo;                                                                                             \
-	}                                                                                                              \
-	Datum name(PG_FUNCTION_ARGS)                                                                                   \
-	{                                                                                                              \
-		return ::switchboard::Boundary([&] { return name##_body(fcinfo); });                                       \
-	}                                                                                                              \
-	}                                                                                                              \
+#define SB_PG_FUNCTION(name)                                                                                           \
+	static Datum name##_body(FunctionCallInfo fcinfo);                                                                 \
+	extern "C" {                                                                                                       \
+	PGDLLEXPORT Datum name(PG_FUNCTION_ARGS);                                                                          \
+	PGDLLEXPORT const Pg_finfo_record *pg_finfo_##name(void);                                                          \
+	const Pg_finfo_record *pg_finfo_##name(void)                                                                       \
+	{                                                                                                                  \
+		static const Pg_finfo_record finfo = {1};                                                                      \
+		return &finfo;                                                                                                 \
+	}                                                                                                                  \
+	Datum name(PG_FUNCTION_ARGS)                                                                                       \
+	{                                                                                                                  \
+		return ::switchboard::Boundary([&] { return name##_body(fcinfo); });                                           \
+	}                                                                                                                  \
+	}                                                                                                                  \
 	static Datum name##_body(FunctionCallInfo fcinfo)
 
 // Background worker entry point `name` (bgw_function_name), its body run through Boundary.
 // The body gets Datum main_arg and returns nothing; when it returns, Postgres ends the process
 // with proc_exit(0). An error leaving it is logged by Postgres' own handler (the process exits).
-#define SB_BGWORKER_MAIN(name)                                                                                      \
-	static void name##_body(Datum main_arg);                                                                       \
-	extern "C" {                                                                                                   \
-	PGDLLEXPORT void name(Datum main_arg);                                                                         \
-	void name(Datum main_arg)                                                                                      \
-	{                                                                                                              \
-		::switchboard::Boundary([&] {                                                                              \
-			name##_body(main_arg);                                                                                 \
-			return (Datum) 0;                                                                                      \
-		});                                                                                                        \
-	}                                                                                                              \
-	}                                                                                                              \
+#define SB_BGWORKER_MAIN(name)                                                                                         \
+	static void name##_body(Datum main_arg);                                                                           \
+	extern "C" {                                                                                                       \
+	PGDLLEXPORT void name(Datum main_arg);                                                                             \
+	void name(Datum main_arg)                                                                                          \
+	{                                                                                                                  \
+		::switchboard::Boundary([&] {                                                                                  \
+			name##_body(main_arg);                                                                                     \
+			return (Datum) 0;                                                                                          \
+		});                                                                                                            \
+	}                                                                                                                  \
+	}                                                                                                                  \
 	static void name##_body(Datum main_arg)

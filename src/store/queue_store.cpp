@@ -104,11 +104,12 @@ LogOutcomes(const std::vector<LogEntry> &entries)
 		latencies.push_back(e.latency_ms);
 		errors.push_back(e.error);
 	}
-	SpiExecPrepared("INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, latency_ms, error) "
-	        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], "
-	        "$7::float8[], $8::text[])",
-	        {ArrayLiteral(routes), ArrayLiteral(keys), ArrayLiteral(ops), ArrayLiteral(ids), ArrayLiteral(outcomes),
-	         ArrayLiteral(statuses), ArrayLiteral(latencies), ArrayLiteral(errors)});
+	SpiExecPrepared(
+	    "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, latency_ms, error) "
+	    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], "
+	    "$7::float8[], $8::text[])",
+	    {ArrayLiteral(routes), ArrayLiteral(keys), ArrayLiteral(ops), ArrayLiteral(ids), ArrayLiteral(outcomes),
+	     ArrayLiteral(statuses), ArrayLiteral(latencies), ArrayLiteral(errors)});
 }
 
 void
@@ -122,15 +123,16 @@ NoteRouteStats(const RouteStats &stats)
 		delivered.emplace_back(Num(s.first));
 		errors.push_back(s.second.empty() ? SpiText() : SpiText(s.second));
 	}
-	SpiExecPrepared("INSERT INTO switchboard.route_stats AS s (route, delivered, last_delivered_at, last_error, last_error_at) "
-	        "SELECT u.route, u.delivered, CASE WHEN u.delivered > 0 THEN now() END, u.error, "
-	        "CASE WHEN u.error IS NOT NULL THEN now() END "
-	        "FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(route, delivered, error) "
-	        "ON CONFLICT (route) DO UPDATE SET delivered = s.delivered + excluded.delivered, "
-	        "last_delivered_at = coalesce(excluded.last_delivered_at, s.last_delivered_at), "
-	        "last_error = coalesce(excluded.last_error, s.last_error), "
-	        "last_error_at = coalesce(excluded.last_error_at, s.last_error_at)",
-	        {ArrayLiteral(routes), ArrayLiteral(delivered), ArrayLiteral(errors)});
+	SpiExecPrepared(
+	    "INSERT INTO switchboard.route_stats AS s (route, delivered, last_delivered_at, last_error, last_error_at) "
+	    "SELECT u.route, u.delivered, CASE WHEN u.delivered > 0 THEN now() END, u.error, "
+	    "CASE WHEN u.error IS NOT NULL THEN now() END "
+	    "FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(route, delivered, error) "
+	    "ON CONFLICT (route) DO UPDATE SET delivered = s.delivered + excluded.delivered, "
+	    "last_delivered_at = coalesce(excluded.last_delivered_at, s.last_delivered_at), "
+	    "last_error = coalesce(excluded.last_error, s.last_error), "
+	    "last_error_at = coalesce(excluded.last_error_at, s.last_error_at)",
+	    {ArrayLiteral(routes), ArrayLiteral(delivered), ArrayLiteral(errors)});
 }
 
 } // namespace
@@ -167,18 +169,18 @@ void
 RecoverInFlight()
 {
 	SpiExecPrepared("UPDATE switchboard.queue SET state = 'pending', attempts = attempts + 1, next_attempt_at = NULL, "
-	        "last_error = coalesce(last_error, 'worker stopped while delivering; sent again') "
-	        "WHERE state = 'in_flight'");
+	                "last_error = coalesce(last_error, 'worker stopped while delivering; sent again') "
+	                "WHERE state = 'in_flight'");
 	// A change that keeps killing the worker ends up here instead of looping forever.
 	// The older changes of its key that it superseded (kept pending, keyed, until it settled)
 	// go with it, as when a delivery makes a dead letter: sent on their own later, they would
 	// put an older state over the newer one.
 	SpiExecPrepared("WITH dead AS (UPDATE switchboard.queue SET state = 'dead', failed_at = now(), "
-	        "last_error = 'the worker stopped while delivering this change ' || attempts || ' times' "
-	        "WHERE state = 'pending' AND attempts >= current_setting('switchboard.max_attempts')::int "
-	        "RETURNING id, route, key) "
-	        "DELETE FROM switchboard.queue p USING dead d "
-	        "WHERE p.route = d.route AND p.key = d.key AND p.state = 'pending' AND p.id < d.id");
+	                "last_error = 'the worker stopped while delivering this change ' || attempts || ' times' "
+	                "WHERE state = 'pending' AND attempts >= current_setting('switchboard.max_attempts')::int "
+	                "RETURNING id, route, key) "
+	                "DELETE FROM switchboard.queue p USING dead d "
+	                "WHERE p.route = d.route AND p.key = d.key AND p.state = 'pending' AND p.id < d.id");
 }
 
 namespace {
@@ -236,10 +238,11 @@ FetchHeld(const std::string &route, const std::vector<ClaimedRow> &claimed)
 	if (keys.empty())
 		return held;
 	// key IS NOT NULL lets the partial index queue_route_key serve the lookup.
-	SpiResult r = SpiExecPrepared("SELECT id, key, op FROM switchboard.queue "
-	                              "WHERE route = $1 AND state = 'pending' AND key IS NOT NULL AND key = ANY($2::text[]) "
-	                              "AND id < $3::bigint AND id <> ALL($4::bigint[]) FOR UPDATE",
-	                              {route, ArrayLiteral(keys), Num(newest), ArrayLiteral(ids)});
+	SpiResult r = SpiExecPrepared(
+	    "SELECT id, key, op FROM switchboard.queue "
+	    "WHERE route = $1 AND state = 'pending' AND key IS NOT NULL AND key = ANY($2::text[]) "
+	    "AND id < $3::bigint AND id <> ALL($4::bigint[]) FOR UPDATE",
+	    {route, ArrayLiteral(keys), Num(newest), ArrayLiteral(ids)});
 	for (const auto &row : r.rows)
 		held.push_back(HeldChange{std::stoll(*row[0]), *row[1], *ParseOp(*row[2])});
 	return held;
@@ -270,9 +273,10 @@ ApplySettled(const ClaimSettled &settled)
 			errors.emplace_back(d.error);
 			keys.push_back(d.key);
 		}
-		SpiExecPrepared("UPDATE switchboard.queue q SET state = 'dead', last_error = k.error, key = k.key, failed_at = now() "
-		        "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, error, key) WHERE q.id = k.id",
-		        {ArrayLiteral(ids), ArrayLiteral(errors), ArrayLiteral(keys)});
+		SpiExecPrepared(
+		    "UPDATE switchboard.queue q SET state = 'dead', last_error = k.error, key = k.key, failed_at = now() "
+		    "FROM unnest($1::bigint[], $2::text[], $3::text[]) AS k(id, error, key) WHERE q.id = k.id",
+		    {ArrayLiteral(ids), ArrayLiteral(errors), ArrayLiteral(keys)});
 	}
 	LogOutcomes(settled.log);
 	NoteRouteStats(settled.stats);
@@ -304,15 +308,17 @@ MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const 
 			retried_fields.emplace_back(std::nullopt);
 		}
 	}
-	SpiExecPrepared("UPDATE switchboard.queue q SET state = k.state, key = k.key, "
-	        "payload = coalesce(k.fields::jsonb, q.payload) "
-	        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS k(id, key, fields, state) WHERE q.id = k.id",
-	        {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields), ArrayLiteral(states)});
+	SpiExecPrepared(
+	    "UPDATE switchboard.queue q SET state = k.state, key = k.key, "
+	    "payload = coalesce(k.fields::jsonb, q.payload) "
+	    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS k(id, key, fields, state) WHERE q.id = k.id",
+	    {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields), ArrayLiteral(states)});
 	std::map<std::string, std::string> remote_ids;
 	if (!delete_keys.empty()) {
-		SpiResult known = SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
-		                          "ANY($2::text[])",
-		                          {route, ArrayLiteral(delete_keys)});
+		SpiResult known = SpiExecPrepared(
+		    "SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = "
+		    "ANY($2::text[])",
+		    {route, ArrayLiteral(delete_keys)});
 		for (const auto &k : known.rows)
 			remote_ids[*k[0]] = *k[1];
 	}
@@ -357,7 +363,7 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 		const Translation &t = translations[i];
 		ClaimedRow::State state = t.status == Translation::Status::Filtered ? ClaimedRow::State::Filtered
 		                          : t.status == Translation::Status::Failed ? ClaimedRow::State::Failed
-		                                                                     : ClaimedRow::State::Ok;
+		                                                                    : ClaimedRow::State::Ok;
 		claimed.push_back(ClaimedRow{rows[i].id, rows[i].op, t.key, state});
 	}
 	std::vector<HeldChange> held = FetchHeld(route_name, claimed);
@@ -369,7 +375,8 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 		const Translation &t = translations[i];
 		SpiText key = t.key.empty() ? SpiText() : SpiText(t.key);
 		settled->dead.push_back(ClaimSettled::DeadLetter{rows[i].id, t.error, key});
-		settled->log.push_back(LogEntry{route_name, key, rows[i].op, rows[i].id, "dead", std::nullopt, std::nullopt, t.error});
+		settled->log.push_back(
+		    LogEntry{route_name, key, rows[i].op, rows[i].id, "dead", std::nullopt, std::nullopt, t.error});
 		settled->stats[route_name].second = t.error;
 	}
 	if (!def || coalesced.send.empty())
@@ -420,9 +427,9 @@ void
 ParkOldestDue(const std::string &error)
 {
 	SpiExecPrepared("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), last_error = $1 "
-	        "WHERE id = (SELECT id FROM switchboard.queue WHERE state = 'pending' "
-	        "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) ORDER BY id LIMIT 1)",
-	        {"could not be processed: " + error});
+	                "WHERE id = (SELECT id FROM switchboard.queue WHERE state = 'pending' "
+	                "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) ORDER BY id LIMIT 1)",
+	                {"could not be processed: " + error});
 }
 
 void
@@ -440,15 +447,16 @@ RequeueInFlight(const ClaimedBatch &claimed, int max_attempts)
 	// as a dead letter instead of being sent forever. The changes it superseded stay pending
 	// (coalesced with it again next claim), unless it became a dead letter: then they go too,
 	// as they would had it been delivered.
-	SpiExecPrepared("WITH requeued AS (UPDATE switchboard.queue "
-	                "SET state = CASE WHEN attempts + 1 >= $2::int THEN 'dead' ELSE 'pending' END, "
-	                "attempts = attempts + 1, next_attempt_at = NULL, "
-	                "failed_at = CASE WHEN attempts + 1 >= $2::int THEN now() END, "
-	                "last_error = 'the result of its delivery could not be recorded; sent again' "
-	                "WHERE id = ANY($1::bigint[]) AND state = 'in_flight' RETURNING id, state) "
-	                "DELETE FROM switchboard.queue s USING unnest($3::bigint[], $4::bigint[]) AS u(id, rep), requeued r "
-	                "WHERE r.id = u.rep AND r.state = 'dead' AND s.id = u.id AND s.state = 'pending'",
-	                {ArrayLiteral(ids), Num(max_attempts), ArrayLiteral(superseded), ArrayLiteral(superseded_by)});
+	SpiExecPrepared(
+	    "WITH requeued AS (UPDATE switchboard.queue "
+	    "SET state = CASE WHEN attempts + 1 >= $2::int THEN 'dead' ELSE 'pending' END, "
+	    "attempts = attempts + 1, next_attempt_at = NULL, "
+	    "failed_at = CASE WHEN attempts + 1 >= $2::int THEN now() END, "
+	    "last_error = 'the result of its delivery could not be recorded; sent again' "
+	    "WHERE id = ANY($1::bigint[]) AND state = 'in_flight' RETURNING id, state) "
+	    "DELETE FROM switchboard.queue s USING unnest($3::bigint[], $4::bigint[]) AS u(id, rep), requeued r "
+	    "WHERE r.id = u.rep AND r.state = 'dead' AND s.id = u.id AND s.state = 'pending'",
+	    {ArrayLiteral(ids), Num(max_attempts), ArrayLiteral(superseded), ArrayLiteral(superseded_by)});
 }
 
 namespace {
@@ -486,15 +494,16 @@ WriteFailed(const std::vector<FailedChange> &failed)
 		errors.emplace_back(f.error);
 		payloads.push_back(f.payload);
 	}
-	SpiExecPrepared("UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, "
-	        "next_attempt_at = CASE WHEN u.state = 'pending' THEN clock_timestamp() + u.delay_ms * interval '1 ms' END, "
-	        "last_status = coalesce(u.status, q.last_status), last_error = u.error, "
-	        "failed_at = CASE WHEN u.state = 'dead' THEN now() END, "
-	        "payload = CASE WHEN u.state = 'dead' THEN u.payload::jsonb END "
-	        "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[], $7::text[]) "
-	        "AS u(id, state, attempts, delay_ms, status, error, payload) WHERE q.id = u.id",
-	        {ArrayLiteral(ids), ArrayLiteral(states), ArrayLiteral(attempts), ArrayLiteral(delays),
-	         ArrayLiteral(statuses), ArrayLiteral(errors), ArrayLiteral(payloads)});
+	SpiExecPrepared(
+	    "UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, "
+	    "next_attempt_at = CASE WHEN u.state = 'pending' THEN clock_timestamp() + u.delay_ms * interval '1 ms' END, "
+	    "last_status = coalesce(u.status, q.last_status), last_error = u.error, "
+	    "failed_at = CASE WHEN u.state = 'dead' THEN now() END, "
+	    "payload = CASE WHEN u.state = 'dead' THEN u.payload::jsonb END "
+	    "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[], $7::text[]) "
+	    "AS u(id, state, attempts, delay_ms, status, error, payload) WHERE q.id = u.id",
+	    {ArrayLiteral(ids), ArrayLiteral(states), ArrayLiteral(attempts), ArrayLiteral(delays), ArrayLiteral(statuses),
+	     ArrayLiteral(errors), ArrayLiteral(payloads)});
 }
 
 void
@@ -512,14 +521,15 @@ WriteRemoteIds(const std::vector<RemoteIdChange> &changes)
 		}
 	}
 	if (!rid_routes.empty())
-		SpiExecPrepared("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
-		        "SELECT DISTINCT ON (route, key) * FROM unnest($1::text[], $2::text[], $3::text[]) AS u(route, key, rid) "
-		        "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
-		        {ArrayLiteral(rid_routes), ArrayLiteral(rid_keys), ArrayLiteral(rid_values)});
+		SpiExecPrepared(
+		    "INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
+		    "SELECT DISTINCT ON (route, key) * FROM unnest($1::text[], $2::text[], $3::text[]) AS u(route, key, rid) "
+		    "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
+		    {ArrayLiteral(rid_routes), ArrayLiteral(rid_keys), ArrayLiteral(rid_values)});
 	if (!gone_routes.empty())
 		SpiExecPrepared("DELETE FROM switchboard.remote_ids r USING unnest($1::text[], $2::text[]) AS u(route, key) "
-		        "WHERE r.route = u.route AND r.key = u.key",
-		        {ArrayLiteral(gone_routes), ArrayLiteral(gone_keys)});
+		                "WHERE r.route = u.route AND r.key = u.key",
+		                {ArrayLiteral(gone_routes), ArrayLiteral(gone_keys)});
 }
 
 } // namespace
@@ -596,10 +606,11 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 	// Superseded changes come due with the one they were coalesced into, so that the next
 	// claim coalesces them again (an insert among them keeps its meaning).
 	if (!waiting_ids.empty())
-		SpiExecPrepared("UPDATE switchboard.queue s SET next_attempt_at = r.next_attempt_at "
-		                "FROM unnest($1::bigint[], $2::bigint[]) AS u(id, rep) JOIN switchboard.queue r ON r.id = u.rep "
-		                "WHERE s.id = u.id AND s.state = 'pending'",
-		                {ArrayLiteral(waiting_ids), ArrayLiteral(waiting_for)});
+		SpiExecPrepared(
+		    "UPDATE switchboard.queue s SET next_attempt_at = r.next_attempt_at "
+		    "FROM unnest($1::bigint[], $2::bigint[]) AS u(id, rep) JOIN switchboard.queue r ON r.id = u.rep "
+		    "WHERE s.id = u.id AND s.state = 'pending'",
+		    {ArrayLiteral(waiting_ids), ArrayLiteral(waiting_for)});
 	WriteRemoteIds(remote_ids);
 	LogOutcomes(log);
 	NoteRouteStats(stats);
@@ -610,8 +621,9 @@ void
 DisableRoutes(const std::vector<RouteAction> &routes)
 {
 	for (const auto &r : routes)
-		SpiExecPrepared("UPDATE switchboard.routes SET enabled = false, disabled_reason = $2 WHERE name = $1 AND enabled",
-		                {r.route, r.reason});
+		SpiExecPrepared(
+		    "UPDATE switchboard.routes SET enabled = false, disabled_reason = $2 WHERE name = $1 AND enabled",
+		    {r.route, r.reason});
 }
 
 void
@@ -629,28 +641,31 @@ WriteEndpointStatus(const std::vector<EndpointStatus> &endpoints)
 		last_error.push_back(e.last_error.empty() ? SpiText() : SpiText(e.last_error));
 		last_error_at.emplace_back(Num(e.last_error_at_ms));
 	}
-	SpiExecPrepared("INSERT INTO switchboard.endpoint_state AS s (endpoint, state, next_attempt_at, requests, errors, "
-	        "last_error, last_error_at, updated_at) "
-	        "SELECT u.endpoint, u.state, CASE WHEN u.next_ms > 0 THEN to_timestamp(u.next_ms / 1000.0) END, "
-	        "u.requests, u.errors, u.last_error, CASE WHEN u.error_ms > 0 THEN to_timestamp(u.error_ms / 1000.0) END, now() "
-	        "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[]) "
-	        "AS u(endpoint, state, next_ms, requests, errors, last_error, error_ms) "
-	        "ON CONFLICT (endpoint) DO UPDATE SET state = excluded.state, next_attempt_at = excluded.next_attempt_at, "
-	        "requests = excluded.requests, errors = excluded.errors, "
-	        "last_error = coalesce(excluded.last_error, s.last_error), "
-	        "last_error_at = coalesce(excluded.last_error_at, s.last_error_at), updated_at = now()",
-	        {ArrayLiteral(names), ArrayLiteral(states), ArrayLiteral(next), ArrayLiteral(requests), ArrayLiteral(errors),
-	         ArrayLiteral(last_error), ArrayLiteral(last_error_at)});
+	SpiExecPrepared(
+	    "INSERT INTO switchboard.endpoint_state AS s (endpoint, state, next_attempt_at, requests, errors, "
+	    "last_error, last_error_at, updated_at) "
+	    "SELECT u.endpoint, u.state, CASE WHEN u.next_ms > 0 THEN to_timestamp(u.next_ms / 1000.0) END, "
+	    "u.requests, u.errors, u.last_error, CASE WHEN u.error_ms > 0 THEN to_timestamp(u.error_ms / 1000.0) END, now() "
+	    "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[]) "
+	    "AS u(endpoint, state, next_ms, requests, errors, last_error, error_ms) "
+	    "ON CONFLICT (endpoint) DO UPDATE SET state = excluded.state, next_attempt_at = excluded.next_attempt_at, "
+	    "requests = excluded.requests, errors = excluded.errors, "
+	    "last_error = coalesce(excluded.last_error, s.last_error), "
+	    "last_error_at = coalesce(excluded.last_error_at, s.last_error_at), updated_at = now()",
+	    {ArrayLiteral(names), ArrayLiteral(states), ArrayLiteral(next), ArrayLiteral(requests), ArrayLiteral(errors),
+	     ArrayLiteral(last_error), ArrayLiteral(last_error_at)});
 }
 
 long
 MsUntilNextDue()
 {
-	SpiText ms = SpiExecPrepared(
-	    "SELECT CASE WHEN count(*) = 0 THEN NULL WHEN bool_or(q.next_attempt_at IS NULL) THEN 0 "
-	    "ELSE greatest(0, ceil(extract(epoch FROM "
-	    "min(q.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint FROM switchboard.queue q JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
-	    "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending'").rows[0][0];
+	SpiText ms =
+	    SpiExecPrepared(
+	        "SELECT CASE WHEN count(*) = 0 THEN NULL WHEN bool_or(q.next_attempt_at IS NULL) THEN 0 "
+	        "ELSE greatest(0, ceil(extract(epoch FROM "
+	        "min(q.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint FROM switchboard.queue q JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
+	        "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending'")
+	        .rows[0][0];
 	if (!ms)
 		return -1;
 	return std::stol(*ms);
@@ -660,16 +675,16 @@ void
 PruneHistory(int retention_s, int dead_letter_retention_s)
 {
 	SpiExecPrepared("DELETE FROM switchboard.delivery_log WHERE at < now() - $1::int * interval '1 second'",
-	        {Num(retention_s)});
+	                {Num(retention_s)});
 	if (dead_letter_retention_s <= 0)
 		return; // the default: a dead letter waits for a DBA
 	// Dropped like discard() would, and said so in deliveries (outcome 'expired').
 	SpiExecPrepared("WITH gone AS (DELETE FROM switchboard.queue WHERE state = 'dead' "
-	        "AND failed_at < now() - $1::int * interval '1 second' RETURNING id, route, key, op, last_status) "
-	        "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, error) "
-	        "SELECT route, key, op, id, 'expired', last_status, "
-	        "'dead letter dropped after switchboard.dead_letter_retention' FROM gone",
-	        {Num(dead_letter_retention_s)});
+	                "AND failed_at < now() - $1::int * interval '1 second' RETURNING id, route, key, op, last_status) "
+	                "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, error) "
+	                "SELECT route, key, op, id, 'expired', last_status, "
+	                "'dead letter dropped after switchboard.dead_letter_retention' FROM gone",
+	                {Num(dead_letter_retention_s)});
 }
 
 } // namespace switchboard

@@ -40,7 +40,7 @@ struct ClaimedChange {
 struct ClaimedBatch {
 	std::vector<RouteBatch> batches; // one per route, changes coalesced per key
 	std::map<int64_t, ClaimedChange> changes;
-	size_t rows = 0; // queue rows looked at
+	size_t rows = 0;                  // queue rows looked at
 	std::vector<RouteAction> refused; // could not be loaded: to be disabled; their changes kept
 };
 

@@ -64,8 +64,8 @@ ParseOperations(const std::string &text_array)
 			if (!token.empty()) {
 				auto op = ParseOp(token);
 				if (!op)
-					Fail(ERRCODE_INVALID_PARAMETER_VALUE, "unknown operation \"" + token + "\"",
-					     "", "operations are insert, update and delete");
+					Fail(ERRCODE_INVALID_PARAMETER_VALUE, "unknown operation \"" + token + "\"", "",
+					     "operations are insert, update and delete");
 				ops.push_back(*op);
 			}
 			token.clear();
@@ -132,8 +132,9 @@ AddField(std::string *fingerprint, const SpiText &value)
 bool
 SchemaPredatesOwners()
 {
-	return !SpiScalar("SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'switchboard.routes'::pg_catalog.regclass "
-	                  "AND attname = 'owner' AND NOT attisdropped")
+	return !SpiScalar(
+	            "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'switchboard.routes'::pg_catalog.regclass "
+	            "AND attname = 'owner' AND NOT attisdropped")
 	            .has_value();
 }
 
@@ -148,10 +149,11 @@ FindRoute(const std::string &name, bool with_secret)
 	                          std::string(legacy ? "(SELECT relowner FROM pg_catalog.pg_class c WHERE c.oid = r.source)"
 	                                             : "r.owner::oid") +
 	                          ", "
-	                      "r.conflict, r.pull_interval::text, e.enabled, " +
-	                      std::string(legacy ? "NULL::oid" : "e.owner::oid") + " "
-	                      "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
-	                      "WHERE r.name = $1",
+	                          "r.conflict, r.pull_interval::text, e.enabled, " +
+	                          std::string(legacy ? "NULL::oid" : "e.owner::oid") +
+	                          " "
+	                          "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
+	                          "WHERE r.name = $1",
 	                      {name});
 	if (r.rows.empty())
 		return std::nullopt;
@@ -176,7 +178,8 @@ FindRoute(const std::string &name, bool with_secret)
 	def.has_secret = row[12].has_value();
 	// Only the owner (and the worker) may read secrets; configuration paths never ask.
 	if (with_secret && row[12])
-		def.endpoint.secret = SpiScalar("SELECT value FROM switchboard.secrets WHERE name = $1", {*row[12]}).value_or("");
+		def.endpoint.secret = SpiScalar("SELECT value FROM switchboard.secrets WHERE name = $1", {*row[12]})
+		                          .value_or("");
 
 	SpiResult m = SpiExec("SELECT remote_field, push_expr, pull_column, pull_expr FROM switchboard.mappings "
 	                      "WHERE route = $1 ORDER BY remote_field",
