@@ -70,4 +70,21 @@ Coalesce(const std::vector<ClaimedRow> &rows, const std::vector<HeldChange> &hel
 	return out;
 }
 
+std::vector<Coalesced::Send>
+TakeStale(Coalesced *coalesced, const std::vector<ClaimedRow> &rows, const std::map<std::string, int64_t> &marks)
+{
+	std::vector<Coalesced::Send> stale, keep;
+	for (Coalesced::Send &s : coalesced->send) {
+		auto mark = marks.find(rows[s.row].key);
+		// Queue ids of one key grow in commit order (the row lock orders its writers), so a
+		// smaller id is an older state; an equal one was delivered already.
+		if (mark != marks.end() && rows[s.row].id <= mark->second)
+			stale.push_back(std::move(s));
+		else
+			keep.push_back(std::move(s));
+	}
+	coalesced->send = std::move(keep);
+	return stale;
+}
+
 } // namespace switchboard

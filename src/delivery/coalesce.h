@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -52,5 +53,13 @@ struct Coalesced {
 // a retry whose keys occur among rows (any order); deletes_sent: the route's on_delete is
 // 'delete' (with 'ignore' a delete means nothing to the remote).
 Coalesced Coalesce(const std::vector<ClaimedRow> &rows, const std::vector<HeldChange> &held, bool deletes_sent);
+
+// Per-key order across retries (SPEC §4, a stale change never overwrites a newer one): marks
+// holds, per key, the queue id of the newest change already delivered. A
+// change to send that is not newer than its key's mark (a dead letter retried after a newer
+// change was delivered, a change recovered after a crash) is taken out of coalesced->send and
+// returned, with what it superseded, to be settled as skipped.
+std::vector<Coalesced::Send> TakeStale(Coalesced *coalesced, const std::vector<ClaimedRow> &rows,
+                                       const std::map<std::string, int64_t> &marks);
 
 } // namespace switchboard

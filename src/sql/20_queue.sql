@@ -46,6 +46,15 @@ CREATE TABLE switchboard.remote_ids (
 	PRIMARY KEY (route, key)
 );
 
+-- Per route and key, the newest change that was delivered: a change of the key older than it (a dead letter retried, a change recovered after a crash)
+-- is never sent after it, so the remote never goes back to an older state.
+CREATE TABLE switchboard.delivered_marks (
+	route text NOT NULL,
+	key text NOT NULL,
+	change_id bigint NOT NULL,
+	PRIMARY KEY (route, key)
+);
+
 -- The capture trigger (C): AFTER ROW, one trigger per captured operation, attached by
 -- switchboard itself. Arguments: route name, and 'old' when the old image is needed.
 CREATE FUNCTION switchboard.capture() RETURNS trigger

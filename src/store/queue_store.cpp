@@ -325,6 +325,38 @@ MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const 
 	return remote_ids;
 }
 
+// The marks of the keys about to be sent (store of delivery/coalesce.h's TakeStale): what is
+// not newer than the newest change delivered for its key is settled as skipped, with the
+// reason in deliveries, instead of putting an older state over a newer one.
+void
+SettleStale(const std::string &route, const std::vector<ClaimedRow> &claimed, Coalesced *coalesced,
+            ClaimSettled *settled)
+{
+	std::vector<SpiText> keys;
+	for (const Coalesced::Send &s : coalesced->send)
+		keys.emplace_back(claimed[s.row].key);
+	if (keys.empty())
+		return;
+	SpiResult found = SpiExecPrepared("SELECT key, change_id FROM switchboard.delivered_marks "
+	                                  "WHERE route = $1 AND key = ANY($2::text[])",
+	                                  {route, ArrayLiteral(keys)});
+	if (found.rows.empty())
+		return;
+	std::map<std::string, int64_t> marks;
+	for (const auto &row : found.rows)
+		marks[*row[0]] = std::stoll(*row[1]);
+	for (const Coalesced::Send &s : TakeStale(coalesced, claimed, marks)) {
+		const ClaimedRow &c = claimed[s.row];
+		std::string error = "not sent: change " + Num(marks[c.key]) +
+		                    " of this key, captured later, was delivered already (sending this older state would "
+		                    "revert it)";
+		settled->drop_ids.emplace_back(Num(c.id));
+		for (int64_t id : s.superseded)
+			settled->drop_ids.emplace_back(Num(id));
+		settled->log.push_back(LogEntry{route, c.key, s.op, c.id, "skipped", std::nullopt, std::nullopt, error});
+	}
+}
+
 // One route's part of the claim: load it, translate its rows, coalesce them (delivery/
 // coalesce.h), mark what is sent in flight and add it to out; the rest goes to settled.
 void
@@ -368,6 +400,7 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 	}
 	std::vector<HeldChange> held = FetchHeld(route_name, claimed);
 	Coalesced coalesced = Coalesce(claimed, held, def && def->route.on_delete == "delete");
+	SettleStale(route_name, claimed, &coalesced, settled);
 
 	for (int64_t id : coalesced.dropped)
 		settled->drop_ids.emplace_back(Num(id));
@@ -542,6 +575,7 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 	std::vector<FailedChange> failed;
 	std::vector<SpiText> waiting_ids, waiting_for; // superseded, waiting with the change that is retried
 	std::vector<RemoteIdChange> remote_ids;
+	std::vector<SpiText> mark_routes, mark_keys, mark_ids; // delivered: the key's newest
 	std::vector<LogEntry> log;
 	RouteStats stats;
 
@@ -551,6 +585,13 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 			continue;
 		const ClaimedChange &c = info->second;
 		bool settled = d.outcome != Outcome::Retry; // Retry may still become a dead letter below
+		// Only what reached the remote orders the key: a change settled unsent (an ignored
+		// delete) left the remote as it was, and an older change may still have to reach it.
+		if (d.outcome == Outcome::Delivered) {
+			mark_routes.emplace_back(c.route);
+			mark_keys.emplace_back(c.key);
+			mark_ids.emplace_back(Num(d.change_id));
+		}
 		std::string outcome;
 		switch (d.outcome) {
 		case Outcome::Delivered:
@@ -612,6 +653,13 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 		    "WHERE s.id = u.id AND s.state = 'pending'",
 		    {ArrayLiteral(waiting_ids), ArrayLiteral(waiting_for)});
 	WriteRemoteIds(remote_ids);
+	if (!mark_routes.empty())
+		SpiExecPrepared(
+		    "INSERT INTO switchboard.delivered_marks AS m (route, key, change_id) "
+		    "SELECT route, key, max(id) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(route, key, id) "
+		    "WHERE key IS NOT NULL GROUP BY route, key "
+		    "ON CONFLICT (route, key) DO UPDATE SET change_id = greatest(m.change_id, excluded.change_id)",
+		    {ArrayLiteral(mark_routes), ArrayLiteral(mark_keys), ArrayLiteral(mark_ids)});
 	LogOutcomes(log);
 	NoteRouteStats(stats);
 	WriteEndpointStatus(endpoints);

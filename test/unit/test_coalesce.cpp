@@ -212,5 +212,30 @@ TEST(Coalesce, HeldInsertNotSupersededLendsNoInsertMeaning)
 	EXPECT_TRUE(Superseded(c).empty());
 }
 
+// Per-key order across retries: a change not newer than the newest delivered for its key is
+// taken out, with what it superseded; newer ones and keys without a mark stay, in order.
+TEST(TakeStale, OlderThanTheKeysMarkIsNotSent)
+{
+	std::vector<ClaimedRow> rows = {Row(3, Op::Update, "a"), Row(5, Op::Update, "b"), Row(7, Op::Update, "c"),
+	                                Row(8, Op::Update, "a")};
+	Coalesced c = Coalesce(rows, {HeldChange{1, "b", Op::Insert}}, true);
+	ASSERT_EQ(Sent(rows, c), (std::vector<std::string>{"5:insert", "7:update", "8:update"}));
+	// b was delivered up to change 6, c exactly at 7 (already sent), a only up to 4.
+	std::vector<Coalesced::Send> stale = TakeStale(&c, rows, {{"a", 4}, {"b", 6}, {"c", 7}});
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"8:update"}));
+	ASSERT_EQ(stale.size(), 2u);
+	EXPECT_EQ(rows[stale[0].row].id, 5);
+	EXPECT_EQ(stale[0].superseded, (std::vector<int64_t>{1}));
+	EXPECT_EQ(rows[stale[1].row].id, 7);
+}
+
+TEST(TakeStale, NoMarksChangeNothing)
+{
+	std::vector<ClaimedRow> rows = {Row(1, Op::Insert, "a"), Row(2, Op::Delete, "b")};
+	Coalesced c = Coalesce(rows, {}, true);
+	EXPECT_TRUE(TakeStale(&c, rows, {}).empty());
+	EXPECT_EQ(Sent(rows, c), (std::vector<std::string>{"1:insert", "2:delete"}));
+}
+
 } // namespace
 } // namespace switchboard

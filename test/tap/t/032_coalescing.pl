@@ -125,6 +125,27 @@ is(wait_idle(), 't', 'insert + update in one claim settle');
 is(scalar(@ev) && $ev[0]{body}{type}, 'order.insert', 'insert + update claimed together is an insert');
 
 # ---------------------------------------------------------------------------------------
+# Per-key order across retries (issue 9 item 7): a dead letter retried after a newer change of
+# its key was delivered is not sent (it would put the older state back), and deliveries says so.
+json_post("$base/_control/faults",
+	{ path_prefix => $upsert_path, kind => 'reject', reject_ids => ['order@x.com'], count => 1 });
+$node->safe_psql('postgres', q{INSERT INTO contacts (email, first_name) VALUES ('order@x.com', 'Old')});
+is(wait_idle(), 't', 'the first state is rejected');
+my $dead_id = sql($node, "SELECT id FROM switchboard.dead_letters WHERE key = 'order\@x.com'");
+ok($dead_id, 'and became a dead letter');
+$node->safe_psql('postgres', q{UPDATE contacts SET first_name = 'New' WHERE email = 'order@x.com'});
+is(wait_idle(), 't', 'the newer state is delivered');
+is(firstname('order@x.com'), 'New', 'the remote has the newer state');
+my $upserts_before = scalar @{ upserts_for('order@x.com') };
+$node->safe_psql('postgres', "SELECT switchboard.retry($dead_id)");
+is(wait_idle(), 't', 'the retried dead letter settles');
+is(firstname('order@x.com'), 'New', 'the remote keeps the newer state');
+is(scalar @{ upserts_for('order@x.com') }, $upserts_before, 'the older state was not sent');
+like(sql($node, "SELECT error FROM switchboard.deliveries WHERE change_id = $dead_id AND outcome = 'skipped'"),
+	qr/not sent: change \d+ of this key, captured later, was delivered already/, 'deliveries says why');
+is(sql($node, "SELECT count(*) FROM switchboard.queue WHERE id = $dead_id"), 0, 'and it left the queue');
+
+# ---------------------------------------------------------------------------------------
 # A change that becomes a dead letter when the worker restarts (it was in flight max_attempts
 # times) takes the older changes it superseded with it: sent later on their own, they would
 # put an older state over the newer one.
