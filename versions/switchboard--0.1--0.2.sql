@@ -218,7 +218,9 @@ SELECT r.name AS route,
        s.last_error_at,
        r.disabled_reason,
        (SELECT count(*) FROM pg_catalog.pg_trigger t
-         WHERE t.tgrelid = r.source AND t.tgname LIKE 'switchboard_' || r.name || '_%') AS capture_triggers,
+         WHERE t.tgrelid = r.source
+           AND t.tgname IN ('switchboard_' || r.name || '_insert', 'switchboard_' || r.name || '_update',
+                            'switchboard_' || r.name || '_delete')) AS capture_triggers,
        c.capture
   FROM switchboard.routes r
   LEFT JOIN (SELECT route,

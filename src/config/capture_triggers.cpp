@@ -115,6 +115,13 @@ Resync(const std::string &route)
 void
 CarryRename(const std::string &from, const std::string &to)
 {
+	// Changes left queued under the new name (dead letters of a deleted route of that name)
+	// hold another route's row images: never adopted by a rename.
+	if (SpiScalar("SELECT 1 FROM switchboard.queue WHERE route = $1 LIMIT 1", {to}))
+		Fail(ERRCODE_OBJECT_IN_USE,
+		     "route \"" + from + "\" cannot be renamed to \"" + to +
+		         "\": changes of an earlier route of that name are still queued",
+		     "", "Deal with them first (switchboard.retry() or switchboard.discard() of those dead letters).");
 	SpiExec("UPDATE switchboard.queue SET route = $2 WHERE route = $1", {from, to});
 	// After the UPDATE: it waited for a claim in progress, whose rows are now in flight.
 	if (SpiScalar("SELECT 1 FROM switchboard.queue WHERE route = $1 AND state = 'in_flight' LIMIT 1", {to}))

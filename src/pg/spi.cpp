@@ -29,18 +29,27 @@ namespace {
 
 // Plans kept by SpiExecPrepared; the map is allocated once and never freed (no static
 // destructors). Statements built per route (translations) make the set of texts open-ended,
-// so past kMaxPlans the kept plans are dropped and prepared again as they are used; never
-// while one of them is executing (a statement can fire a trigger that runs another).
-std::map<std::string, SPIPlanPtr> *prepared = nullptr;
+// so past kMaxPlans the least recently used plan makes room; never while a kept plan is
+// executing (a statement can fire a trigger that runs another).
+struct KeptPlan {
+	SPIPlanPtr plan;
+	uint64_t last_used;
+};
+std::map<std::string, KeptPlan> *prepared = nullptr;
 constexpr size_t kMaxPlans = 256;
 int executing_kept_plans = 0;
+uint64_t plan_uses = 0;
 
 void
-DropKeptPlans()
+EvictLeastRecentlyUsedPlan()
 {
-	for (auto &entry : *prepared)
-		Guarded([&] { SPI_freeplan(entry.second); });
-	prepared->clear();
+	auto oldest = prepared->begin();
+	for (auto it = prepared->begin(); it != prepared->end(); ++it)
+		if (it->second.last_used < oldest->second.last_used)
+			oldest = it;
+	SPIPlanPtr plan = oldest->second.plan;
+	prepared->erase(oldest); // first: a failing free leaves no dangling entry behind
+	Guarded([&] { SPI_freeplan(plan); });
 }
 
 // Counts a kept plan's execution, also when it ends with an error.
@@ -66,10 +75,10 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 	int rc = 0;
 	if (keep_plan) {
 		if (prepared == nullptr)
-			prepared = new std::map<std::string, SPIPlanPtr>();
+			prepared = new std::map<std::string, KeptPlan>();
 		auto it = prepared->find(sql);
 		if (it == prepared->end() && prepared->size() >= kMaxPlans && executing_kept_plans == 0)
-			DropKeptPlans();
+			EvictLeastRecentlyUsedPlan();
 		if (it == prepared->end()) {
 			SPIPlanPtr plan = nullptr;
 			Guarded([&] {
@@ -78,10 +87,11 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 					elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 				SPI_keepplan(plan);
 			});
-			it = prepared->emplace(sql, plan).first;
+			it = prepared->emplace(sql, KeptPlan{plan, 0}).first;
 		}
 		ExecutingKeptPlan executing;
-		Guarded([&] { rc = SPI_execute_plan(it->second, values.data(), nulls.data(), read_only, 0); });
+		it->second.last_used = ++plan_uses;
+		Guarded([&] { rc = SPI_execute_plan(it->second.plan, values.data(), nulls.data(), read_only, 0); });
 	} else {
 		Guarded([&] {
 			rc = SPI_execute_with_args(sql.c_str(), nargs, types.data(), values.data(), nulls.data(), read_only, 0);

@@ -215,6 +215,15 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 {
 	const RouteDef &def = pull.def;
 	PullCounts counts;
+	// The page was fetched with no transaction open: the route may have been renamed, changed
+	// hands or been disabled meanwhile. Lock its row (a rename or delete waits until this page
+	// is applied) and apply nothing if it is not the route the page was fetched for; the
+	// cursor stays, so the page is fetched again.
+	if (!SpiExecPrepared("SELECT 1 FROM switchboard.routes WHERE name = $1 AND owner = $2::oid AND enabled "
+	                     "AND direction <> 'push' FOR KEY SHARE",
+	                     {def.name, Num(def.owner)})
+	         .rows.size())
+		return counts;
 	std::vector<PullColumn> columns = LoadPullColumns(def);
 	ApplySql sql = BuildApplySql(def, columns);
 	std::vector<SpiText> rid_keys, rid_values, gone_keys;

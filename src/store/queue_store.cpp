@@ -168,19 +168,23 @@ RecognizeCopy()
 void
 RecoverInFlight()
 {
-	SpiExecPrepared("UPDATE switchboard.queue SET state = 'pending', attempts = attempts + 1, next_attempt_at = NULL, "
-	                "last_error = coalesce(last_error, 'worker stopped while delivering; sent again') "
-	                "WHERE state = 'in_flight'");
-	// A change that keeps killing the worker ends up here instead of looping forever.
-	// The older changes of its key that it superseded (kept pending, keyed, until it settled)
-	// go with it, as when a delivery makes a dead letter: sent on their own later, they would
-	// put an older state over the newer one.
-	SpiExecPrepared("WITH dead AS (UPDATE switchboard.queue SET state = 'dead', failed_at = now(), "
-	                "last_error = 'the worker stopped while delivering this change ' || attempts || ' times' "
-	                "WHERE state = 'pending' AND attempts >= current_setting('switchboard.max_attempts')::int "
-	                "RETURNING id, route, key) "
-	                "DELETE FROM switchboard.queue p USING dead d "
-	                "WHERE p.route = d.route AND p.key = d.key AND p.state = 'pending' AND p.id < d.id");
+	// Changes the worker was delivering when it stopped are sent again; one that keeps killing
+	// the worker (in flight max_attempts times) becomes a dead letter instead of looping.
+	// The older changes of its key go with it, as when a delivery makes a dead letter: sent on
+	// their own later they would put an older state over the newer one; except behind a delete
+	// the remote ignores, which leaves the remote needing the last upsert.
+	SpiExecPrepared(
+	    "WITH recovered AS (UPDATE switchboard.queue SET attempts = attempts + 1, next_attempt_at = NULL, "
+	    "state = CASE WHEN attempts + 1 >= current_setting('switchboard.max_attempts')::int THEN 'dead' "
+	    "ELSE 'pending' END, "
+	    "failed_at = CASE WHEN attempts + 1 >= current_setting('switchboard.max_attempts')::int THEN now() END, "
+	    "last_error = CASE WHEN attempts + 1 >= current_setting('switchboard.max_attempts')::int "
+	    "THEN 'the worker stopped while delivering this change ' || (attempts + 1) || ' times' "
+	    "ELSE coalesce(last_error, 'worker stopped while delivering; sent again') END "
+	    "WHERE state = 'in_flight' RETURNING id, route, key, op, state) "
+	    "DELETE FROM switchboard.queue p USING recovered d LEFT JOIN switchboard.routes r ON r.name = d.route "
+	    "WHERE d.state = 'dead' AND p.route = d.route AND p.key = d.key AND p.state = 'pending' AND p.id < d.id "
+	    "AND NOT (d.op = 'delete' AND coalesce(r.on_delete, 'ignore') = 'ignore')");
 }
 
 namespace {
@@ -726,9 +730,12 @@ PruneHistory(int retention_s, int dead_letter_retention_s)
 	                {Num(retention_s)});
 	if (dead_letter_retention_s <= 0)
 		return; // the default: a dead letter waits for a DBA
-	// Dropped like discard() would, and said so in deliveries (outcome 'expired').
-	SpiExecPrepared("WITH gone AS (DELETE FROM switchboard.queue WHERE state = 'dead' "
-	                "AND failed_at < now() - $1::int * interval '1 second' RETURNING id, route, key, op, last_status) "
+	// Dropped like discard() would, and said so in deliveries (outcome 'expired'). At most
+	// 1000 per prune, so that a first prune of a long-kept backlog does not hold up the claim
+	// it runs in; dead letters of 0.1 have no failed_at, their capture time stands in.
+	SpiExecPrepared("WITH gone AS (DELETE FROM switchboard.queue WHERE id IN (SELECT id FROM switchboard.queue "
+	                "WHERE state = 'dead' AND coalesce(failed_at, captured_at) < now() - $1::int * interval '1 second' "
+	                "LIMIT 1000) RETURNING id, route, key, op, last_status) "
 	                "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, error) "
 	                "SELECT route, key, op, id, 'expired', last_status, "
 	                "'dead letter dropped after switchboard.dead_letter_retention' FROM gone",

@@ -69,6 +69,17 @@ WorkerHttpOptions()
 	return options;
 }
 
+// The worker's transactions commit asynchronously (see switchboard_worker_main); this one
+// waits for its WAL flush like any other.
+void
+CommitDurably()
+{
+	Guarded([] {
+		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+		                         false);
+	});
+}
+
 class DeliveryLoop {
 public:
 	DeliveryLoop() : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}()) {}
@@ -159,6 +170,7 @@ private:
 			{
 				WorkerTransaction tx;
 				mark = MarkPullStarted(pull);
+				CommitDurably(); // the crash-loop guard must survive the crash it guards against
 				tx.Commit();
 			}
 			HttpResponse response = dispatcher_.Fetch(
@@ -228,6 +240,11 @@ private:
 			}
 			if (setting_enabled)
 				claimed = ClaimDue(kClaimLimit);
+			// The in-flight mark counts an attempt if the delivery kills the worker (or the
+			// server): it must be on disk before the request is sent, or a change that crashes
+			// the server would be claimed as new after every crash recovery.
+			if (!claimed.changes.empty())
+				CommitDurably();
 			if (claimed.changes.empty())
 				next_due = setting_enabled ? MsUntilNextDue() : -1;
 			tx.Commit();
@@ -255,11 +272,13 @@ private:
 			// Nothing of the round was recorded (a cancel, a deadlock, a failing trigger): put its
 			// changes back at once, or they would sit in flight until a restart and then overwrite
 			// what was delivered after them. They are sent again (at least once).
-			Report(LOG, std::string("switchboard worker: recording a round failed, its changes are queued again: ") +
-			                e.what());
+			// Requeue first: logging can itself be interrupted (a second cancel), and the
+			// changes must not stay in flight.
+			std::string error = e.what();
 			WorkerTransaction retry_tx;
 			RequeueInFlight(claimed, setting_max_attempts);
 			retry_tx.Commit();
+			Report(LOG, "switchboard worker: recording a round failed, its changes are queued again: " + error);
 			return setting_naptime_ms;
 		}
 		// Disabling a route drops its capture triggers (an exclusive lock on the application's
@@ -377,11 +396,11 @@ SB_BGWORKER_MAIN(switchboard_worker_main)
 	// The worker's own statements resolve names in pg_catalog only (the temporary schema last),
 	// whatever the database's settings say; route expressions get their own path (AsRole).
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
-	// The worker's transactions need not wait for their WAL flush (two per round, which at a
-	// trickle of commits was most of the latency). A crash loses at most the last rounds'
-	// bookkeeping, never a change: a claim lost is claimed again, a delivery whose record is
-	// lost is delivered again (at least once, as always), a pulled page is pulled again with the
-	// cursor that was lost with it. The application's own commits keep their setting.
+	// The worker's transactions need not wait for their WAL flush (a fixed cost of every round
+	// at a trickle of commits). A crash loses at most the last rounds' bookkeeping, never a
+	// change: a delivery whose record is lost is delivered again (at least once, as always), a
+	// pulled page is pulled again with the cursor that was lost with it. Only the marks that
+	// guard against crash loops (a claim in flight, a pull started) commit durably.
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 	std::string error;
 	if (!HttpGlobalInit(&error))
