@@ -245,6 +245,8 @@ MayRaise(Node *node, void *context)
 Oid
 AnalyzeRowExpression(Oid source, const std::string &expr)
 {
+	// Over the row exactly as the translator evaluates a mapping, so a name resolves at
+	// delivery the way it resolved when the row was written.
 	CheckSingleExpression(expr);
 	Query *query = Analyze("SELECT " + Parenthesize(expr) + RowFromClause(source, "NULL::json"));
 	Oid type = InvalidOid;
@@ -271,6 +273,7 @@ AnalyzeValueExpression(const std::string &expr, Oid target_type, int32 target_ty
 PredicateInfo
 AnalyzePredicate(Oid source, const std::string &predicate)
 {
+	// Over new and old, as the translator evaluates a filter.
 	CheckSingleExpression(predicate);
 	Query *query = Analyze("SELECT " + Parenthesize(predicate) + NewOldFromClause(source, "NULL::json", "NULL::json"));
 	PredicateInfo info;

@@ -97,6 +97,7 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 			rc = SPI_execute_with_args(sql.c_str(), nargs, types.data(), values.data(), nulls.data(), read_only, 0);
 		});
 	}
+	// A negative code is SPI misuse; errors of the statement itself raised inside Guarded.
 	if (rc < 0)
 		Fail(ERRCODE_INTERNAL_ERROR, "SPI failed (" + std::to_string(rc) + ") running: " + sql);
 
