@@ -34,6 +34,8 @@ char *setting_allowed_hosts = nullptr;
 bool
 RestoringFromDump()
 {
+	// pg_dump's output turns check_function_bodies off. Anyone may do so too, which is why
+	// readers re-check stored definitions before use (config/validate.h).
 	return !check_function_bodies;
 }
 } // namespace switchboard
@@ -43,6 +45,8 @@ using namespace switchboard;
 void
 _PG_init(void)
 {
+	// All PGC_SIGHUP: one value for the whole cluster, changed by pg_reload_conf(), so the
+	// worker and every backend agree (a per-session value would mean nothing to the worker).
 	DefineCustomBoolVariable("switchboard.enabled", "Deliver and pull; off pauses both while capture goes on.", nullptr,
 	                         &setting_enabled, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 	DefineCustomIntVariable("switchboard.naptime", "Safety poll interval of the worker.", nullptr, &setting_naptime_ms,
@@ -62,9 +66,15 @@ _PG_init(void)
 	DefineCustomStringVariable("switchboard.allowed_hosts",
 	                           "Comma list of host patterns endpoints may point at; empty allows any.", nullptr,
 	                           &setting_allowed_hosts, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	// A misspelt switchboard.* setting is then reported instead of silently kept as a
+	// placeholder.
 	MarkGUCPrefixReserved("switchboard");
 
+	// In every backend, preloaded or not: any backend may capture a change and must wake the
+	// worker at commit.
 	InstallWakeCallback();
+	// Shared memory and background workers can only be requested while the postmaster loads
+	// the library; loaded on demand, capture still works, without a worker.
 	if (process_shared_preload_libraries_in_progress) {
 		RequestSharedMemory();
 		RegisterLauncher();

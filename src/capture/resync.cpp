@@ -33,6 +33,7 @@ Resync(FunctionCallInfo fcinfo)
 		Fail(ERRCODE_UNDEFINED_TABLE, "the source table of route \"" + route + "\" no longer exists");
 	// where_clause runs as the route's owner, as its filters do: only a role that has the
 	// owner's privileges may write one.
+	// Checked before AsRole below, while the current user is still the caller.
 	if (!CurrentUserHasPrivsOf(def.owner))
 		Fail(ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied to resync route \"" + route + "\"", "",
 		     "it needs the privileges of the route's owner, " + RoleName(def.owner));
@@ -40,10 +41,13 @@ Resync(FunctionCallInfo fcinfo)
 	std::string alias = RelationAlias(def.source);
 	AsRole as_owner(def.owner);
 	if (where) {
+		// Checked before it is pasted into the statement below: exactly one expression (it
+		// cannot close the parenthesis and add clauses of its own), type-checked as the owner.
 		Oid type = InvalidOid;
 		try {
 			type = AnalyzeRowExpression(def.source, *where);
 		} catch (const PgError &e) {
+			// Prefixed, so the caller knows the error is about that argument.
 			Fail(e.sqlerrcode, std::string("where_clause: ") + e.what(), e.detail, e.hint);
 		}
 		if (type != BOOLOID)
@@ -55,6 +59,8 @@ Resync(FunctionCallInfo fcinfo)
 	for (const auto &f : def.filters)
 		if (f.InWhen(Op::Update))
 			filters += " AND " + Parenthesize(f.predicate);
+	// The inner alias is the table's own name, as in mappings, so where_clause may qualify
+	// columns with it; the outer "new" and "old" are what the filters read.
 	std::string sql = "SELECT pg_catalog.row_to_json(new) FROM (SELECT * FROM " + table + " AS " + alias +
 	                  (where ? " WHERE " + Parenthesize(*where) : "") +
 	                  ") AS new, pg_catalog.json_populate_record(NULL::" + table +
@@ -68,6 +74,7 @@ Resync(FunctionCallInfo fcinfo)
 		if (plan == nullptr)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		Portal portal = SPI_cursor_open(nullptr, plan, nullptr, nullptr, true);
+		// A chunk at a time: a resync of a large table never holds all its rows in memory.
 		for (;;) {
 			SPI_cursor_fetch(portal, true, 1000);
 			if (SPI_processed == 0)
@@ -78,10 +85,12 @@ Resync(FunctionCallInfo fcinfo)
 				EnqueueChange(route_name, "update", isnull ? (Datum) 0 : image, (Datum) 0);
 				count++;
 			}
+			// Each chunk's memory goes before the next is fetched.
 			SPI_freetuptable(SPI_tuptable);
 		}
 		SPI_cursor_close(portal);
 	});
+	// The rows become visible to the worker when the caller's transaction commits.
 	if (count > 0)
 		WakeWorkerAtCommit();
 	return count;

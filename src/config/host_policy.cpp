@@ -36,6 +36,7 @@ ParseHttpUrl(const std::string &url, UrlParts *parts)
 	parts->scheme = Lower(url.substr(0, sep));
 	if (parts->scheme != "http" && parts->scheme != "https")
 		return false;
+	// The authority ends where the path, query or fragment begins, as libcurl reads it.
 	size_t start = sep + 3;
 	size_t end = url.find_first_of("/?#", start);
 	std::string authority = url.substr(start, end == std::string::npos ? std::string::npos : end - start);
@@ -43,6 +44,7 @@ ParseHttpUrl(const std::string &url, UrlParts *parts)
 		return false; // credentials belong in secrets, not in URLs
 	std::string host = authority;
 	std::string port;
+	// An IPv6 literal must be bracketed: its colons would otherwise read as a port.
 	if (authority[0] == '[') {
 		size_t close = authority.find(']');
 		if (close == std::string::npos)
@@ -62,12 +64,16 @@ ParseHttpUrl(const std::string &url, UrlParts *parts)
 	}
 	if (host.empty())
 		return false;
+	// Only plain host characters: a host with %-escapes, blanks or backslashes could be read
+	// differently by the resolver or libcurl than it was judged here, and reach another host.
+	// ':' is there for bracketed IPv6; an unbracketed one already went to the port above.
 	for (char c : host)
 		if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || c == ':'))
 			return false;
 	parts->host = Lower(host);
 	parts->port = parts->scheme == "https" ? 443 : 80;
 	if (!port.empty()) {
+		// Length first, so std::stoi never sees a number it would throw on.
 		if (port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit))
 			return false;
 		parts->port = std::stoi(port);
@@ -118,6 +124,7 @@ InPrefix(const IpAddress &address, const IpAddress &network, int prefix_bits)
 {
 	if (address.is_v4 != network.is_v4)
 		return false;
+	// Whole bytes first, then the leading bits of the next byte.
 	int full = prefix_bits / 8, rest = prefix_bits % 8;
 	if (std::memcmp(address.bytes, network.bytes, static_cast<size_t>(full)) != 0)
 		return false;
@@ -140,6 +147,7 @@ ParseAddressEntry(const std::string &entry, IpAddress *network, int *prefix_bits
 		return true;
 	}
 	std::string bits = entry.substr(slash + 1);
+	// At most 3 digits, so std::stoi cannot throw.
 	if (bits.empty() || bits.size() > 3 || !std::all_of(bits.begin(), bits.end(), ::isdigit))
 		return false;
 	*prefix_bits = std::stoi(bits);
@@ -151,6 +159,7 @@ template <typename Visit>
 bool
 AnyEntry(const std::string &patterns, Visit visit)
 {
+	// <= so that the entry after the last comma (or the only one) is visited too.
 	size_t pos = 0;
 	while (pos <= patterns.size()) {
 		size_t comma = patterns.find(',', pos);
@@ -201,14 +210,19 @@ HostAllowed(const std::string &host, const std::string &patterns)
 			return true;
 		IpAddress network;
 		int bits = 0;
+		// An IP or CIDR entry matches only a host written as an address: names are not
+		// resolved here; their addresses are judged when connecting (AddressProblem).
 		if (ParseAddressEntry(pattern, &network, &bits))
 			return is_literal && InPrefix(literal, network, bits);
 		if (pattern.rfind("*.", 0) == 0) {
+			// The suffix keeps its dot, so "*.example.com" matches neither "badexample.com"
+			// nor "example.com" itself.
 			std::string suffix = pattern.substr(1); // ".example.com"
 			return h.size() > suffix.size() && h.compare(h.size() - suffix.size(), suffix.size(), suffix) == 0;
 		}
 		return h == pattern;
 	});
+	// A list of no entries (empty, or only commas and blanks) allows any host.
 	return allowed || !any;
 }
 
@@ -217,6 +231,8 @@ namespace {
 std::string
 UrlProblem(const std::string &url, const std::string &allowed_hosts, bool https_unless_loopback)
 {
+	// The checks ParseHttpUrl makes in one go are repeated first, one by one, so the row's
+	// writer learns which rule the URL breaks.
 	size_t sep = url.find("://");
 	std::string scheme = Lower(url.substr(0, sep == std::string::npos ? 0 : sep));
 	if (sep == std::string::npos || (scheme != "http" && scheme != "https"))
@@ -226,6 +242,8 @@ UrlProblem(const std::string &url, const std::string &allowed_hosts, bool https_
 	std::string authority = url.substr(start, end == std::string::npos ? std::string::npos : end - start);
 	if (authority.find('@') != std::string::npos)
 		return "user info (user:password@) is not allowed in the URL; credentials belong in secrets";
+	// Connectors append their paths to base_url; after a '?' or '#' those would land in the
+	// query or the fragment.
 	if (url.find('?') != std::string::npos)
 		return "a query string is not allowed in the URL";
 	if (url.find('#') != std::string::npos)
@@ -234,6 +252,7 @@ UrlProblem(const std::string &url, const std::string &allowed_hosts, bool https_
 		return "the URL has no host";
 	UrlParts parts;
 	if (!ParseHttpUrl(url, &parts)) {
+		// A colon not inside brackets: a port was given, and it may be what is wrong.
 		size_t colon = authority.rfind(':');
 		if (colon != std::string::npos && authority.find(']', colon) == std::string::npos)
 			return "the URL has an invalid host or port";
@@ -241,12 +260,14 @@ UrlProblem(const std::string &url, const std::string &allowed_hosts, bool https_
 	}
 	if (!HostAllowed(parts.host, allowed_hosts))
 		return "host \"" + parts.host + "\" is not in switchboard.allowed_hosts";
+	// An address literal is judged at write time already; a name only once it resolves.
 	IpAddress literal;
 	if (ParseIpAddress(parts.host, &literal)) {
 		std::string problem = AddressProblem(literal, allowed_hosts);
 		if (!problem.empty())
 			return problem;
 	}
+	// A URL a remote handed us gets the bearer token next: never in clear over the network.
 	if (https_unless_loopback && parts.scheme != "https" && !IsLoopbackHost(parts.host))
 		return "must be https (plain http only to a loopback host)";
 	return std::string();
@@ -257,6 +278,8 @@ UrlProblem(const std::string &url, const std::string &allowed_hosts, bool https_
 std::string
 AddressProblem(const IpAddress &address, const std::string &patterns)
 {
+	// Only an IP or CIDR entry can admit these: any name, "*" included, can be made to resolve
+	// to them.
 	if (IsLinkLocalOrMetadata(address) && !ListedExplicitly(address, patterns))
 		return "address " + address.ToString() +
 		       " is link-local or a cloud metadata service: refused unless switchboard.allowed_hosts lists it as an IP or CIDR entry";

@@ -12,8 +12,10 @@ namespace {
 
 class OpenAIConnector : public Connector {
 public:
+	// One chat completion answers one record.
 	size_t BulkLimit() const override { return 1; }
 
+	// options.model: the endpoint's default, for steps that name no model of their own.
 	std::vector<std::string> ExtraOptions() const override { return {"model"}; }
 
 	void ValidateOption(const std::string &name, const Json &value) const override
@@ -30,6 +32,8 @@ public:
 		return "is an openai endpoint, which enriches records but is not a route target";
 	}
 
+	// Validation refuses an openai endpoint as a route's target (NotARouteTarget), so these
+	// two are never reached by a valid configuration; reaching them is a bug.
 	std::vector<Call> BuildCalls(const Endpoint &, const Route &, const std::vector<Change> &,
 	                             const Auth &) const override
 	{
@@ -54,6 +58,8 @@ std::string
 Describe(const HttpResponse &response, const Json &error)
 {
 	std::string text = "HTTP " + std::to_string(response.status);
+	// OpenAI often sends "code": null, and some compatible servers only a type; then the
+	// type is the best name for the error.
 	std::string code = Text(error, "code");
 	if (code.empty())
 		code = Text(error, "type");
@@ -76,6 +82,7 @@ MakeOpenAIConnector()
 HttpRequest
 BuildChatRequest(const Endpoint &endpoint, const std::string &model, const Json &messages, bool masked)
 {
+	// The step's model first, else the endpoint's default.
 	std::string chosen = model;
 	if (chosen.empty() && endpoint.options.is_object())
 		chosen = Text(endpoint.options, "model");
@@ -85,10 +92,12 @@ BuildChatRequest(const Endpoint &endpoint, const std::string &model, const Json 
 	nlohmann::ordered_json body;
 	body["model"] = chosen;
 	body["messages"] = messages;
+	// The step's output must be a JSON object (SPEC §5): ask the model for nothing else.
 	body["response_format"] = {{"type", "json_object"}};
 	HttpRequest request;
 	request.method = "POST";
 	request.url = JoinUrl(endpoint.base_url, "/v1/chat/completions");
+	// masked: preview shows the request, never the secret.
 	request.headers.emplace_back("Authorization", masked ? "Bearer ****" : "Bearer " + endpoint.secret);
 	request.headers.emplace_back("Content-Type", "application/json");
 	AppendOptionHeaders(endpoint, &request.headers);
@@ -102,6 +111,8 @@ ParseChatResult(const HttpResponse &response)
 	ChatResult result;
 	result.http_status = response.status;
 	long status = response.status;
+	// No HTTP status: the connection failed. Counted against the endpoint, so a dead server
+	// opens its circuit breaker instead of being called for every record.
 	if (status == 0) {
 		result.outcome = Outcome::Retry;
 		result.error = "transport error: " + Snippet(response.transport_error);
@@ -124,6 +135,8 @@ ParseChatResult(const HttpResponse &response)
 			result.error = "model answer refused: " + refused;
 			return result;
 		}
+		// The content is remote input too, a second JSON document inside the first: the same
+		// bounds apply to it.
 		Json parsed = TryParseRemoteJson(content, &refused);
 		if (!refused.empty()) {
 			result.outcome = Outcome::Retry;
@@ -149,6 +162,7 @@ ParseChatResult(const HttpResponse &response)
 			result.stop_endpoint = true;
 			return result;
 		}
+		// A rate limit: the whole endpoint waits (Retry-After), not just this record.
 		result.outcome = Outcome::Retry;
 		result.endpoint_failure = true;
 		result.retry_after_ms = RetryAfterMs(response);
@@ -165,6 +179,8 @@ ParseChatResult(const HttpResponse &response)
 		result.retry_after_ms = RetryAfterMs(response);
 		return result;
 	}
+	// Any other 4xx: the request itself is wrong (a bad model name, a bad key, too long a
+	// prompt) and would fail the same way again.
 	result.outcome = Outcome::Dead;
 	if (status == 401 || status == 403)
 		result.error = "authentication failed: " + result.error;

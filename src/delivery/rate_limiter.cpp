@@ -10,6 +10,8 @@ RateLimiter::RateLimiter(int count, long window_ms) : count_(count), window_ms_(
 void
 RateLimiter::Expire(int64_t now_ms)
 {
+	// Dropping passed windows keeps slots_ bounded by count_, so its size is the number of
+	// busy slots when Acquire compares it.
 	slots_.erase(std::remove_if(slots_.begin(), slots_.end(), [now_ms](const Slot &s) { return s.free_at <= now_ms; }),
 	             slots_.end());
 }
@@ -17,14 +19,19 @@ RateLimiter::Expire(int64_t now_ms)
 uint64_t
 RateLimiter::Acquire(int64_t now_ms, long max_hold_ms)
 {
+	// A penalty (429) holds back even an unlimited endpoint: the remote asked us to wait.
 	if (now_ms < penalty_until_ms_)
 		return 0;
+	// Tickets start at 1, since 0 means refused. An unlimited endpoint still gets one, so the
+	// caller's Complete() is the same either way (it finds no slot and does nothing).
 	const uint64_t ticket = next_ticket_++;
 	if (unlimited())
 		return ticket;
 	Expire(now_ms);
 	if (slots_.size() >= static_cast<size_t>(count_))
 		return 0;
+	// free_at starts as the bound for a completion that is never reported; Complete() pulls
+	// it in. With no hold (TryAcquire) the grant is the completion, and the slot is not open.
 	const long hold = std::max(max_hold_ms, 0L);
 	slots_.push_back(Slot{ticket, now_ms + hold + window_ms_ + (hold > 0 ? guard_ms() : 0), hold > 0});
 	return ticket;
@@ -39,6 +46,7 @@ RateLimiter::TryAcquire(int64_t now_ms)
 void
 RateLimiter::Complete(uint64_t ticket, int64_t now_ms)
 {
+	// Only open slots: a second report of the same ticket changes nothing.
 	for (auto &slot : slots_)
 		if (slot.ticket == ticket && slot.open) {
 			slot.open = false;
@@ -53,6 +61,7 @@ RateLimiter::NextAvailableMs(int64_t now_ms) const
 {
 	int64_t next = now_ms;
 	if (!unlimited()) {
+		// Counted rather than expired, as this is const: a slot whose free_at passed is free.
 		size_t busy = 0;
 		int64_t earliest = INT64_MAX;
 		for (const auto &slot : slots_)
@@ -60,6 +69,8 @@ RateLimiter::NextAvailableMs(int64_t now_ms) const
 				busy++;
 				earliest = std::min(earliest, slot.free_at);
 			}
+		// Full: the first slot to free decides (grant order is not free order, since
+		// completions pull free_at in).
 		if (busy >= static_cast<size_t>(count_))
 			next = std::max(next, earliest);
 	}

@@ -14,11 +14,16 @@ namespace switchboard {
 
 AsRole::AsRole(Oid role)
 {
+	// Saved whole, so the destructor gives back exactly the caller's identity, including
+	// restriction bits the caller already had.
 	GetUserIdAndSecContext(&saved_user_, &saved_context_);
+	// A setting level of our own, as a function with a SET clause opens: whatever is set from
+	// here on (our search_path, a set_config() by user code) is undone at this level alone.
 	int level = 0;
 	Guarded([&] { level = NewGUCNestLevel(); });
 	guc_nest_level_ = level;
 	try {
+		// GUC_ACTION_SAVE: the old value returns when the level ends, like SET LOCAL.
 		Guarded([&] {
 			(void) set_config_option("search_path", kRouteSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
 			                         0, false);
@@ -27,6 +32,10 @@ AsRole::AsRole(Oid role)
 		AtEOXact_GUC(false, guc_nest_level_); // no destructor runs for a constructor that throws
 		throw;
 	}
+	// Last, so a failure above never leaves the user switched. The caller's bits are kept;
+	// LOCAL_USERID_CHANGE forbids SET ROLE / SET SESSION AUTHORIZATION in between, and
+	// RESTRICTED_OPERATION refuses temp tables and other session state that would outlive
+	// the scope.
 	SetUserIdAndSecContext(role, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 }
 
@@ -34,6 +43,7 @@ AsRole::~AsRole()
 {
 	// false: roll back even a plain SET made at this level (true would keep it).
 	AtEOXact_GUC(false, guc_nest_level_);
+	// In reverse order of the constructor.
 	SetUserIdAndSecContext(saved_user_, saved_context_);
 }
 
@@ -64,6 +74,7 @@ std::string
 RoleName(Oid role)
 {
 	const char *name = nullptr;
+	// noerr: a dropped owner must still be nameable in the message that says so.
 	Guarded([&] { name = GetUserNameFromId(role, true); });
 	return name ? std::string(name) : "role with OID " + std::to_string(role);
 }

@@ -26,10 +26,15 @@ Parenthesize(const std::string &expr)
 void
 CheckSingleExpression(const std::string &text)
 {
+	// Parsed in the shape it is later embedded in, because text can close the parenthesis
+	// itself: "x) FROM other WHERE (true" or "1); DROP TABLE t; SELECT (1" parse well there.
+	// Only a bare one-column SELECT with no clause of its own is an expression. A raw parse
+	// looks up no catalog, so nothing of the text is resolved before its shape is known.
 	bool ok = false;
 	std::string sql = "SELECT " + Parenthesize(text);
 	Guarded([&] {
 		List *stmts = raw_parser(sql.c_str(), RAW_PARSE_DEFAULT);
+		// A ";" inside the text made a second statement.
 		if (list_length(stmts) != 1)
 			return;
 		Node *node = linitial_node(RawStmt, stmts)->stmt;
@@ -50,8 +55,11 @@ std::string
 QualifiedName(Oid relid)
 {
 	const char *name = nullptr;
+	// Schema-qualified: generated SQL runs under kRouteSearchPath, which need not contain the
+	// table's schema.
 	Guarded([&] {
 		char *rel = get_rel_name(relid);
+		// Gone between loading the route and now: a clean error rather than a NULL name.
 		if (rel == nullptr)
 			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("relation with OID %u does not exist", relid)));
 		name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
@@ -62,6 +70,8 @@ QualifiedName(Oid relid)
 std::string
 RelationAlias(Oid relid)
 {
+	// The row is aliased with the table's own name, so a column qualified by it
+	// (contacts.email) resolves as in a query on the table.
 	const char *alias = nullptr;
 	Guarded([&] {
 		char *rel = get_rel_name(relid);
@@ -75,6 +85,8 @@ RelationAlias(Oid relid)
 std::string
 RowFromClause(Oid source, const std::string &image_sql)
 {
+	// Queued changes carry their row as json (row_to_json in the trigger); this turns it back
+	// into a typed row of the table. Analysis passes NULL::json: same types, no row needed.
 	return " FROM pg_catalog.json_populate_record(NULL::" + QualifiedName(source) + ", " + image_sql + ") AS " +
 	       RelationAlias(source);
 }
@@ -82,6 +94,7 @@ RowFromClause(Oid source, const std::string &image_sql)
 std::string
 NewOldFromClause(Oid source, const std::string &new_sql, const std::string &old_sql)
 {
+	// new first, old second: FindVarRefs tells them apart by range-table index 1 and 2.
 	std::string type = QualifiedName(source);
 	return " FROM pg_catalog.json_populate_record(NULL::" + type + ", " + new_sql +
 	       ") AS new, pg_catalog.json_populate_record(NULL::" + type + ", " + old_sql + ") AS old";
@@ -94,10 +107,13 @@ Query *
 Analyze(const std::string &sql)
 {
 	Query *query = nullptr;
+	// Callers ran CheckSingleExpression first, so there is exactly one statement.
 	Guarded([&] {
 		List *stmts = raw_parser(sql.c_str(), RAW_PARSE_DEFAULT);
 		query = parse_analyze_fixedparams(linitial_node(RawStmt, stmts), sql.c_str(), nullptr, 0, nullptr);
 	});
+	// An expression gives one value per row; these would fold rows together or multiply them
+	// once the translator evaluates many rows in one statement.
 	if (query->hasAggs || query->hasWindowFuncs || query->hasTargetSRFs)
 		Fail(ERRCODE_GROUPING_ERROR, "aggregate, window and set-returning functions are not allowed here");
 	return query;
@@ -132,6 +148,7 @@ FindVarRefs(Node *node, void *context)
 		return false;
 	if (IsA(node, Var)) {
 		Var *var = (Var *) node;
+		// Only Vars of this query level name new (1) or old (2).
 		if (var->varlevelsup == 0) {
 			auto refs = static_cast<VarRefs *>(context);
 			if (var->varno == 1)
@@ -181,7 +198,7 @@ CannotRaise(Node *node, void *context)
 	switch (nodeTag(node)) {
 	case T_Var:
 	case T_Const:
-	case T_CaseTestExpr:
+	case T_CaseTestExpr: // CASE x WHEN ...: stands for x, which is checked itself
 		return true;
 	case T_BoolExpr:
 	case T_NullTest:
@@ -189,7 +206,7 @@ CannotRaise(Node *node, void *context)
 	case T_CaseExpr:
 	case T_CaseWhen:
 	case T_CoalesceExpr:
-	case T_RelabelType:
+	case T_RelabelType: // a binary-compatible cast: no function runs
 	case T_List:
 		break;
 	case T_FuncExpr:
@@ -199,6 +216,8 @@ CannotRaise(Node *node, void *context)
 	case T_OpExpr:
 	case T_DistinctExpr:
 	case T_NullIfExpr:
+		// The three share OpExpr's layout. Parse analysis leaves opfuncid unset (the planner
+		// fills it), so look it up before asking whether the function is leakproof.
 		set_opfuncid((OpExpr *) node);
 		if (!LeakproofFunction(((OpExpr *) node)->opfuncid) || CollationUndetermined(node))
 			return false;
@@ -226,6 +245,8 @@ MayRaise(Node *node, void *context)
 Oid
 AnalyzeRowExpression(Oid source, const std::string &expr)
 {
+	// Over the row exactly as the translator evaluates a mapping, so a name resolves at
+	// delivery the way it resolved when the row was written.
 	CheckSingleExpression(expr);
 	Query *query = Analyze("SELECT " + Parenthesize(expr) + RowFromClause(source, "NULL::json"));
 	Oid type = InvalidOid;
@@ -236,6 +257,9 @@ AnalyzeRowExpression(Oid source, const std::string &expr)
 Oid
 AnalyzeValueExpression(const std::string &expr, Oid target_type, int32 target_typmod)
 {
+	// Checked as the CAST into the target column that a pull evaluates, with the remote value
+	// in scope as "value": an expression whose result cannot become the
+	// column's type is refused when written, not when the first record arrives.
 	CheckSingleExpression(expr);
 	std::string type_name;
 	Guarded([&] { type_name = format_type_with_typemod(target_type, target_typmod); });
@@ -249,6 +273,7 @@ AnalyzeValueExpression(const std::string &expr, Oid target_type, int32 target_ty
 PredicateInfo
 AnalyzePredicate(Oid source, const std::string &predicate)
 {
+	// Over new and old, as the translator evaluates a filter.
 	CheckSingleExpression(predicate);
 	Query *query = Analyze("SELECT " + Parenthesize(predicate) + NewOldFromClause(source, "NULL::json", "NULL::json"));
 	PredicateInfo info;
@@ -259,6 +284,7 @@ AnalyzePredicate(Oid source, const std::string &predicate)
 		Node *expr = FirstTarget(query);
 		type = exprType(expr);
 		FindVarRefs(expr, &refs);
+		// A subquery is never provably safe (it reads other tables and may raise anywhere).
 		may_raise = query->hasSubLinks || MayRaise(expr, nullptr);
 		volatile_ = contain_volatile_functions(expr);
 	});

@@ -22,6 +22,8 @@ SpiConnection::SpiConnection()
 
 SpiConnection::~SpiConnection()
 {
+	// Not Guarded, as a destructor may not throw: SPI_finish reports misuse by its return
+	// code, not by raising.
 	SPI_finish();
 }
 
@@ -61,6 +63,8 @@ struct ExecutingKeptPlan {
 SpiResult
 Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only, bool keep_plan)
 {
+	// Every parameter goes in as text and the SQL casts it: one calling convention for all
+	// statements, and a NULL stays a NULL of any type.
 	const int nargs = static_cast<int>(args.size());
 	std::vector<Oid> types(nargs, TEXTOID);
 	std::vector<Datum> values(nargs);
@@ -77,6 +81,8 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 		if (prepared == nullptr)
 			prepared = new std::map<std::string, KeptPlan>();
 		auto it = prepared->find(sql);
+		// Only on a miss: `it` is end() either way, so no iterator is left pointing into the
+		// cleared map.
 		if (it == prepared->end() && prepared->size() >= kMaxPlans && executing_kept_plans == 0)
 			EvictLeastRecentlyUsedPlan();
 		if (it == prepared->end()) {
@@ -85,10 +91,14 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 				plan = SPI_prepare(sql.c_str(), nargs, types.data());
 				if (plan == nullptr)
 					elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+				// Out of the SPI connection's memory, so the plan outlives SPI_finish and the
+				// transaction.
 				SPI_keepplan(plan);
 			});
 			it = prepared->emplace(sql, KeptPlan{plan, 0}).first;
 		}
+		// Held across the call, so a nested statement (fired by a trigger of this one) does
+		// not free the plan that is running.
 		ExecutingKeptPlan executing;
 		it->second.last_used = ++plan_uses;
 		Guarded([&] { rc = SPI_execute_plan(it->second.plan, values.data(), nulls.data(), read_only, 0); });
@@ -97,11 +107,15 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 			rc = SPI_execute_with_args(sql.c_str(), nargs, types.data(), values.data(), nulls.data(), read_only, 0);
 		});
 	}
+	// A negative code is SPI misuse; errors of the statement itself raised inside Guarded.
 	if (rc < 0)
 		Fail(ERRCODE_INTERNAL_ERROR, "SPI failed (" + std::to_string(rc) + ") running: " + sql);
 
+	// Copied out: the tuple table and the strings of SPI_getvalue live in the connection's
+	// memory, which the next statement or SPI_finish frees.
 	SpiResult result;
 	result.processed = SPI_processed;
+	// No tuple table for a statement that returns no rows (DML without RETURNING, utility).
 	if (SPI_tuptable == nullptr)
 		return result;
 	TupleDesc desc = SPI_tuptable->tupdesc;
@@ -151,6 +165,7 @@ SpiScalar(const std::string &sql, const std::vector<SpiText> &args)
 std::string
 TextArg(FunctionCallInfo fcinfo, int n)
 {
+	// Guarded: detoasting reads storage and can raise.
 	const char *value = nullptr;
 	Guarded([&] { value = text_to_cstring(PG_GETARG_TEXT_PP(n)); });
 	return value;
@@ -177,6 +192,8 @@ QuoteLiteral(const std::string &text)
 		out += ch;
 	}
 	out += '\'';
+	// As quote_literal() does: with a backslash, the E'' form with backslashes doubled reads
+	// the same whatever standard_conforming_strings is set to.
 	if (backslash) {
 		std::string escaped = "E'";
 		for (char ch : text) {

@@ -54,11 +54,15 @@ struct PendingKey {
 std::map<std::string, PendingKey>
 PendingLocalChanges(const RouteDef &def)
 {
+	// in_flight counts too: a change being pushed right now is still newer local state. A
+	// delete has only its old image.
 	SpiResult queued = SpiExecPrepared(
 	    "SELECT q.id, q.key, coalesce(q.new, q.old)::text, "
 	    "(pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8 "
 	    "FROM switchboard.queue q WHERE q.route = $1 AND q.state IN ('pending', 'in_flight')",
 	    {def.name});
+	// Rows not yet claimed have no key: the trigger evaluates no user expression, so the key
+	// is computed here from the images, all in one statement.
 	std::vector<SpiText> images;
 	std::vector<size_t> unkeyed;
 	for (size_t i = 0; i < queued.rows.size(); i++)
@@ -69,6 +73,8 @@ PendingLocalChanges(const RouteDef &def)
 	std::vector<SpiText> computed;
 	if (!images.empty()) {
 		AsRole as_owner(def.owner);
+		// ORDER BY the ordinality: keys come back in the order of `images`, so they pair with
+		// `unkeyed` by position below.
 		SpiResult keys = SpiExecPrepared("SELECT k.key FROM pg_catalog.unnest($1::pg_catalog.json[]) WITH ORDINALITY "
 		                                 "AS i(img, n) CROSS JOIN LATERAL (SELECT " +
 		                                     Parenthesize(def.match_local) + "::pg_catalog.text AS key" +
@@ -83,8 +89,10 @@ PendingLocalChanges(const RouteDef &def)
 		SpiText key = row[1];
 		if (!key && u < unkeyed.size() && unkeyed[u] == i)
 			key = u < computed.size() ? computed[u++] : SpiText();
+		// A NULL key identifies no remote record, so it cannot conflict with one.
 		if (!key)
 			continue;
+		// The conflict rule compares the remote change with the newest local one.
 		PendingKey &p = pending[*key];
 		p.newest_ms = std::max<int64_t>(p.newest_ms, std::stoll(*row[3]));
 		p.ids.push_back(row[0]);
@@ -99,6 +107,9 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	std::string alias = RelationAlias(def.source);
 	std::string key = Parenthesize(def.match_local) + "::pg_catalog.text";
 	ApplySql sql;
+	// With a pull_expr the expression sees the field as jsonb ("value", -> keeps its JSON
+	// type); without, the field's text (->>) goes through the column type's input, as the
+	// mapping was validated (AnalyzeValueExpression).
 	auto value = [](const PullColumn &c) {
 		std::string field = QuoteLiteral(c.field);
 		if (c.pull_expr)
@@ -109,6 +120,8 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	std::string sets, cols, values;
 	for (const auto &c : columns) {
 		std::string col = QuoteIdent(c.column);
+		// A field missing from the record leaves its column alone: a record that carries only
+		// some properties must not set the others to NULL.
 		sets += (sets.empty() ? "" : ", ") + col + " = CASE WHEN pulled.rec OPERATOR(pg_catalog.?) " +
 		        QuoteLiteral(c.field) + " THEN " + value(c) + " ELSE " + alias + "." + col + " END";
 		cols += (cols.empty() ? "" : ", ") + col;
@@ -120,6 +133,8 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	}
 	// The key comparison is the owner's expression against text: resolved with the route's
 	// search_path (pg_catalog first), as the owner, like the rest of these statements.
+	// Update, then insert when no row matched: the key is an expression (lower(email)), which
+	// no unique index need back, so INSERT ... ON CONFLICT cannot express this upsert.
 	sql.update = columns.empty() ? "SELECT pg_catalog.count(*) FROM " + table + " AS " + alias + " WHERE " + key +
 	                                   " = $1::pg_catalog.text"
 	                             : "UPDATE " + table + " AS " + alias + " SET " + sets +
@@ -139,6 +154,8 @@ LoadPullColumns(const RouteDef &def)
 	for (const auto &m : def.mappings) {
 		if (!m.pull_column)
 			continue;
+		// Looked up per page, not taken from validation: the column may have been dropped or
+		// retyped since. The typmod comes along, so varchar(20) and numeric(10,2) are enforced.
 		SpiResult found = SpiExecPrepared(
 		    "SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
 		    "WHERE attrelid = $1::oid AND attname = $2 AND attnum > 0 AND NOT attisdropped",
@@ -166,6 +183,8 @@ Log(const std::string &route, const SpiText &key, const std::string &outcome, co
 std::vector<DuePull>
 PullsDue(int limit, std::vector<RouteAction> *refused)
 {
+	// Never-pulled routes first (NULLS FIRST), then the longest overdue. Each phase (changes,
+	// then deletions when on_delete = 'delete') keeps a cursor of its own.
 	SpiResult r = SpiExecPrepared(
 	    "SELECT r.name, coalesce(p.phase, 'changes'), p.cursor_since, p.cursor_after, p.deletions_since, "
 	    "p.deletions_after, r.conflict, (extract(epoch FROM r.pull_interval) * 1000)::bigint "
@@ -181,6 +200,8 @@ PullsDue(int limit, std::vector<RouteAction> *refused)
 		// caller), instead of sorting first (its next_pull_at the oldest) and starving the others.
 		std::optional<RouteDef> def;
 		try {
+			// Its own subtransaction: a definition that fails its checks aborts only them, and
+			// the other routes of the batch are still served.
 			Subtransaction sub;
 			def = FindRoute(*row[0], true);
 			sub.Commit();
@@ -194,6 +215,7 @@ PullsDue(int limit, std::vector<RouteAction> *refused)
 			continue;
 		DuePull pull;
 		pull.phase = *row[1] == "deletions" ? PullPhase::Deletions : PullPhase::Changes;
+		// No stored cursor yet: where the kind starts (its own time format).
 		PullCursor initial = InitialPullCursor(def->endpoint.kind);
 		if (pull.phase == PullPhase::Changes)
 			pull.cursor = PullCursor{row[2].value_or(initial.since), row[3].value_or("")};
@@ -213,6 +235,8 @@ PullsDue(int limit, std::vector<RouteAction> *refused)
 PullCounts
 ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, double latency_ms)
 {
+	// Records, remote ids and the cursor are written in the caller's one transaction, so a
+	// crash never skips or applies a page twice (SPEC §6).
 	const RouteDef &def = pull.def;
 	PullCounts counts;
 	// The page was fetched with no transaction open: the route may have been renamed, changed
@@ -233,6 +257,8 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 		SuppressCapture no_echo(def.name);
 		for (const RemoteRecord &record : page.records) {
 			try {
+				// One subtransaction per record: a record that fails (a cast, a constraint, a
+				// privilege) is logged and rolled back alone; the rest of the page applies.
 				Subtransaction sub;
 				if (record.key.empty())
 					Fail(ERRCODE_NULL_VALUE_NOT_ALLOWED, "remote record " + record.remote_id + " has no " +
@@ -242,6 +268,7 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 				if (local != pending.end()) {
 					if (SettleConflict(pull.conflict, record.modified_ms, local->second.newest_ms) ==
 					    ConflictWinner::Local) {
+						// The local change is pushed later and overwrites the remote one.
 						counts.skipped++;
 						sub.Commit();
 						continue;
@@ -256,6 +283,8 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 				{
 					AsRole as_owner(def.owner);
 					if (record.deleted) {
+						// on_delete = 'ignore' keeps the local row; only the remote id is
+						// forgotten, as it names nothing any more.
 						if (def.route.on_delete == "delete")
 							SpiExecPrepared(sql.remove, {record.key});
 						gone_keys.emplace_back(record.key);
@@ -263,6 +292,7 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 					} else {
 						std::string rec = record.fields.dump();
 						SpiResult updated = SpiExecPrepared(sql.update, {record.key, rec});
+						// With no pull columns, the "update" only counted the matching rows.
 						bool found = columns.empty() ? (!updated.rows.empty() && updated.rows[0][0] != SpiText("0"))
 						                             : updated.processed > 0;
 						if (!found && !sql.insert.empty())
@@ -280,6 +310,9 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 			}
 		}
 	}
+	// Remote ids let later pushes and deletes address the remote record. DISTINCT ON keeps
+	// the last record of a key the page holds twice: ON CONFLICT cannot update one row twice
+	// in a statement.
 	if (!rid_keys.empty())
 		SpiExecPrepared("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
 		                "SELECT DISTINCT ON (key) $1, key, rid FROM unnest($2::text[], $3::text[]) "
@@ -293,6 +326,8 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 	// Where the next request starts, stored with the page it follows.
 	std::string phase = pull.phase == PullPhase::Changes ? "changes" : "deletions";
 	std::string next_phase = phase;
+	// More pages follow at once. After the last page of changes, deletions are pulled next
+	// (if they matter); only after a full pass does the route wait pull_interval.
 	long delay_ms = 0;
 	if (!page.more) {
 		if (pull.phase == PullPhase::Changes && def.route.on_delete == "delete")
@@ -302,6 +337,9 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 			delay_ms = pull.interval_ms;
 		}
 	}
+	// Only the current phase's cursor changes: the other one is passed as NULL and kept by the
+	// coalesce/CASE. clock_timestamp(): the delay counts from now, not from the start of the
+	// transaction that applied the records.
 	bool changes = pull.phase == PullPhase::Changes;
 	SpiExecPrepared(
 	    "INSERT INTO switchboard.pull_state AS p (route, phase, cursor_since, cursor_after, deletions_since, "
@@ -348,6 +386,7 @@ PullMark
 MarkPullStarted(const DuePull &pull)
 {
 	// A mark left by an earlier try counts only if no page was applied since it was set.
+	// The count of stops in a row lives only in the message text, so it is read back from it.
 	SpiResult r = SpiExecPrepared(
 	    "SELECT p.last_error, p.last_error_at::text, CASE WHEN p.last_error LIKE 'the worker stopped while pulling%' "
 	    "AND (p.last_pull_at IS NULL OR p.last_pull_at < p.last_error_at) "
@@ -377,6 +416,8 @@ MarkPullStarted(const DuePull &pull)
 void
 ClearPullMark(const DuePull &pull, const PullMark &mark)
 {
+	// Puts back the error the route had before the mark: the mark was no failure of its own,
+	// and ApplyPullPage has already set next_pull_at.
 	SpiExecPrepared(
 	    "UPDATE switchboard.pull_state SET last_error = $2, last_error_at = $3::timestamptz WHERE route = $1",
 	    {pull.def.name, mark.last_error, mark.last_error_at});
@@ -385,6 +426,7 @@ ClearPullMark(const DuePull &pull, const PullMark &mark)
 long
 MsUntilNextPull()
 {
+	// The same routes as PullsDue; one never pulled (no next_pull_at) is due now.
 	SpiText ms = SpiExecPrepared(
 	                 "SELECT CASE WHEN count(*) = 0 THEN NULL WHEN bool_or(p.next_pull_at IS NULL) THEN 0 "
 	                 "ELSE greatest(0, ceil(extract(epoch FROM "

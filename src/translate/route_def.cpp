@@ -34,6 +34,9 @@ FilterDef::InWhen(Op op) const
 bool
 RouteDef::NeedsOldImage() const
 {
+	// Only an update's capture can leave the old image out (an insert has none, a delete's
+	// old is the row itself); it is queued only for a filter the WHEN clause does not hold,
+	// as the trigger reads OLD itself for the others.
 	for (const auto &f : filters)
 		if (f.refs_old && !f.InWhen(Op::Update))
 			return true;
@@ -55,6 +58,8 @@ ParseOp(const std::string &op)
 std::vector<Op>
 ParseOperations(const std::string &text_array)
 {
+	// The text form of a text[]; the appended "," ends the last token. Quotes and blanks are
+	// dropped: an operation name contains neither.
 	std::vector<Op> ops;
 	std::string token;
 	for (char ch : text_array + ",") {
@@ -108,6 +113,7 @@ std::map<std::string, AnalysedFilters> analysed_filters;
 std::vector<FilterDef>
 AnalyseFilters(const RouteDef &def, const SpiResult &rows, const std::string &fingerprint)
 {
+	// Steady clock: a jump of the wall clock neither keeps stale analyses nor drops fresh ones.
 	int64_t now = SteadyMs();
 	if (IsBackgroundWorker) {
 		auto it = analysed_filters.find(fingerprint);
@@ -119,6 +125,9 @@ AnalyseFilters(const RouteDef &def, const SpiResult &rows, const std::string &fi
 		FilterDef filter;
 		filter.name = *fr[0];
 		filter.predicate = *fr[1];
+		// As the owner: analysis resolves names with the owner's search_path and privileges,
+		// as evaluation will. A dropped table leaves nothing to analyse; such a route fails
+		// in translation with its own message.
 		if (def.source_exists) {
 			AsRole as_owner(def.owner);
 			PredicateInfo info = AnalyzePredicate(def.source, filter.predicate);
@@ -129,6 +138,8 @@ AnalyseFilters(const RouteDef &def, const SpiResult &rows, const std::string &fi
 		filters.push_back(std::move(filter));
 	}
 	if (IsBackgroundWorker) {
+		// Fingerprints of changed definitions are never looked up again. Clearing all now and
+		// then bounds the map without tracking which are stale; live ones are analysed anew.
 		if (analysed_filters.size() >= kMaxCheckedDefinitions)
 			analysed_filters.clear();
 		analysed_filters[fingerprint] = AnalysedFilters{filters, now};
@@ -148,6 +159,8 @@ CheckDefinition(const std::string &name, const std::string &fingerprint)
 			     "fix the definition; its changes are kept until then");
 		return;
 	}
+	// A problem found is kept as well, so a broken route is not re-checked in every round
+	// either; it fails again from the cache.
 	int64_t now = SteadyMs();
 	auto it = checked_definitions.find(fingerprint);
 	if (it == checked_definitions.end() || now - it->second.checked_at_ms > kRecheckMs) {
@@ -173,6 +186,8 @@ AddField(std::string *fingerprint, const SpiText &value)
 bool
 SchemaPredatesOwners()
 {
+	// Asked of the catalog, not of the extension's version: the column is what the queries
+	// below depend on.
 	return !SpiScalar(
 	            "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'switchboard.routes'::pg_catalog.regclass "
 	            "AND attname = 'owner' AND NOT attisdropped")
@@ -182,6 +197,8 @@ SchemaPredatesOwners()
 std::optional<RouteDef>
 FindRoute(const std::string &name, bool with_secret)
 {
+	// 0.1 had no owner columns: the table's owner stands in for the route's, and endpoints
+	// have none.
 	bool legacy = SchemaPredatesOwners();
 	// Kept plans (SpiExecPrepared): the worker loads every route it delivers for in every round.
 	SpiResult r = SpiExecPrepared("SELECT r.source::oid, r.direction, r.operations::text, r.match_local, r.enabled, "
@@ -203,6 +220,7 @@ FindRoute(const std::string &name, bool with_secret)
 	const SpiRow &row = r.rows[0];
 	RouteDef def;
 	def.name = name;
+	// NULL once the table was dropped (_on_sql_drop disables the route and clears it).
 	def.source = row[0] ? static_cast<Oid>(std::stoul(*row[0])) : InvalidOid;
 	def.direction = *row[1];
 	def.operations = ParseOperations(*row[2]);
@@ -218,6 +236,7 @@ FindRoute(const std::string &name, bool with_secret)
 	def.endpoint.options = Json::parse(*row[11]);
 	def.source_exists = *row[13] == "t";
 	def.owner = row[14] ? static_cast<Oid>(std::stoul(*row[14])) : InvalidOid;
+	// Known without reading the secret: validation and preview need only whether one is set.
 	def.has_secret = row[12].has_value();
 	// Only the owner (and the worker) may read secrets; configuration paths never ask.
 	if (with_secret && row[12]) {
@@ -225,6 +244,7 @@ FindRoute(const std::string &name, bool with_secret)
 		def.endpoint.secret = secret.rows.empty() ? "" : secret.rows[0][0].value_or("");
 	}
 
+	// Ordered, so the fingerprint and the generated SQL do not change with the heap order.
 	SpiResult m = SpiExecPrepared("SELECT remote_field, push_expr, pull_column, pull_expr FROM switchboard.mappings "
 	                              "WHERE route = $1 ORDER BY remote_field",
 	                              {name});
@@ -255,6 +275,7 @@ RouteDef
 LoadRoute(const std::string &name, bool with_secret)
 {
 	auto def = FindRoute(name, with_secret);
+	// Preview, resync and attaching triggers name a route that must exist.
 	if (!def)
 		Fail(ERRCODE_UNDEFINED_OBJECT, "route \"" + name + "\" does not exist");
 	return std::move(*def);

@@ -21,8 +21,11 @@ FieldsSqlFor(const RouteDef &def)
 	std::string current;
 	int pairs = 0;
 	for (const auto &m : def.mappings) {
+		// No push_expr: the field is pull-only.
 		if (!m.push_expr)
 			continue;
+		// 50 pairs are 100 arguments; the chunks are merged with jsonb ||, which loses
+		// nothing as remote_field is unique per route.
 		if (pairs == 50) {
 			chunks.push_back("pg_catalog.jsonb_build_object(" + current + ")");
 			current.clear();
@@ -49,6 +52,8 @@ TryQuery(const std::string &sql, const std::vector<SpiText> &args, SpiResult *ou
          bool keep_plan = false)
 {
 	try {
+		// A user expression that raises rolls back this try alone; the caller goes on, to the
+		// next row or to the next piece while naming the one that failed.
 		Subtransaction sub;
 		*out = keep_plan ? SpiExecPrepared(sql, args, true) : SpiExec(sql, args, true);
 		sub.Commit();
@@ -64,6 +69,8 @@ TryQuery(const std::string &sql, const std::vector<SpiText> &args, SpiResult *ou
 std::string
 MappingSql(const RouteDef &def)
 {
+	// Key and fields together: one statement per row, and the same SQL text for every row of
+	// the route. Text out, since SPI results come back as text.
 	return "SELECT " + Parenthesize(def.match_local) + "::text, (" + FieldsSqlFor(def) + ")::text" +
 	       RowFromClause(def.source, "$1::json");
 }
@@ -80,6 +87,8 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 	// Whoever asks (the worker, a DBA's preview), the route's expressions run as its owner.
 	AsRole as_owner(def.owner);
 
+	// Filters the trigger's WHEN clause held already passed, or the change would not be
+	// queued; preview and resync never went through the trigger, so they evaluate all.
 	std::vector<const FilterDef *> filters;
 	for (const auto &f : def.filters)
 		if (all_filters || !f.InWhen(op))
@@ -91,6 +100,8 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		                          op == Op::Insert ? std::nullopt : old_image};
 		std::string from = NewOldFromClause(def.source, "$1::json", "$2::json");
 		std::string sql = "SELECT ";
+		// NULL rejects, as in a WHERE or a trigger's WHEN clause. All filters in one statement,
+		// so every filter that says no is named, not just the first.
 		for (size_t i = 0; i < filters.size(); i++)
 			sql += (i ? ", " : "") + std::string("coalesce(") + Parenthesize(filters[i]->predicate) + ", false)";
 		SpiResult r;
@@ -105,10 +116,12 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 					return t;
 				}
 			}
+			// No filter fails alone: report the error of the combined statement as it came.
 			t.status = Translation::Status::Failed;
 			t.error = "filters: " + error;
 			return t;
 		}
+		// No row (cannot happen with a FROM of two functions) counts as a rejection: fail closed.
 		for (size_t i = 0; i < filters.size(); i++)
 			if (r.rows.empty() || r.rows[0][i] != SpiText("t"))
 				t.rejected_by.push_back(filters[i]->name);
@@ -127,6 +140,8 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 	SpiResult r;
 	std::string error;
 	if (!TryQuery(MappingSql(def), {image}, &r, &error)) {
+		// Find the piece that raised: the key first (without it nothing else matters), then
+		// each mapping on its own.
 		std::string from = RowFromClause(def.source, "$1::json");
 		SpiResult one;
 		if (!TryQuery("SELECT " + Parenthesize(def.match_local) + "::text" + from, {image}, &one, &error)) {
@@ -138,6 +153,8 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		if (!one.rows.empty() && one.rows[0][0])
 			t.key = *one.rows[0][0];
 		for (const auto &m : def.mappings) {
+			// to_jsonb, as jsonb_build_object converts each value the same way: a value whose
+			// conversion raises is found here too.
 			SpiResult field;
 			if (m.push_expr && !TryQuery("SELECT pg_catalog.to_jsonb(" + Parenthesize(*m.push_expr) + ")" + from,
 			                             {image}, &field, &error)) {
@@ -150,6 +167,7 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		t.error = error;
 		return t;
 	}
+	// A NULL key could name no remote record, nor order and coalesce the changes of a key.
 	if (r.rows.empty() || !r.rows[0][0]) {
 		t.status = Translation::Status::Failed;
 		t.error = "match_local (" + def.match_local + ") is NULL for this row";
@@ -167,6 +185,8 @@ ArrayLiteral(const std::vector<SpiText> &items)
 	for (size_t i = 0; i < items.size(); i++) {
 		if (i)
 			out += ',';
+		// Unquoted NULL is the SQL NULL; every value is quoted, so the text "NULL", commas,
+		// braces and blanks come through as themselves.
 		if (!items[i]) {
 			out += "NULL";
 			continue;
@@ -188,6 +208,8 @@ namespace {
 bool
 TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std::vector<Translation> *out)
 {
+	// The rows mix operations, so a filter is evaluated when some operation leaves it to the
+	// worker; below, its verdict counts only for the rows of such an operation.
 	std::vector<const FilterDef *> filters;
 	for (const auto &f : def.filters)
 		if (!f.InWhen(Op::Insert) || !f.InWhen(Op::Update) || !f.InWhen(Op::Delete))
@@ -198,6 +220,8 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 		olds.push_back(row.old_image);
 		ops.emplace_back(OpName(row.op));
 	}
+	// The same new and old as Translate gives a filter: for a delete, new is the deleted row;
+	// for an insert, old is a row of NULLs.
 	std::string type = QualifiedName(def.source);
 	std::string row_image = "CASE WHEN i.op = 'delete' THEN i.old_img ELSE i.new_img END";
 	std::string sql = "SELECT m.key, m.fields";
@@ -215,10 +239,13 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 	}
 	sql += " CROSS JOIN LATERAL (SELECT " + Parenthesize(def.match_local) + "::text AS key, (" + FieldsSqlFor(def) +
 	       ")::text AS fields" + RowFromClause(def.source, row_image) + ") m ORDER BY i.n";
+	// Kept plan: the text depends only on the definition, so it repeats round after round.
+	// ORDER BY the ordinality pairs result rows with `rows` by position.
 	SpiResult r;
 	std::string error;
 	if (!TryQuery(sql, {ArrayLiteral(news), ArrayLiteral(olds), ArrayLiteral(ops)}, &r, &error, true))
 		return false;
+	// Each input yields exactly one row; if not, fall back rather than pair them wrongly.
 	if (r.rows.size() != rows.size())
 		return false;
 	out->assign(rows.size(), Translation());
@@ -260,6 +287,8 @@ TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows)
 	AsRole as_owner(def.owner);
 	if (TranslateSetBased(def, rows, &out))
 		return out;
+	// One row raised and took the whole statement with it: row by row, each fails alone and
+	// says which filter or mapping it was.
 	out.clear();
 	for (const auto &row : rows)
 		out.push_back(Translate(def, row.op, row.new_image, row.old_image, false));

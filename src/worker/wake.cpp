@@ -11,6 +11,9 @@ extern "C" {
 namespace switchboard {
 
 namespace {
+// Per backend and per transaction: capture only notes that a wake-up is due. Setting the
+// latch at once would wake the worker before the rows are visible to it; it would find
+// nothing and sleep until the next naptime.
 bool wake_worker = false;
 bool wake_launcher = false;
 
@@ -20,6 +23,8 @@ OnXactEvent(XactEvent event, void *)
 	switch (event) {
 	case XACT_EVENT_COMMIT:
 	case XACT_EVENT_PARALLEL_COMMIT:
+		// The commit is already visible to new snapshots here. Nothing below may raise: the
+		// transaction can no longer abort, so both calls only take a spinlock and set a latch.
 		if (wake_worker)
 			SetWorkerLatch(MyDatabaseId);
 		if (wake_launcher)
@@ -28,6 +33,8 @@ OnXactEvent(XactEvent event, void *)
 		break;
 	case XACT_EVENT_ABORT:
 	case XACT_EVENT_PARALLEL_ABORT:
+		// The captured rows are gone with the transaction; the flags must not carry over
+		// into the next one either.
 		wake_worker = wake_launcher = false;
 		break;
 	default:
@@ -51,6 +58,7 @@ WakeLauncherAtCommit()
 void
 InstallWakeCallback()
 {
+	// Once per process (from _PG_init): callbacks are per backend and last its lifetime.
 	RegisterXactCallback(OnXactEvent, nullptr);
 }
 
@@ -65,6 +73,8 @@ SB_PG_FUNCTION(switchboard_wake)
 	PG_RETURN_VOID();
 }
 
+// Called by the install script: at commit, not now, because a worker started before
+// CREATE EXTENSION commits would not see the extension in its database yet.
 SB_PG_FUNCTION(switchboard_start_worker)
 {
 	WakeLauncherAtCommit();
