@@ -18,6 +18,7 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 }
@@ -36,6 +37,23 @@ OnSigterm(SIGNAL_ARGS)
 	stop_requested = true;
 	SetLatch(MyLatch);
 	errno = save_errno;
+}
+
+// The dispatcher's should_stop, asked at least every 100 ms while requests are out. It also
+// absorbs a ProcSignalBarrier: DROP DATABASE (of any database) waits until every backend has,
+// and a round with a slow remote would otherwise reach CHECK_FOR_INTERRUPTS only at its end.
+bool
+ShouldStop()
+{
+	if (ProcSignalBarrierPending) {
+		try {
+			Guarded([] { ProcessProcSignalBarrier(); });
+		} catch (const std::exception &e) {
+			// The barrier stays pending and is tried again at the next call or interrupt check.
+			ereport(LOG, (errmsg("switchboard worker: absorbing a barrier failed: %s", e.what())));
+		}
+	}
+	return stop_requested;
 }
 
 void
@@ -151,7 +169,7 @@ private:
 			    [&](const Auth &auth) {
 				    return BuildPullRequest(pull.def.endpoint, pull.def.route, pull.fields, pull.phase, pull.cursor, auth);
 			    },
-			    setting_http_timeout_ms, 1000, [] { return static_cast<bool>(stop_requested); });
+			    setting_http_timeout_ms, 1000, ShouldStop);
 			std::string error;
 			PullPage page;
 			if (response.status >= 200 && response.status < 300) {
@@ -225,7 +243,7 @@ private:
 		options.timeout_ms = setting_http_timeout_ms;
 		std::vector<RouteAction> actions;
 		std::vector<Delivery> deliveries =
-		    dispatcher_.Deliver(claimed.batches, options, [] { return static_cast<bool>(stop_requested); }, &actions);
+		    dispatcher_.Deliver(claimed.batches, options, ShouldStop, &actions);
 
 		Activity("recording " + std::to_string(deliveries.size()) + " results");
 		try {
