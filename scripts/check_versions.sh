@@ -40,7 +40,11 @@ fi
 
 # 2. the built install script of a released default_version
 built="$(mktemp)"; trap 'rm -f "$built"' EXIT
-cat $(printf '%s\n' src/sql/*.sql | LC_ALL=C sort) > "$built"
+# build.mk's SQL_PARTS in byte order of their names, as both builds concatenate them.
+sql_parts="$(sed -n 's/^SQL_PARTS[[:space:]]*=[[:space:]]*//p' build.mk)"
+[ -n "$sql_parts" ] || { echo "check_versions: no SQL_PARTS in build.mk" >&2; exit 1; }
+# shellcheck disable=SC2086  # the value is a glob
+cat $(printf '%s\n' $sql_parts | LC_ALL=C sort) > "$built"
 if [ -e "versions/$ext--$default.sql" ] && ! cmp -s "$built" "versions/$ext--$default.sql"; then
 	fail "src/sql/*.sql no longer builds the released $default (versions/$ext--$default.sql): raise default_version in $ext.control and add versions/$ext--$default--<new>.sql"
 	diff -u "versions/$ext--$default.sql" "$built" | head -n 40 >&2 || true

@@ -11,6 +11,7 @@ packages=(
 	libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
 	dpkg-dev debhelper postgresql-server-dev-all   # the Debian package (debian/, pg_buildext)
 	lintian
+	clang-format                   # make format / make format-check (.clang-format; clang-format 14)
 	# tests
 	postgresql-15                  # the server; also ships /usr/lib/postgresql/15/bin/pgbench
 	                               # (Debian 12's postgresql-contrib-15 is only a name postgresql-15 provides)

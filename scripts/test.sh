@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of switchboard on a fresh Debian 12 machine, as root:
 #   bash scripts/test.sh
-# installs the dependencies, builds and installs with PGXS, runs the unit tests, the pg_regress
-# suite, the CRM doubles' tests, the fuzz targets (test/run_fuzz.sh) and the TAP tests (when
-# test/run_tap.sh exists), checks the release rules (scripts/check_versions.sh), builds the Debian
-# package and runs the regress suite against it, then builds, installs and tests again with CMake
-# (ctest). A failing step does not stop the later ones; the last line is "N passed, M failed" over
-# the steps, and the exit status is non-zero if any failed.
+# installs the dependencies, checks the C++ layout (make format-check), builds and installs with
+# PGXS, runs the unit tests (plain, then under ASan + UBSan), the pg_regress suite, the CRM
+# doubles' tests, the fuzz targets (test/run_fuzz.sh) and the TAP tests (when test/run_tap.sh
+# exists), checks the release rules (scripts/check_versions.sh), builds the Debian package and
+# runs the regress suite against it, then builds with CMake, checks that its install equals the
+# PGXS one and runs its unit tests (ctest). Each suite runs once. A failing step does not stop
+# the later ones; the last line is "N passed, M failed" over the steps, and the exit status is
+# non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PG_CONFIG="${PG_CONFIG:-pg_config}"
@@ -48,7 +50,9 @@ deps() {
 	fi
 }
 pgxs_build() { make -s clean && make -s -j"$jobs" && make -s install; }
+format_check() { make -s format-check; }
 unittest() { make -s unittest; }
+unittest_sanitize() { make -s -j"$jobs" unittest-sanitize; }
 regress() { bash test/run_regress.sh; }
 crm_double() { python3 test/doubles/test_crm_double.py; }
 fuzz() { bash test/run_fuzz.sh; }   # bounded: about 60 s of fuzzing over all targets
@@ -90,18 +94,30 @@ debian_package() {
 	rm -rf "$work"
 	return $status
 }
+# The CMake build of the same sources (build.mk): installed into a scratch DESTDIR, which must
+# hold exactly the files `make install` installs, with the same SQL and control file; then its
+# unit tests. The suites that need a server ran above, once, against the PGXS install.
 cmake_build() {
+	local work status=0
+	work="$(mktemp -d /tmp/switchboard-cmake.XXXXXX)"
 	cmake -S . -B build -DPG_CONFIG="$PG_CONFIG" &&
 		cmake --build build -j"$jobs" &&
-		cmake --install build
+		DESTDIR="$work/cmake" cmake --install build >/dev/null &&
+		make -s install DESTDIR="$work/pgxs" &&
+		diff -r -x switchboard.so "$work/pgxs" "$work/cmake" &&
+		[ -f "$work/cmake$("$PG_CONFIG" --pkglibdir)/switchboard.so" ] || status=1
+	rm -rf "$work"
+	return $status
 }
-run_ctest() { (cd build && ctest --output-on-failure --timeout 1800); }
+run_ctest() { (cd build && ctest --output-on-failure -j"$jobs" --timeout 600); }
 
 step install-deps deps
+step format-check format_check
 before=$failed
 step pgxs-build pgxs_build
 pgxs_ok=$(( failed == before ))
 step unittest unittest
+step unittest-sanitize unittest_sanitize
 if [ $pgxs_ok -eq 1 ]; then step regress regress; else skip regress "PGXS build failed"; fi
 step crm_double crm_double
 step fuzz fuzz
@@ -109,7 +125,7 @@ if [ -f test/run_tap.sh ]; then
 	if [ $pgxs_ok -eq 1 ]; then step tap tap; else skip tap "PGXS build failed"; fi
 fi
 step versions versions
-# After the suites that use the PGXS install; the CMake steps install again afterwards.
+# After the suites that use the PGXS install.
 if [ $pgxs_ok -eq 1 ]; then step debian-package debian_package; else skip debian-package "PGXS build failed"; fi
 before=$failed
 step cmake-build cmake_build

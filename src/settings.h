@@ -7,6 +7,7 @@ extern int setting_naptime_ms;
 extern int setting_http_timeout_ms;
 extern int setting_max_attempts;
 extern int setting_history_retention_s;
+extern int setting_dead_letter_retention_s; // 0: keep dead letters until retried or discarded
 extern char *setting_allowed_hosts;
 
 // pg_dump restores run with check_function_bodies off: like function bodies, switchboard's

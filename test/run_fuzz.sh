@@ -18,8 +18,13 @@ flags=(-std=c++17 -g -O1 -fno-omit-frame-pointer -Isrc -Itest/fuzz
 	-fsanitize=address,undefined -fno-sanitize-recover=undefined -Wall -Wextra -Werror)
 mkdir -p "$out/obj"
 
-# The server-free core (the Makefile's CORE_SRCS), instrumented for coverage.
-core=(src/connectors/*.cpp src/delivery/*.cpp src/http/*.cpp src/config/host_policy.cpp)
+# The server-free core (build.mk's CORE_DIRS and CORE_FILES, as `make unittest`), instrumented
+# for coverage.
+mk() { sed -n "s/^$1[[:space:]]*=[[:space:]]*//p" build.mk; }
+core=()
+for d in $(mk CORE_DIRS); do core+=("$d"/*.cpp); done
+read -r -a files <<<"$(mk CORE_FILES)"
+core+=("${files[@]}")
 printf '%s\n' "${core[@]}" | xargs -P "$jobs" -I{} sh -c '
 	o="$0/obj/$(echo "{}" | tr / _).o"
 	if [ ! -e "$o" ] || [ "{}" -nt "$o" ] || [ -n "$(find src -name "*.h" -newer "$o" | head -1)" ]; then

@@ -16,7 +16,7 @@ user="${SWITCHBOARD_TEST_USER:-sbtest}"
 id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
 work="$(mktemp -d /tmp/switchboard-regress.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$src/Makefile" "$src/sql" "$src/expected" "$src/test" "$src/src" "$src/switchboard.control" "$src/versions" "$work/"
+cp -r "$src/Makefile" "$src/build.mk" "$src/sql" "$src/expected" "$src/test" "$src/src" "$src/switchboard.control" "$src/versions" "$work/"
 chown -R "$user" "$work"
 status=0
 runuser -u "$user" -- env PATH="$PATH" make -s -C "$work" installcheck PG_CONFIG="$pg_config" || status=$?

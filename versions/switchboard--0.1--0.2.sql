@@ -154,7 +154,7 @@ BEGIN
 	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
-	               'switchboard.route_stats, switchboard.remote_ids, switchboard.instance, switchboard.endpoint_status, '
+	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
 	               'switchboard.pull_state, switchboard.metrics TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
@@ -279,3 +279,14 @@ SELECT r.name AS route,
 COMMENT ON VIEW switchboard.metrics IS
 	'Per route, numbers for exporters: queue depth, counters, backlog age, state (0 ok, 1 backing_off, 2 open, 3 disabled), pull lag, capture_broken';
 GRANT SELECT ON switchboard.metrics TO pg_monitor;
+
+-- src/sql/20_queue.sql: the newest change delivered per route and key (issue 9 item 7).
+-- Per route and key, the newest change that was delivered: a change of the key older than it (a dead letter retried, a change recovered after a crash)
+-- is never sent after it, so the remote never goes back to an older state.
+CREATE TABLE switchboard.delivered_marks (
+	route text NOT NULL,
+	key text NOT NULL,
+	change_id bigint NOT NULL,
+	PRIMARY KEY (route, key)
+);
+REVOKE ALL ON switchboard.delivered_marks FROM PUBLIC;

@@ -11,12 +11,8 @@ extern "C" {
 
 using namespace switchboard;
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_capture);
-}
-
-static Datum
-CaptureRow(FunctionCallInfo fcinfo)
+// No C++ object is alive in this function: its ereports jump straight to the caller.
+SB_PG_FUNCTION(switchboard_capture)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
@@ -38,10 +34,4 @@ CaptureRow(FunctionCallInfo fcinfo)
 	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 		EnqueueChange(route, "delete", (Datum) 0, RowImage(td->tg_trigtuple, desc));
 	return PointerGetDatum(nullptr);
-}
-
-Datum
-switchboard_capture(PG_FUNCTION_ARGS)
-{
-	return Boundary([&] { return CaptureRow(fcinfo); });
 }

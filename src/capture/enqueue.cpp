@@ -74,9 +74,11 @@ SwitchboardRelid(const char *name)
 void
 CheckQueueLayout(TupleDesc desc)
 {
-	static const char *const names[] = {"id", "route", "op", "new", "old", "captured_at", "state",
-	                                    "attempts", "next_attempt_at", "key", "last_status",
-	                                    "last_error", "failed_at", "payload"};
+	static const char *const names[] = {"id",        "route",       "op",
+	                                    "new",       "old",         "captured_at",
+	                                    "state",     "attempts",    "next_attempt_at",
+	                                    "key",       "last_status", "last_error",
+	                                    "failed_at", "payload"};
 	if (desc->natts != kQueueColumns)
 		elog(ERROR, "switchboard.queue has %d columns, expected %d", desc->natts, kQueueColumns);
 	for (int i = 0; i < kQueueColumns; i++)

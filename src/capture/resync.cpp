@@ -56,8 +56,9 @@ Resync(FunctionCallInfo fcinfo)
 		if (f.InWhen(Op::Update))
 			filters += " AND " + Parenthesize(f.predicate);
 	std::string sql = "SELECT pg_catalog.row_to_json(new) FROM (SELECT * FROM " + table + " AS " + alias +
-	                  (where ? " WHERE " + Parenthesize(*where) : "") + ") AS new, pg_catalog.json_populate_record(NULL::" +
-	                  table + ", NULL::pg_catalog.json) AS old WHERE true" + filters;
+	                  (where ? " WHERE " + Parenthesize(*where) : "") +
+	                  ") AS new, pg_catalog.json_populate_record(NULL::" + table +
+	                  ", NULL::pg_catalog.json) AS old WHERE true" + filters;
 	// Read as the owner through a cursor, a chunk at a time; each row goes into the queue the
 	// way the capture trigger puts it there (the owner needs no privilege on the queue).
 	int64_t count = 0;
@@ -88,11 +89,7 @@ Resync(FunctionCallInfo fcinfo)
 
 } // namespace
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_resync);
-Datum
-switchboard_resync(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_resync)
 {
-	return Boundary([&] { return Int64GetDatum(Resync(fcinfo)); });
-}
+	return Int64GetDatum(Resync(fcinfo));
 }

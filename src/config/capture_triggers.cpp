@@ -34,8 +34,8 @@ TriggerName(const std::string &route, Op op)
 Oid
 ExtensionOwner()
 {
-	return static_cast<Oid>(std::stoul(
-	    *SpiScalar("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard'")));
+	return static_cast<Oid>(
+	    std::stoul(*SpiScalar("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard'")));
 }
 
 bool
@@ -121,9 +121,9 @@ CarryRename(const std::string &from, const std::string &to)
 		Fail(ERRCODE_OBJECT_IN_USE, "route \"" + from + "\" cannot be renamed while changes of it are being delivered",
 		     "", "Disable the route, wait until route_status.in_flight is 0, then rename it.");
 	// State left behind by an earlier route of the new name is not this route's.
-	for (const char *table : {"remote_ids", "pull_state", "route_stats"})
+	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats"})
 		SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {to});
-	for (const char *table : {"remote_ids", "pull_state", "route_stats", "delivery_log"})
+	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats", "delivery_log"})
 		SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
 }
 
@@ -226,22 +226,14 @@ TieToExtension(Oid trigger_oid)
 
 } // namespace
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_tie_to_extension);
-Datum
-switchboard_tie_to_extension(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_tie_to_extension)
 {
-	return Boundary([&] {
-		SpiConnection spi;
-		TieToExtension(PG_GETARG_OID(0));
-		return (Datum) 0;
-	});
+	SpiConnection spi;
+	TieToExtension(PG_GETARG_OID(0));
+	return (Datum) 0;
 }
 
-PG_FUNCTION_INFO_V1(switchboard_sync_capture);
-Datum
-switchboard_sync_capture(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_sync_capture)
 {
-	return Boundary([&] { return SyncCapture(fcinfo); });
-}
+	return SyncCapture(fcinfo);
 }

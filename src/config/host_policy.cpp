@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 
@@ -75,7 +76,6 @@ ParseHttpUrl(const std::string &url, UrlParts *parts)
 	}
 	return true;
 }
-
 
 // ---- addresses ---------------------------------------------------------------------------
 
@@ -154,7 +154,8 @@ AnyEntry(const std::string &patterns, Visit visit)
 	size_t pos = 0;
 	while (pos <= patterns.size()) {
 		size_t comma = patterns.find(',', pos);
-		std::string entry = Lower(Trim(patterns.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos)));
+		std::string entry = Lower(
+		    Trim(patterns.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos)));
 		pos = comma == std::string::npos ? patterns.size() + 1 : comma + 1;
 		if (!entry.empty() && visit(entry))
 			return true;

@@ -181,7 +181,8 @@ RequireOwner(const Rejecter &r, Oid owner, const std::string &what)
 		return;
 	}
 	if (!CurrentUserHasPrivsOf(owner))
-		r.Deny(what + " belongs to role " + RoleName(owner), "only a role with the privileges of its owner may change it");
+		r.Deny(what + " belongs to role " + RoleName(owner),
+		       "only a role with the privileges of its owner may change it");
 }
 
 Oid
@@ -248,7 +249,8 @@ ValidateEndpoint(const Row &row)
 	std::string allowed = setting_allowed_hosts ? setting_allowed_hosts : "";
 	std::string url_problem = EndpointUrlProblem(url, allowed);
 	if (!url_problem.empty())
-		r.Reject("base_url \"" + url + "\": " + url_problem, allowed.empty() ? "" : "switchboard.allowed_hosts: " + allowed);
+		r.Reject("base_url \"" + url + "\": " + url_problem,
+		         allowed.empty() ? "" : "switchboard.allowed_hosts: " + allowed);
 	try {
 		ValidateOptions(kind, Json::parse(row.Text("options")));
 	} catch (const std::exception &e) {
@@ -276,11 +278,12 @@ RelationKindCheck(Oid relid)
 		return "is switchboard's own table";
 	if (catalog || nspname == "pg_catalog" || nspname == "information_schema" || nspname.rfind("pg_toast", 0) == 0)
 		return "is a system catalog";
-	SpiText extension = SpiScalar("SELECT e.extname FROM pg_catalog.pg_depend d "
-	                              "JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid "
-	                              "WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1::oid "
-	                              "AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'",
-	                              {Num(relid)});
+	SpiText extension = SpiScalar(
+	    "SELECT e.extname FROM pg_catalog.pg_depend d "
+	    "JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid "
+	    "WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = $1::oid "
+	    "AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'",
+	    {Num(relid)});
 	if (extension)
 		return "belongs to extension " + *extension;
 	return "";
@@ -316,8 +319,8 @@ CheckSourcePrivileges(const Rejecter &r, const std::string &route, Oid owner, Oi
 	if (on_delete == "delete" && !RoleHas(owner, source, "DELETE"))
 		r.Deny("route owner " + who + " has no DELETE privilege on " + table + " (on_delete is delete)");
 	// The mappings' pull columns, again: the direction or the owner may have just changed.
-	SpiResult columns = SpiExec("SELECT pull_column FROM switchboard.mappings WHERE route = $1 AND pull_column IS NOT NULL",
-	                            {route});
+	SpiResult columns = SpiExec(
+	    "SELECT pull_column FROM switchboard.mappings WHERE route = $1 AND pull_column IS NOT NULL", {route});
 	for (const auto &c : columns.rows)
 		CheckPullColumnPrivileges(r, owner, source, *c[0]);
 }
@@ -327,8 +330,8 @@ CheckPullColumnPrivileges(const Rejecter &r, Oid owner, Oid source, const std::s
 {
 	for (const char *privilege : {"INSERT", "UPDATE"})
 		if (!RoleHas(owner, source, privilege, column))
-			r.Deny("route owner " + RoleName(owner) + " has no " + privilege + " privilege on column " + column + " of " +
-			       QualifiedName(source));
+			r.Deny("route owner " + RoleName(owner) + " has no " + privilege + " privilege on column " + column +
+			       " of " + QualifiedName(source));
 }
 
 // Route expressions resolve names in the owner's schema and public (kRouteSearchPath). If a
@@ -349,8 +352,10 @@ CheckSearchPathSchemas(const Rejecter &r, Oid owner)
 	    "ELSE a.grantee END, $1::oid, 'USAGE'))",
 	    {Num(owner)});
 	if (open)
-		r.Deny("route owner " + RoleName(owner) + "'s expressions resolve names in schemas where other roles may create "
-		       "objects: " + *open,
+		r.Deny("route owner " + RoleName(owner) +
+		           "'s expressions resolve names in schemas where other roles may create "
+		           "objects: " +
+		           *open,
 		       "revoke CREATE on those schemas from roles that do not have the owner's privileges");
 }
 
@@ -367,7 +372,8 @@ ValidateRoute(const Row &row, Oid owner)
 		// The table was dropped: the route may only be kept, disabled, as a record of that.
 		if (row.Text("enabled") != "t")
 			return;
-		r.Reject("source must name a table", "a route whose table was dropped stays disabled until source is set again");
+		r.Reject("source must name a table",
+		         "a route whose table was dropped stays disabled until source is set again");
 	}
 	bool exists = SpiScalar("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1::oid", {Num(source)}).has_value();
 	if (!exists)
@@ -393,8 +399,8 @@ ValidateRoute(const Row &row, Oid owner)
 	else if (!OidIsValid(endpoint_owner))
 		r.Reject("endpoint \"" + endpoint + "\" has no owner", "set switchboard.endpoints.owner");
 	if (!RoleHasPrivsOf(owner, endpoint_owner))
-		r.Deny("endpoint \"" + endpoint + "\" belongs to role " + RoleName(endpoint_owner) + ", and the route's owner " +
-		           RoleName(owner) + " does not have its privileges",
+		r.Deny("endpoint \"" + endpoint + "\" belongs to role " + RoleName(endpoint_owner) +
+		           ", and the route's owner " + RoleName(owner) + " does not have its privileges",
 		       "a route may use the endpoints of its owner (or of roles whose privileges it has)");
 	CheckSearchPathSchemas(r, owner);
 	// What a route may do with the endpoint depends on its kind: its connector says.
@@ -540,9 +546,9 @@ OnlyDisables(const std::string &table, const Row &old_row, const Row &row)
 {
 	if ((table != "routes" && table != "endpoints") || row.Text("enabled") != "f")
 		return false;
-	const std::vector<const char *> routes = {"name", "endpoint", "remote_object", "direction", "operations",
-	                                          "match_local", "match_remote", "on_delete", "conflict", "pull_interval",
-	                                          "owner"};
+	const std::vector<const char *> routes = {"name",       "endpoint",      "remote_object", "direction",
+	                                          "operations", "match_local",   "match_remote",  "on_delete",
+	                                          "conflict",   "pull_interval", "owner"};
 	const std::vector<const char *> endpoints = {"name", "kind", "base_url", "secret", "options", "owner"};
 	for (const char *column : table == "routes" ? routes : endpoints)
 		if (old_row.Get(column) != row.Get(column))
@@ -696,11 +702,7 @@ StoredRouteProblem(const std::string &route)
 
 } // namespace switchboard
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_validate);
-Datum
-switchboard_validate(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_validate)
 {
-	return Boundary([&] { return Validate(fcinfo); });
-}
+	return Validate(fcinfo);
 }

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "connectors/crypto.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -4,7 +4,7 @@
 // Everything that differs between kinds sits behind the Connector interface below, one file
 // per kind (hubspot.cpp, salesforce.cpp, webhook.cpp, openai.cpp); registry.cpp maps kind names
 // to them. The dispatcher, the pull and the validation ask the interface, never a kind name
-// (docs/adding-a-connector.md).
+// (CONTRIBUTING.md, "Adding a connector").
 //
 // Plain C++ (no postgres.h): the worker, preview() and the unit tests share it.
 #pragma once

@@ -6,6 +6,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -9,6 +9,7 @@
 
 #include "connectors/pull.h"
 #include "http/json_limits.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

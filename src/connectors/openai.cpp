@@ -4,6 +4,7 @@
 
 #include "connectors/connector.h"
 #include "http/json_limits.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 
@@ -11,41 +12,31 @@ namespace {
 
 class OpenAIConnector : public Connector {
 public:
-	size_t
-	BulkLimit() const override
-	{
-		return 1;
-	}
+	size_t BulkLimit() const override { return 1; }
 
-	std::vector<std::string>
-	ExtraOptions() const override
-	{
-		return {"model"};
-	}
+	std::vector<std::string> ExtraOptions() const override { return {"model"}; }
 
-	void
-	ValidateOption(const std::string &name, const Json &value) const override
+	void ValidateOption(const std::string &name, const Json &value) const override
 	{
 		if (name != "model")
 			return Connector::ValidateOption(name, value);
 		if (!value.is_string() || value.get_ref<const std::string &>().empty())
-			throw std::invalid_argument("option \"model\" must be a non-empty string, got " + Snippet(value.dump(), 60));
+			throw std::invalid_argument("option \"model\" must be a non-empty string, got " +
+			                            Snippet(value.dump(), 60));
 	}
 
-	std::string
-	NotARouteTarget() const override
+	std::string NotARouteTarget() const override
 	{
 		return "is an openai endpoint, which enriches records but is not a route target";
 	}
 
-	std::vector<Call>
-	BuildCalls(const Endpoint &, const Route &, const std::vector<Change> &, const Auth &) const override
+	std::vector<Call> BuildCalls(const Endpoint &, const Route &, const std::vector<Change> &,
+	                             const Auth &) const override
 	{
 		throw std::logic_error("openai endpoints are used by enrichment steps, not as route targets");
 	}
 
-	CallResult
-	ParseResult(const Call &, const std::vector<Change> &, const HttpResponse &) const override
+	CallResult ParseResult(const Call &, const std::vector<Change> &, const HttpResponse &) const override
 	{
 		throw std::logic_error("openai endpoints are used by enrichment steps, not as route targets");
 	}

@@ -13,6 +13,7 @@
 #include <cctype>
 #include <set>
 #include <stdexcept>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 
@@ -70,7 +71,6 @@ ParseDecimal(const std::string &text, int64_t *out)
 	*out = std::stoll(text);
 	return true;
 }
-
 
 // "2026-11-24T10:00:00.123Z", "2026-11-24T10:00:00.123+0000", "...+00:00", fraction optional
 // (any number of digits, read to the millisecond). Unix ms, or false for anything else.
@@ -186,8 +186,7 @@ KeyText(const Json *value)
 
 // Appends name unless empty or already present (compared with key, e.g. lower-cased).
 void
-AddUnique(std::vector<std::string> *names, std::set<std::string> *seen, const std::string &name,
-          bool case_insensitive)
+AddUnique(std::vector<std::string> *names, std::set<std::string> *seen, const std::string &name, bool case_insensitive)
 {
 	if (name.empty())
 		return;
@@ -204,12 +203,12 @@ AuthorizationValue(const Auth &auth)
 [[noreturn]] void
 Malformed(const std::string &what, const HttpResponse &response)
 {
-	throw std::runtime_error(what + ": " + (response.body.empty() ? std::string("(empty body)") : Snippet(response.body)));
+	throw std::runtime_error(what + ": " +
+	                         (response.body.empty() ? std::string("(empty body)") : Snippet(response.body)));
 }
 
 std::vector<RemoteRecord>
-ReadRecords(const Json &body, const RecordShape &shape, const Route &route, bool deleted,
-            const HttpResponse &response)
+ReadRecords(const Json &body, const RecordShape &shape, const Route &route, bool deleted, const HttpResponse &response)
 {
 	const Json *items = Member(body, shape.array);
 	if (items == nullptr || !items->is_array())
@@ -326,8 +325,8 @@ CanPull(const std::string &kind)
 }
 
 HttpRequest
-BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
-                 PullPhase phase, const PullCursor &cursor, const Auth &auth)
+BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields, PullPhase phase,
+                 const PullCursor &cursor, const Auth &auth)
 {
 	return PullConnector(endpoint.kind).BuildPullRequest(endpoint, route, fields, phase, cursor, auth);
 }

@@ -1,11 +1,12 @@
 // The connector registry: which endpoint kinds exist and where each one's code lives.
 //
-// Adding a kind (docs/adding-a-connector.md) = its own file defining a factory, its tests, and
+// Adding a kind (CONTRIBUTING.md, "Adding a connector") = its own file defining a factory, its tests, and
 // one line in SB_BUILTIN_CONNECTORS below. Nothing else in the tree names a kind.
 #include "connectors/connector.h"
 
 #include <algorithm>
 #include <stdexcept>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

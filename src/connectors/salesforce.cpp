@@ -10,6 +10,7 @@
 #include "connectors/pull.h"
 #include "http/json_limits.h"
 #include "http/redact.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

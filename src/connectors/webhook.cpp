@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "connectors/connector.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 
@@ -34,41 +35,32 @@ Describe(const HttpResponse &response)
 
 class WebhookConnector : public Connector {
 public:
-	size_t
-	BulkLimit() const override
+	size_t BulkLimit() const override
 	{
 		return 1; // one event per request
 	}
 
-	std::vector<std::string>
-	ReservedHeaders() const override
+	std::vector<std::string> ReservedHeaders() const override
 	{
 		// Authorization is the user's to set (receivers often want Basic or a token).
 		return {"content-type", "webhook-id", "webhook-timestamp", "webhook-signature"};
 	}
 
-	std::string
-	PreviewSecret() const override
+	std::string PreviewSecret() const override
 	{
 		return "whsec_c3RhbmQtaW4ta2V5"; // signatures are computed (and masked) in preview too
 	}
 
-	int
-	DefaultConcurrency() const override
+	int DefaultConcurrency() const override
 	{
 		return 16; // small independent requests: many at once, unlike bulk calls
 	}
 
 	// Signed at send time: receivers reject stale timestamps.
-	bool
-	RebuildAtSend() const override
-	{
-		return true;
-	}
+	bool RebuildAtSend() const override { return true; }
 
-	std::vector<Call>
-	BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
-	           const Auth &auth) const override
+	std::vector<Call> BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
+	                             const Auth &auth) const override
 	{
 		std::vector<Call> calls;
 		for (size_t i = 0; i < changes.size(); ++i) {
@@ -93,8 +85,8 @@ public:
 				// the same across retries, which is what receivers deduplicate on.
 				std::string timestamp = UnixSeconds(auth.signed_at_ms ? auth.signed_at_ms : change.occurred_at_ms);
 				// Computed even when masked, so preview() reports a malformed secret too.
-				std::string signature =
-				    StandardWebhookSignature(endpoint.secret, EventId(change), timestamp, call.request.body);
+				std::string signature = StandardWebhookSignature(endpoint.secret, EventId(change), timestamp,
+				                                                 call.request.body);
 				call.request.headers.emplace_back("webhook-id", EventId(change));
 				call.request.headers.emplace_back("webhook-timestamp", timestamp);
 				call.request.headers.emplace_back("webhook-signature", auth.masked ? "v1,****" : signature);
@@ -104,8 +96,7 @@ public:
 		return calls;
 	}
 
-	CallResult
-	ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override
+	CallResult ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override
 	{
 		CallResult result;
 		long status = response.status;
@@ -115,7 +106,8 @@ public:
 			result = UniformResult(call, Outcome::Retry, "transport error: " + Snippet(response.transport_error));
 		} else if (status == 410) {
 			// The receiver says this subscription is gone for good: stop the route, keep the reason.
-			result = UniformResult(call, Outcome::Dead, "HTTP 410 Gone: the receiver no longer accepts these events; route disabled");
+			result = UniformResult(call, Outcome::Dead,
+			                       "HTTP 410 Gone: the receiver no longer accepts these events; route disabled");
 			result.disable_route = true;
 		} else if (status == 429 || status >= 500) {
 			result = UniformResult(call, Outcome::Retry, Describe(response), RetryAfterMs(response));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <thread>
 #include <utility>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -1,6 +1,7 @@
 #include "delivery/rate_limiter.h"
 
 #include <algorithm>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

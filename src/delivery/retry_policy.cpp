@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "server_free.h" // last: no include above may bring in postgres.h
+
 namespace switchboard {
 
 namespace {

@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "config/host_policy.h"
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 
@@ -270,7 +271,8 @@ CheckUrl(Transfer &t, const std::string &url)
 	t.url.reset(curl_url());
 	if (!t.url)
 		return "out of memory parsing the URL";
-	CURLUcode uc = curl_url_set(t.url.get(), CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME | CURLU_DISALLOW_USER);
+	CURLUcode uc = curl_url_set(t.url.get(), CURLUPART_URL, url.c_str(),
+	                            CURLU_NON_SUPPORT_SCHEME | CURLU_DISALLOW_USER);
 	if (uc != CURLUE_OK)
 		return std::string("invalid URL: ") + curl_url_strerror(uc);
 	auto part = [&](CURLUPart which) {

@@ -40,8 +40,7 @@ struct HttpClientOptions {
 // curl_global_init, once per process. Call it at worker start, before any thread could
 // exist; later calls are no-ops returning the first result. On failure *error (when given)
 // says why, and no HttpClient can be used.
-bool
-HttpGlobalInit(std::string *error = nullptr);
+bool HttpGlobalInit(std::string *error = nullptr);
 
 class HttpClient {
 public:

@@ -1,6 +1,7 @@
 #include "http/http_types.h"
 
 #include <cctype>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -1,6 +1,7 @@
 #include "http/json_limits.h"
 
 #include <utility>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 
@@ -12,8 +13,8 @@ const char kMask[] = "****";
 const char kElided[] = "/\u2026"; // "/…"
 
 // Keys whose values are credentials. Matched as whole names (password_hint is not one).
-const char *const kSecretKeys[] = {"access_token", "refresh_token", "id_token", "client_secret", "password",
-                                   "passwd",       "api_key",       "apikey"};
+const char *const kSecretKeys[] = {"access_token", "refresh_token", "id_token", "client_secret",
+                                   "password",     "passwd",        "api_key",  "apikey"};
 
 bool
 IsNameChar(char c)
@@ -189,8 +190,8 @@ MaskAuthSchemeAt(const std::string &text, size_t i, std::string *out)
 		while (j < text.size() && text[j] == ' ')
 			j++;
 		size_t token = j;
-		while (j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) ||
-		                           std::strchr("-._~+/=!%", text[j]) != nullptr))
+		while (j < text.size() &&
+		       (std::isalnum(static_cast<unsigned char>(text[j])) || std::strchr("-._~+/=!%", text[j]) != nullptr))
 			j++;
 		// "Basic" is also a plain word: only mask what looks like base64 credentials.
 		size_t min_len = scheme[1] == 'a' ? 8 : 1;

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <chrono>
 #include <vector>
+#include "server_free.h" // last: no include above may bring in postgres.h
 
 namespace switchboard {
 

@@ -14,15 +14,12 @@ namespace switchboard {
 // (unix ms). Accepts delta-seconds and the three HTTP-date forms of RFC 9110 (IMF-fixdate,
 // RFC 850, asctime); a date in the past gives 0. Returns -1 when absent or invalid.
 // The result is not capped: BackoffMs (delivery/retry_policy.h) does that.
-long
-ParseRetryAfter(const Headers &headers, int64_t now_ms);
+long ParseRetryAfter(const Headers &headers, int64_t now_ms);
 
 // Same, for one header value.
-long
-ParseRetryAfterValue(const std::string &value, int64_t now_ms);
+long ParseRetryAfterValue(const std::string &value, int64_t now_ms);
 
 // Retry-After of a response, in ms from the system clock's now; -1 if none.
-long
-RetryAfterMs(const HttpResponse &response);
+long RetryAfterMs(const HttpResponse &response);
 
 } // namespace switchboard

@@ -138,8 +138,8 @@ PreviewJson(FunctionCallInfo fcinfo)
 		               {key}, true);
 	}
 	if (rows.rows.empty())
-		Fail(ERRCODE_NO_DATA_FOUND,
-		     "no row of " + QualifiedName(def.source) + " has key \"" + key + "\" (match_local: " + def.match_local + ")");
+		Fail(ERRCODE_NO_DATA_FOUND, "no row of " + QualifiedName(def.source) + " has key \"" + key +
+		                                "\" (match_local: " + def.match_local + ")");
 
 	Json out = {{"route", route}, {"op", op_name}, {"endpoint", def.endpoint.name}};
 	if (rows.rows.size() > 1)
@@ -182,17 +182,12 @@ RenderJson(FunctionCallInfo fcinfo)
 
 } // namespace
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_preview);
-PG_FUNCTION_INFO_V1(switchboard_render);
-Datum
-switchboard_preview(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_preview)
 {
-	return Boundary([&] { return JsonbResult(PreviewJson(fcinfo)); });
+	return JsonbResult(PreviewJson(fcinfo));
 }
-Datum
-switchboard_render(PG_FUNCTION_ARGS)
+
+SB_PG_FUNCTION(switchboard_render)
 {
-	return Boundary([&] { return JsonbResult(RenderJson(fcinfo)); });
-}
+	return JsonbResult(RenderJson(fcinfo));
 }

@@ -65,14 +65,35 @@ Rethrow(const CaughtError *err)
 	pg_unreachable();
 }
 
+namespace {
+// Runs fn and keeps any C++ exception it throws here, in *error. GuardedCall calls it inside
+// PG_TRY: an exception unwinding out of the PG_TRY block would skip PG_END_TRY and leave
+// PG_exception_stack pointing at that block's sigjmp_buf after its frame is gone, so the next
+// ereport(ERROR) anywhere would jump into dead stack. noexcept makes any slip terminate
+// rather than unwind. A Postgres error still longjmps straight out of here to the PG_TRY:
+// this frame holds nothing with a destructor (error belongs to the caller).
+void
+CallKeepingException(void (*fn)(void *), void *arg, std::exception_ptr *error) noexcept
+{
+	try {
+		fn(arg);
+	} catch (...) {
+		*error = std::current_exception();
+	}
+}
+} // namespace
+
 void
 GuardedCall(void (*fn)(void *), void *arg)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ErrorData *volatile edata = nullptr;
+	// Declared before the PG_TRY and reached only through its address, so a longjmp back to
+	// the PG_TRY can neither skip its destructor nor clobber it.
+	std::exception_ptr cpp_error;
 	PG_TRY();
 	{
-		fn(arg);
+		CallKeepingException(fn, arg, &cpp_error);
 	}
 	PG_CATCH();
 	{
@@ -81,6 +102,12 @@ GuardedCall(void (*fn)(void *), void *arg)
 		FlushErrorState();
 	}
 	PG_END_TRY();
+	// PG_END_TRY has put PG_exception_stack and error_context_stack back: only now may a
+	// C++ exception travel on.
+	if (cpp_error) {
+		MemoryContextSwitchTo(oldcxt);
+		std::rethrow_exception(cpp_error);
+	}
 	if (edata != nullptr) {
 		PgError error(edata->sqlerrcode, edata->message ? edata->message : "unknown error",
 		              edata->detail ? edata->detail : "", edata->hint ? edata->hint : "");
@@ -90,6 +117,14 @@ GuardedCall(void (*fn)(void *), void *arg)
 }
 
 } // namespace detail
+
+void
+Report(int elevel, const std::string &message)
+{
+	Assert(elevel < ERROR); // errors are thrown (Fail), not reported
+	const char *text = message.c_str();
+	Guarded([&] { ereport(elevel, (errmsg("%s", text))); });
+}
 
 Subtransaction::Subtransaction() : memory_context_(CurrentMemoryContext), resource_owner_(CurrentResourceOwner)
 {

@@ -38,9 +38,9 @@ CheckSingleExpression(const std::string &text)
 		SelectStmt *s = (SelectStmt *) node;
 		ok = s->op == SETOP_NONE && list_length(s->targetList) == 1 && s->fromClause == NIL &&
 		     s->whereClause == nullptr && s->groupClause == NIL && s->havingClause == nullptr &&
-		     s->windowClause == NIL && s->sortClause == NIL && s->limitCount == nullptr &&
-		     s->limitOffset == nullptr && s->lockingClause == NIL && s->withClause == nullptr &&
-		     s->intoClause == nullptr && s->distinctClause == NIL && s->valuesLists == NIL;
+		     s->windowClause == NIL && s->sortClause == NIL && s->limitCount == nullptr && s->limitOffset == nullptr &&
+		     s->lockingClause == NIL && s->withClause == nullptr && s->intoClause == nullptr &&
+		     s->distinctClause == NIL && s->valuesLists == NIL;
 	});
 	if (!ok)
 		Fail(ERRCODE_SYNTAX_ERROR, "is not a single SQL expression");
@@ -84,8 +84,7 @@ NewOldFromClause(Oid source, const std::string &new_sql, const std::string &old_
 {
 	std::string type = QualifiedName(source);
 	return " FROM pg_catalog.json_populate_record(NULL::" + type + ", " + new_sql +
-	       ") AS new, pg_catalog.json_populate_record(NULL::" +
-	       type + ", " + old_sql + ") AS old";
+	       ") AS new, pg_catalog.json_populate_record(NULL::" + type + ", " + old_sql + ") AS old";
 }
 
 namespace {
@@ -160,7 +159,7 @@ CollationUndetermined(Node *node)
 {
 	if (OidIsValid(exprInputCollation(node)))
 		return false;
-	List *args = IsA(node, FuncExpr) ? ((FuncExpr *) node)->args
+	List *args = IsA(node, FuncExpr)            ? ((FuncExpr *) node)->args
 	             : IsA(node, ScalarArrayOpExpr) ? ((ScalarArrayOpExpr *) node)->args
 	                                            : ((OpExpr *) node)->args;
 	ListCell *lc;

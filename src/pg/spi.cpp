@@ -27,8 +27,27 @@ SpiConnection::~SpiConnection()
 
 namespace {
 
-// Plans kept by SpiExecPrepared; allocated once and never freed (no static destructors).
+// Plans kept by SpiExecPrepared; the map is allocated once and never freed (no static
+// destructors). Statements built per route (translations) make the set of texts open-ended,
+// so past kMaxPlans the kept plans are dropped and prepared again as they are used; never
+// while one of them is executing (a statement can fire a trigger that runs another).
 std::map<std::string, SPIPlanPtr> *prepared = nullptr;
+constexpr size_t kMaxPlans = 256;
+int executing_kept_plans = 0;
+
+void
+DropKeptPlans()
+{
+	for (auto &entry : *prepared)
+		Guarded([&] { SPI_freeplan(entry.second); });
+	prepared->clear();
+}
+
+// Counts a kept plan's execution, also when it ends with an error.
+struct ExecutingKeptPlan {
+	ExecutingKeptPlan() { executing_kept_plans++; }
+	~ExecutingKeptPlan() { executing_kept_plans--; }
+};
 
 SpiResult
 Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only, bool keep_plan)
@@ -49,6 +68,8 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 		if (prepared == nullptr)
 			prepared = new std::map<std::string, SPIPlanPtr>();
 		auto it = prepared->find(sql);
+		if (it == prepared->end() && prepared->size() >= kMaxPlans && executing_kept_plans == 0)
+			DropKeptPlans();
 		if (it == prepared->end()) {
 			SPIPlanPtr plan = nullptr;
 			Guarded([&] {
@@ -59,6 +80,7 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 			});
 			it = prepared->emplace(sql, plan).first;
 		}
+		ExecutingKeptPlan executing;
 		Guarded([&] { rc = SPI_execute_plan(it->second, values.data(), nulls.data(), read_only, 0); });
 	} else {
 		Guarded([&] {

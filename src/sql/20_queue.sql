@@ -46,6 +46,15 @@ CREATE TABLE switchboard.remote_ids (
 	PRIMARY KEY (route, key)
 );
 
+-- Per route and key, the newest change that was delivered: a change of the key older than it (a dead letter retried, a change recovered after a crash)
+-- is never sent after it, so the remote never goes back to an older state.
+CREATE TABLE switchboard.delivered_marks (
+	route text NOT NULL,
+	key text NOT NULL,
+	change_id bigint NOT NULL,
+	PRIMARY KEY (route, key)
+);
+
 -- The capture trigger (C): AFTER ROW, one trigger per captured operation, attached by
 -- switchboard itself. Arguments: route name, and 'old' when the old image is needed.
 CREATE FUNCTION switchboard.capture() RETURNS trigger
@@ -97,3 +106,9 @@ BEGIN
 END $$;
 CREATE EVENT TRIGGER switchboard_capture_created ON ddl_command_end WHEN TAG IN ('CREATE TRIGGER')
 	EXECUTE FUNCTION switchboard._on_trigger_created();
+
+-- Queues the rows that exist already, as capture would have (C).
+CREATE FUNCTION switchboard.resync(route text, where_clause text DEFAULT NULL) RETURNS bigint
+	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_resync';
+COMMENT ON FUNCTION switchboard.resync(text, text) IS
+	'Enqueue the current state of existing rows of the route''s source (all, or those matching where_clause) that pass its filters';

@@ -18,7 +18,7 @@ BEGIN
 	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
-	               'switchboard.route_stats, switchboard.remote_ids, switchboard.instance, switchboard.endpoint_status, '
+	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
 	               'switchboard.pull_state, switchboard.metrics TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);

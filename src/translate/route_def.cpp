@@ -64,8 +64,8 @@ ParseOperations(const std::string &text_array)
 			if (!token.empty()) {
 				auto op = ParseOp(token);
 				if (!op)
-					Fail(ERRCODE_INVALID_PARAMETER_VALUE, "unknown operation \"" + token + "\"",
-					     "", "operations are insert, update and delete");
+					Fail(ERRCODE_INVALID_PARAMETER_VALUE, "unknown operation \"" + token + "\"", "",
+					     "operations are insert, update and delete");
 				ops.push_back(*op);
 			}
 			token.clear();
@@ -93,6 +93,47 @@ SteadyMs()
 {
 	using namespace std::chrono;
 	return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+// Filter analyses (which side a filter reads, whether the trigger's WHEN clause holds it), by
+// definition fingerprint: parsing and analysing every filter as the owner in every round was
+// a fixed cost of each delivery round at a trickle of commits. Worker only, renewed with the
+// definition checks.
+struct AnalysedFilters {
+	std::vector<FilterDef> filters;
+	int64_t analysed_at_ms = 0;
+};
+std::map<std::string, AnalysedFilters> analysed_filters;
+
+std::vector<FilterDef>
+AnalyseFilters(const RouteDef &def, const SpiResult &rows, const std::string &fingerprint)
+{
+	int64_t now = SteadyMs();
+	if (IsBackgroundWorker) {
+		auto it = analysed_filters.find(fingerprint);
+		if (it != analysed_filters.end() && now - it->second.analysed_at_ms <= kRecheckMs)
+			return it->second.filters;
+	}
+	std::vector<FilterDef> filters;
+	for (auto &fr : rows.rows) {
+		FilterDef filter;
+		filter.name = *fr[0];
+		filter.predicate = *fr[1];
+		if (def.source_exists) {
+			AsRole as_owner(def.owner);
+			PredicateInfo info = AnalyzePredicate(def.source, filter.predicate);
+			filter.refs_new = info.refs_new;
+			filter.refs_old = info.refs_old;
+			filter.when_safe = info.when_safe;
+		}
+		filters.push_back(std::move(filter));
+	}
+	if (IsBackgroundWorker) {
+		if (analysed_filters.size() >= kMaxCheckedDefinitions)
+			analysed_filters.clear();
+		analysed_filters[fingerprint] = AnalysedFilters{filters, now};
+	}
+	return filters;
 }
 
 void
@@ -132,8 +173,9 @@ AddField(std::string *fingerprint, const SpiText &value)
 bool
 SchemaPredatesOwners()
 {
-	return !SpiScalar("SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'switchboard.routes'::pg_catalog.regclass "
-	                  "AND attname = 'owner' AND NOT attisdropped")
+	return !SpiScalar(
+	            "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'switchboard.routes'::pg_catalog.regclass "
+	            "AND attname = 'owner' AND NOT attisdropped")
 	            .has_value();
 }
 
@@ -141,18 +183,21 @@ std::optional<RouteDef>
 FindRoute(const std::string &name, bool with_secret)
 {
 	bool legacy = SchemaPredatesOwners();
-	SpiResult r = SpiExec("SELECT r.source::oid, r.direction, r.operations::text, r.match_local, r.enabled, "
-	                      "r.remote_object, coalesce(r.match_remote, ''), r.on_delete, "
-	                      "e.name, e.kind, e.base_url, e.options::text, e.secret, "
-	                      "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.source), " +
-	                          std::string(legacy ? "(SELECT relowner FROM pg_catalog.pg_class c WHERE c.oid = r.source)"
+	// Kept plans (SpiExecPrepared): the worker loads every route it delivers for in every round.
+	SpiResult r = SpiExecPrepared("SELECT r.source::oid, r.direction, r.operations::text, r.match_local, r.enabled, "
+	                              "r.remote_object, coalesce(r.match_remote, ''), r.on_delete, "
+	                              "e.name, e.kind, e.base_url, e.options::text, e.secret, "
+	                              "EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.source), " +
+	                                  std::string(
+	                                      legacy ? "(SELECT relowner FROM pg_catalog.pg_class c WHERE c.oid = r.source)"
 	                                             : "r.owner::oid") +
-	                          ", "
-	                      "r.conflict, r.pull_interval::text, e.enabled, " +
-	                      std::string(legacy ? "NULL::oid" : "e.owner::oid") + " "
-	                      "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
-	                      "WHERE r.name = $1",
-	                      {name});
+	                                  ", "
+	                                  "r.conflict, r.pull_interval::text, e.enabled, " +
+	                                  std::string(legacy ? "NULL::oid" : "e.owner::oid") +
+	                                  " "
+	                                  "FROM switchboard.routes r JOIN switchboard.endpoints e ON e.name = r.endpoint "
+	                                  "WHERE r.name = $1",
+	                              {name});
 	if (r.rows.empty())
 		return std::nullopt;
 	const SpiRow &row = r.rows[0];
@@ -175,16 +220,19 @@ FindRoute(const std::string &name, bool with_secret)
 	def.owner = row[14] ? static_cast<Oid>(std::stoul(*row[14])) : InvalidOid;
 	def.has_secret = row[12].has_value();
 	// Only the owner (and the worker) may read secrets; configuration paths never ask.
-	if (with_secret && row[12])
-		def.endpoint.secret = SpiScalar("SELECT value FROM switchboard.secrets WHERE name = $1", {*row[12]}).value_or("");
+	if (with_secret && row[12]) {
+		SpiResult secret = SpiExecPrepared("SELECT value FROM switchboard.secrets WHERE name = $1", {*row[12]});
+		def.endpoint.secret = secret.rows.empty() ? "" : secret.rows[0][0].value_or("");
+	}
 
-	SpiResult m = SpiExec("SELECT remote_field, push_expr, pull_column, pull_expr FROM switchboard.mappings "
-	                      "WHERE route = $1 ORDER BY remote_field",
-	                      {name});
+	SpiResult m = SpiExecPrepared("SELECT remote_field, push_expr, pull_column, pull_expr FROM switchboard.mappings "
+	                              "WHERE route = $1 ORDER BY remote_field",
+	                              {name});
 	for (auto &mr : m.rows)
 		def.mappings.push_back(MappingDef{*mr[0], mr[1], mr[2], mr[3]});
 
-	SpiResult f = SpiExec("SELECT name, predicate FROM switchboard.filters WHERE route = $1 ORDER BY name", {name});
+	SpiResult f = SpiExecPrepared("SELECT name, predicate FROM switchboard.filters WHERE route = $1 ORDER BY name",
+	                              {name});
 	// The policy the checks read besides the rows: a reload of allowed_hosts checks again.
 	std::string fingerprint = name;
 	AddField(&fingerprint, std::string(setting_allowed_hosts ? setting_allowed_hosts : ""));
@@ -199,19 +247,7 @@ FindRoute(const std::string &name, bool with_secret)
 	// A route whose table was dropped is only kept as a record; there is nothing to check.
 	if (def.source_exists && !legacy)
 		CheckDefinition(name, fingerprint);
-	for (auto &fr : f.rows) {
-		FilterDef filter;
-		filter.name = *fr[0];
-		filter.predicate = *fr[1];
-		if (def.source_exists) {
-			AsRole as_owner(def.owner);
-			PredicateInfo info = AnalyzePredicate(def.source, filter.predicate);
-			filter.refs_new = info.refs_new;
-			filter.refs_old = info.refs_old;
-			filter.when_safe = info.when_safe;
-		}
-		def.filters.push_back(std::move(filter));
-	}
+	def.filters = AnalyseFilters(def, f, fingerprint);
 	return def;
 }
 

@@ -38,8 +38,8 @@ struct RouteDef {
 	std::string match_local;
 	bool enabled = true;
 	Oid owner = InvalidOid; // the role its expressions and pulled writes run as
-	Route route;       // connector's view: remote_object, match_remote, on_delete
-	Endpoint endpoint; // secret resolved only when asked for
+	Route route;            // connector's view: remote_object, match_remote, on_delete
+	Endpoint endpoint;      // secret resolved only when asked for
 	bool has_secret = false;
 	std::vector<MappingDef> mappings;
 	std::vector<FilterDef> filters;

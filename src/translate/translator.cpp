@@ -139,8 +139,8 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 			t.key = *one.rows[0][0];
 		for (const auto &m : def.mappings) {
 			SpiResult field;
-			if (m.push_expr && !TryQuery("SELECT pg_catalog.to_jsonb(" + Parenthesize(*m.push_expr) + ")" + from, {image},
-			                             &field, &error)) {
+			if (m.push_expr && !TryQuery("SELECT pg_catalog.to_jsonb(" + Parenthesize(*m.push_expr) + ")" + from,
+			                             {image}, &field, &error)) {
 				t.status = Translation::Status::Failed;
 				t.error = "mapping \"" + m.remote_field + "\": " + error;
 				return t;
@@ -208,14 +208,13 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 	if (!filters.empty()) {
 		sql += " CROSS JOIN LATERAL (SELECT ";
 		for (size_t k = 0; k < filters.size(); k++)
-			sql += (k ? ", " : "") + std::string("coalesce(") + Parenthesize(filters[k]->predicate) +
-			       ", false) AS f" + std::to_string(k);
+			sql += (k ? ", " : "") + std::string("coalesce(") + Parenthesize(filters[k]->predicate) + ", false) AS f" +
+			       std::to_string(k);
 		sql += NewOldFromClause(def.source, row_image, "CASE WHEN i.op = 'insert' THEN NULL ELSE i.old_img END") +
 		       ") f";
 	}
-	sql += " CROSS JOIN LATERAL (SELECT " + Parenthesize(def.match_local) + "::text AS key, (" +
-	       FieldsSqlFor(def) + ")::text AS fields" + RowFromClause(def.source, row_image) +
-	       ") m ORDER BY i.n";
+	sql += " CROSS JOIN LATERAL (SELECT " + Parenthesize(def.match_local) + "::text AS key, (" + FieldsSqlFor(def) +
+	       ")::text AS fields" + RowFromClause(def.source, row_image) + ") m ORDER BY i.n";
 	SpiResult r;
 	std::string error;
 	if (!TryQuery(sql, {ArrayLiteral(news), ArrayLiteral(olds), ArrayLiteral(ops)}, &r, &error, true))

@@ -20,8 +20,7 @@ struct Translation {
 };
 
 // all_filters: evaluate every filter (preview, resync); otherwise only those not in WHEN.
-Translation Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &old_image,
-                      bool all_filters);
+Translation Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &old_image, bool all_filters);
 
 // The SQL that computes key and fields from the row image given as $1 (json).
 std::string MappingSql(const RouteDef &def);

@@ -199,11 +199,9 @@ RegisterLauncher()
 
 using namespace switchboard;
 
-extern "C" {
-PGDLLEXPORT void switchboard_launcher_main(Datum arg);
-
-void
-switchboard_launcher_main(Datum)
+// The launcher holds no C++ objects: an error in LauncherLoop ends the process through
+// Postgres' handler, and the postmaster starts it again (bgw_restart_time).
+SB_BGWORKER_MAIN(switchboard_launcher_main)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -211,9 +209,5 @@ switchboard_launcher_main(Datum)
 	BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
 	pgstat_report_appname("switchboard launcher");
 	RegisterLauncherLatch(MyLatch);
-	Boundary([&] {
-		LauncherLoop();
-		return (Datum) 0;
-	});
-}
+	LauncherLoop();
 }

@@ -4,7 +4,9 @@ extern "C" {
 #include <signal.h>
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "port/atomics.h"
@@ -24,6 +26,11 @@ struct WorkerSlot {
 	int64_t idle_until;  // no extension here: do not start a worker before this time
 	int64_t held_until;  // DROP/RENAME DATABASE in progress: keep away until then
 	bool wants_wakes;    // set by the worker: false while paused, so commits do not wake it
+	// CREATE EXTENSION commits counted, and the count when the running worker started: a
+	// worker that found no extension leaves the database idle only if none committed since
+	// (one that committed after its look would otherwise wait out the idle minute).
+	uint64_t extension_wakes;
+	uint64_t wakes_at_claim;
 };
 
 struct SharedState {
@@ -140,8 +147,10 @@ WakeLauncher(Oid database)
 		return;
 	SpinLockAcquire(&shared->mutex);
 	WorkerSlot *slot = FindSlot(database, true);
-	if (slot != nullptr)
+	if (slot != nullptr) {
 		slot->idle_until = 0;
+		slot->extension_wakes++;
+	}
 	Latch *latch = shared->launcher_latch;
 	SpinLockRelease(&shared->mutex);
 	if (latch != nullptr)
@@ -208,6 +217,7 @@ ClaimWorkerSlot(Oid database, Latch *latch)
 		slot->latch = latch;
 		slot->starting_at = 0;
 		slot->wants_wakes = true;
+		slot->wakes_at_claim = slot->extension_wakes;
 		claimed = true;
 	}
 	SpinLockRelease(&shared->mutex);
@@ -226,7 +236,7 @@ ReleaseWorkerSlot(Oid database, bool has_extension, int64_t now_ms)
 		slot->latch = nullptr;
 		slot->starting_at = 0;
 		slot->wants_wakes = false;
-		if (!has_extension)
+		if (!has_extension && slot->extension_wakes == slot->wakes_at_claim)
 			slot->idle_until = now_ms + kNoExtensionRecheckMs;
 	}
 	Latch *launcher = shared->launcher_latch;
@@ -251,7 +261,8 @@ StopWorkerFor(Oid database, int64_t hold_ms, int timeout_ms)
 	if (pid == 0)
 		return;
 	kill(pid, SIGTERM);
-	for (int waited = 0; waited < timeout_ms; waited += 10) {
+	// By the clock: the latch wait below may return early.
+	for (int64_t deadline = NowMs() + timeout_ms; NowMs() < deadline;) {
 		bool gone;
 		SpinLockAcquire(&shared->mutex);
 		slot = FindSlot(database, false);
@@ -259,7 +270,10 @@ StopWorkerFor(Oid database, int64_t hold_ms, int timeout_ms)
 		SpinLockRelease(&shared->mutex);
 		if (gone)
 			return;
-		pg_usleep(10 * 1000);
+		// A latch wait, not pg_usleep: it ends the backend if the postmaster dies meanwhile,
+		// and a cancel sets the latch, so CHECK_FOR_INTERRUPTS sees it at once.
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
 }

@@ -58,26 +58,15 @@ InstallWakeCallback()
 
 using namespace switchboard;
 
-extern "C" {
-PG_FUNCTION_INFO_V1(switchboard_wake);
-PG_FUNCTION_INFO_V1(switchboard_start_worker);
-
 // switchboard.wake(): now, so that a waiting caller (wait_idle) is served without committing.
-Datum
-switchboard_wake(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_wake)
 {
-	return Boundary([&] {
-		SetWorkerLatch(MyDatabaseId);
-		PG_RETURN_VOID();
-	});
+	SetWorkerLatch(MyDatabaseId);
+	PG_RETURN_VOID();
 }
 
-Datum
-switchboard_start_worker(PG_FUNCTION_ARGS)
+SB_PG_FUNCTION(switchboard_start_worker)
 {
-	return Boundary([&] {
-		WakeLauncherAtCommit();
-		PG_RETURN_VOID();
-	});
-}
+	WakeLauncherAtCommit();
+	PG_RETURN_VOID();
 }

@@ -6,8 +6,8 @@
 #include "settings.h"
 #include "connectors/pull.h"
 #include "translate/route_def.h"
-#include "worker/pull_store.h"
-#include "worker/queue_store.h"
+#include "store/pull_store.h"
+#include "store/queue_store.h"
 #include "worker/shmem.h"
 
 extern "C" {
@@ -18,6 +18,7 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -39,18 +40,24 @@ OnSigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-// The dispatcher's should_stop, asked at least every 100 ms while requests are out. It also
+// Asked at least every 100 ms by the dispatcher while requests are in flight or held back by a
+// rate limit: those waits are on curl, not on the latch, so WL_EXIT_ON_PM_DEATH cannot serve
+// them. A dead postmaster ends the process at once, as that flag does for latch waits (what was
+// sent but not recorded is in flight, and delivered again after the restart); SIGTERM stops the
+// round at once (requests in flight are abandoned), whose results are then recorded. It also
 // absorbs a ProcSignalBarrier: DROP DATABASE (of any database) waits until every backend has,
 // and a round with a slow remote would otherwise reach CHECK_FOR_INTERRUPTS only at its end.
 bool
 ShouldStop()
 {
+	if (!PostmasterIsAlive())
+		proc_exit(1);
 	if (ProcSignalBarrierPending) {
 		try {
 			Guarded([] { ProcessProcSignalBarrier(); });
 		} catch (const std::exception &e) {
 			// The barrier stays pending and is tried again at the next call or interrupt check.
-			ereport(LOG, (errmsg("switchboard worker: absorbing a barrier failed: %s", e.what())));
+			Report(LOG, std::string("switchboard worker: absorbing a barrier failed: ") + e.what());
 		}
 	}
 	return stop_requested;
@@ -87,8 +94,8 @@ public:
 				return;
 			}
 			if (!SchemaPredatesOwners() && RecognizeCopy())
-				ereport(LOG, (errmsg("switchboard: this database is a copy of another; its routes are disabled until "
-				                     "a DBA enables them")));
+				Report(LOG, "switchboard: this database is a copy of another; its routes are disabled until "
+				            "a DBA enables them");
 			RecoverInFlight();
 			tx.Commit();
 		}
@@ -97,6 +104,7 @@ public:
 			if (ConfigReloadPending) {
 				ConfigReloadPending = false;
 				Guarded([] { ProcessConfigFile(PGC_SIGHUP); });
+				last_prune_ms_ = 0; // a changed retention applies now, not in a minute
 			}
 			long wait_ms = setting_naptime_ms;
 			if (setting_enabled != wants_wakes_) {
@@ -213,16 +221,20 @@ private:
 			// EXTENSION UPDATE) has none of the owners the worker acts as: wait for the update.
 			bool outdated = SchemaPredatesOwners();
 			if (outdated != schema_outdated_ && outdated)
-				ereport(LOG, (errmsg("switchboard: the extension's schema in this database is older than the library; "
-				                     "nothing is delivered or pulled until ALTER EXTENSION switchboard UPDATE")));
+				Report(LOG, "switchboard: the extension's schema in this database is older than the library; "
+				            "nothing is delivered or pulled until ALTER EXTENSION switchboard UPDATE");
 			schema_outdated_ = outdated;
 			if (outdated) {
 				tx.Commit();
 				Activity("waiting for ALTER EXTENSION switchboard UPDATE");
 				return setting_naptime_ms;
 			}
-			if (NowMs() - last_prune_ms_ > 60 * 1000) {
-				PruneHistory(setting_history_retention_s);
+			// Once a minute, or as often as a short dead-letter retention needs.
+			long prune_every_ms = 60 * 1000;
+			if (setting_dead_letter_retention_s > 0)
+				prune_every_ms = std::min<long>(prune_every_ms, std::max(1, setting_dead_letter_retention_s) * 1000L);
+			if (NowMs() - last_prune_ms_ > prune_every_ms) {
+				PruneHistory(setting_history_retention_s, setting_dead_letter_retention_s);
 				last_prune_ms_ = NowMs();
 			}
 			if (setting_enabled)
@@ -254,8 +266,8 @@ private:
 			// Nothing of the round was recorded (a cancel, a deadlock, a failing trigger): put its
 			// changes back at once, or they would sit in flight until a restart and then overwrite
 			// what was delivered after them. They are sent again (at least once).
-			ereport(LOG, (errmsg("switchboard worker: recording a round failed, its changes are queued again: %s",
-			                     e.what())));
+			Report(LOG, std::string("switchboard worker: recording a round failed, its changes are queued again: ") +
+			                e.what());
 			WorkerTransaction retry_tx;
 			RequeueInFlight(claimed, setting_max_attempts);
 			retry_tx.Commit();
@@ -287,11 +299,11 @@ private:
 			DisableRoutes(disable);
 			tx.Commit();
 		} catch (const std::exception &e) {
-			ereport(LOG, (errmsg("switchboard: could not disable refused routes yet: %s", e.what())));
+			Report(LOG, std::string("switchboard: could not disable refused routes yet: ") + e.what());
 			return;
 		}
 		for (const auto &r : disable)
-			ereport(LOG, (errmsg("switchboard: route \"%s\" disabled: %s", r.route.c_str(), r.reason.c_str())));
+			Report(LOG, "switchboard: route \"" + r.route + "\" disabled: " + r.reason);
 	}
 
 	bool ExtensionStillExists()
@@ -316,7 +328,7 @@ private:
 
 	void ReportFailure(const std::string &error, int failures)
 	{
-		ereport(LOG, (errmsg("switchboard worker: %s", error.c_str())));
+		Report(LOG, "switchboard worker: " + error);
 		// The same failure three times in a row: set the oldest due change aside so that one
 		// poisonous change cannot stall everything behind it.
 		if (failures % 3 != 0)
@@ -326,7 +338,7 @@ private:
 			ParkOldestDue(error);
 			tx.Commit();
 		} catch (const std::exception &e) {
-			ereport(LOG, (errmsg("switchboard worker: could not set a change aside: %s", e.what())));
+			Report(LOG, std::string("switchboard worker: could not set a change aside: ") + e.what());
 		}
 	}
 
@@ -362,13 +374,9 @@ private:
 
 using namespace switchboard;
 
-extern "C" {
-PGDLLEXPORT void switchboard_worker_main(Datum arg);
-
-void
-switchboard_worker_main(Datum arg)
+SB_BGWORKER_MAIN(switchboard_worker_main)
 {
-	Oid database = DatumGetObjectId(arg);
+	Oid database = DatumGetObjectId(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, OnSigterm);
 	BackgroundWorkerUnblockSignals();
@@ -388,12 +396,8 @@ switchboard_worker_main(Datum arg)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 	std::string error;
 	if (!HttpGlobalInit(&error))
-		ereport(ERROR, (errmsg("switchboard: libcurl could not be initialised: %s", error.c_str())));
-	Boundary([&] {
-		DeliveryLoop loop;
-		loop.Run();
-		return (Datum) 0;
-	});
-	proc_exit(0);
-}
+		Fail(ERRCODE_SYSTEM_ERROR, "switchboard: libcurl could not be initialised: " + error);
+	DeliveryLoop loop;
+	loop.Run();
+	// Returning ends the process with proc_exit(0), once loop's destructor has run.
 }

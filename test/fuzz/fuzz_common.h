@@ -16,7 +16,8 @@ namespace fuzz {
 inline HttpResponse
 ResponseFrom(const uint8_t *data, size_t size)
 {
-	static const long kStatuses[] = {200, 200, 200, 200, 201, 204, 207, 400, 401, 403, 404, 408, 409, 410, 423, 429, 500, 502, 503, 0};
+	static const long kStatuses[] = {200, 200, 200, 200, 201, 204, 207, 400, 401, 403,
+	                                 404, 408, 409, 410, 423, 429, 500, 502, 503, 0};
 	HttpResponse response;
 	if (size == 0)
 		return response;

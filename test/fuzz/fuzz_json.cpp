@@ -16,10 +16,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		Json copy = value; // the recursive operations the limit protects
 		if (copy != value)
 			__builtin_trap();
-		(void)copy.dump();
+		(void) copy.dump();
 	}
 	try {
-		(void)ParseRemoteJson(text);
+		(void) ParseRemoteJson(text);
 	} catch (const RemoteJsonError &) {
 	}
 	return 0;

@@ -24,12 +24,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		PullPage page = ParsePullResponse(endpoint, route, phase, cursor, response);
 		// What the worker does with a page next: store fields and build the next request.
 		for (const RemoteRecord &record : page.records)
-			(void)record.fields.dump();
+			(void) record.fields.dump();
 		Auth auth;
 		auth.bearer = "token";
 		auth.instance_url = "https://acme.my.salesforce.com";
 		try {
-			(void)BuildPullRequest(endpoint, route, {"firstname"}, phase, page.next, auth);
+			(void) BuildPullRequest(endpoint, route, {"firstname"}, phase, page.next, auth);
 		} catch (const std::invalid_argument &) {
 			// a cursor the remote sent that cannot go into a query: refused, not a crash
 		}

@@ -42,7 +42,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		                             "10" + std::to_string(i)));
 	auto connector = MakeConnector(kind);
 	Endpoint endpoint = fuzz::FuzzEndpoint(kind);
-	Route route = kind == "salesforce" ? fuzz::FuzzRoute("Contact", "External_Id__c") : fuzz::FuzzRoute("contacts", "email");
+	Route route = kind == "salesforce" ? fuzz::FuzzRoute("Contact", "External_Id__c")
+	                                   : fuzz::FuzzRoute("contacts", "email");
 	Auth auth;
 	auth.bearer = "token";
 	auth.instance_url = "https://acme.my.salesforce.com";

@@ -105,10 +105,10 @@ TEST(RetryAfter, AbsentOrInvalid)
 {
 	EXPECT_EQ(ParseRetryAfter(Headers{}, kNow), -1);
 	EXPECT_EQ(ParseRetryAfter(Headers{{"content-type", "text/plain"}}, kNow), -1);
-	for (const char *bad : {"", "  ", "-5", "1.5", "soon", "12abc", "Sun, 06 Nov 1994",
-	                        "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT",
-	                        "Sun, 06 Nov 1994 25:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 PST",
-	                        "Thu, 29 Feb 2023 00:00:00 GMT", "Sun, 06 Nov 1994 8:49:37 GMT"}) {
+	for (const char *bad :
+	     {"", "  ", "-5", "1.5", "soon", "12abc", "Sun, 06 Nov 1994", "Sun, 32 Nov 1994 08:49:37 GMT",
+	      "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 25:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 PST",
+	      "Thu, 29 Feb 2023 00:00:00 GMT", "Sun, 06 Nov 1994 8:49:37 GMT"}) {
 		EXPECT_EQ(ParseRetryAfter(Headers{{"retry-after", bad}}, kNow), -1) << '"' << bad << '"';
 	}
 }

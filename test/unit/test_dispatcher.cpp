@@ -1025,7 +1025,8 @@ TEST_F(DispatcherTest, ConcurrentFailuresAreOneBreakerStep)
 	const int64_t before = UnixMsNow();
 	auto deliveries = Deliver(dispatcher, batches);
 	EXPECT_EQ(server.RequestCount(), 4u);
-	const EndpointStatus *status = StatusOf(dispatcher.EndpointStatuses(), "hs");
+	const std::vector<EndpointStatus> statuses = dispatcher.EndpointStatuses(); // status points into it
+	const EndpointStatus *status = StatusOf(statuses, "hs");
 	ASSERT_NE(status, nullptr);
 	EXPECT_EQ(status->state, "backing_off");
 	// One step: 1 s after the failures (four steps would be 8 s).
@@ -1244,7 +1245,8 @@ TEST_F(DispatcherSalesforceTest, FetchRefreshesTheTokenOnceOnInvalidSession)
 	auto queries = server.RequestsTo("/inst/services/data/v59.0/query");
 	ASSERT_EQ(queries.size(), 2u);
 	EXPECT_EQ(queries[1].headers.at("authorization"), "Bearer tok-2");
-	const EndpointStatus *status = StatusOf(dispatcher.EndpointStatuses(), "sf");
+	const std::vector<EndpointStatus> statuses = dispatcher.EndpointStatuses(); // status points into it
+	const EndpointStatus *status = StatusOf(statuses, "sf");
 	EXPECT_EQ(status->requests, 4u);
 	EXPECT_EQ(status->errors, 1u); // the 401
 	EXPECT_EQ(status->state, "ok");
@@ -1292,7 +1294,8 @@ TEST_F(DispatcherSalesforceTest, FetchTokenFailureIsStatusZeroWithoutTheSecret)
 	EXPECT_EQ(again.transport_error.rfind("endpoint sf is backing off: salesforce token: ", 0), 0u) << again.transport_error;
 	EXPECT_EQ(again.transport_error.find("s3cr3t-value"), std::string::npos);
 	EXPECT_EQ(server.RequestsTo("/login/").size(), 1u);
-	const EndpointStatus *status = StatusOf(dispatcher.EndpointStatuses(), "sf");
+	const std::vector<EndpointStatus> statuses = dispatcher.EndpointStatuses(); // status points into it
+	const EndpointStatus *status = StatusOf(statuses, "sf");
 	EXPECT_EQ(status->state, "backing_off");
 	EXPECT_EQ(status->requests, 1u);
 	EXPECT_EQ(status->errors, 1u);
@@ -1384,7 +1387,8 @@ TEST_F(DispatcherTest, EchoedCredentialsAndUrlsInErrorsAreMasked)
 
 	auto deliveries = Deliver(dispatcher, batches);
 	ASSERT_EQ(deliveries.size(), 1u);
-	const EndpointStatus *status = StatusOf(dispatcher.EndpointStatuses(), "wh");
+	const std::vector<EndpointStatus> statuses = dispatcher.EndpointStatuses(); // status points into it
+	const EndpointStatus *status = StatusOf(statuses, "wh");
 	ASSERT_NE(status, nullptr);
 	for (const std::string &text : {deliveries[0].error, status->last_error}) {
 		EXPECT_NE(text.find("HTTP 400"), std::string::npos) << text;
@@ -1405,7 +1409,7 @@ TEST_F(DispatcherTest, FetchErrorBodyIsMasked)
 	    hubspot, [&](const Auth &) { return HttpRequest{"GET", server.Url("/crm/v3/objects/contacts"), {}, ""}; }, 5000,
 	    1000, Never());
 	EXPECT_EQ(response.status, 500);
-	const std::string &last_error = StatusOf(dispatcher.EndpointStatuses(), "hs")->last_error;
+	const std::string last_error = StatusOf(dispatcher.EndpointStatuses(), "hs")->last_error;
 	EXPECT_EQ(last_error.find("leak-access"), std::string::npos) << last_error;
 }
 

@@ -101,8 +101,10 @@ public:
 	HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &, const std::vector<std::string> &, PullPhase,
 	                             const PullCursor &cursor, const Auth &auth) const override
 	{
-		return HttpRequest{"GET", JoinUrl(endpoint.base_url, "/changes?since=" + UrlEncode(cursor.since)),
-		                   {{"Authorization", "Token " + auth.bearer}}, ""};
+		return HttpRequest{"GET",
+		                   JoinUrl(endpoint.base_url, "/changes?since=" + UrlEncode(cursor.since)),
+		                   {{"Authorization", "Token " + auth.bearer}},
+		                   ""};
 	}
 	PullPage ParsePullPage(const Endpoint &, const Route &route, PullPhase phase, const PullCursor &cursor,
 	                       const HttpResponse &response, const Json &body) const override
@@ -162,11 +164,17 @@ TEST_F(FakeConnectorTest, RegistryKnowsTheKindOnlyWhileRegistered)
 	EXPECT_TRUE(CanPull(kKind));
 	EXPECT_EQ(InitialPullCursor(kKind).since, "0");
 	EXPECT_NO_THROW(ValidateOptions(kKind, {{"region", "eu"}, {"batch_size", 2}, {"headers", {{"X-A", "b"}}}}));
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions(kKind, {{"region", "mars"}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions(kKind, {{"region", "mars"}});
+	          }),
 	          "option \"region\" must be \"eu\" or \"us\"");
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions(kKind, {{"batch_size", 3}}); }).find("between 1 and 2"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions(kKind, {{"batch_size", 3}});
+	          }).find("between 1 and 2"),
 	          std::string::npos);
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions(kKind, {{"model", "x"}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions(kKind, {{"model", "x"}});
+	          }),
 	          "unknown option \"model\" for kind ledger (known: batch_size, max_concurrency, rate_limit, timeout_ms, "
 	          "headers, region)");
 	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { MakeConnector("nope"); }).find("ledger"), std::string::npos);
@@ -208,7 +216,8 @@ TEST_F(FakeConnectorTest, DeliversInBulkWithATokenAndRefreshesItOnce)
 	}
 	Dispatcher dispatcher(&client);
 	std::vector<RouteAction> actions;
-	auto deliveries = dispatcher.Deliver({batch}, DispatchOptions(), [] { return false; }, &actions);
+	auto deliveries = dispatcher.Deliver(
+	    {batch}, DispatchOptions(), [] { return false; }, &actions);
 	ASSERT_EQ(deliveries.size(), 3u);
 	for (const auto &delivery : deliveries) {
 		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
@@ -235,7 +244,8 @@ TEST_F(FakeConnectorTest, EndpointFailuresMoveTheBreakerAndTokenFailuresAreRepor
 	batch.changes.push_back(change);
 	Dispatcher dispatcher(&client);
 	std::vector<RouteAction> actions;
-	auto deliveries = dispatcher.Deliver({batch}, DispatchOptions(), [] { return false; }, &actions);
+	auto deliveries = dispatcher.Deliver(
+	    {batch}, DispatchOptions(), [] { return false; }, &actions);
 	ASSERT_EQ(deliveries.size(), 1u);
 	EXPECT_EQ(deliveries[0].outcome, Outcome::Retry);
 	EXPECT_FALSE(deliveries[0].attempted); // the token endpoint failed, not the change's request
@@ -250,16 +260,18 @@ TEST_F(FakeConnectorTest, PullsThroughFetchAndTheConnectorsPageParser)
 	server.On("/changes", [this](const ServerRequest &request) {
 		if (request.headers.at("authorization") != "Token t1")
 			return JsonReply(401, {{"error", "bad"}});
-		return JsonReply(200, {{"rows", {{{"ref", "r1"}, {"key", "k1"}, {"at", 1700000000000}, {"n", 1}},
-		                                 {{"ref", "r2"}, {"key", "k2"}, {"at", 1700000000500}}}}});
+		return JsonReply(200, {{"rows",
+		                        {{{"ref", "r1"}, {"key", "k1"}, {"at", 1700000000000}, {"n", 1}},
+		                         {{"ref", "r2"}, {"key", "k2"}, {"at", 1700000000500}}}}});
 	});
 	Endpoint endpoint = MakeEndpoint(kKind, server.Url(""), "s3cret");
 	Route route = MakeRoute("items", "key", "ignore");
 	PullCursor cursor = InitialPullCursor(kKind);
 	Dispatcher dispatcher(&client);
 	HttpResponse response = dispatcher.Fetch(
-	    endpoint, [&](const Auth &auth) { return BuildPullRequest(endpoint, route, {}, PullPhase::Changes, cursor, auth); },
-	    5000, 1000, [] { return false; });
+	    endpoint,
+	    [&](const Auth &auth) { return BuildPullRequest(endpoint, route, {}, PullPhase::Changes, cursor, auth); }, 5000,
+	    1000, [] { return false; });
 	ASSERT_EQ(response.status, 200) << response.transport_error;
 	PullPage page = ParsePullResponse(endpoint, route, PullPhase::Changes, cursor, response);
 	ASSERT_EQ(page.records.size(), 2u);
@@ -272,11 +284,13 @@ TEST_F(FakeConnectorTest, PullsThroughFetchAndTheConnectorsPageParser)
 	// A 503 is an endpoint failure by the connector's (default) judgement: the breaker opens.
 	server.On("/changes", [this](const ServerRequest &) { return JsonReply(503, {{"error", "busy"}}); });
 	response = dispatcher.Fetch(
-	    endpoint, [&](const Auth &auth) { return BuildPullRequest(endpoint, route, {}, PullPhase::Changes, cursor, auth); },
-	    5000, 1000, [] { return false; });
+	    endpoint,
+	    [&](const Auth &auth) { return BuildPullRequest(endpoint, route, {}, PullPhase::Changes, cursor, auth); }, 5000,
+	    1000, [] { return false; });
 	EXPECT_EQ(response.status, 503);
-	EXPECT_NE(ExpectThrows<std::runtime_error>([&] { ParsePullResponse(endpoint, route, PullPhase::Changes, cursor, response); })
-	              .find("ledger pull failed: HTTP 503"),
+	EXPECT_NE(ExpectThrows<std::runtime_error>([&] {
+		          ParsePullResponse(endpoint, route, PullPhase::Changes, cursor, response);
+	          }).find("ledger pull failed: HTTP 503"),
 	          std::string::npos);
 	EXPECT_GT(dispatcher.EndpointReadyAt(endpoint.name), 0);
 }

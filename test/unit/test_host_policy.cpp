@@ -71,8 +71,8 @@ TEST(HostPolicy, ParseIpAddress)
 
 TEST(HostPolicy, LinkLocalAndMetadataRefusedUnlessListedExplicitly)
 {
-	for (const char *address : {"169.254.169.254", "169.254.0.1", "fe80::1", "febf::1", "fd00:ec2::254",
-	                            "::ffff:169.254.169.254"}) {
+	for (const char *address :
+	     {"169.254.169.254", "169.254.0.1", "fe80::1", "febf::1", "fd00:ec2::254", "::ffff:169.254.169.254"}) {
 		EXPECT_FALSE(AddressProblem(Ip(address), "").empty()) << address;
 		// Not even "*" nor a name pattern lets them through.
 		EXPECT_FALSE(AddressProblem(Ip(address), "*").empty()) << address;
@@ -131,7 +131,8 @@ TEST(HostPolicy, InstanceUrlMustBeHttpsUnlessLoopback)
 	EXPECT_EQ(InstanceUrlProblem("https://acme.my.salesforce.com", "*.my.salesforce.com"), "");
 	EXPECT_EQ(InstanceUrlProblem("http://127.0.0.1:5000", "127.0.0.1"), "");
 	EXPECT_EQ(InstanceUrlProblem("http://localhost:5000", ""), "");
-	EXPECT_NE(InstanceUrlProblem("http://acme.my.salesforce.com", "*.my.salesforce.com").find("https"), std::string::npos);
+	EXPECT_NE(InstanceUrlProblem("http://acme.my.salesforce.com", "*.my.salesforce.com").find("https"),
+	          std::string::npos);
 	EXPECT_NE(InstanceUrlProblem("https://evil.com", "*.my.salesforce.com").find("allowed_hosts"), std::string::npos);
 	EXPECT_NE(InstanceUrlProblem("https://169.254.169.254", "").find("link-local"), std::string::npos);
 	EXPECT_NE(InstanceUrlProblem("https://acme.my.salesforce.com?x=1", "").find("query"), std::string::npos);

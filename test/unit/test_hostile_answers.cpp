@@ -75,9 +75,9 @@ TEST(RemoteJsonTest, DepthIsLimitedAtParseTime)
 {
 	EXPECT_EQ(ParseRemoteJson(Nested(kMaxRemoteJsonDepth)).dump().size(), 2 * kMaxRemoteJsonDepth);
 	EXPECT_NO_THROW(ParseRemoteJson(NestedObjects(kMaxRemoteJsonDepth)));
-	for (const std::string &text : {Nested(kMaxRemoteJsonDepth + 1), Nested(kHostileDepth),
-	                                NestedObjects(kMaxRemoteJsonDepth + 1), NestedObjects(kHostileDepth),
-	                                "{\"p\":" + Nested(kHostileDepth) + "}"}) {
+	for (const std::string &text :
+	     {Nested(kMaxRemoteJsonDepth + 1), Nested(kHostileDepth), NestedObjects(kMaxRemoteJsonDepth + 1),
+	      NestedObjects(kHostileDepth), "{\"p\":" + Nested(kHostileDepth) + "}"}) {
 		std::string message = RuntimeErrorOf([&] { ParseRemoteJson(text); });
 		EXPECT_EQ(message, "JSON nested deeper than 64 levels");
 	}
@@ -110,8 +110,8 @@ TEST(HostilePullTest, HubSpotSearchPageWithADeepProperty)
 	                         Nested(kHostileDepth) + R"(,"lastmodifieddate":"2026-11-24T10:00:00.123Z"}}]})";
 	for (PullPhase phase : {PullPhase::Changes, PullPhase::Deletions}) {
 		std::string message = RuntimeErrorOf([&] {
-			ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"), MakeRoute("contacts", "email", "delete"), phase, PullCursor{"0", ""},
-			                  Answer(200, body));
+			ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"),
+			                  MakeRoute("contacts", "email", "delete"), phase, PullCursor{"0", ""}, Answer(200, body));
 		});
 		EXPECT_TRUE(Mentions(message, "hubspot pull answer")) << message.substr(0, 300);
 		EXPECT_TRUE(Mentions(message, "nested deeper than 64 levels")) << message.substr(0, 300);
@@ -119,8 +119,9 @@ TEST(HostilePullTest, HubSpotSearchPageWithADeepProperty)
 	}
 	// The same depth in an error answer only loses the remote's text.
 	std::string message = RuntimeErrorOf([&] {
-		ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"), MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
-		                  PullCursor{"0", ""}, Answer(400, "{\"message\":" + Nested(kHostileDepth) + "}"));
+		ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"), MakeRoute("contacts", "email", "delete"),
+		                  PullPhase::Changes, PullCursor{"0", ""},
+		                  Answer(400, "{\"message\":" + Nested(kHostileDepth) + "}"));
 	});
 	EXPECT_TRUE(Mentions(message, "hubspot pull failed: HTTP 400")) << message.substr(0, 300);
 }
@@ -131,13 +132,15 @@ TEST(HostilePullTest, SalesforceQueryPageWithADeepField)
 	                         R"("SystemModstamp":"2026-11-24T10:00:00.123+0000","Email__c":"a@x.io","Bio__c":)" +
 	                         NestedObjects(kHostileDepth) + "}]}";
 	std::string message = RuntimeErrorOf([&] {
-		ParsePullResponse(MakeEndpoint("salesforce", "https://remote.example"), MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes,
+		ParsePullResponse(MakeEndpoint("salesforce", "https://remote.example"),
+		                  MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes,
 		                  PullCursor{"1970-01-01T00:00:00.000Z", ""}, Answer(200, body));
 	});
 	EXPECT_TRUE(Mentions(message, "salesforce pull answer")) << message.substr(0, 300);
 	EXPECT_TRUE(Mentions(message, "nested deeper than 64 levels")) << message.substr(0, 300);
 	message = RuntimeErrorOf([&] {
-		ParsePullResponse(MakeEndpoint("salesforce", "https://remote.example"), MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes,
+		ParsePullResponse(MakeEndpoint("salesforce", "https://remote.example"),
+		                  MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes,
 		                  PullCursor{"1970-01-01T00:00:00.000Z", ""}, Answer(500, "[" + Nested(kHostileDepth) + "]"));
 	});
 	EXPECT_TRUE(Mentions(message, "salesforce pull failed: HTTP 500")) << message.substr(0, 300);
@@ -148,8 +151,8 @@ TEST(HostilePullTest, HugeFlatPageIsRefused)
 	std::string body = R"({"results":[{"id":"1","properties":{"email":")" + std::string(kMaxRemoteJsonBytes, 'x') +
 	                   R"("}}]})";
 	std::string message = RuntimeErrorOf([&] {
-		ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"), MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
-		                  PullCursor{"0", ""}, Answer(200, body));
+		ParsePullResponse(MakeEndpoint("hubspot", "https://remote.example"), MakeRoute("contacts", "email", "delete"),
+		                  PullPhase::Changes, PullCursor{"0", ""}, Answer(200, body));
 	});
 	EXPECT_TRUE(Mentions(message, "larger than 8388608 bytes")) << message.substr(0, 300);
 }
@@ -162,7 +165,8 @@ TEST(HostilePushTest, HubSpotBatchResults)
 	Auth auth;
 	auth.bearer = "pat";
 	std::vector<Change> changes = {Upsert(1, "a@x.io"), Upsert(2, "b@x.io")};
-	auto calls = connector->BuildCalls(MakeEndpoint("hubspot", "https://remote.example", "pat"), MakeRoute("contacts", "email", "delete"), changes, auth);
+	auto calls = connector->BuildCalls(MakeEndpoint("hubspot", "https://remote.example", "pat"),
+	                                   MakeRoute("contacts", "email", "delete"), changes, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	const std::string deep = Nested(kHostileDepth);
 	const std::vector<std::pair<long, std::string>> answers = {
@@ -193,18 +197,22 @@ TEST(HostilePushTest, SalesforceCompositeResults)
 	auth.bearer = "tok";
 	auth.instance_url = "https://acme.my.salesforce.com";
 	std::vector<Change> changes = {Upsert(1, "C-1")};
-	auto calls = connector->BuildCalls(MakeEndpoint("salesforce", "https://remote.example", R"({"client_id":"i","client_secret":"s"})"),
+	auto calls = connector->BuildCalls(MakeEndpoint("salesforce", "https://remote.example",
+	                                                R"({"client_id":"i","client_secret":"s"})"),
 	                                   MakeRoute("Contact", "External_Id__c", "delete"), changes, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	const std::string deep = Nested(kHostileDepth);
-	CallResult result = connector->ParseResult(
-	    calls[0], changes, Answer(200, R"([{"id":"003A","success":false,"errors":[{"message":)" + deep + "}]}]"));
+	CallResult result = connector->ParseResult(calls[0], changes,
+	                                           Answer(200, R"([{"id":"003A","success":false,"errors":[{"message":)" +
+	                                                           deep + "}]}]"));
 	ASSERT_EQ(result.results.size(), 1u);
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
-	EXPECT_TRUE(Mentions(result.results[0].error, "nested deeper than 64 levels")) << result.results[0].error.substr(0, 300);
+	EXPECT_TRUE(Mentions(result.results[0].error, "nested deeper than 64 levels"))
+	    << result.results[0].error.substr(0, 300);
 	for (long status : {400L, 401L, 403L, 500L}) {
 		result = connector->ParseResult(calls[0], changes,
-		                                Answer(status, R"([{"errorCode":"INVALID_SESSION_ID","message":)" + deep + "}]"));
+		                                Answer(status,
+		                                       R"([{"errorCode":"INVALID_SESSION_ID","message":)" + deep + "}]"));
 		ASSERT_EQ(result.results.size(), 1u);
 		EXPECT_NE(result.results[0].outcome, Outcome::Delivered);
 		EXPECT_LT(result.results[0].error.size(), 600u);
@@ -217,7 +225,8 @@ TEST(HostileTokenTest, SalesforceTokenAnswer)
 {
 	const std::string deep = Nested(kHostileDepth);
 	std::string message = RuntimeErrorOf([&] {
-		ParseSalesforceToken(Answer(200, R"({"access_token":"LIVE","instance_url":"https://a.example","extra":)" + deep + "}"));
+		ParseSalesforceToken(
+		    Answer(200, R"({"access_token":"LIVE","instance_url":"https://a.example","extra":)" + deep + "}"));
 	});
 	EXPECT_TRUE(Mentions(message, "salesforce token")) << message.substr(0, 300);
 	EXPECT_TRUE(Mentions(message, "nested deeper than 64 levels")) << message.substr(0, 300);
@@ -234,7 +243,8 @@ TEST(HostileChatTest, OpenAIAnswerAndTheModelsContent)
 	EXPECT_EQ(result.outcome, Outcome::Retry);
 	EXPECT_TRUE(Mentions(result.error, "nested deeper than 64 levels")) << result.error.substr(0, 300);
 	// The model's JSON arrives inside a string: the inner parse is limited too.
-	result = ParseChatResult(Answer(200, Json{{"choices", {{{"message", {{"content", "{\"a\":" + deep + "}"}}}}}}}.dump()));
+	result = ParseChatResult(
+	    Answer(200, Json{{"choices", {{{"message", {{"content", "{\"a\":" + deep + "}"}}}}}}}.dump()));
 	EXPECT_EQ(result.outcome, Outcome::Retry);
 	EXPECT_TRUE(Mentions(result.error, "nested deeper than 64 levels")) << result.error.substr(0, 300);
 	result = ParseChatResult(Answer(429, R"({"error":)" + deep + "}"));

@@ -158,11 +158,12 @@ TEST_F(HttpClientTest, MethodsWithBodies)
 	HttpClient client;
 	// Over 1 KiB, where libcurl would otherwise wait for "100 Continue".
 	std::string big_json = "{\"data\":\"" + std::string(5000, 'z') + "\"}";
-	const std::vector<std::pair<std::string, std::string>> cases = {
-	    {"POST", "{\"a\":1}"}, {"PATCH", "{\"b\":2}"}, {"PUT", "{\"c\":3}"},
-	    {"DELETE", "{\"d\":4}"}, {"POST", big_json}, {"POST", ""}};
+	const std::vector<std::pair<std::string, std::string>> cases = {{"POST", "{\"a\":1}"}, {"PATCH", "{\"b\":2}"},
+	                                                                {"PUT", "{\"c\":3}"},  {"DELETE", "{\"d\":4}"},
+	                                                                {"POST", big_json},    {"POST", ""}};
 	for (size_t i = 0; i < cases.size(); i++) {
-		HttpRequest request{cases[i].first, server.Url("/echo/" + std::to_string(i)),
+		HttpRequest request{cases[i].first,
+		                    server.Url("/echo/" + std::to_string(i)),
 		                    {{"Content-Type", "application/json"}, {"Idempotency-Key", "evt-" + std::to_string(i)}},
 		                    cases[i].second};
 		client.Submit(request, 5000, i);
@@ -304,8 +305,8 @@ TEST_F(HttpClientTest, ConnectionRefusedGivesStatusZero)
 	getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &len);
 	close(fd);
 	HttpClient client;
-	HttpResponse response =
-	    Fetch(client, {"GET", "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/", {}, ""});
+	HttpResponse response = Fetch(client,
+	                              {"GET", "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/", {}, ""});
 	EXPECT_EQ(response.status, 0);
 	EXPECT_FALSE(response.transport_error.empty());
 }
@@ -414,7 +415,6 @@ TEST_F(HttpClientTest, DestroyWithTransfersInFlight)
 	client.reset(); // must not crash or leak handles
 }
 
-
 // ---- switchboard.allowed_hosts at connect time -------------------------------------------
 // CURLOPT_RESOLVE entries stand in for DNS: "evil.test" resolves to the test server, so a
 // refused request would otherwise have reached it.
@@ -438,7 +438,7 @@ TEST_F(HttpClientTest, HostOutsideAllowedHostsIsRefusedBeforeConnecting)
 {
 	const int port = server.port();
 	HttpClient client(PolicyOptions("good.test, 127.0.0.1", {"evil.test:" + std::to_string(port) + ":127.0.0.1",
-	                                                        "good.test:" + std::to_string(port) + ":127.0.0.1"}));
+	                                                         "good.test:" + std::to_string(port) + ":127.0.0.1"}));
 	HttpResponse refused = Fetch(client, {"POST", HostUrl("evil.test", port, "/echo"), {}, "{\"secret\":1}"});
 	EXPECT_EQ(refused.status, 0);
 	EXPECT_NE(refused.transport_error.find("allowed_hosts"), std::string::npos) << refused.transport_error;
@@ -456,12 +456,13 @@ TEST_F(HttpClientTest, NameResolvingToMetadataIsRefusedAfterResolution)
 	                                               "ll.test:80:169.254.1.2"});
 	options.connect_timeout_ms = 300;
 	HttpClient client(options);
-	for (const char *url : {"http://meta.test/latest/meta-data/iam/security-credentials/", "http://meta6.test/",
-	                        "http://ll.test/"}) {
+	for (const char *url :
+	     {"http://meta.test/latest/meta-data/iam/security-credentials/", "http://meta6.test/", "http://ll.test/"}) {
 		auto start = Clock::now();
 		HttpResponse response = Fetch(client, {"GET", url, {}, ""});
 		EXPECT_EQ(response.status, 0) << url;
-		EXPECT_NE(response.transport_error.find("link-local"), std::string::npos) << url << ": " << response.transport_error;
+		EXPECT_NE(response.transport_error.find("link-local"), std::string::npos)
+		    << url << ": " << response.transport_error;
 		EXPECT_LT(MsSince(start), 250) << "refused before any connection attempt, not timed out";
 	}
 	// "*" is a name pattern: it does not let a metadata address through either.
@@ -478,7 +479,8 @@ TEST_F(HttpClientTest, LiteralLinkLocalAddressesAreRefused)
 	                        "http://[::ffff:169.254.169.254]/"}) {
 		HttpResponse response = Fetch(client, {"GET", url, {}, ""});
 		EXPECT_EQ(response.status, 0) << url;
-		EXPECT_NE(response.transport_error.find("link-local"), std::string::npos) << url << ": " << response.transport_error;
+		EXPECT_NE(response.transport_error.find("link-local"), std::string::npos)
+		    << url << ": " << response.transport_error;
 	}
 }
 
@@ -504,7 +506,8 @@ TEST_F(HttpClientTest, PolicyIsReadAtEveryRequest)
 TEST_F(HttpClientTest, UserInfoInUrlIsRefused)
 {
 	HttpClient client;
-	HttpResponse response = Fetch(client, {"GET", "http://user:pw@127.0.0.1:" + std::to_string(server.port()) + "/echo", {}, ""});
+	HttpResponse response = Fetch(
+	    client, {"GET", "http://user:pw@127.0.0.1:" + std::to_string(server.port()) + "/echo", {}, ""});
 	EXPECT_EQ(response.status, 0);
 	EXPECT_TRUE(server.received().empty());
 }

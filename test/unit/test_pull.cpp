@@ -63,8 +63,11 @@ SoqlOf(const HttpRequest &request)
 Json
 HubSpotResult(const std::string &id, Json properties, const std::string &updated_at = "2026-11-24T10:00:00.000Z")
 {
-	return Json{{"id", id}, {"properties", std::move(properties)}, {"createdAt", "2026-01-01T00:00:00.000Z"},
-	            {"updatedAt", updated_at}, {"archived", false}};
+	return Json{{"id", id},
+	            {"properties", std::move(properties)},
+	            {"createdAt", "2026-01-01T00:00:00.000Z"},
+	            {"updatedAt", updated_at},
+	            {"archived", false}};
 }
 
 // A Salesforce query record.
@@ -101,8 +104,8 @@ TEST(PullCursorTest, WebhookAndOpenAIEndpointsCannotBePulled)
 	for (const char *kind : {"webhook", "openai"}) {
 		Endpoint endpoint = MakeEndpoint(kind, "https://example.com/hook", "k");
 		std::string message = ExpectThrows<std::invalid_argument>([&] {
-			BuildPullRequest(endpoint, MakeRoute("contact", "id", "delete"), {}, PullPhase::Changes, PullCursor{"0", ""},
-			                 BearerAuth("k"));
+			BuildPullRequest(endpoint, MakeRoute("contact", "id", "delete"), {}, PullPhase::Changes,
+			                 PullCursor{"0", ""}, BearerAuth("k"));
 		});
 		EXPECT_EQ(message, std::string(kind) + " endpoints cannot be pulled");
 		ExpectThrows<std::invalid_argument>([&] {
@@ -111,8 +114,8 @@ TEST(PullCursorTest, WebhookAndOpenAIEndpointsCannotBePulled)
 		});
 	}
 	ExpectThrows<std::invalid_argument>([&] {
-		BuildPullRequest(MakeEndpoint("ftp", "x", ""), MakeRoute("a", "b", "delete"), {}, PullPhase::Changes, PullCursor{},
-		                 BearerAuth(""));
+		BuildPullRequest(MakeEndpoint("ftp", "x", ""), MakeRoute("a", "b", "delete"), {}, PullPhase::Changes,
+		                 PullCursor{}, BearerAuth(""));
 	});
 }
 
@@ -120,28 +123,30 @@ TEST(PullCursorTest, WebhookAndOpenAIEndpointsCannotBePulled)
 
 TEST(PullHubSpotRequestTest, ContactsSearchByteForByte)
 {
-	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com/", "pat-SECRET", {{"headers", {{"X-Team", "crm"}}}});
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com/", "pat-SECRET",
+	                                 {{"headers", {{"X-Team", "crm"}}}});
 	// Duplicates (email twice, the modification field among the mapped ones) are sent once,
 	// in first-seen order, with match_remote and the modification field appended.
-	HttpRequest request =
-	    BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {"firstname", "email", "lastmodifieddate", "firstname"},
-	                     PullPhase::Changes, PullCursor{"1795514400123", ""}, BearerAuth("pat-SECRET"));
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"),
+	                                       {"firstname", "email", "lastmodifieddate", "firstname"}, PullPhase::Changes,
+	                                       PullCursor{"1795514400123", ""}, BearerAuth("pat-SECRET"));
 	EXPECT_EQ(request.method, "POST");
 	EXPECT_EQ(request.url, "https://api.hubapi.com/crm/v3/objects/contacts/search");
 	EXPECT_EQ(request.headers, (Headers{{"Authorization", "Bearer pat-SECRET"},
 	                                    {"Content-Type", "application/json"},
 	                                    {"X-Team", "crm"}}));
-	EXPECT_EQ(request.body,
-	          R"({"filterGroups":[{"filters":[{"propertyName":"lastmodifieddate","operator":"GT","value":"1795514400123"}]}],)"
-	          R"("sorts":[{"propertyName":"lastmodifieddate","direction":"ASCENDING"}],)"
-	          R"("properties":["firstname","email","lastmodifieddate"],"limit":200})");
+	EXPECT_EQ(
+	    request.body,
+	    R"({"filterGroups":[{"filters":[{"propertyName":"lastmodifieddate","operator":"GT","value":"1795514400123"}]}],)"
+	    R"("sorts":[{"propertyName":"lastmodifieddate","direction":"ASCENDING"}],)"
+	    R"("properties":["firstname","email","lastmodifieddate"],"limit":200})");
 }
 
 TEST(PullHubSpotRequestTest, OtherObjectsUseHsLastModifiedDateAndPageWithAfter)
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
-	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("companies", "domain", "delete"), {"name"}, PullPhase::Changes,
-	                                       PullCursor{"1000", "400"}, BearerAuth("pat-SECRET"));
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("companies", "domain", "delete"), {"name"},
+	                                       PullPhase::Changes, PullCursor{"1000", "400"}, BearerAuth("pat-SECRET"));
 	EXPECT_EQ(request.url, "https://api.hubapi.com/crm/v3/objects/companies/search");
 	Json body = Json::parse(request.body);
 	EXPECT_EQ(body["filterGroups"][0]["filters"][0],
@@ -166,16 +171,17 @@ TEST(PullHubSpotRequestTest, MaskedRequestsCarryNoSecret)
 TEST(PullHubSpotRequestTest, ArchivedListingByteForByte)
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
-	HttpRequest first = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {"firstname"}, PullPhase::Deletions,
-	                                     PullCursor{"0", ""}, BearerAuth("pat-SECRET"));
+	HttpRequest first = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {"firstname"},
+	                                     PullPhase::Deletions, PullCursor{"0", ""}, BearerAuth("pat-SECRET"));
 	EXPECT_EQ(first.method, "GET");
 	EXPECT_EQ(first.url, "https://api.hubapi.com/crm/v3/objects/contacts?archived=true&limit=100&properties=email");
 	EXPECT_EQ(first.headers, (Headers{{"Authorization", "Bearer pat-SECRET"}}));
 	EXPECT_EQ(first.body, "");
 	HttpRequest next = BuildPullRequest(endpoint, MakeRoute("p_custom", "ext id", "delete"), {}, PullPhase::Deletions,
 	                                    PullCursor{"0", "MTIz=="}, BearerAuth("pat-SECRET"));
-	EXPECT_EQ(next.url,
-	          "https://api.hubapi.com/crm/v3/objects/p_custom?archived=true&limit=100&properties=ext%20id&after=MTIz%3D%3D");
+	EXPECT_EQ(
+	    next.url,
+	    "https://api.hubapi.com/crm/v3/objects/p_custom?archived=true&limit=100&properties=ext%20id&after=MTIz%3D%3D");
 }
 
 TEST(PullHubSpotRequestTest, CursorThatIsNotEpochMillisecondsIsRejected)
@@ -183,8 +189,8 @@ TEST(PullHubSpotRequestTest, CursorThatIsNotEpochMillisecondsIsRejected)
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
 	for (const char *since : {"", "abc", "2026-11-24T10:00:00Z", "-5"}) {
 		std::string message = ExpectThrows<std::invalid_argument>([&] {
-			BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes, PullCursor{since, ""},
-			                 BearerAuth("pat-SECRET"));
+			BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes,
+			                 PullCursor{since, ""}, BearerAuth("pat-SECRET"));
 		});
 		EXPECT_NE(message.find("epoch milliseconds"), std::string::npos) << message;
 	}
@@ -194,12 +200,13 @@ TEST(PullHubSpotRequestTest, CursorThatIsNotEpochMillisecondsIsRejected)
 
 TEST(PullSalesforceRequestTest, QueryByteForByte)
 {
-	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", R"({"client_id":"a","client_secret":"b"})",
-	                                 {{"api_version", "61.0"}});
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com",
+	                                 R"({"client_id":"a","client_secret":"b"})", {{"api_version", "61.0"}});
 	// Case-insensitive duplicates of Id, SystemModstamp and the key are selected once.
-	HttpRequest request = BuildPullRequest(
-	    endpoint, MakeRoute("Contact", "Email__c", "delete"), {"FirstName", "email__c", "ID", "LastName", "systemmodstamp"},
-	    PullPhase::Changes, PullCursor{"2026-11-24T10:00:00.123Z", ""}, BearerAuth("00Dtoken!", "https://acme.my.salesforce.com"));
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"),
+	                                       {"FirstName", "email__c", "ID", "LastName", "systemmodstamp"},
+	                                       PullPhase::Changes, PullCursor{"2026-11-24T10:00:00.123Z", ""},
+	                                       BearerAuth("00Dtoken!", "https://acme.my.salesforce.com"));
 	EXPECT_EQ(request.method, "GET");
 	EXPECT_EQ(request.url,
 	          "https://acme.my.salesforce.com/services/data/v61.0/query?q="
@@ -213,7 +220,8 @@ TEST(PullSalesforceRequestTest, QueryByteForByte)
 
 TEST(PullSalesforceRequestTest, DefaultVersionLoginHostBeforeTheFirstTokenAndMasking)
 {
-	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com/", R"({"client_id":"a","client_secret":"b"})");
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com/",
+	                                 R"({"client_id":"a","client_secret":"b"})");
 	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Lead", "Ext__c", "delete"), {}, PullPhase::Changes,
 	                                       InitialPullCursor("salesforce"), BearerAuth("00Dtoken!", "", true));
 	EXPECT_EQ(request.url.rfind("https://login.salesforce.com/services/data/v59.0/query?q=", 0), 0u) << request.url;
@@ -227,8 +235,10 @@ TEST(PullSalesforceRequestTest, NextRecordsUrlIsFollowedOnTheInstance)
 {
 	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	for (PullPhase phase : {PullPhase::Changes, PullPhase::Deletions}) {
-		HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {"FirstName"}, phase,
-		                                       PullCursor{"2026-11-24T10:00:00.123Z", "/services/data/v59.0/query/01gXX-2000"},
+		HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {"FirstName"},
+		                                       phase,
+		                                       PullCursor{"2026-11-24T10:00:00.123Z",
+		                                                  "/services/data/v59.0/query/01gXX-2000"},
 		                                       BearerAuth("tok", "https://acme.my.salesforce.com"));
 		EXPECT_EQ(request.method, "GET");
 		EXPECT_EQ(request.url, "https://acme.my.salesforce.com/services/data/v59.0/query/01gXX-2000");
@@ -239,10 +249,12 @@ TEST(PullSalesforceRequestTest, NextRecordsUrlIsFollowedOnTheInstance)
 TEST(PullSalesforceRequestTest, DeletionsUseQueryAllAndSelectOnlyTheKey)
 {
 	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
-	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {"FirstName", "LastName"},
-	                                       PullPhase::Deletions, PullCursor{"2026-11-24T10:00:00.123+0000", ""},
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"),
+	                                       {"FirstName", "LastName"}, PullPhase::Deletions,
+	                                       PullCursor{"2026-11-24T10:00:00.123+0000", ""},
 	                                       BearerAuth("tok", "https://acme.my.salesforce.com"));
-	EXPECT_EQ(request.url.rfind("https://acme.my.salesforce.com/services/data/v59.0/queryAll?q=", 0), 0u) << request.url;
+	EXPECT_EQ(request.url.rfind("https://acme.my.salesforce.com/services/data/v59.0/queryAll?q=", 0), 0u)
+	    << request.url;
 	EXPECT_EQ(SoqlOf(request), "SELECT Id, SystemModstamp, Email__c FROM Contact WHERE IsDeleted = true AND "
 	                           "SystemModstamp > 2026-11-24T10:00:00.123+0000 ORDER BY SystemModstamp ASC");
 }
@@ -260,11 +272,13 @@ TEST(PullSalesforceRequestTest, NothingButNamesAndDatetimesReachesSoqlOrTheUrl)
 	ExpectThrows<std::invalid_argument>(build(MakeRoute("Contact", "", "delete"), {}, good));
 	ExpectThrows<std::invalid_argument>(
 	    build(MakeRoute("Contact", "Email__c", "delete"), {}, PullCursor{"2026-11-24T10:00:00Z OR Id != null", ""}));
-	ExpectThrows<std::invalid_argument>(build(MakeRoute("Contact", "Email__c", "delete"), {}, PullCursor{"1795514400123", ""}));
+	ExpectThrows<std::invalid_argument>(
+	    build(MakeRoute("Contact", "Email__c", "delete"), {}, PullCursor{"1795514400123", ""}));
 	// The token follows the cursor's URL: only a path on the instance is accepted.
-	for (const char *after : {"https://evil.example/services/data/v59.0/query/x", "@evil.example/services/data/",
-	                          "/services/apexrest/x"})
-		ExpectThrows<std::invalid_argument>(build(MakeRoute("Contact", "Email__c", "delete"), {}, PullCursor{good.since, after}));
+	for (const char *after :
+	     {"https://evil.example/services/data/v59.0/query/x", "@evil.example/services/data/", "/services/apexrest/x"})
+		ExpectThrows<std::invalid_argument>(
+		    build(MakeRoute("Contact", "Email__c", "delete"), {}, PullCursor{good.since, after}));
 	// Relationship fields are names too.
 	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {"Account.Name"},
 	                                       PullPhase::Changes, good, auth);
@@ -278,10 +292,13 @@ TEST(PullHubSpotParseTest, RecordsKeysAndModificationTimes)
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	Json body = {{"total", 4},
 	             {"results",
-	              {HubSpotResult("101", {{"email", "a@x.io"}, {"firstname", "Ann"}, {"lastmodifieddate", "2026-11-24T10:00:00.123Z"}}),
+	              {HubSpotResult("101", {{"email", "a@x.io"},
+	                                     {"firstname", "Ann"},
+	                                     {"lastmodifieddate", "2026-11-24T10:00:00.123Z"}}),
 	               HubSpotResult("102", {{"email", nullptr}, {"lastmodifieddate", "1795514400200"}}),
 	               HubSpotResult("103", {{"firstname", "NoKey"}}, "2026-11-24T10:00:00.300Z"),
-	               Json{{"id", 104}, {"properties", {{"email", "d@x.io"}, {"lastmodifieddate", nullptr}}},
+	               Json{{"id", 104},
+	                    {"properties", {{"email", "d@x.io"}, {"lastmodifieddate", nullptr}}},
 	                    {"updatedAt", "2026-11-24T10:00:00.400Z"}}}}};
 	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"1000", ""}, Answer(body));
@@ -306,8 +323,10 @@ TEST(PullHubSpotParseTest, RecordsKeysAndModificationTimes)
 TEST(PullHubSpotParseTest, OtherObjectsReadHsLastModifiedDate)
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
-	Json body = {{"results", {HubSpotResult("7", {{"domain", "x.io"}, {"hs_lastmodifieddate", "2026-11-24T10:00:01.000Z"},
-	                                              {"lastmodifieddate", "2000-01-01T00:00:00.000Z"}})}}};
+	Json body = {{"results",
+	              {HubSpotResult("7", {{"domain", "x.io"},
+	                                   {"hs_lastmodifieddate", "2026-11-24T10:00:01.000Z"},
+	                                   {"lastmodifieddate", "2000-01-01T00:00:00.000Z"}})}}};
 	PullPage page = ParsePullResponse(endpoint, MakeRoute("companies", "domain", "delete"), PullPhase::Changes,
 	                                  PullCursor{"0", ""}, Answer(body));
 	ASSERT_EQ(page.records.size(), 1u);
@@ -315,8 +334,8 @@ TEST(PullHubSpotParseTest, OtherObjectsReadHsLastModifiedDate)
 	EXPECT_EQ(page.records[0].modified_ms, kNov24 - 123 + 1000);
 	EXPECT_EQ(page.next.since, std::to_string(kNov24 - 123 + 1000));
 	// A key property named in another case still finds the value.
-	page = ParsePullResponse(endpoint, MakeRoute("companies", "Domain", "delete"), PullPhase::Changes, PullCursor{"0", ""},
-	                         Answer(body));
+	page = ParsePullResponse(endpoint, MakeRoute("companies", "Domain", "delete"), PullPhase::Changes,
+	                         PullCursor{"0", ""}, Answer(body));
 	EXPECT_EQ(page.records[0].key, "x.io");
 }
 
@@ -331,8 +350,8 @@ TEST(PullHubSpotParseTest, PagingKeepsSinceAndFollowsAfter)
 	EXPECT_EQ(page.next.since, "1000"); // the query is still being paged
 	EXPECT_EQ(page.next.after, "9600");
 	// The next request carries it.
-	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes, page.next,
-	                                       BearerAuth("pat"));
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes,
+	                                       page.next, BearerAuth("pat"));
 	EXPECT_EQ(Json::parse(request.body)["after"], "9600");
 }
 
@@ -351,8 +370,8 @@ TEST(PullHubSpotParseTest, ReanchorsBelowTheNewestTimeAtTheCap)
 	EXPECT_EQ(page.next.after, "");
 	EXPECT_EQ(page.records.size(), 2u);
 	// The request of the new query has no after.
-	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes, page.next,
-	                                       BearerAuth("pat"));
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes,
+	                                       page.next, BearerAuth("pat"));
 	Json sent = Json::parse(request.body);
 	EXPECT_FALSE(sent.contains("after"));
 	EXPECT_EQ(sent["filterGroups"][0]["filters"][0]["value"], "1795514400899");
@@ -364,7 +383,8 @@ TEST(PullHubSpotParseTest, ReanchoringNeverMovesSinceBackwards)
 	// Every record of this page carries the millisecond right after since: newest - 1 == since.
 	// And one whose time is unreadable (0) must not drag the cursor to the epoch.
 	Json body = {{"results",
-	              {HubSpotResult("1", {{"lastmodifieddate", "5001"}}), HubSpotResult("2", {{"lastmodifieddate", "junk"}}, "junk")}},
+	              {HubSpotResult("1", {{"lastmodifieddate", "5001"}}),
+	               HubSpotResult("2", {{"lastmodifieddate", "junk"}}, "junk")}},
 	             {"paging", {{"next", {{"after", "10000"}}}}}};
 	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"5000", "9800"}, Answer(body));
@@ -375,23 +395,25 @@ TEST(PullHubSpotParseTest, ReanchoringNeverMovesSinceBackwards)
 
 	Json older = {{"results", {HubSpotResult("1", {{"lastmodifieddate", "3000"}})}},
 	              {"paging", {{"next", {{"after", "9900"}}}}}};
-	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes, PullCursor{"5000", "9700"},
-	                         Answer(older));
+	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
+	                         PullCursor{"5000", "9700"}, Answer(older));
 	EXPECT_EQ(page.next.since, "5000");
 }
 
 TEST(PullHubSpotParseTest, LastPageAdvancesSinceButNeverBackwards)
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
-	Json body = {{"results", {HubSpotResult("1", {{"lastmodifieddate", "7000"}}), HubSpotResult("2", {{"lastmodifieddate", "8000"}})}}};
+	Json body = {
+	    {"results",
+	     {HubSpotResult("1", {{"lastmodifieddate", "7000"}}), HubSpotResult("2", {{"lastmodifieddate", "8000"}})}}};
 	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
 	                                  PullCursor{"5000", "400"}, Answer(body));
 	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.since, "8000");
 	EXPECT_EQ(page.next.after, "");
 
-	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes, PullCursor{"9000", ""},
-	                         Answer(body));
+	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
+	                         PullCursor{"9000", ""}, Answer(body));
 	EXPECT_EQ(page.next.since, "9000");
 }
 
@@ -410,10 +432,14 @@ TEST(PullHubSpotParseTest, ArchivedRecordsAreDeletionsAndTheListingIsWalkedWhole
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	Json first = {{"results",
-	               {Json{{"id", "11"}, {"properties", {{"email", "gone@x.io"}, {"hs_object_id", "11"}}},
-	                     {"archived", true}, {"archivedAt", "2026-11-24T10:00:00.123Z"},
+	               {Json{{"id", "11"},
+	                     {"properties", {{"email", "gone@x.io"}, {"hs_object_id", "11"}}},
+	                     {"archived", true},
+	                     {"archivedAt", "2026-11-24T10:00:00.123Z"},
 	                     {"updatedAt", "2020-01-01T00:00:00.000Z"}},
-	                Json{{"id", "12"}, {"properties", {{"hs_object_id", "12"}}}, {"archived", true},
+	                Json{{"id", "12"},
+	                     {"properties", {{"hs_object_id", "12"}}},
+	                     {"archived", true},
 	                     {"updatedAt", "2026-11-24T10:00:00.000Z"}}}},
 	              {"paging", {{"next", {{"after", "12"}}}}}};
 	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Deletions,
@@ -423,7 +449,7 @@ TEST(PullHubSpotParseTest, ArchivedRecordsAreDeletionsAndTheListingIsWalkedWhole
 	EXPECT_TRUE(page.records[1].deleted);
 	EXPECT_EQ(page.records[0].remote_id, "11");
 	EXPECT_EQ(page.records[0].key, "gone@x.io");
-	EXPECT_EQ(page.records[0].modified_ms, kNov24);      // archivedAt
+	EXPECT_EQ(page.records[0].modified_ms, kNov24); // archivedAt
 	EXPECT_EQ(page.records[1].key, "");
 	EXPECT_EQ(page.records[1].modified_ms, kNov24 - 123); // updatedAt without archivedAt
 	EXPECT_TRUE(page.more);
@@ -442,7 +468,8 @@ TEST(PullHubSpotParseTest, MalformedBodiesAndErrorAnswersThrow)
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	auto parse = [&](const HttpResponse &response) {
 		return ExpectThrows<std::runtime_error>([&] {
-			ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes, PullCursor{"0", ""}, response);
+			ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
+			                  PullCursor{"0", ""}, response);
 		});
 	};
 	std::string message = parse(Answer(200, "<html>Bad gateway</html>"));
@@ -451,12 +478,16 @@ TEST(PullHubSpotParseTest, MalformedBodiesAndErrorAnswersThrow)
 	message = parse(Answer(200, std::string(1000, 'x')));
 	EXPECT_LT(message.size(), 300u) << "a snippet, not the whole body";
 	EXPECT_NE(parse(Answer(Json{{"status", "COMPLETE"}})).find("without a results array"), std::string::npos);
-	EXPECT_NE(parse(Answer(Json{{"results", {{{"properties", Json::object()}}}}})).find("without an id"), std::string::npos);
+	EXPECT_NE(parse(Answer(Json{{"results", {{{"properties", Json::object()}}}}})).find("without an id"),
+	          std::string::npos);
 	EXPECT_NE(parse(Answer(Json{{"results", {{{"id", "1"}, {"properties", "x"}}}}})).find("not an object"),
 	          std::string::npos);
-	EXPECT_NE(parse(Answer(Json{{"results", Json::array()}, {"paging", {{"next", Json::object()}}}})).find("without after"),
-	          std::string::npos);
-	message = parse(Answer(400, R"({"status":"error","message":"There was a problem with the request.","category":"VALIDATION_ERROR","correlationId":"c-1"})"));
+	EXPECT_NE(
+	    parse(Answer(Json{{"results", Json::array()}, {"paging", {{"next", Json::object()}}}})).find("without after"),
+	    std::string::npos);
+	message = parse(Answer(
+	    400,
+	    R"({"status":"error","message":"There was a problem with the request.","category":"VALIDATION_ERROR","correlationId":"c-1"})"));
 	EXPECT_EQ(message, "hubspot pull failed: HTTP 400 VALIDATION_ERROR: There was a problem with the request.");
 	HttpResponse transport;
 	transport.transport_error = "Connection refused";
@@ -471,7 +502,8 @@ TEST(PullSalesforceParseTest, RecordsKeysAndFields)
 	Json body = {{"totalSize", 4},
 	             {"done", true},
 	             {"records",
-	              {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000", {{"Email__c", "a@x.io"}, {"FirstName", "Ann"}}),
+	              {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000",
+	                                {{"Email__c", "a@x.io"}, {"FirstName", "Ann"}}),
 	               SalesforceRecord("003B", "2026-11-24T10:00:00.200Z", {{"Email__c", 42}}),
 	               SalesforceRecord("003C", "2026-11-24T11:00:00.300+0100", {{"Email__c", nullptr}}),
 	               SalesforceRecord("003D", "2026-11-24T10:00:00.000+0000")}}};
@@ -481,8 +513,10 @@ TEST(PullSalesforceParseTest, RecordsKeysAndFields)
 	ASSERT_EQ(page.records.size(), 4u);
 	EXPECT_EQ(page.records[0].remote_id, "003A");
 	EXPECT_EQ(page.records[0].key, "a@x.io");
-	EXPECT_EQ(page.records[0].fields, (Json{{"Id", "003A"}, {"SystemModstamp", "2026-11-24T10:00:00.123+0000"},
-	                                        {"Email__c", "a@x.io"}, {"FirstName", "Ann"}}));
+	EXPECT_EQ(page.records[0].fields, (Json{{"Id", "003A"},
+	                                        {"SystemModstamp", "2026-11-24T10:00:00.123+0000"},
+	                                        {"Email__c", "a@x.io"},
+	                                        {"FirstName", "Ann"}}));
 	EXPECT_FALSE(page.records[0].fields.contains("attributes"));
 	EXPECT_EQ(page.records[0].modified_ms, kNov24);
 	EXPECT_FALSE(page.records[0].deleted);
@@ -495,8 +529,8 @@ TEST(PullSalesforceParseTest, RecordsKeysAndFields)
 	EXPECT_EQ(page.next.since, "2026-11-24T10:00:00.300Z");
 	EXPECT_EQ(page.next.after, "");
 	// And the next query starts there.
-	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "email__c", "delete"), {}, PullPhase::Changes, page.next,
-	                                       BearerAuth("tok", "https://acme.my.salesforce.com"));
+	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "email__c", "delete"), {}, PullPhase::Changes,
+	                                       page.next, BearerAuth("tok", "https://acme.my.salesforce.com"));
 	EXPECT_NE(SoqlOf(request).find("WHERE SystemModstamp > 2026-11-24T10:00:00.300Z ORDER BY"), std::string::npos);
 }
 
@@ -508,20 +542,25 @@ TEST(PullSalesforceParseTest, NextRecordsUrlPagesUntilDone)
 	              {"nextRecordsUrl", "/services/data/v59.0/query/01gD0000002HU6KIAW-2000"},
 	              {"records", {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000")}}};
 	const PullCursor start{"2026-01-01T00:00:00.000Z", ""};
-	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, start, Answer(first));
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, start,
+	                                  Answer(first));
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, start.since);
 	EXPECT_EQ(page.next.after, "/services/data/v59.0/query/01gD0000002HU6KIAW-2000");
 
-	Json last = {{"totalSize", 3}, {"done", true}, {"records", {SalesforceRecord("003C", "2026-11-24T10:00:05.000+0000")}}};
-	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, page.next, Answer(last));
+	Json last = {{"totalSize", 3},
+	             {"done", true},
+	             {"records", {SalesforceRecord("003C", "2026-11-24T10:00:05.000+0000")}}};
+	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, page.next,
+	                         Answer(last));
 	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.since, "2026-11-24T10:00:05.000Z");
 	EXPECT_EQ(page.next.after, "");
 
 	// done: true wins over a stray nextRecordsUrl.
 	Json done = {{"done", true}, {"nextRecordsUrl", "/services/data/v59.0/query/x-1"}, {"records", Json::array()}};
-	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, start, Answer(done));
+	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, start,
+	                         Answer(done));
 	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.after, "");
 }
@@ -531,7 +570,8 @@ TEST(PullSalesforceParseTest, SinceNeverMovesBackwards)
 	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	const PullCursor cursor{"2026-11-24T12:00:00.000+0000", ""};
 	Json older = {{"done", true}, {"records", {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000")}}};
-	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, cursor, Answer(older));
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, cursor,
+	                                  Answer(older));
 	EXPECT_EQ(page.next.since, cursor.since);
 	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Changes, cursor,
 	                         Answer(Json{{"totalSize", 0}, {"done", true}, {"records", Json::array()}}));
@@ -543,7 +583,9 @@ TEST(PullSalesforceParseTest, DeletedRecordsFromQueryAll)
 {
 	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
 	Json body = {{"done", true},
-	             {"records", {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000", {{"Email__c", "gone@x.io"}, {"IsDeleted", true}})}}};
+	             {"records",
+	              {SalesforceRecord("003A", "2026-11-24T10:00:00.123+0000",
+	                                {{"Email__c", "gone@x.io"}, {"IsDeleted", true}})}}};
 	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "delete"), PullPhase::Deletions,
 	                                  PullCursor{"1970-01-01T00:00:00.000Z", ""}, Answer(body));
 	ASSERT_EQ(page.records.size(), 1u);
@@ -566,11 +608,14 @@ TEST(PullSalesforceParseTest, MalformedBodiesAndErrorAnswersThrow)
 	EXPECT_NE(parse(Answer(200, "[1,2]")).find("not a JSON object"), std::string::npos);
 	EXPECT_NE(parse(Answer(Json{{"done", true}})).find("without a records array"), std::string::npos);
 	EXPECT_NE(parse(Answer(Json{{"done", true}, {"records", {1}}})).find("not an object"), std::string::npos);
-	EXPECT_NE(parse(Answer(Json{{"done", true}, {"records", {{{"Name", "x"}}}}})).find("without an Id"), std::string::npos);
-	EXPECT_NE(parse(Answer(Json{{"done", false}, {"nextRecordsUrl", "https://evil.example/x"}, {"records", Json::array()}}))
-	              .find("nextRecordsUrl"),
+	EXPECT_NE(parse(Answer(Json{{"done", true}, {"records", {{{"Name", "x"}}}}})).find("without an Id"),
 	          std::string::npos);
-	std::string message = parse(Answer(400, R"([{"message":"No such column 'Foo__c' on entity 'Contact'.","errorCode":"INVALID_FIELD"}])"));
+	EXPECT_NE(
+	    parse(Answer(Json{{"done", false}, {"nextRecordsUrl", "https://evil.example/x"}, {"records", Json::array()}}))
+	        .find("nextRecordsUrl"),
+	    std::string::npos);
+	std::string message = parse(
+	    Answer(400, R"([{"message":"No such column 'Foo__c' on entity 'Contact'.","errorCode":"INVALID_FIELD"}])"));
 	EXPECT_EQ(message, "salesforce pull failed: HTTP 400 INVALID_FIELD: No such column 'Foo__c' on entity 'Contact'.");
 }
 

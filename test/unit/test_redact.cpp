@@ -35,15 +35,18 @@ TEST(Redact, UrlsInsideTextsAreMasked)
 TEST(Redact, BearerTokensAreMasked)
 {
 	EXPECT_EQ(RedactText("Authorization: Bearer pat-na1-1234-abcd"), "Authorization: Bearer ****");
-	EXPECT_EQ(RedactText(R"({"echo":{"authorization":"bearer 00D!xyz.abc"}})"), R"({"echo":{"authorization":"bearer ****"}})");
+	EXPECT_EQ(RedactText(R"({"echo":{"authorization":"bearer 00D!xyz.abc"}})"),
+	          R"({"echo":{"authorization":"bearer ****"}})");
 	EXPECT_EQ(RedactText("Basic dXNlcjpwYXNz and more"), "Basic **** and more");
 	EXPECT_EQ(RedactText("the bearer of bad news"), "the bearer **** bad news") << "over-masking is acceptable";
 }
 
 TEST(Redact, SecretValuesAreMasked)
 {
-	EXPECT_EQ(RedactText(R"({"access_token":"00D!abc","instance_url":"x"})"), R"({"access_token":"****","instance_url":"x"})");
-	EXPECT_EQ(RedactText(R"({"client_secret" : "s3cr3t", "client_id":"id"})"), R"({"client_secret" : "****", "client_id":"id"})");
+	EXPECT_EQ(RedactText(R"({"access_token":"00D!abc","instance_url":"x"})"),
+	          R"({"access_token":"****","instance_url":"x"})");
+	EXPECT_EQ(RedactText(R"({"client_secret" : "s3cr3t", "client_id":"id"})"),
+	          R"({"client_secret" : "****", "client_id":"id"})");
 	EXPECT_EQ(RedactText(R"({"password":"p\"w","user":"u"})"), R"({"password":"****","user":"u"})");
 	EXPECT_EQ(RedactText("grant_type=client_credentials&client_id=sf-id&client_secret=sf-secret&x=1"),
 	          "grant_type=client_credentials&client_id=sf-id&client_secret=****&x=1");

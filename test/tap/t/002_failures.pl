@@ -248,6 +248,21 @@ is($z_key, 'zero@x.com', 'the dead letter of a failed mapping is found by its ke
 like($z_error, qr/mapping "ratio": division by zero/, 'and names the mapping and the error');
 $node->safe_psql('postgres', "DELETE FROM switchboard.mappings WHERE remote_field = 'ratio'");
 
+# ---------------------------------------------------------------------------------------
+# 8. dead letters are kept by default; switchboard.dead_letter_retention drops old ones and
+#    says so in deliveries
+my $dead_before = sql($node, "SELECT count(*) FROM switchboard.dead_letters");
+cmp_ok($dead_before, '>=', 1, 'dead letters are kept (default retention 0)');
+$node->safe_psql('postgres', "UPDATE switchboard.queue SET failed_at = now() - interval '2 hours' WHERE state = 'dead'");
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.dead_letter_retention = '1h'");
+$node->safe_psql('postgres', "SELECT pg_reload_conf()");
+ok(wait_for('dead letters older than the retention are dropped',
+	sub { sql($node, "SELECT count(*) FROM switchboard.dead_letters") == 0 }, 30), 'old dead letters dropped');
+is(sql($node, "SELECT count(*) FROM switchboard.deliveries WHERE outcome = 'expired'"), $dead_before,
+	'each recorded as expired in deliveries');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET switchboard.dead_letter_retention");
+$node->safe_psql('postgres', "SELECT pg_reload_conf()");
+
 $node->stop;
 $double->kill_kill;
 note(sprintf('002_failures took %.1f s', time - $t0));

@@ -1,9 +1,10 @@
-#include "worker/pull_store.h"
+#include "store/pull_store.h"
 
 #include <algorithm>
 #include <map>
 
 #include "capture/enqueue.h"
+#include "delivery/conflict.h"
 #include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
@@ -109,8 +110,7 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	for (const auto &c : columns) {
 		std::string col = QuoteIdent(c.column);
 		sets += (sets.empty() ? "" : ", ") + col + " = CASE WHEN pulled.rec OPERATOR(pg_catalog.?) " +
-		        QuoteLiteral(c.field) + " THEN " +
-		        value(c) + " ELSE " + alias + "." + col + " END";
+		        QuoteLiteral(c.field) + " THEN " + value(c) + " ELSE " + alias + "." + col + " END";
 		cols += (cols.empty() ? "" : ", ") + col;
 		values += (values.empty() ? "" : ", ") + value(c);
 	}
@@ -125,8 +125,9 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	                             : "UPDATE " + table + " AS " + alias + " SET " + sets +
 	                                   " FROM (SELECT $2::pg_catalog.jsonb AS rec) AS pulled WHERE " + key +
 	                                   " = $1::pg_catalog.text";
-	sql.insert = columns.empty() ? "" : "INSERT INTO " + table + " (" + cols + ") SELECT " + values +
-	                                        " FROM (SELECT $1::pg_catalog.jsonb AS rec) AS pulled";
+	sql.insert = columns.empty() ? ""
+	                             : "INSERT INTO " + table + " (" + cols + ") SELECT " + values +
+	                                   " FROM (SELECT $1::pg_catalog.jsonb AS rec) AS pulled";
 	sql.remove = "DELETE FROM " + table + " AS " + alias + " WHERE " + key + " = $1::pg_catalog.text";
 	return sql;
 }
@@ -138,9 +139,10 @@ LoadPullColumns(const RouteDef &def)
 	for (const auto &m : def.mappings) {
 		if (!m.pull_column)
 			continue;
-		SpiResult found = SpiExecPrepared("SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
-		                                  "WHERE attrelid = $1::oid AND attname = $2 AND attnum > 0 AND NOT attisdropped",
-		                                  {Num(def.source), *m.pull_column});
+		SpiResult found = SpiExecPrepared(
+		    "SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
+		    "WHERE attrelid = $1::oid AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+		    {Num(def.source), *m.pull_column});
 		SpiText type = found.rows.empty() ? SpiText() : found.rows[0][0];
 		if (!type)
 			Fail(ERRCODE_UNDEFINED_COLUMN, "pull_column \"" + *m.pull_column + "\" of mapping \"" + m.remote_field +
@@ -229,9 +231,8 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 				// A pending local change of the same key: conflict, settled by routes.conflict.
 				auto local = pending.find(record.key);
 				if (local != pending.end()) {
-					bool remote_wins = pull.conflict == "remote" ||
-					                   (pull.conflict == "newest" && record.modified_ms > local->second.newest_ms);
-					if (!remote_wins) {
+					if (SettleConflict(pull.conflict, record.modified_ms, local->second.newest_ms) ==
+					    ConflictWinner::Local) {
 						counts.skipped++;
 						sub.Commit();
 						continue;
@@ -331,8 +332,7 @@ RecordRoutePullError(const std::string &route, const std::string &error, long ht
 	                "ON CONFLICT (route) DO UPDATE SET next_pull_at = excluded.next_pull_at, "
 	                "last_error = excluded.last_error, last_error_at = now()",
 	                {route, Num(retry_ms), error});
-	Log(route, std::nullopt, "pull_error", http_status ? SpiText(Num(http_status)) : SpiText(),
-	    std::nullopt, error);
+	Log(route, std::nullopt, "pull_error", http_status ? SpiText(Num(http_status)) : SpiText(), std::nullopt, error);
 }
 
 PullMark
@@ -368,8 +368,9 @@ MarkPullStarted(const DuePull &pull)
 void
 ClearPullMark(const DuePull &pull, const PullMark &mark)
 {
-	SpiExecPrepared("UPDATE switchboard.pull_state SET last_error = $2, last_error_at = $3::timestamptz WHERE route = $1",
-	                {pull.def.name, mark.last_error, mark.last_error_at});
+	SpiExecPrepared(
+	    "UPDATE switchboard.pull_state SET last_error = $2, last_error_at = $3::timestamptz WHERE route = $1",
+	    {pull.def.name, mark.last_error, mark.last_error_at});
 }
 
 long

@@ -32,12 +32,15 @@ struct ClaimedChange {
 	Op op = Op::Update;
 	int attempts = 0;
 	std::string fields; // translated, kept with a dead letter
+	// Older changes of the key it was coalesced with (still queued): settled with it, or
+	// waiting with it for its retry (see Coalesced::Send::superseded).
+	std::vector<int64_t> superseded;
 };
 
 struct ClaimedBatch {
 	std::vector<RouteBatch> batches; // one per route, changes coalesced per key
 	std::map<int64_t, ClaimedChange> changes;
-	size_t rows = 0; // queue rows looked at
+	size_t rows = 0;                  // queue rows looked at
 	std::vector<RouteAction> refused; // could not be loaded: to be disabled; their changes kept
 };
 
@@ -54,7 +57,8 @@ bool RecognizeCopy();
 void RecoverInFlight();
 
 // Claims up to limit due changes (in id order), translates them, coalesces each key to its
-// latest state, marks those in flight and settles the rest (filtered, superseded, failed).
+// latest state (delivery/coalesce.h), marks those in flight and settles the filtered and
+// failed ones. Superseded changes stay queued until RecordResults settles the one sent.
 ClaimedBatch ClaimDue(int limit);
 
 // A claim that failed outside any row's translation: park the oldest due change as a dead
@@ -76,6 +80,6 @@ long MsUntilNextDue();
 // Disables routes with the reason (shown by route_status); their queued changes stay.
 void DisableRoutes(const std::vector<RouteAction> &routes);
 
-void PruneHistory(int retention_s);
+void PruneHistory(int retention_s, int dead_letter_retention_s);
 
 } // namespace switchboard

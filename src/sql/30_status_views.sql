@@ -59,3 +59,9 @@ SELECT id, route, op, state, attempts, captured_at, next_attempt_at, last_error,
   FROM switchboard.queue
  WHERE state <> 'dead';
 COMMENT ON VIEW switchboard.outbox IS 'Captured changes waiting for delivery, each with the request it will become';
+
+-- The request a row of a route's source would become now, before anything is queued.
+CREATE FUNCTION switchboard.preview(route text, key text, op text DEFAULT 'update') RETURNS jsonb
+	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_preview';
+COMMENT ON FUNCTION switchboard.preview(text, text, text) IS
+	'The exact request that would be sent for the row with this key now (secrets masked), and whether filters let it through';
