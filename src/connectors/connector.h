@@ -85,6 +85,11 @@ struct CallResult {
 	bool refresh_auth = false;     // the token expired (AnswerClass::token_expired): fetch one, resend once
 	bool disable_route = false;    // the receiver says the subscription is gone (webhook 410)
 	bool stop_endpoint = false;    // daily quota / insufficient_quota: do not hammer
+	// The remote refused the whole request for something some of its changes carry (a
+	// HubSpot 400 VALIDATION_ERROR for a duplicate or an empty id): the dispatcher sends the
+	// changes again in halves until the culprits are alone. The results (Dead) stand only
+	// for a call of a single change.
+	bool split = false;
 	long retry_after_ms = -1;
 	std::string error;             // call-level error text (also copied into results)
 };

@@ -445,6 +445,9 @@ public:
 			result = UniformResult(call, Outcome::Dead, "authentication failed: " + DescribeError(response));
 		} else {
 			result = UniformResult(call, Outcome::Dead, DescribeError(response));
+			// HubSpot refuses a whole batch for one bad input (a duplicate id, an empty id, a
+			// value of the wrong type): isolate it. 404/405 name the URL, not an input.
+			result.split = status == 400 || status == 409 || status == 413 || status == 422;
 		}
 		// Which answers are endpoint failures is decided in one place for push and pull.
 		MarkAnswer(ClassifyAnswer(response), &result);
@@ -533,8 +536,8 @@ private:
 			}
 		}
 
-		// results[]: remote ids, matched by the idProperty value HubSpot echoes back, else by
-		// position (only meaningful when results cover every input, i.e. not on a 207).
+		// results[]: remote ids, matched by the idProperty value HubSpot echoes back. HubSpot
+		// does not promise results in input order: position decides only for a single input.
 		if (!archive && body.contains("results") && body["results"].is_array()) {
 			const Json &results = body["results"];
 			const std::string match_remote = MatchRemote(call);
@@ -563,8 +566,8 @@ private:
 								position = static_cast<long>(p);
 								break;
 							}
-				} else if (!partial && j < n && !accounted[j]) {
-					position = static_cast<long>(j);
+				} else if (!partial && n == 1 && j == 0 && !accounted[0]) {
+					position = 0;
 				}
 				if (position < 0)
 					continue;

@@ -453,6 +453,9 @@ public:
 			result = UniformResult(call, Outcome::Retry, DescribeCall(response, errors), RetryAfterMs(response));
 		} else {
 			result = UniformResult(call, Outcome::Dead, DescribeCall(response, errors));
+			// A collection request fails whole for one record's bad value (JSON_PARSER_ERROR,
+			// INVALID_FIELD on one record's field): isolate it. INVALID_TYPE names the object.
+			result.split = (status == 400 && !HasErrorCode(errors, "INVALID_TYPE")) || status == 413;
 		}
 		// Which answers are endpoint failures (or an expired token) is decided in one place.
 		MarkAnswer(ClassifyAnswer(response), &result);

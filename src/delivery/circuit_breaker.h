@@ -12,8 +12,9 @@
 // Consecutive failures are counted per round, not per request: a failure counts only when
 // its request was sent after the previous counted failure, so the 4 answers of 4 requests
 // that were in flight together are one step, not four. And the pause stays proportionate:
-// it never exceeds how long the endpoint has been failing so far (at least 1 s), so an
-// outage of a few seconds costs seconds, while a long one still backs off to 5 minutes.
+// it never exceeds a third of how long the endpoint has been failing so far (at least 1 s),
+// so an outage costs at most about a third more after it ends (a burst of seconds costs
+// seconds), while a long one still backs off to 5 minutes.
 // A 429 with Retry-After is not a failure (the endpoint answers; the limiter pauses it).
 //
 // Deterministic on purpose (no jitter): the worker shows next_attempt_at to the DBA, and
@@ -33,6 +34,8 @@ public:
 	static constexpr long kOpenBaseMs = 30L * 1000;   // first open interval
 	static constexpr long kOpenCapMs = 5L * 60 * 1000;
 	static constexpr long kRetryAfterCapMs = 60L * 60 * 1000;
+	// A pause is at most 1/kProportionDivisor of how long the endpoint has been failing.
+	static constexpr int kProportionDivisor = 3;
 
 	// True when a request may be sent now. In Open this grants a single probe once the
 	// interval has passed, and re-arms the interval, so a probe whose outcome is never
@@ -56,8 +59,8 @@ public:
 	// the proportionality cap.
 	static long PauseMs(int failures);
 
-	// The same, capped at how long the endpoint has been failing (failing_for_ms), at least
-	// kBackoffBaseMs.
+	// The same, capped at a third of how long the endpoint has been failing
+	// (failing_for_ms / kProportionDivisor), at least kBackoffBaseMs.
 	static long ProportionatePauseMs(int failures, int64_t failing_for_ms);
 
 private:

@@ -377,6 +377,10 @@ struct DispatchRound {
 		bool resent = false; // already resent once after INVALID_SESSION_ID
 		int64_t sent_at = 0;          // clock ms of the latest submit (breaker rounds)
 		uint64_t limiter_ticket = 0;  // its rate-limit slot, released on its answer
+		uint64_t transfer = 0;        // HttpClient transfer id while in flight, 0 otherwise
+		// A half of a call the remote refused whole (CallResult::split): its changes were
+		// sent once already, so deferring it (not stopping) costs them the attempt.
+		std::string refused_whole;
 	};
 
 	enum class Token { NotNeeded, Ready, Missing, Fetching, Failed };
@@ -413,6 +417,10 @@ struct DispatchRound {
 	std::map<std::string, std::string> disabled_routes; // route -> why
 	int in_flight = 0;
 	bool stopping = false;
+	// HttpClient tags: this round's serial in the high half, the job index in the low half,
+	// so that an answer of an earlier round (or of a Fetch: top bit set) is never taken for ours.
+	static constexpr uint64_t kRoundTagMask = ~uint64_t(0xffffffff);
+	uint64_t round_tag = 0;
 	// Rate-limit waits end here (clock ms); the steady deadline guards against a clock that
 	// does not advance (tests inject one), so Deliver can never wait forever.
 	int64_t wait_deadline_ms = 0;
@@ -422,7 +430,11 @@ struct DispatchRound {
 	              std::vector<RouteAction> *route_actions_)
 	    : dispatcher(dispatcher_), batches(batches_), options(options_), route_actions(route_actions_)
 	{
+		dispatcher.round_serial_ = (dispatcher.round_serial_ + 1) & 0x7fffffff;
+		round_tag = dispatcher.round_serial_ << 32;
 	}
+
+	uint64_t RoundTag(size_t job_index) const { return round_tag | static_cast<uint64_t>(job_index); }
 
 	int64_t Now() const { return dispatcher.clock_(); }
 
@@ -444,11 +456,14 @@ struct DispatchRound {
 	void Defer(size_t job_index, const std::string &error, long retry_after_ms)
 	{
 		const Job &job = jobs[job_index];
+		// A split half left for the next round was attempted (inside the refused call); not
+		// counting it could let a tight rate limit resend the refused call forever.
+		const bool attempted = !job.refused_whole.empty() && !stopping;
 		for (size_t change : job.call.changes) {
 			Delivery delivery;
 			delivery.outcome = Outcome::Retry;
-			delivery.attempted = false;
-			delivery.error = error;
+			delivery.attempted = attempted;
+			delivery.error = attempted ? error + " (sent before in a request refused whole: " + job.refused_whole + ")" : error;
 			delivery.retry_after_ms = retry_after_ms;
 			Record(job.batch, change, std::move(delivery));
 		}
@@ -585,7 +600,7 @@ struct DispatchRound {
 	void SubmitJob(EndpointRound &e, size_t job_index)
 	{
 		jobs[job_index].sent_at = Now();
-		dispatcher.client_->Submit(jobs[job_index].call.request, e.timeout_ms, job_index);
+		jobs[job_index].transfer = dispatcher.client_->Submit(jobs[job_index].call.request, e.timeout_ms, RoundTag(job_index));
 		e.in_flight++;
 		in_flight++;
 		e.state->requests++;
@@ -727,10 +742,14 @@ struct DispatchRound {
 			TokenFailed(e, error, response.status, now, sent_at, IsOutageStatus(response.status));
 	}
 
-	void OnAnswer(size_t job_index, HttpResponse response)
+	void OnAnswer(uint64_t tag, HttpResponse response)
 	{
-		if (job_index >= jobs.size())
-			return; // not ours
+		if ((tag & kRoundTagMask) != round_tag || (tag & ~kRoundTagMask) >= jobs.size())
+			return; // not ours (an earlier round's or a Fetch's abandoned transfer)
+		const size_t job_index = static_cast<size_t>(tag & ~kRoundTagMask);
+		if (jobs[job_index].transfer == 0)
+			return; // abandoned
+		jobs[job_index].transfer = 0;
 		const int64_t now = Now();
 		EndpointRound &e = endpoints[jobs[job_index].endpoint];
 		e.in_flight--;
@@ -791,6 +810,9 @@ struct DispatchRound {
 			return;
 		}
 
+		if (result.split && job.call.changes.size() > 1 && !stopping && Split(e, job_index, call_error, now))
+			return; // job (a reference into jobs) is stale now
+
 		if (result.disable_route && !disabled_routes.count(batch.route.name)) {
 			// Shown in route_status and the log: a webhook URL often carries its token.
 			std::string answered =
@@ -822,6 +844,80 @@ struct DispatchRound {
 		}
 	}
 
+	// The remote refused a whole call for something some of its changes carry: each half
+	// becomes a call of its own, sent next (in this round, limits permitting), until the
+	// culprits are alone; the rest are delivered. A bad change among n costs about 2 log2 n
+	// more requests. false (nothing changed) when the connector cannot build the halves.
+	bool Split(EndpointRound &e, size_t job_index, const std::string &error, int64_t now)
+	{
+		const size_t batch_index = jobs[job_index].batch;
+		const size_t endpoint_index_of_job = jobs[job_index].endpoint;
+		const std::vector<size_t> changes = jobs[job_index].call.changes;
+		const RouteBatch &batch = batches[batch_index];
+		const size_t half = changes.size() / 2;
+		std::vector<Job> parts;
+		for (int h = 0; h < 2; ++h) {
+			std::vector<size_t> part(changes.begin() + (h == 0 ? 0 : half), h == 0 ? changes.begin() + half : changes.end());
+			std::vector<Change> subset;
+			for (size_t change : part)
+				subset.push_back(batch.changes[change]);
+			std::vector<Call> calls;
+			try {
+				calls = e.connector->BuildCalls(batch.endpoint, batch.route, subset, e.CurrentAuth(now));
+			} catch (const std::exception &) {
+				return false;
+			}
+			size_t covered = 0;
+			for (auto &call : calls) {
+				if (call.changes.empty())
+					continue;
+				for (size_t &change : call.changes)
+					change = part.at(change);
+				covered += call.changes.size();
+				Job job;
+				job.batch = batch_index;
+				job.endpoint = endpoint_index_of_job;
+				job.call = std::move(call);
+				job.refused_whole = error.empty() ? "HTTP error" : error;
+				parts.push_back(std::move(job));
+			}
+			if (covered != part.size())
+				return false; // a change would be left without a call
+		}
+		// Ahead of the queue, first half first.
+		for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+			jobs.push_back(std::move(*it));
+			e.queue.push_front(jobs.size() - 1);
+		}
+		return true;
+	}
+
+	// The worker is stopping: requests in flight are given up at once (a slow remote must not
+	// hold up a shutdown or a DROP DATABASE waiting for this process). Their changes are sent
+	// again later without losing an attempt; upserts and stable event ids make that safe.
+	void Abandon()
+	{
+		const int64_t now = Now();
+		for (size_t job_index = 0; job_index < jobs.size(); ++job_index) {
+			Job &job = jobs[job_index];
+			if (job.transfer == 0)
+				continue;
+			dispatcher.client_->Cancel(job.transfer);
+			job.transfer = 0;
+			EndpointRound &e = endpoints[job.endpoint];
+			e.in_flight--;
+			in_flight--;
+			if (job.limiter_ticket != 0)
+				e.state->limiter.Complete(job.limiter_ticket, now);
+			job.limiter_ticket = 0;
+			if (job.token_request) {
+				e.token = Token::Missing;
+				continue;
+			}
+			Defer(job_index, "abandoned: the worker is stopping", -1);
+		}
+	}
+
 	// ---- the loop ---------------------------------------------------------------------
 
 	void Run(const std::function<bool()> &should_stop)
@@ -830,8 +926,10 @@ struct DispatchRound {
 		wait_deadline_steady = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(options.max_wait_ms, 0L));
 		Plan();
 		for (;;) {
-			if (!stopping && should_stop && should_stop())
+			if (!stopping && should_stop && should_stop()) {
 				stopping = true;
+				Abandon();
+			}
 			int64_t now = Now();
 			bool queued = false;
 			int wait_ms = kMaxPollWaitMs;
@@ -854,7 +952,7 @@ struct DispatchRound {
 				break;
 			}
 			for (auto &done : dispatcher.client_->Poll(std::max(wait_ms, 1)))
-				OnAnswer(static_cast<size_t>(done.first), std::move(done.second));
+				OnAnswer(done.first, std::move(done.second));
 		}
 	}
 
@@ -940,7 +1038,7 @@ struct FetchCall {
 	bool Exchange(const HttpRequest &request, HttpResponse *response)
 	{
 		const uint64_t tag = (uint64_t(1) << 63) | ++dispatcher.fetch_serial_;
-		dispatcher.client_->Submit(request, timeout_ms, tag);
+		const uint64_t transfer = dispatcher.client_->Submit(request, timeout_ms, tag);
 		state().requests++;
 		for (;;) {
 			for (auto &done : dispatcher.client_->Poll(kMaxPollWaitMs))
@@ -948,8 +1046,10 @@ struct FetchCall {
 					*response = std::move(done.second);
 					return true;
 				}
-			if (Stopping())
+			if (Stopping()) {
+				dispatcher.client_->Cancel(transfer);
 				return false;
+			}
 		}
 	}
 

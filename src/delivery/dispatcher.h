@@ -82,9 +82,11 @@ public:
 	Dispatcher &operator=(const Dispatcher &) = delete;
 
 	// Sends every batch and returns exactly one Delivery per input change (any order).
-	// should_stop is consulted at least every 100 ms; once it returns true, calls not yet
-	// sent come back with attempted = false and in-flight ones are still awaited for at most
-	// the request timeout. route_actions receives routes to disable.
+	// should_stop is consulted at least every 100 ms; once it returns true, Deliver returns at
+	// once: calls not yet sent and calls in flight (abandoned, their transfers cancelled) come
+	// back as Retry with attempted = false. route_actions receives routes to disable.
+	// A call the remote refused whole (CallResult::split) is sent again in halves, down to
+	// single changes, within the round as far as its limits allow.
 	std::vector<Delivery> Deliver(const std::vector<RouteBatch> &batches, const DispatchOptions &options,
 	                              const std::function<bool()> &should_stop,
 	                              std::vector<RouteAction> *route_actions);
@@ -127,6 +129,7 @@ private:
 	Clock clock_;
 	std::map<std::string, std::unique_ptr<EndpointState>> endpoints_;
 	uint64_t fetch_serial_ = 0; // makes every Fetch's HttpClient tag unique
+	uint64_t round_serial_ = 0; // Deliver's tags carry it (31 bits), so rounds never mix answers
 	EndpointState &StateFor(const Endpoint &endpoint);
 	friend struct EndpointSession;
 	friend struct DispatchRound;

@@ -530,6 +530,23 @@ HttpClient::Poll(int wait_ms)
 	return done;
 }
 
+bool
+HttpClient::Cancel(uint64_t id)
+{
+	State &s = *state_;
+	for (auto it = s.running.begin(); it != s.running.end(); ++it) {
+		if (it->second->id != id)
+			continue;
+		// Out of the multi handle first; the easy handle is cleaned up with its Transfer.
+		// A connection removed mid-transfer is closed by libcurl, never reused half-read.
+		curl_multi_remove_handle(s.multi.get(), it->first);
+		s.running.erase(it);
+		return true;
+	}
+	// A transfer that failed to start is handed out by the next Poll like any answer.
+	return false;
+}
+
 std::string
 HttpClient::AllowedHosts() const
 {

@@ -67,6 +67,9 @@ public:
 	// when Wakeup was called, or when wait_ms has passed (an empty vector then).
 	std::vector<std::pair<uint64_t, HttpResponse>> Poll(int wait_ms);
 
+	// Abandons a transfer Submit started (its id): it is stopped, its connection closed, and
+	// Poll never returns it. false when the id is unknown or already returned by Poll.
+	bool Cancel(uint64_t id);
 	// The host policy now in force (options.current_allowed_hosts, else allowed_hosts).
 	std::string AllowedHosts() const;
 

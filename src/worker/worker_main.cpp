@@ -19,6 +19,7 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/pmsignal.h"
+#include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 }
@@ -42,13 +43,23 @@ OnSigterm(SIGNAL_ARGS)
 // Asked at least every 100 ms by the dispatcher while requests are in flight or held back by a
 // rate limit: those waits are on curl, not on the latch, so WL_EXIT_ON_PM_DEATH cannot serve
 // them. A dead postmaster ends the process at once, as that flag does for latch waits (what was
-// sent but not recorded is in flight, and delivered again after the restart); SIGTERM only
-// stops the round, whose results are then recorded.
+// sent but not recorded is in flight, and delivered again after the restart); SIGTERM stops the
+// round at once (requests in flight are abandoned), whose results are then recorded. It also
+// absorbs a ProcSignalBarrier: DROP DATABASE (of any database) waits until every backend has,
+// and a round with a slow remote would otherwise reach CHECK_FOR_INTERRUPTS only at its end.
 bool
 ShouldStop()
 {
 	if (!PostmasterIsAlive())
 		proc_exit(1);
+	if (ProcSignalBarrierPending) {
+		try {
+			Guarded([] { ProcessProcSignalBarrier(); });
+		} catch (const std::exception &e) {
+			// The barrier stays pending and is tried again at the next call or interrupt check.
+			Report(LOG, std::string("switchboard worker: absorbing a barrier failed: ") + e.what());
+		}
+	}
 	return stop_requested;
 }
 

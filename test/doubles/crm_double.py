@@ -404,10 +404,12 @@ class HubSpot:
                                       "property values must be strings, got %s"
                                       % (i, k, type(v).__name__ if v is not None else "null"))
             key = str(inp["id"])
-            if key in seen:
+            # Like HubSpot: ids that differ only in case name the same record (emails,
+            # domains), so the whole batch is refused.
+            if key.lower() in seen:
                 return self.error(400, "Duplicate IDs found in batch input: [%s]. IDs must be "
-                                  "unique" % key)
-            seen.add(key)
+                                  "unique" % key.lower())
+            seen.add(key.lower())
 
         st = self.store(obj)
         if not st.records and inputs:
@@ -446,6 +448,8 @@ class HubSpot:
                             "updatedAt": iso_z(rec.modified_ms), "archived": False,
                             "new": created})
         stamp = iso_z(now_ms())
+        if self.d.config.get("hubspot_results_order") == "reversed":
+            results.reverse()  # HubSpot does not promise input order
         resp = {"status": "COMPLETE", "results": results, "startedAt": stamp,
                 "completedAt": stamp}
         if errors:
@@ -1750,7 +1754,7 @@ def main(argv=None):
               "sf_page_size": args.sf_page_size, "sf_rate": args.sf_rate,
               "webhook_secret": args.webhook_secret, "webhook_tolerance": args.webhook_tolerance,
               "webhook_enforce": args.webhook_enforce, "webhook_rate": args.webhook_rate,
-              "openai_key": args.openai_key}
+              "openai_key": args.openai_key, "hubspot_results_order": "input"}
     server, double = make_server(args.port, config, args.log_file, args.request_log_size)
     port = server.server_address[1]
 

@@ -161,9 +161,25 @@ class HubSpotTests(Base):
         st, _, body = self.c.hs(UPSERT, {"inputs": [self.contact("d@x.io"), self.contact("d@x.io")]})
         self.assertEqual(st, 400)
         self.assertIn("Duplicate", body["message"])
+        # The whole batch is refused for one bad input: ids equal but for case, an empty id.
+        st, _, body = self.c.hs(UPSERT, {"inputs": [self.contact("ok@x.io"), self.contact("e@x.io"),
+                                                    self.contact("E@x.io")]})
+        self.assertEqual((st, body["category"]), (400, "VALIDATION_ERROR"))
+        self.assertIn("Duplicate IDs found in batch input: [e@x.io]", body["message"])
+        st, _, body = self.c.hs(UPSERT, {"inputs": [self.contact("ok@x.io"), self.contact("")]})
+        self.assertEqual((st, body["category"]), (400, "VALIDATION_ERROR"))
+        self.assertIn("id is required", body["message"])
         st, _, _ = self.c.call("POST", UPSERT, raw="{not json", headers=HS_AUTH)
         self.assertEqual(st, 400)
         self.assertEqual(self.c.ctl("GET", "records/hubspot/contacts"), [])
+
+    def test_upsert_results_order(self):
+        inputs = [self.contact("a@x.io"), self.contact("b@x.io"), self.contact("c@x.io")]
+        _, _, body = self.c.hs(UPSERT, {"inputs": inputs})
+        self.assertEqual([r["properties"]["email"] for r in body["results"]], ["a@x.io", "b@x.io", "c@x.io"])
+        self.c.ctl("POST", "config", {"hubspot_results_order": "reversed"})
+        _, _, body = self.c.hs(UPSERT, {"inputs": inputs})
+        self.assertEqual([r["properties"]["email"] for r in body["results"]], ["c@x.io", "b@x.io", "a@x.io"])
 
     def test_upsert_207_partial(self):
         st, _, body = self.c.hs(UPSERT, {"inputs": [self.contact("ok@x.io"),

@@ -440,17 +440,41 @@ TEST_F(HubSpotTest, SuccessMatchesIdsByEchoedPropertyCaseInsensitively)
 	EXPECT_FALSE(result.endpoint_failure);
 }
 
-TEST_F(HubSpotTest, SuccessFallsBackToOrderWithoutEchoedProperty)
+TEST_F(HubSpotTest, ResultsWithoutEchoedPropertyAreNotMatchedByPosition)
 {
+	// HubSpot does not promise results in input order: without the idProperty value echoed
+	// back, only a single input can be matched to its result.
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "a"), MakeChange(2, Op::Update, "b")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	auto result = connector->ParseResult(calls[0], changes,
 	                                     Answer(201, R"({"results":[{"id":"11","properties":{}},{"id":12}]})"));
-	EXPECT_EQ(result.results[0].remote_id, "11");
-	EXPECT_EQ(result.results[1].remote_id, "12");
+	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
+	EXPECT_EQ(result.results[1].outcome, Outcome::Delivered);
+	EXPECT_EQ(result.results[0].remote_id, "");
+	EXPECT_EQ(result.results[1].remote_id, "");
+	std::vector<Change> one = {MakeChange(3, Op::Update, "c")};
+	auto single = connector->BuildCalls(endpoint, route, one, auth);
+	result = connector->ParseResult(single[0], one, Answer(200, R"({"results":[{"id":"13","properties":{}}]})"));
+	EXPECT_EQ(result.results[0].remote_id, "13");
 	// A 200 whose body we cannot read still means the batch landed.
 	result = connector->ParseResult(calls[0], changes, Answer(200, "not json"));
 	EXPECT_EQ(result.results[1].outcome, Outcome::Delivered);
+}
+
+TEST_F(HubSpotTest, WholeBatchRefusalAsksForASplit)
+{
+	std::vector<Change> changes = {MakeChange(1, Op::Update, "a@x.com"), MakeChange(2, Op::Update, "A@x.com")};
+	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
+	auto result = connector->ParseResult(calls[0], changes, Answer(400, R"({"status":"error",
+	    "message":"Duplicate IDs found in batch input: [a@x.com]. IDs must be unique","category":"VALIDATION_ERROR"})"));
+	EXPECT_TRUE(result.split);
+	EXPECT_FALSE(result.endpoint_failure);
+	EXPECT_EQ(result.results[0].outcome, Outcome::Dead); // what stands for a call of one change
+	EXPECT_NE(result.results[0].error.find("Duplicate IDs"), std::string::npos) << result.results[0].error;
+	// Answers about the credentials, the URL or the endpoint's health are not about an input.
+	for (long status : {401L, 403L, 404L, 405L, 429L, 503L})
+		EXPECT_FALSE(connector->ParseResult(calls[0], changes, Answer(status, "{}")).split) << status;
+	EXPECT_TRUE(connector->ParseResult(calls[0], changes, Answer(413, "")).split);
 }
 
 TEST_F(HubSpotTest, PartialFailure207)
@@ -569,6 +593,24 @@ protected:
 	Route route = MakeRoute("Contact", "External_Id__c", "delete");
 	Auth auth{"00Dxx!ACCESSTOKEN", "https://acme.my.salesforce.com", false};
 };
+
+TEST_F(SalesforceTest, WholeRequestRefusalAsksForASplit)
+{
+	std::vector<Change> changes = {MakeChange(1, Op::Update, "K1", {{"LastName", "A"}}),
+	                               MakeChange(2, Op::Update, "K2", {{"LastName", "B"}})};
+	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
+	ASSERT_EQ(calls.size(), 1u);
+	// One record's value of the wrong type fails the whole collection request.
+	auto result = connector->ParseResult(calls[0], changes, Answer(400, R"([{"errorCode":"JSON_PARSER_ERROR",
+	    "message":"Cannot deserialize instance of double from VALUE_STRING value abc"}])"));
+	EXPECT_TRUE(result.split);
+	EXPECT_EQ(result.results[1].outcome, Outcome::Dead);
+	// An unknown object type is wrong for every record: no split.
+	result = connector->ParseResult(calls[0], changes, Answer(400, R"([{"errorCode":"INVALID_TYPE",
+	    "message":"sObject type 'Contactt' is not supported."}])"));
+	EXPECT_FALSE(result.split);
+	EXPECT_FALSE(connector->ParseResult(calls[0], changes, Answer(401, "[]")).split);
+}
 
 TEST_F(SalesforceTest, TokenRequestShape)
 {

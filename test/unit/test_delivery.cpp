@@ -327,19 +327,19 @@ FailRounds(CircuitBreaker &breaker, int n, int64_t start, int64_t step)
 TEST(CircuitBreaker, BackoffGrowsThenOpensAtFive)
 {
 	CircuitBreaker breaker;
-	// Rounds 10 s apart: the outage is long enough for the uncapped series.
+	// Rounds 30 s apart: the outage is long enough for the uncapped series.
 	const long pauses[] = {1000, 2000, 4000, 8000};
 	for (int i = 0; i < 4; i++) {
-		const int64_t now = i * 10000;
+		const int64_t now = i * 30000;
 		breaker.OnFailure(now, -1, now);
 		EXPECT_EQ(breaker.state(), State::BackingOff) << i;
 		EXPECT_EQ(breaker.next_attempt_at_ms(), now + pauses[i]);
 		EXPECT_TRUE(breaker.AllowRequest(now + pauses[i]));
 	}
-	breaker.OnFailure(40000, -1, 40000);
+	breaker.OnFailure(120000, -1, 120000);
 	EXPECT_EQ(breaker.state(), State::Open);
 	EXPECT_EQ(breaker.consecutive_failures(), 5);
-	EXPECT_EQ(breaker.next_attempt_at_ms(), 40000 + 30000);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 120000 + 30000);
 }
 
 TEST(CircuitBreaker, ConcurrentFailuresAreOneStep)
@@ -358,16 +358,38 @@ TEST(CircuitBreaker, ConcurrentFailuresAreOneStep)
 
 TEST(CircuitBreaker, PauseIsProportionateToTheOutage)
 {
-	// Five quick rounds (0.5 s apart) open the breaker, but for about as long as the
-	// endpoint has been failing, not 30 s.
+	// Five quick rounds (0.5 s apart) open the breaker, but for a third of how long the
+	// endpoint has been failing (at least 1 s), not 30 s.
 	CircuitBreaker breaker;
 	FailRounds(breaker, 5, 0, 500);
 	EXPECT_EQ(breaker.state(), State::Open);
-	EXPECT_EQ(breaker.next_attempt_at_ms(), 2000 + 2000);
+	EXPECT_EQ(breaker.next_attempt_at_ms(), 2000 + 1000);
 	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(1, 0), 1000);
 	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(7, 10L * 60 * 1000), 120000);
-	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(9, 10L * 60 * 1000), 300000);
-	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(9, 45000), 45000);
+	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(9, 10L * 60 * 1000), 200000);
+	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(9, 45000), 15000);
+	EXPECT_EQ(CircuitBreaker::ProportionatePauseMs(9, 60L * 60 * 1000), 300000);
+}
+
+TEST(CircuitBreaker, ABurstOfTwentyFailuresCostsSecondsAfterItsLastFailure)
+{
+	// 20 x 503 as the worker met them: four rounds of 4 requests in flight together, then one
+	// request per round, each sent as soon as the breaker allows and answered 100 ms later.
+	// Whatever the probe interval is when the 20th fails, the endpoint stays unprobed that
+	// long after it has recovered: it must stay short, and so must the burst itself.
+	CircuitBreaker breaker;
+	int64_t sent = 0, last_failure = 0;
+	for (int failures = 0; failures < 20;) {
+		const int together = failures < 16 ? 4 : 1;
+		for (int i = 0; i < together; i++, failures++) {
+			last_failure = sent + 100 + i;
+			breaker.OnFailure(last_failure, -1, sent);
+		}
+		sent = breaker.next_attempt_at_ms();
+		ASSERT_TRUE(breaker.AllowRequest(sent));
+	}
+	EXPECT_LE(sent - last_failure, 4000) << "the first request after the burst waits too long";
+	EXPECT_LE(last_failure, 15000) << "the breaker stretched the burst";
 }
 
 TEST(CircuitBreaker, OpenAllowsOneProbeAfterTheInterval)
@@ -387,7 +409,8 @@ TEST(CircuitBreaker, OpenAllowsOneProbeAfterTheInterval)
 TEST(CircuitBreaker, FailedProbesGrowTheIntervalUpToFiveMinutes)
 {
 	CircuitBreaker breaker;
-	FailRounds(breaker, 5, 0, 60000);
+	// Rounds 10 minutes apart: the outage is long enough for the uncapped series.
+	FailRounds(breaker, 5, 0, 600000);
 	const long intervals[] = {60000, 120000, 240000, 300000, 300000, 300000};
 	for (long interval : intervals) {
 		int64_t now = breaker.next_attempt_at_ms();

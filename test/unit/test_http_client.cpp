@@ -214,6 +214,31 @@ TEST_F(HttpClientTest, ErrorStatusPassedThroughWithLowerCasedHeaders)
 	EXPECT_EQ(response.status, 429);
 }
 
+TEST_F(HttpClientTest, CancelAbandonsATransferInFlight)
+{
+	HttpClient client;
+	HttpRequest slow;
+	slow.method = "GET";
+	slow.url = server.Url("/sleep/3000");
+	HttpRequest fast = slow;
+	fast.url = server.Url("/echo");
+	const uint64_t id = client.Submit(slow, 10000, 7);
+	EXPECT_TRUE(client.Poll(50).empty());
+	auto start = std::chrono::steady_clock::now();
+	EXPECT_TRUE(client.Cancel(id));
+	EXPECT_FALSE(client.Cancel(id));
+	EXPECT_EQ(client.InFlight(), 0u);
+	// The client goes on working, and the cancelled transfer never comes back.
+	client.Submit(fast, 10000, 8);
+	std::vector<uint64_t> tags;
+	while (tags.empty())
+		for (auto &done : client.Poll(100))
+			tags.push_back(done.first);
+	EXPECT_EQ(tags, std::vector<uint64_t>{8});
+	EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count(), 2000);
+	EXPECT_TRUE(client.Poll(200).empty());
+}
+
 TEST_F(HttpClientTest, ManyConcurrentRequestsReuseConnections)
 {
 	HttpClientOptions options;

@@ -1,6 +1,6 @@
 # Endpoint health against the CRM double (SPEC §4): a short burst of 503/429 costs seconds,
 # not minutes (one breaker step per round, 429 + Retry-After pauses without opening the
-# breaker); the rate limit holds as the remote counts it, at the double's clock; a token
+# breaker, 20 x 503 resumes within seconds of the last one); the rate limit holds as the remote counts it, at the double's clock; a token
 # endpoint outage does not consume the attempts of the queued changes.
 use strict;
 use warnings;
@@ -104,6 +104,22 @@ $rec = recovery_seconds();
 cmp_ok($rec, '<=', 5, "6 x 429: last row delivered ${rec}s after the last 429");
 isnt(sql($node, "SELECT state FROM switchboard.endpoint_status WHERE endpoint = 'ep_throttle'"), 'open',
 	'a throttle never opened the breaker');
+
+# ---------------------------------------------------------------------------------------
+# 2b. 20 x 503, batch_size 10, 100 rows: a longer burst opens the breaker, but the probe
+#     interval stays proportionate to the outage: everything lands within seconds of the last
+#     503 (the double counts the faults, so probing too slowly would also stretch the burst).
+hubspot_section('burst20', '{"batch_size": 10}');
+fresh_double();
+control($base, 'faults', { path_prefix => $upsert_path, kind => 'status', status => 503, count => 20 });
+insert_rows('burst20', 'b20-', 100);
+ok(wait_for('100 rows after 20 x 503 at the remote', sub { remote_count('b20-') == 100 }, 90),
+	'20 x 503: all 100 rows delivered');
+is(join(',', map { $_->{hits} } @{ json_get("$base/_control/faults") }), '20', 'all 20 faults were hit');
+$rec = recovery_seconds();
+cmp_ok($rec, '<=', 6, "20 x 503: last row delivered ${rec}s after the last 503");
+is(sql($node, "SELECT count(*) FROM switchboard.dead_letters WHERE route = 'r_burst20'"), '0',
+	'20 x 503: no dead letters');
 
 # ---------------------------------------------------------------------------------------
 # 3. rate_limit 10/1s, batch_size 1, 200 rows: no 1 s window at the double's clock holds more
