@@ -55,7 +55,8 @@ IntegerInRange(const Json &value, long low, long high)
 		v = value.get<long>();
 	} else if (value.is_number_float()) {
 		double d = value.get<double>();
-		if (!(d >= static_cast<double>(low) && d <= static_cast<double>(high)) || d != static_cast<double>(static_cast<long>(d)))
+		if (!(d >= static_cast<double>(low) && d <= static_cast<double>(high)) ||
+		    d != static_cast<double>(static_cast<long>(d)))
 			return false;
 		v = static_cast<long>(d);
 	} else {
@@ -101,8 +102,7 @@ ValidateHeaders(const std::string &kind, const Connector &connector, const Json 
 			                            Snippet(item.value().dump(), 60));
 		const auto &value = item.value().get_ref<const std::string &>();
 		// CR/LF would let a value start a new header line (header injection).
-		if (std::any_of(value.begin(), value.end(),
-		                [](char c) { return c == '\r' || c == '\n' || c == '\0'; }))
+		if (std::any_of(value.begin(), value.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; }))
 			throw std::invalid_argument("option \"headers\": value of \"" + name +
 			                            "\" may not contain line breaks or NUL");
 	}
@@ -120,8 +120,6 @@ ParseUnsigned(const std::string &text, long max, long *out)
 	return true;
 }
 
-
-
 } // namespace
 
 std::string
@@ -137,7 +135,6 @@ IsDigits(const std::string &text)
 {
 	return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
-
 
 const char *
 OpName(Op op)
@@ -348,7 +345,7 @@ IsoTimestampUtc(int64_t unix_ms)
 	std::tm tm_utc{};
 	if (gmtime_r(&t, &tm_utc) == nullptr)
 		return "1970-01-01T00:00:00.000Z"; // out of range for the platform's time_t
-	char buffer[80]; // room for any int fields, which keeps -Wformat-truncation quiet
+	char buffer[80];                       // room for any int fields, which keeps -Wformat-truncation quiet
 	std::snprintf(buffer, sizeof(buffer), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm_utc.tm_year + 1900,
 	              tm_utc.tm_mon + 1, tm_utc.tm_mday, tm_utc.tm_hour, tm_utc.tm_min, tm_utc.tm_sec,
 	              static_cast<int>(millis));
@@ -416,8 +413,8 @@ Connector::BuildPullRequest(const Endpoint &endpoint, const Route &, const std::
 }
 
 PullPage
-Connector::ParsePullPage(const Endpoint &endpoint, const Route &, PullPhase, const PullCursor &,
-                         const HttpResponse &, const Json &) const
+Connector::ParsePullPage(const Endpoint &endpoint, const Route &, PullPhase, const PullCursor &, const HttpResponse &,
+                         const Json &) const
 {
 	throw std::invalid_argument(endpoint.kind + " endpoints cannot be pulled");
 }

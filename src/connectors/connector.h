@@ -46,13 +46,13 @@ const char *OpName(Op op); // "insert" | "update" | "delete"
 
 // A captured change after translation by the route's mappings.
 struct Change {
-	int64_t id = 0;          // queue id
+	int64_t id = 0; // queue id
 	Op op = Op::Update;
-	std::string key;         // value of match_local
+	std::string key;              // value of match_local
 	Json fields = Json::object(); // remote_field -> typed JSON value; SQL NULL is null
-	std::string remote_id;   // remote record id when known (needed for deletes)
-	std::string event_id;    // stable across retries: idempotency key / webhook id
-	int64_t occurred_at_ms = 0; // commit-side capture time, unix ms
+	std::string remote_id;        // remote record id when known (needed for deletes)
+	std::string event_id;         // stable across retries: idempotency key / webhook id
+	int64_t occurred_at_ms = 0;   // commit-side capture time, unix ms
 };
 
 // Credentials a call is signed with. Kinds with UsesToken() need a token fetched first.
@@ -73,9 +73,9 @@ enum class Outcome { Delivered, Retry, Dead, Skipped };
 
 struct ChangeResult {
 	Outcome outcome = Outcome::Retry;
-	std::string remote_id;     // on Delivered, when the remote returned one
-	std::string error;         // remote's message on Retry / Dead
-	long retry_after_ms = -1;  // honour Retry-After when >= 0
+	std::string remote_id;    // on Delivered, when the remote returned one
+	std::string error;        // remote's message on Retry / Dead
+	long retry_after_ms = -1; // honour Retry-After when >= 0
 };
 
 struct CallResult {
@@ -91,7 +91,7 @@ struct CallResult {
 	// for a call of a single change.
 	bool split = false;
 	long retry_after_ms = -1;
-	std::string error;             // call-level error text (also copied into results)
+	std::string error; // call-level error text (also copied into results)
 };
 
 // An access token fetched before calls can be sent (Salesforce OAuth client credentials).
@@ -135,8 +135,8 @@ struct PullCursor {
 };
 
 struct RemoteRecord {
-	std::string remote_id;  // HubSpot object id, Salesforce Id
-	std::string key;        // the value of route.match_remote; empty when the record has none
+	std::string remote_id;        // HubSpot object id, Salesforce Id
+	std::string key;              // the value of route.match_remote; empty when the record has none
 	Json fields = Json::object(); // remote field -> value exactly as the remote sent it
 	int64_t modified_ms = 0;      // lastmodifieddate / hs_lastmodifieddate / SystemModstamp
 	bool deleted = false;         // from the Deletions phase
@@ -225,8 +225,7 @@ public:
 	// A 2xx answer whose body parsed as a JSON object (ParsePullResponse checked status and
 	// shape); throws std::runtime_error when the body is not what the remote documents.
 	virtual PullPage ParsePullPage(const Endpoint &endpoint, const Route &route, PullPhase phase,
-	                               const PullCursor &cursor, const HttpResponse &response,
-	                               const Json &body) const;
+	                               const PullCursor &cursor, const HttpResponse &response, const Json &body) const;
 };
 
 // ---- The registry (registry.cpp): kind name -> factory -----------------------------------
@@ -317,8 +316,8 @@ std::string IsoTimestampUtc(int64_t unix_ms);
 
 // Standard Webhooks signature "v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>" with the
 // key from a "whsec_<base64>" secret; throws std::invalid_argument for a malformed secret.
-std::string StandardWebhookSignature(const std::string &secret, const std::string &id,
-                                     const std::string &timestamp, const std::string &body);
+std::string StandardWebhookSignature(const std::string &secret, const std::string &id, const std::string &timestamp,
+                                     const std::string &body);
 
 // OpenAI chat completions for enrichment steps. model empty: options.model; both empty
 // throws std::invalid_argument. masked: "Bearer ****" instead of the secret.

@@ -260,7 +260,7 @@ HubSpotNextAfter(const Json &body, const HttpResponse &response, bool *has_next)
 
 PullPage
 ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, const HttpResponse &response,
-             const Json &body)
+                 const Json &body)
 {
 	PullPage page;
 	const bool deletions = phase == PullPhase::Deletions;
@@ -303,31 +303,20 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 	return page;
 }
 
-
 class HubSpotConnector : public Connector {
 public:
-	size_t
-	BulkLimit() const override
-	{
-		return kHubSpotBatchLimit;
-	}
+	size_t BulkLimit() const override { return kHubSpotBatchLimit; }
 
-	std::string
-	MatchRemoteHint() const override
-	{
-		return "the HubSpot property holding the key, e.g. email";
-	}
+	std::string MatchRemoteHint() const override { return "the HubSpot property holding the key, e.g. email"; }
 
-	AnswerClass
-	ClassifyAnswer(const HttpResponse &response) const override
+	AnswerClass ClassifyAnswer(const HttpResponse &response) const override
 	{
 		AnswerClass answer = Connector::ClassifyAnswer(response);
 		answer.stop_endpoint = IsDailyLimit(response);
 		return answer;
 	}
 
-	RequestLimit
-	ExtraLimitFor(const HttpRequest &request) const override
+	RequestLimit ExtraLimitFor(const HttpRequest &request) const override
 	{
 		// Search requests (the pull) count against a per-account limit of their own.
 		const std::string path = request.url.substr(0, request.url.find('?'));
@@ -338,36 +327,28 @@ public:
 		                    "the HubSpot search limit (" + std::to_string(kHubSpotSearchPerSecond) + "/s)"};
 	}
 
-	bool
-	CanPull() const override
-	{
-		return true;
-	}
+	bool CanPull() const override { return true; }
 
-	PullCursor
-	InitialPullCursor() const override
+	PullCursor InitialPullCursor() const override
 	{
 		return PullCursor{"0", ""}; // epoch ms: everything
 	}
 
-	HttpRequest
-	BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
-	                 PullPhase phase, const PullCursor &cursor, const Auth &auth) const override
+	HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+	                             PullPhase phase, const PullCursor &cursor, const Auth &auth) const override
 	{
 		return phase == PullPhase::Changes ? HubSpotChangesRequest(endpoint, route, fields, cursor, auth)
 		                                   : HubSpotDeletionsRequest(endpoint, route, cursor, auth);
 	}
 
-	PullPage
-	ParsePullPage(const Endpoint &, const Route &route, PullPhase phase, const PullCursor &cursor,
-	              const HttpResponse &response, const Json &body) const override
+	PullPage ParsePullPage(const Endpoint &, const Route &route, PullPhase phase, const PullCursor &cursor,
+	                       const HttpResponse &response, const Json &body) const override
 	{
 		return ParseHubSpotPage(route, phase, cursor, response, body);
 	}
 
-	std::vector<Call>
-	BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
-	           const Auth &auth) const override
+	std::vector<Call> BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
+	                             const Auth &auth) const override
 	{
 		std::vector<size_t> upserts, archives;
 		for (size_t i = 0; i < changes.size(); ++i) {
@@ -417,8 +398,8 @@ public:
 		return calls;
 	}
 
-	CallResult
-	ParseResult(const Call &call, const std::vector<Change> &changes, const HttpResponse &response) const override
+	CallResult ParseResult(const Call &call, const std::vector<Change> &changes,
+	                       const HttpResponse &response) const override
 	{
 		CallResult result;
 		long status = response.status;
@@ -456,8 +437,7 @@ public:
 	}
 
 private:
-	static HttpRequest
-	MakeRequest(const Endpoint &endpoint, const std::string &url, std::string body, const Auth &auth)
+	static HttpRequest MakeRequest(const Endpoint &endpoint, const std::string &url, std::string body, const Auth &auth)
 	{
 		HttpRequest request;
 		request.method = "POST";
@@ -470,8 +450,7 @@ private:
 	}
 
 	// 200/201/204/207: everything delivered except the inputs a 207 names in errors[].
-	static CallResult
-	ParseSuccess(const Call &call, const std::vector<Change> &changes, const HttpResponse &response)
+	static CallResult ParseSuccess(const Call &call, const std::vector<Change> &changes, const HttpResponse &response)
 	{
 		const size_t n = call.changes.size();
 		CallResult result;
@@ -593,8 +572,7 @@ private:
 	}
 
 	// The idProperty of the call's inputs (all inputs of one call share it).
-	static std::string
-	MatchRemote(const Call &call)
+	static std::string MatchRemote(const Call &call)
 	{
 		Json body = TryParseRemoteJson(call.request.body);
 		if (body.is_object() && body.contains("inputs") && body["inputs"].is_array() && !body["inputs"].empty() &&

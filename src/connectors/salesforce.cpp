@@ -168,7 +168,7 @@ SalesforceSinceMs(const PullCursor &cursor)
 
 HttpRequest
 SalesforcePullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
-                  PullPhase phase, const PullCursor &cursor, const Auth &auth)
+                      PullPhase phase, const PullCursor &cursor, const Auth &auth)
 {
 	// Before the first token (preview) the instance is unknown; the login host stands in.
 	const std::string instance = auth.instance_url.empty() ? endpoint.base_url : auth.instance_url;
@@ -261,20 +261,11 @@ ParseSalesforcePage(const Route &route, PullPhase phase, const PullCursor &curso
 
 class SalesforceConnector : public Connector {
 public:
-	size_t
-	BulkLimit() const override
-	{
-		return kSalesforceBatchLimit;
-	}
+	size_t BulkLimit() const override { return kSalesforceBatchLimit; }
 
-	std::vector<std::string>
-	ExtraOptions() const override
-	{
-		return {"api_version"};
-	}
+	std::vector<std::string> ExtraOptions() const override { return {"api_version"}; }
 
-	void
-	ValidateOption(const std::string &name, const Json &value) const override
+	void ValidateOption(const std::string &name, const Json &value) const override
 	{
 		if (name != "api_version")
 			return Connector::ValidateOption(name, value);
@@ -290,21 +281,15 @@ public:
 			                            Snippet(value.dump(), 60));
 	}
 
-	std::string
-	MatchRemoteHint() const override
+	std::string MatchRemoteHint() const override
 	{
 		return "the Salesforce external ID field holding the key, e.g. Email__c";
 	}
 
 	// Calls carry the current token and instance, which a refresh may have changed.
-	bool
-	RebuildAtSend() const override
-	{
-		return true;
-	}
+	bool RebuildAtSend() const override { return true; }
 
-	AnswerClass
-	ClassifyAnswer(const HttpResponse &response) const override
+	AnswerClass ClassifyAnswer(const HttpResponse &response) const override
 	{
 		AnswerClass answer = Connector::ClassifyAnswer(response);
 		if (response.status == 401 || response.status == 403) {
@@ -319,53 +304,36 @@ public:
 		return answer;
 	}
 
-	bool
-	UsesToken() const override
-	{
-		return true;
-	}
+	bool UsesToken() const override { return true; }
 
-	HttpRequest
-	BuildTokenRequest(const Endpoint &endpoint) const override
+	HttpRequest BuildTokenRequest(const Endpoint &endpoint) const override
 	{
 		return BuildSalesforceTokenRequest(endpoint);
 	}
 
-	AuthToken
-	ParseTokenResponse(const HttpResponse &response, const std::string &allowed_hosts) const override
+	AuthToken ParseTokenResponse(const HttpResponse &response, const std::string &allowed_hosts) const override
 	{
 		return ParseSalesforceToken(response, allowed_hosts);
 	}
 
-	bool
-	CanPull() const override
-	{
-		return true;
-	}
+	bool CanPull() const override { return true; }
 
-	PullCursor
-	InitialPullCursor() const override
-	{
-		return PullCursor{kSalesforceEpoch, ""};
-	}
+	PullCursor InitialPullCursor() const override { return PullCursor{kSalesforceEpoch, ""}; }
 
-	HttpRequest
-	BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
-	                 PullPhase phase, const PullCursor &cursor, const Auth &auth) const override
+	HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+	                             PullPhase phase, const PullCursor &cursor, const Auth &auth) const override
 	{
 		return SalesforcePullRequest(endpoint, route, fields, phase, cursor, auth);
 	}
 
-	PullPage
-	ParsePullPage(const Endpoint &, const Route &route, PullPhase phase, const PullCursor &cursor,
-	              const HttpResponse &response, const Json &body) const override
+	PullPage ParsePullPage(const Endpoint &, const Route &route, PullPhase phase, const PullCursor &cursor,
+	                       const HttpResponse &response, const Json &body) const override
 	{
 		return ParseSalesforcePage(route, phase, cursor, response, body);
 	}
 
-	std::vector<Call>
-	BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
-	           const Auth &auth) const override
+	std::vector<Call> BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
+	                             const Auth &auth) const override
 	{
 		std::vector<size_t> upserts, deletes;
 		for (size_t i = 0; i < changes.size(); ++i) {
@@ -376,7 +344,8 @@ public:
 		}
 		// Before the first token (preview) the instance is unknown; the login host stands in.
 		const std::string instance = auth.instance_url.empty() ? endpoint.base_url : auth.instance_url;
-		const std::string collection = JoinUrl(instance, "/services/data/v" + ApiVersion(endpoint) + "/composite/sobjects");
+		const std::string collection = JoinUrl(instance,
+		                                       "/services/data/v" + ApiVersion(endpoint) + "/composite/sobjects");
 		const std::string authorization = auth.masked ? "Bearer ****" : "Bearer " + auth.bearer;
 		size_t batch = MaxBatch(endpoint);
 		std::vector<Call> calls;
@@ -426,10 +395,10 @@ public:
 		return calls;
 	}
 
-	CallResult
-	ParseResult(const Call &call, const std::vector<Change> &changes, const HttpResponse &response) const override
+	CallResult ParseResult(const Call &call, const std::vector<Change> &changes,
+	                       const HttpResponse &response) const override
 	{
-		(void)changes; // results come back in request order; nothing to match on
+		(void) changes; // results come back in request order; nothing to match on
 		CallResult result;
 		long status = response.status;
 		Json errors = CallErrors(response);
@@ -465,15 +434,15 @@ public:
 
 private:
 	// 200: one result per record, in request order.
-	static CallResult
-	ParseRecords(const Call &call, const HttpResponse &response)
+	static CallResult ParseRecords(const Call &call, const HttpResponse &response)
 	{
 		std::string refused;
 		Json body = TryParseRemoteJson(response.body, &refused);
 		if (!body.is_array()) {
 			// Repeating an upsert or delete is harmless; a silent Delivered would not be.
-			return UniformResult(call, Outcome::Retry, "HTTP 200 with an unexpected body: " +
-			                                               (refused.empty() ? Snippet(response.body) : refused));
+			return UniformResult(call, Outcome::Retry,
+			                     "HTTP 200 with an unexpected body: " +
+			                         (refused.empty() ? Snippet(response.body) : refused));
 		}
 		CallResult result;
 		const bool is_delete = IsDeleteCall(call);

@@ -30,8 +30,8 @@ public:
 	enum class State { Ok, BackingOff, Open };
 
 	static constexpr int kOpenAfterFailures = 5;
-	static constexpr long kBackoffBaseMs = 1000;      // 1 s, 2 s, 4 s, 8 s while backing off
-	static constexpr long kOpenBaseMs = 30L * 1000;   // first open interval
+	static constexpr long kBackoffBaseMs = 1000;    // 1 s, 2 s, 4 s, 8 s while backing off
+	static constexpr long kOpenBaseMs = 30L * 1000; // first open interval
 	static constexpr long kOpenCapMs = 5L * 60 * 1000;
 	static constexpr long kRetryAfterCapMs = 60L * 60 * 1000;
 	// A pause is at most 1/kProportionDivisor of how long the endpoint has been failing.
@@ -74,7 +74,6 @@ private:
 };
 
 // "ok" | "backing_off" | "open", as shown in the endpoint status views.
-const char *
-CircuitStateName(CircuitBreaker::State state);
+const char *CircuitStateName(CircuitBreaker::State state);
 
 } // namespace switchboard

@@ -332,8 +332,9 @@ Dispatcher::EndpointStatuses() const
 		EndpointStatus status;
 		status.endpoint = entry.first;
 		status.state = CircuitStateName(state.breaker.state());
-		status.next_attempt_at_ms =
-		    state.breaker.state() == CircuitBreaker::State::Ok ? 0 : state.breaker.next_attempt_at_ms();
+		status.next_attempt_at_ms = state.breaker.state() == CircuitBreaker::State::Ok
+		                                ? 0
+		                                : state.breaker.next_attempt_at_ms();
 		status.requests = state.requests;
 		status.errors = state.errors;
 		status.last_error = state.last_error;
@@ -374,10 +375,10 @@ struct DispatchRound {
 		size_t endpoint = 0; // index into endpoints
 		Call call;
 		bool token_request = false;
-		bool resent = false; // already resent once after INVALID_SESSION_ID
-		int64_t sent_at = 0;          // clock ms of the latest submit (breaker rounds)
-		uint64_t limiter_ticket = 0;  // its rate-limit slot, released on its answer
-		uint64_t transfer = 0;        // HttpClient transfer id while in flight, 0 otherwise
+		bool resent = false;         // already resent once after INVALID_SESSION_ID
+		int64_t sent_at = 0;         // clock ms of the latest submit (breaker rounds)
+		uint64_t limiter_ticket = 0; // its rate-limit slot, released on its answer
+		uint64_t transfer = 0;       // HttpClient transfer id while in flight, 0 otherwise
 		// A half of a call the remote refused whole (CallResult::split): its changes were
 		// sent once already, so deferring it (not stopping) costs them the attempt.
 		std::string refused_whole;
@@ -400,9 +401,9 @@ struct DispatchRound {
 		// The token endpoint itself failed (5xx, 429, transport): the changes' own requests
 		// were never sent, so they wait without losing an attempt.
 		bool token_fault_is_endpoint = false;
-		long token_status = 0; // HTTP status of the failed token answer
-		bool refreshed = false;          // the one token refresh of this round is used
-		int64_t limiter_wait_until = 0;  // waiting for a rate-limit slot until then (clock ms)
+		long token_status = 0;          // HTTP status of the failed token answer
+		bool refreshed = false;         // the one token refresh of this round is used
+		int64_t limiter_wait_until = 0; // waiting for a rate-limit slot until then (clock ms)
 	};
 
 	Dispatcher &dispatcher;
@@ -463,7 +464,8 @@ struct DispatchRound {
 			Delivery delivery;
 			delivery.outcome = Outcome::Retry;
 			delivery.attempted = attempted;
-			delivery.error = attempted ? error + " (sent before in a request refused whole: " + job.refused_whole + ")" : error;
+			delivery.error = attempted ? error + " (sent before in a request refused whole: " + job.refused_whole + ")"
+			                           : error;
 			delivery.retry_after_ms = retry_after_ms;
 			Record(job.batch, change, std::move(delivery));
 		}
@@ -509,8 +511,8 @@ struct DispatchRound {
 		long fallback_concurrency = options.default_concurrency;
 		if (e.connector != nullptr && e.connector->DefaultConcurrency() > 0)
 			fallback_concurrency = e.connector->DefaultConcurrency();
-		e.max_concurrency =
-		    static_cast<int>(std::min(PositiveOption(endpoint.options, "max_concurrency", fallback_concurrency), 1000L));
+		e.max_concurrency = static_cast<int>(
+		    std::min(PositiveOption(endpoint.options, "max_concurrency", fallback_concurrency), 1000L));
 		if (e.max_concurrency < 1)
 			e.max_concurrency = 1;
 		e.timeout_ms = PositiveOption(endpoint.options, "timeout_ms", options.timeout_ms);
@@ -600,7 +602,8 @@ struct DispatchRound {
 	void SubmitJob(EndpointRound &e, size_t job_index)
 	{
 		jobs[job_index].sent_at = Now();
-		jobs[job_index].transfer = dispatcher.client_->Submit(jobs[job_index].call.request, e.timeout_ms, RoundTag(job_index));
+		jobs[job_index].transfer = dispatcher.client_->Submit(jobs[job_index].call.request, e.timeout_ms,
+		                                                      RoundTag(job_index));
 		e.in_flight++;
 		in_flight++;
 		e.state->requests++;
@@ -815,9 +818,10 @@ struct DispatchRound {
 
 		if (result.disable_route && !disabled_routes.count(batch.route.name)) {
 			// Shown in route_status and the log: a webhook URL often carries its token.
-			std::string answered =
-			    result.http_status == 410 ? std::string("410 Gone") : "HTTP " + std::to_string(result.http_status);
-			std::string reason = e.endpoint->kind + " endpoint answered " + answered + " at " + MaskUrl(job.call.request.url);
+			std::string answered = result.http_status == 410 ? std::string("410 Gone")
+			                                                 : "HTTP " + std::to_string(result.http_status);
+			std::string reason = e.endpoint->kind + " endpoint answered " + answered + " at " +
+			                     MaskUrl(job.call.request.url);
 			disabled_routes[batch.route.name] = reason;
 			if (route_actions)
 				route_actions->push_back(RouteAction{batch.route.name, reason});
@@ -826,7 +830,8 @@ struct DispatchRound {
 		// A change retried because the endpoint failed should not come back before the
 		// breaker lets requests through again.
 		long breaker_wait = -1;
-		if ((result.endpoint_failure || result.stop_endpoint) && !throttled && breaker.state() != CircuitBreaker::State::Ok)
+		if ((result.endpoint_failure || result.stop_endpoint) && !throttled &&
+		    breaker.state() != CircuitBreaker::State::Ok)
 			breaker_wait = MsUntil(breaker.next_attempt_at_ms(), now);
 		for (size_t p = 0; p < job.call.changes.size(); ++p) {
 			const ChangeResult &one = result.results[p];
@@ -857,7 +862,8 @@ struct DispatchRound {
 		const size_t half = changes.size() / 2;
 		std::vector<Job> parts;
 		for (int h = 0; h < 2; ++h) {
-			std::vector<size_t> part(changes.begin() + (h == 0 ? 0 : half), h == 0 ? changes.begin() + half : changes.end());
+			std::vector<size_t> part(changes.begin() + (h == 0 ? 0 : half),
+			                         h == 0 ? changes.begin() + half : changes.end());
 			std::vector<Change> subset;
 			for (size_t change : part)
 				subset.push_back(batch.changes[change]);
@@ -923,7 +929,8 @@ struct DispatchRound {
 	void Run(const std::function<bool()> &should_stop)
 	{
 		wait_deadline_ms = Now() + std::max(options.max_wait_ms, 0L);
-		wait_deadline_steady = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(options.max_wait_ms, 0L));
+		wait_deadline_steady = std::chrono::steady_clock::now() +
+		                       std::chrono::milliseconds(std::max(options.max_wait_ms, 0L));
 		Plan();
 		for (;;) {
 			if (!stopping && should_stop && should_stop()) {
@@ -1095,7 +1102,8 @@ struct FetchCall {
 			if (next > wait_deadline_ms || std::chrono::steady_clock::now() >= wait_deadline_steady) {
 				std::string limit;
 				if (endpoint_next > *now)
-					limit = state().rate_limit.empty() ? std::string("a Retry-After pause") : "rate limit " + state().rate_limit;
+					limit = state().rate_limit.empty() ? std::string("a Retry-After pause")
+					                                   : "rate limit " + state().rate_limit;
 				else
 					limit = state().extra_limit;
 				*failure = NoAnswer("rate limited: " + limit + " of endpoint " + session.endpoint->name +
@@ -1111,7 +1119,8 @@ struct FetchCall {
 		const Endpoint &endpoint = *session.endpoint;
 		if (session.connector == nullptr)
 			return NoAnswer("not sent: unknown endpoint kind \"" + Snippet(endpoint.kind, 60) + "\"");
-		timeout_ms = PositiveOption(endpoint.options, "timeout_ms", default_timeout_ms > 0 ? default_timeout_ms : 30000);
+		timeout_ms = PositiveOption(endpoint.options, "timeout_ms",
+		                            default_timeout_ms > 0 ? default_timeout_ms : 30000);
 		wait_deadline_ms = Now() + std::max(max_wait_ms, 0L);
 		wait_deadline_steady = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(max_wait_ms, 0L));
 		if (Stopping())

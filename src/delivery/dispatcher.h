@@ -55,17 +55,17 @@ struct RouteAction {
 // For the endpoint_status view.
 struct EndpointStatus {
 	std::string endpoint;
-	std::string state;            // ok | backing_off | open
+	std::string state;              // ok | backing_off | open
 	int64_t next_attempt_at_ms = 0; // 0 when not backing off
-	uint64_t requests = 0;        // HTTP requests sent since the worker started
-	uint64_t errors = 0;          // of those, failed (transport, 4xx/5xx at call level)
+	uint64_t requests = 0;          // HTTP requests sent since the worker started
+	uint64_t errors = 0;            // of those, failed (transport, 4xx/5xx at call level)
 	std::string last_error;
 	int64_t last_error_at_ms = 0;
 };
 
 struct DispatchOptions {
-	long timeout_ms = 30000;     // per request, unless the endpoint's options.timeout_ms says otherwise
-	long max_wait_ms = 5000;     // longest time Deliver waits on rate limits before deferring the rest
+	long timeout_ms = 30000; // per request, unless the endpoint's options.timeout_ms says otherwise
+	long max_wait_ms = 5000; // longest time Deliver waits on rate limits before deferring the rest
 	// per endpoint, unless options.max_concurrency or the connector (DefaultConcurrency:
 	// webhook 16) says otherwise
 	int default_concurrency = 4;
@@ -88,8 +88,7 @@ public:
 	// A call the remote refused whole (CallResult::split) is sent again in halves, down to
 	// single changes, within the round as far as its limits allow.
 	std::vector<Delivery> Deliver(const std::vector<RouteBatch> &batches, const DispatchOptions &options,
-	                              const std::function<bool()> &should_stop,
-	                              std::vector<RouteAction> *route_actions);
+	                              const std::function<bool()> &should_stop, std::vector<RouteAction> *route_actions);
 
 	std::vector<EndpointStatus> EndpointStatuses() const;
 
@@ -116,8 +115,8 @@ public:
 	// a request in flight is abandoned (its answer, a read, is dropped by a later Poll: Fetch
 	// tags have the top bit set and are never taken for Deliver's). As with Deliver, nothing
 	// else may have transfers in flight on the client meanwhile.
-	HttpResponse Fetch(const Endpoint &endpoint, const std::function<HttpRequest(const Auth &)> &build,
-	                   long timeout_ms, long max_wait_ms, const std::function<bool()> &should_stop);
+	HttpResponse Fetch(const Endpoint &endpoint, const std::function<HttpRequest(const Auth &)> &build, long timeout_ms,
+	                   long max_wait_ms, const std::function<bool()> &should_stop);
 
 	// text with the endpoint's credentials (secret, Salesforce client_secret, the cached
 	// token) replaced by "****": for error texts built from what Fetch returned.

@@ -19,18 +19,15 @@ constexpr long kBackoffCapMs = 5L * 60 * 1000;
 constexpr long kRetryAfterCapMs = 60L * 60 * 1000;
 
 // Upper bound of the jittered delay before retry number `attempt` (1 = first retry).
-long
-BackoffCeilingMs(int attempt);
+long BackoffCeilingMs(int attempt);
 
 // Delay before retry number `attempt` (1 = first retry): uniform in [0, BackoffCeilingMs]
 // ("full jitter", so that changes failing together do not retry together), but never
 // less than retry_after_ms when that is >= 0 (capped at kRetryAfterCapMs).
-long
-BackoffMs(int attempt, long retry_after_ms, std::mt19937_64 &rng);
+long BackoffMs(int attempt, long retry_after_ms, std::mt19937_64 &rng);
 
 // `attempts` is how many deliveries were tried so far, the failed one included.
 // A max_attempts below 1 is treated as 1: a change is always tried once.
-bool
-ShouldDeadLetter(int attempts, int max_attempts);
+bool ShouldDeadLetter(int attempts, int max_attempts);
 
 } // namespace switchboard

@@ -187,7 +187,8 @@ private:
 			HttpResponse response = dispatcher_.Fetch(
 			    pull.def.endpoint,
 			    [&](const Auth &auth) {
-				    return BuildPullRequest(pull.def.endpoint, pull.def.route, pull.fields, pull.phase, pull.cursor, auth);
+				    return BuildPullRequest(pull.def.endpoint, pull.def.route, pull.fields, pull.phase, pull.cursor,
+				                            auth);
 			    },
 			    setting_http_timeout_ms, 1000, ShouldStop);
 			std::string error;
@@ -271,8 +272,7 @@ private:
 		DispatchOptions options;
 		options.timeout_ms = setting_http_timeout_ms;
 		std::vector<RouteAction> actions;
-		std::vector<Delivery> deliveries =
-		    dispatcher_.Deliver(claimed.batches, options, ShouldStop, &actions);
+		std::vector<Delivery> deliveries = dispatcher_.Deliver(claimed.batches, options, ShouldStop, &actions);
 
 		Activity("recording " + std::to_string(deliveries.size()) + " results");
 		try {
@@ -313,8 +313,10 @@ private:
 		// transaction) is refused again, and tried again, next round. Its changes are not claimed.
 		try {
 			WorkerTransaction tx;
-			Guarded([] { (void) set_config_option("lock_timeout", "1s", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
-			                                      false); });
+			Guarded([] {
+				(void) set_config_option("lock_timeout", "1s", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+				                         false);
+			});
 			DisableRoutes(disable);
 			tx.Commit();
 		} catch (const std::exception &e) {
@@ -384,7 +386,6 @@ private:
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;
 	bool schema_outdated_ = false;
-
 };
 
 } // namespace

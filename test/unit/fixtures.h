@@ -30,8 +30,8 @@ MakeEndpoint(const std::string &kind, const std::string &base_url, const std::st
 }
 
 inline Route
-MakeRoute(const std::string &remote_object, const std::string &match_remote,
-          const std::string &on_delete = "ignore", const std::string &name = "r1")
+MakeRoute(const std::string &remote_object, const std::string &match_remote, const std::string &on_delete = "ignore",
+          const std::string &name = "r1")
 {
 	Route route;
 	route.name = name;

@@ -42,9 +42,9 @@ ManyUpserts(size_t count)
 {
 	std::vector<Change> changes;
 	for (size_t i = 0; i < count; ++i)
-		changes.push_back(
-		    MakeChange(static_cast<int64_t>(i + 1), Op::Update, "user" + std::to_string(i) + "@example.com",
-		               {{"firstname", "U" + std::to_string(i)}}));
+		changes.push_back(MakeChange(static_cast<int64_t>(i + 1), Op::Update,
+		                             "user" + std::to_string(i) + "@example.com",
+		                             {{"firstname", "U" + std::to_string(i)}}));
 	return changes;
 }
 
@@ -79,9 +79,13 @@ const Headers kHubSpotHeaders = {{"Authorization", "Bearer pat-na1-SECRET"}, {"C
 
 TEST(Crypto, Base64Rfc4648Vectors)
 {
-	const std::vector<std::pair<std::string, std::string>> vectors = {
-	    {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
-	    {"foobar", "Zm9vYmFy"}};
+	const std::vector<std::pair<std::string, std::string>> vectors = {{"", ""},
+	                                                                  {"f", "Zg=="},
+	                                                                  {"fo", "Zm8="},
+	                                                                  {"foo", "Zm9v"},
+	                                                                  {"foob", "Zm9vYg=="},
+	                                                                  {"fooba", "Zm9vYmE="},
+	                                                                  {"foobar", "Zm9vYmFy"}};
 	for (const auto &v : vectors) {
 		EXPECT_EQ(Base64Encode(v.first), v.second);
 		std::string decoded;
@@ -99,10 +103,10 @@ TEST(Crypto, Base64DecodeIsStrict)
 	std::string out = "untouched";
 	EXPECT_FALSE(Base64Decode("Zm9v!", &out));
 	EXPECT_FALSE(Base64Decode("Zm9 v", &out));
-	EXPECT_FALSE(Base64Decode("Z", &out));      // impossible length
-	EXPECT_FALSE(Base64Decode("Zm9=", &out));   // non-zero trailing bits
-	EXPECT_FALSE(Base64Decode("Zg=", &out));    // wrong padding
-	EXPECT_FALSE(Base64Decode("Zm-_", &out));   // url-safe alphabet is not standard base64
+	EXPECT_FALSE(Base64Decode("Z", &out));    // impossible length
+	EXPECT_FALSE(Base64Decode("Zm9=", &out)); // non-zero trailing bits
+	EXPECT_FALSE(Base64Decode("Zg=", &out));  // wrong padding
+	EXPECT_FALSE(Base64Decode("Zm-_", &out)); // url-safe alphabet is not standard base64
 	EXPECT_EQ(out, "untouched");
 	EXPECT_TRUE(Base64Decode("Zm8", &out)); // missing padding tolerated
 	EXPECT_EQ(out, "fo");
@@ -224,8 +228,11 @@ TEST(Options, ParseRateLimit)
 
 TEST(Options, AcceptsEveryKnownOption)
 {
-	Json common = {{"batch_size", 50},      {"max_concurrency", 8}, {"rate_limit", "100/10s"},
-	               {"timeout_ms", 30000},   {"headers", {{"X-Tenant", "acme"}}}};
+	Json common = {{"batch_size", 50},
+	               {"max_concurrency", 8},
+	               {"rate_limit", "100/10s"},
+	               {"timeout_ms", 30000},
+	               {"headers", {{"X-Tenant", "acme"}}}};
 	EXPECT_NO_THROW(ValidateOptions("hubspot", common));
 	Json salesforce = common;
 	salesforce["batch_size"] = 200;
@@ -240,66 +247,109 @@ TEST(Options, AcceptsEveryKnownOption)
 
 TEST(Options, RejectsWithClearMessages)
 {
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"foo", 1}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"foo", 1}});
+	          }),
 	          "unknown option \"foo\" for kind hubspot (known: batch_size, max_concurrency, rate_limit, timeout_ms, "
 	          "headers)");
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"batch_size", "x"}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"batch_size", "x"}});
+	          }),
 	          "option \"batch_size\" must be an integer between 1 and 100, got \"x\"");
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"batch_size", 101}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"batch_size", 101}});
+	          }),
 	          "option \"batch_size\" must be an integer between 1 and 100, got 101");
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("salesforce", {{"batch_size", 201}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("salesforce", {{"batch_size", 201}});
+	          }),
 	          "option \"batch_size\" must be an integer between 1 and 200, got 201");
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"batch_size", 5}}); }).find("must be 1"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("webhook", {{"batch_size", 5}});
+	          }).find("must be 1"),
 	          std::string::npos);
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"batch_size", 2.5}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"batch_size", 2.5}});
+	          }),
 	          "option \"batch_size\" must be an integer between 1 and 100, got 2.5");
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"max_concurrency", 65}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"max_concurrency", 65}});
+	          }),
 	          "option \"max_concurrency\" must be an integer between 1 and 64, got 65");
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"max_concurrency", 0}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"max_concurrency", 0}});
+	          }),
 	          "option \"max_concurrency\" must be an integer between 1 and 64, got 0");
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"timeout_ms", 99}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("webhook", {{"timeout_ms", 99}});
+	          }),
 	          "option \"timeout_ms\" must be an integer between 100 and 600000, got 99");
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"timeout_ms", 600001}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("webhook", {{"timeout_ms", 600001}});
+	          }),
 	          "option \"timeout_ms\" must be an integer between 100 and 600000, got 600001");
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"rate_limit", "100 per 10s"}}); })
-	              .find("option \"rate_limit\" must be a string like \"100/10s\""),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"rate_limit", "100 per 10s"}});
+	          }).find("option \"rate_limit\" must be a string like \"100/10s\""),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"rate_limit", 100}}); }).find("rate_limit"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"rate_limit", 100}});
+	          }).find("rate_limit"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"headers", {{"X-A", 1}}}}); })
-	              .find("value of \"X-A\" must be a string"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"headers", {{"X-A", 1}}}});
+	          }).find("value of \"X-A\" must be a string"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"headers", "X-A: 1"}}); }).find("headers"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"headers", "X-A: 1"}});
+	          }).find("headers"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"headers", {{"Bad Name", "1"}}}}); })
-	              .find("not a valid header name"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"headers", {{"Bad Name", "1"}}}});
+	          }).find("not a valid header name"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"headers", {{"X-A", "1\r\nX-B: 2"}}}}); })
-	              .find("line breaks"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("webhook", {{"headers", {{"X-A", "1\r\nX-B: 2"}}}});
+	          }).find("line breaks"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"headers", {{"authorization", "Bearer x"}}}}); })
-	              .find("may not set \"authorization\""),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"headers", {{"authorization", "Bearer x"}}}});
+	          }).find("may not set \"authorization\""),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("webhook", {{"headers", {{"Webhook-Signature", "x"}}}}); })
-	              .find("may not set"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("webhook", {{"headers", {{"Webhook-Signature", "x"}}}});
+	          }).find("may not set"),
 	          std::string::npos);
-	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", {{"api_version", "59.0"}}); }),
+	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", {{"api_version", "59.0"}});
+	          }),
 	          "unknown option \"api_version\" for kind hubspot (known: batch_size, max_concurrency, rate_limit, "
 	          "timeout_ms, headers)");
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("salesforce", {{"api_version", "59.0/../x"}}); })
-	              .find("api_version"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("salesforce", {{"api_version", "59.0/../x"}});
+	          }).find("api_version"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("salesforce", {{"api_version", 59}}); }).find("api_version"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("salesforce", {{"api_version", 59}});
+	          }).find("api_version"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("salesforce", {{"model", "gpt"}}); })
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("salesforce", {{"model", "gpt"}});
+	          })
 	              .find("unknown option \"model\" for kind salesforce (known: batch_size, max_concurrency, rate_limit, "
 	                    "timeout_ms, headers, api_version)"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("openai", {{"model", ""}}); }).find("model"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("openai", {{"model", ""}});
+	          }).find("model"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("hubspot", Json::array()); }).find("JSON object"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("hubspot", Json::array());
+	          }).find("JSON object"),
 	          std::string::npos);
-	EXPECT_NE(ExpectThrows<std::invalid_argument>([] { ValidateOptions("zendesk", Json::object()); }).find("unknown endpoint kind"),
+	EXPECT_NE(ExpectThrows<std::invalid_argument>([] {
+		          ValidateOptions("zendesk", Json::object());
+	          }).find("unknown endpoint kind"),
 	          std::string::npos);
 }
 
@@ -315,28 +365,28 @@ protected:
 
 TEST_F(HubSpotTest, UpsertRequestShape)
 {
-	std::vector<Change> changes = {
-	    MakeChange(1, Op::Insert, "ada@example.com", {{"firstname", "Ada"}, {"lastname", "Lovelace"}}),
-	    MakeChange(2, Op::Update, "bob@example.com", {{"firstname", "Bob"}})};
+	std::vector<Change> changes = {MakeChange(1, Op::Insert, "ada@example.com",
+	                                          {{"firstname", "Ada"}, {"lastname", "Lovelace"}}),
+	                               MakeChange(2, Op::Update, "bob@example.com", {{"firstname", "Bob"}})};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	const HttpRequest &request = calls[0].request;
 	EXPECT_EQ(request.method, "POST");
 	EXPECT_EQ(request.url, "https://api.hubapi.com/crm/v3/objects/contacts/batch/upsert");
 	EXPECT_EQ(request.headers, kHubSpotHeaders);
-	EXPECT_EQ(request.body,
-	          R"({"inputs":[)"
-	          R"({"idProperty":"email","id":"ada@example.com","properties":{"firstname":"Ada","lastname":"Lovelace"},"objectWriteTraceId":"evt_1"},)"
-	          R"({"idProperty":"email","id":"bob@example.com","properties":{"firstname":"Bob"},"objectWriteTraceId":"evt_2"}]})");
+	EXPECT_EQ(
+	    request.body,
+	    R"({"inputs":[)"
+	    R"({"idProperty":"email","id":"ada@example.com","properties":{"firstname":"Ada","lastname":"Lovelace"},"objectWriteTraceId":"evt_1"},)"
+	    R"({"idProperty":"email","id":"bob@example.com","properties":{"firstname":"Bob"},"objectWriteTraceId":"evt_2"}]})");
 	EXPECT_EQ(calls[0].changes, std::vector<size_t>({0, 1}));
 }
 
 TEST_F(HubSpotTest, PropertyValuesAreRenderedAsStrings)
 {
-	Json fields = {{"s", "text"},       {"i", 42},        {"neg", -7},          {"f", 3.25},
-	               {"t", true},         {"b", false},     {"n", nullptr},       {"o", {{"a", 1}}},
-	               {"arr", {1, "two"}}, {"empty", ""},    {"date", "2026-11-24"},
-	               {"nested", {{1}, 2}}};
+	Json fields = {{"s", "text"},          {"i", 42},           {"neg", -7},       {"f", 3.25},         {"t", true},
+	               {"b", false},           {"n", nullptr},      {"o", {{"a", 1}}}, {"arr", {1, "two"}}, {"empty", ""},
+	               {"date", "2026-11-24"}, {"nested", {{1}, 2}}};
 	auto calls = connector->BuildCalls(endpoint, route, {MakeChange(1, Op::Update, "k", fields)}, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	Json properties = Json::parse(calls[0].request.body)["inputs"][0]["properties"];
@@ -423,12 +473,11 @@ TEST_F(HubSpotTest, MaskedPreviewHasNoSecret)
 
 TEST_F(HubSpotTest, SuccessMatchesIdsByEchoedPropertyCaseInsensitively)
 {
-	std::vector<Change> changes = {MakeChange(1, Op::Update, "Ada@Example.com"), MakeChange(2, Op::Update, "bob@example.com")};
+	std::vector<Change> changes = {MakeChange(1, Op::Update, "Ada@Example.com"),
+	                               MakeChange(2, Op::Update, "bob@example.com")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	// Out of order, and HubSpot lower-cases emails.
-	auto result = connector->ParseResult(
-	    calls[0], changes,
-	    Answer(200, R"({"status":"COMPLETE","results":[
+	auto result = connector->ParseResult(calls[0], changes, Answer(200, R"({"status":"COMPLETE","results":[
 	        {"id":"702","properties":{"email":"bob@example.com"},"new":true},
 	        {"id":"701","properties":{"email":"ada@example.com"},"new":false}]})"));
 	EXPECT_EQ(result.http_status, 200);
@@ -513,15 +562,15 @@ TEST_F(HubSpotTest, PartialFailureWithUnattributedErrorRetriesTheUncertain)
 
 TEST_F(HubSpotTest, ArchiveResults)
 {
-	std::vector<Change> changes = {MakeChange(1, Op::Delete, "a", {}, "501"), MakeChange(2, Op::Delete, "b", {}, "502")};
+	std::vector<Change> changes = {MakeChange(1, Op::Delete, "a", {}, "501"),
+	                               MakeChange(2, Op::Delete, "b", {}, "502")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	auto result = connector->ParseResult(calls[0], changes, Answer(204, ""));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
 	EXPECT_EQ(result.results[1].outcome, Outcome::Delivered);
-	result = connector->ParseResult(
-	    calls[0], changes,
-	    Answer(207, R"({"errors":[{"message":"not allowed","context":{"ids":["502"]}}]})"));
+	result = connector->ParseResult(calls[0], changes,
+	                                Answer(207, R"({"errors":[{"message":"not allowed","context":{"ids":["502"]}}]})"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
 	EXPECT_EQ(result.results[1].outcome, Outcome::Dead);
 	EXPECT_EQ(result.results[1].error, "not allowed");
@@ -546,15 +595,20 @@ TEST_F(HubSpotTest, CallLevelErrors)
 		EXPECT_EQ(result.results[0].outcome, Outcome::Dead) << status;
 	}
 
-	result = connector->ParseResult(call, changes, Answer(429, R"({"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"})",
-	                                                        {{"retry-after", "10"}}));
+	result = connector->ParseResult(
+	    call, changes,
+	    Answer(
+	        429,
+	        R"({"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"})",
+	        {{"retry-after", "10"}}));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_EQ(result.results[1].retry_after_ms, 10000);
 	EXPECT_EQ(result.retry_after_ms, 10000);
 	EXPECT_TRUE(result.endpoint_failure);
 	EXPECT_FALSE(result.stop_endpoint);
 
-	result = connector->ParseResult(call, changes, Answer(429, R"({"status":"error","message":"daily limit","policyName":"DAILY"})"));
+	result = connector->ParseResult(call, changes,
+	                                Answer(429, R"({"status":"error","message":"daily limit","policyName":"DAILY"})"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.stop_endpoint);
 	EXPECT_EQ(result.retry_after_ms, -1);
@@ -577,7 +631,8 @@ TEST_F(HubSpotTest, CallLevelErrors)
 	EXPECT_NE(result.error.find("Connection refused"), std::string::npos);
 
 	for (long status : {401L, 403L}) {
-		result = connector->ParseResult(call, changes, Answer(status, R"({"status":"error","message":"Authentication credentials not found."})"));
+		result = connector->ParseResult(
+		    call, changes, Answer(status, R"({"status":"error","message":"Authentication credentials not found."})"));
 		EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 		EXPECT_EQ(result.results[0].error.rfind("authentication failed", 0), 0u) << result.results[0].error;
 	}
@@ -617,10 +672,9 @@ TEST_F(SalesforceTest, TokenRequestShape)
 	HttpRequest request = BuildSalesforceTokenRequest(endpoint);
 	EXPECT_EQ(request.method, "POST");
 	EXPECT_EQ(request.url, "https://login.salesforce.com/services/oauth2/token");
-	EXPECT_EQ(request.headers, Headers({{"Content-Type", "application/x-www-form-urlencoded"},
-	                                    {"Accept", "application/json"}}));
-	EXPECT_EQ(request.body,
-	          "grant_type=client_credentials&client_id=3MVG9%20id%26x&client_secret=TOPSECRET%3D%2B%2F");
+	EXPECT_EQ(request.headers,
+	          Headers({{"Content-Type", "application/x-www-form-urlencoded"}, {"Accept", "application/json"}}));
+	EXPECT_EQ(request.body, "grant_type=client_credentials&client_id=3MVG9%20id%26x&client_secret=TOPSECRET%3D%2B%2F");
 }
 
 TEST_F(SalesforceTest, TokenRequestRejectsBadSecretWithoutQuotingIt)
@@ -641,10 +695,12 @@ TEST_F(SalesforceTest, ParseToken)
 	EXPECT_EQ(token.instance_url, "https://acme.my.salesforce.com");
 
 	try {
-		ParseSalesforceToken(Answer(400, R"({"error":"invalid_client","error_description":"invalid client credentials"})"));
+		ParseSalesforceToken(
+		    Answer(400, R"({"error":"invalid_client","error_description":"invalid client credentials"})"));
 		FAIL() << "expected runtime_error";
 	} catch (const std::runtime_error &e) {
-		EXPECT_STREQ(e.what(), "salesforce token request failed (HTTP 400): invalid_client - invalid client credentials");
+		EXPECT_STREQ(e.what(),
+		             "salesforce token request failed (HTTP 400): invalid_client - invalid client credentials");
 	}
 	try {
 		ParseSalesforceToken(Answer(200, R"({"access_token":"LIVE-TOKEN"})"));
@@ -684,14 +740,16 @@ TEST_F(SalesforceTest, TokenInstanceUrlMustPassTheHostPolicy)
 	EXPECT_EQ(ParseSalesforceToken(answer("https://acme.my.salesforce.com"), "*.my.salesforce.com").instance_url,
 	          "https://acme.my.salesforce.com");
 	// Loopback (the tests' doubles) may be plain http.
-	EXPECT_EQ(ParseSalesforceToken(answer("http://127.0.0.1:5000/"), "127.0.0.1").instance_url, "http://127.0.0.1:5000");
+	EXPECT_EQ(ParseSalesforceToken(answer("http://127.0.0.1:5000/"), "127.0.0.1").instance_url,
+	          "http://127.0.0.1:5000");
 	EXPECT_EQ(ParseSalesforceToken(answer("http://localhost:5000"), "").instance_url, "http://localhost:5000");
 }
 
 TEST_F(SalesforceTest, ErrorExcerptsAreMasked)
 {
 	try {
-		ParseSalesforceToken(Answer(500, R"(upstream said: client_secret=abc123&password=hunter2 via https://idp.example/x/y)"));
+		ParseSalesforceToken(
+		    Answer(500, R"(upstream said: client_secret=abc123&password=hunter2 via https://idp.example/x/y)"));
 		FAIL() << "expected runtime_error";
 	} catch (const std::runtime_error &e) {
 		std::string text = e.what();
@@ -704,19 +762,23 @@ TEST_F(SalesforceTest, ErrorExcerptsAreMasked)
 TEST_F(SalesforceTest, UpsertRequestShape)
 {
 	std::vector<Change> changes = {
-	    MakeChange(1, Op::Insert, "C-1", {{"LastName", "Lovelace"}, {"Score__c", 42}, {"Phone", nullptr}, {"Active__c", true}}),
+	    MakeChange(1, Op::Insert, "C-1",
+	               {{"LastName", "Lovelace"}, {"Score__c", 42}, {"Phone", nullptr}, {"Active__c", true}}),
 	    MakeChange(2, Op::Update, "C-2", {{"LastName", "Hopper"}, {"External_Id__c", "ignored"}})};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	ASSERT_EQ(calls.size(), 1u);
 	const HttpRequest &request = calls[0].request;
 	EXPECT_EQ(request.method, "PATCH");
-	EXPECT_EQ(request.url, "https://acme.my.salesforce.com/services/data/v59.0/composite/sobjects/Contact/External_Id__c");
-	EXPECT_EQ(request.headers, Headers({{"Authorization", "Bearer 00Dxx!ACCESSTOKEN"}, {"Content-Type", "application/json"}}));
+	EXPECT_EQ(request.url,
+	          "https://acme.my.salesforce.com/services/data/v59.0/composite/sobjects/Contact/External_Id__c");
+	EXPECT_EQ(request.headers,
+	          Headers({{"Authorization", "Bearer 00Dxx!ACCESSTOKEN"}, {"Content-Type", "application/json"}}));
 	// Typed values; SQL NULL stays null; the key is never overwritten by a mapped field.
-	EXPECT_EQ(request.body,
-	          R"({"allOrNone":false,"records":[)"
-	          R"({"attributes":{"type":"Contact"},"External_Id__c":"C-1","Active__c":true,"LastName":"Lovelace","Phone":null,"Score__c":42},)"
-	          R"({"attributes":{"type":"Contact"},"External_Id__c":"C-2","LastName":"Hopper"}]})");
+	EXPECT_EQ(
+	    request.body,
+	    R"({"allOrNone":false,"records":[)"
+	    R"({"attributes":{"type":"Contact"},"External_Id__c":"C-1","Active__c":true,"LastName":"Lovelace","Phone":null,"Score__c":42},)"
+	    R"({"attributes":{"type":"Contact"},"External_Id__c":"C-2","LastName":"Hopper"}]})");
 	EXPECT_EQ(calls[0].changes, std::vector<size_t>({0, 1}));
 }
 
@@ -726,7 +788,8 @@ TEST_F(SalesforceTest, ApiVersionAndInstanceFallback)
 	auth.instance_url.clear();
 	auth.masked = true;
 	auto calls = connector->BuildCalls(endpoint, route, {MakeChange(1, Op::Update, "C-1")}, auth);
-	EXPECT_EQ(calls[0].request.url, "https://login.salesforce.com/services/data/v61.0/composite/sobjects/Contact/External_Id__c");
+	EXPECT_EQ(calls[0].request.url,
+	          "https://login.salesforce.com/services/data/v61.0/composite/sobjects/Contact/External_Id__c");
 	EXPECT_EQ(HeaderValue(calls[0].request.headers, "Authorization"), "Bearer ****");
 	std::string wire = WireText(calls[0].request);
 	EXPECT_EQ(wire.find("ACCESSTOKEN"), std::string::npos);
@@ -784,7 +847,8 @@ TEST_F(SalesforceTest, PerRecordResults)
 	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
 	EXPECT_EQ(result.results[0].remote_id, "003000000000001");
 	EXPECT_EQ(result.results[1].outcome, Outcome::Dead);
-	EXPECT_EQ(result.results[1].error, "REQUIRED_FIELD_MISSING: Required fields are missing: [LastName] (fields: LastName,Account)");
+	EXPECT_EQ(result.results[1].error,
+	          "REQUIRED_FIELD_MISSING: Required fields are missing: [LastName] (fields: LastName,Account)");
 	EXPECT_EQ(result.results[2].outcome, Outcome::Retry);
 	EXPECT_EQ(result.results[2].error, "UNABLE_TO_LOCK_ROW: unable to obtain exclusive access");
 	EXPECT_EQ(result.results[3].outcome, Outcome::Retry); // no result for it at all
@@ -798,8 +862,9 @@ TEST_F(SalesforceTest, InvalidSessionAsksForANewToken)
 {
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "C-1"), MakeChange(2, Op::Update, "C-2")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
-	auto result = connector->ParseResult(calls[0], changes,
-	                                     Answer(401, R"([{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}])"));
+	auto result = connector->ParseResult(
+	    calls[0], changes,
+	    Answer(401, R"([{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}])"));
 	EXPECT_TRUE(result.refresh_auth);
 	EXPECT_FALSE(result.endpoint_failure);
 	EXPECT_EQ(result.http_status, 401);
@@ -815,16 +880,18 @@ TEST_F(SalesforceTest, RequestLimitExceededIsARateLimit)
 {
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "C-1")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
-	auto result = connector->ParseResult(calls[0], changes,
-	                                     Answer(403, R"([{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}])",
-	                                              {{"retry-after", "60"}}));
+	auto result = connector->ParseResult(
+	    calls[0], changes,
+	    Answer(403, R"([{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}])",
+	           {{"retry-after", "60"}}));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.endpoint_failure);
 	EXPECT_EQ(result.retry_after_ms, 60000);
 	EXPECT_EQ(result.results[0].error, "HTTP 403 REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.");
 
 	result = connector->ParseResult(calls[0], changes,
-	                                Answer(403, R"([{"message":"insufficient access","errorCode":"INSUFFICIENT_ACCESS"}])"));
+	                                Answer(403,
+	                                       R"([{"message":"insufficient access","errorCode":"INSUFFICIENT_ACCESS"}])"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 }
 
@@ -832,13 +899,18 @@ TEST_F(SalesforceTest, OtherCallLevelErrors)
 {
 	std::vector<Change> changes = {MakeChange(1, Op::Update, "C-1")};
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
-	auto result = connector->ParseResult(calls[0], changes, Answer(400, R"([{"message":"No such column 'Foo__c' on sobject of type Contact","errorCode":"INVALID_FIELD","fields":["Foo__c"]}])"));
+	auto result = connector->ParseResult(
+	    calls[0], changes,
+	    Answer(
+	        400,
+	        R"([{"message":"No such column 'Foo__c' on sobject of type Contact","errorCode":"INVALID_FIELD","fields":["Foo__c"]}])"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
 	EXPECT_EQ(result.results[0].error,
 	          "HTTP 400 INVALID_FIELD: No such column 'Foo__c' on sobject of type Contact (fields: Foo__c)");
 	EXPECT_FALSE(result.endpoint_failure);
 
-	result = connector->ParseResult(calls[0], changes, Answer(503, R"([{"message":"down","errorCode":"SERVER_UNAVAILABLE"}])"));
+	result = connector->ParseResult(calls[0], changes,
+	                                Answer(503, R"([{"message":"down","errorCode":"SERVER_UNAVAILABLE"}])"));
 	EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
 	EXPECT_TRUE(result.endpoint_failure);
 
@@ -864,8 +936,8 @@ TEST_F(WebhookTest, StandardWebhooksVector)
 	                                   "1614265330", "{\"test\": 2432232314}"),
 	          "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
 	// Without the prefix the whole secret is the base64 key.
-	EXPECT_EQ(StandardWebhookSignature("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
-	                                   "1614265330", "{\"test\": 2432232314}"),
+	EXPECT_EQ(StandardWebhookSignature("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+	                                   "{\"test\": 2432232314}"),
 	          "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
 	EXPECT_EQ(ExpectThrows<std::invalid_argument>([] { StandardWebhookSignature("whsec_not base64!", "i", "1", "b"); }),
 	          "webhook secret must be whsec_<base64>");
@@ -883,9 +955,8 @@ TEST_F(WebhookTest, RequestShapeAndSignature)
 	const HttpRequest &request = calls[0].request;
 	EXPECT_EQ(request.method, "POST");
 	EXPECT_EQ(request.url, "https://hooks.example.com/in/switchboard");
-	EXPECT_EQ(request.body,
-	          R"({"type":"contact.insert","id":"msg_2Lh7uWm","timestamp":"2026-11-24T10:00:00.123Z",)"
-	          R"("data":{"email":"ada@example.com","score":97,"tags":["a","b"]}})");
+	EXPECT_EQ(request.body, R"({"type":"contact.insert","id":"msg_2Lh7uWm","timestamp":"2026-11-24T10:00:00.123Z",)"
+	                        R"("data":{"email":"ada@example.com","score":97,"tags":["a","b"]}})");
 	std::string key = ReferenceBase64Decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
 	std::string expected_signature = ReferenceSignature(key, "msg_2Lh7uWm.1795514400." + request.body);
 	EXPECT_EQ(request.headers, Headers({{"Content-Type", "application/json"},
@@ -901,8 +972,7 @@ TEST_F(WebhookTest, RequestShapeAndSignature)
 	EXPECT_EQ(again[0].request.body, request.body);
 	EXPECT_EQ(again[0].request.headers[1], request.headers[1]);
 	EXPECT_EQ(again[0].request.headers[2], Header({"webhook-timestamp", "1795518000"}));
-	EXPECT_EQ(again[0].request.headers[3].second,
-	          ReferenceSignature(key, "msg_2Lh7uWm.1795518000." + request.body));
+	EXPECT_EQ(again[0].request.headers[3].second, ReferenceSignature(key, "msg_2Lh7uWm.1795518000." + request.body));
 }
 
 TEST_F(WebhookTest, OneCallPerChangeAndDeletes)
@@ -936,8 +1006,8 @@ TEST_F(WebhookTest, NoSecretNoSignatureHeaders)
 TEST_F(WebhookTest, MaskedPreviewHasNoSecretOrSignature)
 {
 	std::vector<Change> changes = {MakeChange(1, Op::Insert, "1", {{"a", 1}})};
-	std::string real_signature =
-	    HeaderValue(connector->BuildCalls(endpoint, route, changes, auth)[0].request.headers, "webhook-signature");
+	std::string real_signature = HeaderValue(connector->BuildCalls(endpoint, route, changes, auth)[0].request.headers,
+	                                         "webhook-signature");
 	auth.masked = true;
 	auto calls = connector->BuildCalls(endpoint, route, changes, auth);
 	std::string wire = WireText(calls[0].request);
@@ -950,8 +1020,8 @@ TEST_F(WebhookTest, MaskedPreviewHasNoSecretOrSignature)
 TEST_F(WebhookTest, MalformedSecretIsRejected)
 {
 	endpoint.secret = "whsec_***not-base64***";
-	std::string message =
-	    ExpectThrows<std::invalid_argument>([&] { connector->BuildCalls(endpoint, route, {MakeChange(1, Op::Insert, "1")}, auth); });
+	std::string message = ExpectThrows<std::invalid_argument>(
+	    [&] { connector->BuildCalls(endpoint, route, {MakeChange(1, Op::Insert, "1")}, auth); });
 	EXPECT_EQ(message, "webhook secret must be whsec_<base64>");
 }
 
@@ -1002,7 +1072,8 @@ TEST(OpenAI, ChatRequestShape)
 	HttpRequest request = BuildChatRequest(endpoint, "", messages);
 	EXPECT_EQ(request.method, "POST");
 	EXPECT_EQ(request.url, "https://api.openai.com/v1/chat/completions");
-	EXPECT_EQ(request.headers, Headers({{"Authorization", "Bearer sk-SECRETKEY"}, {"Content-Type", "application/json"}}));
+	EXPECT_EQ(request.headers,
+	          Headers({{"Authorization", "Bearer sk-SECRETKEY"}, {"Content-Type", "application/json"}}));
 	EXPECT_EQ(request.body, R"({"model":"gpt-4o-mini","messages":[{"content":"Score this lead","role":"user"}],)"
 	                        R"("response_format":{"type":"json_object"}})");
 	EXPECT_EQ(Json::parse(BuildChatRequest(endpoint, "gpt-4.1", messages).body)["model"], "gpt-4.1");
@@ -1026,13 +1097,16 @@ TEST(OpenAI, ChatResults)
 	result = ParseChatResult(Answer(200, R"({"choices":[{"message":{"content":"not json"}}]})"));
 	EXPECT_EQ(result.outcome, Outcome::Retry);
 
-	result = ParseChatResult(Answer(429, R"({"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}})"));
+	result = ParseChatResult(Answer(
+	    429,
+	    R"({"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}})"));
 	EXPECT_EQ(result.outcome, Outcome::Dead);
 	EXPECT_TRUE(result.stop_endpoint);
 	EXPECT_NE(result.error.find("exceeded your current quota"), std::string::npos);
 
-	result = ParseChatResult(Answer(429, R"({"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}})",
-	                                  {{"retry-after", "2"}}));
+	result = ParseChatResult(
+	    Answer(429, R"({"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}})",
+	           {{"retry-after", "2"}}));
 	EXPECT_EQ(result.outcome, Outcome::Retry);
 	EXPECT_FALSE(result.stop_endpoint);
 	EXPECT_TRUE(result.endpoint_failure);

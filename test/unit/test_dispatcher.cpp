@@ -88,7 +88,8 @@ ExpectOnePerChange(const std::vector<RouteBatch> &batches, const std::vector<Del
 	std::set<std::pair<std::string, int64_t>> seen;
 	for (const auto &delivery : deliveries) {
 		auto id = std::make_pair(delivery.route, delivery.change_id);
-		EXPECT_TRUE(wanted.count(id)) << "delivery for an unknown change " << delivery.route << "/" << delivery.change_id;
+		EXPECT_TRUE(wanted.count(id)) << "delivery for an unknown change " << delivery.route << "/"
+		                              << delivery.change_id;
 		EXPECT_TRUE(seen.insert(id).second) << "two deliveries for " << delivery.route << "/" << delivery.change_id;
 		if (wanted.count(id)) {
 			EXPECT_EQ(delivery.key, wanted[id]);
@@ -134,8 +135,7 @@ HubSpotUpsertOk(const ServerRequest &request)
 	Json body = Json::parse(request.body);
 	Json results = Json::array();
 	for (const auto &input : body["inputs"])
-		results.push_back({{"id", "r-" + input["id"].get<std::string>()},
-		                   {"properties", {{"email", input["id"]}}}});
+		results.push_back({{"id", "r-" + input["id"].get<std::string>()}, {"properties", {{"email", input["id"]}}}});
 	return JsonReply(200, {{"status", "COMPLETE"}, {"results", results}});
 }
 
@@ -150,15 +150,16 @@ HubSpotUpsertStrict(const ServerRequest &request)
 	for (const auto &input : body["inputs"]) {
 		const std::string id = input["id"].get<std::string>();
 		if (id.empty() || !seen.insert(Lower(id)).second)
-			return JsonReply(400, {{"status", "error"},
-			                       {"category", "VALIDATION_ERROR"},
-			                       {"message", id.empty() ? std::string("inputs[].id is required for upsert")
-			                                              : "Duplicate IDs found in batch input: [" + Lower(id) + "]"}});
+			return JsonReply(400,
+			                 {{"status", "error"},
+			                  {"category", "VALIDATION_ERROR"},
+			                  {"message", id.empty() ? std::string("inputs[].id is required for upsert")
+			                                         : "Duplicate IDs found in batch input: [" + Lower(id) + "]"}});
 	}
 	Json results = Json::array();
 	for (const auto &input : body["inputs"])
-		results.insert(results.begin(), Json{{"id", "r-" + input["id"].get<std::string>()},
-		                                     {"properties", {{"email", input["id"]}}}});
+		results.insert(results.begin(),
+		               Json{{"id", "r-" + input["id"].get<std::string>()}, {"properties", {{"email", input["id"]}}}});
 	return JsonReply(200, {{"status", "COMPLETE"}, {"results", results}});
 }
 
@@ -169,7 +170,8 @@ SalesforceUpsertOk(const ServerRequest &request)
 	Json body = Json::parse(request.body);
 	Json results = Json::array();
 	for (size_t i = 0; i < body["records"].size(); ++i)
-		results.push_back({{"id", "003" + std::to_string(i)}, {"success", true}, {"created", true}, {"errors", Json::array()}});
+		results.push_back(
+		    {{"id", "003" + std::to_string(i)}, {"success", true}, {"created", true}, {"errors", Json::array()}});
 	return JsonReply(200, results);
 }
 
@@ -210,7 +212,8 @@ TEST_F(DispatcherTest, HubSpotBatchesInCallsOfAtMost100)
 	server.On("/crm/v3/objects/contacts/batch/upsert", HubSpotUpsertOk);
 	Dispatcher dispatcher(&client);
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 250))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 250))};
 
 	auto deliveries = Deliver(dispatcher, batches);
 
@@ -252,7 +255,8 @@ TEST_F(DispatcherTest, HubSpot207FailsOnlyTheNamedInput)
 	});
 	Dispatcher dispatcher(&client);
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
 
 	auto by_id = ById(Deliver(dispatcher, batches));
 
@@ -276,7 +280,8 @@ TEST_F(DispatcherTest, HubSpotWholeBatch400IsSplitUntilTheBadInputIsAlone)
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 	std::vector<Change> changes = MakeChanges(1, 50);
 	changes[20].key = ""; // change 21: an empty match_local value
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), changes)};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), changes)};
 
 	auto by_id = ById(Deliver(dispatcher, batches));
 
@@ -305,7 +310,8 @@ TEST_F(DispatcherTest, HubSpotKeysDifferingOnlyInCaseAreSentApart)
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 	std::vector<Change> changes = MakeChanges(1, 8);
 	changes[6].key = "USER2@example.com"; // the same HubSpot contact as change 2
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), changes)};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), changes)};
 
 	auto by_id = ById(Deliver(dispatcher, batches));
 
@@ -325,7 +331,8 @@ TEST_F(DispatcherTest, SplitHalvesLeftForTheNextRoundCountTheirAttempt)
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"rate_limit", "1/10s"}}, "hs");
 	std::vector<Change> changes = MakeChanges(1, 4);
 	changes[1].key = "";
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), changes)};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), changes)};
 	DispatchOptions options;
 	options.max_wait_ms = 100;
 
@@ -346,8 +353,10 @@ TEST_F(DispatcherTest, ServerErrorBacksOffAndDefersTheRest)
 		return JsonReply(503, {{"status", "error"}, {"message", "service down"}, {"category", "UNAVAILABLE"}});
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}}, "hs");
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}},
+	                                "hs");
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
 
 	int64_t before = UnixMsNow();
 	auto by_id = ById(Deliver(dispatcher, batches));
@@ -414,8 +423,10 @@ TEST_F(DispatcherTest, TooManyRequestsHonoursRetryAfterAndPenalizesTheLimiter)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 2}}, "hs");
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))};
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 2}},
+	                                "hs");
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))};
 
 	auto deliveries = Deliver(dispatcher, batches);
 	int limited = 0;
@@ -453,8 +464,10 @@ TEST_F(DispatcherTest, DailyQuotaStopsTheEndpointForAnHour)
 		return JsonReply(429, {{"status", "error"}, {"message", "daily limit reached"}, {"policyName", "DAILY"}});
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}}, "hs");
-	std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
+	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"batch_size", 1}, {"max_concurrency", 1}},
+	                                "hs");
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 3))};
 
 	auto deliveries = Deliver(dispatcher, batches);
 	EXPECT_EQ(server.RequestCount(), 1u);
@@ -479,7 +492,8 @@ TEST_F(DispatcherTest, RateLimitNeverExceededWithinAWindow)
 	server.On("/hook", [](const ServerRequest &) { return ServerReply(); });
 	Dispatcher dispatcher(&client);
 	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", {{"rate_limit", "5/1s"}}, "wh");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 12))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 12))};
 
 	auto start = SteadyClock::now();
 	auto deliveries = Deliver(dispatcher, batches);
@@ -506,7 +520,8 @@ TEST_F(DispatcherTest, RateLimitDefersWhatCannotBeSentWithinMaxWait)
 	server.On("/hook", [](const ServerRequest &) { return ServerReply(); });
 	Dispatcher dispatcher(&client);
 	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", {{"rate_limit", "5/1s"}}, "wh");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 12))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 12))};
 	DispatchOptions options;
 	options.max_wait_ms = 200;
 
@@ -542,7 +557,8 @@ TEST_F(DispatcherTest, MaxConcurrencyBoundsRequestsInFlight)
 	});
 	Dispatcher dispatcher(&client);
 	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", {{"max_concurrency", 2}}, "wh");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 6))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 6))};
 
 	auto start = SteadyClock::now();
 	for (const auto &delivery : Deliver(dispatcher, batches))
@@ -560,11 +576,15 @@ protected:
 	const std::string kSecret = R"({"client_id":"cid-1","client_secret":"s3cr3t-value"})";
 	const std::string kDataPath = "/inst/services/data/v59.0/composite/sobjects/Contact/Email__c";
 
-	Endpoint SalesforceEndpoint() { return MakeEndpoint("salesforce", server.Url("/login"), kSecret, Json::object(), "sf"); }
+	Endpoint SalesforceEndpoint()
+	{
+		return MakeEndpoint("salesforce", server.Url("/login"), kSecret, Json::object(), "sf");
+	}
 
 	std::vector<RouteBatch> Batches()
 	{
-		return {MakeBatch(SalesforceEndpoint(), MakeRoute("Contact", "Email__c", "ignore", "sf_contacts"), MakeChanges(1, 3))};
+		return {MakeBatch(SalesforceEndpoint(), MakeRoute("Contact", "Email__c", "ignore", "sf_contacts"),
+		                  MakeChanges(1, 3))};
 	}
 
 	// Tokens "tok-1", "tok-2", ... in order of request.
@@ -614,7 +634,8 @@ TEST_F(DispatcherSalesforceTest, InvalidSessionRefreshesTheTokenOnceAndResends)
 	ServeTokens();
 	server.On(kDataPath, [](const ServerRequest &request) {
 		if (request.headers.at("authorization") == "Bearer tok-1")
-			return JsonReply(401, Json::array({{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
+			return JsonReply(401, Json::array({{{"message", "Session expired or invalid"},
+			                                    {"errorCode", "INVALID_SESSION_ID"}}}));
 		return SalesforceUpsertOk(request);
 	});
 	Dispatcher dispatcher(&client);
@@ -635,7 +656,8 @@ TEST_F(DispatcherSalesforceTest, InvalidSessionAgainAfterRefreshIsRetried)
 {
 	ServeTokens();
 	server.On(kDataPath, [](const ServerRequest &) {
-		return JsonReply(401, Json::array({{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
+		return JsonReply(401, Json::array(
+		                          {{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
 	});
 	Dispatcher dispatcher(&client);
 
@@ -713,7 +735,8 @@ TEST_F(DispatcherTest, Webhook410KillsTheChangeAndDisablesTheRoute)
 	Dispatcher dispatcher(&client);
 	// Webhook URLs often carry their credential in the path.
 	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook/T0KEN-in-path"), "", {{"max_concurrency", 1}}, "wh");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 3))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 3))};
 	std::vector<RouteAction> actions;
 
 	auto deliveries = Deliver(dispatcher, batches, DispatchOptions(), Never(), &actions);
@@ -818,7 +841,8 @@ TEST_F(DispatcherTest, ShouldStopAbandonsWhatIsInFlightAndDefersTheRest)
 	server.On("/fast", [](const ServerRequest &) { return ServerReply(); });
 	Dispatcher dispatcher(&client);
 	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", {{"max_concurrency", 1}}, "wh");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 4))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 4))};
 	std::atomic<int> stop_checks{0};
 	auto should_stop = [&] {
 		stop_checks++;
@@ -940,8 +964,12 @@ StopAfter(long ms)
 
 TEST_F(DispatcherTest, FetchSendsWithTheEndpointSecretAndCountsRequests)
 {
-	server.On("/crm/v3/objects/contacts", [](const ServerRequest &) { return JsonReply(200, {{"results", Json::array()}}); });
-	server.On("/crm/v3/objects/nothing", [](const ServerRequest &) { return JsonReply(404, {{"message", "no such object"}}); });
+	server.On("/crm/v3/objects/contacts", [](const ServerRequest &) {
+		return JsonReply(200, {{"results", Json::array()}});
+	});
+	server.On("/crm/v3/objects/nothing", [](const ServerRequest &) {
+		return JsonReply(404, {{"message", "no such object"}});
+	});
 	Dispatcher dispatcher(&client);
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 	const int64_t before = UnixMsNow();
@@ -987,10 +1015,12 @@ TEST_F(DispatcherTest, FetchHonoursTheBreakerWithoutSending)
 	Dispatcher dispatcher(&client);
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 
-	HttpResponse first = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
+	HttpResponse first = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000,
+	                                      Never());
 	EXPECT_EQ(first.status, 503);
 	auto started = SteadyClock::now();
-	HttpResponse second = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
+	HttpResponse second = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000,
+	                                       Never());
 	EXPECT_LT(MsSince(started), 200) << "a backing-off endpoint is refused at once, not waited for";
 	EXPECT_EQ(second.status, 0);
 	EXPECT_EQ(second.transport_error.rfind("endpoint hs is backing off: HTTP 503", 0), 0u) << second.transport_error;
@@ -1021,7 +1051,8 @@ TEST_F(DispatcherTest, ConcurrentFailuresAreOneBreakerStep)
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"max_concurrency", 4}}, "hs");
 	std::vector<RouteBatch> batches;
 	for (int i = 0; i < 4; i++)
-		batches.push_back(MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "r" + std::to_string(i)), MakeChanges(1 + i, 1)));
+		batches.push_back(MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "r" + std::to_string(i)),
+		                            MakeChanges(1 + i, 1)));
 	const int64_t before = UnixMsNow();
 	auto deliveries = Deliver(dispatcher, batches);
 	EXPECT_EQ(server.RequestCount(), 4u);
@@ -1048,7 +1079,8 @@ TEST_F(DispatcherTest, TooManyRequestsWithRetryAfterDoesNotTripTheBreaker)
 	Dispatcher dispatcher(&client);
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", {{"max_concurrency", 1}}, "hs");
 	for (int round = 0; round < 3; round++) {
-		std::vector<RouteBatch> batches = {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))};
+		std::vector<RouteBatch> batches = {
+		    MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))};
 		DispatchOptions options;
 		options.max_wait_ms = 0; // one request per round
 		std::vector<RouteAction> actions;
@@ -1066,14 +1098,17 @@ TEST_F(DispatcherTest, TooManyRequestsWithRetryAfterDoesNotTripTheBreaker)
 TEST_F(DispatcherTest, FetchTooManyRequestsHonoursRetryAfter)
 {
 	server.On("/crm/", [](const ServerRequest &) {
-		return JsonReply(429, {{"status", "error"}, {"message", "You have reached your secondly limit."},
-		                       {"policyName", "TEN_SECONDLY_ROLLING"}},
+		return JsonReply(429,
+		                 {{"status", "error"},
+		                  {"message", "You have reached your secondly limit."},
+		                  {"policyName", "TEN_SECONDLY_ROLLING"}},
 		                 {{"Retry-After", "3"}});
 	});
 	Dispatcher dispatcher(&client);
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 
-	HttpResponse response = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
+	HttpResponse response = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000,
+	                                         Never());
 	EXPECT_EQ(response.status, 429);
 	EXPECT_GE(dispatcher.EndpointReadyAt("hs"), UnixMsNow() + 2500);
 	response = dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts")), 5000, 1000, Never());
@@ -1099,7 +1134,8 @@ TEST_F(DispatcherTest, FetchWaitsForTheRateLimitOrGivesUp)
 	HttpResponse refused = dispatcher.Fetch(hubspot, get, 5000, 100, Never());
 	EXPECT_LT(MsSince(started), 300);
 	EXPECT_EQ(refused.status, 0);
-	EXPECT_EQ(refused.transport_error.rfind("rate limited: rate limit 2/1s of endpoint hs", 0), 0u) << refused.transport_error;
+	EXPECT_EQ(refused.transport_error.rfind("rate limited: rate limit 2/1s of endpoint hs", 0), 0u)
+	    << refused.transport_error;
 	EXPECT_EQ(server.RequestCount(), 2u);
 	// Stopping while waiting for the slot returns promptly, nothing sent.
 	started = SteadyClock::now();
@@ -1125,16 +1161,17 @@ TEST_F(DispatcherTest, FetchPacesHubSpotSearchesButNotOtherRequests)
 
 	auto started = SteadyClock::now();
 	for (int i = 0; i < 5; ++i)
-		EXPECT_EQ(dispatcher.Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts?archived=true")), 5000, 3000,
-		                           Never())
+		EXPECT_EQ(dispatcher
+		              .Fetch(hubspot, SignedGet(server.Url("/crm/v3/objects/contacts?archived=true")), 5000, 3000,
+		                     Never())
 		              .status,
 		          200);
 	EXPECT_LT(MsSince(started), 800) << "listing requests are not search requests";
 
 	started = SteadyClock::now();
 	for (int i = 0; i < 5; ++i)
-		EXPECT_EQ(dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 3000,
-		                           Never())
+		EXPECT_EQ(dispatcher
+		              .Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 3000, Never())
 		              .status,
 		          200);
 	EXPECT_GE(MsSince(started), 950);
@@ -1144,19 +1181,20 @@ TEST_F(DispatcherTest, FetchPacesHubSpotSearchesButNotOtherRequests)
 	EXPECT_GE(gap, 950) << "at most 4 searches in any second";
 
 	// Over budget: refused with the reason, nothing sent.
-	HttpResponse refused =
-	    dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 50, Never());
-	HttpResponse again =
-	    dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 50, Never());
-	HttpResponse third =
-	    dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 50, Never());
-	HttpResponse fourth =
-	    dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000, 50, Never());
+	HttpResponse refused = dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000,
+	                                        50, Never());
+	HttpResponse again = dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000,
+	                                      50, Never());
+	HttpResponse third = dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000,
+	                                      50, Never());
+	HttpResponse fourth = dispatcher.Fetch(hubspot, SignedSearch(server.Url("/crm/v3/objects/contacts/search")), 5000,
+	                                       50, Never());
 	int refusals = 0;
 	for (const auto *response : {&refused, &again, &third, &fourth}) {
 		if (response->status == 0) {
 			++refusals;
-			EXPECT_EQ(response->transport_error.rfind("rate limited: the HubSpot search limit (4/s) of endpoint hs", 0), 0u)
+			EXPECT_EQ(response->transport_error.rfind("rate limited: the HubSpot search limit (4/s) of endpoint hs", 0),
+			          0u)
 			    << response->transport_error;
 		}
 	}
@@ -1196,7 +1234,8 @@ TEST_F(DispatcherTest, FetchShouldStopAbandonsTheRequestAndLaterCallsIgnoreItsAn
 
 	// Deliver on the same client is unaffected.
 	for (const auto &delivery :
-	     Deliver(dispatcher, {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))}))
+	     Deliver(dispatcher,
+	             {MakeBatch(hubspot, MakeRoute("contacts", "email", "ignore", "contacts"), MakeChanges(1, 2))}))
 		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;
 }
 
@@ -1211,8 +1250,9 @@ TEST_F(DispatcherSalesforceTest, FetchUsesTheCachedTokenAndItsInstance)
 	Endpoint salesforce = SalesforceEndpoint();
 
 	for (int i = 0; i < 2; ++i) {
-		HttpResponse response =
-		    dispatcher.Fetch(salesforce, SignedGet("/services/data/v59.0/query?q=SELECT+Id+FROM+Contact", true), 5000, 1000, Never());
+		HttpResponse response = dispatcher.Fetch(salesforce,
+		                                         SignedGet("/services/data/v59.0/query?q=SELECT+Id+FROM+Contact", true),
+		                                         5000, 1000, Never());
 		EXPECT_EQ(response.status, 200) << response.transport_error;
 	}
 	// Deliver shares the token.
@@ -1233,13 +1273,14 @@ TEST_F(DispatcherSalesforceTest, FetchRefreshesTheTokenOnceOnInvalidSession)
 	ServeTokens();
 	server.On("/inst/services/data/v59.0/query", [](const ServerRequest &request) {
 		if (request.headers.at("authorization") == "Bearer tok-1")
-			return JsonReply(401, Json::array({{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
+			return JsonReply(401, Json::array({{{"message", "Session expired or invalid"},
+			                                    {"errorCode", "INVALID_SESSION_ID"}}}));
 		return JsonReply(200, {{"done", true}, {"records", Json::array()}});
 	});
 	Dispatcher dispatcher(&client);
 
-	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true), 5000,
-	                                         1000, Never());
+	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true),
+	                                         5000, 1000, Never());
 	EXPECT_EQ(response.status, 200) << response.body;
 	EXPECT_EQ(server.RequestsTo("/login/").size(), 2u);
 	auto queries = server.RequestsTo("/inst/services/data/v59.0/query");
@@ -1257,12 +1298,13 @@ TEST_F(DispatcherSalesforceTest, FetchInvalidSessionAfterRefreshIsReturned)
 {
 	ServeTokens();
 	server.On("/inst/services/data/v59.0/query", [](const ServerRequest &) {
-		return JsonReply(401, Json::array({{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
+		return JsonReply(401, Json::array(
+		                          {{{"message", "Session expired or invalid"}, {"errorCode", "INVALID_SESSION_ID"}}}));
 	});
 	Dispatcher dispatcher(&client);
 
-	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true), 5000,
-	                                         1000, Never());
+	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true),
+	                                         5000, 1000, Never());
 	EXPECT_EQ(response.status, 401);
 	EXPECT_NE(response.body.find("INVALID_SESSION_ID"), std::string::npos);
 	// Exactly one refresh and one resend, never a loop.
@@ -1280,8 +1322,8 @@ TEST_F(DispatcherSalesforceTest, FetchTokenFailureIsStatusZeroWithoutTheSecret)
 	});
 	Dispatcher dispatcher(&client);
 
-	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true), 5000,
-	                                         1000, Never());
+	HttpResponse response = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true),
+	                                         5000, 1000, Never());
 	EXPECT_EQ(response.status, 0);
 	EXPECT_EQ(response.transport_error.rfind("salesforce token: ", 0), 0u) << response.transport_error;
 	EXPECT_NE(response.transport_error.find("HTTP 400"), std::string::npos) << response.transport_error;
@@ -1291,7 +1333,8 @@ TEST_F(DispatcherSalesforceTest, FetchTokenFailureIsStatusZeroWithoutTheSecret)
 	// The endpoint backs off: the next Fetch does not even ask for a token.
 	HttpResponse again = dispatcher.Fetch(SalesforceEndpoint(), SignedGet("/services/data/v59.0/query?q=x", true), 5000,
 	                                      1000, Never());
-	EXPECT_EQ(again.transport_error.rfind("endpoint sf is backing off: salesforce token: ", 0), 0u) << again.transport_error;
+	EXPECT_EQ(again.transport_error.rfind("endpoint sf is backing off: salesforce token: ", 0), 0u)
+	    << again.transport_error;
 	EXPECT_EQ(again.transport_error.find("s3cr3t-value"), std::string::npos);
 	EXPECT_EQ(server.RequestsTo("/login/").size(), 1u);
 	const std::vector<EndpointStatus> statuses = dispatcher.EndpointStatuses(); // status points into it
@@ -1310,8 +1353,9 @@ TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
 		Json body = Json::parse(request.body);
 		bool second = body.contains("after");
 		Json result = {{"id", second ? "2" : "1"},
-		               {"properties", {{"email", second ? "b@x.io" : "a@x.io"},
-		                               {"lastmodifieddate", second ? "1795514400200" : "1795514400100"}}}};
+		               {"properties",
+		                {{"email", second ? "b@x.io" : "a@x.io"},
+		                 {"lastmodifieddate", second ? "1795514400200" : "1795514400100"}}}};
 		Json answer = {{"results", {result}}};
 		if (!second)
 			answer["paging"] = {{"next", {{"after", "1"}}}};
@@ -1326,7 +1370,9 @@ TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
 	for (int page_number = 0; page_number < 5; ++page_number) {
 		HttpResponse response = dispatcher.Fetch(
 		    hubspot,
-		    [&](const Auth &auth) { return BuildPullRequest(hubspot, route, {"firstname"}, PullPhase::Changes, cursor, auth); },
+		    [&](const Auth &auth) {
+			    return BuildPullRequest(hubspot, route, {"firstname"}, PullPhase::Changes, cursor, auth);
+		    },
 		    5000, 3000, Never());
 		PullPage page = ParsePullResponse(hubspot, route, PullPhase::Changes, cursor, response);
 		for (const auto &record : page.records)
@@ -1344,7 +1390,6 @@ TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
 	EXPECT_EQ(Json::parse(searches[1].body)["after"], "1");
 }
 
-
 // ---------------------------------------------------------------------------------------
 // Redirects, masking, allowed_hosts (issue 7)
 
@@ -1359,8 +1404,10 @@ TEST_F(DispatcherTest, WebhookRedirectToAnotherHostIsNotFollowedAndFails)
 		return reply;
 	});
 	Dispatcher dispatcher(&client);
-	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Json::object(), "wh");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 2))};
+	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+	                                Json::object(), "wh");
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 2))};
 
 	for (const auto &delivery : Deliver(dispatcher, batches)) {
 		EXPECT_NE(delivery.outcome, Outcome::Delivered);
@@ -1383,7 +1430,8 @@ TEST_F(DispatcherTest, EchoedCredentialsAndUrlsInErrorsAreMasked)
 	});
 	Dispatcher dispatcher(&client);
 	Endpoint webhook = MakeEndpoint("webhook", server.Url("/hook"), "", Json::object(), "wh");
-	std::vector<RouteBatch> batches = {MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 1))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(webhook, MakeRoute("contact", "id", "ignore", "events"), MakeChanges(1, 1))};
 
 	auto deliveries = Deliver(dispatcher, batches);
 	ASSERT_EQ(deliveries.size(), 1u);
@@ -1406,8 +1454,11 @@ TEST_F(DispatcherTest, FetchErrorBodyIsMasked)
 	Dispatcher dispatcher(&client);
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
 	HttpResponse response = dispatcher.Fetch(
-	    hubspot, [&](const Auth &) { return HttpRequest{"GET", server.Url("/crm/v3/objects/contacts"), {}, ""}; }, 5000,
-	    1000, Never());
+	    hubspot,
+	    [&](const Auth &) {
+		    return HttpRequest{"GET", server.Url("/crm/v3/objects/contacts"), {}, ""};
+	    },
+	    5000, 1000, Never());
 	EXPECT_EQ(response.status, 500);
 	const std::string last_error = StatusOf(dispatcher.EndpointStatuses(), "hs")->last_error;
 	EXPECT_EQ(last_error.find("leak-access"), std::string::npos) << last_error;
@@ -1442,7 +1493,8 @@ TEST_F(DispatcherInstanceUrlTest, InstanceOutsideAllowedHostsIsATokenFailure)
 	ServeToken("http://evil.test:" + Port() + "/inst");
 	HttpClient policed = Policed("127.0.0.1");
 	Dispatcher dispatcher(&policed);
-	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 2))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 2))};
 	std::vector<RouteAction> ignored;
 	auto deliveries = dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored);
 	ExpectOnePerChange(batches, deliveries);
@@ -1458,8 +1510,11 @@ TEST_F(DispatcherInstanceUrlTest, InstanceOutsideAllowedHostsIsATokenFailure)
 
 	Dispatcher fetcher(&policed);
 	HttpResponse response = fetcher.Fetch(
-	    Salesforce(), [&](const Auth &auth) { return HttpRequest{"GET", auth.instance_url + "/inst/q", {}, ""}; }, 5000,
-	    1000, Never());
+	    Salesforce(),
+	    [&](const Auth &auth) {
+		    return HttpRequest{"GET", auth.instance_url + "/inst/q", {}, ""};
+	    },
+	    5000, 1000, Never());
 	EXPECT_EQ(response.status, 0);
 	EXPECT_NE(response.transport_error.find("instance_url"), std::string::npos) << response.transport_error;
 	EXPECT_EQ(server.RequestsTo("/inst/").size(), 0u);
@@ -1470,7 +1525,8 @@ TEST_F(DispatcherInstanceUrlTest, InstanceMustBeHttpsUnlessLoopback)
 	ServeToken("http://sf.example.com:" + Port() + "/inst");
 	HttpClient policed = Policed("*");
 	Dispatcher dispatcher(&policed);
-	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 1))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 1))};
 	std::vector<RouteAction> ignored;
 	auto deliveries = dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored);
 	ASSERT_EQ(deliveries.size(), 1u);
@@ -1483,7 +1539,8 @@ TEST_F(DispatcherInstanceUrlTest, LoopbackInstanceInsideAllowedHostsIsUsed)
 	ServeToken(server.Url("/inst"));
 	HttpClient policed = Policed("127.0.0.1");
 	Dispatcher dispatcher(&policed);
-	std::vector<RouteBatch> batches = {MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 1))};
+	std::vector<RouteBatch> batches = {
+	    MakeBatch(Salesforce(), MakeRoute("Contact", "Email__c", "ignore", "c"), MakeChanges(1, 1))};
 	std::vector<RouteAction> ignored;
 	for (const auto &delivery : dispatcher.Deliver(batches, DispatchOptions(), Never(), &ignored))
 		EXPECT_EQ(delivery.outcome, Outcome::Delivered) << delivery.error;

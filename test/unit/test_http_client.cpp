@@ -235,7 +235,8 @@ TEST_F(HttpClientTest, CancelAbandonsATransferInFlight)
 		for (auto &done : client.Poll(100))
 			tags.push_back(done.first);
 	EXPECT_EQ(tags, std::vector<uint64_t>{8});
-	EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count(), 2000);
+	EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count(),
+	          2000);
 	EXPECT_TRUE(client.Poll(200).empty());
 }
 

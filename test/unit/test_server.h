@@ -31,7 +31,7 @@ namespace test_support {
 
 struct ServerRequest {
 	std::string method;
-	std::string path; // with the query string
+	std::string path;                           // with the query string
 	std::map<std::string, std::string> headers; // lower-cased names
 	std::string body;
 	std::chrono::steady_clock::time_point at; // when the request was completely read
