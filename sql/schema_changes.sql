@@ -58,5 +58,11 @@ INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_loc
 VALUES ('people_hook', 'people', 'hook', 'person', 'id::text');
 INSERT INTO people VALUES (13, 's@x.com');
 SELECT route, op, new->>'id' AS id FROM switchboard.queue;
+-- a filter that reads old only inside a sub-query still gets the old image of an update
+INSERT INTO switchboard.filters (route, name, predicate)
+VALUES ('people_hook', 'email_changed', 'EXISTS (SELECT 1 WHERE old.email IS DISTINCT FROM new.email)');
+TRUNCATE switchboard.queue;
+UPDATE people SET email = 'changed@x.com' WHERE id = 13;
+SELECT op, old->>'email' AS old_email, new->>'email' AS new_email FROM switchboard.queue;
 DROP EXTENSION switchboard;
 DROP TABLE people;

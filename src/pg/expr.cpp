@@ -139,6 +139,7 @@ bool MayRaise(Node *node, void *context);
 struct VarRefs {
 	bool varno1 = false;
 	bool varno2 = false;
+	int level = 0; // how deep in sub-queries the walk is: new and old are that many levels up
 };
 
 bool
@@ -148,9 +149,10 @@ FindVarRefs(Node *node, void *context)
 		return false;
 	if (IsA(node, Var)) {
 		Var *var = (Var *) node;
-		// Only Vars of this query level name new (1) or old (2).
-		if (var->varlevelsup == 0) {
-			auto refs = static_cast<VarRefs *>(context);
+		// Only Vars of the expression's own query level name new (1) or old (2); inside a
+		// sub-query they are outer references (old.x in an EXISTS still needs the old image).
+		auto refs = static_cast<VarRefs *>(context);
+		if (static_cast<int>(var->varlevelsup) == refs->level) {
 			if (var->varno == 1)
 				refs->varno1 = true;
 			if (var->varno == 2)
@@ -158,8 +160,13 @@ FindVarRefs(Node *node, void *context)
 		}
 		return false;
 	}
-	if (IsA(node, Query))
-		return query_tree_walker((Query *) node, WalkerFn(FindVarRefs), context, 0);
+	if (IsA(node, Query)) {
+		auto refs = static_cast<VarRefs *>(context);
+		refs->level++;
+		bool stop = query_tree_walker((Query *) node, WalkerFn(FindVarRefs), context, 0);
+		refs->level--;
+		return stop;
+	}
 	return expression_tree_walker(node, WalkerFn(FindVarRefs), context);
 }
 
