@@ -45,6 +45,7 @@ struct QueueCache {
 	MemoryContext context = nullptr;
 	QueueIndex *indexes = nullptr; // in context
 	int n_indexes = 0;
+	uint64_t generation = 0; // invalidations seen
 };
 QueueCache cache;
 bool callback_registered = false;
@@ -52,13 +53,16 @@ bool callback_registered = false;
 void
 InvalidateQueueCache(Datum, Oid relid)
 {
-	if (!cache.valid)
-		return;
+	// Counted even while the cache is being filled (an index_open there processes pending
+	// invalidations): a fill that saw one starts over, or it would keep what changed under it
+	// (an index becoming ready for inserts during CREATE INDEX CONCURRENTLY).
 	bool ours = relid == InvalidOid || relid == cache.queue || relid == cache.sequence;
 	for (int i = 0; i < cache.n_indexes && !ours; i++)
 		ours = relid == cache.indexes[i].oid;
-	if (ours)
+	if (ours) {
+		cache.generation++;
 		cache.valid = false; // the context is reset when the cache is filled again
+	}
 }
 
 Oid
@@ -110,7 +114,7 @@ NeverFromCapture(IndexInfo *info)
 
 // Fills the cache; the caller holds a lock on the queue, so its index list is stable.
 void
-FillQueueCache(Relation queue, Oid sequence)
+FillQueueCacheOnce(Relation queue, Oid sequence)
 {
 	if (!callback_registered) {
 		CacheRegisterRelcacheCallback(InvalidateQueueCache, (Datum) 0);
@@ -139,7 +143,21 @@ FillQueueCache(Relation queue, Oid sequence)
 	}
 	MemoryContextSwitchTo(old);
 	list_free(indexes);
-	cache.valid = true;
+}
+
+// Filled again while invalidations arrive during the fill; if they keep coming, what was read
+// last is used for this row and the cache stays invalid, to be filled again for the next.
+void
+FillQueueCache(Relation queue, Oid sequence)
+{
+	for (int attempt = 0; attempt < 3; attempt++) {
+		uint64_t before = cache.generation;
+		FillQueueCacheOnce(queue, sequence);
+		if (cache.generation == before) {
+			cache.valid = true;
+			return;
+		}
+	}
 }
 
 // Index entries for a heap tuple, as CatalogIndexInsert does. Plain column indexes take the
@@ -154,7 +172,9 @@ InsertIndexEntries(Relation heap, HeapTuple tuple)
 	TupleTableSlot *slot = nullptr;
 	for (int n = 0; n < cache.n_indexes; n++) {
 		const QueueIndex &entry = cache.indexes[n];
-		if (entry.never_from_capture)
+		// Not ready: an index being built concurrently (CREATE/REINDEX CONCURRENTLY) gets its
+		// entries from the build, as the executor leaves it alone (ExecInsertIndexTuples).
+		if (entry.never_from_capture || !entry.info->ii_ReadyForInserts)
 			continue;
 		IndexInfo *info = entry.info;
 		Relation index = index_open(entry.oid, RowExclusiveLock);
