@@ -194,15 +194,34 @@ namespace {
 std::vector<QueueRow>
 FetchDue(int limit)
 {
-	SpiResult r = SpiExecPrepared(
+	const std::string columns =
 	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, "
-	    "(extract(epoch FROM q.captured_at) * 1000)::bigint, q.attempts, r.name IS NOT NULL "
+	    "(extract(epoch FROM q.captured_at) * 1000)::bigint, q.attempts, r.name IS NOT NULL, q.key "
 	    "FROM switchboard.queue q LEFT JOIN switchboard.routes r ON r.name = q.route "
 	    "LEFT JOIN switchboard.endpoints e ON e.name = r.endpoint "
 	    "WHERE q.state = 'pending' AND (q.next_attempt_at IS NULL OR q.next_attempt_at <= now()) "
-	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) "
-	    "ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED",
-	    {Num(limit)});
+	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) ";
+	SpiResult r = SpiExecPrepared(columns + "ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED", {Num(limit)});
+	// Changes tried before (keyed) whose key has a newer due change beyond the limit: that one
+	// comes along, so that the older one is coalesced into it instead of going out alone after
+	// the newer was tried (the remote may have applied it: v2, v1, v2). Newer ids only, so the
+	// claim stays in id order.
+	std::vector<SpiText> key_routes, keys;
+	int64_t last_id = 0;
+	for (const auto &row : r.rows) {
+		last_id = std::max<int64_t>(last_id, std::stoll(*row[0]));
+		if (row[8]) {
+			key_routes.emplace_back(*row[1]);
+			keys.push_back(row[8]);
+		}
+	}
+	if (!keys.empty() && r.rows.size() == static_cast<size_t>(limit)) {
+		SpiResult more = SpiExecPrepared(
+		    columns + "AND q.id > $1::bigint AND q.key IS NOT NULL AND (q.route, q.key) IN "
+		              "(SELECT * FROM unnest($2::text[], $3::text[])) ORDER BY q.id FOR UPDATE OF q SKIP LOCKED",
+		    {Num(last_id), ArrayLiteral(key_routes), ArrayLiteral(keys)});
+		r.rows.insert(r.rows.end(), more.rows.begin(), more.rows.end());
+	}
 	std::vector<QueueRow> rows;
 	for (const auto &row : r.rows)
 		rows.push_back(QueueRow{std::stoll(*row[0]), *row[1], *ParseOp(*row[2]), row[3], row[4], std::stoll(*row[5]),

@@ -146,6 +146,26 @@ like(sql($node, "SELECT error FROM switchboard.deliveries WHERE change_id = $dea
 is(sql($node, "SELECT count(*) FROM switchboard.queue WHERE id = $dead_id"), 0, 'and it left the queue');
 
 # ---------------------------------------------------------------------------------------
+# Two changes of a key tried before (keyed), with more than a claim's worth (2,000) of changes
+# between them: the newer one is claimed with the older, which goes out coalesced into it,
+# never alone after it.
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.enabled = off");
+$node->safe_psql('postgres', "SELECT pg_reload_conf()");
+sleep 1;
+$node->safe_psql('postgres', q{INSERT INTO contacts (email, first_name) VALUES ('split@x.com', 'Older')});
+$node->safe_psql('postgres',
+	q{INSERT INTO contacts (email, first_name) SELECT 'filler' || g || '@x.com', 'F' FROM generate_series(1, 2100) g});
+$node->safe_psql('postgres', q{UPDATE contacts SET first_name = 'Newer' WHERE email = 'split@x.com'});
+$node->safe_psql('postgres', q{UPDATE switchboard.queue SET key = 'split@x.com', attempts = 1
+  WHERE route = 'contacts_keep' AND new->>'email' = 'split@x.com'});
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.enabled = on");
+$node->safe_psql('postgres', "SELECT pg_reload_conf()");
+is(wait_idle(), 't', 'the backlog settles');
+my @split = map { my $r = $_; map { $_->{properties}{firstname} } grep { $_->{id} eq 'split@x.com' } @{ $r->{body}{inputs} } }
+  @{ upserts_for('split@x.com') };
+is_deeply(\@split, ['Newer'], 'the key was sent once, with its newer state; the older never alone');
+
+# ---------------------------------------------------------------------------------------
 # A change that becomes a dead letter when the worker restarts (it was in flight max_attempts
 # times) takes the older changes it superseded with it: sent later on their own, they would
 # put an older state over the newer one.
