@@ -480,12 +480,16 @@ ClaimDue(int limit)
 }
 
 void
-ParkOldestDue(const std::string &error)
+NoteRoundFailure(const std::string &error)
 {
-	SpiExecPrepared("UPDATE switchboard.queue SET state = 'dead', failed_at = now(), last_error = $1 "
-	                "WHERE id = (SELECT id FROM switchboard.queue WHERE state = 'pending' "
-	                "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) ORDER BY id LIMIT 1)",
-	                {"could not be processed: " + error});
+	// Every route with changes waiting shows it; none of them is set aside, since nothing says
+	// which change (if any) is to blame.
+	SpiExecPrepared(
+	    "INSERT INTO switchboard.route_stats AS s (route, last_error, last_error_at) "
+	    "SELECT r.name, $1, now() FROM switchboard.routes r WHERE EXISTS (SELECT 1 FROM switchboard.queue q "
+	    "WHERE q.route = r.name AND q.state = 'pending') "
+	    "ON CONFLICT (route) DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+	    {"the worker's round failed (changes kept, tried again): " + error});
 }
 
 void

@@ -61,9 +61,9 @@ void RecoverInFlight();
 // failed ones. Superseded changes stay queued until RecordResults settles the one sent.
 ClaimedBatch ClaimDue(int limit);
 
-// A claim that failed outside any row's translation: park the oldest due change as a dead
-// letter with the error so that it cannot block the queue.
-void ParkOldestDue(const std::string &error);
+// A round that keeps failing outside any route's or row's own step: its error becomes the
+// last_error of every route with changes waiting (route_status); nothing is dead-lettered.
+void NoteRoundFailure(const std::string &error);
 
 // Records deliveries and refreshes endpoint_state (routes to disable are the caller's).
 void RecordResults(const std::vector<Delivery> &deliveries, const std::vector<EndpointStatus> &endpoints,

@@ -350,16 +350,17 @@ private:
 	void ReportFailure(const std::string &error, int failures)
 	{
 		Report(LOG, "switchboard worker: " + error);
-		// The same failure three times in a row: set the oldest due change aside so that one
-		// poisonous change cannot stall everything behind it.
+		// The same failure three times in a row: say so in route_status. No change is set
+		// aside: failures that one route or one change causes are isolated where they happen
+		// (route loads, translations, the record step), so this one is not theirs to pay for.
 		if (failures % 3 != 0)
 			return;
 		try {
 			WorkerTransaction tx;
-			ParkOldestDue(error);
+			NoteRoundFailure(error);
 			tx.Commit();
 		} catch (const std::exception &e) {
-			Report(LOG, std::string("switchboard worker: could not set a change aside: ") + e.what());
+			Report(LOG, std::string("switchboard worker: could not note the failure: ") + e.what());
 		}
 	}
 
