@@ -117,7 +117,9 @@ ok(wait_for('100 rows after 20 x 503 at the remote', sub { remote_count('b20-') 
 	'20 x 503: all 100 rows delivered');
 is(join(',', map { $_->{hits} } @{ json_get("$base/_control/faults") }), '20', 'all 20 faults were hit');
 $rec = recovery_seconds();
-cmp_ok($rec, '<=', 6, "20 x 503: last row delivered ${rec}s after the last 503");
+# The pause after the last failure is a third of the outage so far (about 5 s here), plus the
+# delivery itself on a loaded 2-core machine; before the fix the probes doubled to 65 s.
+cmp_ok($rec, '<=', 12, "20 x 503: last row delivered ${rec}s after the last 503");
 is(sql($node, "SELECT count(*) FROM switchboard.dead_letters WHERE route = 'r_burst20'"), '0',
 	'20 x 503: no dead letters');
 
