@@ -28,6 +28,11 @@ UPDATE switchboard.queue SET state = 'in_flight' WHERE id = (SELECT min(id) FROM
 UPDATE switchboard.routes SET name = 'people_again' WHERE name = 'people_webhook';
 UPDATE switchboard.queue SET state = 'pending';
 SELECT name FROM switchboard.routes;
+-- nor may it adopt changes left queued under the new name by a deleted route of that name
+INSERT INTO switchboard.queue (route, op, new, captured_at, state) VALUES ('gone_route', 'insert', '{"id": 99}', now(), 'dead');
+UPDATE switchboard.routes SET name = 'gone_route' WHERE name = 'people_webhook';
+SELECT name FROM switchboard.routes;
+DELETE FROM switchboard.queue WHERE route = 'gone_route';
 
 -- DROP COLUMN ... CASCADE drops the capture triggers whose WHEN clause uses the column: the
 -- route no longer looks healthy
