@@ -216,7 +216,7 @@ RowImage(HeapTuple tuple, TupleDesc desc)
 	return DirectFunctionCall1(row_to_json, heap_copy_tuple_as_datum(tuple, desc));
 }
 
-void
+ItemPointerData
 EnqueueChange(const char *route, const char *op, Datum new_image, Datum old_image)
 {
 	Datum values[kQueueColumns];
@@ -254,9 +254,21 @@ EnqueueChange(const char *route, const char *op, Datum new_image, Datum old_imag
 	HeapTuple tuple = heap_form_tuple(RelationGetDescr(queue), values, nulls);
 	simple_heap_insert(queue, tuple);
 	InsertIndexEntries(queue, tuple);
+	ItemPointerData where = tuple->t_self;
 	heap_freetuple(tuple);
 	table_close(queue, NoLock);
 	WakeWorkerAtCommit();
+	return where;
+}
+
+void
+WithdrawChange(ItemPointerData queue_row)
+{
+	// The row was inserted by an earlier command of this transaction (the caller advanced the
+	// command counter); nobody else can see it yet. Its index entries die with it.
+	Relation queue = table_open(SwitchboardRelid("queue"), RowExclusiveLock);
+	simple_heap_delete(queue, &queue_row);
+	table_close(queue, NoLock);
 }
 
 void
