@@ -12,6 +12,7 @@ extern "C" {
 #include "parser/parser.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 }
 
@@ -170,10 +171,28 @@ FindVarRefs(Node *node, void *context)
 	return expression_tree_walker(node, WalkerFn(FindVarRefs), context);
 }
 
+// Leakproof functions promise not to raise on any input. A few built-ins keep that promise but
+// are not marked (PostgreSQL marks conservatively): numeric comparisons, which handle NaN and
+// infinities, and the integer to numeric casts that parse analysis puts around a literal
+// (new.mrr < 0 compares with numeric(0)). Without them a filter on a numeric column would
+// never sit in the trigger's WHEN clause.
 bool
 LeakproofFunction(Oid funcid)
 {
-	return OidIsValid(funcid) && get_func_leakproof(funcid);
+	switch (funcid) {
+	case F_NUMERIC_EQ:
+	case F_NUMERIC_NE:
+	case F_NUMERIC_LT:
+	case F_NUMERIC_LE:
+	case F_NUMERIC_GT:
+	case F_NUMERIC_GE:
+	case F_NUMERIC_INT2:
+	case F_NUMERIC_INT4:
+	case F_NUMERIC_INT8:
+		return true;
+	default:
+		return OidIsValid(funcid) && get_func_leakproof(funcid);
+	}
 }
 
 // A comparison of text in two different collations (new.a = new.b across columns declared with
