@@ -83,12 +83,22 @@ RelationAlias(Oid relid)
 	return alias;
 }
 
+// NULL of the table's row type. A kept plan (SpiExecPrepared) holds the type's OID but is not
+// invalidated when a table of the same name replaces the one it was made for (a type named in
+// a cast is no dependency the plan cache tracks): the OID in the text makes a new table a new
+// statement.
+std::string
+RowTypeNull(Oid source)
+{
+	return "NULL::" + QualifiedName(source) + " /* relation " + std::to_string(source) + " */";
+}
+
 std::string
 RowFromClause(Oid source, const std::string &image_sql)
 {
 	// Queued changes carry their row as json (row_to_json in the trigger); this turns it back
 	// into a typed row of the table. Analysis passes NULL::json: same types, no row needed.
-	return " FROM pg_catalog.json_populate_record(NULL::" + QualifiedName(source) + ", " + image_sql + ") AS " +
+	return " FROM pg_catalog.json_populate_record(" + RowTypeNull(source) + ", " + image_sql + ") AS " +
 	       RelationAlias(source);
 }
 
@@ -96,9 +106,9 @@ std::string
 NewOldFromClause(Oid source, const std::string &new_sql, const std::string &old_sql)
 {
 	// new first, old second: FindVarRefs tells them apart by range-table index 1 and 2.
-	std::string type = QualifiedName(source);
-	return " FROM pg_catalog.json_populate_record(NULL::" + type + ", " + new_sql +
-	       ") AS new, pg_catalog.json_populate_record(NULL::" + type + ", " + old_sql + ") AS old";
+	std::string type = RowTypeNull(source);
+	return " FROM pg_catalog.json_populate_record(" + type + ", " + new_sql +
+	       ") AS new, pg_catalog.json_populate_record(" + type + ", " + old_sql + ") AS old";
 }
 
 namespace {

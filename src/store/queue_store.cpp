@@ -680,11 +680,16 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 		    "WHERE s.id = u.id AND s.state = 'pending'",
 		    {ArrayLiteral(waiting_ids), ArrayLiteral(waiting_for)});
 	WriteRemoteIds(remote_ids);
+	// A mark matters only while an older change of the key can still come back: a dead letter
+	// (retry) or another change still queued. Delivered rows are gone by now, so what is left
+	// older than the delivered one is exactly that; a key with nothing older (nearly all of
+	// them) writes no mark. (A change of the key claimed later is newer: one claim at a time.)
 	if (!mark_routes.empty())
 		SpiExecPrepared(
 		    "INSERT INTO switchboard.delivered_marks AS m (route, key, change_id) "
 		    "SELECT route, key, max(id) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(route, key, id) "
-		    "WHERE key IS NOT NULL GROUP BY route, key "
+		    "WHERE key IS NOT NULL AND EXISTS (SELECT FROM switchboard.queue q WHERE q.route = u.route "
+		    "AND q.key = u.key AND q.id < u.id) GROUP BY route, key "
 		    "ON CONFLICT (route, key) DO UPDATE SET change_id = greatest(m.change_id, excluded.change_id)",
 		    {ArrayLiteral(mark_routes), ArrayLiteral(mark_keys), ArrayLiteral(mark_ids)});
 	LogOutcomes(log);
