@@ -1,5 +1,7 @@
 // switchboard.resync(route, where_clause): enqueue the current state of existing rows
 // (initial load, backfill, repair) as updates, through the same filters as live changes.
+#include "capture/resync.h"
+
 #include "capture/enqueue.h"
 #include "pg/as_role.h"
 #include "pg/boundary.h"
@@ -16,9 +18,11 @@ extern "C" {
 #include "catalog/pg_am_d.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/itemptr.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "storage/procarray.h"
 #include "utils/snapmgr.h"
 }
@@ -181,6 +185,15 @@ EnqueueRows(const char *route, const char *all_sql, const char *one_sql)
 	return count;
 }
 
+// An advisory lock tag no SQL advisory function reaches (their last field is 1 or 2).
+LOCKTAG
+ResyncLockTag()
+{
+	LOCKTAG tag;
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x53425259 /* "SBRY" */, 0, 3);
+	return tag;
+}
+
 int64_t
 Resync(FunctionCallInfo fcinfo)
 {
@@ -235,6 +248,8 @@ Resync(FunctionCallInfo fcinfo)
 		       ", NULL::pg_catalog.json) AS old WHERE true" + filters;
 	};
 	std::string all_rows = query(false), one_row = query(true);
+	// Before any row is read; see HoldResyncLock.
+	Guarded([] { HoldResyncLock(); });
 	// Read as the owner through a cursor, a chunk at a time; each row goes into the queue the
 	// way the capture trigger puts it there (the owner needs no privilege on the queue).
 	int64_t count = 0;
@@ -248,6 +263,35 @@ Resync(FunctionCallInfo fcinfo)
 }
 
 } // namespace
+
+namespace switchboard {
+
+void
+HoldResyncLock()
+{
+	// Shared among resyncs, until the end of the transaction: released after its rows are
+	// visible, so once the worker finds it free, what resync queued is in the queue and the
+	// usual rule (a mark when an older change of the key is left) covers it.
+	LOCKTAG tag = ResyncLockTag();
+	(void) LockAcquire(&tag, ShareLock, false, false);
+}
+
+bool
+ResyncRunning()
+{
+	// Tried, never waited for: the worker does not queue behind a resync.
+	bool running = false;
+	Guarded([&] {
+		LOCKTAG tag = ResyncLockTag();
+		if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+			running = true;
+		else
+			LockRelease(&tag, ExclusiveLock, true);
+	});
+	return running;
+}
+
+} // namespace switchboard
 
 SB_PG_FUNCTION(switchboard_resync)
 {

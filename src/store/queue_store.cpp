@@ -1,5 +1,7 @@
 #include "store/queue_store.h"
 
+#include "capture/resync.h"
+
 #include <algorithm>
 
 #include "delivery/coalesce.h"
@@ -396,6 +398,9 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 			def = FindRoute(route_name, true);
 			sub.Commit();
 		} catch (const PgError &e) {
+			// A lock timeout or a cancel says nothing about the definition: tried next round.
+			if (TransientError(e.sqlerrcode))
+				throw;
 			out->refused.push_back(RouteAction{route_name, e.what()});
 			return;
 		}
@@ -473,8 +478,34 @@ ClaimDue(int limit)
 		return out;
 	std::string instance = InstanceId();
 	ClaimSettled settled;
-	for (const auto &[route, rows] : GroupByRoute(std::move(due)))
-		ClaimRoute(route, rows, instance, &out, &settled);
+	for (const auto &[route, rows] : GroupByRoute(std::move(due))) {
+		// Each route in its own subtransaction, into its own results: whatever one route raises
+		// (a lock timeout, a cancel, a value its fields cannot hold) holds that route for this
+		// round, its changes pending and the error in route_status; the other routes go on.
+		ClaimedBatch route_out;
+		ClaimSettled route_settled;
+		try {
+			Subtransaction sub;
+			ClaimRoute(route, rows, instance, &route_out, &route_settled);
+			sub.Commit();
+		} catch (const std::exception &e) {
+			settled.stats[route].second = std::string("held for a round (changes kept): ") + e.what();
+			continue;
+		}
+		for (auto &b : route_out.batches)
+			out.batches.push_back(std::move(b));
+		out.changes.merge(route_out.changes);
+		for (auto &r : route_out.refused)
+			out.refused.push_back(std::move(r));
+		for (auto &id : route_settled.drop_ids)
+			settled.drop_ids.push_back(std::move(id));
+		for (auto &d : route_settled.dead)
+			settled.dead.push_back(std::move(d));
+		for (auto &l : route_settled.log)
+			settled.log.push_back(std::move(l));
+		for (auto &[name, st] : route_settled.stats)
+			settled.stats[name] = std::move(st);
+	}
 	ApplySettled(settled);
 	return out;
 }
@@ -684,14 +715,16 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 	// (retry) or another change still queued. Delivered rows are gone by now, so what is left
 	// older than the delivered one is exactly that; a key with nothing older (nearly all of
 	// them) writes no mark. (A change of the key claimed later is newer: one claim at a time.)
+	// While a resync() runs, the older image it queued is not visible yet: every key is marked.
 	if (!mark_routes.empty())
 		SpiExecPrepared(
 		    "INSERT INTO switchboard.delivered_marks AS m (route, key, change_id) "
 		    "SELECT route, key, max(id) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(route, key, id) "
-		    "WHERE key IS NOT NULL AND EXISTS (SELECT FROM switchboard.queue q WHERE q.route = u.route "
-		    "AND q.key = u.key AND q.id < u.id) GROUP BY route, key "
+		    "WHERE key IS NOT NULL AND ($4::bool OR EXISTS (SELECT FROM switchboard.queue q WHERE q.route = u.route "
+		    "AND q.key = u.key AND q.id < u.id)) GROUP BY route, key "
 		    "ON CONFLICT (route, key) DO UPDATE SET change_id = greatest(m.change_id, excluded.change_id)",
-		    {ArrayLiteral(mark_routes), ArrayLiteral(mark_keys), ArrayLiteral(mark_ids)});
+		    {ArrayLiteral(mark_routes), ArrayLiteral(mark_keys), ArrayLiteral(mark_ids),
+		     ResyncRunning() ? "true" : "false"});
 	LogOutcomes(log);
 	NoteRouteStats(stats);
 	WriteEndpointStatus(endpoints);

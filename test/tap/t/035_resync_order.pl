@@ -99,6 +99,21 @@ like($resync->{stderr}, qr/could not serialize access due to concurrent update/,
 is(wait_idle(), 't', 'settled');
 is(firstname('one@x.com'), 'V3', 'the writer\'s value reaches the remote');
 
+# ---------------------------------------------------------------------------------------
+# 5. a writer that changes the row after resync checked it, and is delivered before resync's
+#    transaction commits: resync's image, older, must not follow it
+$resync = $node->background_psql('postgres');
+$resync->query_safe("BEGIN; SELECT switchboard.resync('contacts_hs', 'id = 2')");
+$node->safe_psql('postgres', "UPDATE contacts SET first_name = 'V4' WHERE id = 2");
+ok(wait_for('the newer value to be delivered', sub { (firstname('two@x.com') // '') eq 'V4' }, 30),
+	'the writer\'s change is delivered while resync\'s transaction is open');
+$resync->query_safe('COMMIT');
+is(wait_idle(), 't', 'settled');
+is(firstname('two@x.com'), 'V4', 'resync\'s older image, committed later, did not overwrite it');
+like(sql($node, "SELECT error FROM switchboard.deliveries WHERE key = 'two\@x.com' ORDER BY at DESC LIMIT 1"),
+	qr/not sent/, 'deliveries says why it was not sent');
+$resync->quit;
+
 $writer->quit;
 $node->stop;
 done_testing();
