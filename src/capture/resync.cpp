@@ -24,6 +24,7 @@ extern "C" {
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/procarray.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 }
 
@@ -169,17 +170,23 @@ EnqueueRows(const char *route, const char *all_sql, const char *one_sql)
 	QueuedRow *rows = static_cast<QueuedRow *>(palloc(sizeof(QueuedRow) * kChunk));
 	int64_t count = 0;
 	Portal portal = SPI_cursor_open(nullptr, plan, nullptr, nullptr, true);
-	// A chunk at a time: a resync of a large table never holds all its rows in memory.
+	// A chunk at a time, in a context of its own: a resync of a large table never holds all
+	// its rows (nor what queueing them allocated) in memory.
+	MemoryContext chunk_memory = AllocSetContextCreate(CurrentMemoryContext, "switchboard resync chunk",
+	                                                   ALLOCSET_DEFAULT_SIZES);
 	for (;;) {
 		SPI_cursor_fetch(portal, true, kChunk);
 		if (SPI_processed == 0)
 			break;
+		MemoryContext caller = MemoryContextSwitchTo(chunk_memory);
 		int n = QueueResult(route, rows);
 		count += n;
-		// Each chunk's memory goes before the next is fetched.
 		SPI_freetuptable(SPI_tuptable);
 		SettleChunk(route, one_row, rows, n);
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(chunk_memory);
 	}
+	MemoryContextDelete(chunk_memory);
 	SPI_cursor_close(portal);
 	pfree(rows);
 	return count;

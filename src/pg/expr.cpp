@@ -13,6 +13,8 @@ extern "C" {
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/typcache.h"
+#include "common/hashfn.h"
 #include "utils/lsyscache.h"
 }
 
@@ -83,14 +85,29 @@ RelationAlias(Oid relid)
 	return alias;
 }
 
-// NULL of the table's row type. A kept plan (SpiExecPrepared) holds the type's OID but is not
-// invalidated when a table of the same name replaces the one it was made for (a type named in
-// a cast is no dependency the plan cache tracks): the OID in the text makes a new table a new
-// statement.
+// NULL of the table's row type. A kept plan (SpiExecPrepared) holds the row type as it was
+// planned, but is not invalidated when the table is replaced by one of the same name or its
+// columns change (a type named in a cast is no dependency the plan cache tracks): the OID and
+// a hash of the columns (names, types, typmods) in the text make either a new statement.
 std::string
 RowTypeNull(Oid source)
 {
-	return "NULL::" + QualifiedName(source) + " /* relation " + std::to_string(source) + " */";
+	uint32 shape = 0;
+	Guarded([&] {
+		TupleDesc desc = lookup_rowtype_tupdesc(get_rel_type_id(source), -1);
+		for (int i = 0; i < desc->natts; i++) {
+			Form_pg_attribute a = TupleDescAttr(desc, i);
+			uint32 parts[3] = {a->attisdropped
+			                       ? 0
+			                       : hash_bytes(reinterpret_cast<const unsigned char *>(NameStr(a->attname)),
+			                                    strlen(NameStr(a->attname))),
+			                   a->atttypid, static_cast<uint32>(a->atttypmod)};
+			shape = hash_combine(shape, hash_bytes(reinterpret_cast<const unsigned char *>(parts), sizeof parts));
+		}
+		ReleaseTupleDesc(desc);
+	});
+	return "NULL::" + QualifiedName(source) + " /* relation " + std::to_string(source) + " shape " +
+	       std::to_string(shape) + " */";
 }
 
 std::string

@@ -44,6 +44,10 @@ UPDATE switchboard.routes SET source = 'contacts', enabled = true WHERE name = '
 });
 deliver_and_count('after the table was replaced', 'b');
 
+# The same table, a column of another type: a new plan, not the kept one.
+$node->safe_psql('postgres', 'ALTER TABLE contacts ALTER COLUMN first_name TYPE varchar(40)');
+deliver_and_count('after a column changed its type', 'c');
+
 # A row that raises still sends the others, row by row.
 $node->safe_psql('postgres', q{
 INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('contacts_hs', 'ratio', '100 / length(first_name)')});
