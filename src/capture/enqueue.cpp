@@ -120,6 +120,10 @@ FillQueueCacheOnce(Relation queue, Oid sequence)
 		CacheRegisterRelcacheCallback(InvalidateQueueCache, (Datum) 0);
 		callback_registered = true;
 	}
+	// Emptied before anything that may raise: the callback never walks memory already reset.
+	cache.valid = false;
+	cache.n_indexes = 0;
+	cache.indexes = nullptr;
 	if (cache.context == nullptr)
 		cache.context = AllocSetContextCreate(CacheMemoryContext, "switchboard capture", ALLOCSET_SMALL_SIZES);
 	else
@@ -127,7 +131,6 @@ FillQueueCacheOnce(Relation queue, Oid sequence)
 	CheckQueueLayout(RelationGetDescr(queue));
 	cache.queue = RelationGetRelid(queue);
 	cache.sequence = sequence;
-	cache.n_indexes = 0;
 	List *indexes = RelationGetIndexList(queue);
 	MemoryContext old = MemoryContextSwitchTo(cache.context);
 	cache.indexes = static_cast<QueueIndex *>(palloc0(sizeof(QueueIndex) * (list_length(indexes) + 1)));
