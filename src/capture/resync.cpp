@@ -49,15 +49,17 @@ struct QueuedRow {
 };
 
 // Whether a transaction other than an aborted one has updated or deleted that row version;
-// waits first for one still in progress. Only heap tables are checked (the others: error).
+// waits first for one still in progress. Only heap tables are checked.
 bool
 Superseded(Oid table, ItemPointer row, ItemPointer latest)
 {
 	Relation rel = table_open(table, AccessShareLock);
-	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
-		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-		                errmsg("resync supports tables of the heap access method only"),
-		                errdetail("\"%s\" uses another access method.", RelationGetRelationName(rel))));
+	// Tuple headers are read as the heap lays them out; a row of another kind of table (a
+	// foreign partition) is queued as read, unchecked.
+	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID) {
+		table_close(rel, AccessShareLock);
+		return false;
+	}
 	bool superseded = false;
 	for (;;) {
 		HeapTupleData tuple;
