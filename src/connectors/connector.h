@@ -27,7 +27,7 @@ using Json = nlohmann::json;
 // One row of switchboard.endpoints, with its secret resolved.
 struct Endpoint {
 	std::string name;
-	std::string kind; // a registered kind: hubspot | salesforce | webhook | openai
+	std::string kind; // a registered kind: hubspot | salesforce | webhook | openai | woocommerce
 	std::string base_url;
 	std::string secret; // empty when none
 	Json options = Json::object();
@@ -222,6 +222,9 @@ public:
 	virtual HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route,
 	                                     const std::vector<std::string> &fields, PullPhase phase,
 	                                     const PullCursor &cursor, const Auth &auth) const;
+	// true: a pull answer is a JSON array of records (WooCommerce), handed to ParsePullPage
+	// as {"items": array}; other kinds' array answers are refused as not an object.
+	virtual bool PullAnswerIsList() const { return false; }
 	// A 2xx answer whose body parsed as a JSON object (ParsePullResponse checked status and
 	// shape); throws std::runtime_error when the body is not what the remote documents.
 	virtual PullPage ParsePullPage(const Endpoint &endpoint, const Route &route, PullPhase phase,

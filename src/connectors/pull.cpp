@@ -270,7 +270,7 @@ DescribeFailure(const HttpResponse &response)
 		if (message == nullptr || !message->is_string())
 			continue;
 		std::string code;
-		for (const char *name : {"errorCode", "category"}) {
+		for (const char *name : {"errorCode", "category", "code"}) {
 			const Json *value = Member(error, name);
 			if (value != nullptr && value->is_string()) {
 				code = value->get<std::string>();
@@ -342,6 +342,9 @@ ParsePullResponse(const Endpoint &endpoint, const Route &route, PullPhase phase,
 	Json body = TryParseRemoteJson(response.body, &refused);
 	if (!refused.empty())
 		throw std::runtime_error(endpoint.kind + " pull answer refused: " + refused);
+	// A list answer (WooCommerce) reaches the kind as {"items": [...]}.
+	if (body.is_array() && connector.PullAnswerIsList())
+		body = Json{{"items", std::move(body)}};
 	if (body.is_discarded() || !body.is_object())
 		pull::Malformed(endpoint.kind + " pull answer is not a JSON object", response);
 	return connector.ParsePullPage(endpoint, route, phase, cursor, response, body);
