@@ -175,6 +175,9 @@ public:
 
 	// ---- push ---------------------------------------------------------------------------
 
+	// true: the remote addresses records only by its own id (WooCommerce has no upsert by a
+	// key), so every change, not only deletes, comes with the remote id when one is known.
+	virtual bool UpdatesNeedRemoteId() const { return false; }
 	// Largest batch for this endpoint: options.batch_size may lower BulkLimit(), never raise it.
 	virtual size_t MaxBatch(const Endpoint &endpoint) const;
 	// Changes are given in queue order; per key at most one change is present.

@@ -129,6 +129,9 @@ class WooCommerceConnector : public Connector {
 public:
 	size_t BulkLimit() const override { return kWooBatchLimit; }
 
+	// Updates go to /batch "update" by id: without it a change would create a second record.
+	bool UpdatesNeedRemoteId() const override { return true; }
+
 	// ---- push -------------------------------------------------------------------------
 
 	std::vector<Call> BuildCalls(const Endpoint &endpoint, const Route &route, const std::vector<Change> &changes,
