@@ -230,9 +230,32 @@ public:
 	virtual bool PullAnswerIsList() const { return false; }
 	// A 2xx answer whose body parsed as a JSON object (ParsePullResponse checked status and
 	// shape); throws std::runtime_error when the body is not what the remote documents.
+	// Inbound read-back (BuildReadBackRequest above): kinds whose webhooks name only ids.
+	virtual bool CanReadBack() const { return false; }
+	// Default: throws std::invalid_argument "<kind> endpoints cannot read records back".
+	virtual HttpRequest BuildReadBackRequest(const Endpoint &endpoint, const Route &route,
+	                                         const std::vector<std::string> &fields,
+	                                         const std::vector<std::string> &ids, const Auth &auth) const;
+	// A 2xx answer whose body parsed as a JSON object.
+	virtual std::vector<RemoteRecord> ParseReadBack(const Endpoint &endpoint, const Route &route,
+	                                                const HttpResponse &response, const Json &body) const;
 	virtual PullPage ParsePullPage(const Endpoint &endpoint, const Route &route, PullPhase phase,
 	                               const PullCursor &cursor, const HttpResponse &response, const Json &body) const;
 };
+
+// ---- Inbound read-back (SPEC §9): events that name only ids ----------------------------------
+// A HubSpot webhook says "object 123 changed"; the records are read back in batches and applied
+// like a pull page. Kinds whose events carry the record itself (WooCommerce) need none of this.
+
+// The request reading back records by remote id (at most kReadBackLimit ids). fields: the
+// remote fields the route's mappings pull. Throws std::invalid_argument for kinds that cannot.
+HttpRequest BuildReadBackRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+                                 const std::vector<std::string> &ids, const Auth &auth);
+// The records of an answer to it (ids the remote no longer has are simply absent). Throws
+// std::runtime_error with the remote's message for a failed answer or a malformed body.
+std::vector<RemoteRecord> ParseReadBackResponse(const Endpoint &endpoint, const Route &route,
+                                                const HttpResponse &response);
+constexpr size_t kReadBackLimit = 100;
 
 // ---- The registry (registry.cpp): kind name -> factory -----------------------------------
 

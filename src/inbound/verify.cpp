@@ -362,6 +362,26 @@ IsWooCommercePing(const std::string &body)
 	return true;
 }
 
+std::vector<RemoteRecord>
+RecordsOf(const std::vector<Event> &events, const std::string &match_remote)
+{
+	std::vector<RemoteRecord> records;
+	for (const auto &event : events) {
+		if (event.read_back || event.object_id.empty())
+			continue;
+		RemoteRecord record;
+		record.remote_id = event.object_id;
+		record.fields = event.resource.is_object() ? event.resource : Json::object();
+		record.key = pull::KeyText(pull::MemberAnyCase(record.fields, match_remote));
+		if (record.key.empty() && match_remote == "id")
+			record.key = event.object_id;
+		record.modified_ms = event.occurred_ms;
+		record.deleted = event.deleted;
+		records.push_back(std::move(record));
+	}
+	return records;
+}
+
 Parsed
 ParseEvents(Scheme scheme, const Headers &headers, const std::string &body)
 {

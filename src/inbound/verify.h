@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "connectors/connector.h" // RemoteRecord
 #include "http/http_types.h"
 
 namespace switchboard {
@@ -95,6 +96,11 @@ struct Parsed {
 // Reads the events of a verified body. Throws std::runtime_error (a short, masked message)
 // when the body is not of the scheme's shape: the receiver answers 400 and counts it.
 Parsed ParseEvents(Scheme scheme, const Headers &headers, const std::string &body);
+
+// The records events carry themselves (WooCommerce bodies, Standard Webhooks data), as a pull
+// page would hold them: remote id, fields, key (route.match_remote), modification time, the
+// deleted flag. Events that only name ids (read_back) are not among them.
+std::vector<RemoteRecord> RecordsOf(const std::vector<Event> &events, const std::string &match_remote);
 
 // WooCommerce's ping when a webhook is saved: "webhook_id=<digits>", sent unsigned.
 bool IsWooCommercePing(const std::string &body);

@@ -6,6 +6,7 @@
 #include <exception>
 #include <string>
 
+#include "connectors/pull.h"
 #include "inbound/verify.h"
 
 using namespace switchboard;
@@ -52,6 +53,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (const auto &event : parsed.events)
 			if (event.event_id.empty() && scheme != Scheme::StandardWebhooks)
 				__builtin_trap(); // documented: every HubSpot/WooCommerce event is named
+		(void) RecordsOf(parsed.events, "email");
+	} catch (const std::runtime_error &) {
+	}
+	// The same bytes as a HubSpot batch/read answer (the read-back of HubSpot events).
+	try {
+		Endpoint endpoint;
+		endpoint.kind = "hubspot";
+		endpoint.base_url = "https://api.hubapi.com";
+		Route route;
+		route.remote_object = "contacts";
+		route.match_remote = "email";
+		HttpResponse response;
+		response.status = data[0] & 4 ? 207 : 200;
+		response.body = body;
+		(void) ParseReadBackResponse(endpoint, route, response);
 	} catch (const std::runtime_error &) {
 	}
 	return 0;

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "connectors/pull.h"
 #include "fixtures.h"
 #include "inbound/verify.h"
 
@@ -308,6 +309,65 @@ TEST(InboundEventsTest, StandardWebhooksDataIsTheResource)
 	ExpectThrows<std::runtime_error>([] {
 		ParseEvents(Scheme::StandardWebhooks, {{"webhook-id", "m"}}, R"({"type":"a.b"})");
 	});
+}
+
+// ---- applied like a pull: records of events, HubSpot read-back ---------------------------
+
+TEST(InboundRecordsTest, ResourceEventsBecomePullRecords)
+{
+	Parsed woo = ParseEvents(Scheme::WooCommerce, {{"X-WC-Webhook-Topic", "customer.updated"}},
+	                         R"({"id":42,"email":"A@b.c","date_modified_gmt":"2026-11-24T10:00:00"})");
+	Parsed gone = ParseEvents(Scheme::WooCommerce, {{"X-WC-Webhook-Topic", "customer.deleted"}}, R"({"id":43})");
+	woo.events.push_back(gone.events[0]);
+	std::vector<RemoteRecord> records = RecordsOf(woo.events, "email");
+	ASSERT_EQ(records.size(), 2u);
+	EXPECT_EQ(records[0].remote_id, "42");
+	EXPECT_EQ(records[0].key, "A@b.c");
+	EXPECT_EQ(records[0].modified_ms, kNow);
+	EXPECT_EQ(records[0].fields["email"], "A@b.c");
+	EXPECT_TRUE(records[1].deleted);
+	EXPECT_EQ(RecordsOf(gone.events, "id").at(0).key, "43");
+	Parsed hubspot = ParseEvents(Scheme::HubSpotV3, {},
+	                             R"([{"eventId":1,"objectId":5,"subscriptionType":"contact.creation"}])");
+	EXPECT_TRUE(RecordsOf(hubspot.events, "email").empty()); // read back, not carried
+}
+
+TEST(InboundReadBackTest, HubSpotBatchReadByteForByte)
+{
+	Endpoint endpoint = test_support::MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
+	Route route = test_support::MakeRoute("contacts", "email");
+	Auth auth;
+	auth.bearer = "pat-SECRET";
+	HttpRequest request = BuildReadBackRequest(endpoint, route, {"firstname", "email"}, {"5", "6"}, auth);
+	EXPECT_EQ(request.method, "POST");
+	EXPECT_EQ(request.url, "https://api.hubapi.com/crm/v3/objects/contacts/batch/read");
+	EXPECT_EQ(request.body,
+	          R"({"properties":["firstname","email","lastmodifieddate"],"inputs":[{"id":"5"},{"id":"6"}]})");
+	EXPECT_EQ(HeaderValue(request.headers, "authorization"), "Bearer pat-SECRET");
+	ExpectThrows<std::invalid_argument>([&] { BuildReadBackRequest(endpoint, route, {}, {}, auth); });
+	ExpectThrows<std::invalid_argument>(
+	    [&] { BuildReadBackRequest(test_support::MakeEndpoint("woocommerce", "https://s"), route, {}, {"1"}, auth); });
+
+	std::vector<RemoteRecord> records = ParseReadBackResponse(
+	    endpoint, route,
+	    test_support::Answer(
+	        207,
+	        R"({"status":"COMPLETE","results":[{"id":"5","properties":{"email":"a@x.io","firstname":"A","lastmodifieddate":"2026-11-24T10:00:00.000Z"}}],)"
+	        R"("numErrors":1,"errors":[{"status":"error","category":"OBJECT_NOT_FOUND","context":{"ids":["6"]}}]})"));
+	ASSERT_EQ(records.size(), 1u);
+	EXPECT_EQ(records[0].remote_id, "5");
+	EXPECT_EQ(records[0].key, "a@x.io");
+	EXPECT_EQ(records[0].modified_ms, kNow);
+	std::string message = ExpectThrows<std::runtime_error>([&] {
+		ParseReadBackResponse(
+		    endpoint, route,
+		    test_support::Answer(
+		        401,
+		        R"({"status":"error","message":"Authentication credentials not found.","category":"INVALID_AUTHENTICATION"})"));
+	});
+	EXPECT_EQ(message,
+	          "hubspot read-back failed: HTTP 401 INVALID_AUTHENTICATION: Authentication credentials not found.");
+	ExpectThrows<std::runtime_error>([&] { ParseReadBackResponse(endpoint, route, test_support::Answer(200, "[]")); });
 }
 
 } // namespace
