@@ -55,6 +55,12 @@ my @bodies = map { $_->{body} } grep { $_->{path} =~ m{/customers/batch$} } @{ d
 ok((grep { ($_->{update} // [])->[0] && $_->{update}[0]{id} == $shop{'ann@x.io'}{id} } @bodies), 'the update names the remote id');
 ok(!(grep { $_->{create} } @bodies), 'nothing was created twice');
 
+my $preview = decode_json(q1("SELECT switchboard.preview('customers_woo', 'ann\@x.io')"));
+is($preview->{url}, "$base/wp-json/wc/v3/customers/batch", 'preview shows the batch URL');
+like(encode_json($preview->{headers}), qr/Basic \*\*\*\*/, 'preview masks the Basic credentials');
+unlike(encode_json($preview), qr/cs_test|Y2tfdGVzdDpjc190ZXN0/, 'no secret in preview output');
+is($preview->{body}{update}[0]{id}, $shop{'ann@x.io'}{id}, 'preview shows the update by remote id');
+
 # ---- pull ---------------------------------------------------------------------------------
 
 my @orders = map { { status => 'processing', total => "$_.50", billing => { email => "o$_\@x.io" }, notify => JSON::PP::false } } 1 .. 150;
