@@ -309,10 +309,10 @@ ApplySettled(const ClaimSettled &settled)
 
 // The changes a route sends this round: in flight, with their keys (and, for a change tried
 // before, its translated fields), the changes they supersede keyed; the remote ids its
-// deletes need.
+// deletes need (and its updates, for kinds that address records only by their id).
 std::map<std::string, std::string>
 MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const std::vector<Translation> &translations,
-             const Coalesced &coalesced)
+             const Coalesced &coalesced, bool every_remote_id)
 {
 	std::vector<SpiText> keys, ids, states, delete_keys, retried_fields;
 	for (const Coalesced::Send &s : coalesced.send) {
@@ -322,7 +322,7 @@ MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const 
 		// A change tried before may be one that kills the worker: keep its translated
 		// fields with it, so that the dead letter it may become shows them.
 		retried_fields.push_back(rows[s.row].attempts > 0 ? SpiText(translations[s.row].fields.dump()) : SpiText());
-		if (s.op == Op::Delete)
+		if (s.op == Op::Delete || every_remote_id)
 			delete_keys.emplace_back(translations[s.row].key);
 		// The changes it supersedes stay pending, keyed: should they outlive this round (a
 		// retry, a crash), a later claim of the key finds them as held changes.
@@ -443,7 +443,10 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 	if (!def || coalesced.send.empty())
 		return;
 
-	std::map<std::string, std::string> remote_ids = MarkInFlight(route_name, rows, translations, coalesced);
+	const Connector *connector = FindConnector(def->endpoint.kind);
+	std::map<std::string, std::string> remote_ids = MarkInFlight(route_name, rows, translations, coalesced,
+	                                                             connector != nullptr &&
+	                                                                 connector->UpdatesNeedRemoteId());
 	RouteBatch batch;
 	batch.endpoint = def->endpoint;
 	batch.route = def->route;
