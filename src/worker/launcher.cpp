@@ -15,6 +15,7 @@ extern "C" {
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
@@ -80,6 +81,32 @@ StartWorker(Oid database)
 		ereport(WARNING, (errmsg("switchboard: could not start a worker for database %u", database),
 		                  errhint("Raise max_worker_processes: switchboard needs one per database plus one.")));
 	}
+}
+
+constexpr const char *kLauncherName = "switchboard launcher";
+constexpr const char *kStandbyName = "switchboard launcher (standby)";
+
+// A hot standby: wait until it is promoted (checked four times a second, so the workers start
+// within moments of the promotion). Nothing else runs meanwhile.
+void
+WaitForPromotion()
+{
+	if (!RecoveryInProgress())
+		return;
+	pgstat_report_appname(kStandbyName);
+	pgstat_report_activity(STATE_IDLE, "waiting for promotion: a standby delivers nothing");
+	while (RecoveryInProgress()) {
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 250, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending) {
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+	ereport(LOG, (errmsg("switchboard: this server was promoted; starting its workers")));
+	pgstat_report_appname(kLauncherName);
+	pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
 void
@@ -183,7 +210,8 @@ RegisterLauncher()
 	BackgroundWorker worker;
 	memset(&worker, 0, sizeof worker);
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	// Started on a hot standby too, where it only waits for promotion (WaitForPromotion).
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	worker.bgw_restart_time = 5;
 	strlcpy(worker.bgw_library_name, "switchboard", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "switchboard_launcher_main", BGW_MAXLEN);
@@ -207,7 +235,8 @@ SB_BGWORKER_MAIN(switchboard_launcher_main)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
-	pgstat_report_appname("switchboard launcher");
+	pgstat_report_appname(kLauncherName);
 	RegisterLauncherLatch(MyLatch);
+	WaitForPromotion();
 	LauncherLoop();
 }
