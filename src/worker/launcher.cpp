@@ -1,8 +1,9 @@
 // The launcher: a static background worker (needs shared_preload_libraries) that starts one
-// worker per database whose worker is not running. A database without the extension gets a
-// short-lived worker that finds nothing and exits; the launcher then leaves it alone for a
-// minute unless CREATE EXTENSION wakes it. Templates are skipped, so CREATE DATABASE from
-// them is never blocked.
+// worker per database whose worker is not running, at most switchboard.max_workers at once:
+// with more databases, workers of idle ones make room and are started again on demand (a
+// capturing commit, a retry or pull come due), the longest unserved first (shmem.cpp). A database without the extension
+// gets a short-lived worker that finds nothing and exits; the launcher then leaves it alone for a minute unless CREATE
+// EXTENSION wakes it. Templates are skipped, so CREATE DATABASE from them is never blocked.
 #include "pg/boundary.h"
 #include "settings.h"
 #include "worker/launcher.h"
@@ -79,7 +80,7 @@ StartWorker(Oid database)
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle)) {
 		MarkStartFailed(database);
 		ereport(WARNING, (errmsg("switchboard: could not start a worker for database %u", database),
-		                  errhint("Raise max_worker_processes: switchboard needs one per database plus one.")));
+		                  errhint("Raise max_worker_processes: switchboard needs switchboard.max_workers plus one.")));
 	}
 }
 
@@ -120,14 +121,18 @@ LauncherLoop()
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending) {
 			ConfigReloadPending = false;
+			bool was_enabled = setting_enabled;
 			ProcessConfigFile(PGC_SIGHUP);
+			// Workers that made room while paused come back for what waited meanwhile.
+			if (setting_enabled && !was_enabled)
+				MarkAllWanted();
 		}
 		int count = ListDatabases(databases, kMaxDatabases);
 		ForgetDatabasesExcept(databases, count);
-		int64_t now = NowMs();
-		for (int i = 0; i < count; i++)
-			if (ShouldStartWorker(databases[i], now))
-				StartWorker(databases[i]);
+		Oid to_start[kMaxDatabases];
+		int starting = PickDatabasesToStart(databases, count, setting_max_workers, setting_enabled, NowMs(), to_start);
+		for (int i = 0; i < starting; i++)
+			StartWorker(to_start[i]);
 	}
 }
 
