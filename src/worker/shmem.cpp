@@ -1,5 +1,7 @@
 #include "worker/shmem.h"
 
+#include "worker/shared_limits.h"
+
 extern "C" {
 #include <signal.h>
 
@@ -74,6 +76,7 @@ ShmemRequest()
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(sizeof(SharedState));
+	RequestAddinShmemSpace(SharedLimitsSize());
 }
 
 void
@@ -90,6 +93,9 @@ ShmemStartup()
 		for (auto &slot : shared->slots)
 			ClearSlot(&slot, InvalidOid);
 	}
+	bool limits_found = false;
+	void *limits = ShmemInitStruct("switchboard rate limits", SharedLimitsSize(), &limits_found);
+	SharedLimitsInit(limits, limits_found);
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -8,6 +8,7 @@
 #include "translate/route_def.h"
 #include "store/pull_store.h"
 #include "store/queue_store.h"
+#include "worker/shared_limits.h"
 #include "worker/shmem.h"
 
 extern "C" {
@@ -93,7 +94,10 @@ CommitDurably()
 
 class DeliveryLoop {
 public:
-	DeliveryLoop() : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}()) {}
+	DeliveryLoop() : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}())
+	{
+		dispatcher_.SetRateLimitStore(SharedRateLimitStore()); // rate_limit_group
+	}
 
 	void Run()
 	{
