@@ -97,6 +97,37 @@ for my $try (1 .. $samples)
 	diag(sprintf('%s woke and delivered %.0f ms after the commit', $asleep, 1000 * $took));
 }
 cmp_ok(workers(), '<=', 4, 'still at most 4 workers');
+# Fairness: four databases kept busy (a change committed in each faster than the slowed double
+# takes them) hold all four workers; a fifth database still gets its turn, as busy workers make
+# room once they have run 5 s while others wait.
+control($base, 'faults', { path_prefix => '/crm/v3/objects/contacts/batch/upsert', kind => 'slow',
+	delay_ms => 400, count => 100000 });
+my @busy = @dbs[ 0 .. 3 ];
+my $busy_serial = 0;
+sub keep_busy
+{
+	$busy_serial++;
+	$node->safe_psql('postgres', join('', map {
+		"\\c $_\nINSERT INTO contacts (email, first_name) VALUES ('busy$busy_serial-$_\@x.com', 'B');\n"
+	} @busy));
+}
+my $busy_until = time + 4;
+keep_busy() while time < $busy_until;    # every worker delivering, none asleep
+my $starved = $dbs[-1];
+my $start = time;
+$node->safe_psql($starved, "INSERT INTO contacts (email, first_name) VALUES ('starved\@x.com', 'S')");
+my $served;
+while (time - $start < 20)
+{
+	keep_busy();
+	$served = grep { $_->{key} eq 'starved@x.com' } @{ json_get("$base/_control/records/hubspot/contacts") };
+	last if $served;
+}
+diag(sprintf('starved database served after %.1f s', time - $start));
+ok($served, sprintf('a database waiting behind %d busy ones is served (%.1f s)', scalar @busy, time - $start));
+cmp_ok(workers(), '<=', 4, 'still at most 4 workers');
+json_delete("$base/_control/faults");
+
 my @sorted = sort { $a <=> $b } @took;
 my $p99 = $sorted[ int(0.99 * $#sorted + 0.5) ];
 my $processes = sql($node,
