@@ -8,6 +8,7 @@
 #include "translate/route_def.h"
 #include "store/pull_store.h"
 #include "store/queue_store.h"
+#include "worker/shared_limits.h"
 #include "worker/shmem.h"
 
 extern "C" {
@@ -93,7 +94,10 @@ CommitDurably()
 
 class DeliveryLoop {
 public:
-	DeliveryLoop() : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}()) {}
+	DeliveryLoop() : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}())
+	{
+		dispatcher_.SetRateLimitStore(SharedRateLimitStore()); // rate_limit_group
+	}
 
 	void Run()
 	{
@@ -111,11 +115,16 @@ public:
 			tx.Commit();
 		}
 		int failures = 0;
+		bool idle = false; // the last round found nothing to do at once
 		while (!stop_requested) {
 			if (ConfigReloadPending) {
 				ConfigReloadPending = false;
 				Guarded([] { ProcessConfigFile(PGC_SIGHUP); });
 				last_prune_ms_ = 0; // a changed retention applies now, not in a minute
+			}
+			if (ShouldMakeRoom(MyDatabaseId, idle || !setting_enabled, NowMs())) {
+				MakeRoomForOthers(idle);
+				return;
 			}
 			long wait_ms = setting_naptime_ms;
 			if (setting_enabled != wants_wakes_) {
@@ -128,7 +137,10 @@ public:
 				continue;
 			}
 			try {
+				// Read before the round's snapshot: every commit counted so far is visible to it.
+				commits_seen_ = CommitsCounted(MyDatabaseId);
 				wait_ms = Round();
+				idle = wait_ms > 0;
 				failures = 0;
 			} catch (const std::exception &e) {
 				failures++;
@@ -140,12 +152,40 @@ public:
 			}
 			if (!has_extension)
 				return;
-			if (wait_ms > 0 && !stop_requested)
+			if (wait_ms > 0 && !stop_requested && !ShouldMakeRoom(MyDatabaseId, true, NowMs()))
 				Sleep(wait_ms);
 		}
 	}
 
 private:
+	// switchboard.max_workers: more databases want a worker than may run, and the launcher
+	// asked this one to make room. It says when it has work again (the next retry or pull due;
+	// a commit wakes the launcher anyway) and exits; the launcher starts a worker again then.
+	// Busy (not idle), it has more to do at once. Paused, it is started again on resume.
+	void MakeRoomForOthers(bool idle)
+	{
+		constexpr int64_t kRevisitMs = 5 * 60 * 1000; // a safety net, like naptime
+		int64_t now = NowMs();
+		int64_t due_at = now;
+		if (!setting_enabled) {
+			due_at = now + kRevisitMs; // and at once when delivery resumes (MarkAllWanted)
+		} else if (idle) {
+			long next = -1;
+			try {
+				WorkerTransaction tx;
+				long push = MsUntilNextDue(), pull = MsUntilNextPull();
+				tx.Commit();
+				next = push < 0 ? pull : pull < 0 ? push : std::min(push, pull);
+			} catch (const std::exception &e) {
+				Report(LOG, std::string("switchboard worker: ") + e.what());
+				next = 0;
+			}
+			due_at = now + (next < 0 ? kRevisitMs : std::min<int64_t>(next, kRevisitMs));
+		}
+		MakeRoom(MyDatabaseId, commits_seen_, due_at);
+		Activity("making room for other databases");
+	}
+
 	// One round: push what is due, then pull one page per due route. Returns how long to sleep.
 	long Round()
 	{
@@ -367,12 +407,14 @@ private:
 	void Sleep(long wait_ms)
 	{
 		Activity("idle");
+		SetWorkerSleeping(MyDatabaseId, true);
 		Guarded([&] {
 			pgstat_report_activity(STATE_IDLE, nullptr);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		});
+		SetWorkerSleeping(MyDatabaseId, false);
 	}
 
 	void Activity(const std::string &what)
@@ -387,6 +429,7 @@ private:
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;
 	bool schema_outdated_ = false;
+	uint64_t commits_seen_ = 0;
 };
 
 } // namespace
