@@ -118,8 +118,11 @@ Resync(const std::string &route)
 void
 ForgetEarlierRoute(const std::string &route)
 {
+	// Only the tables this schema version has (a database still at 0.1 runs this library too).
 	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats"})
-		SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {route});
+		if (SpiScalar("SELECT pg_catalog.to_regclass($1) IS NOT NULL", {std::string("switchboard.") + table}) ==
+		    SpiText("t"))
+			SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {route});
 }
 
 void
