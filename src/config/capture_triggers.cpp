@@ -128,9 +128,10 @@ CarryRename(const std::string &from, const std::string &to)
 		Fail(ERRCODE_OBJECT_IN_USE, "route \"" + from + "\" cannot be renamed while changes of it are being delivered",
 		     "", "Disable the route, wait until route_status.in_flight is 0, then rename it.");
 	// State left behind by an earlier route of the new name is not this route's.
-	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats"})
+	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats"})
 		SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {to});
-	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats", "delivery_log"})
+	for (const char *table :
+	     {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats", "delivery_log"})
 		SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
 }
 

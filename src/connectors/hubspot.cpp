@@ -134,6 +134,27 @@ using pull::TimeMs;
 // HubSpot's archived listing pages at most 100 records.
 const int kHubSpotArchivedLimit = 100;
 
+// The archived listing has no time filter: it is walked whole every cycle, and only the records
+// archived since the deletions cursor are kept (issue 10.3; the pull also matches each one by
+// the remote id it knows for the key). The cursor moves to the newest archivedAt of a whole
+// walk, less this margin, for records that become visible late; applying a deletion twice is
+// harmless.
+const int64_t kHubSpotArchivedOverlapMs = 5 * 60 * 1000;
+
+// The deletions cursor's after is "<HubSpot's after>|<newest archivedAt seen in this walk>".
+void
+SplitArchivedAfter(const std::string &after, std::string *token, int64_t *newest)
+{
+	*token = after;
+	*newest = 0;
+	auto bar = after.rfind('|');
+	if (bar == std::string::npos)
+		return;
+	*token = after.substr(0, bar);
+	if (!ParseDecimal(after.substr(bar + 1), newest))
+		*newest = 0;
+}
+
 // The property HubSpot keeps each object's modification time in.
 std::string
 HubSpotModifiedProperty(const Route &route)
@@ -196,8 +217,11 @@ HubSpotDeletionsRequest(const Endpoint &endpoint, const Route &route, const Pull
 	                  "?archived=true&limit=" + std::to_string(kHubSpotArchivedLimit);
 	if (!route.match_remote.empty())
 		url += "&properties=" + UrlEncode(route.match_remote);
-	if (!cursor.after.empty())
-		url += "&after=" + UrlEncode(cursor.after);
+	std::string token;
+	int64_t newest = 0;
+	SplitArchivedAfter(cursor.after, &token, &newest);
+	if (!token.empty())
+		url += "&after=" + UrlEncode(token);
 	HttpRequest request;
 	request.method = "GET";
 	request.url = std::move(url);
@@ -268,15 +292,29 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 	bool has_next = false;
 	std::string next_after = HubSpotNextAfter(body, response, &has_next);
 
+	const int64_t since = HubSpotSince(cursor);
 	if (deletions) {
-		// The archived listing has no time filter: each cycle walks it whole, and since stays.
-		page.next.since = cursor.since;
-		page.next.after = has_next ? next_after : std::string();
+		// Walked whole each cycle (see kHubSpotArchivedOverlapMs): only what was archived since
+		// the cursor counts (a record without a time is kept: the remote id decides).
+		std::string token;
+		int64_t newest = 0;
+		SplitArchivedAfter(cursor.after, &token, &newest);
+		newest = std::max(newest, NewestModified(page.records));
+		page.records.erase(std::remove_if(page.records.begin(), page.records.end(),
+		                                  [&](const RemoteRecord &r) {
+			                                  return r.modified_ms != 0 && r.modified_ms < since;
+		                                  }),
+		                   page.records.end());
 		page.more = has_next;
+		if (has_next) {
+			page.next.since = cursor.since;
+			page.next.after = next_after + "|" + std::to_string(newest);
+		} else {
+			page.next.since = std::to_string(std::max(since, newest - kHubSpotArchivedOverlapMs));
+		}
 		return page;
 	}
 
-	const int64_t since = HubSpotSince(cursor);
 	if (page.records.empty()) {
 		page.next.since = cursor.since;
 		return page;

@@ -454,13 +454,37 @@ TEST(PullHubSpotParseTest, ArchivedRecordsAreDeletionsAndTheListingIsWalkedWhole
 	EXPECT_EQ(page.records[1].modified_ms, kNov24 - 123); // updatedAt without archivedAt
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, "0");
-	EXPECT_EQ(page.next.after, "12");
+	// HubSpot's after, and the newest archivedAt of the walk so far.
+	EXPECT_EQ(page.next.after, "12|" + std::to_string(kNov24));
 
 	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Deletions, page.next,
 	                         Answer(Json{{"results", Json::array()}}));
 	EXPECT_FALSE(page.more);
-	EXPECT_EQ(page.next.since, "0");
+	// The walk is over: the cursor moves to its newest archivedAt, less a margin for late arrivals.
+	EXPECT_EQ(page.next.since, std::to_string(kNov24 - 5 * 60 * 1000));
 	EXPECT_EQ(page.next.after, ""); // the next cycle walks the listing from the start
+}
+
+TEST(PullHubSpotParseTest, ArchivedRecordsOlderThanTheCursorAreNoDeletions)
+{
+	// A contact archived last month is in every walk of the listing: it deletes nothing again.
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Json body = {
+	    {"results",
+	     {Json{{"id", "11"}, {"properties", {{"email", "old@x.io"}}}, {"archivedAt", "2026-10-24T10:00:00.000Z"}},
+	      Json{{"id", "12"}, {"properties", {{"email", "new@x.io"}}}, {"archivedAt", "2026-11-24T10:00:00.123Z"}},
+	      Json{{"id", "13"}, {"properties", {{"email", "when@x.io"}}}}}},
+	    {"paging", {{"next", {{"after", "14"}}}}}};
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Deletions,
+	                                  PullCursor{std::to_string(kNov24 - 1000), "11|5"}, Answer(body));
+	ASSERT_EQ(page.records.size(), 2u);
+	EXPECT_EQ(page.records[0].remote_id, "12");
+	EXPECT_EQ(page.records[1].remote_id, "13"); // no time: kept, the remote id decides
+	EXPECT_EQ(page.next.after, "14|" + std::to_string(kNov24));
+	HttpRequest next = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Deletions,
+	                                    page.next, BearerAuth("pat"));
+	EXPECT_NE(next.url.find("&after=14"), std::string::npos) << next.url;
+	EXPECT_EQ(next.url.find('|'), std::string::npos) << next.url;
 }
 
 TEST(PullHubSpotParseTest, MalformedBodiesAndErrorAnswersThrow)
