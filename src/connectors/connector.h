@@ -224,6 +224,9 @@ public:
 	                                     const PullCursor &cursor, const Auth &auth) const;
 	// A 2xx answer whose body parsed as a JSON object (ParsePullResponse checked status and
 	// shape); throws std::runtime_error when the body is not what the remote documents.
+	// A non-2xx answer to a page of a query (cursor.after set) that says the query itself is
+	// gone (Salesforce INVALID_QUERY_LOCATOR): the pull starts the query again from its since.
+	virtual bool PullQueryExpired(const HttpResponse &) const { return false; }
 	virtual PullPage ParsePullPage(const Endpoint &endpoint, const Route &route, PullPhase phase,
 	                               const PullCursor &cursor, const HttpResponse &response, const Json &body) const;
 };

@@ -172,6 +172,25 @@ HubSpotSince(const PullCursor &cursor)
 	return since;
 }
 
+// The changes cursor's after, while the records of one millisecond are walked by id (a whole
+// 10,000-result window stamped with one millisecond, where re-anchoring on time cannot move):
+// "ms:<M>:<last id>". Any other after is HubSpot's own paging token.
+bool
+ParseTieAfter(const std::string &after, int64_t *ms, int64_t *last_id)
+{
+	if (after.compare(0, 3, "ms:") != 0)
+		return false;
+	auto colon = after.find(':', 3);
+	return colon != std::string::npos && ParseDecimal(after.substr(3, colon - 3), ms) &&
+	       ParseDecimal(after.substr(colon + 1), last_id);
+}
+
+std::string
+TieAfter(int64_t ms, int64_t last_id)
+{
+	return "ms:" + std::to_string(ms) + ":" + std::to_string(last_id);
+}
+
 HttpRequest
 HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
                       const PullCursor &cursor, const Auth &auth)
@@ -185,19 +204,33 @@ HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::v
 	AddUnique(&properties, &seen, route.match_remote, false);
 	AddUnique(&properties, &seen, modified, false);
 
-	nlohmann::ordered_json filter;
-	filter["propertyName"] = modified;
-	filter["operator"] = "GT";
-	filter["value"] = cursor.since;
+	auto condition = [](const std::string &name, const char *op, const std::string &value) {
+		nlohmann::ordered_json filter;
+		filter["propertyName"] = name;
+		filter["operator"] = op;
+		filter["value"] = value;
+		return filter;
+	};
+	int64_t tie_ms = 0, last_id = 0;
+	const bool tie = ParseTieAfter(cursor.after, &tie_ms, &last_id);
+	nlohmann::ordered_json filters = nlohmann::ordered_json::array();
 	nlohmann::ordered_json sort;
 	sort["propertyName"] = modified;
 	sort["direction"] = "ASCENDING";
+	if (tie) {
+		// One millisecond's records, by id: each page a new query after the last id seen.
+		filters.push_back(condition(modified, "EQ", std::to_string(tie_ms)));
+		filters.push_back(condition("hs_object_id", "GT", std::to_string(last_id)));
+		sort["propertyName"] = "hs_object_id";
+	} else {
+		filters.push_back(condition(modified, "GT", cursor.since));
+	}
 	nlohmann::ordered_json body;
-	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", nlohmann::ordered_json::array({filter})}}});
+	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", filters}}});
 	body["sorts"] = nlohmann::ordered_json::array({sort});
 	body["properties"] = properties;
 	body["limit"] = kHubSpotSearchLimit;
-	if (!cursor.after.empty())
+	if (!cursor.after.empty() && !tie)
 		body["after"] = cursor.after;
 
 	HttpRequest request;
@@ -315,6 +348,23 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 		return page;
 	}
 
+	int64_t tie_ms = 0, last_id = 0;
+	if (ParseTieAfter(cursor.after, &tie_ms, &last_id)) {
+		// Walking one millisecond by id: on to the next id, or past the millisecond once its
+		// records are exhausted (then the usual query, GT it).
+		int64_t id = 0;
+		for (const auto &record : page.records)
+			if (ParseDecimal(record.remote_id, &id))
+				last_id = std::max(last_id, id);
+		page.more = true;
+		if (has_next && !page.records.empty()) {
+			page.next.since = cursor.since;
+			page.next.after = TieAfter(tie_ms, last_id);
+		} else {
+			page.next.since = std::to_string(std::max(since, tie_ms));
+		}
+		return page;
+	}
 	if (page.records.empty()) {
 		page.next.since = cursor.since;
 		return page;
@@ -328,10 +378,21 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 		if (within_cap) {
 			page.next.since = cursor.since;
 			page.next.after = next_after;
-		} else {
+		} else if (newest - 1 > since) {
 			// Past the cap HubSpot refuses to page. Start a new query just below the newest
 			// time seen, so records sharing that millisecond are fetched again, never skipped.
-			page.next.since = std::to_string(std::max(since, newest - 1));
+			page.next.since = std::to_string(newest - 1);
+		} else if (newest > since) {
+			// The whole window shares one millisecond: a new query on time would fetch the same
+			// window again, forever. Walk that millisecond's records by id instead.
+			page.next.since = cursor.since;
+			page.next.after = TieAfter(newest, 0);
+		} else {
+			// No time past since to move the cursor to (unreadable times, or none later than
+			// the cursor's own): an error the route backs off on, never a loop.
+			Malformed("hubspot search: 10,000 results without a readable modification time past the cursor; "
+			          "the cursor cannot move past them",
+			          response);
 		}
 		page.more = true;
 		return page;

@@ -319,6 +319,32 @@ ApplyOneRecord(const RouteDef &def, const std::string &conflict, const ApplySql 
 	return counts;
 }
 
+// Before a record is tried again: the writer it raced has committed by now (a unique check, a
+// deadlock), so its row is locked again and its pending changes read again.
+void
+RecheckKey(const RouteDef &def, const ApplySql &sql, const std::string &key, std::map<std::string, PendingKey> *pending)
+{
+	if (key.empty())
+		return;
+	std::vector<SpiText> keys{SpiText(key)};
+	if (!sql.lock.empty()) {
+		try {
+			Subtransaction sub;
+			{
+				AsRole as_owner(def.owner);
+				SpiExecPrepared(sql.lock, {ArrayLiteral(keys)});
+			}
+			sub.Commit();
+		} catch (const PgError &) {
+			// The record's own try reports what is wrong.
+		}
+	}
+	std::map<std::string, PendingKey> fresh = PendingLocalChanges(def, keys);
+	pending->erase(key);
+	if (!fresh.empty())
+		(*pending)[key] = fresh.begin()->second;
+}
+
 bool
 IsTransient(int sqlerrcode)
 {
@@ -439,6 +465,8 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 		// A transient failure (a deadlock with the application, an insert racing ours) is tried
 		// again; past that the page fails as a whole and its cursor stays: never skipped.
 		for (int attempt = 1;; attempt++) {
+			if (attempt > 1)
+				RecheckKey(def, sql, record.key, &pending);
 			try {
 				// One subtransaction per record: a record that fails (a cast, a constraint, a
 				// privilege) is logged and rolled back alone; the rest of the page applies.

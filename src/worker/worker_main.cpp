@@ -213,7 +213,8 @@ private:
 			    setting_http_timeout_ms, 1000, ShouldStop);
 			std::string error;
 			PullPage page;
-			if (response.status >= 200 && response.status < 300) {
+			if ((response.status >= 200 && response.status < 300) ||
+			    PullQueryExpired(pull.def.endpoint, pull.cursor, response)) {
 				try {
 					page = ParsePullResponse(pull.def.endpoint, pull.def.route, pull.phase, pull.cursor, response);
 				} catch (const std::exception &e) {

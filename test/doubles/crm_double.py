@@ -1429,6 +1429,13 @@ class Control:
                 return self.records(m, parts[1:], body, req)
             if head == "hooks":
                 return self.hooks(m, parts[1:], body)
+            if head == "expire_locators" and m == "POST":
+                # Salesforce drops a query's locator after a while (15 minutes idle): the next
+                # page of it answers 400 INVALID_QUERY_LOCATOR.
+                with d.lock:
+                    n = len(d.salesforce.cursors)
+                    d.salesforce.cursors.clear()
+                return Response(200, {"expired": n})
             if head == "expire_tokens" and m == "POST":
                 with d.lock:
                     n = len(d.salesforce.tokens)

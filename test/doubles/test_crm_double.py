@@ -509,6 +509,17 @@ class SalesforceTests(Base):
         self.setUp()
         self.assertEqual(self.query("SELECT Id FROM Contact")[0], 200)
 
+    def test_expired_locator_is_invalid_query_locator(self):
+        self.c.ctl("POST", "config", {"sf_page_size": 1})
+        self.upsert([{"Ext__c": "a", "LastName": "A"}, {"Ext__c": "b", "LastName": "B"}])
+        st, _, page = self.query("SELECT Id FROM Contact")
+        self.assertEqual(st, 200)
+        self.assertFalse(page["done"])
+        self.assertEqual(self.c.ctl("POST", "expire_locators")["expired"], 1)
+        st, _, err = self.c.call("GET", page["nextRecordsUrl"], headers=self.auth)
+        self.assertEqual(st, 400)
+        self.assertEqual(err[0]["errorCode"], "INVALID_QUERY_LOCATOR")
+
     def test_control_edit_is_seen_by_query(self):
         self.upsert([{"Ext__c": "k1", "LastName": "A"}])
         cursor = self.c.ctl("GET", "records/salesforce/Contact/k1")["SystemModstamp"]
