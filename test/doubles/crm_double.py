@@ -414,7 +414,8 @@ class HubSpot:
         st = self.store(obj)
         if not st.records and inputs:
             st.key_field = inputs[0]["idProperty"]
-        ms = self.d.clock.tick()
+        # hubspot_frozen_ms: every batch stamped with that one millisecond (a bulk import)
+        ms = self.d.config.get("hubspot_frozen_ms") or self.d.clock.tick()
         results, errors = [], []
         for inp in inputs:
             key, idp = str(inp["id"]), inp["idProperty"]
@@ -1761,7 +1762,8 @@ def main(argv=None):
               "sf_page_size": args.sf_page_size, "sf_rate": args.sf_rate,
               "webhook_secret": args.webhook_secret, "webhook_tolerance": args.webhook_tolerance,
               "webhook_enforce": args.webhook_enforce, "webhook_rate": args.webhook_rate,
-              "openai_key": args.openai_key, "hubspot_results_order": "input"}
+              "openai_key": args.openai_key, "hubspot_results_order": "input",
+              "hubspot_frozen_ms": None}
     server, double = make_server(args.port, config, args.log_file, args.request_log_size)
     port = server.server_address[1]
 

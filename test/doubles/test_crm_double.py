@@ -181,6 +181,13 @@ class HubSpotTests(Base):
         _, _, body = self.c.hs(UPSERT, {"inputs": inputs})
         self.assertEqual([r["properties"]["email"] for r in body["results"]], ["c@x.io", "b@x.io", "a@x.io"])
 
+    def test_upsert_frozen_clock(self):
+        self.c.ctl("POST", "config", {"hubspot_frozen_ms": 1700000000000})
+        self.c.hs(UPSERT, {"inputs": [self.contact("a@x.io")]})
+        self.c.hs(UPSERT, {"inputs": [self.contact("b@x.io")]})
+        stamps = {r["modified_ms"] for r in self.c.ctl("GET", "records/hubspot/contacts")}
+        self.assertEqual(stamps, {1700000000000})
+
     def test_upsert_207_partial(self):
         st, _, body = self.c.hs(UPSERT, {"inputs": [self.contact("ok@x.io"),
                                                     self.contact("not-an-email")]})
