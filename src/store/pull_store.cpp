@@ -45,6 +45,9 @@ struct ApplySql {
 	std::string insert;
 	std::string remove;
 	std::string lock; // locks the rows of the page's keys ("" without pull columns)
+	// The whole page in one statement ($1 keys, $2 records, in page order; the last record of a
+	// key wins): an UPDATE of the rows that have a key, an INSERT of the others.
+	std::string page;
 };
 
 // Keys with local changes still waiting to be pushed: the newest one's capture time (unix ms)
@@ -195,6 +198,16 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	                           : "SELECT 1 FROM " + table + " AS " + alias + " WHERE " + key +
 	                                 " = ANY($1::pg_catalog.text[]) ORDER BY " + key + " FOR UPDATE OF " + alias;
 	sql.remove = "DELETE FROM " + table + " AS " + alias + " WHERE " + key + " = $1::pg_catalog.text";
+	if (!columns.empty())
+		sql.page =
+		    "WITH pulled AS (SELECT DISTINCT ON (u.k) u.k, u.rec FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+		    "pg_catalog.unnest($2::pg_catalog.jsonb[])) WITH ORDINALITY AS u(k, rec, n) ORDER BY u.k, u.n DESC), "
+		    "updated AS (UPDATE " +
+		    table + " AS " + alias + " SET " + sets + " FROM pulled WHERE " + key +
+		    " = pulled.k RETURNING pulled.k) "
+		    "INSERT INTO " +
+		    table + " (" + cols + ") SELECT " + values +
+		    " FROM pulled WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.k = pulled.k)";
 	return sql;
 }
 
@@ -461,7 +474,50 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 			known_ids[*row[0]] = *row[1];
 	std::vector<SpiText> rid_keys, rid_values, gone_keys;
 	SuppressCapture no_echo(def.name);
-	for (const RemoteRecord &record : records) {
+	// The usual page (issue 10.6): changes only, every record keyed, none with a pending local
+	// change: one statement. A page it fails for (a bad record) is applied record by record
+	// below, as the push does with a batch, so the bad record fails alone.
+	bool set_based = !sql.page.empty() && !any_deleted && pending.empty() &&
+	                 std::none_of(records.begin(), records.end(), [](const RemoteRecord &r) { return r.key.empty(); });
+	if (set_based && !records.empty()) {
+		std::vector<SpiText> page_keys, page_records;
+		for (const RemoteRecord &record : records) {
+			page_keys.emplace_back(record.key);
+			page_records.emplace_back(record.fields.dump());
+		}
+		try {
+			Subtransaction sub;
+			{
+				AsRole as_owner(def.owner);
+				SpiExecPrepared(sql.page, {ArrayLiteral(page_keys), ArrayLiteral(page_records)});
+			}
+			sub.Commit();
+			for (const RemoteRecord &record : records) {
+				rid_keys.emplace_back(record.key);
+				rid_values.emplace_back(record.remote_id);
+			}
+			counts.applied = static_cast<int>(records.size());
+		} catch (const PgError &) {
+			set_based = false; // rolled back: record by record, each failure on its own
+		}
+		if (!set_based) {
+			// It may have failed on a writer it raced (an insert of the same key): that one has
+			// committed by now, so the rows are locked and the pending changes read again.
+			try {
+				Subtransaction sub;
+				{
+					AsRole as_owner(def.owner);
+					SpiExecPrepared(sql.lock, {ArrayLiteral(keys)});
+				}
+				sub.Commit();
+			} catch (const PgError &) {
+				// Each record's own try reports what is wrong.
+			}
+			pending = PendingLocalChanges(def, keys);
+		}
+	}
+	const std::vector<RemoteRecord> none;
+	for (const RemoteRecord &record : set_based ? none : records) {
 		// A transient failure (a deadlock with the application, an insert racing ours) is tried
 		// again; past that the page fails as a whole and its cursor stays: never skipped.
 		for (int attempt = 1;; attempt++) {

@@ -33,12 +33,16 @@ control($base, 'config', { hubspot_frozen_ms => undef });
 json_delete("$base/_control/requests");
 pass('10,300 records stamped with one millisecond');
 
+my $xid_before = q_("SELECT txid_current()");
 q_(q{
 INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, direction, pull_interval)
 VALUES ('imported_hs', 'imported', 'hubspot', 'imported', 'email', 'email', 'pull', '1 hour');
 INSERT INTO switchboard.mappings (route, remote_field, pull_column) VALUES ('imported_hs', 'email', 'email'), ('imported_hs', 'firstname', 'first_name');
 });
 ok(wait_for('every record pulled', sub { q_("SELECT count(*) FROM imported") == 10_300 }, 120), 'all 10,300 records arrive');
+# Issue 10.6: a page is applied with one statement, not a subtransaction (and an XID) per record.
+my $xids = q_("SELECT txid_current()") - $xid_before;
+ok($xids < 1500, "pages applied set-based ($xids transaction ids for 10,300 records)");
 is(q_("SELECT cursor FROM switchboard.pull_status WHERE route = 'imported_hs'"), "$ms", 'the cursor moved past that millisecond');
 my @searches = grep { $_->{path} =~ m{/imported/search$} && ($_->{status} // 0) == 200 } @{ double_requests($base, '/crm/') };
 ok(!(grep { ($_->{body}{after} // 0) + 200 > 10000 } @searches), 'never asked past the 10,000-result cap');
