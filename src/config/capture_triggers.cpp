@@ -118,10 +118,10 @@ Resync(const std::string &route)
 void
 ForgetEarlierRoute(const std::string &route)
 {
-	// Only the tables this schema version has (a database still at 0.1 runs this library too).
-	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats"})
-		if (SpiScalar("SELECT pg_catalog.to_regclass($1) IS NOT NULL", {std::string("switchboard.") + table}) ==
-		    SpiText("t"))
+	// A schema not yet updated (0.1 between a package upgrade and ALTER EXTENSION UPDATE) lacks
+	// the newer of these tables.
+	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats"})
+		if (SpiScalar("SELECT pg_catalog.to_regclass($1)::pg_catalog.text", {std::string("switchboard.") + table}))
 			SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {route});
 }
 
@@ -141,8 +141,10 @@ CarryRename(const std::string &from, const std::string &to)
 		Fail(ERRCODE_OBJECT_IN_USE, "route \"" + from + "\" cannot be renamed while changes of it are being delivered",
 		     "", "Disable the route, wait until route_status.in_flight is 0, then rename it.");
 	ForgetEarlierRoute(to);
-	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats", "delivery_log"})
-		SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
+	for (const char *table :
+	     {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats", "delivery_log"})
+		if (SpiScalar("SELECT pg_catalog.to_regclass($1)::pg_catalog.text", {std::string("switchboard.") + table}))
+			SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
 }
 
 std::optional<Oid>

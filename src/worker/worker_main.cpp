@@ -1,6 +1,8 @@
 // The per-database worker: claim in a short transaction, deliver with none open, record in
 // another. Woken at commit by capturing transactions, with a safety poll (switchboard.naptime)
 // for retries that come due. SIGTERM stops it between steps (an HTTP wait is at most 100 ms).
+#include <algorithm>
+
 #include "delivery/dispatcher.h"
 #include "pg/boundary.h"
 #include "settings.h"
@@ -217,6 +219,24 @@ private:
 			if (stop_requested)
 				break;
 			Activity("pulling " + pull.def.name);
+			try {
+				more = PullOnePage(pull) || more;
+			} catch (const std::exception &e) {
+				// This route's failure only (a request that cannot be built, a column gone, an
+				// apply that keeps deadlocking): it backs off with the reason in pull_status,
+				// and the other routes are pulled as usual (issue 10.5).
+				NotePullFailure(pull, e.what());
+			}
+		}
+		return more ? 0 : setting_naptime_ms;
+	}
+
+	// One page of one route: fetched with no transaction open, applied with its cursor. True
+	// when more of it can be fetched at once.
+	bool PullOnePage(const DuePull &pull)
+	{
+		bool more = false;
+		{
 			PullMark mark; // committed first: if this page kills the worker, the route backs off
 			{
 				WorkerTransaction tx;
@@ -233,7 +253,8 @@ private:
 			    setting_http_timeout_ms, 1000, ShouldStop);
 			std::string error;
 			PullPage page;
-			if (response.status >= 200 && response.status < 300) {
+			if ((response.status >= 200 && response.status < 300) ||
+			    PullQueryExpired(pull.def.endpoint, pull.cursor, response)) {
 				try {
 					page = ParsePullResponse(pull.def.endpoint, pull.def.route, pull.phase, pull.cursor, response);
 				} catch (const std::exception &e) {
@@ -254,7 +275,19 @@ private:
 			}
 			tx.Commit();
 		}
-		return more ? 0 : setting_naptime_ms;
+		return more;
+	}
+
+	void NotePullFailure(const DuePull &pull, const std::string &error)
+	{
+		try {
+			WorkerTransaction tx;
+			RecordPullError(pull, "pull failed: " + error, 0, std::clamp<long>(pull.interval_ms, 1000, 30 * 1000));
+			tx.Commit();
+		} catch (const std::exception &e) {
+			Report(LOG, "switchboard worker: could not record a pull failure of route \"" + pull.def.name +
+			                "\": " + e.what());
+		}
 	}
 
 	// Claims due changes, delivers them, records the results. Returns how long to sleep.
