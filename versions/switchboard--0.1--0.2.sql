@@ -149,7 +149,7 @@ CREATE OR REPLACE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
 BEGIN
 	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
-	               'switchboard.mappings, switchboard.filters TO %s', role);
+	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
 	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
@@ -292,3 +292,22 @@ CREATE TABLE switchboard.delivered_marks (
 	PRIMARY KEY (route, key)
 );
 REVOKE ALL ON switchboard.delivered_marks FROM PUBLIC;
+
+-- src/sql/10_config_tables.sql: steps, orchestration and enrichment (issue 11, SPEC §2 steps, §7).
+CREATE TABLE switchboard.steps (
+	route text NOT NULL REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	name text NOT NULL,
+	position integer NOT NULL,
+	kind text NOT NULL,
+	endpoint text REFERENCES switchboard.endpoints (name) ON UPDATE CASCADE,
+	run_if text,
+	input text,
+	options jsonb NOT NULL DEFAULT '{}',
+	PRIMARY KEY (route, name),
+	UNIQUE (route, position)
+);
+COMMENT ON TABLE switchboard.steps IS 'Orchestration: the steps (enrich, sql, deliver, notify, writeback) a change of a route runs, in position order';
+SELECT pg_catalog.pg_extension_config_dump('switchboard.steps', '');
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.steps
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+REVOKE ALL ON switchboard.steps FROM PUBLIC;

@@ -379,6 +379,32 @@ Connector::ValidateOption(const std::string &name, const Json &) const
 	throw std::logic_error("option \"" + name + "\" is listed but not validated by its connector");
 }
 
+void
+Connector::ValidateEnrichOption(const std::string &name, const Json &) const
+{
+	// Reached only for a name in EnrichOptions() that the kind forgot to check.
+	throw std::logic_error("step option \"" + name + "\" is listed but not validated by its connector");
+}
+
+HttpRequest
+Connector::BuildEnrichRequest(const Endpoint &endpoint, const EnrichInput &, const Auth &) const
+{
+	throw std::invalid_argument(endpoint.kind + " endpoints cannot enrich");
+}
+
+HttpRequest
+Connector::BuildNotifyRequest(const Endpoint &endpoint, const std::string &, const std::string &, const Json &, int64_t,
+                              const Auth &) const
+{
+	throw std::invalid_argument(endpoint.kind + " endpoints cannot notify");
+}
+
+EnrichResult
+Connector::ParseEnrichResult(const HttpResponse &) const
+{
+	throw std::logic_error("this kind does not enrich");
+}
+
 size_t
 Connector::MaxBatch(const Endpoint &endpoint) const
 {

@@ -15,7 +15,8 @@ namespace switchboard {
 	X("hubspot", MakeHubSpotConnector)                                                                                 \
 	X("salesforce", MakeSalesforceConnector)                                                                           \
 	X("webhook", MakeWebhookConnector)                                                                                 \
-	X("openai", MakeOpenAIConnector)
+	X("openai", MakeOpenAIConnector)                                                                                   \
+	X("http", MakeHttpJsonConnector)
 
 #define SB_DECLARE_FACTORY(kind, factory) std::unique_ptr<Connector> factory();
 SB_BUILTIN_CONNECTORS(SB_DECLARE_FACTORY)

@@ -13,7 +13,7 @@ CREATE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
 BEGIN
 	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
-	               'switchboard.mappings, switchboard.filters TO %s', role);
+	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
 	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);

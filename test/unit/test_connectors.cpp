@@ -132,7 +132,7 @@ TEST(Registry, KindsAndOpNames)
 	EXPECT_STREQ(OpName(Op::Insert), "insert");
 	EXPECT_STREQ(OpName(Op::Update), "update");
 	EXPECT_STREQ(OpName(Op::Delete), "delete");
-	for (const char *kind : {"hubspot", "salesforce", "webhook", "openai"}) {
+	for (const char *kind : {"hubspot", "salesforce", "webhook", "openai", "http"}) {
 		EXPECT_TRUE(IsKnownKind(kind)) << kind;
 		EXPECT_NE(MakeConnector(kind), nullptr) << kind;
 	}
@@ -1091,11 +1091,12 @@ TEST(OpenAI, ChatResults)
 	ChatResult result = ParseChatResult(Answer(200, R"({"id":"chatcmpl-1","choices":[{"index":0,
 	    "message":{"role":"assistant","content":"{\"score\": 87, \"segment\": \"smb\"}"},"finish_reason":"stop"}]})"));
 	EXPECT_EQ(result.outcome, Outcome::Delivered);
-	EXPECT_EQ(result.content["score"], 87);
-	EXPECT_EQ(result.content["segment"], "smb");
+	EXPECT_EQ(result.output["score"], 87);
+	EXPECT_EQ(result.output["segment"], "smb");
 
+	// SPEC §5: content that is not a JSON object is a permanent failure of the step.
 	result = ParseChatResult(Answer(200, R"({"choices":[{"message":{"content":"not json"}}]})"));
-	EXPECT_EQ(result.outcome, Outcome::Retry);
+	EXPECT_EQ(result.outcome, Outcome::Dead);
 
 	result = ParseChatResult(Answer(
 	    429,
