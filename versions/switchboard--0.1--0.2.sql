@@ -156,7 +156,8 @@ BEGIN
 	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
 	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
-	               'switchboard.pull_state, switchboard.metrics TO %s', role);
+	               'switchboard.pull_state, switchboard.metrics, switchboard.run_queue, switchboard.runs, switchboard.ai_usage, '
+	               'switchboard.ai_usage_daily TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
 END $$;
@@ -311,3 +312,144 @@ SELECT pg_catalog.pg_extension_config_dump('switchboard.steps', '');
 CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.steps
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
 REVOKE ALL ON switchboard.steps FROM PUBLIC;
+
+-- src/sql/65_runs.sql: runs, ai_usage, failed runs as dead letters, retry/discard/wait_idle of runs (issue 11 item 2, 4).
+CREATE TABLE switchboard.run_queue (
+	id bigint PRIMARY KEY,   -- the captured change's queue id (commit order per key)
+	route text NOT NULL,
+	key text,
+	op text NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+	new json,
+	old json,
+	captured_at timestamptz NOT NULL,
+	state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'waiting', 'done', 'failed')),
+	position integer,        -- position of the step to run next (NULL once none is left)
+	current_step text,
+	attempts integer NOT NULL DEFAULT 0,  -- of the current step
+	next_attempt_at timestamptz,
+	outputs jsonb NOT NULL DEFAULT '{}',     -- steps.<name> of the steps done so far
+	step_state jsonb NOT NULL DEFAULT '{}',  -- per step: state, attempts, output, error, http_status, latency_ms
+	last_status integer,
+	last_error text,
+	started_at timestamptz,
+	finished_at timestamptz
+);
+-- The runs still to execute, per key in commit order.
+CREATE INDEX run_queue_active ON switchboard.run_queue (route, key, id) WHERE state NOT IN ('done', 'failed');
+
+-- Model calls and tokens, per route, endpoint and day.
+CREATE TABLE switchboard.ai_usage_daily (
+	route text NOT NULL,
+	endpoint text NOT NULL,
+	day date NOT NULL,
+	calls bigint NOT NULL DEFAULT 0,
+	prompt_tokens bigint NOT NULL DEFAULT 0,
+	completion_tokens bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (route, endpoint, day)
+);
+
+CREATE VIEW switchboard.runs AS
+SELECT id, route, key, op, state, current_step, step_state AS steps, attempts, next_attempt_at, last_error,
+       captured_at, started_at, finished_at
+  FROM switchboard.run_queue;
+COMMENT ON VIEW switchboard.runs IS
+	'Runs of routes with steps: state, the current step, and each step''s state, attempts, output, error and latency';
+
+CREATE VIEW switchboard.ai_usage AS
+SELECT route, endpoint, day, calls, prompt_tokens, completion_tokens FROM switchboard.ai_usage_daily;
+COMMENT ON VIEW switchboard.ai_usage IS 'Model calls and tokens per route, endpoint and day';
+
+-- A failed run is a dead letter too, named by its step.
+CREATE OR REPLACE VIEW switchboard.dead_letters AS
+SELECT id, route, op, key, attempts, last_status, last_error,
+       payload,  -- the mapped fields only: never the row image (readable by pg_monitor)
+       failed_at
+  FROM switchboard.queue
+ WHERE state = 'dead'
+UNION ALL
+SELECT id, route, op, key, attempts, last_status, 'step "' || current_step || '": ' || last_error,
+       NULL::jsonb, finished_at
+  FROM switchboard.run_queue
+ WHERE state = 'failed';
+
+CREATE OR REPLACE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	n pg_catalog.int8;
+	runs pg_catalog.int8;
+BEGIN
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.state = 'dead' AND (retry.route IS NULL OR q.route = retry.route);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	-- A failed run resumes at the step that failed: the steps done stay done.
+	UPDATE switchboard.run_queue r
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
+	 WHERE r.state = 'failed' AND (retry.route IS NULL OR r.route = retry.route);
+	GET DIAGNOSTICS runs = ROW_COUNT;
+	PERFORM switchboard.wake();
+	RETURN n + runs;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.retry(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.id = retry.id AND q.state = 'dead';
+	IF NOT FOUND THEN
+		UPDATE switchboard.run_queue r
+		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
+		 WHERE r.id = retry.id AND r.state = 'failed';
+	END IF;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	PERFORM switchboard.wake();
+	RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.discard(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	gone record;
+BEGIN
+	DELETE FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead'
+	RETURNING q.route, q.key, q.op, q.id INTO gone;
+	IF NOT FOUND THEN
+		DELETE FROM switchboard.run_queue r WHERE r.id = discard.id AND r.state = 'failed'
+		RETURNING r.route, r.key, r.op, r.id INTO gone;
+	END IF;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- session_user: current_user is the owner this function runs as, not who called it.
+	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)
+	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded', 'discarded by ' || session_user);
+	RETURN true;
+END $$;
+
+-- Final also means: a run done or failed.
+CREATE OR REPLACE FUNCTION switchboard.wait_idle(timeout interval DEFAULT '30 s') RETURNS boolean
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	horizon bigint;
+	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+BEGIN
+	SELECT GREATEST(coalesce((SELECT pg_catalog.max(id) FROM switchboard.queue), 0),
+	                coalesce((SELECT pg_catalog.max(id) FROM switchboard.run_queue), 0)) INTO horizon;
+	PERFORM switchboard.wake();
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM switchboard.queue WHERE id <= horizon AND state <> 'dead')
+		   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue WHERE id <= horizon AND state NOT IN ('done', 'failed')) THEN
+			RETURN true;
+		END IF;
+		IF pg_catalog.clock_timestamp() >= deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.02);
+	END LOOP;
+END $$;
+
+GRANT SELECT ON switchboard.runs, switchboard.ai_usage TO pg_monitor;
+REVOKE ALL ON switchboard.run_queue, switchboard.ai_usage_daily, switchboard.runs, switchboard.ai_usage FROM PUBLIC;
