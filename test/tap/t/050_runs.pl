@@ -130,6 +130,22 @@ for my $i (1 .. $#runs)
 ok($ordered, 'a later run of the key starts only after the earlier one finished');
 json_delete("$base/_control/faults");
 
+# -- an http enrich step: POST of the input as JSON, the JSON object answered is the output
+$node->safe_psql('postgres', <<"EOS");
+CREATE TABLE accounts (id int PRIMARY KEY, email text, employees int);
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('firmo', 'http', '$base/enrich/firmo');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('accounts', 'accounts', 'sales', 'account', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input) VALUES
+	('accounts', 'firmo', 10, 'enrich', 'firmo', \$\$jsonb_build_object('email', new.email)\$\$),
+	('accounts', 'save', 20, 'writeback', NULL, \$\$jsonb_build_object('employees', (steps->'firmo'->>'employees')::int)\$\$);
+INSERT INTO accounts VALUES (1, 'ops\@acme.io');
+EOS
+idle('the http enrich run finishes');
+is(sql($node, "SELECT employees FROM accounts WHERE id = 1"), '70', 'the http answer written back');
+is(sql($node, "SELECT steps->'firmo'->'output'->>'domain' FROM switchboard.runs WHERE route = 'accounts'"), 'acme.io',
+	'its output in runs');
+
 # -- kill -9 while the model call is in flight: that step only is repeated
 json_delete("$base/_control/requests");
 control($base, 'faults', { kind => 'slow', path_prefix => '/v1/', delay_ms => 3000, count => 1 });
