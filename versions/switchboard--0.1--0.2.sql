@@ -451,5 +451,57 @@ BEGIN
 	END LOOP;
 END $$;
 
+-- route_status counts runs too.
+CREATE OR REPLACE VIEW switchboard.route_status AS
+SELECT r.name AS route,
+       r.enabled,
+       coalesce(q.pending, 0) AS pending,
+       coalesce(q.in_flight, 0) AS in_flight,
+       coalesce(s.delivered, 0) AS delivered,
+       coalesce(q.dead, 0) AS dead,
+       now() - q.oldest_pending AS oldest_pending_age,
+       s.last_delivered_at,
+       CASE WHEN NOT r.enabled AND r.disabled_reason IS NOT NULL THEN r.disabled_reason
+            WHEN c.capture LIKE 'broken%' THEN 'capture ' || c.capture
+            ELSE s.last_error END AS last_error,
+       s.last_error_at,
+       r.disabled_reason,
+       (SELECT count(*) FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.source
+           AND t.tgname IN ('switchboard_' || r.name || '_insert', 'switchboard_' || r.name || '_update',
+                            'switchboard_' || r.name || '_delete')) AS capture_triggers,
+       c.capture,
+       -- Routes with steps: their runs (SPEC §8).
+       coalesce(ru.active, 0) AS runs_active,
+       coalesce(ru.done, 0) AS runs_done,
+       coalesce(ru.failed, 0) AS runs_failed
+  FROM switchboard.routes r
+  LEFT JOIN (SELECT route,
+                    count(*) FILTER (WHERE state = 'pending') AS pending,
+                    count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+                    count(*) FILTER (WHERE state = 'dead') AS dead,
+                    min(captured_at) FILTER (WHERE state <> 'dead') AS oldest_pending
+               FROM switchboard.queue GROUP BY route) q ON q.route = r.name
+  LEFT JOIN switchboard.route_stats s ON s.route = r.name
+  LEFT JOIN (SELECT route,
+                    count(*) FILTER (WHERE state NOT IN ('done', 'failed')) AS active,
+                    count(*) FILTER (WHERE state = 'done') AS done,
+                    count(*) FILTER (WHERE state = 'failed') AS failed
+               FROM switchboard.run_queue GROUP BY route) ru ON ru.route = r.name
+  -- Whether every operation the route captures has its trigger: one dropped behind
+  -- switchboard's back (DROP COLUMN ... CASCADE of a column its WHEN clause reads) captures
+  -- nothing until the route is repaired, and must not look healthy meanwhile.
+  CROSS JOIN LATERAL (
+    SELECT CASE WHEN NOT r.enabled OR r.direction = 'pull' THEN 'off'
+                WHEN m.missing IS NULL THEN 'ok'
+                ELSE 'broken: no capture trigger for ' || m.missing ||
+                     ' (dropped with a column or by hand?); fix the route and UPDATE it to attach them again'
+           END AS capture
+      FROM (SELECT pg_catalog.string_agg(op, ', ' ORDER BY op) AS missing
+              FROM pg_catalog.unnest(r.operations) AS op
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = r.source AND t.tgname = 'switchboard_' || r.name || '_' || op)) m
+  ) c;
+
 GRANT SELECT ON switchboard.runs, switchboard.ai_usage TO pg_monitor;
 REVOKE ALL ON switchboard.run_queue, switchboard.ai_usage_daily, switchboard.runs, switchboard.ai_usage FROM PUBLIC;

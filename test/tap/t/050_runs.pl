@@ -65,6 +65,9 @@ my ($hs_order, $ai_order, $hook_order) = map { my $p = $_; (map { $_->{seq} } gr
 sub count_for_req { my ($r, $needle) = @_; return JSON::PP->new->canonical->encode($r->{body} // {}) =~ /\Q$needle\E/; }
 ok($hs_order < $ai_order && $ai_order < $hook_order, "steps in position order ($hs_order < $ai_order < $hook_order)");
 
+is(sql($node, "SELECT runs_active || '/' || runs_done || '/' || runs_failed FROM switchboard.route_status WHERE route = 'leads'"),
+	'0/2/0', 'route_status counts runs');
+
 # -- a failing step is retried alone; exhausted, the run fails there; retry(id) resumes there
 json_delete("$base/_control/requests");
 control($base, 'faults', { kind => 'status', path_prefix => '/v1/', status => 500 });
