@@ -33,7 +33,7 @@ INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, in
 	('leads', 'alert', 50, 'notify', 'slack', $$(steps #>> '{score,score}')::int >= 80$$,
 	 $$jsonb_build_object('email', new.email, 'owner', steps->>'route', 'why', steps->'score'->'reason')$$, '{}');
 SELECT route, name, position, kind, endpoint FROM switchboard.steps ORDER BY route, position;
--- a mapping of a route with steps may read steps
+-- a mapping of a route with steps may read steps, but only those before its first deliver step
 INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('leads', 'email', 'lower(email)');
 INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('leads', 'company', $$coalesce(steps->'firmo'->>'company', company)$$);
 INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('leads', 'hs_lead_score', $$steps->'nope'->>'score'$$);
@@ -76,8 +76,6 @@ INSERT INTO switchboard.steps (route, name, position, kind, input) VALUES ('lead
 INSERT INTO switchboard.steps (route, name, position, kind, input) VALUES ('leads', 'x', 60, 'sql', $$steps->'x'$$);
 INSERT INTO switchboard.steps (route, name, position, kind, run_if, input) VALUES ('leads', 'x', 60, 'sql', $$steps ? 'score'$$, '1');
 INSERT INTO switchboard.steps (route, name, position, kind, input) VALUES ('leads', 'x', 60, 'sql', $$steps->(new.region)$$);
--- a deliver step before a step its mappings read
-INSERT INTO switchboard.steps (route, name, position, kind) VALUES ('leads', 'early', 22, 'deliver');
 -- moving a step before the one it reads
 UPDATE switchboard.steps SET position = 5 WHERE route = 'leads' AND name = 'route';
 -- writeback needs a primary key
@@ -101,6 +99,26 @@ SELECT pg_temp.denied($$UPDATE switchboard.steps SET options = '{}' WHERE route 
 SELECT pg_temp.denied($$DELETE FROM switchboard.steps WHERE route = 'leads'$$);
 SELECT pg_temp.denied($$INSERT INTO switchboard.steps (route, name, position, kind, input) VALUES ('leads', 'y', 70, 'sql', '1')$$);
 RESET ROLE;
+
+-- preview shows every step: whether it would run, the exact request, sql steps evaluated (and
+-- rolled back), outputs not known before the run marked as such
+INSERT INTO leads VALUES (1, 'Ada@Example.com', 'emea', 'Acme', NULL, NULL);
+SELECT jsonb_pretty(switchboard.preview('leads', 'ada@example.com'));
+CREATE TABLE preview_side (n int);
+CREATE FUNCTION side_effect(e text) RETURNS int LANGUAGE sql AS $$ INSERT INTO preview_side VALUES (1) RETURNING length(e) $$;
+INSERT INTO switchboard.steps (route, name, position, kind, input) VALUES ('nokey', 'side', 20, 'sql', $$side_effect(new.email)$$);
+INSERT INTO switchboard.steps (route, name, position, kind, run_if, input) VALUES
+	('nokey', 'big', 30, 'sql', $$(steps->>'score')::int > 3$$, $$'big'$$),
+	('nokey', 'small', 40, 'sql', $$(steps->>'score')::int <= 3$$, $$'small'$$);
+-- a mapping may read the steps before the route's deliver step
+INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES
+	('nokey', 'email', 'lower(email)'), ('nokey', 'hs_score', $$steps->>'score'$$);
+INSERT INTO switchboard.steps (route, name, position, kind) VALUES ('nokey', 'push', 50, 'deliver');
+-- a deliver step before a step its mappings read
+INSERT INTO switchboard.steps (route, name, position, kind) VALUES ('nokey', 'early', 5, 'deliver');
+INSERT INTO nokey VALUES (1, 'x@y.zz');
+SELECT jsonb_pretty(switchboard.preview('nokey', 'x@y.zz')->'steps');
+SELECT count(*) AS side_effects_left FROM preview_side;
 
 -- kept by pg_dump
 TRUNCATE switchboard.queue;

@@ -515,16 +515,24 @@ ValidateMapping(const Row &row)
 	// A route with steps: its mappings may read steps (the outputs of the steps before the
 	// deliver step that sends them; ValidateStep checks that order).
 	std::set<std::string> steps;
+	bool has_steps = false;
 	if (push && !SchemaLacksSteps()) {
-		SpiResult found = SpiExec("SELECT name FROM switchboard.steps WHERE route = $1", {route});
-		for (const auto &s : found.rows)
-			steps.insert(*s[0]);
+		// Only steps before the first deliver step: every deliver step sends the mappings.
+		SpiResult found = SpiExec(
+		    "SELECT name, position < coalesce((SELECT min(d.position) FROM switchboard.steps d WHERE d.route = $1 "
+		    "AND d.kind = 'deliver'), position + 1) FROM switchboard.steps WHERE route = $1",
+		    {route});
+		for (const auto &s : found.rows) {
+			has_steps = true;
+			if (s[1] == SpiText("t"))
+				steps.insert(*s[0]);
+		}
 	}
-	if (push && steps.empty())
+	if (push && !has_steps)
 		r.Expression("push_expr", [&] { return AnalyzeRowExpression(source, *push); });
 	else if (push) {
 		StepExprInfo mapped = r.Expression("push_expr", [&] { return AnalyzeRowStepsExpression(source, *push); });
-		CheckStepRefs(r, "push_expr", mapped, steps, "the deliver step (the route has no step of that name)");
+		CheckStepRefs(r, "push_expr", mapped, steps, "the route's first deliver step");
 	}
 	if (pull_expr && !pull_column)
 		r.Reject("pull_expr needs pull_column (the column that receives its value)");

@@ -146,16 +146,25 @@ ImageArgs(const RunRow &run)
 	        run.outputs.dump()};
 }
 
+// The value of a step expression as jsonb text: evaluated in a sub-select, so that a bare
+// literal ('big', of type unknown there) resolves to text as in any SELECT list.
+std::string
+AsJsonbSql(const std::string &expr, const std::string &from)
+{
+	return "SELECT pg_catalog.to_jsonb(sb_v.v)::pg_catalog.text FROM (SELECT " + Parenthesize(expr) + " AS v" + from +
+	       ") sb_v";
+}
+
 // Evaluates expr over new, old and steps as the route's owner, in a subtransaction. Returns
 // the jsonb text (nullopt for SQL NULL); *error says why it failed.
 bool
-Evaluate(const RouteDef &def, const RunRow &run, const std::string &select, SpiText *out, std::string *error)
+Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, SpiText *out, std::string *error)
 {
 	try {
 		Subtransaction sub;
 		{
 			AsRole as_owner(def.owner);
-			SpiResult r = SpiExec(select + StepsFromClause(def.source, "$1::json", "$2::json", "$3::jsonb"),
+			SpiResult r = SpiExec(AsJsonbSql(expr, StepsFromClause(def.source, "$1::json", "$2::json", "$3::jsonb")),
 			                      ImageArgs(run), true);
 			*out = r.rows.empty() ? std::nullopt : r.rows[0][0];
 		}
@@ -459,8 +468,7 @@ RunExecutor::ExecuteStep(int64_t run_id, const std::function<bool()> &should_sto
 		std::string error;
 		if (step->run_if) {
 			SpiText yes;
-			if (!Evaluate(*def, run, "SELECT coalesce(" + Parenthesize(*step->run_if) + ", false)::text", &yes,
-			              &error)) {
+			if (!Evaluate(*def, run, "coalesce(" + Parenthesize(*step->run_if) + ", false)", &yes, &error)) {
 				run.attempts++;
 				StepFailed(&run, *step, true, "run_if: " + error, 0, -1, 0, *rng_);
 				tx.Commit();
@@ -475,8 +483,7 @@ RunExecutor::ExecuteStep(int64_t run_id, const std::function<bool()> &should_sto
 		Json input;
 		if (step->input) {
 			SpiText value;
-			if (!Evaluate(*def, run, "SELECT pg_catalog.to_jsonb(" + Parenthesize(*step->input) + ")::text", &value,
-			              &error)) {
+			if (!Evaluate(*def, run, *step->input, &value, &error)) {
 				run.attempts++;
 				StepFailed(&run, *step, true, "input: " + error, 0, -1, 0, *rng_);
 				tx.Commit();
