@@ -164,8 +164,9 @@ Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, SpiTex
 		Subtransaction sub;
 		{
 			AsRole as_owner(def.owner);
+			// Not read-only: a sql step may call a function that writes (in this subtransaction).
 			SpiResult r = SpiExec(AsJsonbSql(expr, StepsFromClause(def.source, "$1::json", "$2::json", "$3::jsonb")),
-			                      ImageArgs(run), true);
+			                      ImageArgs(run), false);
 			*out = r.rows.empty() ? std::nullopt : r.rows[0][0];
 		}
 		sub.Commit();
@@ -425,8 +426,10 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		tx.Commit();
 	}
 	bool worked = adopted > 0;
+	// About a second of steps per round: the push and pull of other routes come in between.
+	int64_t started = NowMs();
 	for (int64_t id : due) {
-		if (should_stop())
+		if (should_stop() || NowMs() - started > 1000)
 			break;
 		worked = ExecuteStep(id, should_stop) || worked;
 	}
