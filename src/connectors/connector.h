@@ -387,6 +387,15 @@ HttpRequest BuildChatRequestForStep(const Endpoint &endpoint, const EnrichInput 
 using ChatResult = EnrichResult;
 ChatResult ParseChatResult(const HttpResponse &response);
 
+// Enrich steps of many runs go through Dispatcher::Deliver like pushed changes (concurrency,
+// rate limit, circuit breaker per endpoint): each Change carries fields {"step", "input",
+// "options"}; an enrich kind's BuildCalls and ParseResult are these two. On Delivered the
+// change's remote_id is the JSON text {"output", "prompt_tokens", "completion_tokens",
+// "has_usage"}.
+std::vector<Call> EnrichCalls(const Connector &connector, const Endpoint &endpoint, const std::vector<Change> &changes,
+                              const Auth &auth);
+CallResult EnrichCallResult(const Connector &connector, const Call &call, const HttpResponse &response);
+
 // OpenAI's reset durations ("1s", "6m0s", "20ms", "1h2m3.5s") in ms; -1 when not of that form.
 long ParseOpenAIDuration(const std::string &text);
 

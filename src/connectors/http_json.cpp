@@ -91,16 +91,17 @@ public:
 		return result;
 	}
 
-	// Validation refuses an http endpoint as a route's target (NotARouteTarget).
-	std::vector<Call> BuildCalls(const Endpoint &, const Route &, const std::vector<Change> &,
-	                             const Auth &) const override
+	// Routes never target this kind (NotARouteTarget); enrich steps of many runs are sent
+	// through the dispatcher with these (EnrichCalls in connector.h).
+	std::vector<Call> BuildCalls(const Endpoint &endpoint, const Route &, const std::vector<Change> &changes,
+	                             const Auth &auth) const override
 	{
-		throw std::logic_error("http endpoints are used by enrich steps, not as route targets");
+		return EnrichCalls(*this, endpoint, changes, auth);
 	}
 
-	CallResult ParseResult(const Call &, const std::vector<Change> &, const HttpResponse &) const override
+	CallResult ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override
 	{
-		throw std::logic_error("http endpoints are used by enrich steps, not as route targets");
+		return EnrichCallResult(*this, call, response);
 	}
 };
 

@@ -58,17 +58,17 @@ public:
 	}
 	EnrichResult ParseEnrichResult(const HttpResponse &response) const override { return ParseChatResult(response); }
 
-	// Validation refuses an openai endpoint as a route's target (NotARouteTarget), so these
-	// two are never reached by a valid configuration; reaching them is a bug.
-	std::vector<Call> BuildCalls(const Endpoint &, const Route &, const std::vector<Change> &,
-	                             const Auth &) const override
+	// Routes never target this kind (NotARouteTarget); enrich steps of many runs are sent
+	// through the dispatcher with these (EnrichCalls in connector.h).
+	std::vector<Call> BuildCalls(const Endpoint &endpoint, const Route &, const std::vector<Change> &changes,
+	                             const Auth &auth) const override
 	{
-		throw std::logic_error("openai endpoints are used by enrichment steps, not as route targets");
+		return EnrichCalls(*this, endpoint, changes, auth);
 	}
 
-	CallResult ParseResult(const Call &, const std::vector<Change> &, const HttpResponse &) const override
+	CallResult ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override
 	{
-		throw std::logic_error("openai endpoints are used by enrichment steps, not as route targets");
+		return EnrichCallResult(*this, call, response);
 	}
 };
 

@@ -350,7 +350,19 @@ struct Pending {
 	StepDef step;
 	Endpoint endpoint;
 	Json input;
-	Change change; // deliver, notify
+	Change change; // deliver, notify; enrich: fields {"step", "input", "options"}
+};
+
+// What became of a request.
+struct Answer {
+	Outcome outcome = Outcome::Retry;
+	Json output;
+	std::string error;
+	long status = 0;
+	long retry_after = -1;
+	bool attempted = true;
+	std::optional<EnrichResult> enriched;
+	double latency = 0;
 };
 
 } // namespace
@@ -402,6 +414,228 @@ RunExecutor::Adopt()
 	return adopted;
 }
 
+namespace {
+
+// Phase 1 of one run's current step, in its own transaction: a local step (skipped, sql,
+// writeback) completes; a request step comes back prepared, its attempt committed.
+std::optional<Pending>
+Prepare(int64_t run_id, bool *worked, std::mt19937_64 &rng)
+{
+	std::optional<Pending> pending;
+	RunRow run;
+	// Phase 1: the step's expressions; local steps (skipped, sql, writeback) complete here.
+	{
+		WorkerTransaction tx;
+		std::optional<RunRow> loaded = LoadRun(run_id);
+		if (!loaded || (loaded->state != "pending" && loaded->state != "running" && loaded->state != "waiting")) {
+			tx.Commit();
+			return std::nullopt;
+		}
+		run = *loaded;
+		std::optional<RouteDef> def;
+		try {
+			Subtransaction sub;
+			def = FindRoute(run.route, false);
+			sub.Commit();
+		} catch (const PgError &e) {
+			Report(LOG, "switchboard: route \"" + run.route + "\" is not run: " + e.what());
+		}
+		if (!def) {
+			tx.Commit();
+			return std::nullopt;
+		}
+		std::optional<StepDef> step = NextStep(run.route, run.position);
+		if (!step) {
+			SaveRun(run, "done", "", "", 0, 0);
+			tx.Commit();
+			*worked = true;
+			return std::nullopt;
+		}
+		std::string error;
+		if (step->run_if) {
+			SpiText yes;
+			if (!Evaluate(*def, run, "coalesce(" + Parenthesize(*step->run_if) + ", false)", &yes, &error)) {
+				run.attempts++;
+				StepFailed(&run, *step, true, "run_if: " + error, 0, -1, 0, rng);
+				tx.Commit();
+				*worked = true;
+				return std::nullopt;
+			}
+			if (yes != SpiText("true")) {
+				StepDone(&run, *step, Json(), "skipped", 0, 0);
+				tx.Commit();
+				*worked = true;
+				return std::nullopt;
+			}
+		}
+		Json input;
+		if (step->input) {
+			SpiText value;
+			if (!Evaluate(*def, run, *step->input, &value, &error)) {
+				run.attempts++;
+				StepFailed(&run, *step, true, "input: " + error, 0, -1, 0, rng);
+				tx.Commit();
+				*worked = true;
+				return std::nullopt;
+			}
+			input = value ? Json::parse(*value) : Json();
+		}
+		if (step->kind == "sql") {
+			run.attempts++;
+			StepDone(&run, *step, input, "done", 0, 0);
+			tx.Commit();
+			*worked = true;
+			return std::nullopt;
+		}
+		if (step->kind == "writeback") {
+			run.attempts++;
+			if (!WriteBack(*def, run, input, &error))
+				StepFailed(&run, *step, true, "writeback: " + error, 0, -1, 0, rng);
+			else
+				StepDone(&run, *step, input, "done", 0, 0);
+			tx.Commit();
+			*worked = true;
+			return std::nullopt;
+		}
+		// A request: enrich, notify or deliver.
+		std::string endpoint_name = step->endpoint ? *step->endpoint : def->endpoint.name;
+		std::optional<Endpoint> endpoint = LoadEndpoint(endpoint_name);
+		if (!endpoint) {
+			// Disabled (or gone): wait for it, as the push path does.
+			SaveRun(run, "waiting", step->name, "endpoint \"" + endpoint_name + "\" is disabled", 0, 10000);
+			tx.Commit();
+			return std::nullopt;
+		}
+		Pending p{*def, *step, *endpoint, input, Change()};
+		p.change.id = run.id;
+		p.change.op = run.op;
+		p.change.key = run.key.value_or("");
+		p.change.occurred_at_ms = run.captured_ms;
+		p.change.event_id = "sb-run-" + Num(run.id) + "-" + step->name;
+		if (step->kind == "enrich")
+			p.change.fields = {{"step", step->name}, {"input", input}, {"options", step->options}};
+		if (step->kind == "deliver") {
+			if (!MappedFields(*def, run, &p.change.fields, &error)) {
+				run.attempts++;
+				StepFailed(&run, *step, true, error, 0, -1, 0, rng);
+				tx.Commit();
+				*worked = true;
+				return std::nullopt;
+			}
+			SpiText rid = SpiScalar("SELECT remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = $2",
+			                        {run.route, p.change.key});
+			p.change.remote_id = rid.value_or("");
+		}
+		// The attempt counts before the request leaves: a crash repeats this step only, and a
+		// step that keeps killing the worker ends failed instead of looping.
+		run.attempts++;
+		run.step_state[step->name] = {{"state", "running"}, {"attempts", run.attempts}};
+		SaveRun(run, "running", step->name, "", 0, 0);
+		CommitDurably();
+		tx.Commit();
+		pending = std::move(p);
+	}
+	*worked = true;
+	return pending;
+}
+
+Answer
+Notify(Dispatcher *dispatcher_, const Pending &p, const std::function<bool()> &should_stop)
+{
+	const Connector *connector = FindConnector(p.endpoint.kind);
+	Answer a;
+	int64_t started = NowMs();
+	std::string type = p.def.name + "." + p.step.name;
+	try {
+		HttpResponse response = dispatcher_->Fetch(
+		    p.endpoint,
+		    [&](const Auth &auth) {
+			    return connector->BuildNotifyRequest(p.endpoint, type, p.change.event_id, p.input,
+			                                         p.change.occurred_at_ms, auth);
+		    },
+		    p.step.options.value("timeout_ms", static_cast<long>(setting_http_timeout_ms)), 1000, should_stop);
+		Call call;
+		call.changes.push_back(0);
+		CallResult result = connector->ParseResult(call, {p.change}, response);
+		a.attempted = !NotSent(response);
+		ChangeResult one = result.results.empty() ? ChangeResult() : result.results[0];
+		a.outcome = one.outcome;
+		a.error = dispatcher_->RedactSecrets(p.endpoint, one.error);
+		a.status = response.status;
+		a.retry_after = one.retry_after_ms >= 0 ? one.retry_after_ms : result.retry_after_ms;
+		a.output = {{"status", response.status}};
+	} catch (const std::invalid_argument &e) {
+		a.outcome = Outcome::Dead;
+		a.error = e.what();
+	}
+	a.latency = static_cast<double>(NowMs() - started);
+	return a;
+}
+
+Answer
+FromDelivery(const Pending &p, const Delivery &d)
+{
+	Answer a;
+	a.outcome = d.outcome == Outcome::Skipped ? Outcome::Delivered : d.outcome;
+	a.error = d.error;
+	a.status = d.http_status;
+	a.retry_after = d.retry_after_ms;
+	a.attempted = d.attempted || d.outcome == Outcome::Skipped;
+	a.latency = d.latency_ms;
+	if (p.step.kind == "enrich") {
+		if (a.outcome == Outcome::Delivered) {
+			Json carried = Json::parse(d.remote_id, nullptr, false);
+			EnrichResult r;
+			r.outcome = Outcome::Delivered;
+			r.http_status = d.http_status;
+			if (carried.is_object()) {
+				a.output = carried.value("output", Json::object());
+				r.has_usage = carried.value("has_usage", false);
+				r.prompt_tokens = carried.value("prompt_tokens", static_cast<int64_t>(0));
+				r.completion_tokens = carried.value("completion_tokens", static_cast<int64_t>(0));
+			}
+			a.enriched = r;
+		}
+		return a;
+	}
+	a.output = {{"remote_id", d.remote_id.empty() ? Json() : Json(d.remote_id)},
+	            {"created", p.change.remote_id.empty() && !d.remote_id.empty()}};
+	return a;
+}
+
+// Phase 3: the answer, committed before the run's next step starts.
+void
+Record(Dispatcher *dispatcher_, std::mt19937_64 &rng, int64_t run_id, const Pending &p, Answer a)
+{
+	WorkerTransaction tx;
+	std::optional<RunRow> reloaded = LoadRun(run_id);
+	if (!reloaded || reloaded->state != "running") {
+		// Discarded or retried by hand meanwhile: what the answer said no longer applies.
+		tx.Commit();
+		return;
+	}
+	RunRow run = *reloaded;
+	if (a.enriched && (a.enriched->has_usage || a.enriched->http_status == 200))
+		RecordUsage(run.route, p.endpoint.name, *a.enriched);
+	if (p.step.kind == "deliver" && a.outcome == Outcome::Delivered && a.output.contains("remote_id") &&
+	    a.output["remote_id"].is_string())
+		SpiExecPrepared("INSERT INTO switchboard.remote_ids (route, key, remote_id) VALUES ($1, $2, $3) "
+		                "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
+		                {run.route, p.change.key, a.output["remote_id"].get<std::string>()});
+	if (a.outcome == Outcome::Delivered) {
+		StepDone(&run, p.step, a.output, "done", a.status, a.latency);
+	} else {
+		if (!a.attempted) {
+			run.attempts = std::max(0, run.attempts - 1);
+			a.retry_after = std::max<long>(200, dispatcher_->EndpointReadyAt(p.endpoint.name) - NowMs());
+		}
+		StepFailed(&run, p.step, a.outcome == Outcome::Dead, a.error, a.status, a.retry_after, a.latency, rng);
+	}
+	tx.Commit();
+}
+
+} // namespace
+
 long
 RunExecutor::Round(const std::function<bool()> &should_stop)
 {
@@ -420,231 +654,77 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		    "SELECT d.id FROM (SELECT DISTINCT ON (route, key) id, route, next_attempt_at FROM switchboard.run_queue "
 		    "WHERE state IN ('pending', 'running', 'waiting') ORDER BY route, key, id) d "
 		    "JOIN switchboard.routes r ON r.name = d.route AND r.enabled "
-		    "WHERE d.next_attempt_at IS NULL OR d.next_attempt_at <= now() ORDER BY d.id LIMIT 64");
+		    "WHERE d.next_attempt_at IS NULL OR d.next_attempt_at <= now() ORDER BY d.id LIMIT 500");
 		for (const auto &row : r.rows)
 			due.push_back(std::stoll(*row[0]));
 		tx.Commit();
 	}
 	bool worked = adopted > 0;
-	// About a second of steps per round: the push and pull of other routes come in between.
-	int64_t started = NowMs();
+	// Phase 1 for every due run: local steps complete, requests are prepared (their attempt
+	// committed first).
+	std::vector<std::pair<int64_t, Pending>> requests;
 	for (int64_t id : due) {
-		if (should_stop() || NowMs() - started > 1000)
+		if (should_stop())
 			break;
-		worked = ExecuteStep(id, should_stop) || worked;
+		std::optional<Pending> p = Prepare(id, &worked, *rng_);
+		if (p)
+			requests.emplace_back(id, std::move(*p));
 	}
-	return worked ? 0 : setting_naptime_ms;
-}
-
-bool
-RunExecutor::ExecuteStep(int64_t run_id, const std::function<bool()> &should_stop)
-{
-	std::optional<Pending> pending;
-	RunRow run;
-	// Phase 1: the step's expressions; local steps (skipped, sql, writeback) complete here.
-	{
-		WorkerTransaction tx;
-		std::optional<RunRow> loaded = LoadRun(run_id);
-		if (!loaded || (loaded->state != "pending" && loaded->state != "running" && loaded->state != "waiting")) {
-			tx.Commit();
-			return false;
+	if (requests.empty())
+		return worked ? 0 : setting_naptime_ms;
+	// Phase 2, with no transaction open: deliver and enrich steps of many runs in one dispatch
+	// (bulk calls per route, many requests in flight per endpoint within its max_concurrency
+	// and rate_limit); notify steps one event each.
+	std::map<int64_t, Answer> answers;
+	std::map<std::pair<std::string, std::string>, RouteBatch> batches;
+	std::map<int64_t, const Pending *> by_change;
+	for (auto &[id, p] : requests) {
+		const Connector *connector = FindConnector(p.endpoint.kind);
+		if (connector == nullptr) {
+			Answer a;
+			a.outcome = Outcome::Dead;
+			a.error = "endpoint \"" + p.endpoint.name + "\" has unknown kind " + p.endpoint.kind;
+			answers[id] = a;
+			continue;
 		}
-		run = *loaded;
-		std::optional<RouteDef> def;
-		try {
-			Subtransaction sub;
-			def = FindRoute(run.route, false);
-			sub.Commit();
-		} catch (const PgError &e) {
-			Report(LOG, "switchboard: route \"" + run.route + "\" is not run: " + e.what());
+		if (p.step.kind == "notify") {
+			answers[id] = Notify(dispatcher_, p, should_stop);
+			continue;
 		}
-		if (!def) {
-			tx.Commit();
-			return false;
+		// One batch per route and endpoint for deliver steps, per endpoint for enrich steps.
+		std::string group = p.step.kind == "deliver" ? p.def.name : std::string();
+		RouteBatch &batch = batches[{p.endpoint.name, group}];
+		if (batch.changes.empty()) {
+			batch.endpoint = p.endpoint;
+			batch.route = p.step.kind == "deliver" ? p.def.route : Route{"enrich", "enrich", "", "ignore"};
 		}
-		std::optional<StepDef> step = NextStep(run.route, run.position);
-		if (!step) {
-			SaveRun(run, "done", "", "", 0, 0);
-			tx.Commit();
-			return true;
-		}
-		std::string error;
-		if (step->run_if) {
-			SpiText yes;
-			if (!Evaluate(*def, run, "coalesce(" + Parenthesize(*step->run_if) + ", false)", &yes, &error)) {
-				run.attempts++;
-				StepFailed(&run, *step, true, "run_if: " + error, 0, -1, 0, *rng_);
-				tx.Commit();
-				return true;
-			}
-			if (yes != SpiText("true")) {
-				StepDone(&run, *step, Json(), "skipped", 0, 0);
-				tx.Commit();
-				return true;
-			}
-		}
-		Json input;
-		if (step->input) {
-			SpiText value;
-			if (!Evaluate(*def, run, *step->input, &value, &error)) {
-				run.attempts++;
-				StepFailed(&run, *step, true, "input: " + error, 0, -1, 0, *rng_);
-				tx.Commit();
-				return true;
-			}
-			input = value ? Json::parse(*value) : Json();
-		}
-		if (step->kind == "sql") {
-			run.attempts++;
-			StepDone(&run, *step, input, "done", 0, 0);
-			tx.Commit();
-			return true;
-		}
-		if (step->kind == "writeback") {
-			run.attempts++;
-			if (!WriteBack(*def, run, input, &error))
-				StepFailed(&run, *step, true, "writeback: " + error, 0, -1, 0, *rng_);
-			else
-				StepDone(&run, *step, input, "done", 0, 0);
-			tx.Commit();
-			return true;
-		}
-		// A request: enrich, notify or deliver.
-		std::string endpoint_name = step->endpoint ? *step->endpoint : def->endpoint.name;
-		std::optional<Endpoint> endpoint = LoadEndpoint(endpoint_name);
-		if (!endpoint) {
-			// Disabled (or gone): wait for it, as the push path does.
-			SaveRun(run, "waiting", step->name, "endpoint \"" + endpoint_name + "\" is disabled", 0, 10000);
-			tx.Commit();
-			return false;
-		}
-		Pending p{*def, *step, *endpoint, input, Change()};
-		p.change.id = run.id;
-		p.change.op = run.op;
-		p.change.key = run.key.value_or("");
-		p.change.occurred_at_ms = run.captured_ms;
-		p.change.event_id = "sb-run-" + Num(run.id) + "-" + step->name;
-		if (step->kind == "deliver") {
-			if (!MappedFields(*def, run, &p.change.fields, &error)) {
-				run.attempts++;
-				StepFailed(&run, *step, true, error, 0, -1, 0, *rng_);
-				tx.Commit();
-				return true;
-			}
-			SpiText rid = SpiScalar("SELECT remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = $2",
-			                        {run.route, p.change.key});
-			p.change.remote_id = rid.value_or("");
-		}
-		// The attempt counts before the request leaves: a crash repeats this step only, and a
-		// step that keeps killing the worker ends failed instead of looping.
-		run.attempts++;
-		run.step_state[step->name] = {{"state", "running"}, {"attempts", run.attempts}};
-		SaveRun(run, "running", step->name, "", 0, 0);
-		CommitDurably();
-		tx.Commit();
-		pending = std::move(p);
+		batch.changes.push_back(p.change);
+		by_change[p.change.id] = &p;
 	}
-
-	// Phase 2: the request, with no transaction open.
-	const Pending &p = *pending;
-	const Connector *connector = FindConnector(p.endpoint.kind);
-	int64_t started = NowMs();
-	Outcome outcome = Outcome::Retry;
-	Json output;
-	std::string error;
-	long status = 0, retry_after = -1;
-	bool attempted = true;
-	std::optional<EnrichResult> enriched;
-	std::vector<RouteAction> actions;
-	if (connector == nullptr) {
-		outcome = Outcome::Dead;
-		error = "endpoint \"" + p.endpoint.name + "\" has unknown kind " + p.endpoint.kind;
-	} else if (p.step.kind == "enrich") {
-		EnrichInput in;
-		in.step = p.step.name;
-		in.input = p.input;
-		in.options = p.step.options;
-		try {
-			HttpResponse response = dispatcher_->Fetch(
-			    p.endpoint, [&](const Auth &auth) { return connector->BuildEnrichRequest(p.endpoint, in, auth); },
-			    p.step.options.value("timeout_ms", static_cast<long>(setting_http_timeout_ms)), 1000, should_stop);
-			EnrichResult result = connector->ParseEnrichResult(response);
-			attempted = !NotSent(response);
-			outcome = result.outcome;
-			output = result.output;
-			error = dispatcher_->RedactSecrets(p.endpoint, result.error);
-			status = result.http_status;
-			retry_after = result.retry_after_ms;
-			enriched = result;
-		} catch (const std::invalid_argument &e) {
-			outcome = Outcome::Dead;
-			error = e.what();
-		}
-	} else if (p.step.kind == "notify") {
-		std::string type = p.def.name + "." + p.step.name;
-		HttpResponse response = dispatcher_->Fetch(
-		    p.endpoint,
-		    [&](const Auth &auth) {
-			    return connector->BuildNotifyRequest(p.endpoint, type, p.change.event_id, p.input,
-			                                         p.change.occurred_at_ms, auth);
-		    },
-		    p.step.options.value("timeout_ms", static_cast<long>(setting_http_timeout_ms)), 1000, should_stop);
-		Call call;
-		call.changes.push_back(0);
-		CallResult result = connector->ParseResult(call, {p.change}, response);
-		attempted = !NotSent(response);
-		const ChangeResult &one = result.results.empty() ? ChangeResult() : result.results[0];
-		outcome = one.outcome;
-		error = dispatcher_->RedactSecrets(p.endpoint, one.error);
-		status = response.status;
-		retry_after = one.retry_after_ms >= 0 ? one.retry_after_ms : result.retry_after_ms;
-		output = {{"status", response.status}};
-	} else {
-		// deliver: the route's mappings to the endpoint, as the push path sends them.
-		RouteBatch batch{p.endpoint, p.def.route, {p.change}};
+	if (!batches.empty()) {
+		std::vector<RouteBatch> list;
+		for (auto &[k, b] : batches)
+			list.push_back(std::move(b));
 		DispatchOptions options;
 		options.timeout_ms = setting_http_timeout_ms;
-		std::vector<Delivery> deliveries = dispatcher_->Deliver({batch}, options, should_stop, &actions);
-		Delivery d = deliveries.empty() ? Delivery() : deliveries[0];
-		outcome = d.outcome == Outcome::Skipped ? Outcome::Delivered : d.outcome;
-		error = d.error;
-		status = d.http_status;
-		retry_after = d.retry_after_ms;
-		attempted = d.attempted || d.outcome == Outcome::Skipped;
-		output = {{"remote_id", d.remote_id.empty() ? Json() : Json(d.remote_id)},
-		          {"created", p.change.remote_id.empty() && !d.remote_id.empty()}};
-		if (!d.remote_id.empty())
-			output["remote_id"] = d.remote_id;
-	}
-	double latency = static_cast<double>(NowMs() - started);
-
-	// Phase 3: the outcome, committed before the next step starts.
-	WorkerTransaction tx;
-	std::optional<RunRow> reloaded = LoadRun(run_id);
-	if (!reloaded || reloaded->state != "running") {
-		// Discarded or retried by hand meanwhile: what the answer said no longer applies.
-		tx.Commit();
-		return true;
-	}
-	run = *reloaded;
-	if (enriched && (enriched->has_usage || enriched->http_status == 200))
-		RecordUsage(run.route, p.endpoint.name, *enriched);
-	if (p.step.kind == "deliver" && outcome == Outcome::Delivered && output.contains("remote_id") &&
-	    output["remote_id"].is_string())
-		SpiExecPrepared("INSERT INTO switchboard.remote_ids (route, key, remote_id) VALUES ($1, $2, $3) "
-		                "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
-		                {run.route, p.change.key, output["remote_id"].get<std::string>()});
-	if (outcome == Outcome::Delivered) {
-		StepDone(&run, p.step, output, "done", status, latency);
-	} else {
-		if (!attempted) {
-			run.attempts = std::max(0, run.attempts - 1);
-			retry_after = std::max<long>(200, dispatcher_->EndpointReadyAt(p.endpoint.name) - NowMs());
+		std::vector<RouteAction> actions;
+		for (const Delivery &d : dispatcher_->Deliver(list, options, should_stop, &actions)) {
+			auto it = by_change.find(d.change_id);
+			if (it != by_change.end())
+				answers[d.change_id] = FromDelivery(*it->second, d);
 		}
-		StepFailed(&run, p.step, outcome == Outcome::Dead, error, status, retry_after, latency, *rng_);
 	}
-	tx.Commit();
-	return true;
+	// Phase 3: each outcome committed before that run's next step starts.
+	for (auto &[id, p] : requests) {
+		auto it = answers.find(id);
+		Answer a = it == answers.end() ? Answer() : it->second;
+		if (it == answers.end()) {
+			a.attempted = false;
+			a.error = "not sent";
+		}
+		Record(dispatcher_, *rng_, id, p, a);
+	}
+	return 0;
 }
 
 } // namespace switchboard

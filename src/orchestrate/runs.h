@@ -27,7 +27,6 @@ public:
 
 private:
 	size_t Adopt();
-	bool ExecuteStep(int64_t run_id, const std::function<bool()> &should_stop);
 
 	Dispatcher *dispatcher_;
 	std::mt19937_64 *rng_;

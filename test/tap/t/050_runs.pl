@@ -8,6 +8,7 @@ use lib 't/..';
 use SwitchboardTest;
 use Test::More;
 use JSON::PP;
+use Time::HiRes qw(time);
 
 my ($base, $double) = start_double();
 my $node = new_node('runs', 'switchboard.max_attempts' => 3, restart_after_crash => 'on');
@@ -132,6 +133,20 @@ for my $i (1 .. $#runs)
 }
 ok($ordered, 'a later run of the key starts only after the earlier one finished');
 json_delete("$base/_control/faults");
+
+# -- many runs at once: deliver steps share bulk requests, model calls are many in flight
+json_delete("$base/_control/requests");
+$node->safe_psql('postgres', "UPDATE switchboard.endpoints SET options = '{\"model\": \"gpt-4o-mini\", \"max_concurrency\": 16}' WHERE name = 'model'");
+control($base, 'openai', { latency_ms => 1000 });
+my $t0 = time;
+$node->safe_psql('postgres', "INSERT INTO leads (email, region) SELECT 'bulk' || g || '\@x.io', 'us' FROM generate_series(1, 16) g");
+idle('sixteen runs finish');
+my $took = time - $t0;
+control($base, 'openai', { latency_ms => 0 });
+is(sql($node, "SELECT count(*) FROM switchboard.runs WHERE key LIKE 'bulk%' AND state = 'done'"), '16', 'all sixteen done');
+my $upserts = scalar grep { $_->{path} =~ m{/batch/upsert$} } @{ reqs('/crm/') };
+ok($upserts < 16, "their deliver steps shared bulk requests ($upserts upserts for 16 runs)");
+ok($took < 8, sprintf('sixteen 1-second model calls in flight together (%.1f s)', $took));
 
 # -- an http enrich step: POST of the input as JSON, the JSON object answered is the output
 $node->safe_psql('postgres', <<"EOS");
