@@ -164,6 +164,28 @@ is(sql($node, "SELECT employees FROM accounts WHERE id = 1"), '70', 'the http an
 is(sql($node, "SELECT steps->'firmo'->'output'->>'domain' FROM switchboard.runs WHERE route = 'accounts'"), 'acme.io',
 	'its output in runs');
 
+# -- who acts: a writeback runs as the route's owner, with that role's privileges only
+$node->safe_psql('postgres', <<"EOS");
+CREATE ROLE lead_ops LOGIN;
+SELECT switchboard.grant_admin('lead_ops');
+CREATE TABLE guarded (id int PRIMARY KEY, email text, score int, locked text);
+GRANT SELECT, TRIGGER ON guarded TO lead_ops;
+GRANT UPDATE (score) ON guarded TO lead_ops;
+SET ROLE lead_ops;
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('ops_hook', 'webhook', '$base/hooks/ops');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('guarded', 'guarded', 'ops_hook', 'lead', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, input) VALUES
+	('guarded', 'mine', 10, 'writeback', \$\$jsonb_build_object('score', 1)\$\$),
+	('guarded', 'theirs', 20, 'writeback', \$\$jsonb_build_object('locked', 'pwned')\$\$);
+RESET ROLE;
+INSERT INTO guarded VALUES (1, 'g\@x.io', NULL, 'no');
+EOS
+idle('the guarded run ends');
+is(sql($node, "SELECT score || '/' || locked FROM guarded"), '1/no', 'the owner wrote the column it may write, not the other');
+like(sql($node, "SELECT state || ' ' || last_error FROM switchboard.runs WHERE route = 'guarded'"),
+	qr/^failed .*permission denied/, 'the step writing a column the owner may not write fails');
+
 # -- kill -9 while the model call is in flight: that step only is repeated
 json_delete("$base/_control/requests");
 control($base, 'faults', { kind => 'slow', path_prefix => '/v1/', delay_ms => 3000, count => 1 });
