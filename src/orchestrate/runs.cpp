@@ -332,6 +332,20 @@ RecordUsage(const std::string &route, const std::string &endpoint, const EnrichR
 	                {route, endpoint, Num(result.prompt_tokens), Num(result.completion_tokens)});
 }
 
+// A route whose stored definition fails its checks is not run (its changes and runs wait
+// until it is fixed); said in the log once a minute per route, not every round.
+void
+NoteNotRun(const std::string &route, const std::string &why)
+{
+	static std::map<std::string, int64_t> last_said;
+	int64_t now = NowMs();
+	auto it = last_said.find(route);
+	if (it != last_said.end() && now - it->second < 60000)
+		return;
+	last_said[route] = now;
+	Report(LOG, "switchboard: route \"" + route + "\" is not run until its definition is fixed: " + why);
+}
+
 // Fetch sent nothing (the endpoint is backing off, a rate limit holds requests back, the worker
 // is stopping): no attempt to count.
 bool
@@ -387,7 +401,7 @@ RunExecutor::Adopt()
 				def = FindRoute(route, false);
 				sub.Commit();
 			} catch (const PgError &e) {
-				Report(LOG, "switchboard: route \"" + route + "\" is not run: " + e.what());
+				NoteNotRun(route, e.what());
 			}
 			it = defs.emplace(route, std::move(def)).first;
 		}
@@ -438,7 +452,7 @@ Prepare(int64_t run_id, bool *worked, std::mt19937_64 &rng)
 			def = FindRoute(run.route, false);
 			sub.Commit();
 		} catch (const PgError &e) {
-			Report(LOG, "switchboard: route \"" + run.route + "\" is not run: " + e.what());
+			NoteNotRun(run.route, e.what());
 		}
 		if (!def) {
 			tx.Commit();
