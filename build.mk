@@ -9,7 +9,7 @@ CXX_STD = c++17
 
 # Server-free C++ (never includes postgres.h): linked into the extension and, alone, into the
 # unit tests and the fuzz targets. Every .cpp in these folders, plus these single files.
-CORE_DIRS = src/connectors src/delivery src/http
+CORE_DIRS = src/connectors src/delivery src/http src/inbound
 CORE_FILES = src/config/host_policy.cpp
 
 # Every C++ source of the extension; whatever is not core runs inside Postgres.

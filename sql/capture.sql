@@ -54,6 +54,10 @@ INSERT INTO deals VALUES (7, 'g@x.com', 'open', 1, 1); -- insert: old is NULL, s
 SELECT * FROM q;
 SELECT tgname, pg_get_triggerdef(oid) ~ 'WHEN' AS has_when FROM pg_trigger WHERE tgrelid = 'deals'::regclass ORDER BY tgname;
 DELETE FROM switchboard.filters WHERE name = 'status_changed';
+-- a comparison of a numeric column with a literal cannot raise either: in WHEN
+INSERT INTO switchboard.filters VALUES ('deals_hook', 'positive', 'new.amount > 0');
+SELECT tgname, pg_get_triggerdef(oid) ~ 'WHEN' AS has_when FROM pg_trigger WHERE tgrelid = 'deals'::regclass ORDER BY tgname;
+DELETE FROM switchboard.filters WHERE name = 'positive';
 
 -- a filter that could raise (arithmetic) is not in WHEN: the change is queued with its old
 -- image and the translator decides; a rejected change renders as filtered
@@ -103,6 +107,10 @@ INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_loc
 VALUES ('events_hook', 'events', 'hook', 'event', 'id::text');
 TRUNCATE switchboard.queue;
 INSERT INTO events VALUES (1, 'eu', 'a'), (2, 'us', 'b');
+SELECT route, op, new->>'region' AS region FROM switchboard.queue ORDER BY id;
+-- resync reads every partition
+TRUNCATE switchboard.queue;
+SELECT switchboard.resync('events_hook');
 SELECT route, op, new->>'region' AS region FROM switchboard.queue ORDER BY id;
 
 -- route_status counts the real queue

@@ -33,6 +33,17 @@ INSERT INTO switchboard.queue (route, op, new, captured_at, state) VALUES ('gone
 UPDATE switchboard.routes SET name = 'gone_route' WHERE name = 'people_webhook';
 SELECT name FROM switchboard.routes;
 DELETE FROM switchboard.queue WHERE route = 'gone_route';
+-- a new route never inherits the remote ids, cursor or counters of a deleted one of its name
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local)
+VALUES ('people_old', 'people', 'hook', 'person', 'id::text');
+INSERT INTO switchboard.remote_ids (route, key, remote_id) VALUES ('people_old', '1', 'OLD1');
+INSERT INTO switchboard.route_stats (route, delivered) VALUES ('people_old', 5);
+DELETE FROM switchboard.routes WHERE name = 'people_old';
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local)
+VALUES ('people_old', 'people', 'hook', 'person', 'id::text');
+SELECT (SELECT count(*) FROM switchboard.remote_ids WHERE route = 'people_old') AS remote_ids,
+       (SELECT delivered FROM switchboard.route_status WHERE route = 'people_old') AS delivered;
+DELETE FROM switchboard.routes WHERE name = 'people_old';
 
 -- DROP COLUMN ... CASCADE drops the capture triggers whose WHEN clause uses the column: the
 -- route no longer looks healthy

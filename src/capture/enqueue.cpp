@@ -120,6 +120,10 @@ FillQueueCacheOnce(Relation queue, Oid sequence)
 		CacheRegisterRelcacheCallback(InvalidateQueueCache, (Datum) 0);
 		callback_registered = true;
 	}
+	// Emptied before anything that may raise: the callback never walks memory already reset.
+	cache.valid = false;
+	cache.n_indexes = 0;
+	cache.indexes = nullptr;
 	if (cache.context == nullptr)
 		cache.context = AllocSetContextCreate(CacheMemoryContext, "switchboard capture", ALLOCSET_SMALL_SIZES);
 	else
@@ -127,7 +131,6 @@ FillQueueCacheOnce(Relation queue, Oid sequence)
 	CheckQueueLayout(RelationGetDescr(queue));
 	cache.queue = RelationGetRelid(queue);
 	cache.sequence = sequence;
-	cache.n_indexes = 0;
 	List *indexes = RelationGetIndexList(queue);
 	MemoryContext old = MemoryContextSwitchTo(cache.context);
 	cache.indexes = static_cast<QueueIndex *>(palloc0(sizeof(QueueIndex) * (list_length(indexes) + 1)));
@@ -216,7 +219,7 @@ RowImage(HeapTuple tuple, TupleDesc desc)
 	return DirectFunctionCall1(row_to_json, heap_copy_tuple_as_datum(tuple, desc));
 }
 
-void
+ItemPointerData
 EnqueueChange(const char *route, const char *op, Datum new_image, Datum old_image)
 {
 	Datum values[kQueueColumns];
@@ -254,9 +257,21 @@ EnqueueChange(const char *route, const char *op, Datum new_image, Datum old_imag
 	HeapTuple tuple = heap_form_tuple(RelationGetDescr(queue), values, nulls);
 	simple_heap_insert(queue, tuple);
 	InsertIndexEntries(queue, tuple);
+	ItemPointerData where = tuple->t_self;
 	heap_freetuple(tuple);
 	table_close(queue, NoLock);
 	WakeWorkerAtCommit();
+	return where;
+}
+
+void
+WithdrawChange(ItemPointerData queue_row)
+{
+	// The row was inserted by an earlier command of this transaction (the caller advanced the
+	// command counter); nobody else can see it yet. Its index entries die with it.
+	Relation queue = table_open(SwitchboardRelid("queue"), RowExclusiveLock);
+	simple_heap_delete(queue, &queue_row);
+	table_close(queue, NoLock);
 }
 
 void

@@ -14,7 +14,11 @@ namespace switchboard {
 Datum RowImage(HeapTuple tuple, TupleDesc desc);
 
 // Inserts a queue row in the current transaction. new_image/old_image may be (Datum) 0.
-void EnqueueChange(const char *route, const char *op, Datum new_image, Datum old_image);
+// Returns where the queue row is, for resync, which may take it back (WithdrawChange).
+ItemPointerData EnqueueChange(const char *route, const char *op, Datum new_image, Datum old_image);
+
+// Deletes a queue row this transaction inserted (resync replacing a stale image).
+void WithdrawChange(ItemPointerData queue_row);
 
 // Echo suppression: while set, changes of this route are not captured (the pull writes them).
 void SetCaptureSuppressedRoute(const char *route);

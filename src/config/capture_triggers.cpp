@@ -112,6 +112,26 @@ Resync(const std::string &route)
 // waited for every writer that still captured under the old name, so the UPDATEs below (each
 // with a new snapshot) see all of their changes. Refused while changes are in flight: the
 // worker records their results (remote ids, counters) under the name it claimed them with.
+// State left behind by an earlier, deleted route of this name (remote ids, cursor, delivered
+// marks, counters) is not a new route's: its remote ids would name records of another
+// endpoint's system, its cursor skip what the new route never pulled. Delivery history stays.
+// A schema not yet updated (0.1 between a package upgrade and ALTER EXTENSION UPDATE) lacks
+// the newer of these tables.
+bool
+SwitchboardTableExists(const char *table)
+{
+	return SpiScalar("SELECT pg_catalog.to_regclass($1) IS NOT NULL", {std::string("switchboard.") + table}) ==
+	       SpiText("t");
+}
+
+void
+ForgetEarlierRoute(const std::string &route)
+{
+	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats"})
+		if (SwitchboardTableExists(table))
+			SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {route});
+}
+
 void
 CarryRename(const std::string &from, const std::string &to)
 {
@@ -127,11 +147,11 @@ CarryRename(const std::string &from, const std::string &to)
 	if (SpiScalar("SELECT 1 FROM switchboard.queue WHERE route = $1 AND state = 'in_flight' LIMIT 1", {to}))
 		Fail(ERRCODE_OBJECT_IN_USE, "route \"" + from + "\" cannot be renamed while changes of it are being delivered",
 		     "", "Disable the route, wait until route_status.in_flight is 0, then rename it.");
-	// State left behind by an earlier route of the new name is not this route's.
-	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats"})
-		SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {to});
-	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats", "delivery_log"})
-		SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
+	ForgetEarlierRoute(to);
+	for (const char *table :
+	     {"remote_ids", "delivered_marks", "pull_state", "route_stats", "delivery_log", "run_queue"})
+		if (SwitchboardTableExists(table))
+			SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
 }
 
 std::optional<Oid>
@@ -184,6 +204,8 @@ SyncCapture(FunctionCallInfo fcinfo)
 		}
 		if (old_row && new_row && TextField(desc, old_row, "name") != TextField(desc, new_row, "name"))
 			CarryRename(TextField(desc, old_row, "name"), TextField(desc, new_row, "name"));
+		if (new_row && !old_row)
+			ForgetEarlierRoute(TextField(desc, new_row, "name"));
 		if (new_row)
 			Resync(TextField(desc, new_row, "name"));
 	} else if (table == "filters") {

@@ -946,6 +946,9 @@ StoredRouteProblem(const std::string &route)
 		sub.Commit();
 		return problem;
 	} catch (const PgError &e) {
+		// A timeout or a cancel is no problem of the route's: the caller tries again.
+		if (TransientError(e.sqlerrcode))
+			throw;
 		return e.what();
 	}
 }

@@ -485,4 +485,17 @@ Connector::ParsePullPage(const Endpoint &endpoint, const Route &, PullPhase, con
 	throw std::invalid_argument(endpoint.kind + " endpoints cannot be pulled");
 }
 
+HttpRequest
+Connector::BuildReadBackRequest(const Endpoint &endpoint, const Route &, const std::vector<std::string> &,
+                                const std::vector<std::string> &, const Auth &) const
+{
+	throw std::invalid_argument(endpoint.kind + " endpoints cannot read records back");
+}
+
+std::vector<RemoteRecord>
+Connector::ParseReadBack(const Endpoint &endpoint, const Route &, const HttpResponse &, const Json &) const
+{
+	throw std::invalid_argument(endpoint.kind + " endpoints cannot read records back");
+}
+
 } // namespace switchboard

@@ -27,7 +27,7 @@ using Json = nlohmann::json;
 // One row of switchboard.endpoints, with its secret resolved.
 struct Endpoint {
 	std::string name;
-	std::string kind; // a registered kind: hubspot | salesforce | webhook | openai
+	std::string kind; // a registered kind: hubspot | salesforce | webhook | openai | woocommerce
 	std::string base_url;
 	std::string secret; // empty when none
 	Json options = Json::object();
@@ -225,6 +225,9 @@ public:
 
 	// ---- push ---------------------------------------------------------------------------
 
+	// true: the remote addresses records only by its own id (WooCommerce has no upsert by a
+	// key), so every change, not only deletes, comes with the remote id when one is known.
+	virtual bool UpdatesNeedRemoteId() const { return false; }
 	// Largest batch for this endpoint: options.batch_size may lower BulkLimit(), never raise it.
 	virtual size_t MaxBatch(const Endpoint &endpoint) const;
 	// Changes are given in queue order; per key at most one change is present.
@@ -272,11 +275,37 @@ public:
 	virtual HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route,
 	                                     const std::vector<std::string> &fields, PullPhase phase,
 	                                     const PullCursor &cursor, const Auth &auth) const;
+	// true: a pull answer is a JSON array of records (WooCommerce), handed to ParsePullPage
+	// as {"items": array}; other kinds' array answers are refused as not an object.
+	virtual bool PullAnswerIsList() const { return false; }
 	// A 2xx answer whose body parsed as a JSON object (ParsePullResponse checked status and
 	// shape); throws std::runtime_error when the body is not what the remote documents.
+	// Inbound read-back (BuildReadBackRequest above): kinds whose webhooks name only ids.
+	virtual bool CanReadBack() const { return false; }
+	// Default: throws std::invalid_argument "<kind> endpoints cannot read records back".
+	virtual HttpRequest BuildReadBackRequest(const Endpoint &endpoint, const Route &route,
+	                                         const std::vector<std::string> &fields,
+	                                         const std::vector<std::string> &ids, const Auth &auth) const;
+	// A 2xx answer whose body parsed as a JSON object.
+	virtual std::vector<RemoteRecord> ParseReadBack(const Endpoint &endpoint, const Route &route,
+	                                                const HttpResponse &response, const Json &body) const;
 	virtual PullPage ParsePullPage(const Endpoint &endpoint, const Route &route, PullPhase phase,
 	                               const PullCursor &cursor, const HttpResponse &response, const Json &body) const;
 };
+
+// ---- Inbound read-back (SPEC §9): events that name only ids ----------------------------------
+// A HubSpot webhook says "object 123 changed"; the records are read back in batches and applied
+// like a pull page. Kinds whose events carry the record itself (WooCommerce) need none of this.
+
+// The request reading back records by remote id (at most kReadBackLimit ids). fields: the
+// remote fields the route's mappings pull. Throws std::invalid_argument for kinds that cannot.
+HttpRequest BuildReadBackRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+                                 const std::vector<std::string> &ids, const Auth &auth);
+// The records of an answer to it (ids the remote no longer has are simply absent). Throws
+// std::runtime_error with the remote's message for a failed answer or a malformed body.
+std::vector<RemoteRecord> ParseReadBackResponse(const Endpoint &endpoint, const Route &route,
+                                                const HttpResponse &response);
+constexpr size_t kReadBackLimit = 100;
 
 // ---- The registry (registry.cpp): kind name -> factory -----------------------------------
 

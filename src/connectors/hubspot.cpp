@@ -327,6 +327,43 @@ public:
 		                    "the HubSpot search limit (" + std::to_string(kHubSpotSearchPerSecond) + "/s)"};
 	}
 
+	bool CanReadBack() const override { return true; }
+
+	// POST /crm/v3/objects/{object}/batch/read: what an inbound event names, by HubSpot id,
+	// with the mapped properties (and the key and modification time, as a pull asks).
+	HttpRequest BuildReadBackRequest(const Endpoint &endpoint, const Route &route,
+	                                 const std::vector<std::string> &fields, const std::vector<std::string> &ids,
+	                                 const Auth &auth) const override
+	{
+		std::vector<std::string> properties;
+		std::set<std::string> seen;
+		for (const auto &field : fields)
+			AddUnique(&properties, &seen, field, false);
+		AddUnique(&properties, &seen, route.match_remote, false);
+		AddUnique(&properties, &seen, HubSpotModifiedProperty(route), false);
+		nlohmann::ordered_json inputs = nlohmann::ordered_json::array();
+		for (const auto &id : ids)
+			inputs.push_back({{"id", id}});
+		nlohmann::ordered_json body;
+		body["properties"] = properties;
+		body["inputs"] = std::move(inputs);
+		HttpRequest request;
+		request.method = "POST";
+		request.url = JoinUrl(endpoint.base_url, "/crm/v3/objects/" + UrlEncode(route.remote_object) + "/batch/read");
+		request.headers.emplace_back("Authorization", AuthorizationValue(auth));
+		request.headers.emplace_back("Content-Type", "application/json");
+		AppendOptionHeaders(endpoint, &request.headers);
+		request.body = body.dump();
+		return request;
+	}
+
+	// 200, or 207 whose errors[] name ids HubSpot no longer has (deleted since the event).
+	std::vector<RemoteRecord> ParseReadBack(const Endpoint &, const Route &route, const HttpResponse &response,
+	                                        const Json &body) const override
+	{
+		return HubSpotRecords(body, route, response, false);
+	}
+
 	bool CanPull() const override { return true; }
 
 	PullCursor InitialPullCursor() const override

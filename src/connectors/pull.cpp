@@ -270,7 +270,7 @@ DescribeFailure(const HttpResponse &response)
 		if (message == nullptr || !message->is_string())
 			continue;
 		std::string code;
-		for (const char *name : {"errorCode", "category"}) {
+		for (const char *name : {"errorCode", "category", "code"}) {
 			const Json *value = Member(error, name);
 			if (value != nullptr && value->is_string()) {
 				code = value->get<std::string>();
@@ -342,9 +342,41 @@ ParsePullResponse(const Endpoint &endpoint, const Route &route, PullPhase phase,
 	Json body = TryParseRemoteJson(response.body, &refused);
 	if (!refused.empty())
 		throw std::runtime_error(endpoint.kind + " pull answer refused: " + refused);
+	// A list answer (WooCommerce) reaches the kind as {"items": [...]}.
+	if (body.is_array() && connector.PullAnswerIsList())
+		body = Json{{"items", std::move(body)}};
 	if (body.is_discarded() || !body.is_object())
 		pull::Malformed(endpoint.kind + " pull answer is not a JSON object", response);
 	return connector.ParsePullPage(endpoint, route, phase, cursor, response, body);
+}
+
+HttpRequest
+BuildReadBackRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
+                     const std::vector<std::string> &ids, const Auth &auth)
+{
+	const Connector *connector = FindConnector(endpoint.kind);
+	if (connector == nullptr || !connector->CanReadBack())
+		throw std::invalid_argument(endpoint.kind + " endpoints cannot read records back");
+	if (ids.empty() || ids.size() > kReadBackLimit)
+		throw std::invalid_argument("a read-back names 1 to " + std::to_string(kReadBackLimit) + " ids");
+	return connector->BuildReadBackRequest(endpoint, route, fields, ids, auth);
+}
+
+std::vector<RemoteRecord>
+ParseReadBackResponse(const Endpoint &endpoint, const Route &route, const HttpResponse &response)
+{
+	const Connector *connector = FindConnector(endpoint.kind);
+	if (connector == nullptr || !connector->CanReadBack())
+		throw std::invalid_argument(endpoint.kind + " endpoints cannot read records back");
+	if (response.status < 200 || response.status >= 300)
+		throw std::runtime_error(endpoint.kind + " read-back failed: " + DescribeFailure(response));
+	std::string refused;
+	Json body = TryParseRemoteJson(response.body, &refused);
+	if (!refused.empty())
+		throw std::runtime_error(endpoint.kind + " read-back answer refused: " + refused);
+	if (body.is_discarded() || !body.is_object())
+		pull::Malformed(endpoint.kind + " read-back answer is not a JSON object", response);
+	return connector->ParseReadBack(endpoint, route, response, body);
 }
 
 } // namespace switchboard

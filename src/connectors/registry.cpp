@@ -16,7 +16,8 @@ namespace switchboard {
 	X("salesforce", MakeSalesforceConnector)                                                                           \
 	X("webhook", MakeWebhookConnector)                                                                                 \
 	X("openai", MakeOpenAIConnector)                                                                                   \
-	X("http", MakeHttpJsonConnector)
+	X("http", MakeHttpJsonConnector)                                                                                   \
+	X("woocommerce", MakeWooCommerceConnector)
 
 #define SB_DECLARE_FACTORY(kind, factory) std::unique_ptr<Connector> factory();
 SB_BUILTIN_CONNECTORS(SB_DECLARE_FACTORY)

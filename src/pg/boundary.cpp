@@ -27,6 +27,20 @@ CopyText(char *dst, size_t size, const char *src)
 }
 } // namespace
 
+bool
+TransientError(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode)) {
+	case ERRCODE_TRANSACTION_ROLLBACK:   // 40: serialization failure, deadlock
+	case ERRCODE_INSUFFICIENT_RESOURCES: // 53: out of memory, disk full
+	case ERRCODE_OPERATOR_INTERVENTION:  // 57: cancel, statement timeout, shutdown
+	case ERRCODE_SYSTEM_ERROR:           // 58: I/O
+		return true;
+	default:
+		return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE; // 55P03: lock_timeout, NOWAIT
+	}
+}
+
 void
 Fail(int sqlerrcode, const std::string &message, const std::string &detail, const std::string &hint)
 {

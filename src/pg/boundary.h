@@ -43,6 +43,11 @@ public:
 	std::string hint;
 };
 
+// Errors that say nothing about the statement or the data (a deadlock, a serialization
+// failure, a lock or statement timeout, a cancel, out of memory or disk, an I/O error): what
+// raised them is tried again later, never refused or turned into a dead letter for it.
+bool TransientError(int sqlerrcode);
+
 // Convenience: a user-facing error with an explicit SQLSTATE.
 [[noreturn]] void Fail(int sqlerrcode, const std::string &message, const std::string &detail = "",
                        const std::string &hint = "");

@@ -13,6 +13,9 @@ extern "C" {
 #include "parser/parser.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/typcache.h"
+#include "common/hashfn.h"
 #include "utils/lsyscache.h"
 }
 
@@ -83,12 +86,37 @@ RelationAlias(Oid relid)
 	return alias;
 }
 
+// NULL of the table's row type. A kept plan (SpiExecPrepared) holds the row type as it was
+// planned, but is not invalidated when the table is replaced by one of the same name or its
+// columns change (a type named in a cast is no dependency the plan cache tracks): the OID and
+// a hash of the columns (names, types, typmods) in the text make either a new statement.
+std::string
+RowTypeNull(Oid source)
+{
+	uint32 shape = 0;
+	Guarded([&] {
+		TupleDesc desc = lookup_rowtype_tupdesc(get_rel_type_id(source), -1);
+		for (int i = 0; i < desc->natts; i++) {
+			Form_pg_attribute a = TupleDescAttr(desc, i);
+			uint32 parts[3] = {a->attisdropped
+			                       ? 0
+			                       : hash_bytes(reinterpret_cast<const unsigned char *>(NameStr(a->attname)),
+			                                    strlen(NameStr(a->attname))),
+			                   a->atttypid, static_cast<uint32>(a->atttypmod)};
+			shape = hash_combine(shape, hash_bytes(reinterpret_cast<const unsigned char *>(parts), sizeof parts));
+		}
+		ReleaseTupleDesc(desc);
+	});
+	return "NULL::" + QualifiedName(source) + " /* relation " + std::to_string(source) + " shape " +
+	       std::to_string(shape) + " */";
+}
+
 std::string
 RowFromClause(Oid source, const std::string &image_sql)
 {
 	// Queued changes carry their row as json (row_to_json in the trigger); this turns it back
 	// into a typed row of the table. Analysis passes NULL::json: same types, no row needed.
-	return " FROM pg_catalog.json_populate_record(NULL::" + QualifiedName(source) + ", " + image_sql + ") AS " +
+	return " FROM pg_catalog.json_populate_record(" + RowTypeNull(source) + ", " + image_sql + ") AS " +
 	       RelationAlias(source);
 }
 
@@ -96,9 +124,9 @@ std::string
 NewOldFromClause(Oid source, const std::string &new_sql, const std::string &old_sql)
 {
 	// new first, old second: FindVarRefs tells them apart by range-table index 1 and 2.
-	std::string type = QualifiedName(source);
-	return " FROM pg_catalog.json_populate_record(NULL::" + type + ", " + new_sql +
-	       ") AS new, pg_catalog.json_populate_record(NULL::" + type + ", " + old_sql + ") AS old";
+	std::string type = RowTypeNull(source);
+	return " FROM pg_catalog.json_populate_record(" + type + ", " + new_sql +
+	       ") AS new, pg_catalog.json_populate_record(" + type + ", " + old_sql + ") AS old";
 }
 
 namespace {
@@ -171,10 +199,28 @@ FindVarRefs(Node *node, void *context)
 	return expression_tree_walker(node, WalkerFn(FindVarRefs), context);
 }
 
+// Leakproof functions promise not to raise on any input. A few built-ins keep that promise but
+// are not marked (PostgreSQL marks conservatively): numeric comparisons, which handle NaN and
+// infinities, and the integer to numeric casts that parse analysis puts around a literal
+// (new.mrr < 0 compares with numeric(0)). Without them a filter on a numeric column would
+// never sit in the trigger's WHEN clause.
 bool
 LeakproofFunction(Oid funcid)
 {
-	return OidIsValid(funcid) && get_func_leakproof(funcid);
+	switch (funcid) {
+	case F_NUMERIC_EQ:
+	case F_NUMERIC_NE:
+	case F_NUMERIC_LT:
+	case F_NUMERIC_LE:
+	case F_NUMERIC_GT:
+	case F_NUMERIC_GE:
+	case F_NUMERIC_INT2:
+	case F_NUMERIC_INT4:
+	case F_NUMERIC_INT8:
+		return true;
+	default:
+		return OidIsValid(funcid) && get_func_leakproof(funcid);
+	}
 }
 
 // A comparison of text in two different collations (new.a = new.b across columns declared with

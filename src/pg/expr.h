@@ -16,6 +16,8 @@ std::string Parenthesize(const std::string &expr);
 // Throws PgError unless text is one SQL expression and nothing more.
 void CheckSingleExpression(const std::string &text);
 
+// "NULL::<source>", with the table's OID in a comment (kept plans of a replaced table).
+std::string RowTypeNull(Oid source);
 // "FROM json_populate_record(NULL::<source>, <image>) AS <alias>": the row a mapping sees.
 std::string RowFromClause(Oid source, const std::string &image_sql);
 // "FROM json_populate_record(...) AS new, json_populate_record(...) AS old": what a filter sees.

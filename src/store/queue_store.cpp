@@ -1,5 +1,7 @@
 #include "store/queue_store.h"
 
+#include "capture/resync.h"
+
 #include <algorithm>
 
 #include "delivery/coalesce.h"
@@ -309,10 +311,10 @@ ApplySettled(const ClaimSettled &settled)
 
 // The changes a route sends this round: in flight, with their keys (and, for a change tried
 // before, its translated fields), the changes they supersede keyed; the remote ids its
-// deletes need.
+// deletes need (and its updates, for kinds that address records only by their id).
 std::map<std::string, std::string>
 MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const std::vector<Translation> &translations,
-             const Coalesced &coalesced)
+             const Coalesced &coalesced, bool every_remote_id)
 {
 	std::vector<SpiText> keys, ids, states, delete_keys, retried_fields;
 	for (const Coalesced::Send &s : coalesced.send) {
@@ -322,7 +324,7 @@ MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const 
 		// A change tried before may be one that kills the worker: keep its translated
 		// fields with it, so that the dead letter it may become shows them.
 		retried_fields.push_back(rows[s.row].attempts > 0 ? SpiText(translations[s.row].fields.dump()) : SpiText());
-		if (s.op == Op::Delete)
+		if (s.op == Op::Delete || every_remote_id)
 			delete_keys.emplace_back(translations[s.row].key);
 		// The changes it supersedes stay pending, keyed: should they outlive this round (a
 		// retry, a crash), a later claim of the key finds them as held changes.
@@ -398,6 +400,9 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 			def = FindRoute(route_name, true);
 			sub.Commit();
 		} catch (const PgError &e) {
+			// A lock timeout or a cancel says nothing about the definition: tried next round.
+			if (TransientError(e.sqlerrcode))
+				throw;
 			out->refused.push_back(RouteAction{route_name, e.what()});
 			return;
 		}
@@ -440,7 +445,10 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 	if (!def || coalesced.send.empty())
 		return;
 
-	std::map<std::string, std::string> remote_ids = MarkInFlight(route_name, rows, translations, coalesced);
+	const Connector *connector = FindConnector(def->endpoint.kind);
+	std::map<std::string, std::string> remote_ids = MarkInFlight(route_name, rows, translations, coalesced,
+	                                                             connector != nullptr &&
+	                                                                 connector->UpdatesNeedRemoteId());
 	RouteBatch batch;
 	batch.endpoint = def->endpoint;
 	batch.route = def->route;
@@ -475,8 +483,34 @@ ClaimDue(int limit)
 		return out;
 	std::string instance = InstanceId();
 	ClaimSettled settled;
-	for (const auto &[route, rows] : GroupByRoute(std::move(due)))
-		ClaimRoute(route, rows, instance, &out, &settled);
+	for (const auto &[route, rows] : GroupByRoute(std::move(due))) {
+		// Each route in its own subtransaction, into its own results: whatever one route raises
+		// (a lock timeout, a cancel, a value its fields cannot hold) holds that route for this
+		// round, its changes pending and the error in route_status; the other routes go on.
+		ClaimedBatch route_out;
+		ClaimSettled route_settled;
+		try {
+			Subtransaction sub;
+			ClaimRoute(route, rows, instance, &route_out, &route_settled);
+			sub.Commit();
+		} catch (const std::exception &e) {
+			settled.stats[route].second = std::string("held for a round (changes kept): ") + e.what();
+			continue;
+		}
+		for (auto &b : route_out.batches)
+			out.batches.push_back(std::move(b));
+		out.changes.merge(route_out.changes);
+		for (auto &r : route_out.refused)
+			out.refused.push_back(std::move(r));
+		for (auto &id : route_settled.drop_ids)
+			settled.drop_ids.push_back(std::move(id));
+		for (auto &d : route_settled.dead)
+			settled.dead.push_back(std::move(d));
+		for (auto &l : route_settled.log)
+			settled.log.push_back(std::move(l));
+		for (auto &[name, st] : route_settled.stats)
+			settled.stats[name] = std::move(st);
+	}
 	ApplySettled(settled);
 	return out;
 }
@@ -682,13 +716,20 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 		    "WHERE s.id = u.id AND s.state = 'pending'",
 		    {ArrayLiteral(waiting_ids), ArrayLiteral(waiting_for)});
 	WriteRemoteIds(remote_ids);
+	// A mark matters only while an older change of the key can still come back: a dead letter
+	// (retry) or another change still queued. Delivered rows are gone by now, so what is left
+	// older than the delivered one is exactly that; a key with nothing older (nearly all of
+	// them) writes no mark. (A change of the key claimed later is newer: one claim at a time.)
+	// While a resync() runs, the older image it queued is not visible yet: every key is marked.
 	if (!mark_routes.empty())
 		SpiExecPrepared(
 		    "INSERT INTO switchboard.delivered_marks AS m (route, key, change_id) "
 		    "SELECT route, key, max(id) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(route, key, id) "
-		    "WHERE key IS NOT NULL GROUP BY route, key "
+		    "WHERE key IS NOT NULL AND ($4::bool OR EXISTS (SELECT FROM switchboard.queue q WHERE q.route = u.route "
+		    "AND q.key = u.key AND q.id < u.id)) GROUP BY route, key "
 		    "ON CONFLICT (route, key) DO UPDATE SET change_id = greatest(m.change_id, excluded.change_id)",
-		    {ArrayLiteral(mark_routes), ArrayLiteral(mark_keys), ArrayLiteral(mark_ids)});
+		    {ArrayLiteral(mark_routes), ArrayLiteral(mark_keys), ArrayLiteral(mark_ids),
+		     ResyncRunning() ? "true" : "false"});
 	LogOutcomes(log);
 	NoteRouteStats(stats);
 	WriteEndpointStatus(endpoints);

@@ -59,9 +59,28 @@ TryQuery(const std::string &sql, const std::vector<SpiText> &args, SpiResult *ou
 		sub.Commit();
 		return true;
 	} catch (const PgError &e) {
+		// A cancel or timeout is not the row's fault: the claim holds the route and retries.
+		if (TransientError(e.sqlerrcode))
+			throw;
 		*error = e.what();
 		return false;
 	}
+}
+
+// The translated fields as JSON. jsonb can hold what nlohmann refuses (a number beyond a
+// double, text that is not UTF-8 in a LATIN1 database): that row fails, alone.
+bool
+ParseFields(const SpiText &text, Translation *t)
+{
+	Json fields = Json::parse(text.value_or("{}"), nullptr, false);
+	if (fields.is_discarded()) {
+		t->status = Translation::Status::Failed;
+		t->error = "the mapped fields cannot be sent as JSON (a number too large for a double, or text that is not "
+		           "UTF-8)";
+		return false;
+	}
+	t->fields = std::move(fields);
+	return true;
 }
 
 } // namespace
@@ -74,6 +93,23 @@ MappingSql(const RouteDef &def)
 	return "SELECT " + Parenthesize(def.match_local) + "::text, (" + FieldsSqlFor(def) + ")::text" +
 	       RowFromClause(def.source, "$1::json");
 }
+
+namespace {
+
+// match_local of a row image on its own; empty when it fails or is NULL.
+std::string
+KeyOf(const RouteDef &def, const SpiText &image)
+{
+	SpiResult r;
+	std::string error;
+	if (!image ||
+	    !TryQuery("SELECT " + Parenthesize(def.match_local) + "::text" + RowFromClause(def.source, "$1::json"), {image},
+	              &r, &error))
+		return "";
+	return r.rows.empty() || !r.rows[0][0] ? "" : *r.rows[0][0];
+}
+
+} // namespace
 
 Translation
 Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &old_image, bool all_filters)
@@ -107,6 +143,9 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		SpiResult r;
 		std::string error;
 		if (!TryQuery(sql + from, args, &r, &error)) {
+			// The dead letter can be found by its key, and its retry ordered by it, even though
+			// a filter failed (empty when match_local fails too).
+			t.key = KeyOf(def, op == Op::Delete ? old_image : new_image);
 			// Name the filter that raised.
 			for (const FilterDef *f : filters) {
 				SpiResult one;
@@ -174,7 +213,7 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		return t;
 	}
 	t.key = *r.rows[0][0];
-	t.fields = Json::parse(r.rows[0][1].value_or("{}"));
+	ParseFields(r.rows[0][1], &t);
 	return t;
 }
 
@@ -227,8 +266,10 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 	std::string sql = "SELECT m.key, m.fields";
 	for (size_t k = 0; k < filters.size(); k++)
 		sql += ", f.f" + std::to_string(k);
-	sql += " FROM pg_catalog.unnest($1::pg_catalog.json[], $2::pg_catalog.json[], $3::pg_catalog.text[]) "
-	       "WITH ORDINALITY AS i(new_img, old_img, op, n)";
+	// ROWS FROM of three unnest calls: the multi-argument unnest is a special form of the
+	// unqualified name only; pg_catalog.unnest(a, b, c) does not exist.
+	sql += " FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.json[]), pg_catalog.unnest($2::pg_catalog.json[]), "
+	       "pg_catalog.unnest($3::pg_catalog.text[])) WITH ORDINALITY AS i(new_img, old_img, op, n)";
 	if (!filters.empty()) {
 		sql += " CROSS JOIN LATERAL (SELECT ";
 		for (size_t k = 0; k < filters.size(); k++)
@@ -243,8 +284,11 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 	// ORDER BY the ordinality pairs result rows with `rows` by position.
 	SpiResult r;
 	std::string error;
-	if (!TryQuery(sql, {ArrayLiteral(news), ArrayLiteral(olds), ArrayLiteral(ops)}, &r, &error, true))
+	if (!TryQuery(sql, {ArrayLiteral(news), ArrayLiteral(olds), ArrayLiteral(ops)}, &r, &error, true)) {
+		// Row by row is the slow path: say why, for whoever looks at the throughput.
+		Report(DEBUG1, "route \"" + def.name + "\": translating row by row: " + error);
 		return false;
+	}
 	// Each input yields exactly one row; if not, fall back rather than pair them wrongly.
 	if (r.rows.size() != rows.size())
 		return false;
@@ -265,7 +309,7 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 			continue;
 		}
 		t.key = *row[0];
-		t.fields = Json::parse(row[1].value_or("{}"));
+		ParseFields(row[1], &t);
 	}
 	return true;
 }

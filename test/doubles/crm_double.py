@@ -31,7 +31,9 @@ import sys
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -263,6 +265,7 @@ class HubSpot:
         ("POST", re.compile(r"^/crm/v3/objects/([^/]+)/batch/upsert$"), "upsert"),
         ("POST", re.compile(r"^/crm/v3/objects/([^/]+)/batch/archive$"), "archive"),
         ("POST", re.compile(r"^/crm/v3/objects/([^/]+)/search$"), "search"),
+        ("POST", re.compile(r"^/crm/v3/objects/([^/]+)/batch/read$"), "batch_read"),
         ("GET", re.compile(r"^/crm/v3/objects/([^/]+)/([^/]+)$"), "get_one"),
         ("GET", re.compile(r"^/crm/v3/objects/([^/]+)/?$"), "list_objects"),
     ]
@@ -475,6 +478,36 @@ class HubSpot:
             if rec is not None and not rec.archived:
                 st.archive(rec, ms)
         return Response(204)
+
+    def batch_read(self, req, body, obj):
+        """What an inbound HubSpot event is read back with: the named records (by id, or by
+        idProperty) with the asked properties; missing ones in errors[] (207)."""
+        inputs, err = self._inputs(body)
+        if err:
+            return err
+        st = self.store(obj)
+        names = body.get("properties") or self.default_props(obj)
+        id_property = body.get("idProperty")
+        results, missing = [], []
+        for item in inputs:
+            rid = str(item.get("id", "")) if isinstance(item, dict) else ""
+            rec = st.find(id_property, rid) if id_property else st.records.get(rid)
+            if rec is None or rec.archived or req.rejects(rid):
+                missing.append(rid)
+                continue
+            props = {n: self.prop_value(obj, rec, n) for n in names}
+            for n in self.default_props(obj):
+                props[n] = self.prop_value(obj, rec, n)
+            results.append(self.record_json(obj, rec, props))
+        out = {"status": "COMPLETE", "results": results, "startedAt": iso_z(now_ms()),
+               "completedAt": iso_z(now_ms())}
+        if missing:
+            out["numErrors"] = 1
+            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                              "message": "Could not get some %s objects, they may be deleted or not exist."
+                              % obj.upper(), "context": {"ids": missing}}]
+            return Response(207, out)
+        return Response(200, out)
 
     def get_one(self, req, body, obj, rid):
         st = self.store(obj)
@@ -1406,11 +1439,383 @@ def injected_body(path, status):
         code = {403: "REQUEST_LIMIT_EXCEEDED", 401: "INVALID_SESSION_ID",
                 503: "SERVER_UNAVAILABLE"}.get(status, "UNKNOWN_EXCEPTION")
         return [{"message": "injected fault: HTTP %d" % status, "errorCode": code}]
+    if path.startswith("/wp-json/"):
+        return {"code": "injected_fault", "message": "injected fault: HTTP %d" % status,
+                "data": {"status": status}}
     if path.startswith("/v1/"):
         return {"error": {"message": "injected fault: HTTP %d" % status,
                           "type": "rate_limit_exceeded" if status == 429 else "server_error",
                           "param": None, "code": None}}
     return {"error": "injected fault", "status": status}
+
+
+# --------------------------------------------------------------------------- WooCommerce
+
+def woo_gmt(ms):
+    """WooCommerce style, UTC without a zone, whole seconds: 2026-11-24T10:00:00"""
+    dt = datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def woo_parse_gmt(text):
+    """'2026-11-24T10:00:00' (UTC; a zone is accepted too) -> epoch ms, or None."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$", text):
+        text += "Z"
+    return parse_iso_ms(text)
+
+
+class WooCommerce:
+    """WooCommerce REST API v3 (/wp-json/wc/v3/...): Basic auth (consumer key/secret), lists
+    with modified_after paging (X-WP-Total, X-WP-TotalPages), batch create/update/delete with
+    per-object results, the {"code","message","data":{"status"}} error format; webhooks the
+    shop sends (signed X-WC-Webhook-Signature) when a record changes, retried until 2xx."""
+
+    RESOURCES = ("orders", "products", "coupons", "customers")
+    TOPIC = {"orders": "order", "products": "product", "coupons": "coupon", "customers": "customer"}
+    MAX_BATCH = 100
+    MAX_PER_PAGE = 100
+    ROUTES = [
+        ("POST", re.compile(r"^/wp-json/wc/v3/([a-z]+)/batch$"), "batch"),
+        ("GET", re.compile(r"^/wp-json/wc/v3/([a-z]+)/(\d+)$"), "get_one"),
+        ("GET", re.compile(r"^/wp-json/wc/v3/([a-z]+)/?$"), "list_objects"),
+    ]
+
+    def __init__(self, double):
+        self.d = double
+        self.reset()
+
+    def reset(self):
+        self.records = {r: {} for r in self.RESOURCES}   # resource -> id -> dict
+        self.next_id = 101
+        self.hooks = []            # registered webhooks: {"topic","delivery_url","secret"}
+        self.deliveries = []       # every webhook attempt the shop made
+        self.pending = 0           # webhooks not yet acknowledged with a 2xx
+
+    @staticmethod
+    def error(status, code, message):
+        return Response(status, {"code": code, "message": message, "data": {"status": status}})
+
+    def authorized(self, req):
+        auth = req.headers.get("authorization", "")
+        parts = auth.split(None, 1)
+        if len(parts) != 2 or parts[0].lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(parts[1]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return (hmac.compare_digest(user, self.d.config["woo_consumer_key"]) and
+                hmac.compare_digest(password, self.d.config["woo_consumer_secret"]))
+
+    def handle(self, req):
+        if not self.authorized(req):
+            return self.error(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
+        for method, rx, name in self.ROUTES:
+            m = rx.match(req.path)
+            if m and method == req.method:
+                if m.group(1) not in self.RESOURCES:
+                    return self.error(404, "rest_no_route", "No route was found matching the URL and request method.")
+                try:
+                    body = req.json() if req.method != "GET" else None
+                except ValueError:
+                    return self.error(400, "rest_invalid_json", "Invalid JSON body passed.")
+                with self.d.lock:
+                    return getattr(self, name)(req, body, *m.groups())
+        return self.error(404, "rest_no_route", "No route was found matching the URL and request method.")
+
+    # -- records
+
+    def put(self, resource, rid, fields, ms=None, notify=True):
+        """Create (rid None) or update a record as the shop's admin would; sends webhooks."""
+        ms = ms if ms is not None else self.d.clock.tick()
+        recs = self.records[resource]
+        if rid is None or int(rid) not in recs:
+            rid = int(rid) if rid is not None else self.next_id
+            self.next_id = max(self.next_id, rid) + 1
+            rec = {"id": rid, "date_created_gmt": woo_gmt(ms)}
+            recs[rid] = rec
+            action = "created"
+        else:
+            rec = recs[int(rid)]
+            action = "updated"
+        for k, v in fields.items():
+            if k not in ("id", "date_created_gmt", "date_modified_gmt"):
+                rec[k] = v
+        rec["date_modified_gmt"] = woo_gmt(ms)
+        rec["_modified_ms"] = ms
+        if notify:
+            self.notify(resource, action, rec)
+        return rec
+
+    def delete(self, resource, rid, notify=True):
+        rec = self.records[resource].pop(int(rid), None)
+        if rec is not None and notify:
+            self.notify(resource, "deleted", {"id": rec["id"]})
+        return rec
+
+    @staticmethod
+    def public(rec):
+        return {k: v for k, v in rec.items() if not k.startswith("_")}
+
+    # -- REST
+
+    def get_one(self, req, body, resource, rid):
+        rec = self.records[resource].get(int(rid))
+        if rec is None:
+            return self.error(404, "woocommerce_rest_invalid_id", "Invalid ID.")
+        return Response(200, self.public(rec))
+
+    def list_objects(self, req, body, resource):
+        try:
+            per_page = int(req.query.get("per_page", 10))
+            page = int(req.query.get("page", 1))
+        except ValueError:
+            return self.error(400, "rest_invalid_param", "Invalid parameter(s): per_page, page")
+        if per_page < 1 or per_page > self.MAX_PER_PAGE or page < 1:
+            return self.error(400, "rest_invalid_param",
+                              "Invalid parameter(s): per_page (between 1 and 100), page")
+        recs = list(self.records[resource].values())
+        since = req.query.get("modified_after")
+        if since is not None:
+            since_ms = woo_parse_gmt(since)
+            if since_ms is None:
+                return self.error(400, "rest_invalid_param", "Invalid parameter(s): modified_after")
+            # whole seconds, as WooCommerce stores them: strictly after the given second
+            recs = [r for r in recs if r["_modified_ms"] // 1000 * 1000 > since_ms]
+        status = req.query.get("status")
+        if status == "trash":
+            recs = [r for r in recs if r.get("status") == "trash"]
+        if req.query.get("orderby") == "modified":
+            recs.sort(key=lambda r: (r["_modified_ms"] // 1000, r["id"]),
+                      reverse=req.query.get("order") == "desc")
+        else:
+            recs.sort(key=lambda r: r["id"], reverse=req.query.get("order", "desc") == "desc")
+        total = len(recs)
+        pages = (total + per_page - 1) // per_page
+        chunk = recs[(page - 1) * per_page: page * per_page]
+        return Response(200, [self.public(r) for r in chunk],
+                        {"X-WP-Total": str(total), "X-WP-TotalPages": str(pages)})
+
+    def _find_key(self, resource, obj):
+        """A record with the same unique field (customers: email, products: sku, coupons: code)."""
+        field = {"customers": "email", "products": "sku", "coupons": "code"}.get(resource)
+        value = obj.get(field) if field else None
+        if not value:
+            return None
+        for rec in self.records[resource].values():
+            if str(rec.get(field, "")).lower() == str(value).lower():
+                return field
+        return None
+
+    def batch(self, req, body, resource):
+        if not isinstance(body, dict):
+            return self.error(400, "rest_invalid_param", "Invalid parameter(s): create, update, delete")
+        lists = {k: body.get(k) or [] for k in ("create", "update", "delete")}
+        if not all(isinstance(v, list) for v in lists.values()):
+            return self.error(400, "rest_invalid_param", "Invalid parameter(s): create, update, delete")
+        if sum(len(v) for v in lists.values()) > self.MAX_BATCH:
+            return self.error(413, "rest_request_entity_too_large",
+                              "Unable to accept more than %d items for this request." % self.MAX_BATCH)
+        out = {}
+        invalid_id = {"orders": "woocommerce_rest_shop_order_invalid_id"}.get(
+            resource, "woocommerce_rest_invalid_id")
+
+        def item_error(rid, code, message, status=400):
+            return {"id": rid, "error": {"code": code, "message": message, "data": {"status": status}}}
+
+        if lists["create"]:
+            out["create"] = []
+            for obj in lists["create"]:
+                if not isinstance(obj, dict):
+                    out["create"].append(item_error(0, "rest_invalid_param", "Invalid item."))
+                elif req.rejects(obj.get("email"), obj.get("sku"), obj.get("code")):
+                    out["create"].append(item_error(0, "rest_invalid_param", "rejected by the double",
+                                                    req.reject_status or 400))
+                elif self._find_key(resource, obj):
+                    field = self._find_key(resource, obj)
+                    code = {"email": "registration-error-email-exists",
+                            "sku": "product_invalid_sku"}.get(field, "woocommerce_rest_coupon_code_already_exists")
+                    out["create"].append(item_error(0, code, "The %s is already in use." % field))
+                else:
+                    out["create"].append(self.public(self.put(resource, None, obj)))
+        if lists["update"]:
+            out["update"] = []
+            for obj in lists["update"]:
+                rid = obj.get("id") if isinstance(obj, dict) else None
+                try:
+                    rid = int(rid)
+                except (TypeError, ValueError):
+                    rid = None
+                if rid is None or rid not in self.records[resource]:
+                    out["update"].append(item_error(rid or 0, invalid_id, "Invalid ID."))
+                elif req.rejects(rid, obj.get("email"), obj.get("sku")):
+                    out["update"].append(item_error(rid, "rest_invalid_param", "rejected by the double",
+                                                    req.reject_status or 400))
+                else:
+                    out["update"].append(self.public(self.put(resource, rid, obj)))
+        if lists["delete"]:
+            out["delete"] = []
+            for rid in lists["delete"]:
+                try:
+                    rid = int(rid)
+                except (TypeError, ValueError):
+                    rid = 0
+                rec = self.delete(resource, rid) if rid in self.records[resource] else None
+                out["delete"].append(self.public(rec) if rec else item_error(rid, invalid_id, "Invalid ID."))
+        return Response(200, out)
+
+    # -- webhooks the shop sends
+
+    def notify(self, resource, action, rec):
+        topic = "%s.%s" % (self.TOPIC[resource], action)
+        for hook in self.hooks:
+            if hook["topic"] in (topic, "%s.*" % self.TOPIC[resource], "*"):
+                body = json.dumps(self.public(rec), separators=(",", ":")).encode()
+                headers = {"X-WC-Webhook-Topic": topic, "X-WC-Webhook-Resource": self.TOPIC[resource],
+                           "X-WC-Webhook-Event": action, "X-WC-Webhook-ID": str(hook["id"]),
+                           "X-WC-Webhook-Delivery-ID": uuid.uuid4().hex}
+                self.pending += 1
+                threading.Thread(target=self._deliver, args=(hook, body, headers), daemon=True).start()
+
+    def _deliver(self, hook, body, headers):
+        """Signed, retried every retry_ms until a 2xx (or max_attempts): what the tests need to
+        show that an answer is given only after commit."""
+        attempts = 0
+        try:
+            while attempts < hook.get("max_attempts", 50) and not self.d.stop_event.is_set():
+                attempts += 1
+                result = send_signed(hook["delivery_url"], "woocommerce", hook["secret"], body,
+                                     headers=headers, timeout=hook.get("timeout_s", 10))
+                with self.d.lock:
+                    self.deliveries.append({"topic": headers["X-WC-Webhook-Topic"], "attempt": attempts,
+                                            "status": result["status"], "at_ms": now_ms(),
+                                            "body": body.decode()})
+                if 200 <= result["status"] < 300:
+                    return
+                self.d.stop_event.wait(hook.get("retry_ms", 200) / 1000.0)
+        finally:
+            with self.d.lock:
+                self.pending -= 1
+
+    def control(self, m, parts, body):
+        """/_control/woocommerce/hooks | deliveries | {resource}[/{id}]"""
+        with self.d.lock:
+            if parts == ["hooks"]:
+                if m == "POST":
+                    hook = {"id": len(self.hooks) + 1, "topic": body.get("topic", "*"),
+                            "delivery_url": body["delivery_url"], "secret": body["secret"],
+                            "retry_ms": int(body.get("retry_ms", 200)),
+                            "max_attempts": int(body.get("max_attempts", 50)),
+                            "timeout_s": float(body.get("timeout_s", 10))}
+                    self.hooks.append(hook)
+                    return Response(201, hook)
+                if m == "GET":
+                    return Response(200, self.hooks)
+                if m == "DELETE":
+                    self.hooks = []
+                    return Response(200, {"ok": True})
+            if parts == ["deliveries"] and m == "GET":
+                return Response(200, {"pending": self.pending, "deliveries": list(self.deliveries)})
+            if parts and parts[0] in self.RESOURCES:
+                resource = parts[0]
+                if len(parts) == 1 and m == "GET":
+                    return Response(200, [self.public(r) for r in self.records[resource].values()])
+                if len(parts) == 1 and m == "POST":
+                    items = body if isinstance(body, list) else [body]
+                    out = [self.public(self.put(resource, None, dict(i), i.get("modified_ms"),
+                                                bool(i.get("notify", True)))) for i in items]
+                    return Response(201, out if isinstance(body, list) else out[0])
+                if len(parts) == 2 and m == "GET":
+                    rec = self.records[resource].get(int(parts[1]))
+                    return Response(200, self.public(rec)) if rec else Response(404, {"error": "no such record"})
+                if len(parts) == 2 and m in ("PUT", "PATCH"):
+                    rec = self.put(resource, int(parts[1]), body, body.get("modified_ms"))
+                    return Response(200, self.public(rec))
+                if len(parts) == 2 and m == "DELETE":
+                    rec = self.delete(resource, int(parts[1]))
+                    return Response(200, self.public(rec)) if rec else Response(404, {"error": "no such record"})
+        return Response(404, {"error": "unknown woocommerce control %s %s" % (m, "/".join(parts))})
+
+
+# --------------------------------------------------------------------------- webhook sender
+
+def sign_webhook(scheme, secret, body, url="", method="POST", event_id=None, timestamp=None):
+    """The signature headers a sender of that scheme puts on a request (body: bytes).
+    scheme: woocommerce | hubspot (v3) | standard (Standard Webhooks)."""
+    if scheme == "woocommerce":
+        sig = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+        return {"X-WC-Webhook-Signature": sig}
+    if scheme == "hubspot":
+        ts = str(timestamp if timestamp is not None else now_ms())
+        msg = method.encode() + url.encode() + body + ts.encode()
+        sig = base64.b64encode(hmac.new(secret.encode(), msg, hashlib.sha256).digest()).decode()
+        return {"X-HubSpot-Signature-v3": sig, "X-HubSpot-Request-Timestamp": ts}
+    if scheme == "standard":
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        msg_id = event_id or "msg_" + uuid.uuid4().hex
+        key = base64.b64decode(secret[len("whsec_"):] if secret.startswith("whsec_") else secret)
+        signed = msg_id.encode() + b"." + ts.encode() + b"." + body
+        sig = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        return {"webhook-id": msg_id, "webhook-timestamp": ts, "webhook-signature": "v1," + sig}
+    raise ValueError("unknown scheme %r (woocommerce, hubspot, standard)" % scheme)
+
+
+def send_signed(url, scheme, secret, body, headers=None, event_id=None, timestamp=None,
+                forge=False, timeout=10, slow_ms=0):
+    """POSTs one signed webhook; returns {"status", "body", "headers"} (status 0: no answer).
+    forge: the signature is made with another secret. slow_ms: the body trickles out."""
+    if isinstance(body, str):
+        body = body.encode()
+    elif not isinstance(body, bytes):
+        body = json.dumps(body, separators=(",", ":")).encode()
+    all_headers = {"Content-Type": "application/json", "User-Agent": "crm-double-sender/1.0"}
+    all_headers.update(headers or {})
+    all_headers.update(sign_webhook(scheme, (secret + "-forged") if forge else secret, body, url,
+                                    event_id=event_id, timestamp=timestamp))
+    if slow_ms:
+        return _send_slowly(url, all_headers, body, slow_ms, timeout)
+    request = urllib.request.Request(url, data=body, method="POST", headers=all_headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return {"status": answer.status, "body": answer.read().decode("utf-8", "replace"),
+                    "headers": dict(answer.headers), "sent_headers": all_headers}
+    except urllib.error.HTTPError as e:
+        return {"status": e.code, "body": e.read().decode("utf-8", "replace"),
+                "headers": dict(e.headers), "sent_headers": all_headers}
+    except (urllib.error.URLError, OSError) as e:
+        return {"status": 0, "body": str(e), "headers": {}, "sent_headers": all_headers}
+
+
+def _send_slowly(url, headers, body, slow_ms, timeout):
+    """Headers at once, then the body one byte per slow_ms: a slow client."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+    except OSError as e:
+        return {"status": 0, "body": str(e), "headers": {}}
+    try:
+        head = "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n" % (
+            parts.path + ("?" + parts.query if parts.query else ""), parts.netloc, len(body))
+        head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
+        sock.sendall(head.encode())
+        for i in range(len(body)):
+            sock.sendall(body[i:i + 1])
+            time.sleep(slow_ms / 1000.0)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        return {"status": 0, "body": "cut off: %s" % e, "headers": {}}
+    finally:
+        sock.close()
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    return {"status": int(m.group(1)) if m else 0, "body": data.decode("utf-8", "replace"), "headers": {}}
 
 
 # --------------------------------------------------------------------------- the double
@@ -1433,6 +1838,7 @@ class CrmDouble:
         self.hooks = WebhookSink(self)
         self.openai = OpenAI(self)
         self.enrich = Enrich(self)
+        self.woo = WooCommerce(self)
         self.generation = 0
         self.stats = {"in_flight": 0}
         self.reset()
@@ -1455,7 +1861,7 @@ class CrmDouble:
                           "max_concurrent": in_flight,
                           "rate_limited": collections.Counter(),
                           "faults_applied": collections.Counter()}
-            for system in (self.hubspot, self.salesforce, self.hooks, self.openai, self.enrich):
+            for system in (self.hubspot, self.salesforce, self.hooks, self.openai, self.enrich, self.woo):
                 system.reset()
 
     def set_config(self, changes):
@@ -1498,6 +1904,8 @@ class CrmDouble:
             return self.openai
         if path.startswith("/enrich/"):
             return self.enrich
+        if path.startswith("/wp-json/"):
+            return self.woo
         return None
 
     def log_line(self, method, path, status, started, fault):
@@ -1555,6 +1963,11 @@ class Control:
                     return Response(405, {"error": "method not allowed"})
                 with d.lock:
                     return Response(200, dict(d.config))
+            if head == "woocommerce":
+                return d.woo.control(m, parts[1:], body)
+            if head == "send" and m == "POST":
+                # Outside the lock: the receiver may be slow, or be this double itself.
+                return Response(200, self.send(body))
             if head == "openai" and m in ("POST", "PUT"):
                 with d.lock:
                     return Response(200, d.openai.configure(body))
@@ -1569,6 +1982,25 @@ class Control:
         except (ValueError, TypeError) as e:
             return Response(400, {"error": str(e)})
         return Response(404, {"error": "unknown control endpoint %s %s" % (m, req.path)})
+
+    @staticmethod
+    def send(body):
+        """POST /_control/send: one signed webhook to body["url"] (see send_signed); with
+        "times": N the same request (same event id and timestamp) N times, as a redelivery."""
+        scheme = body["scheme"]
+        event_id = body.get("event_id") or ("msg_" + uuid.uuid4().hex)
+        timestamp = body.get("timestamp")
+        if timestamp is None:
+            offset = float(body.get("age_s", 0))
+            timestamp = int(now_ms() - offset * 1000) if scheme == "hubspot" else int(time.time() - offset)
+        results = []
+        for _ in range(int(body.get("times", 1))):
+            results.append(send_signed(body["url"], scheme, body.get("secret", ""), body.get("body", {}),
+                                       headers=body.get("headers"), event_id=event_id, timestamp=timestamp,
+                                       forge=bool(body.get("forge")), timeout=float(body.get("timeout_s", 10)),
+                                       slow_ms=int(body.get("slow_ms", 0))))
+        return {"event_id": event_id, "timestamp": timestamp, "results": results,
+                "status": results[-1]["status"] if results else None}
 
     def faults(self, m, body):
         d = self.d
@@ -1856,6 +2288,8 @@ def main(argv=None):
                    help="answer 401 to events whose signature does not verify")
     p.add_argument("--webhook-rate", help="e.g. 50/1s: beyond it answer 429")
     p.add_argument("--openai-key", help="require this bearer token on /v1 (default: any)")
+    p.add_argument("--woo-consumer-key", default="ck_test", help="WooCommerce Basic auth user")
+    p.add_argument("--woo-consumer-secret", default="cs_test", help="WooCommerce Basic auth password")
     args = p.parse_args(argv)
 
     for spec in (args.hubspot_rate, args.hubspot_search_rate, args.sf_rate, args.webhook_rate):
@@ -1869,7 +2303,8 @@ def main(argv=None):
               "sf_page_size": args.sf_page_size, "sf_rate": args.sf_rate,
               "webhook_secret": args.webhook_secret, "webhook_tolerance": args.webhook_tolerance,
               "webhook_enforce": args.webhook_enforce, "webhook_rate": args.webhook_rate,
-              "openai_key": args.openai_key, "hubspot_results_order": "input"}
+              "openai_key": args.openai_key, "hubspot_results_order": "input",
+              "woo_consumer_key": args.woo_consumer_key, "woo_consumer_secret": args.woo_consumer_secret}
     server, double = make_server(args.port, config, args.log_file, args.request_log_size)
     port = server.server_address[1]
 

@@ -889,6 +889,192 @@ class ControlTests(Base):
         self.assertEqual(self.c.hs(UPSERT, {"inputs": []})[0], 200)
 
 
+# --------------------------------------------------------------------------- WooCommerce
+
+WOO = "/wp-json/wc/v3"
+WOO_AUTH = {"Authorization": "Basic " + __import__("base64").b64encode(b"ck_test:cs_test").decode()}
+
+
+class Receiver:
+    """A tiny HTTP server standing in for switchboard's receiver: records what it got and
+    answers with the status the test sets."""
+
+    def __init__(self):
+        import http.server
+        outer = self
+        self.got = []
+        self.status = 200
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                outer.got.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                  "body": self.rfile.read(n)})
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/inbound/tok" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class WooCommerceTests(Base):
+    def woo(self, method, path, body=None, headers=WOO_AUTH):
+        return self.c.call(method, WOO + path, body, headers)
+
+    def test_basic_auth_and_error_format(self):
+        for headers in ({}, {"Authorization": "Basic Y2tfdGVzdDp3cm9uZw=="}, {"Authorization": "Bearer x"}):
+            st, _, body = self.woo("GET", "/orders", headers=headers)
+            self.assertEqual(st, 401)
+            self.assertEqual(body["code"], "woocommerce_rest_cannot_view")
+            self.assertEqual(body["data"]["status"], 401)
+        st, _, body = self.woo("GET", "/nothing")
+        self.assertEqual(st, 404)
+        self.assertEqual(body["code"], "rest_no_route")
+
+    def test_batch_create_update_delete_with_per_object_errors(self):
+        st, _, body = self.woo("POST", "/customers/batch", {"create": [{"email": "a@x.io", "first_name": "A"},
+                                                                        {"email": "b@x.io"}]})
+        self.assertEqual(st, 200)
+        ids = [r["id"] for r in body["create"]]
+        self.assertTrue(all(isinstance(i, int) and i > 0 for i in ids))
+        st, _, body = self.woo("POST", "/customers/batch", {
+            "create": [{"email": "A@x.io"}, {"email": "c@x.io"}],
+            "update": [{"id": ids[0], "first_name": "Ann"}, {"id": 99999, "first_name": "x"}],
+            "delete": [ids[1], 88888]})
+        self.assertEqual(st, 200)
+        self.assertEqual(body["create"][0]["error"]["code"], "registration-error-email-exists")
+        self.assertEqual(body["create"][0]["id"], 0)
+        self.assertEqual(body["create"][1]["email"], "c@x.io")
+        self.assertEqual(body["update"][0]["first_name"], "Ann")
+        self.assertEqual(body["update"][1]["error"]["code"], "woocommerce_rest_invalid_id")
+        self.assertEqual(body["delete"][0]["id"], ids[1])
+        self.assertIn("error", body["delete"][1])
+        st, _, body = self.woo("POST", "/orders/batch", {"create": [{}] * 101})
+        self.assertEqual(st, 413)
+        self.assertEqual(body["code"], "rest_request_entity_too_large")
+
+    def test_reject_fault_fails_named_objects(self):
+        self.c.ctl("POST", "faults", {"kind": "reject", "path_prefix": WOO + "/customers/batch",
+                                       "reject_ids": ["bad@x.io"]})
+        st, _, body = self.woo("POST", "/customers/batch", {"create": [{"email": "ok@x.io"}, {"email": "bad@x.io"}]})
+        self.assertEqual(st, 200)
+        self.assertNotIn("error", body["create"][0])
+        self.assertIn("error", body["create"][1])
+
+    def test_list_by_modified_after_with_paging_headers(self):
+        base = 1795514400000
+        for i in range(5):
+            self.c.ctl("POST", "woocommerce/orders", {"status": "processing", "modified_ms": base + i * 1000,
+                                                      "notify": False})
+        st, h, body = self.woo("GET", "/orders?modified_after=2026-11-24T10:00:00&dates_are_gmt=true"
+                                      "&orderby=modified&order=asc&per_page=2&page=1")
+        self.assertEqual(st, 200)
+        self.assertEqual(h["X-WP-Total"], "4")
+        self.assertEqual(h["X-WP-TotalPages"], "2")
+        self.assertEqual([r["date_modified_gmt"] for r in body], ["2026-11-24T10:00:01", "2026-11-24T10:00:02"])
+        st, h, body = self.woo("GET", "/orders?modified_after=2026-11-24T10:00:00&orderby=modified&order=asc"
+                                      "&per_page=2&page=2")
+        self.assertEqual([r["date_modified_gmt"] for r in body], ["2026-11-24T10:00:03", "2026-11-24T10:00:04"])
+        st, _, body = self.woo("GET", "/orders?per_page=101")
+        self.assertEqual(st, 400)
+        self.assertEqual(body["code"], "rest_invalid_param")
+        st, _, body = self.woo("GET", "/orders?modified_after=yesterday")
+        self.assertEqual(st, 400)
+
+    def test_the_shop_sends_signed_webhooks_until_acknowledged(self):
+        receiver = Receiver()
+        try:
+            receiver.status = 503
+            self.c.ctl("POST", "woocommerce/hooks", {"topic": "order.*", "delivery_url": receiver.url,
+                                                     "secret": "wh-secret", "retry_ms": 50})
+            order = self.c.ctl("POST", "woocommerce/orders", {"status": "pending"})
+            deadline = time.time() + 5
+            while len(receiver.got) < 2 and time.time() < deadline:
+                time.sleep(0.02)
+            receiver.status = 200
+            while self.c.ctl("GET", "woocommerce/deliveries")["pending"] and time.time() < deadline:
+                time.sleep(0.02)
+            got = receiver.got[-1]
+            self.assertGreaterEqual(len(receiver.got), 2)
+            self.assertEqual(got["headers"]["x-wc-webhook-topic"], "order.created")
+            sig = __import__("base64").b64encode(__import__("hmac").new(
+                b"wh-secret", got["body"], "sha256").digest()).decode()
+            self.assertEqual(got["headers"]["x-wc-webhook-signature"], sig)
+            self.assertEqual(json.loads(got["body"])["id"], order["id"])
+            statuses = [d["status"] for d in self.c.ctl("GET", "woocommerce/deliveries")["deliveries"]]
+            self.assertEqual(statuses[0], 503)
+            self.assertEqual(statuses[-1], 200)
+        finally:
+            receiver.close()
+
+
+class SenderTests(Base):
+    def test_each_scheme_signed_forged_and_redelivered(self):
+        receiver = Receiver()
+        try:
+            r = self.c.ctl("POST", "send", {"url": receiver.url, "scheme": "standard", "secret": WH_SECRET,
+                                            "body": {"type": "a.b", "data": {"id": 1}}, "times": 2})
+            self.assertEqual(r["status"], 200)
+            first, second = receiver.got[-2:]
+            self.assertEqual(first["headers"]["webhook-id"], second["headers"]["webhook-id"])
+            self.assertEqual(first["headers"]["webhook-signature"], second["headers"]["webhook-signature"])
+            key = __import__("base64").b64decode(WH_SECRET[6:])
+            signed = (first["headers"]["webhook-id"] + "." + first["headers"]["webhook-timestamp"] + ".").encode() \
+                + first["body"]
+            expected = "v1," + __import__("base64").b64encode(
+                __import__("hmac").new(key, signed, "sha256").digest()).decode()
+            self.assertEqual(first["headers"]["webhook-signature"], expected)
+
+            r = self.c.ctl("POST", "send", {"url": receiver.url, "scheme": "hubspot", "secret": "cs",
+                                            "body": [{"eventId": 1, "objectId": 2}], "age_s": 400})
+            got = receiver.got[-1]
+            ts = got["headers"]["x-hubspot-request-timestamp"]
+            self.assertLess(int(ts), int(time.time() * 1000) - 399000)
+            msg = b"POST" + receiver.url.encode() + got["body"] + ts.encode()
+            self.assertEqual(got["headers"]["x-hubspot-signature-v3"], __import__("base64").b64encode(
+                __import__("hmac").new(b"cs", msg, "sha256").digest()).decode())
+
+            self.c.ctl("POST", "send", {"url": receiver.url, "scheme": "woocommerce", "secret": "s",
+                                        "body": {"id": 3}, "forge": True})
+            got = receiver.got[-1]
+            self.assertNotEqual(got["headers"]["x-wc-webhook-signature"], __import__("base64").b64encode(
+                __import__("hmac").new(b"s", got["body"], "sha256").digest()).decode())
+        finally:
+            receiver.close()
+
+    def test_unreachable_receiver_is_status_zero(self):
+        r = self.c.ctl("POST", "send", {"url": "http://127.0.0.1:9/inbound/x", "scheme": "woocommerce",
+                                        "secret": "s", "body": {"id": 1}, "timeout_s": 2})
+        self.assertEqual(r["status"], 0)
+
+
+class HubSpotBatchReadTests(Base):
+    def test_batch_read_returns_asked_properties_and_names_missing_ids(self):
+        st, _, body = self.c.hs(UPSERT, {"inputs": [self.contact("a@x.io", lastname="L")]})
+        rid = body["results"][0]["id"]
+        st, _, body = self.c.hs("/crm/v3/objects/contacts/batch/read",
+                                {"properties": ["firstname", "email"], "inputs": [{"id": rid}]})
+        self.assertEqual(st, 200)
+        props = body["results"][0]["properties"]
+        self.assertEqual(props["email"], "a@x.io")
+        self.assertIn("lastmodifieddate", props)
+        self.assertNotIn("lastname", props)
+        st, _, body = self.c.hs("/crm/v3/objects/contacts/batch/read",
+                                {"properties": ["email"], "inputs": [{"id": rid}, {"id": "424242"}]})
+        self.assertEqual(st, 207)
+        self.assertEqual(body["errors"][0]["context"]["ids"], ["424242"])
+        self.assertEqual(len(body["results"]), 1)
+
+
 class CliTests(unittest.TestCase):
     def test_port_file_log_file_token_and_sigterm(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,9 @@ FuzzEndpoint(const std::string &kind)
 	endpoint.name = kind + "_fuzz";
 	endpoint.kind = kind;
 	endpoint.base_url = "https://remote.example";
-	endpoint.secret = kind == "salesforce" ? R"({"client_id":"id","client_secret":"secret"})" : "token";
+	endpoint.secret = kind == "salesforce"    ? R"({"client_id":"id","client_secret":"secret"})"
+	                  : kind == "woocommerce" ? R"({"consumer_key":"ck","consumer_secret":"cs"})"
+	                                          : "token";
 	return endpoint;
 }
 

@@ -31,8 +31,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 2)
 		return 0;
-	static const char *kKinds[] = {"hubspot", "salesforce", "webhook"};
-	const std::string kind = kKinds[data[1] % 3];
+	static const char *kKinds[] = {"hubspot", "salesforce", "webhook", "woocommerce"};
+	const std::string kind = kKinds[(data[1] % 3) + ((data[1] & 8) != 0 && data[1] % 3 == 2 ? 1 : 0)];
 	const bool deletes = (data[1] & 4) != 0;
 	HttpResponse response = fuzz::ResponseFrom(data + 1, size - 1);
 	response.status = fuzz::ResponseFrom(data, 1).status;
@@ -45,7 +45,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	Route route = kind == "salesforce" ? fuzz::FuzzRoute("Contact", "External_Id__c")
 	                                   : fuzz::FuzzRoute("contacts", "email");
 	Auth auth;
-	auth.bearer = "token";
+	auth.bearer = endpoint.secret;
 	auth.instance_url = "https://acme.my.salesforce.com";
 	try {
 		std::vector<Call> calls = connector->BuildCalls(endpoint, route, changes, auth);
