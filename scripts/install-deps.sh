@@ -20,6 +20,7 @@ packages=(
 	python3                        # the CRM test doubles
 	clang libclang-rt-14-dev       # test/run_fuzz.sh: libFuzzer, ASan and UBSan runtimes
 	prometheus-postgres-exporter   # the metrics test (test/tap/t/021_metrics.pl)
+	patroni etcd-server            # the Patroni failover test (test/tap/t/073_patroni.pl), loopback only
 	passwd                         # useradd: the suites run the server as an unprivileged user
 	# benchmarks
 	nginx-light                    # a fast HTTP sink

@@ -30,6 +30,7 @@ int setting_max_attempts = 12;
 int setting_history_retention_s = 7 * 24 * 3600;
 int setting_dead_letter_retention_s = 0;
 char *setting_allowed_hosts = nullptr;
+int setting_max_workers = 8;
 
 bool
 RestoringFromDump()
@@ -63,6 +64,9 @@ _PG_init(void)
 	    "switchboard.dead_letter_retention",
 	    "How long a dead letter is kept before it is dropped; 0 keeps it until retried or discarded.", nullptr,
 	    &setting_dead_letter_retention_s, 0, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("switchboard.max_workers",
+	                        "Workers of all databases together; more databases take turns, idle ones first.", nullptr,
+	                        &setting_max_workers, 8, 1, kMaxDatabases, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 	DefineCustomStringVariable("switchboard.allowed_hosts",
 	                           "Comma list of host patterns endpoints may point at; empty allows any.", nullptr,
 	                           &setting_allowed_hosts, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

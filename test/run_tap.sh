@@ -37,6 +37,6 @@ cp -r "$src/contrib" "$work/"    # the exporter's queries file (t/021_metrics.pl
 rm -rf "$work/test/tap/tmp_check"
 chown -R "$user" "$work"
 status=0
-runuser -u "$user" -- env PATH="$PATH" PG_REGRESS="$PG_REGRESS" bash -c "$(declare -f run); tests=(${tests[*]+"${tests[*]}"}); perl_lib='$perl_lib'; run '$work'" || status=$?
+runuser -u "$user" -- env PATH="$PATH" PG_REGRESS="$PG_REGRESS" SB_MANY_DATABASES="${SB_MANY_DATABASES:-}" SB_WAKE_SAMPLES="${SB_WAKE_SAMPLES:-}" bash -c "$(declare -f run); tests=(${tests[*]+"${tests[*]}"}); perl_lib='$perl_lib'; run '$work'" || status=$?
 rm -rf "$src/test/tap/tmp_check" && cp -r "$work/test/tap/tmp_check" "$src/test/tap/tmp_check" 2>/dev/null || true
 exit $status

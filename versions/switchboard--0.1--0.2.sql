@@ -294,6 +294,18 @@ CREATE TABLE switchboard.delivered_marks (
 );
 REVOKE ALL ON switchboard.delivered_marks FROM PUBLIC;
 
+-- src/sql/60_pull.sql: what the push delivered, so the pull recognises its echo (issue 10 item 1).
+-- Per route (direction both) and key, the fields of the newest change the push delivered: a
+-- pulled record carrying exactly these values is the echo of that push, not a remote change.
+CREATE TABLE switchboard.pushed_state (
+	route text NOT NULL,
+	key text NOT NULL,
+	change_id bigint NOT NULL,
+	fields jsonb NOT NULL,
+	PRIMARY KEY (route, key)
+);
+REVOKE ALL ON switchboard.pushed_state FROM PUBLIC;
+
 -- src/sql/10_config_tables.sql: steps, orchestration and enrichment (issue 11, SPEC §2 steps, §7).
 CREATE TABLE switchboard.steps (
 	route text NOT NULL REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,

@@ -115,20 +115,13 @@ Resync(const std::string &route)
 // State left behind by an earlier, deleted route of this name (remote ids, cursor, delivered
 // marks, counters) is not a new route's: its remote ids would name records of another
 // endpoint's system, its cursor skip what the new route never pulled. Delivery history stays.
-// A schema not yet updated (0.1 between a package upgrade and ALTER EXTENSION UPDATE) lacks
-// the newer of these tables.
-bool
-SwitchboardTableExists(const char *table)
-{
-	return SpiScalar("SELECT pg_catalog.to_regclass($1) IS NOT NULL", {std::string("switchboard.") + table}) ==
-	       SpiText("t");
-}
-
 void
 ForgetEarlierRoute(const std::string &route)
 {
-	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "route_stats"})
-		if (SwitchboardTableExists(table))
+	// A schema not yet updated (0.1 between a package upgrade and ALTER EXTENSION UPDATE) lacks
+	// the newer of these tables.
+	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats"})
+		if (SpiScalar("SELECT pg_catalog.to_regclass($1)::pg_catalog.text", {std::string("switchboard.") + table}))
 			SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {route});
 }
 
@@ -149,8 +142,8 @@ CarryRename(const std::string &from, const std::string &to)
 		     "", "Disable the route, wait until route_status.in_flight is 0, then rename it.");
 	ForgetEarlierRoute(to);
 	for (const char *table :
-	     {"remote_ids", "delivered_marks", "pull_state", "route_stats", "delivery_log", "run_queue"})
-		if (SwitchboardTableExists(table))
+	     {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats", "delivery_log", "run_queue"})
+		if (SpiScalar("SELECT pg_catalog.to_regclass($1)::pg_catalog.text", {std::string("switchboard.") + table}))
 			SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
 }
 

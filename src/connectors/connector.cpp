@@ -163,7 +163,9 @@ ValidateOptions(const std::string &kind, const Json &options)
 	for (const auto &item : options.items()) {
 		const std::string &name = item.key();
 		const Json &value = item.value();
-		if (std::find(known.begin(), known.end(), name) == known.end())
+		// rate_limit_group (accepted by every kind) is checked below but not listed among the
+		// known options of error texts, which predate it.
+		if (name != "rate_limit_group" && std::find(known.begin(), known.end(), name) == known.end())
 			throw std::invalid_argument("unknown option \"" + Snippet(name, 60) + "\" for kind " + kind +
 			                            " (known: " + JoinNames(known) + ")");
 		if (name == "batch_size") {
@@ -187,6 +189,18 @@ ValidateOptions(const std::string &kind, const Json &options)
 				throw std::invalid_argument("option \"rate_limit\" must be a string like \"100/10s\" (count/duration, "
 				                            "units ms, s, m, h), got " +
 				                            Snippet(value.dump(), 60));
+		} else if (name == "rate_limit_group") {
+			// Shared memory keeps 32 groups of up to 512 slots (worker/shared_limits.h).
+			if (!value.is_string() || value.get<std::string>().empty() || value.get<std::string>().size() > 63)
+				throw std::invalid_argument("option \"rate_limit_group\" must be a name of 1 to 63 characters, got " +
+				                            Snippet(value.dump(), 60));
+			auto limit = options.find("rate_limit");
+			int count = 0;
+			long window_ms = 0;
+			if (limit != options.end() && limit->is_string() &&
+			    ParseRateLimit(limit->get<std::string>(), &count, &window_ms) && count > 512)
+				throw std::invalid_argument("option \"rate_limit_group\" takes a rate_limit of at most 512 requests "
+				                            "per window");
 		} else if (name == "headers") {
 			ValidateHeaders(kind, connector, value);
 		} else {

@@ -289,6 +289,9 @@ public:
 	// A 2xx answer whose body parsed as a JSON object.
 	virtual std::vector<RemoteRecord> ParseReadBack(const Endpoint &endpoint, const Route &route,
 	                                                const HttpResponse &response, const Json &body) const;
+	// A non-2xx answer to a page of a query (cursor.after set) that says the query itself is
+	// gone (Salesforce INVALID_QUERY_LOCATOR): the pull starts the query again from its since.
+	virtual bool PullQueryExpired(const HttpResponse &) const { return false; }
 	virtual PullPage ParsePullPage(const Endpoint &endpoint, const Route &route, PullPhase phase,
 	                               const PullCursor &cursor, const HttpResponse &response, const Json &body) const;
 };

@@ -134,6 +134,27 @@ using pull::TimeMs;
 // HubSpot's archived listing pages at most 100 records.
 const int kHubSpotArchivedLimit = 100;
 
+// The archived listing has no time filter: it is walked whole every cycle, and only the records
+// archived since the deletions cursor are kept (issue 10.3; the pull also matches each one by
+// the remote id it knows for the key). The cursor moves to the newest archivedAt of a whole
+// walk, less this margin, for records that become visible late; applying a deletion twice is
+// harmless.
+const int64_t kHubSpotArchivedOverlapMs = 5 * 60 * 1000;
+
+// The deletions cursor's after is "<HubSpot's after>|<newest archivedAt seen in this walk>".
+void
+SplitArchivedAfter(const std::string &after, std::string *token, int64_t *newest)
+{
+	*token = after;
+	*newest = 0;
+	auto bar = after.rfind('|');
+	if (bar == std::string::npos)
+		return;
+	*token = after.substr(0, bar);
+	if (!ParseDecimal(after.substr(bar + 1), newest))
+		*newest = 0;
+}
+
 // The property HubSpot keeps each object's modification time in.
 std::string
 HubSpotModifiedProperty(const Route &route)
@@ -151,6 +172,25 @@ HubSpotSince(const PullCursor &cursor)
 	return since;
 }
 
+// The changes cursor's after, while the records of one millisecond are walked by id (a whole
+// 10,000-result window stamped with one millisecond, where re-anchoring on time cannot move):
+// "ms:<M>:<last id>". Any other after is HubSpot's own paging token.
+bool
+ParseTieAfter(const std::string &after, int64_t *ms, int64_t *last_id)
+{
+	if (after.compare(0, 3, "ms:") != 0)
+		return false;
+	auto colon = after.find(':', 3);
+	return colon != std::string::npos && ParseDecimal(after.substr(3, colon - 3), ms) &&
+	       ParseDecimal(after.substr(colon + 1), last_id);
+}
+
+std::string
+TieAfter(int64_t ms, int64_t last_id)
+{
+	return "ms:" + std::to_string(ms) + ":" + std::to_string(last_id);
+}
+
 HttpRequest
 HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
                       const PullCursor &cursor, const Auth &auth)
@@ -164,19 +204,33 @@ HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::v
 	AddUnique(&properties, &seen, route.match_remote, false);
 	AddUnique(&properties, &seen, modified, false);
 
-	nlohmann::ordered_json filter;
-	filter["propertyName"] = modified;
-	filter["operator"] = "GT";
-	filter["value"] = cursor.since;
+	auto condition = [](const std::string &name, const char *op, const std::string &value) {
+		nlohmann::ordered_json filter;
+		filter["propertyName"] = name;
+		filter["operator"] = op;
+		filter["value"] = value;
+		return filter;
+	};
+	int64_t tie_ms = 0, last_id = 0;
+	const bool tie = ParseTieAfter(cursor.after, &tie_ms, &last_id);
+	nlohmann::ordered_json filters = nlohmann::ordered_json::array();
 	nlohmann::ordered_json sort;
 	sort["propertyName"] = modified;
 	sort["direction"] = "ASCENDING";
+	if (tie) {
+		// One millisecond's records, by id: each page a new query after the last id seen.
+		filters.push_back(condition(modified, "EQ", std::to_string(tie_ms)));
+		filters.push_back(condition("hs_object_id", "GT", std::to_string(last_id)));
+		sort["propertyName"] = "hs_object_id";
+	} else {
+		filters.push_back(condition(modified, "GT", cursor.since));
+	}
 	nlohmann::ordered_json body;
-	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", nlohmann::ordered_json::array({filter})}}});
+	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", filters}}});
 	body["sorts"] = nlohmann::ordered_json::array({sort});
 	body["properties"] = properties;
 	body["limit"] = kHubSpotSearchLimit;
-	if (!cursor.after.empty())
+	if (!cursor.after.empty() && !tie)
 		body["after"] = cursor.after;
 
 	HttpRequest request;
@@ -196,8 +250,11 @@ HubSpotDeletionsRequest(const Endpoint &endpoint, const Route &route, const Pull
 	                  "?archived=true&limit=" + std::to_string(kHubSpotArchivedLimit);
 	if (!route.match_remote.empty())
 		url += "&properties=" + UrlEncode(route.match_remote);
-	if (!cursor.after.empty())
-		url += "&after=" + UrlEncode(cursor.after);
+	std::string token;
+	int64_t newest = 0;
+	SplitArchivedAfter(cursor.after, &token, &newest);
+	if (!token.empty())
+		url += "&after=" + UrlEncode(token);
 	HttpRequest request;
 	request.method = "GET";
 	request.url = std::move(url);
@@ -268,15 +325,46 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 	bool has_next = false;
 	std::string next_after = HubSpotNextAfter(body, response, &has_next);
 
+	const int64_t since = HubSpotSince(cursor);
 	if (deletions) {
-		// The archived listing has no time filter: each cycle walks it whole, and since stays.
-		page.next.since = cursor.since;
-		page.next.after = has_next ? next_after : std::string();
+		// Walked whole each cycle (see kHubSpotArchivedOverlapMs): only what was archived since
+		// the cursor counts (a record without a time is kept: the remote id decides).
+		std::string token;
+		int64_t newest = 0;
+		SplitArchivedAfter(cursor.after, &token, &newest);
+		newest = std::max(newest, NewestModified(page.records));
+		page.records.erase(std::remove_if(page.records.begin(), page.records.end(),
+		                                  [&](const RemoteRecord &r) {
+			                                  return r.modified_ms != 0 && r.modified_ms < since;
+		                                  }),
+		                   page.records.end());
 		page.more = has_next;
+		if (has_next) {
+			page.next.since = cursor.since;
+			page.next.after = next_after + "|" + std::to_string(newest);
+		} else {
+			page.next.since = std::to_string(std::max(since, newest - kHubSpotArchivedOverlapMs));
+		}
 		return page;
 	}
 
-	const int64_t since = HubSpotSince(cursor);
+	int64_t tie_ms = 0, last_id = 0;
+	if (ParseTieAfter(cursor.after, &tie_ms, &last_id)) {
+		// Walking one millisecond by id: on to the next id, or past the millisecond once its
+		// records are exhausted (then the usual query, GT it).
+		int64_t id = 0;
+		for (const auto &record : page.records)
+			if (ParseDecimal(record.remote_id, &id))
+				last_id = std::max(last_id, id);
+		page.more = true;
+		if (has_next && !page.records.empty()) {
+			page.next.since = cursor.since;
+			page.next.after = TieAfter(tie_ms, last_id);
+		} else {
+			page.next.since = std::to_string(std::max(since, tie_ms));
+		}
+		return page;
+	}
 	if (page.records.empty()) {
 		page.next.since = cursor.since;
 		return page;
@@ -290,10 +378,21 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 		if (within_cap) {
 			page.next.since = cursor.since;
 			page.next.after = next_after;
-		} else {
+		} else if (newest - 1 > since) {
 			// Past the cap HubSpot refuses to page. Start a new query just below the newest
 			// time seen, so records sharing that millisecond are fetched again, never skipped.
-			page.next.since = std::to_string(std::max(since, newest - 1));
+			page.next.since = std::to_string(newest - 1);
+		} else if (newest > since) {
+			// The whole window shares one millisecond: a new query on time would fetch the same
+			// window again, forever. Walk that millisecond's records by id instead.
+			page.next.since = cursor.since;
+			page.next.after = TieAfter(newest, 0);
+		} else {
+			// No time past since to move the cursor to (unreadable times, or none later than
+			// the cursor's own): an error the route backs off on, never a loop.
+			Malformed("hubspot search: 10,000 results without a readable modification time past the cursor; "
+			          "the cursor cannot move past them",
+			          response);
 		}
 		page.more = true;
 		return page;

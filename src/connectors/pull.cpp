@@ -331,11 +331,27 @@ BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector
 	return PullConnector(endpoint.kind).BuildPullRequest(endpoint, route, fields, phase, cursor, auth);
 }
 
+bool
+PullQueryExpired(const Endpoint &endpoint, const PullCursor &cursor, const HttpResponse &response)
+{
+	const Connector *connector = FindConnector(endpoint.kind);
+	return connector != nullptr && !cursor.after.empty() && connector->PullQueryExpired(response);
+}
+
 PullPage
 ParsePullResponse(const Endpoint &endpoint, const Route &route, PullPhase phase, const PullCursor &cursor,
                   const HttpResponse &response)
 {
 	const Connector &connector = PullConnector(endpoint.kind);
+	if (PullQueryExpired(endpoint, cursor, response)) {
+		// The query is gone: start it again (the cursor's since has not moved past any record
+		// of it; those already applied are applied again, harmlessly). Not an error to wait on:
+		// the same locator would be refused forever.
+		PullPage restart;
+		restart.next = PullCursor{cursor.since, ""};
+		restart.more = true;
+		return restart;
+	}
 	if (response.status < 200 || response.status >= 300)
 		throw std::runtime_error(endpoint.kind + " pull failed: " + DescribeFailure(response));
 	std::string refused;

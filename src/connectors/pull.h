@@ -37,6 +37,11 @@ HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route, const
 PullPage ParsePullResponse(const Endpoint &endpoint, const Route &route, PullPhase phase, const PullCursor &cursor,
                            const HttpResponse &response);
 
+// True for an answer that says the query a page belongs to is gone (Salesforce
+// INVALID_QUERY_LOCATOR, cursor.after set): ParsePullResponse then returns an empty page whose
+// next cursor starts the query again, instead of an error the same request would meet forever.
+bool PullQueryExpired(const Endpoint &endpoint, const PullCursor &cursor, const HttpResponse &response);
+
 // HubSpot's search pages at most 10,000 results per query; past that the cursor is re-anchored
 // at the last modification time seen (records sharing it are fetched again, harmlessly).
 constexpr int kHubSpotSearchLimit = 200;

@@ -320,6 +320,12 @@ public:
 
 	PullCursor InitialPullCursor() const override { return PullCursor{kSalesforceEpoch, ""}; }
 
+	// A locator Salesforce dropped (idle too long, too many open): asking again never works.
+	bool PullQueryExpired(const HttpResponse &response) const override
+	{
+		return response.status == 400 && HasErrorCode(CallErrors(response), "INVALID_QUERY_LOCATOR");
+	}
+
 	HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
 	                             PullPhase phase, const PullCursor &cursor, const Auth &auth) const override
 	{

@@ -8,6 +8,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace switchboard {
 
@@ -22,5 +25,19 @@ enum class ConflictWinner { Local, Remote };
 // Any other text (the configuration check allows none) keeps the local change: nothing local
 // is discarded on a rule the worker does not know.
 ConflictWinner SettleConflict(const std::string &rule, int64_t remote_modified_ms, int64_t local_newest_ms);
+
+// Our own echo (issue 10.1): a pulled record whose values are those of the last change this
+// route delivered for the key is that push coming back (stamped by the remote whenever the
+// request landed, possibly after newer local commits), not a change made remotely. It never
+// wins a conflict. pushed: the fields of that delivered change (remote field -> value as
+// translated); pulled: the record's fields as the remote sent them; compared: the remote fields
+// the route both pushes and pulls. True when at least one of them is in both and every one in
+// both holds the same value: like with like, as the remote renders values (HubSpot keeps text:
+// 42 and "42" are one value; numbers compare as numbers; SQL NULL and "" both clear a field).
+// Field names of the pulled record match case-insensitively (Salesforce's canonical spelling).
+bool IsEchoOfPush(const nlohmann::json &pushed, const nlohmann::json &pulled, const std::vector<std::string> &compared);
+
+// The same value, as the remote renders values (see IsEchoOfPush).
+bool SameRemoteValue(const nlohmann::json &pushed, const nlohmann::json &pulled);
 
 } // namespace switchboard

@@ -56,14 +56,20 @@ PositiveOption(const Json &options, const char *name, long fallback)
 }
 
 std::string
-RateLimitText(const Json &options)
+StringOption(const Json &options, const char *name)
 {
 	if (!options.is_object())
 		return std::string();
-	auto it = options.find("rate_limit");
+	auto it = options.find(name);
 	if (it == options.end() || !it->is_string())
 		return std::string();
 	return it->get<std::string>();
+}
+
+std::string
+RateLimitText(const Json &options)
+{
+	return StringOption(options, "rate_limit");
 }
 
 // Why a change got no call (SkippedChanges): the connector only leaves out deletes.
@@ -115,7 +121,8 @@ MaskSecrets(const Endpoint &endpoint, const std::vector<std::string> &tokens, st
 struct Dispatcher::EndpointState {
 	std::string name;
 	std::string rate_limit; // option text the limiter was built from
-	RateLimiter limiter{0, 0};
+	std::string rate_limit_group;
+	EndpointLimiter limiter;
 	// A remote limit on some requests (Connector::ExtraLimitFor, e.g. HubSpot searches),
 	// built from the description it was last asked for.
 	RateLimiter extra_limiter{0, 0};
@@ -284,6 +291,63 @@ struct EndpointSession {
 	}
 };
 
+void
+EndpointLimiter::Shared(const std::function<void()> &fn) const
+{
+	if (store_ == nullptr || !store_->Run(group_, &local_, fn))
+		fn();
+}
+
+uint64_t
+EndpointLimiter::Acquire(int64_t now_ms, long max_hold_ms)
+{
+	uint64_t ticket = 0;
+	Shared([&] { ticket = local_.Acquire(now_ms, max_hold_ms); });
+	return ticket;
+}
+
+void
+EndpointLimiter::Complete(uint64_t ticket, int64_t now_ms)
+{
+	Shared([&] { local_.Complete(ticket, now_ms); });
+}
+
+int64_t
+EndpointLimiter::NextAvailableMs(int64_t now_ms) const
+{
+	int64_t next = now_ms;
+	Shared([&] { next = local_.NextAvailableMs(now_ms); });
+	return next;
+}
+
+int64_t
+EndpointLimiter::NextCheckMs(int64_t now_ms) const
+{
+	int64_t next = now_ms;
+	int open = 0;
+	Shared([&] {
+		next = local_.NextAvailableMs(now_ms);
+		open = local_.in_flight();
+	});
+	if (store_ != nullptr && next > now_ms + kSharedPollMs && open > 0)
+		next = now_ms + kSharedPollMs;
+	return next;
+}
+
+int
+EndpointLimiter::in_flight() const
+{
+	int count = 0;
+	Shared([&] { count = local_.in_flight(); });
+	return count;
+}
+
+void
+EndpointLimiter::Penalize(int64_t until_ms)
+{
+	Shared([&] { local_.Penalize(until_ms); });
+}
+
 Dispatcher::Dispatcher(HttpClient *client, Clock clock) : client_(client), clock_(std::move(clock))
 {
 	if (!clock_)
@@ -304,15 +368,17 @@ Dispatcher::StateFor(const Endpoint &endpoint)
 	// The worker calls ForgetEndpoint when a row changes, but a changed rate limit or
 	// credential must never be applied with stale state even if that call was missed.
 	std::string rate_limit = RateLimitText(endpoint.options);
-	if (rate_limit != state.rate_limit) {
+	std::string group = StringOption(endpoint.options, "rate_limit_group");
+	if (rate_limit != state.rate_limit || group != state.rate_limit_group) {
 		int count = 0;
 		long window_ms = 0;
 		if (!ParseRateLimit(rate_limit, &count, &window_ms)) {
 			count = 0;
 			window_ms = 0;
 		}
-		state.limiter = RateLimiter(count, window_ms);
+		state.limiter = EndpointLimiter(count, window_ms, group, rate_limit_store_);
 		state.rate_limit = rate_limit;
+		state.rate_limit_group = group;
 	}
 	std::string token_for = endpoint.base_url + '\n' + endpoint.secret;
 	if (token_for != state.token_for) {
@@ -361,7 +427,7 @@ Dispatcher::EndpointReadyAt(const std::string &name) const
 	int64_t ready = 0;
 	if (state.breaker.state() != CircuitBreaker::State::Ok && state.breaker.next_attempt_at_ms() > now)
 		ready = state.breaker.next_attempt_at_ms();
-	int64_t limiter_next = state.limiter.NextAvailableMs(now);
+	int64_t limiter_next = state.limiter.NextCheckMs(now);
 	if (limiter_next > now)
 		ready = std::max(ready, limiter_next);
 	return ready;
@@ -696,8 +762,8 @@ struct DispatchRound {
 				SubmitToken(e, now);
 				continue; // Fetching now (or Failed, which empties the queue)
 			}
-			RateLimiter &limiter = e.state->limiter;
-			int64_t next = limiter.NextAvailableMs(now);
+			EndpointLimiter &limiter = e.state->limiter;
+			int64_t next = limiter.NextCheckMs(now);
 			if (next > now) {
 				if (WaitBudgetLeft(next)) {
 					e.limiter_wait_until = next;
@@ -719,6 +785,19 @@ struct DispatchRound {
 				return;
 			}
 			jobs[job_index].limiter_ticket = limiter.Acquire(now, e.timeout_ms);
+			if (jobs[job_index].limiter_ticket == 0) {
+				// Only with rate_limit_group: another process took the slot since the look
+				// above. Look again shortly (within the wait budget), as for a full limiter.
+				if (WaitBudgetLeft(now + EndpointLimiter::kSharedPollMs)) {
+					e.limiter_wait_until = now + EndpointLimiter::kSharedPollMs;
+					return;
+				}
+				DeferQueue(e,
+				           "not sent: rate limit " + e.state->rate_limit + " of endpoint " + e.endpoint->name +
+				               " (group " + limiter.group() + ") holds requests back",
+				           EndpointLimiter::kSharedPollMs);
+				return;
+			}
 			e.queue.pop_front();
 			if (e.rebuild_at_send) {
 				try {
@@ -1094,7 +1173,7 @@ struct FetchCall {
 				return false;
 			}
 			*now = Now();
-			const int64_t endpoint_next = state().limiter.NextAvailableMs(*now);
+			const int64_t endpoint_next = state().limiter.NextCheckMs(*now);
 			const int64_t extra_next = extra != nullptr ? extra->NextAvailableMs(*now) : *now;
 			const int64_t next = std::max(endpoint_next, extra_next);
 			if (next <= *now)
@@ -1144,6 +1223,8 @@ struct FetchCall {
 				return NoAnswer(session.BackingOffMessage(false));
 			const int64_t sent_at = now;
 			const uint64_t ticket = state().limiter.Acquire(now, timeout_ms);
+			if (ticket == 0)
+				continue; // rate_limit_group: another process took the slot meanwhile; wait again
 			const uint64_t extra_ticket = extra != nullptr ? extra->Acquire(now, timeout_ms) : 0;
 			if (now != built_at)
 				request = build(session.CurrentAuth(now));

@@ -71,6 +71,44 @@ struct DispatchOptions {
 	int default_concurrency = 4;
 };
 
+// Where limiters shared by several processes live (endpoint option rate_limit_group: the
+// workers of several databases calling one remote account). Run calls fn with *limiter loaded
+// with the group's state (built by the caller for the endpoint's rate_limit) and stores it back
+// after, atomically for every process; false when the group cannot be kept (no room), and fn
+// then ran on the caller's own limiter alone.
+class RateLimitStore {
+public:
+	virtual ~RateLimitStore() = default;
+	virtual bool Run(const std::string &group, RateLimiter *limiter, const std::function<void()> &fn) = 0;
+};
+
+// An endpoint's limiter: its own, or with rate_limit_group one shared through a RateLimitStore.
+class EndpointLimiter {
+public:
+	EndpointLimiter() : local_(0, 0) {}
+	EndpointLimiter(int count, long window_ms, std::string group, RateLimitStore *store)
+	    : local_(count, window_ms), group_(std::move(group)), store_(group_.empty() ? nullptr : store)
+	{
+	}
+	uint64_t Acquire(int64_t now_ms, long max_hold_ms);
+	void Complete(uint64_t ticket, int64_t now_ms);
+	int64_t NextAvailableMs(int64_t now_ms) const;
+	// When to look again: NextAvailableMs, but with a group whose slots are held by requests
+	// in flight (other processes' too, whose answers free them at times nobody here knows),
+	// no later than kSharedPollMs from now.
+	int64_t NextCheckMs(int64_t now_ms) const;
+	static constexpr int64_t kSharedPollMs = 50;
+	int in_flight() const;
+	void Penalize(int64_t until_ms);
+	const std::string &group() const { return group_; }
+
+private:
+	void Shared(const std::function<void()> &fn) const;
+	mutable RateLimiter local_; // with a group: a copy of the shared state during a call
+	std::string group_;
+	RateLimitStore *store_ = nullptr;
+};
+
 class Dispatcher {
 public:
 	using Clock = std::function<int64_t()>; // unix ms; injectable for tests
@@ -91,6 +129,10 @@ public:
 	                              const std::function<bool()> &should_stop, std::vector<RouteAction> *route_actions);
 
 	std::vector<EndpointStatus> EndpointStatuses() const;
+
+	// Shared limiters for endpoints with rate_limit_group (not owned; nullptr: each endpoint
+	// keeps its own). Set before the first call.
+	void SetRateLimitStore(RateLimitStore *store) { rate_limit_store_ = store; }
 
 	// Drops cached state of an endpoint (token, breaker, limiter) after its row changed.
 	void ForgetEndpoint(const std::string &name);
@@ -126,6 +168,7 @@ private:
 	struct EndpointState;
 	HttpClient *client_;
 	Clock clock_;
+	RateLimitStore *rate_limit_store_ = nullptr;
 	std::map<std::string, std::unique_ptr<EndpointState>> endpoints_;
 	uint64_t fetch_serial_ = 0; // makes every Fetch's HttpClient tag unique
 	uint64_t round_serial_ = 0; // Deliver's tags carry it (31 bits), so rounds never mix answers

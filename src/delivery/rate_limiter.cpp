@@ -83,6 +83,24 @@ RateLimiter::in_flight() const
 	return static_cast<int>(std::count_if(slots_.begin(), slots_.end(), [](const Slot &s) { return s.open; }));
 }
 
+RateLimiter::State
+RateLimiter::Export() const
+{
+	exported_.assign(slots_.begin(), slots_.end());
+	return State{penalty_until_ms_, next_ticket_, exported_.size(), exported_.data()};
+}
+
+void
+RateLimiter::Import(const State &state)
+{
+	penalty_until_ms_ = state.penalty_until_ms;
+	next_ticket_ = std::max<uint64_t>(state.next_ticket, 1);
+	slots_.assign(state.slots, state.slots + state.slot_count);
+	// A limit lowered since the state was stored: the oldest grants beyond it go.
+	while (!unlimited() && slots_.size() > static_cast<size_t>(count_))
+		slots_.pop_front();
+}
+
 void
 RateLimiter::Penalize(int64_t until_ms)
 {

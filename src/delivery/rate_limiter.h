@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <vector>
 
 namespace switchboard {
 
@@ -58,12 +59,23 @@ public:
 	// Extra wait after a completion-based slot's window (see above).
 	long guard_ms() const { return std::min(std::max(window_ms_ / 100, 5L), 1000L); }
 
-private:
 	struct Slot {
 		uint64_t ticket;
 		int64_t free_at; // the slot is free again from here on (exclusive bound of the window)
 		bool open;       // completion not reported yet
 	};
+	// The whole state, for a limiter shared by processes (an endpoint's rate_limit_group):
+	// loaded from shared memory before each call and stored back after it, under a lock.
+	struct State {
+		int64_t penalty_until_ms;
+		uint64_t next_ticket;
+		size_t slot_count;
+		const Slot *slots;
+	};
+	State Export() const;
+	void Import(const State &state);
+
+private:
 	void Expire(int64_t now_ms);
 	int count_;
 	long window_ms_;
@@ -72,6 +84,7 @@ private:
 	// Occupied slots, in grant order; never more than count_. A deque so that a generous
 	// limit ("100000/1h") costs memory only when used.
 	std::deque<Slot> slots_;
+	mutable std::vector<Slot> exported_;
 };
 
 } // namespace switchboard

@@ -18,6 +18,16 @@ CREATE TABLE switchboard.pull_state (
 	last_error_at timestamptz
 );
 
+-- Per route (direction both) and key, the fields of the newest change the push delivered: a
+-- pulled record carrying exactly these values is the echo of that push, not a remote change.
+CREATE TABLE switchboard.pushed_state (
+	route text NOT NULL,
+	key text NOT NULL,
+	change_id bigint NOT NULL,
+	fields jsonb NOT NULL,
+	PRIMARY KEY (route, key)
+);
+
 CREATE VIEW switchboard.pull_status AS
 SELECT r.name AS route, r.direction, r.enabled,
        p.cursor_since AS cursor,

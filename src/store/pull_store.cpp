@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "capture/enqueue.h"
 #include "delivery/conflict.h"
@@ -34,13 +35,19 @@ struct PullColumn {
 	std::string column;
 	std::string type; // format_type of the column
 	std::optional<std::string> pull_expr;
+	bool pushed = false; // the same remote field is pushed too (its mapping has a push_expr)
 };
 
 // The statements that apply records of one route, built from its definition.
 struct ApplySql {
-	std::string update;
+	std::string update;             // every pulled column; RETURNING them as a jsonb object
+	std::string update_pulled_only; // only the columns whose field is pulled but not pushed ("" if none)
 	std::string insert;
 	std::string remove;
+	std::string lock; // locks the rows of the page's keys ("" without pull columns)
+	// The whole page in one statement ($1 keys, $2 records, in page order; the last record of a
+	// key wins): an UPDATE of the rows that have a key, an INSERT of the others.
+	std::string page;
 };
 
 // Keys with local changes still waiting to be pushed: the newest one's capture time (unix ms)
@@ -49,18 +56,25 @@ struct ApplySql {
 struct PendingKey {
 	int64_t newest_ms = 0;
 	std::vector<SpiText> ids;
+	bool deletes = false; // one of them deletes the row
 };
 
 std::map<std::string, PendingKey>
-PendingLocalChanges(const RouteDef &def)
+PendingLocalChanges(const RouteDef &def, const std::vector<SpiText> &keys)
 {
 	// in_flight counts too: a change being pushed right now is still newer local state. A
-	// delete has only its old image.
+	// delete has only its old image. Keyed changes (tried before) of the page's keys come
+	// through the index queue_route_key; changes not yet claimed have no key, which is
+	// computed here from their images.
 	SpiResult queued = SpiExecPrepared(
-	    "SELECT q.id, q.key, coalesce(q.new, q.old)::text, "
-	    "(pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8 "
-	    "FROM switchboard.queue q WHERE q.route = $1 AND q.state IN ('pending', 'in_flight')",
-	    {def.name});
+	    "SELECT q.id, q.key, NULL, (pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8, q.op "
+	    "FROM switchboard.queue q WHERE q.route = $1 AND q.key IS NOT NULL AND q.key = ANY($2::pg_catalog.text[]) "
+	    "AND q.state IN ('pending', 'in_flight') "
+	    "UNION ALL "
+	    "SELECT q.id, NULL, coalesce(q.new, q.old)::text, "
+	    "(pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8, q.op "
+	    "FROM switchboard.queue q WHERE q.route = $1 AND q.key IS NULL AND q.state IN ('pending', 'in_flight')",
+	    {def.name, ArrayLiteral(keys)});
 	// Rows not yet claimed have no key: the trigger evaluates no user expression, so the key
 	// is computed here from the images, all in one statement.
 	std::vector<SpiText> images;
@@ -75,14 +89,18 @@ PendingLocalChanges(const RouteDef &def)
 		AsRole as_owner(def.owner);
 		// ORDER BY the ordinality: keys come back in the order of `images`, so they pair with
 		// `unkeyed` by position below.
-		SpiResult keys = SpiExecPrepared("SELECT k.key FROM pg_catalog.unnest($1::pg_catalog.json[]) WITH ORDINALITY "
-		                                 "AS i(img, n) CROSS JOIN LATERAL (SELECT " +
-		                                     Parenthesize(def.match_local) + "::pg_catalog.text AS key" +
-		                                     RowFromClause(def.source, "i.img") + ") k ORDER BY i.n",
-		                                 {ArrayLiteral(images)});
-		for (auto &row : keys.rows)
+		SpiResult found = SpiExecPrepared("SELECT k.key FROM pg_catalog.unnest($1::pg_catalog.json[]) WITH ORDINALITY "
+		                                  "AS i(img, n) CROSS JOIN LATERAL (SELECT " +
+		                                      Parenthesize(def.match_local) + "::pg_catalog.text AS key" +
+		                                      RowFromClause(def.source, "i.img") + ") k ORDER BY i.n",
+		                                  {ArrayLiteral(images)});
+		for (auto &row : found.rows)
 			computed.push_back(row[0]);
 	}
+	std::set<std::string> wanted;
+	for (const SpiText &k : keys)
+		if (k)
+			wanted.insert(*k);
 	std::map<std::string, PendingKey> pending;
 	for (size_t i = 0, u = 0; i < queued.rows.size(); i++) {
 		const SpiRow &row = queued.rows[i];
@@ -90,14 +108,31 @@ PendingLocalChanges(const RouteDef &def)
 		if (!key && u < unkeyed.size() && unkeyed[u] == i)
 			key = u < computed.size() ? computed[u++] : SpiText();
 		// A NULL key identifies no remote record, so it cannot conflict with one.
-		if (!key)
+		if (!key || !wanted.count(*key))
 			continue;
 		// The conflict rule compares the remote change with the newest local one.
 		PendingKey &p = pending[*key];
 		p.newest_ms = std::max<int64_t>(p.newest_ms, std::stoll(*row[3]));
 		p.ids.push_back(row[0]);
+		p.deletes = p.deletes || row[4] == SpiText("delete");
 	}
 	return pending;
+}
+
+// Per key, the fields of the last change this route delivered (see NotePushedStates).
+std::map<std::string, Json>
+PushedStates(const RouteDef &def, const std::vector<SpiText> &keys)
+{
+	std::map<std::string, Json> out;
+	SpiResult r = SpiExecPrepared("SELECT key, fields::text FROM switchboard.pushed_state "
+	                              "WHERE route = $1 AND key = ANY($2::pg_catalog.text[])",
+	                              {def.name, ArrayLiteral(keys)});
+	for (const auto &row : r.rows) {
+		Json fields = Json::parse(*row[1], nullptr, false);
+		if (!fields.is_discarded())
+			out[*row[0]] = std::move(fields);
+	}
+	return out;
 }
 
 ApplySql
@@ -117,33 +152,62 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 			       field + " AS value) AS v) AS " + c.type + ")";
 		return "CAST(pulled.rec OPERATOR(pg_catalog.->>) " + field + " AS " + c.type + ")";
 	};
-	std::string sets, cols, values;
-	for (const auto &c : columns) {
+	auto set = [&](const PullColumn &c) {
 		std::string col = QuoteIdent(c.column);
 		// A field missing from the record leaves its column alone: a record that carries only
 		// some properties must not set the others to NULL.
-		sets += (sets.empty() ? "" : ", ") + col + " = CASE WHEN pulled.rec OPERATOR(pg_catalog.?) " +
-		        QuoteLiteral(c.field) + " THEN " + value(c) + " ELSE " + alias + "." + col + " END";
-		cols += (cols.empty() ? "" : ", ") + col;
+		return col + " = CASE WHEN pulled.rec OPERATOR(pg_catalog.?) " + QuoteLiteral(c.field) + " THEN " + value(c) +
+		       " ELSE " + alias + "." + col + " END";
+	};
+	std::string sets, pulled_only_sets, cols, values, returned;
+	for (size_t i = 0; i < columns.size(); i++) {
+		const PullColumn &c = columns[i];
+		sets += (sets.empty() ? "" : ", ") + set(c);
+		if (!c.pushed)
+			pulled_only_sets += (pulled_only_sets.empty() ? "" : ", ") + set(c);
+		cols += (cols.empty() ? "" : ", ") + QuoteIdent(c.column);
 		values += (values.empty() ? "" : ", ") + value(c);
+		// The pulled columns as they are now, to merge into the images of pending local
+		// changes (jsonb_build_object takes at most 100 arguments: chunks of 40 columns).
+		if (i % 40 == 0)
+			returned += std::string(i ? ") OPERATOR(pg_catalog.||) " : "") + "pg_catalog.jsonb_build_object(";
+		else
+			returned += ", ";
+		returned += QuoteLiteral(c.column) + ", " + alias + "." + QuoteIdent(c.column);
 	}
-	if (columns.empty()) {
-		sets = "";
-		cols = "";
-	}
+	if (!returned.empty())
+		returned += ")";
 	// The key comparison is the owner's expression against text: resolved with the route's
 	// search_path (pg_catalog first), as the owner, like the rest of these statements.
 	// Update, then insert when no row matched: the key is an expression (lower(email)), which
 	// no unique index need back, so INSERT ... ON CONFLICT cannot express this upsert.
+	auto update = [&](const std::string &with) {
+		return "UPDATE " + table + " AS " + alias + " SET " + with +
+		       " FROM (SELECT $2::pg_catalog.jsonb AS rec) AS pulled WHERE " + key +
+		       " = $1::pg_catalog.text RETURNING (" + returned + ")::pg_catalog.text";
+	};
 	sql.update = columns.empty() ? "SELECT pg_catalog.count(*) FROM " + table + " AS " + alias + " WHERE " + key +
 	                                   " = $1::pg_catalog.text"
-	                             : "UPDATE " + table + " AS " + alias + " SET " + sets +
-	                                   " FROM (SELECT $2::pg_catalog.jsonb AS rec) AS pulled WHERE " + key +
-	                                   " = $1::pg_catalog.text";
+	                             : update(sets);
+	sql.update_pulled_only = pulled_only_sets.empty() ? "" : update(pulled_only_sets);
 	sql.insert = columns.empty() ? ""
 	                             : "INSERT INTO " + table + " (" + cols + ") SELECT " + values +
 	                                   " FROM (SELECT $1::pg_catalog.jsonb AS rec) AS pulled";
+	// Sorted, so two pulls (or a pull and a writer locking in key order) wait instead of deadlocking.
+	sql.lock = columns.empty() ? ""
+	                           : "SELECT 1 FROM " + table + " AS " + alias + " WHERE " + key +
+	                                 " = ANY($1::pg_catalog.text[]) ORDER BY " + key + " FOR UPDATE OF " + alias;
 	sql.remove = "DELETE FROM " + table + " AS " + alias + " WHERE " + key + " = $1::pg_catalog.text";
+	if (!columns.empty())
+		sql.page =
+		    "WITH pulled AS (SELECT DISTINCT ON (u.k) u.k, u.rec FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+		    "pg_catalog.unnest($2::pg_catalog.jsonb[])) WITH ORDINALITY AS u(k, rec, n) ORDER BY u.k, u.n DESC), "
+		    "updated AS (UPDATE " +
+		    table + " AS " + alias + " SET " + sets + " FROM pulled WHERE " + key +
+		    " = pulled.k RETURNING pulled.k) "
+		    "INSERT INTO " +
+		    table + " (" + cols + ") SELECT " + values +
+		    " FROM pulled WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.k = pulled.k)";
 	return sql;
 }
 
@@ -164,7 +228,7 @@ LoadPullColumns(const RouteDef &def)
 		if (!type)
 			Fail(ERRCODE_UNDEFINED_COLUMN, "pull_column \"" + *m.pull_column + "\" of mapping \"" + m.remote_field +
 			                                   "\" is no longer a column of the source table");
-		columns.push_back(PullColumn{m.remote_field, *m.pull_column, *type, m.pull_expr});
+		columns.push_back(PullColumn{m.remote_field, *m.pull_column, *type, m.pull_expr, m.push_expr.has_value()});
 	}
 	return columns;
 }
@@ -176,6 +240,129 @@ Log(const std::string &route, const SpiText &key, const std::string &outcome, co
 	SpiExecPrepared("INSERT INTO switchboard.delivery_log (route, key, op, outcome, http_status, latency_ms, error) "
 	                "VALUES ($1, $2, 'pull', $3, $4::int, $5::float8, $6)",
 	                {route, key, outcome, status, latency, error});
+}
+
+// One remote record, in the caller's subtransaction. pending/pushed/known_ids: as read after
+// the page's rows were locked.
+PullCounts
+ApplyOneRecord(const RouteDef &def, const std::string &conflict, const ApplySql &sql, const RemoteRecord &record,
+               bool push_only, const std::vector<std::string> &both, std::map<std::string, PendingKey> *pending,
+               const std::map<std::string, Json> &pushed, const std::map<std::string, std::string> &known_ids,
+               std::vector<SpiText> *rid_keys, std::vector<SpiText> *rid_values, std::vector<SpiText> *gone_keys)
+{
+	PullCounts counts;
+	if (record.key.empty())
+		Fail(ERRCODE_NULL_VALUE_NOT_ALLOWED,
+		     "remote record " + record.remote_id + " has no " + def.route.match_remote + " (the match key)");
+	if (record.deleted) {
+		// Only the deletion of the very record the route knows for the key (issue 10.3): a
+		// record archived long ago, whose key the application has created again since (a new
+		// remote record, a new id), deletes nothing.
+		auto known = known_ids.find(record.key);
+		if (known == known_ids.end() || known->second != record.remote_id) {
+			counts.skipped++;
+			return counts;
+		}
+	}
+	auto local = pending->find(record.key);
+	// Our own push coming back (issue 10.1) is no remote change: it never beats a local one.
+	auto last = pushed.find(record.key);
+	bool echo = !record.deleted && last != pushed.end() && IsEchoOfPush(last->second, record.fields, both);
+	if (local != pending->end()) {
+		ConflictWinner winner = echo ? ConflictWinner::Local
+		                             : SettleConflict(conflict, record.modified_ms, local->second.newest_ms);
+		if (winner == ConflictWinner::Local) {
+			// The local change is pushed later and overwrites the remote one; fields that are
+			// pulled and never pushed are no part of it, and still arrive.
+			if (!record.deleted && !sql.update_pulled_only.empty()) {
+				AsRole as_owner(def.owner);
+				SpiExecPrepared(sql.update_pulled_only, {record.key, record.fields.dump()});
+			}
+			counts.skipped++;
+			return counts;
+		}
+	}
+	std::string merged; // the pulled columns after the update, as jsonb text
+	bool found = false;
+	// The table is written as the route's owner, with that role's privileges only (a scope
+	// that ends before the subtransaction does: see AsRole).
+	{
+		AsRole as_owner(def.owner);
+		if (record.deleted) {
+			// on_delete = 'ignore' keeps the local row; only the remote id is forgotten, as it
+			// names nothing any more.
+			if (def.route.on_delete == "delete")
+				SpiExecPrepared(sql.remove, {record.key});
+			gone_keys->emplace_back(record.key);
+			counts.deleted++;
+		} else {
+			std::string rec = record.fields.dump();
+			SpiResult updated = SpiExecPrepared(sql.update, {record.key, rec});
+			// With no pull columns, the "update" only counted the matching rows.
+			if (sql.insert.empty()) {
+				found = !updated.rows.empty() && updated.rows[0][0] != SpiText("0");
+			} else {
+				found = updated.processed > 0;
+				if (found && !updated.rows.empty() && updated.rows[0][0])
+					merged = *updated.rows[0][0];
+			}
+			if (!found && !sql.insert.empty())
+				SpiExecPrepared(sql.insert, {rec});
+			rid_keys->emplace_back(record.key);
+			rid_values->emplace_back(record.remote_id);
+			counts.applied++;
+		}
+	}
+	if (local != pending->end()) {
+		// The remote won: it wins for the pulled fields only (issue 10.2). A pending change
+		// that also carries fields which are pushed and never pulled stays queued, its images
+		// merged with the remote values, so it pushes its own fields and the remote's for the
+		// rest. Otherwise (or when it deleted the row, or the row is not there to merge with)
+		// it is dropped: its older state must not overwrite what was applied.
+		if (push_only && !local->second.deletes && !merged.empty())
+			SpiExecPrepared("UPDATE switchboard.queue SET new = (new::pg_catalog.jsonb OPERATOR(pg_catalog.||) "
+			                "$2::pg_catalog.jsonb)::pg_catalog.json "
+			                "WHERE id = ANY($1::pg_catalog.int8[]) AND new IS NOT NULL",
+			                {ArrayLiteral(local->second.ids), merged});
+		else
+			SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::pg_catalog.int8[])",
+			                {ArrayLiteral(local->second.ids)});
+		pending->erase(local);
+	}
+	return counts;
+}
+
+// Before a record is tried again: the writer it raced has committed by now (a unique check, a
+// deadlock), so its row is locked again and its pending changes read again.
+void
+RecheckKey(const RouteDef &def, const ApplySql &sql, const std::string &key, std::map<std::string, PendingKey> *pending)
+{
+	if (key.empty())
+		return;
+	std::vector<SpiText> keys{SpiText(key)};
+	if (!sql.lock.empty()) {
+		try {
+			Subtransaction sub;
+			{
+				AsRole as_owner(def.owner);
+				SpiExecPrepared(sql.lock, {ArrayLiteral(keys)});
+			}
+			sub.Commit();
+		} catch (const PgError &) {
+			// The record's own try reports what is wrong.
+		}
+	}
+	std::map<std::string, PendingKey> fresh = PendingLocalChanges(def, keys);
+	pending->erase(key);
+	if (!fresh.empty())
+		(*pending)[key] = fresh.begin()->second;
+}
+
+bool
+IsTransient(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED || sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+	       sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE || sqlerrcode == ERRCODE_UNIQUE_VIOLATION;
 }
 
 } // namespace
@@ -233,80 +420,132 @@ PullsDue(int limit, std::vector<RouteAction> *refused)
 }
 
 PullCounts
-ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, double latency_ms)
+ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::vector<RemoteRecord> &records,
+                   long http_status)
 {
-	// Records, remote ids and the cursor are written in the caller's one transaction, so a
-	// crash never skips or applies a page twice (SPEC §6).
-	const RouteDef &def = pull.def;
 	PullCounts counts;
-	// The page was fetched with no transaction open: the route may have been renamed, changed
-	// hands or been disabled meanwhile. Lock its row (a rename or delete waits until this page
-	// is applied) and apply nothing if it is not the route the page was fetched for; the
-	// cursor stays, so the page is fetched again.
-	if (!SpiExecPrepared("SELECT 1 FROM switchboard.routes WHERE name = $1 AND owner = $2::oid AND enabled "
-	                     "AND direction <> 'push' FOR KEY SHARE",
-	                     {def.name, Num(def.owner)})
-	         .rows.size())
-		return counts;
 	std::vector<PullColumn> columns = LoadPullColumns(def);
 	ApplySql sql = BuildApplySql(def, columns);
-	std::vector<SpiText> rid_keys, rid_values, gone_keys;
-	// Keys with local changes still waiting to be pushed, read once per page.
-	std::map<std::string, PendingKey> pending = PendingLocalChanges(def);
+	// Remote fields both pushed and pulled: what an echo of our own push is recognised by.
+	std::vector<std::string> both;
+	bool push_only = false; // fields pushed but never pulled: a pending local change keeps them
+	for (const auto &m : def.mappings) {
+		if (m.push_expr && m.pull_column)
+			both.push_back(m.remote_field);
+		if (m.push_expr && !m.pull_column)
+			push_only = true;
+	}
+	std::vector<SpiText> keys;
 	{
-		SuppressCapture no_echo(def.name);
-		for (const RemoteRecord &record : page.records) {
+		std::set<std::string> seen;
+		for (const RemoteRecord &record : records)
+			if (!record.key.empty() && seen.insert(record.key).second)
+				keys.emplace_back(record.key);
+	}
+	std::sort(keys.begin(), keys.end());
+	// Lock the page's rows first (issue 10.2): an application write committed before the lock
+	// is seen by the reads below; one still running waits until this page is applied, and is
+	// then a newer local change like any other. Without the privilege to lock (the owner
+	// cannot update the table), each record fails on its own below, as before.
+	if (!sql.lock.empty() && !keys.empty()) {
+		try {
+			Subtransaction sub;
+			{
+				AsRole as_owner(def.owner);
+				SpiExecPrepared(sql.lock, {ArrayLiteral(keys)});
+			}
+			sub.Commit();
+		} catch (const PgError &e) {
+			if (IsTransient(e.sqlerrcode))
+				throw;
+		}
+	}
+	// Read after the lock: keys with local changes still waiting to be pushed, what this route
+	// last pushed for them, and the remote ids it knows.
+	std::map<std::string, PendingKey> pending = PendingLocalChanges(def, keys);
+	std::map<std::string, Json> pushed = both.empty() ? std::map<std::string, Json>() : PushedStates(def, keys);
+	std::map<std::string, std::string> known_ids;
+	bool any_deleted = std::any_of(records.begin(), records.end(), [](const RemoteRecord &r) { return r.deleted; });
+	if (any_deleted)
+		for (const auto &row : SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 "
+		                                       "AND key = ANY($2::pg_catalog.text[])",
+		                                       {def.name, ArrayLiteral(keys)})
+		                           .rows)
+			known_ids[*row[0]] = *row[1];
+	std::vector<SpiText> rid_keys, rid_values, gone_keys;
+	SuppressCapture no_echo(def.name);
+	// The usual page (issue 10.6): changes only, every record keyed, none with a pending local
+	// change: one statement. A page it fails for (a bad record) is applied record by record
+	// below, as the push does with a batch, so the bad record fails alone.
+	bool set_based = !sql.page.empty() && !any_deleted && pending.empty() &&
+	                 std::none_of(records.begin(), records.end(), [](const RemoteRecord &r) { return r.key.empty(); });
+	if (set_based && !records.empty()) {
+		std::vector<SpiText> page_keys, page_records;
+		for (const RemoteRecord &record : records) {
+			page_keys.emplace_back(record.key);
+			page_records.emplace_back(record.fields.dump());
+		}
+		try {
+			Subtransaction sub;
+			{
+				AsRole as_owner(def.owner);
+				SpiExecPrepared(sql.page, {ArrayLiteral(page_keys), ArrayLiteral(page_records)});
+			}
+			sub.Commit();
+			for (const RemoteRecord &record : records) {
+				rid_keys.emplace_back(record.key);
+				rid_values.emplace_back(record.remote_id);
+			}
+			counts.applied = static_cast<int>(records.size());
+		} catch (const PgError &) {
+			set_based = false; // rolled back: record by record, each failure on its own
+		}
+		if (!set_based) {
+			// It may have failed on a writer it raced (an insert of the same key): that one has
+			// committed by now, so the rows are locked and the pending changes read again.
+			try {
+				Subtransaction sub;
+				{
+					AsRole as_owner(def.owner);
+					SpiExecPrepared(sql.lock, {ArrayLiteral(keys)});
+				}
+				sub.Commit();
+			} catch (const PgError &) {
+				// Each record's own try reports what is wrong.
+			}
+			pending = PendingLocalChanges(def, keys);
+		}
+	}
+	const std::vector<RemoteRecord> none;
+	for (const RemoteRecord &record : set_based ? none : records) {
+		// A transient failure (a deadlock with the application, an insert racing ours) is tried
+		// again; past that the page fails as a whole and its cursor stays: never skipped.
+		for (int attempt = 1;; attempt++) {
+			if (attempt > 1)
+				RecheckKey(def, sql, record.key, &pending);
 			try {
 				// One subtransaction per record: a record that fails (a cast, a constraint, a
 				// privilege) is logged and rolled back alone; the rest of the page applies.
 				Subtransaction sub;
-				if (record.key.empty())
-					Fail(ERRCODE_NULL_VALUE_NOT_ALLOWED, "remote record " + record.remote_id + " has no " +
-					                                         def.route.match_remote + " (the match key)");
-				// A pending local change of the same key: conflict, settled by routes.conflict.
-				auto local = pending.find(record.key);
-				if (local != pending.end()) {
-					if (SettleConflict(pull.conflict, record.modified_ms, local->second.newest_ms) ==
-					    ConflictWinner::Local) {
-						// The local change is pushed later and overwrites the remote one.
-						counts.skipped++;
-						sub.Commit();
-						continue;
-					}
-					// The older local state must not overwrite what is being applied.
-					SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::pg_catalog.int8[])",
-					                {ArrayLiteral(local->second.ids)});
-					pending.erase(local);
-				}
-				// The table is written as the route's owner, with that role's privileges only
-				// (a scope that ends before the subtransaction does: see AsRole).
-				{
-					AsRole as_owner(def.owner);
-					if (record.deleted) {
-						// on_delete = 'ignore' keeps the local row; only the remote id is
-						// forgotten, as it names nothing any more.
-						if (def.route.on_delete == "delete")
-							SpiExecPrepared(sql.remove, {record.key});
-						gone_keys.emplace_back(record.key);
-						counts.deleted++;
-					} else {
-						std::string rec = record.fields.dump();
-						SpiResult updated = SpiExecPrepared(sql.update, {record.key, rec});
-						// With no pull columns, the "update" only counted the matching rows.
-						bool found = columns.empty() ? (!updated.rows.empty() && updated.rows[0][0] != SpiText("0"))
-						                             : updated.processed > 0;
-						if (!found && !sql.insert.empty())
-							SpiExecPrepared(sql.insert, {rec});
-						rid_keys.emplace_back(record.key);
-						rid_values.emplace_back(record.remote_id);
-						counts.applied++;
-					}
-				}
+				PullCounts one = ApplyOneRecord(def, conflict, sql, record, push_only, both, &pending, pushed,
+				                                known_ids, &rid_keys, &rid_values, &gone_keys);
 				sub.Commit();
+				counts.applied += one.applied;
+				counts.deleted += one.deleted;
+				counts.skipped += one.skipped;
+				break;
 			} catch (const PgError &e) {
+				bool transient = IsTransient(e.sqlerrcode);
+				// A unique violation that holds once the other writer has committed is the record's own.
+				int limit = e.sqlerrcode == ERRCODE_UNIQUE_VIOLATION ? 2 : 3;
+				if (transient && attempt < limit)
+					continue;
+				if (transient && e.sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+					throw;
 				counts.failed++;
 				Log(def.name, record.key.empty() ? SpiText(record.remote_id) : SpiText(record.key), "pull_failed",
 				    Num(http_status), std::nullopt, std::string(e.what()));
+				break;
 			}
 		}
 	}
@@ -322,6 +561,25 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 	if (!gone_keys.empty())
 		SpiExecPrepared("DELETE FROM switchboard.remote_ids WHERE route = $1 AND key = ANY($2::text[])",
 		                {def.name, ArrayLiteral(gone_keys)});
+	return counts;
+}
+
+PullCounts
+ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, double latency_ms)
+{
+	// Records, remote ids and the cursor are written in the caller's one transaction, so a
+	// crash never skips or applies a page twice (SPEC §6).
+	const RouteDef &def = pull.def;
+	// The page was fetched with no transaction open: the route may have been renamed, changed
+	// hands or been disabled meanwhile. Lock its row (a rename or delete waits until this page
+	// is applied) and apply nothing if it is not the route the page was fetched for; the
+	// cursor stays, so the page is fetched again.
+	if (!SpiExecPrepared("SELECT 1 FROM switchboard.routes WHERE name = $1 AND owner = $2::oid AND enabled "
+	                     "AND direction <> 'push' FOR KEY SHARE",
+	                     {def.name, Num(def.owner)})
+	         .rows.size())
+		return PullCounts();
+	PullCounts counts = ApplyRemoteRecords(def, pull.conflict, page.records, http_status);
 
 	// Where the next request starts, stored with the page it follows.
 	std::string phase = pull.phase == PullPhase::Changes ? "changes" : "deletions";
@@ -363,6 +621,54 @@ ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, doubl
 	Log(def.name, std::to_string(page.records.size()) + " records", "pulled", Num(http_status),
 	    std::to_string(latency_ms), std::nullopt);
 	return counts;
+}
+
+void
+NotePushedStates(const std::vector<PushedState> &states)
+{
+	if (states.empty())
+		return;
+	// Only routes that also pull need it: push-only routes pay one lookup per round.
+	std::set<std::string> names;
+	for (const auto &st : states)
+		names.insert(st.route);
+	std::vector<SpiText> route_list(names.begin(), names.end());
+	std::set<std::string> pulling;
+	for (const auto &row :
+	     SpiExecPrepared("SELECT name FROM switchboard.routes WHERE name = ANY($1::pg_catalog.text[]) "
+	                     "AND direction = 'both'",
+	                     {ArrayLiteral(route_list)})
+	         .rows)
+		pulling.insert(*row[0]);
+	if (pulling.empty())
+		return;
+	std::vector<SpiText> routes, keys, ids, fields, gone_routes, gone_keys;
+	for (const auto &st : states) {
+		if (!pulling.count(st.route) || st.key.empty())
+			continue;
+		if (st.fields.empty()) {
+			gone_routes.emplace_back(st.route);
+			gone_keys.emplace_back(st.key);
+			continue;
+		}
+		routes.emplace_back(st.route);
+		keys.emplace_back(st.key);
+		ids.emplace_back(Num(st.change_id));
+		fields.emplace_back(st.fields);
+	}
+	if (!gone_routes.empty())
+		SpiExecPrepared("DELETE FROM switchboard.pushed_state p USING unnest($1::text[], $2::text[]) AS u(route, key) "
+		                "WHERE p.route = u.route AND p.key = u.key",
+		                {ArrayLiteral(gone_routes), ArrayLiteral(gone_keys)});
+	if (!routes.empty())
+		SpiExecPrepared(
+		    "INSERT INTO switchboard.pushed_state AS p (route, key, change_id, fields) "
+		    "SELECT DISTINCT ON (route, key) route, key, id, f::jsonb "
+		    "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(route, key, id, f) "
+		    "ORDER BY route, key, id DESC "
+		    "ON CONFLICT (route, key) DO UPDATE SET change_id = excluded.change_id, fields = excluded.fields "
+		    "WHERE p.change_id < excluded.change_id",
+		    {ArrayLiteral(routes), ArrayLiteral(keys), ArrayLiteral(ids), ArrayLiteral(fields)});
 }
 
 void

@@ -33,8 +33,36 @@ struct PullCounts {
 	int failed = 0;
 };
 
-// Applies a page and stores the cursor after it. In a transaction.
+// Applies remote records to the route's table, as the route's owner, with no capture for the
+// route itself (no echo). The one apply path of remote state (the pull, and inbound events):
+// the rows of the records' keys are locked first, then pending local changes, the route's last
+// pushed state and its remote ids are read; per record, in a subtransaction of its own:
+//   - a deletion applies only to the remote id the route knows for the key;
+//   - a record that is the echo of our own last push (IsEchoOfPush) never beats a pending
+//     local change; otherwise conflict (routes.conflict) decides;
+//   - when the local change wins, only fields pulled and never pushed are applied;
+//   - when the remote wins, it wins for the pulled fields: a pending change carrying pushed-only
+//     fields stays queued with the remote values merged into its images, else it is dropped;
+//   - a transient error (deadlock, lock timeout, a racing insert) is tried again; one that
+//     persists throws (nothing of the records is kept), any other error fails that record only
+//     (logged in deliveries, counted as failed).
+// In a transaction; remote ids of applied records are stored.
+PullCounts ApplyRemoteRecords(const RouteDef &def, const std::string &conflict,
+                              const std::vector<RemoteRecord> &records, long http_status);
+
+// Applies a page (ApplyRemoteRecords) and stores the cursor after it. In a transaction.
 PullCounts ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, double latency_ms);
+
+// What the push delivered, for the pull to recognise its echo: per (route, key) of routes with
+// direction 'both', the fields of the newest delivered change (fields empty: a delete, which
+// forgets the key). Called by RecordResults in its transaction.
+struct PushedState {
+	std::string route;
+	std::string key;
+	int64_t change_id = 0;
+	std::string fields; // JSON object text; "" for a delete
+};
+void NotePushedStates(const std::vector<PushedState> &states);
 
 // A pull that could not fetch or parse a page: the cursor stays, the route is tried again later.
 void RecordPullError(const DuePull &pull, const std::string &error, long http_status, long retry_ms);

@@ -8,6 +8,7 @@
 #include "delivery/retry_policy.h"
 #include "pg/boundary.h"
 #include "pg/spi.h"
+#include "store/pull_store.h"
 #include "translate/translator.h"
 
 extern "C" {
@@ -639,6 +640,7 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 	std::vector<SpiText> waiting_ids, waiting_for; // superseded, waiting with the change that is retried
 	std::vector<RemoteIdChange> remote_ids;
 	std::vector<SpiText> mark_routes, mark_keys, mark_ids; // delivered: the key's newest
+	std::vector<PushedState> pushed;                       // delivered: for the pull's echo check
 	std::vector<LogEntry> log;
 	RouteStats stats;
 
@@ -654,6 +656,7 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 			mark_routes.emplace_back(c.route);
 			mark_keys.emplace_back(c.key);
 			mark_ids.emplace_back(Num(d.change_id));
+			pushed.push_back(PushedState{c.route, c.key, d.change_id, c.op == Op::Delete ? "" : c.fields});
 		}
 		std::string outcome;
 		switch (d.outcome) {
@@ -730,6 +733,7 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 		    "ON CONFLICT (route, key) DO UPDATE SET change_id = greatest(m.change_id, excluded.change_id)",
 		    {ArrayLiteral(mark_routes), ArrayLiteral(mark_keys), ArrayLiteral(mark_ids),
 		     ResyncRunning() ? "true" : "false"});
+	NotePushedStates(pushed);
 	LogOutcomes(log);
 	NoteRouteStats(stats);
 	WriteEndpointStatus(endpoints);

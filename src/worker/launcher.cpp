@@ -1,8 +1,9 @@
 // The launcher: a static background worker (needs shared_preload_libraries) that starts one
-// worker per database whose worker is not running. A database without the extension gets a
-// short-lived worker that finds nothing and exits; the launcher then leaves it alone for a
-// minute unless CREATE EXTENSION wakes it. Templates are skipped, so CREATE DATABASE from
-// them is never blocked.
+// worker per database whose worker is not running, at most switchboard.max_workers at once:
+// with more databases, workers of idle ones make room and are started again on demand (a
+// capturing commit, a retry or pull come due), the longest unserved first (shmem.cpp). A database without the extension
+// gets a short-lived worker that finds nothing and exits; the launcher then leaves it alone for a minute unless CREATE
+// EXTENSION wakes it. Templates are skipped, so CREATE DATABASE from them is never blocked.
 #include "pg/boundary.h"
 #include "settings.h"
 #include "worker/launcher.h"
@@ -15,6 +16,7 @@ extern "C" {
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
@@ -78,8 +80,34 @@ StartWorker(Oid database)
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle)) {
 		MarkStartFailed(database);
 		ereport(WARNING, (errmsg("switchboard: could not start a worker for database %u", database),
-		                  errhint("Raise max_worker_processes: switchboard needs one per database plus one.")));
+		                  errhint("Raise max_worker_processes: switchboard needs switchboard.max_workers plus one.")));
 	}
+}
+
+constexpr const char *kLauncherName = "switchboard launcher";
+constexpr const char *kStandbyName = "switchboard launcher (standby)";
+
+// A hot standby: wait until it is promoted (checked four times a second, so the workers start
+// within moments of the promotion). Nothing else runs meanwhile.
+void
+WaitForPromotion()
+{
+	if (!RecoveryInProgress())
+		return;
+	pgstat_report_appname(kStandbyName);
+	pgstat_report_activity(STATE_IDLE, "waiting for promotion: a standby delivers nothing");
+	while (RecoveryInProgress()) {
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 250, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending) {
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+	ereport(LOG, (errmsg("switchboard: this server was promoted; starting its workers")));
+	pgstat_report_appname(kLauncherName);
+	pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
 void
@@ -93,14 +121,18 @@ LauncherLoop()
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending) {
 			ConfigReloadPending = false;
+			bool was_enabled = setting_enabled;
 			ProcessConfigFile(PGC_SIGHUP);
+			// Workers that made room while paused come back for what waited meanwhile.
+			if (setting_enabled && !was_enabled)
+				MarkAllWanted();
 		}
 		int count = ListDatabases(databases, kMaxDatabases);
 		ForgetDatabasesExcept(databases, count);
-		int64_t now = NowMs();
-		for (int i = 0; i < count; i++)
-			if (ShouldStartWorker(databases[i], now))
-				StartWorker(databases[i]);
+		Oid to_start[kMaxDatabases];
+		int starting = PickDatabasesToStart(databases, count, setting_max_workers, setting_enabled, NowMs(), to_start);
+		for (int i = 0; i < starting; i++)
+			StartWorker(to_start[i]);
 	}
 }
 
@@ -183,7 +215,8 @@ RegisterLauncher()
 	BackgroundWorker worker;
 	memset(&worker, 0, sizeof worker);
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	// Started on a hot standby too, where it only waits for promotion (WaitForPromotion).
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	worker.bgw_restart_time = 5;
 	strlcpy(worker.bgw_library_name, "switchboard", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "switchboard_launcher_main", BGW_MAXLEN);
@@ -207,7 +240,8 @@ SB_BGWORKER_MAIN(switchboard_launcher_main)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
-	pgstat_report_appname("switchboard launcher");
+	pgstat_report_appname(kLauncherName);
 	RegisterLauncherLatch(MyLatch);
+	WaitForPromotion();
 	LauncherLoop();
 }

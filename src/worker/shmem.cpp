@@ -1,5 +1,7 @@
 #include "worker/shmem.h"
 
+#include "worker/shared_limits.h"
+
 extern "C" {
 #include <signal.h>
 
@@ -31,6 +33,16 @@ struct WorkerSlot {
 	// (one that committed after its look would otherwise wait out the idle minute).
 	uint64_t extension_wakes;
 	uint64_t wakes_at_claim;
+	// switchboard.max_workers (see PickDatabasesToStart). Capturing commits counted without a
+	// lock; the count the last worker had seen when it began its last round: a difference is
+	// a commit no worker looked at yet.
+	pg_atomic_uint64 commits;
+	uint64_t commits_seen;
+	int64_t due_at;       // a worker is wanted from here on (0: at once; set when one yields)
+	int64_t last_exit_ms; // when its last worker exited: the longest unserved go first
+	int64_t claimed_at;   // when the running worker started
+	bool sleeping;        // the running worker waits with nothing to do
+	bool yield_asked;     // the launcher asked the running worker to make room
 };
 
 struct SharedState {
@@ -47,6 +59,16 @@ shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 // (CREATE EXTENSION wakes the launcher at once, so this is only a safety net).
 constexpr int64_t kNoExtensionRecheckMs = 60 * 1000;
 constexpr int64_t kStartTimeoutMs = 30 * 1000;
+// A busy worker asked to make room does so after this long; an idle one at once.
+constexpr int64_t kYieldQuantumMs = 5 * 1000;
+
+void
+ClearSlot(WorkerSlot *slot, Oid database)
+{
+	memset(slot, 0, sizeof(WorkerSlot));
+	pg_atomic_init_u64(&slot->commits, 0);
+	slot->database = database;
+}
 
 void
 ShmemRequest()
@@ -54,6 +76,7 @@ ShmemRequest()
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(sizeof(SharedState));
+	RequestAddinShmemSpace(SharedLimitsSize());
 }
 
 void
@@ -67,7 +90,12 @@ ShmemStartup()
 	if (!found) {
 		memset(shared, 0, sizeof(SharedState));
 		SpinLockInit(&shared->mutex);
+		for (auto &slot : shared->slots)
+			ClearSlot(&slot, InvalidOid);
 	}
+	bool limits_found = false;
+	void *limits = ShmemInitStruct("switchboard rate limits", SharedLimitsSize(), &limits_found);
+	SharedLimitsInit(limits, limits_found);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -83,8 +111,7 @@ FindSlot(Oid database, bool create)
 			free_slot = &slot;
 	}
 	if (create && free_slot != nullptr) {
-		memset(free_slot, 0, sizeof(WorkerSlot));
-		free_slot->database = database;
+		ClearSlot(free_slot, database);
 		return free_slot;
 	}
 	return nullptr;
@@ -124,10 +151,16 @@ SetWorkerLatch(Oid database)
 		if (cached == nullptr)
 			return;
 	}
+	// Counted first, so that a worker about to make room (or the launcher) sees the commit.
+	pg_atomic_fetch_add_u64(&cached->commits, 1);
 	pg_read_barrier();
 	Latch *latch = cached->latch;
-	if (cached->database == database && cached->pid != 0 && cached->wants_wakes && latch != nullptr)
+	if (cached->database != database)
+		return;
+	if (cached->pid != 0 && cached->wants_wakes && latch != nullptr)
 		SetLatch(latch);
+	else if (cached->pid == 0 && (latch = shared->launcher_latch) != nullptr)
+		SetLatch(latch); // no worker: the launcher starts one (switchboard.max_workers)
 }
 
 void
@@ -165,19 +198,131 @@ RegisterLauncherLatch(Latch *latch)
 	SpinLockRelease(&shared->mutex);
 }
 
+namespace {
+
+// Callers hold the mutex. A worker runs or was asked for (and has not timed out).
 bool
-ShouldStartWorker(Oid database, int64_t now_ms)
+Occupied(const WorkerSlot &slot, int64_t now_ms)
 {
-	bool start = false;
+	return slot.pid != 0 || (slot.starting_at != 0 && now_ms - slot.starting_at <= kStartTimeoutMs);
+}
+
+// Callers hold the mutex. Whether the database wants a worker now: never looked at, a worker
+// gone for another reason than making room, a retry or pull come due, or a commit since.
+bool
+Wanted(WorkerSlot &slot, int64_t now_ms, bool commits_count)
+{
+	return slot.due_at <= now_ms || (commits_count && pg_atomic_read_u64(&slot.commits) != slot.commits_seen);
+}
+
+} // namespace
+
+int
+PickDatabasesToStart(const Oid *databases, int count, int max_workers, bool commits_count, int64_t now_ms, Oid *out)
+{
+	WorkerSlot *candidates[kMaxDatabases];
+	int wanted = 0, running = 0, picked = 0;
+	Latch *to_wake[kMaxDatabases];
+	int wake_count = 0;
 	SpinLockAcquire(&shared->mutex);
-	WorkerSlot *slot = FindSlot(database, true);
-	if (slot != nullptr && slot->pid == 0 && slot->idle_until <= now_ms && slot->held_until <= now_ms &&
-	    (slot->starting_at == 0 || now_ms - slot->starting_at > kStartTimeoutMs)) {
-		slot->starting_at = now_ms;
-		start = true;
+	for (const auto &slot : shared->slots)
+		if (slot.database != InvalidOid && Occupied(slot, now_ms))
+			running++;
+	for (int i = 0; i < count; i++) {
+		WorkerSlot *slot = FindSlot(databases[i], true);
+		if (slot == nullptr || Occupied(*slot, now_ms) || slot->idle_until > now_ms || slot->held_until > now_ms ||
+		    !Wanted(*slot, now_ms, commits_count))
+			continue;
+		// Insertion by last exit: the database whose worker left longest ago goes first, so
+		// none starves however many there are.
+		int at = wanted++;
+		while (at > 0 && candidates[at - 1]->last_exit_ms > slot->last_exit_ms) {
+			candidates[at] = candidates[at - 1];
+			at--;
+		}
+		candidates[at] = slot;
+	}
+	for (; picked < wanted && running < max_workers; picked++, running++) {
+		candidates[picked]->starting_at = now_ms;
+		out[picked] = candidates[picked]->database;
+	}
+	// More databases want a worker than max_workers allows: ask running workers to make room,
+	// sleeping ones first (they leave at once), then those that ran longest (after their
+	// round, once they have had kYieldQuantumMs).
+	int short_by = wanted - picked;
+	for (const auto &slot : shared->slots)
+		if (slot.database != InvalidOid && slot.pid != 0 && slot.yield_asked)
+			short_by--;
+	for (int pass = 0; pass < 2 && short_by > 0; pass++)
+		for (auto &slot : shared->slots) {
+			if (short_by <= 0)
+				break;
+			if (slot.database == InvalidOid || slot.pid == 0 || slot.yield_asked || (pass == 0 && !slot.sleeping))
+				continue;
+			slot.yield_asked = true;
+			short_by--;
+			if (slot.latch != nullptr)
+				to_wake[wake_count++] = slot.latch;
+		}
+	SpinLockRelease(&shared->mutex);
+	for (int i = 0; i < wake_count; i++)
+		SetLatch(to_wake[i]);
+	return picked;
+}
+
+void
+MarkAllWanted()
+{
+	SpinLockAcquire(&shared->mutex);
+	for (auto &slot : shared->slots)
+		slot.due_at = 0;
+	SpinLockRelease(&shared->mutex);
+}
+
+uint64_t
+CommitsCounted(Oid database)
+{
+	uint64_t commits = 0;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, false);
+	if (slot != nullptr)
+		commits = pg_atomic_read_u64(&slot->commits);
+	SpinLockRelease(&shared->mutex);
+	return commits;
+}
+
+void
+SetWorkerSleeping(Oid database, bool sleeping)
+{
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, false);
+	if (slot != nullptr && slot->pid == MyProcPid)
+		slot->sleeping = sleeping;
+	SpinLockRelease(&shared->mutex);
+}
+
+bool
+ShouldMakeRoom(Oid database, bool idle, int64_t now_ms)
+{
+	bool yield = false;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, false);
+	if (slot != nullptr && slot->pid == MyProcPid && slot->yield_asked)
+		yield = idle || now_ms - slot->claimed_at >= kYieldQuantumMs;
+	SpinLockRelease(&shared->mutex);
+	return yield;
+}
+
+void
+MakeRoom(Oid database, uint64_t commits_seen, int64_t due_at)
+{
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, false);
+	if (slot != nullptr && slot->pid == MyProcPid) {
+		slot->commits_seen = commits_seen;
+		slot->due_at = due_at;
 	}
 	SpinLockRelease(&shared->mutex);
-	return start;
 }
 
 void
@@ -201,7 +346,7 @@ ForgetDatabasesExcept(const Oid *databases, int count)
 		for (int i = 0; i < count && !present; i++)
 			present = databases[i] == slot.database;
 		if (!present)
-			memset(&slot, 0, sizeof slot);
+			ClearSlot(&slot, InvalidOid);
 	}
 	SpinLockRelease(&shared->mutex);
 }
@@ -218,6 +363,10 @@ ClaimWorkerSlot(Oid database, Latch *latch)
 		slot->starting_at = 0;
 		slot->wants_wakes = true;
 		slot->wakes_at_claim = slot->extension_wakes;
+		// Wanted again at once if it exits for any other reason than making room.
+		slot->due_at = 0;
+		slot->claimed_at = NowMs();
+		slot->sleeping = slot->yield_asked = false;
 		claimed = true;
 	}
 	SpinLockRelease(&shared->mutex);
@@ -236,6 +385,8 @@ ReleaseWorkerSlot(Oid database, bool has_extension, int64_t now_ms)
 		slot->latch = nullptr;
 		slot->starting_at = 0;
 		slot->wants_wakes = false;
+		slot->sleeping = slot->yield_asked = false;
+		slot->last_exit_ms = now_ms;
 		if (!has_extension && slot->extension_wakes == slot->wakes_at_claim)
 			slot->idle_until = now_ms + kNoExtensionRecheckMs;
 	}

@@ -21,8 +21,16 @@ void WakeLauncher(Oid database);
 
 // Launcher side.
 void RegisterLauncherLatch(Latch *latch);
-// True when a worker for the database should be started now (marks it as starting).
-bool ShouldStartWorker(Oid database, int64_t now_ms);
+// Of the databases listed, those whose worker should be started now (marked as starting),
+// written to out: databases that want one (never looked at, a commit since its last worker's
+// last round, a retry or pull come due), the longest unserved first, while fewer than
+// max_workers (switchboard.max_workers) run. When more want one, running workers are asked to
+// make room. Returns how many were written. commits_count false (delivery paused): commits
+// alone do not call for a worker.
+int PickDatabasesToStart(const Oid *databases, int count, int max_workers, bool commits_count, int64_t now_ms,
+                         Oid *out);
+// Every database wants a worker again (delivery resumed: switchboard.enabled turned on).
+void MarkAllWanted();
 void ForgetDatabasesExcept(const Oid *databases, int count);
 void MarkStartFailed(Oid database);
 
@@ -31,6 +39,17 @@ bool ClaimWorkerSlot(Oid database, Latch *latch);
 void ReleaseWorkerSlot(Oid database, bool has_extension, int64_t now_ms);
 // Worker side: whether commits should wake it (not while delivery is paused).
 void SetWorkerWantsWakes(Oid database, bool wants);
+// Worker side, for switchboard.max_workers. Capturing commits counted so far in this database
+// (read before a round: those are visible to it).
+uint64_t CommitsCounted(Oid database);
+// The worker waits with nothing to do (the launcher asks such workers to make room first).
+void SetWorkerSleeping(Oid database, bool sleeping);
+// Whether the launcher asked this worker to make room and it should now: when idle at once,
+// when busy once it has run a while (so that no database starves).
+bool ShouldMakeRoom(Oid database, bool idle, int64_t now_ms);
+// Before exiting to make room: the commits its last round had seen, and when it has work
+// again (a retry or pull due; the launcher starts a worker then, or at the next commit).
+void MakeRoom(Oid database, uint64_t commits_seen, int64_t due_at);
 
 // DROP/RENAME DATABASE: stop the database's worker and keep it stopped for hold_ms.
 // Returns after the worker has exited or timeout_ms passed.

@@ -1,6 +1,8 @@
 // The per-database worker: claim in a short transaction, deliver with none open, record in
 // another. Woken at commit by capturing transactions, with a safety poll (switchboard.naptime)
 // for retries that come due. SIGTERM stops it between steps (an HTTP wait is at most 100 ms).
+#include <algorithm>
+
 #include "delivery/dispatcher.h"
 #include "pg/boundary.h"
 #include "settings.h"
@@ -9,6 +11,7 @@
 #include "translate/route_def.h"
 #include "store/pull_store.h"
 #include "store/queue_store.h"
+#include "worker/shared_limits.h"
 #include "worker/shmem.h"
 
 extern "C" {
@@ -97,6 +100,7 @@ public:
 	DeliveryLoop()
 	    : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}()), runs_(&dispatcher_, &rng_)
 	{
+		dispatcher_.SetRateLimitStore(SharedRateLimitStore()); // rate_limit_group
 	}
 
 	void Run()
@@ -115,11 +119,16 @@ public:
 			tx.Commit();
 		}
 		int failures = 0;
+		bool idle = false; // the last round found nothing to do at once
 		while (!stop_requested) {
 			if (ConfigReloadPending) {
 				ConfigReloadPending = false;
 				Guarded([] { ProcessConfigFile(PGC_SIGHUP); });
 				last_prune_ms_ = 0; // a changed retention applies now, not in a minute
+			}
+			if (ShouldMakeRoom(MyDatabaseId, idle || !setting_enabled, NowMs())) {
+				MakeRoomForOthers(idle);
+				return;
 			}
 			long wait_ms = setting_naptime_ms;
 			if (setting_enabled != wants_wakes_) {
@@ -132,7 +141,10 @@ public:
 				continue;
 			}
 			try {
+				// Read before the round's snapshot: every commit counted so far is visible to it.
+				commits_seen_ = CommitsCounted(MyDatabaseId);
 				wait_ms = Round();
+				idle = wait_ms > 0;
 				failures = 0;
 			} catch (const std::exception &e) {
 				failures++;
@@ -144,12 +156,40 @@ public:
 			}
 			if (!has_extension)
 				return;
-			if (wait_ms > 0 && !stop_requested)
+			if (wait_ms > 0 && !stop_requested && !ShouldMakeRoom(MyDatabaseId, true, NowMs()))
 				Sleep(wait_ms);
 		}
 	}
 
 private:
+	// switchboard.max_workers: more databases want a worker than may run, and the launcher
+	// asked this one to make room. It says when it has work again (the next retry or pull due;
+	// a commit wakes the launcher anyway) and exits; the launcher starts a worker again then.
+	// Busy (not idle), it has more to do at once. Paused, it is started again on resume.
+	void MakeRoomForOthers(bool idle)
+	{
+		constexpr int64_t kRevisitMs = 5 * 60 * 1000; // a safety net, like naptime
+		int64_t now = NowMs();
+		int64_t due_at = now;
+		if (!setting_enabled) {
+			due_at = now + kRevisitMs; // and at once when delivery resumes (MarkAllWanted)
+		} else if (idle) {
+			long next = -1;
+			try {
+				WorkerTransaction tx;
+				long push = MsUntilNextDue(), pull = MsUntilNextPull();
+				tx.Commit();
+				next = push < 0 ? pull : pull < 0 ? push : std::min(push, pull);
+			} catch (const std::exception &e) {
+				Report(LOG, std::string("switchboard worker: ") + e.what());
+				next = 0;
+			}
+			due_at = now + (next < 0 ? kRevisitMs : std::min<int64_t>(next, kRevisitMs));
+		}
+		MakeRoom(MyDatabaseId, commits_seen_, due_at);
+		Activity("making room for other databases");
+	}
+
 	// One round: push what is due, then pull one page per due route. Returns how long to sleep.
 	long Round()
 	{
@@ -185,6 +225,24 @@ private:
 			if (stop_requested)
 				break;
 			Activity("pulling " + pull.def.name);
+			try {
+				more = PullOnePage(pull) || more;
+			} catch (const std::exception &e) {
+				// This route's failure only (a request that cannot be built, a column gone, an
+				// apply that keeps deadlocking): it backs off with the reason in pull_status,
+				// and the other routes are pulled as usual (issue 10.5).
+				NotePullFailure(pull, e.what());
+			}
+		}
+		return more ? 0 : setting_naptime_ms;
+	}
+
+	// One page of one route: fetched with no transaction open, applied with its cursor. True
+	// when more of it can be fetched at once.
+	bool PullOnePage(const DuePull &pull)
+	{
+		bool more = false;
+		{
 			PullMark mark; // committed first: if this page kills the worker, the route backs off
 			{
 				WorkerTransaction tx;
@@ -201,7 +259,8 @@ private:
 			    setting_http_timeout_ms, 1000, ShouldStop);
 			std::string error;
 			PullPage page;
-			if (response.status >= 200 && response.status < 300) {
+			if ((response.status >= 200 && response.status < 300) ||
+			    PullQueryExpired(pull.def.endpoint, pull.cursor, response)) {
 				try {
 					page = ParsePullResponse(pull.def.endpoint, pull.def.route, pull.phase, pull.cursor, response);
 				} catch (const std::exception &e) {
@@ -222,7 +281,19 @@ private:
 			}
 			tx.Commit();
 		}
-		return more ? 0 : setting_naptime_ms;
+		return more;
+	}
+
+	void NotePullFailure(const DuePull &pull, const std::string &error)
+	{
+		try {
+			WorkerTransaction tx;
+			RecordPullError(pull, "pull failed: " + error, 0, std::clamp<long>(pull.interval_ms, 1000, 30 * 1000));
+			tx.Commit();
+		} catch (const std::exception &e) {
+			Report(LOG, "switchboard worker: could not record a pull failure of route \"" + pull.def.name +
+			                "\": " + e.what());
+		}
 	}
 
 	// Claims due changes, delivers them, records the results. Returns how long to sleep.
@@ -375,12 +446,14 @@ private:
 	void Sleep(long wait_ms)
 	{
 		Activity("idle");
+		SetWorkerSleeping(MyDatabaseId, true);
 		Guarded([&] {
 			pgstat_report_activity(STATE_IDLE, nullptr);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		});
+		SetWorkerSleeping(MyDatabaseId, false);
 	}
 
 	void Activity(const std::string &what)
@@ -396,6 +469,7 @@ private:
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;
 	bool schema_outdated_ = false;
+	uint64_t commits_seen_ = 0;
 };
 
 } // namespace

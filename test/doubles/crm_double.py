@@ -417,7 +417,8 @@ class HubSpot:
         st = self.store(obj)
         if not st.records and inputs:
             st.key_field = inputs[0]["idProperty"]
-        ms = self.d.clock.tick()
+        # hubspot_frozen_ms: every batch stamped with that one millisecond (a bulk import)
+        ms = self.d.config.get("hubspot_frozen_ms") or self.d.clock.tick()
         results, errors = [], []
         for inp in inputs:
             key, idp = str(inp["id"]), inp["idProperty"]
@@ -1945,6 +1946,13 @@ class Control:
                 return self.records(m, parts[1:], body, req)
             if head == "hooks":
                 return self.hooks(m, parts[1:], body)
+            if head == "expire_locators" and m == "POST":
+                # Salesforce drops a query's locator after a while (15 minutes idle): the next
+                # page of it answers 400 INVALID_QUERY_LOCATOR.
+                with d.lock:
+                    n = len(d.salesforce.cursors)
+                    d.salesforce.cursors.clear()
+                return Response(200, {"expired": n})
             if head == "expire_tokens" and m == "POST":
                 with d.lock:
                     n = len(d.salesforce.tokens)
@@ -2304,7 +2312,8 @@ def main(argv=None):
               "webhook_secret": args.webhook_secret, "webhook_tolerance": args.webhook_tolerance,
               "webhook_enforce": args.webhook_enforce, "webhook_rate": args.webhook_rate,
               "openai_key": args.openai_key, "hubspot_results_order": "input",
-              "woo_consumer_key": args.woo_consumer_key, "woo_consumer_secret": args.woo_consumer_secret}
+              "woo_consumer_key": args.woo_consumer_key, "woo_consumer_secret": args.woo_consumer_secret,
+              "hubspot_frozen_ms": None}
     server, double = make_server(args.port, config, args.log_file, args.request_log_size)
     port = server.server_address[1]
 

@@ -181,6 +181,13 @@ class HubSpotTests(Base):
         _, _, body = self.c.hs(UPSERT, {"inputs": inputs})
         self.assertEqual([r["properties"]["email"] for r in body["results"]], ["c@x.io", "b@x.io", "a@x.io"])
 
+    def test_upsert_frozen_clock(self):
+        self.c.ctl("POST", "config", {"hubspot_frozen_ms": 1700000000000})
+        self.c.hs(UPSERT, {"inputs": [self.contact("a@x.io")]})
+        self.c.hs(UPSERT, {"inputs": [self.contact("b@x.io")]})
+        stamps = {r["modified_ms"] for r in self.c.ctl("GET", "records/hubspot/contacts")}
+        self.assertEqual(stamps, {1700000000000})
+
     def test_upsert_207_partial(self):
         st, _, body = self.c.hs(UPSERT, {"inputs": [self.contact("ok@x.io"),
                                                     self.contact("not-an-email")]})
@@ -508,6 +515,17 @@ class SalesforceTests(Base):
         self.assertEqual(st, 401)
         self.setUp()
         self.assertEqual(self.query("SELECT Id FROM Contact")[0], 200)
+
+    def test_expired_locator_is_invalid_query_locator(self):
+        self.c.ctl("POST", "config", {"sf_page_size": 1})
+        self.upsert([{"Ext__c": "a", "LastName": "A"}, {"Ext__c": "b", "LastName": "B"}])
+        st, _, page = self.query("SELECT Id FROM Contact")
+        self.assertEqual(st, 200)
+        self.assertFalse(page["done"])
+        self.assertEqual(self.c.ctl("POST", "expire_locators")["expired"], 1)
+        st, _, err = self.c.call("GET", page["nextRecordsUrl"], headers=self.auth)
+        self.assertEqual(st, 400)
+        self.assertEqual(err[0]["errorCode"], "INVALID_QUERY_LOCATOR")
 
     def test_control_edit_is_seen_by_query(self):
         self.upsert([{"Ext__c": "k1", "LastName": "A"}])

@@ -43,5 +43,37 @@ TEST(Conflict, UnknownRuleDiscardsNothingLocal)
 	EXPECT_EQ(SettleConflict("Remote", kLocal + 1, kLocal), ConflictWinner::Local);
 }
 
+using nlohmann::json;
+
+TEST(Conflict, EchoIsThePushedValuesComingBack)
+{
+	const std::vector<std::string> both = {"email", "firstname", "score"};
+	json pushed = {{"email", "ada@x.com"}, {"firstname", "v1"}, {"score", 42}, {"phone", "1"}};
+	// HubSpot renders every property as text, and adds fields of its own.
+	json pulled = {{"email", "ada@x.com"}, {"firstname", "v1"}, {"score", "42"}, {"lastmodifieddate", "2026"}};
+	EXPECT_TRUE(IsEchoOfPush(pushed, pulled, both));
+	pulled["firstname"] = "v2";
+	EXPECT_FALSE(IsEchoOfPush(pushed, pulled, both)) << "a field that differs is a remote change";
+}
+
+TEST(Conflict, EchoComparesLikeWithLike)
+{
+	EXPECT_TRUE(SameRemoteValue(json(1.5), json("1.5")));
+	EXPECT_TRUE(SameRemoteValue(json(2), json(2.0)));
+	EXPECT_TRUE(SameRemoteValue(json(nullptr), json("")));
+	EXPECT_TRUE(SameRemoteValue(json(true), json("true")));
+	EXPECT_FALSE(SameRemoteValue(json("a"), json("A")));
+	EXPECT_FALSE(SameRemoteValue(json(1), json("1x")));
+	EXPECT_FALSE(SameRemoteValue(json::array({1}), json("[1]")));
+}
+
+TEST(Conflict, EchoNeedsAComparedFieldAndMatchesSalesforceSpelling)
+{
+	json pushed = {{"LastName", "Lovelace"}};
+	EXPECT_FALSE(IsEchoOfPush(pushed, json::object(), {"LastName"})) << "nothing compared: no echo";
+	EXPECT_FALSE(IsEchoOfPush(pushed, json{{"LastName", "Lovelace"}}, {})) << "no field both pushed and pulled";
+	EXPECT_TRUE(IsEchoOfPush(json{{"lastname", "Lovelace"}}, json{{"LastName", "Lovelace"}}, {"lastname"}));
+}
+
 } // namespace
 } // namespace switchboard

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <map>
 #include <random>
 
 #include "delivery/circuit_breaker.h"
+#include "delivery/dispatcher.h"
 #include "delivery/rate_limiter.h"
 #include "delivery/retry_policy.h"
 
@@ -216,6 +218,56 @@ TEST(RateLimiter, Unlimited)
 	}
 	EXPECT_EQ(zero.NextAvailableMs(5), 5);
 	EXPECT_TRUE(zero.unlimited());
+}
+
+// A store like the worker's shared memory one (worker/shared_limits.cpp), in process.
+class MemoryStore : public RateLimitStore {
+public:
+	bool Run(const std::string &group, RateLimiter *limiter, const std::function<void()> &fn) override
+	{
+		auto &saved = groups_[group];
+		if (saved.has_value)
+			limiter->Import(RateLimiter::State{saved.penalty, saved.ticket, saved.slots.size(), saved.slots.data()});
+		fn();
+		RateLimiter::State out = limiter->Export();
+		saved = Saved{true, out.penalty_until_ms, out.next_ticket, {out.slots, out.slots + out.slot_count}};
+		return true;
+	}
+
+private:
+	struct Saved {
+		bool has_value = false;
+		int64_t penalty = 0;
+		uint64_t ticket = 1;
+		std::vector<RateLimiter::Slot> slots;
+	};
+	std::map<std::string, Saved> groups_;
+};
+
+TEST(EndpointLimiter, AGroupSharesOneLimitAndItsPenalty)
+{
+	MemoryStore store;
+	EndpointLimiter a(3, 1000, "acct", &store), b(3, 1000, "acct", &store), alone(3, 1000, "", &store);
+	uint64_t t1 = a.Acquire(0, 0), t2 = b.Acquire(0, 0), t3 = a.Acquire(0, 0);
+	EXPECT_NE(t1, 0u);
+	EXPECT_NE(t2, t1); // tickets come from the group, never reused
+	EXPECT_NE(t3, 0u);
+	EXPECT_EQ(b.Acquire(10, 0), 0u) << "the group's three slots are taken, whoever took them";
+	EXPECT_EQ(a.NextAvailableMs(10), 1000);
+	EXPECT_NE(alone.Acquire(10, 0), 0u) << "an endpoint without the group keeps its own limit";
+	EXPECT_NE(b.Acquire(1000, 0), 0u);
+	// A request held open by one database holds its slot for the other too.
+	EndpointLimiter c(1, 100, "one", &store), d(1, 100, "one", &store);
+	uint64_t open = c.Acquire(0, 5000);
+	EXPECT_EQ(d.in_flight(), 1);
+	EXPECT_EQ(d.Acquire(2000, 5000), 0u);
+	c.Complete(open, 2000);
+	EXPECT_EQ(d.in_flight(), 0);
+	EXPECT_NE(d.Acquire(2000 + 100 + 5, 5000), 0u); // window + guard (5 ms) after the answer
+	// A 429 seen by one holds back the other.
+	a.Penalize(50000);
+	EXPECT_EQ(b.Acquire(3000, 0), 0u);
+	EXPECT_EQ(b.NextAvailableMs(3000), 50000);
 }
 
 TEST(RateLimiter, PenaltyHoldsEverythingBack)

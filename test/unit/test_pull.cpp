@@ -377,27 +377,49 @@ TEST(PullHubSpotParseTest, ReanchorsBelowTheNewestTimeAtTheCap)
 	EXPECT_EQ(sent["filterGroups"][0]["filters"][0]["value"], "1795514400899");
 }
 
-TEST(PullHubSpotParseTest, ReanchoringNeverMovesSinceBackwards)
+TEST(PullHubSpotParseTest, AWindowOfOneMillisecondIsWalkedByIdNotLoopedOn)
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
-	// Every record of this page carries the millisecond right after since: newest - 1 == since.
-	// And one whose time is unreadable (0) must not drag the cursor to the epoch.
+	const Route route = MakeRoute("contacts", "email", "delete");
+	// Every record of this page carries the millisecond right after since: newest - 1 == since,
+	// so re-anchoring on time would fetch the same 10,000 results again, forever. And one whose
+	// time is unreadable (0) must not drag the cursor to the epoch.
 	Json body = {{"results",
 	              {HubSpotResult("1", {{"lastmodifieddate", "5001"}}),
 	               HubSpotResult("2", {{"lastmodifieddate", "junk"}}, "junk")}},
 	             {"paging", {{"next", {{"after", "10000"}}}}}};
-	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
-	                                  PullCursor{"5000", "9800"}, Answer(body));
+	PullPage page = ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"5000", "9800"}, Answer(body));
 	EXPECT_EQ(page.records[1].modified_ms, 0);
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, "5000");
+	EXPECT_EQ(page.next.after, "ms:5001:0");
+	// That millisecond, by id.
+	Json sent = Json::parse(
+	    BuildPullRequest(endpoint, route, {}, PullPhase::Changes, page.next, BearerAuth("pat")).body);
+	EXPECT_EQ(sent["filterGroups"][0]["filters"],
+	          Json::parse(R"([{"propertyName":"lastmodifieddate","operator":"EQ","value":"5001"},
+	                          {"propertyName":"hs_object_id","operator":"GT","value":"0"}])"));
+	EXPECT_EQ(sent["sorts"][0]["propertyName"], "hs_object_id");
+	EXPECT_FALSE(sent.contains("after"));
+	Json tie = {{"results", {HubSpotResult("7", {{"lastmodifieddate", "5001"}}), HubSpotResult("9", {})}},
+	            {"paging", {{"next", {{"after", "200"}}}}}};
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next, Answer(tie));
+	EXPECT_EQ(page.next.after, "ms:5001:9");
+	EXPECT_EQ(page.next.since, "5000");
+	// Exhausted: past that millisecond, back to the usual query.
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
+	                         Answer(Json{{"results", {HubSpotResult("11", {})}}}));
+	EXPECT_TRUE(page.more);
+	EXPECT_EQ(page.next.since, "5001");
 	EXPECT_EQ(page.next.after, "");
 
+	// A window with no time past since: an error, never a loop, and the cursor stays.
 	Json older = {{"results", {HubSpotResult("1", {{"lastmodifieddate", "3000"}})}},
 	              {"paging", {{"next", {{"after", "9900"}}}}}};
-	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
-	                         PullCursor{"5000", "9700"}, Answer(older));
-	EXPECT_EQ(page.next.since, "5000");
+	std::string error = ExpectThrows<std::runtime_error>([&] {
+		ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"5000", "9700"}, Answer(older));
+	});
+	EXPECT_NE(error.find("cannot move"), std::string::npos) << error;
 }
 
 TEST(PullHubSpotParseTest, LastPageAdvancesSinceButNeverBackwards)
@@ -454,13 +476,37 @@ TEST(PullHubSpotParseTest, ArchivedRecordsAreDeletionsAndTheListingIsWalkedWhole
 	EXPECT_EQ(page.records[1].modified_ms, kNov24 - 123); // updatedAt without archivedAt
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, "0");
-	EXPECT_EQ(page.next.after, "12");
+	// HubSpot's after, and the newest archivedAt of the walk so far.
+	EXPECT_EQ(page.next.after, "12|" + std::to_string(kNov24));
 
 	page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Deletions, page.next,
 	                         Answer(Json{{"results", Json::array()}}));
 	EXPECT_FALSE(page.more);
-	EXPECT_EQ(page.next.since, "0");
+	// The walk is over: the cursor moves to its newest archivedAt, less a margin for late arrivals.
+	EXPECT_EQ(page.next.since, std::to_string(kNov24 - 5 * 60 * 1000));
 	EXPECT_EQ(page.next.after, ""); // the next cycle walks the listing from the start
+}
+
+TEST(PullHubSpotParseTest, ArchivedRecordsOlderThanTheCursorAreNoDeletions)
+{
+	// A contact archived last month is in every walk of the listing: it deletes nothing again.
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	Json body = {
+	    {"results",
+	     {Json{{"id", "11"}, {"properties", {{"email", "old@x.io"}}}, {"archivedAt", "2026-10-24T10:00:00.000Z"}},
+	      Json{{"id", "12"}, {"properties", {{"email", "new@x.io"}}}, {"archivedAt", "2026-11-24T10:00:00.123Z"}},
+	      Json{{"id", "13"}, {"properties", {{"email", "when@x.io"}}}}}},
+	    {"paging", {{"next", {{"after", "14"}}}}}};
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Deletions,
+	                                  PullCursor{std::to_string(kNov24 - 1000), "11|5"}, Answer(body));
+	ASSERT_EQ(page.records.size(), 2u);
+	EXPECT_EQ(page.records[0].remote_id, "12");
+	EXPECT_EQ(page.records[1].remote_id, "13"); // no time: kept, the remote id decides
+	EXPECT_EQ(page.next.after, "14|" + std::to_string(kNov24));
+	HttpRequest next = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Deletions,
+	                                    page.next, BearerAuth("pat"));
+	EXPECT_NE(next.url.find("&after=14"), std::string::npos) << next.url;
+	EXPECT_EQ(next.url.find('|'), std::string::npos) << next.url;
 }
 
 TEST(PullHubSpotParseTest, MalformedBodiesAndErrorAnswersThrow)
@@ -617,6 +663,25 @@ TEST(PullSalesforceParseTest, MalformedBodiesAndErrorAnswersThrow)
 	std::string message = parse(
 	    Answer(400, R"([{"message":"No such column 'Foo__c' on entity 'Contact'.","errorCode":"INVALID_FIELD"}])"));
 	EXPECT_EQ(message, "salesforce pull failed: HTTP 400 INVALID_FIELD: No such column 'Foo__c' on entity 'Contact'.");
+}
+
+TEST(PullSalesforceParseTest, AnExpiredQueryLocatorStartsTheQueryAgain)
+{
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	const std::string since = "2026-11-24T10:00:00.000Z";
+	HttpResponse expired = Answer(400, R"([{"message":"invalid query locator","errorCode":"INVALID_QUERY_LOCATOR"}])");
+	PullCursor paging{since, "/services/data/v59.0/query/01gXX-2000"};
+	EXPECT_TRUE(PullQueryExpired(endpoint, paging, expired));
+	PullPage page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "ignore"), PullPhase::Changes, paging,
+	                                  expired);
+	EXPECT_TRUE(page.records.empty());
+	EXPECT_TRUE(page.more);
+	EXPECT_EQ(page.next.since, since);
+	EXPECT_EQ(page.next.after, "") << "the query starts again from its since";
+	// Not for a first page (no locator to drop), another error, or another kind.
+	EXPECT_FALSE(PullQueryExpired(endpoint, PullCursor{since, ""}, expired));
+	EXPECT_FALSE(PullQueryExpired(endpoint, paging, Answer(400, R"([{"message":"x","errorCode":"INVALID_FIELD"}])")));
+	EXPECT_FALSE(PullQueryExpired(MakeEndpoint("hubspot", "https://api.hubapi.com", "pat"), paging, expired));
 }
 
 } // namespace

@@ -166,14 +166,14 @@ my @split = map { my $r = $_; map { $_->{properties}{firstname} } grep { $_->{id
 is_deeply(\@split, ['Newer'], 'the key was sent once, with its newer state; the older never alone');
 
 # ---------------------------------------------------------------------------------------
-# A round that keeps failing (here: marking changes in flight is refused) sets no change aside
+# A route whose claim keeps failing (here: marking changes in flight is refused) sets no change aside
 # (issue 9 item 5): every change is kept and delivered once the fault is gone, and
 # route_status shows the error meanwhile.
 $node->safe_psql('postgres',
 	"ALTER TABLE switchboard.queue ADD CONSTRAINT test_no_flight CHECK (state <> 'in_flight') NOT VALID");
 $node->safe_psql('postgres', q{INSERT INTO contacts (email, first_name) VALUES ('stuck@x.com', 'S')});
 ok(wait_for('the failure to show', sub {
-	sql($node, "SELECT last_error FROM switchboard.route_status WHERE route = 'contacts_keep'") =~ /round failed.*test_no_flight/ }, 60),
+	sql($node, "SELECT last_error FROM switchboard.route_status WHERE route = 'contacts_keep'") =~ /held for a round \(changes kept\): .*test_no_flight/ }, 60),
 	'route_status shows the failing round');
 is(sql($node, "SELECT count(*) FROM switchboard.dead_letters WHERE key = 'stuck\@x.com'"), 0, 'no change was set aside');
 $node->safe_psql('postgres', "ALTER TABLE switchboard.queue DROP CONSTRAINT test_no_flight");

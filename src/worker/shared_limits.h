@@ -1,0 +1,21 @@
+// Rate limiters shared by the workers of all databases (endpoint option rate_limit_group), in
+// shared memory: a fixed number of groups, each with room for kMaxGroupSlots grants.
+#pragma once
+
+#include <cstddef>
+
+#include "delivery/dispatcher.h"
+
+namespace switchboard {
+
+constexpr int kMaxRateLimitGroups = 32;
+constexpr int kMaxGroupSlots = 512;
+
+// From RequestSharedMemory: the size to reserve, and the struct's setup at startup.
+size_t SharedLimitsSize();
+void SharedLimitsInit(void *memory, bool found);
+
+// The store the worker's dispatcher uses.
+RateLimitStore *SharedRateLimitStore();
+
+} // namespace switchboard
