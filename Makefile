@@ -26,7 +26,7 @@ override with_llvm = no
 # Rebuild objects when a header they include changes.
 override autodepend = yes
 
-REGRESS = config capture preview privileges dump security schema_changes
+REGRESS = config capture preview privileges dump security schema_changes steps
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --inputdir=. --outputdir=results
 
 EXTRA_CLEAN = results tmp_check build-fuzz build-san test/unit/unit_tests test/unit/unit_tests_san src/*/*.o src/*.o

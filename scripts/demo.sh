@@ -141,4 +141,38 @@ psql_ -c "SELECT route, cursor, last_pull_at, records_pulled, last_error FROM sw
 psql_ -c "SELECT switchboard.wait_idle('30 s') AS idle"
 psql_ -c "SELECT route, op, outcome, count(*) FROM switchboard.deliveries GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 
+say "orchestration (SPEC §7): a lead is created in HubSpot, scored by the model, routed, written back; only the hot lead is notified"
+psql_ -e <<SQL
+CREATE TABLE leads (id serial PRIMARY KEY, email text, region text, score int, owner_name text);
+INSERT INTO switchboard.secrets VALUES ('openai_key', 'sk-demo');
+INSERT INTO switchboard.endpoints (name, kind, base_url, secret, options) VALUES
+  ('model', 'openai', '$crm', 'openai_key', '{"model": "gpt-4o-mini", "max_concurrency": 8}'),
+  ('sales', 'webhook', '$crm/hooks/sales', NULL, '{}');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, operations)
+VALUES ('leads', 'leads', 'hubspot', 'contacts', 'lower(email)', 'email', '{insert}');
+INSERT INTO switchboard.mappings (route, remote_field, push_expr) VALUES ('leads', 'email', 'lower(email)');
+-- the double's model answers {"score": length of the prompt}: long addresses are hot leads
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, input, options) VALUES
+  ('leads', 'create', 10, 'deliver', NULL, NULL, NULL, '{}'),
+  ('leads', 'score', 20, 'enrich', 'model', NULL, 'new.email', '{"system": "Score the lead 0-100."}'),
+  ('leads', 'route', 30, 'sql', NULL, NULL,
+   \$\$CASE WHEN (steps->'score'->>'score')::int >= 30 THEN 'ae-' || new.region ELSE 'sdr-pool' END\$\$, '{}'),
+  ('leads', 'save', 40, 'writeback', NULL, NULL,
+   \$\$jsonb_build_object('score', (steps->'score'->>'score')::int, 'owner_name', steps->>'route')\$\$, '{}'),
+  ('leads', 'alert', 50, 'notify', 'sales', \$\$(steps->'score'->>'score')::int >= 30\$\$,
+   \$\$jsonb_build_object('email', new.email, 'owner', steps->>'route')\$\$, '{}');
+INSERT INTO leads (email, region) VALUES ('grace.hopper.enterprise.buyer@example.com', 'emea'), ('bob@x.io', 'us');
+SELECT switchboard.wait_idle('30 s') AS idle;
+SQL
+psql_ -c "SELECT email, score, owner_name FROM leads ORDER BY id"
+psql_ -c "SELECT key, state, steps->'score'->'output' AS score, steps->'alert'->>'state' AS alert FROM switchboard.runs ORDER BY id"
+psql_ -c "SELECT route, endpoint, day, calls, prompt_tokens, completion_tokens FROM switchboard.ai_usage"
+python3 - "$crm" <<'PY'
+import json, sys, urllib.request
+events = json.load(urllib.request.urlopen(sys.argv[1] + "/_control/requests?path_prefix=/hooks/sales"))
+events = events["requests"] if isinstance(events, dict) else events
+for e in events:
+    print("  notified:", json.dumps(e.get("body", {}).get("data")))
+PY
+
 say "done: the cluster and the double are stopped and removed"

@@ -149,14 +149,15 @@ CREATE OR REPLACE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
 BEGIN
 	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
-	               'switchboard.mappings, switchboard.filters TO %s', role);
+	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
 	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
 	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
-	               'switchboard.pull_state, switchboard.metrics TO %s', role);
+	               'switchboard.pull_state, switchboard.metrics, switchboard.run_queue, switchboard.runs, switchboard.ai_usage, '
+	               'switchboard.ai_usage_daily TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
 END $$;
@@ -304,3 +305,215 @@ CREATE TABLE switchboard.pushed_state (
 	PRIMARY KEY (route, key)
 );
 REVOKE ALL ON switchboard.pushed_state FROM PUBLIC;
+
+-- src/sql/10_config_tables.sql: steps, orchestration and enrichment (issue 11, SPEC §2 steps, §7).
+CREATE TABLE switchboard.steps (
+	route text NOT NULL REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	name text NOT NULL,
+	position integer NOT NULL,
+	kind text NOT NULL,
+	endpoint text REFERENCES switchboard.endpoints (name) ON UPDATE CASCADE,
+	run_if text,
+	input text,
+	options jsonb NOT NULL DEFAULT '{}',
+	PRIMARY KEY (route, name),
+	UNIQUE (route, position)
+);
+COMMENT ON TABLE switchboard.steps IS 'Orchestration: the steps (enrich, sql, deliver, notify, writeback) a change of a route runs, in position order';
+SELECT pg_catalog.pg_extension_config_dump('switchboard.steps', '');
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.steps
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+REVOKE ALL ON switchboard.steps FROM PUBLIC;
+
+-- src/sql/65_runs.sql: runs, ai_usage, failed runs as dead letters, retry/discard/wait_idle of runs (issue 11 item 2, 4).
+CREATE TABLE switchboard.run_queue (
+	id bigint PRIMARY KEY,   -- the captured change's queue id (commit order per key)
+	route text NOT NULL,
+	key text,
+	op text NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+	new json,
+	old json,
+	captured_at timestamptz NOT NULL,
+	state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'waiting', 'done', 'failed')),
+	position integer,        -- position of the step to run next (NULL once none is left)
+	current_step text,
+	attempts integer NOT NULL DEFAULT 0,  -- of the current step
+	next_attempt_at timestamptz,
+	outputs jsonb NOT NULL DEFAULT '{}',     -- steps.<name> of the steps done so far
+	step_state jsonb NOT NULL DEFAULT '{}',  -- per step: state, attempts, output, error, http_status, latency_ms
+	last_status integer,
+	last_error text,
+	started_at timestamptz,
+	finished_at timestamptz
+);
+-- The runs still to execute, per key in commit order.
+CREATE INDEX run_queue_active ON switchboard.run_queue (route, key, id) WHERE state NOT IN ('done', 'failed');
+
+-- Model calls and tokens, per route, endpoint and day.
+CREATE TABLE switchboard.ai_usage_daily (
+	route text NOT NULL,
+	endpoint text NOT NULL,
+	day date NOT NULL,
+	calls bigint NOT NULL DEFAULT 0,
+	prompt_tokens bigint NOT NULL DEFAULT 0,
+	completion_tokens bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (route, endpoint, day)
+);
+
+CREATE VIEW switchboard.runs AS
+SELECT id, route, key, op, state, current_step, step_state AS steps, attempts, next_attempt_at, last_error,
+       captured_at, started_at, finished_at
+  FROM switchboard.run_queue;
+COMMENT ON VIEW switchboard.runs IS
+	'Runs of routes with steps: state, the current step, and each step''s state, attempts, output, error and latency';
+
+CREATE VIEW switchboard.ai_usage AS
+SELECT route, endpoint, day, calls, prompt_tokens, completion_tokens FROM switchboard.ai_usage_daily;
+COMMENT ON VIEW switchboard.ai_usage IS 'Model calls and tokens per route, endpoint and day';
+
+-- A failed run is a dead letter too, named by its step.
+CREATE OR REPLACE VIEW switchboard.dead_letters AS
+SELECT id, route, op, key, attempts, last_status, last_error,
+       payload,  -- the mapped fields only: never the row image (readable by pg_monitor)
+       failed_at
+  FROM switchboard.queue
+ WHERE state = 'dead'
+UNION ALL
+SELECT id, route, op, key, attempts, last_status, 'step "' || current_step || '": ' || last_error,
+       NULL::jsonb, finished_at
+  FROM switchboard.run_queue
+ WHERE state = 'failed';
+
+CREATE OR REPLACE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	n pg_catalog.int8;
+	runs pg_catalog.int8;
+BEGIN
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.state = 'dead' AND (retry.route IS NULL OR q.route = retry.route);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	-- A failed run resumes at the step that failed: the steps done stay done.
+	UPDATE switchboard.run_queue r
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
+	 WHERE r.state = 'failed' AND (retry.route IS NULL OR r.route = retry.route);
+	GET DIAGNOSTICS runs = ROW_COUNT;
+	PERFORM switchboard.wake();
+	RETURN n + runs;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.retry(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.id = retry.id AND q.state = 'dead';
+	IF NOT FOUND THEN
+		UPDATE switchboard.run_queue r
+		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
+		 WHERE r.id = retry.id AND r.state = 'failed';
+	END IF;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	PERFORM switchboard.wake();
+	RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard.discard(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	gone record;
+BEGIN
+	DELETE FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead'
+	RETURNING q.route, q.key, q.op, q.id INTO gone;
+	IF NOT FOUND THEN
+		DELETE FROM switchboard.run_queue r WHERE r.id = discard.id AND r.state = 'failed'
+		RETURNING r.route, r.key, r.op, r.id INTO gone;
+	END IF;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- session_user: current_user is the owner this function runs as, not who called it.
+	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)
+	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded', 'discarded by ' || session_user);
+	RETURN true;
+END $$;
+
+-- Final also means: a run done or failed.
+CREATE OR REPLACE FUNCTION switchboard.wait_idle(timeout interval DEFAULT '30 s') RETURNS boolean
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	horizon bigint;
+	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+BEGIN
+	SELECT GREATEST(coalesce((SELECT pg_catalog.max(id) FROM switchboard.queue), 0),
+	                coalesce((SELECT pg_catalog.max(id) FROM switchboard.run_queue), 0)) INTO horizon;
+	PERFORM switchboard.wake();
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM switchboard.queue WHERE id <= horizon AND state <> 'dead')
+		   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue WHERE id <= horizon AND state NOT IN ('done', 'failed')) THEN
+			RETURN true;
+		END IF;
+		IF pg_catalog.clock_timestamp() >= deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.02);
+	END LOOP;
+END $$;
+
+-- route_status counts runs too.
+CREATE OR REPLACE VIEW switchboard.route_status AS
+SELECT r.name AS route,
+       r.enabled,
+       coalesce(q.pending, 0) AS pending,
+       coalesce(q.in_flight, 0) AS in_flight,
+       coalesce(s.delivered, 0) AS delivered,
+       coalesce(q.dead, 0) AS dead,
+       now() - q.oldest_pending AS oldest_pending_age,
+       s.last_delivered_at,
+       CASE WHEN NOT r.enabled AND r.disabled_reason IS NOT NULL THEN r.disabled_reason
+            WHEN c.capture LIKE 'broken%' THEN 'capture ' || c.capture
+            ELSE s.last_error END AS last_error,
+       s.last_error_at,
+       r.disabled_reason,
+       (SELECT count(*) FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.source
+           AND t.tgname IN ('switchboard_' || r.name || '_insert', 'switchboard_' || r.name || '_update',
+                            'switchboard_' || r.name || '_delete')) AS capture_triggers,
+       c.capture,
+       -- Routes with steps: their runs (SPEC §8).
+       coalesce(ru.active, 0) AS runs_active,
+       coalesce(ru.done, 0) AS runs_done,
+       coalesce(ru.failed, 0) AS runs_failed
+  FROM switchboard.routes r
+  LEFT JOIN (SELECT route,
+                    count(*) FILTER (WHERE state = 'pending') AS pending,
+                    count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+                    count(*) FILTER (WHERE state = 'dead') AS dead,
+                    min(captured_at) FILTER (WHERE state <> 'dead') AS oldest_pending
+               FROM switchboard.queue GROUP BY route) q ON q.route = r.name
+  LEFT JOIN switchboard.route_stats s ON s.route = r.name
+  LEFT JOIN (SELECT route,
+                    count(*) FILTER (WHERE state NOT IN ('done', 'failed')) AS active,
+                    count(*) FILTER (WHERE state = 'done') AS done,
+                    count(*) FILTER (WHERE state = 'failed') AS failed
+               FROM switchboard.run_queue GROUP BY route) ru ON ru.route = r.name
+  -- Whether every operation the route captures has its trigger: one dropped behind
+  -- switchboard's back (DROP COLUMN ... CASCADE of a column its WHEN clause reads) captures
+  -- nothing until the route is repaired, and must not look healthy meanwhile.
+  CROSS JOIN LATERAL (
+    SELECT CASE WHEN NOT r.enabled OR r.direction = 'pull' THEN 'off'
+                WHEN m.missing IS NULL THEN 'ok'
+                ELSE 'broken: no capture trigger for ' || m.missing ||
+                     ' (dropped with a column or by hand?); fix the route and UPDATE it to attach them again'
+           END AS capture
+      FROM (SELECT pg_catalog.string_agg(op, ', ' ORDER BY op) AS missing
+              FROM pg_catalog.unnest(r.operations) AS op
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = r.source AND t.tgname = 'switchboard_' || r.name || '_' || op)) m
+  ) c;
+
+GRANT SELECT ON switchboard.runs, switchboard.ai_usage TO pg_monitor;
+REVOKE ALL ON switchboard.run_queue, switchboard.ai_usage_daily, switchboard.runs, switchboard.ai_usage FROM PUBLIC;

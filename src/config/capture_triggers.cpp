@@ -142,7 +142,7 @@ CarryRename(const std::string &from, const std::string &to)
 		     "", "Disable the route, wait until route_status.in_flight is 0, then rename it.");
 	ForgetEarlierRoute(to);
 	for (const char *table :
-	     {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats", "delivery_log"})
+	     {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats", "delivery_log", "run_queue"})
 		if (SpiScalar("SELECT pg_catalog.to_regclass($1)::pg_catalog.text", {std::string("switchboard.") + table}))
 			SpiExec(std::string("UPDATE switchboard.") + table + " SET route = $2 WHERE route = $1", {from, to});
 }

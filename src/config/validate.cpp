@@ -14,6 +14,7 @@
 //    switching check_function_bodies off is no way around them.
 #include "config/validate.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -35,6 +36,7 @@ extern "C" {
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 }
@@ -243,8 +245,12 @@ ValidateEndpoint(const Row &row)
 	if (!ValidName(name, 63))
 		r.Reject("name must be 1-63 characters of letters, digits, _ - .");
 	std::string kind = row.Text("kind");
-	if (!IsKnownKind(kind))
-		r.Reject("unknown kind \"" + kind + "\"", "known kinds: hubspot, salesforce, webhook, openai");
+	if (!IsKnownKind(kind)) {
+		std::string known;
+		for (const auto &k : ConnectorKinds())
+			known += (known.empty() ? "" : ", ") + k;
+		r.Reject("unknown kind \"" + kind + "\"", "known kinds: " + known);
+	}
 	std::string url = row.Text("base_url");
 	std::string allowed = setting_allowed_hosts ? setting_allowed_hosts : "";
 	std::string url_problem = EndpointUrlProblem(url, allowed);
@@ -477,6 +483,19 @@ RouteSource(const Rejecter &r, const std::string &route)
 	return info;
 }
 
+// Between a package upgrade and ALTER EXTENSION UPDATE the steps table may not exist yet.
+bool
+SchemaLacksSteps()
+{
+	return !SpiScalar("SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+	                  "WHERE n.nspname = 'switchboard' AND c.relname = 'steps'")
+	            .has_value();
+}
+
+// Defined with the steps below.
+void CheckStepRefs(const Rejecter &r, const std::string &what, const StepExprInfo &info,
+                   const std::set<std::string> &earlier, const std::string &before_what);
+
 void
 ValidateMapping(const Row &row)
 {
@@ -493,8 +512,28 @@ ValidateMapping(const Row &row)
 	if (!push && !pull_column)
 		r.Reject("a mapping needs push_expr, pull_column or both");
 	AsRole as_owner(info.owner);
-	if (push)
+	// A route with steps: its mappings may read steps (the outputs of the steps before the
+	// deliver step that sends them; ValidateStep checks that order).
+	std::set<std::string> steps;
+	bool has_steps = false;
+	if (push && !SchemaLacksSteps()) {
+		// Only steps before the first deliver step: every deliver step sends the mappings.
+		SpiResult found = SpiExec(
+		    "SELECT name, position < coalesce((SELECT min(d.position) FROM switchboard.steps d WHERE d.route = $1 "
+		    "AND d.kind = 'deliver'), position + 1) FROM switchboard.steps WHERE route = $1",
+		    {route});
+		for (const auto &s : found.rows) {
+			has_steps = true;
+			if (s[1] == SpiText("t"))
+				steps.insert(*s[0]);
+		}
+	}
+	if (push && !has_steps)
 		r.Expression("push_expr", [&] { return AnalyzeRowExpression(source, *push); });
+	else if (push) {
+		StepExprInfo mapped = r.Expression("push_expr", [&] { return AnalyzeRowStepsExpression(source, *push); });
+		CheckStepRefs(r, "push_expr", mapped, steps, "the route's first deliver step");
+	}
 	if (pull_expr && !pull_column)
 		r.Reject("pull_expr needs pull_column (the column that receives its value)");
 	if (pull_column) {
@@ -529,12 +568,217 @@ ValidateFilter(const Row &row)
 	r.Expression("predicate", [&] { return AnalyzePredicate(info.source, row.Text("predicate")); });
 }
 
+// ---- steps (SPEC §2 steps, §7) --------------------------------------------------------
+
+const std::set<std::string> kStepKinds = {"enrich", "sql", "deliver", "notify", "writeback"};
+
+// The route's steps before position (not the row itself, which an update may be moving).
+std::set<std::string>
+EarlierSteps(const std::string &route, const std::string &self, const std::string &position)
+{
+	SpiResult found = SpiExec(
+	    "SELECT name FROM switchboard.steps WHERE route = $1 AND name <> $2 AND position < $3::pg_catalog.int4",
+	    {route, self, position});
+	std::set<std::string> names;
+	for (const auto &row : found.rows)
+		names.insert(*row[0]);
+	return names;
+}
+
+std::string
+NameList(const std::set<std::string> &names)
+{
+	if (names.empty())
+		return "none";
+	std::string out;
+	for (const auto &n : names)
+		out += (out.empty() ? "" : ", ") + n;
+	return out;
+}
+
+// A step expression (or a mapping) reads only outputs of steps that ran before it.
+void
+CheckStepRefs(const Rejecter &r, const std::string &what, const StepExprInfo &info,
+              const std::set<std::string> &earlier, const std::string &before_what)
+{
+	if (info.steps_opaque)
+		r.Reject(what + " uses steps other than as steps->'name' (or ->>, #>, #>>) with a constant step name",
+		         "which step outputs an expression reads must be known when it is written");
+	for (const auto &ref : info.step_refs)
+		if (!earlier.count(ref))
+			r.Reject(what + " refers to steps->'" + ref + "', which is not a step before " + before_what,
+			         "steps before it: " + NameList(earlier));
+}
+
+std::string
+TypeName(Oid type)
+{
+	std::string name;
+	Guarded([&] { name = format_type_be(type); });
+	return name;
+}
+
+void
+ValidateStep(const Row &row)
+{
+	std::string route = row.Text("route");
+	std::string name = row.Text("name");
+	Rejecter r("steps", "(route, name)=(" + route + ", " + name + ")");
+	if (!ValidName(name, 63))
+		r.Reject("name must be 1-63 characters of letters, digits, _ - .", "the name is the key of steps.<name>");
+	RouteInfo info = RouteSource(r, route);
+	std::string kind = row.Text("kind");
+	if (!kStepKinds.count(kind))
+		r.Reject("unknown kind \"" + kind + "\"", "step kinds: enrich, sql, deliver, notify, writeback");
+	if (!row.Get("position"))
+		r.Reject("position must not be NULL", "steps run in position order");
+	std::string position = row.Text("position");
+
+	// The endpoint a step calls, by what its kind's connector can do.
+	SpiText endpoint = row.Get("endpoint");
+	const Connector *connector = nullptr;
+	Endpoint ep;
+	if (kind == "sql" || kind == "writeback") {
+		if (endpoint)
+			r.Reject(kind + " steps call no endpoint (endpoint must be NULL)");
+	} else {
+		if (!endpoint && kind != "deliver")
+			r.Reject(kind + " steps need an endpoint",
+			         kind == "enrich" ? "an openai or http endpoint" : "a webhook endpoint");
+		std::string ep_name = endpoint ? *endpoint
+		                               : *SpiScalar("SELECT endpoint FROM switchboard.routes WHERE name = $1", {route});
+		SpiResult found = SpiExec(std::string("SELECT kind, options::text, ") +
+		                              (legacy_schema ? "NULL::oid" : "owner::oid") +
+		                              " FROM switchboard.endpoints WHERE name = $1",
+		                          {ep_name});
+		if (found.rows.empty())
+			r.Reject("endpoint \"" + ep_name + "\" does not exist", "", ERRCODE_FOREIGN_KEY_VIOLATION);
+		ep.name = ep_name;
+		ep.kind = *found.rows[0][0];
+		ep.options = Json::parse(found.rows[0][1].value_or("{}"));
+		connector = FindConnector(ep.kind);
+		if (connector == nullptr)
+			r.Reject("endpoint \"" + ep_name + "\" has unknown kind \"" + ep.kind + "\"");
+		if (kind == "enrich" && !connector->Enriches())
+			r.Reject("endpoint \"" + ep_name + "\" (kind " + ep.kind + ") cannot enrich",
+			         "enrich steps call an openai or http endpoint");
+		if (kind == "notify" && !connector->Notifies())
+			r.Reject("endpoint \"" + ep_name + "\" (kind " + ep.kind + ") cannot notify",
+			         "notify steps send a webhook event");
+		if (kind == "deliver" && !connector->NotARouteTarget().empty())
+			r.Reject("endpoint \"" + ep_name + "\" " + connector->NotARouteTarget());
+		Oid endpoint_owner = found.rows[0][2] ? static_cast<Oid>(std::stoul(*found.rows[0][2])) : InvalidOid;
+		if (!legacy_schema && (!OidIsValid(endpoint_owner) || !RoleHasPrivsOf(info.owner, endpoint_owner)))
+			r.Deny("endpoint \"" + ep_name + "\" belongs to role " + RoleName(endpoint_owner) +
+			           ", and the route's owner " + RoleName(info.owner) + " does not have its privileges",
+			       "a step may use the endpoints of its route's owner (or of roles whose privileges it has)");
+	}
+
+	// Options: those of every kind, and the connector's for enrich steps.
+	Json options;
+	try {
+		options = Json::parse(row.Text("options"));
+	} catch (const std::exception &e) {
+		r.Reject(std::string("options: ") + e.what());
+	}
+	if (!options.is_object())
+		r.Reject("options must be a JSON object");
+	std::vector<std::string> known = {"timeout_ms", "max_attempts"};
+	if (kind == "enrich")
+		for (const auto &extra : connector->EnrichOptions())
+			known.push_back(extra);
+	for (auto it = options.begin(); it != options.end(); ++it) {
+		const std::string &option = it.key();
+		const Json &value = it.value();
+		if (std::find(known.begin(), known.end(), option) == known.end()) {
+			std::string list;
+			for (const auto &k : known)
+				list += (list.empty() ? "" : ", ") + k;
+			r.Reject("options: unknown option \"" + option + "\" for " + kind + " steps" +
+			             (kind == "enrich" ? " through " + ep.kind + " endpoints" : ""),
+			         "known: " + list);
+		}
+		if (option == "timeout_ms" &&
+		    (!value.is_number_integer() || value.get<int64_t>() < 1 || value.get<int64_t>() > 3600000))
+			r.Reject("options: timeout_ms must be an integer from 1 to 3600000, got " + value.dump());
+		else if (option == "max_attempts" &&
+		         (!value.is_number_integer() || value.get<int64_t>() < 1 || value.get<int64_t>() > 1000))
+			r.Reject("options: max_attempts must be an integer from 1 to 1000, got " + value.dump());
+		else if (option != "timeout_ms" && option != "max_attempts") {
+			try {
+				connector->ValidateEnrichOption(option, value);
+			} catch (const std::exception &e) {
+				r.Reject(std::string("options: ") + e.what());
+			}
+		}
+	}
+	if (kind == "enrich") {
+		std::string problem = connector->EnrichProblem(ep, options);
+		if (!problem.empty())
+			r.Reject(problem);
+	}
+
+	// Expressions: as the route's owner, over new, old and the outputs of earlier steps.
+	std::set<std::string> earlier = EarlierSteps(route, name, position);
+	std::string here = "this one (position " + position + ")";
+	AsRole as_owner(info.owner);
+	if (SpiText run_if = row.Get("run_if")) {
+		StepExprInfo cond = r.Expression("run_if", [&] { return AnalyzeStepExpression(info.source, *run_if); });
+		if (cond.type != BOOLOID)
+			r.Reject("run_if must be a boolean expression, not " + TypeName(cond.type), "", ERRCODE_DATATYPE_MISMATCH);
+		CheckStepRefs(r, "run_if", cond, earlier, here);
+	}
+	SpiText input = row.Get("input");
+	if (kind == "deliver") {
+		if (input)
+			r.Reject("deliver steps take no input (they send the route's mappings)", "set input to NULL");
+		// The mappings it sends may read steps: only those before it.
+		SpiResult maps = SpiExec(
+		    "SELECT remote_field, push_expr FROM switchboard.mappings WHERE route = $1 AND push_expr IS NOT NULL",
+		    {route});
+		for (const auto &m : maps.rows) {
+			StepExprInfo mapped = r.Expression("mapping \"" + *m[0] + "\"",
+			                                   [&] { return AnalyzeRowStepsExpression(info.source, *m[1]); });
+			CheckStepRefs(r, "mapping \"" + *m[0] + "\" (sent by this step)", mapped, earlier, here);
+		}
+		return;
+	}
+	if (!input)
+		r.Reject(kind + " steps need an input",
+		         kind == "enrich"   ? "the prompt (text) or messages (jsonb) for openai, the JSON body for http"
+		         : kind == "sql"    ? "the SQL expression whose value is the step's output"
+		         : kind == "notify" ? "the data (json or jsonb) of the event"
+		                            : "a jsonb object of column -> value");
+	StepExprInfo in = r.Expression("input", [&] { return AnalyzeStepExpression(info.source, *input); });
+	CheckStepRefs(r, "input", in, earlier, here);
+	bool is_json = in.type == JSONBOID || in.type == JSONOID;
+	bool is_text = in.type == TEXTOID || in.type == VARCHAROID || in.type == UNKNOWNOID || in.type == BPCHAROID;
+	if (kind == "enrich" && !is_json && !(is_text && connector->EnrichTakesText()))
+		r.Reject("input of an enrich step through " + ep.kind + " endpoints must be " +
+		             (connector->EnrichTakesText() ? "text (the prompt) or jsonb (the messages)" : "json or jsonb") +
+		             ", not " + TypeName(in.type),
+		         "", ERRCODE_DATATYPE_MISMATCH);
+	if ((kind == "notify" || kind == "writeback") && !is_json)
+		r.Reject("input of a " + kind + " step must be json or jsonb, not " + TypeName(in.type), "",
+		         ERRCODE_DATATYPE_MISMATCH);
+	if (kind == "writeback") {
+		// Written by primary key, with the owner's own UPDATE privilege (checked again per
+		// column when it runs).
+		if (!SpiScalar("SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = $1::oid AND indisprimary",
+		               {Num(info.source)}))
+			r.Reject("writeback needs a primary key on " + QualifiedName(info.source));
+		if (SpiScalar("SELECT pg_catalog.has_any_column_privilege($1::oid, $2::oid, 'UPDATE')",
+		              {Num(info.owner), Num(info.source)}) != SpiText("t"))
+			r.Deny("route owner " + RoleName(info.owner) + " has no UPDATE privilege on " + QualifiedName(info.source));
+	}
+}
+
 std::string
 RowLabel(const std::string &table, const Row &row)
 {
 	if (table == "mappings")
 		return "(route, remote_field)=(" + row.Text("route") + ", " + row.Text("remote_field") + ")";
-	if (table == "filters")
+	if (table == "filters" || table == "steps")
 		return "(route, name)=(" + row.Text("route") + ", " + row.Text("name") + ")";
 	return "(name)=(" + row.Text("name") + ")";
 }
@@ -616,7 +860,7 @@ Validate(FunctionCallInfo fcinfo)
 			tuple = WithOid(td->tg_relation, tuple, "owner", owner);
 		if (table == "endpoints")
 			CheckEndpointSecret(r, row, is_update ? &old_row : nullptr);
-	} else if (table == "mappings" || table == "filters") {
+	} else if (table == "mappings" || table == "filters" || table == "steps") {
 		if (is_update || is_delete) {
 			std::optional<Oid> route_owner = RouteOwner(old_row.Text("route"));
 			if (route_owner)
@@ -645,6 +889,8 @@ Validate(FunctionCallInfo fcinfo)
 		ValidateMapping(row);
 	else if (table == "filters")
 		ValidateFilter(row);
+	else if (table == "steps")
+		ValidateStep(row);
 	return PointerGetDatum(tuple);
 }
 
@@ -660,6 +906,8 @@ ValidateStoredRows(const std::string &table, const std::string &where, const std
 			ValidateMapping(row);
 		else if (table == "filters")
 			ValidateFilter(row);
+		else if (table == "steps")
+			ValidateStep(row);
 	}
 }
 
@@ -691,6 +939,8 @@ StoredRouteProblem(const std::string &route)
 				ValidateStoredRows("endpoints", "name", row.Text("endpoint"));
 				ValidateStoredRows("mappings", "route", route);
 				ValidateStoredRows("filters", "route", route);
+				if (!SchemaLacksSteps())
+					ValidateStoredRows("steps", "route", route);
 			}
 		}
 		sub.Commit();

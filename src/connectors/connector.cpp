@@ -393,6 +393,72 @@ Connector::ValidateOption(const std::string &name, const Json &) const
 	throw std::logic_error("option \"" + name + "\" is listed but not validated by its connector");
 }
 
+void
+Connector::ValidateEnrichOption(const std::string &name, const Json &) const
+{
+	// Reached only for a name in EnrichOptions() that the kind forgot to check.
+	throw std::logic_error("step option \"" + name + "\" is listed but not validated by its connector");
+}
+
+HttpRequest
+Connector::BuildEnrichRequest(const Endpoint &endpoint, const EnrichInput &, const Auth &) const
+{
+	throw std::invalid_argument(endpoint.kind + " endpoints cannot enrich");
+}
+
+HttpRequest
+Connector::BuildNotifyRequest(const Endpoint &endpoint, const std::string &, const std::string &, const Json &, int64_t,
+                              const Auth &) const
+{
+	throw std::invalid_argument(endpoint.kind + " endpoints cannot notify");
+}
+
+EnrichResult
+Connector::ParseEnrichResult(const HttpResponse &) const
+{
+	throw std::logic_error("this kind does not enrich");
+}
+
+std::vector<Call>
+EnrichCalls(const Connector &connector, const Endpoint &endpoint, const std::vector<Change> &changes, const Auth &auth)
+{
+	std::vector<Call> calls;
+	for (size_t i = 0; i < changes.size(); ++i) {
+		const Json &fields = changes[i].fields;
+		EnrichInput in;
+		in.step = fields.value("step", std::string());
+		in.input = fields.contains("input") ? fields["input"] : Json();
+		in.options = fields.contains("options") && fields["options"].is_object() ? fields["options"] : Json::object();
+		Call call;
+		call.changes.push_back(i);
+		call.request = connector.BuildEnrichRequest(endpoint, in, auth);
+		calls.push_back(std::move(call));
+	}
+	return calls;
+}
+
+CallResult
+EnrichCallResult(const Connector &connector, const Call &call, const HttpResponse &response)
+{
+	EnrichResult r = connector.ParseEnrichResult(response);
+	CallResult result = UniformResult(call, r.outcome, r.error, r.retry_after_ms);
+	result.http_status = r.http_status;
+	result.endpoint_failure = r.endpoint_failure;
+	// insufficient_quota fails each step at once (permanent); pausing the whole endpoint as
+	// well would hold every other run until a restart, for a top-up nobody announces.
+	result.stop_endpoint = false;
+	result.retry_after_ms = r.retry_after_ms;
+	result.error = r.error;
+	if (r.outcome == Outcome::Delivered)
+		for (auto &one : result.results)
+			one.remote_id = Json{{"output", r.output},
+			                     {"has_usage", r.has_usage},
+			                     {"prompt_tokens", r.prompt_tokens},
+			                     {"completion_tokens", r.completion_tokens}}
+			                    .dump();
+	return result;
+}
+
 size_t
 Connector::MaxBatch(const Endpoint &endpoint) const
 {

@@ -148,6 +148,31 @@ struct PullPage {
 	bool more = false;                 // another page can be fetched right away
 };
 
+// What an enrich step (SPEC §7) sends: its input (the prompt as a JSON string, the messages
+// or the body as JSON) and its options (model, system, temperature, max_tokens, json_schema,
+// timeout_ms, max_attempts; already validated).
+struct EnrichInput {
+	std::string step; // the step's name (openai: the json_schema's name)
+	Json input;
+	Json options = Json::object();
+};
+
+// One enrich answer. Delivered: output is the JSON object that becomes steps.<name>.
+struct EnrichResult {
+	Outcome outcome = Outcome::Retry; // Delivered, Retry or Dead
+	Json output;                      // the JSON object on Delivered
+	std::string error;
+	long http_status = 0;
+	bool endpoint_failure = false; // transport error, 5xx, 429: counts toward the circuit breaker
+	bool stop_endpoint = false;    // insufficient_quota: not retried, the endpoint should pause
+	long retry_after_ms = -1;
+	// Token usage the answer reported (openai usage.prompt_tokens, completion_tokens).
+	bool has_usage = false;
+	int64_t prompt_tokens = 0;
+	int64_t completion_tokens = 0;
+	std::string model; // the model that answered, when the answer says
+};
+
 // One kind of remote system. Implementations are stateless (one instance serves every
 // endpoint of the kind); methods throw only where documented.
 class Connector {
@@ -172,6 +197,31 @@ public:
 	// preview() never reads a secret; a kind that computes something from it even in masked
 	// output (a signature) gets this stand-in instead. "": the secret is not needed.
 	virtual std::string PreviewSecret() const { return std::string(); }
+
+	// ---- steps (SPEC §7): what the kind may do in a route's steps -----------------------
+
+	// true: an enrich step may call this kind (BuildEnrichRequest, ParseEnrichResult).
+	virtual bool Enriches() const { return false; }
+	// true: a notify step may send its event through this kind (one signed event per call).
+	virtual bool Notifies() const { return false; }
+	// Options an enrich step of this kind accepts beyond timeout_ms and max_attempts.
+	virtual std::vector<std::string> EnrichOptions() const { return {}; }
+	// Throws std::invalid_argument when value does not suit option name (one of EnrichOptions()).
+	virtual void ValidateEnrichOption(const std::string &name, const Json &value) const;
+	// "" when an enrich step with these (valid) options can be sent to this endpoint; else why
+	// not (openai: no model in the step nor in the endpoint's options).
+	virtual std::string EnrichProblem(const Endpoint &, const Json &) const { return std::string(); }
+	// true: the input may be text (a prompt); otherwise it must be json or jsonb.
+	virtual bool EnrichTakesText() const { return false; }
+	// The request of one enrich step. Throws std::invalid_argument when the input cannot make
+	// one. The default throws (the kind does not enrich).
+	virtual HttpRequest BuildEnrichRequest(const Endpoint &endpoint, const EnrichInput &input, const Auth &auth) const;
+	virtual EnrichResult ParseEnrichResult(const HttpResponse &response) const;
+	// The request of one notify step: an event of the given type and id (stable across
+	// retries) carrying data; signed like the kind's push calls. The default throws.
+	// ParseResult with a Call of one change reads its answer.
+	virtual HttpRequest BuildNotifyRequest(const Endpoint &endpoint, const std::string &type, const std::string &id,
+	                                       const Json &data, int64_t occurred_at_ms, const Auth &auth) const;
 
 	// ---- push ---------------------------------------------------------------------------
 
@@ -356,15 +406,29 @@ std::string StandardWebhookSignature(const std::string &secret, const std::strin
 HttpRequest BuildChatRequest(const Endpoint &endpoint, const std::string &model, const Json &messages,
                              bool masked = false);
 
-struct ChatResult {
-	Outcome outcome = Outcome::Retry; // Delivered, Retry or Dead
-	Json content;                     // the parsed JSON object on Delivered
-	std::string error;
-	long http_status = 0;
-	bool endpoint_failure = false;
-	bool stop_endpoint = false; // insufficient_quota: not retried, the endpoint should pause
-	long retry_after_ms = -1;
-};
+// An enrich step's chat request: the step's model (else the endpoint's options.model), its
+// system prompt, temperature and max_tokens, and response_format json_object, or json_schema
+// (strict, named after the step) when the step's options give one. The input is the prompt
+// (a JSON string, or any other JSON value sent as its text) or the messages (a JSON array).
+HttpRequest BuildChatRequestForStep(const Endpoint &endpoint, const EnrichInput &input, bool masked = false);
+
+// The answer to a chat request: the JSON object in choices[0].message.content (content that
+// is not a JSON object is a permanent failure of the step), usage, and what to do on errors:
+// insufficient_quota permanent, other 429s and 5xx retried after retry-after or
+// x-ratelimit-reset-requests.
+using ChatResult = EnrichResult;
 ChatResult ParseChatResult(const HttpResponse &response);
+
+// Enrich steps of many runs go through Dispatcher::Deliver like pushed changes (concurrency,
+// rate limit, circuit breaker per endpoint): each Change carries fields {"step", "input",
+// "options"}; an enrich kind's BuildCalls and ParseResult are these two. On Delivered the
+// change's remote_id is the JSON text {"output", "prompt_tokens", "completion_tokens",
+// "has_usage"}.
+std::vector<Call> EnrichCalls(const Connector &connector, const Endpoint &endpoint, const std::vector<Change> &changes,
+                              const Auth &auth);
+CallResult EnrichCallResult(const Connector &connector, const Call &call, const HttpResponse &response);
+
+// OpenAI's reset durations ("1s", "6m0s", "20ms", "1h2m3.5s") in ms; -1 when not of that form.
+long ParseOpenAIDuration(const std::string &text);
 
 } // namespace switchboard

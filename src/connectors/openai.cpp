@@ -1,5 +1,7 @@
 // OpenAI chat completions, used by enrichment steps (SPEC §5 openai, §7): the model answers
 // with a JSON object that is merged into the record.
+#include <cctype>
+#include <cmath>
 #include <stdexcept>
 
 #include "connectors/connector.h"
@@ -32,17 +34,41 @@ public:
 		return "is an openai endpoint, which enriches records but is not a route target";
 	}
 
-	// Validation refuses an openai endpoint as a route's target (NotARouteTarget), so these
-	// two are never reached by a valid configuration; reaching them is a bug.
-	std::vector<Call> BuildCalls(const Endpoint &, const Route &, const std::vector<Change> &,
-	                             const Auth &) const override
+	bool Enriches() const override { return true; }
+	bool EnrichTakesText() const override { return true; }
+	std::vector<std::string> EnrichOptions() const override
 	{
-		throw std::logic_error("openai endpoints are used by enrichment steps, not as route targets");
+		return {"model", "system", "temperature", "max_tokens", "json_schema"};
+	}
+	void ValidateEnrichOption(const std::string &name, const Json &value) const override;
+	std::string EnrichProblem(const Endpoint &endpoint, const Json &options) const override
+	{
+		bool step_model = options.is_object() && options.contains("model");
+		bool endpoint_model = endpoint.options.is_object() && endpoint.options.contains("model");
+		if (!step_model && !endpoint_model)
+			return "no model: set options.model in the step or in endpoint \"" + endpoint.name + "\"";
+		return std::string();
+	}
+	HttpRequest BuildEnrichRequest(const Endpoint &endpoint, const EnrichInput &input, const Auth &auth) const override
+	{
+		Endpoint signed_with = endpoint;
+		if (!auth.masked && !auth.bearer.empty())
+			signed_with.secret = auth.bearer;
+		return BuildChatRequestForStep(signed_with, input, auth.masked);
+	}
+	EnrichResult ParseEnrichResult(const HttpResponse &response) const override { return ParseChatResult(response); }
+
+	// Routes never target this kind (NotARouteTarget); enrich steps of many runs are sent
+	// through the dispatcher with these (EnrichCalls in connector.h).
+	std::vector<Call> BuildCalls(const Endpoint &endpoint, const Route &, const std::vector<Change> &changes,
+	                             const Auth &auth) const override
+	{
+		return EnrichCalls(*this, endpoint, changes, auth);
 	}
 
-	CallResult ParseResult(const Call &, const std::vector<Change> &, const HttpResponse &) const override
+	CallResult ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override
 	{
-		throw std::logic_error("openai endpoints are used by enrichment steps, not as route targets");
+		return EnrichCallResult(*this, call, response);
 	}
 };
 
@@ -52,6 +78,47 @@ Text(const Json &object, const char *name)
 	if (object.is_object() && object.contains(name) && object[name].is_string())
 		return object[name].get<std::string>();
 	return std::string();
+}
+
+void
+OpenAIConnector::ValidateEnrichOption(const std::string &name, const Json &value) const
+{
+	auto fail = [&](const std::string &what) {
+		throw std::invalid_argument("option \"" + name + "\" must be " + what + ", got " + Snippet(value.dump(), 60));
+	};
+	if (name == "model") {
+		if (!value.is_string() || value.get_ref<const std::string &>().empty())
+			fail("a non-empty string");
+	} else if (name == "system") {
+		if (!value.is_string())
+			fail("a string (the system prompt)");
+	} else if (name == "temperature") {
+		if (!value.is_number() || value.get<double>() < 0 || value.get<double>() > 2)
+			fail("a number from 0 to 2");
+	} else if (name == "max_tokens") {
+		if (!value.is_number_integer() || value.get<int64_t>() < 1 || value.get<int64_t>() > 1000000)
+			fail("a positive integer");
+	} else if (name == "json_schema") {
+		// Either the schema itself, or {"name", "schema"} as OpenAI's response_format names it.
+		if (!value.is_object() || value.empty())
+			fail("a JSON schema (an object)");
+		if (value.contains("schema") && !value["schema"].is_object())
+			fail("a JSON schema, whose \"schema\" is an object");
+	} else {
+		Connector::ValidateEnrichOption(name, value);
+	}
+}
+
+// OpenAI's json_schema names are [a-zA-Z0-9_-], at most 64.
+std::string
+SchemaName(const std::string &step)
+{
+	std::string name;
+	for (char c : step)
+		name += (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-') ? c : '_';
+	if (name.empty())
+		name = "output";
+	return name.substr(0, 64);
 }
 
 std::string
@@ -105,6 +172,133 @@ BuildChatRequest(const Endpoint &endpoint, const std::string &model, const Json 
 	return request;
 }
 
+HttpRequest
+BuildChatRequestForStep(const Endpoint &endpoint, const EnrichInput &input, bool masked)
+{
+	const Json &options = input.options.is_object() ? input.options : Json::object();
+	std::string model = Text(options, "model");
+	std::string system = Text(options, "system");
+	Json messages = Json::array();
+	if (input.input.is_array()) {
+		// The messages themselves; a system prompt in the options goes first unless they
+		// bring their own.
+		bool has_system = false;
+		for (const auto &m : input.input) {
+			if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
+				throw std::invalid_argument("input messages must be objects with role and content, got " +
+				                            Snippet(m.dump(), 80));
+			has_system = has_system || m["role"] == "system";
+		}
+		if (!system.empty() && !has_system)
+			messages.push_back({{"role", "system"}, {"content", system}});
+		for (const auto &m : input.input)
+			messages.push_back(m);
+	} else if (input.input.is_null()) {
+		throw std::invalid_argument("the prompt (input) is NULL for this row");
+	} else {
+		if (!system.empty())
+			messages.push_back({{"role", "system"}, {"content", system}});
+		// A JSON string is the prompt; any other value is sent as its JSON text.
+		std::string prompt = input.input.is_string() ? input.input.get<std::string>() : input.input.dump();
+		messages.push_back({{"role", "user"}, {"content", prompt}});
+	}
+	HttpRequest request = BuildChatRequest(endpoint, model, messages, masked);
+	nlohmann::ordered_json body = nlohmann::ordered_json::parse(request.body);
+	if (options.contains("temperature"))
+		body["temperature"] = options["temperature"];
+	if (options.contains("max_tokens"))
+		body["max_tokens"] = options["max_tokens"];
+	if (options.contains("json_schema")) {
+		const Json &given = options["json_schema"];
+		bool wrapped = given.contains("schema") && given["schema"].is_object();
+		nlohmann::ordered_json schema;
+		schema["name"] = wrapped && given.contains("name") && given["name"].is_string()
+		                     ? SchemaName(given["name"].get<std::string>())
+		                     : SchemaName(input.step);
+		schema["schema"] = wrapped ? given["schema"] : given;
+		schema["strict"] = true;
+		body["response_format"] = {{"type", "json_schema"}, {"json_schema", schema}};
+	}
+	request.body = body.dump();
+	return request;
+}
+
+long
+ParseOpenAIDuration(const std::string &text)
+{
+	// A sequence of <number><unit>, units h, m, s, ms (Go's time.Duration text).
+	if (text.empty())
+		return -1;
+	double total_ms = 0;
+	size_t i = 0;
+	while (i < text.size()) {
+		size_t start = i;
+		while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+			i++;
+		if (i == start)
+			return -1;
+		double number = 0;
+		try {
+			number = std::stod(text.substr(start, i - start));
+		} catch (const std::exception &) {
+			return -1;
+		}
+		double unit = 0;
+		if (text.compare(i, 2, "ms") == 0) {
+			unit = 1;
+			i += 2;
+		} else if (i < text.size() && text[i] == 'h') {
+			unit = 3600000;
+			i++;
+		} else if (i < text.size() && text[i] == 'm') {
+			unit = 60000;
+			i++;
+		} else if (i < text.size() && text[i] == 's') {
+			unit = 1000;
+			i++;
+		} else {
+			return -1;
+		}
+		total_ms += number * unit;
+		if (total_ms > 86400000.0 * 7)
+			return -1;
+	}
+	return static_cast<long>(std::ceil(total_ms));
+}
+
+namespace {
+
+// Retry-After first; else when the request limit resets (x-ratelimit-reset-requests).
+long
+RateLimitWaitMs(const HttpResponse &response)
+{
+	long ms = RetryAfterMs(response);
+	if (ms >= 0)
+		return ms;
+	for (const auto &h : response.headers)
+		if (Lower(h.first) == "x-ratelimit-reset-requests")
+			return ParseOpenAIDuration(h.second);
+	return -1;
+}
+
+void
+ReadUsage(const Json &body, ChatResult *result)
+{
+	if (!body.is_object() || !body.contains("usage") || !body["usage"].is_object())
+		return;
+	const Json &usage = body["usage"];
+	auto count = [&](const char *name) -> int64_t {
+		if (usage.contains(name) && usage[name].is_number_integer() && usage[name].get<int64_t>() >= 0)
+			return usage[name].get<int64_t>();
+		return 0;
+	};
+	result->has_usage = true;
+	result->prompt_tokens = count("prompt_tokens");
+	result->completion_tokens = count("completion_tokens");
+}
+
+} // namespace
+
 ChatResult
 ParseChatResult(const HttpResponse &response)
 {
@@ -123,6 +317,9 @@ ParseChatResult(const HttpResponse &response)
 	Json body = TryParseRemoteJson(response.body, &refused);
 	Json error = body.is_object() && body.contains("error") ? body["error"] : Json();
 	if (status == 200) {
+		// Tokens were spent whatever the content says: recorded even when it is unusable.
+		ReadUsage(body, &result);
+		result.model = Text(body, "model");
 		// choices[0].message.content holds the model's JSON object as a string.
 		std::string content;
 		if (body.is_object() && body.contains("choices") && body["choices"].is_array() && !body["choices"].empty()) {
@@ -139,19 +336,21 @@ ParseChatResult(const HttpResponse &response)
 		// bounds apply to it.
 		Json parsed = TryParseRemoteJson(content, &refused);
 		if (!refused.empty()) {
-			result.outcome = Outcome::Retry;
+			// Not a usable object either (too deep or too large): permanent, like any content
+			// that is not a JSON object.
+			result.outcome = Outcome::Dead;
 			result.error = "model answer refused: " + refused;
 			return result;
 		}
 		if (!parsed.is_object()) {
-			// Models answer differently on a second try (or were cut off by max tokens):
-			// retry, bounded by max_attempts.
-			result.outcome = Outcome::Retry;
+			// SPEC §5: content that is not a JSON object is a permanent failure of the step
+			// (retry(id) asks the model again once the prompt or schema is fixed).
+			result.outcome = Outcome::Dead;
 			result.error = "model answer is not a JSON object: " + Snippet(content.empty() ? response.body : content);
 			return result;
 		}
 		result.outcome = Outcome::Delivered;
-		result.content = std::move(parsed);
+		result.output = std::move(parsed);
 		return result;
 	}
 	result.error = Describe(response, error);
@@ -165,7 +364,7 @@ ParseChatResult(const HttpResponse &response)
 		// A rate limit: the whole endpoint waits (Retry-After), not just this record.
 		result.outcome = Outcome::Retry;
 		result.endpoint_failure = true;
-		result.retry_after_ms = RetryAfterMs(response);
+		result.retry_after_ms = RateLimitWaitMs(response);
 		return result;
 	}
 	if (status >= 500) {

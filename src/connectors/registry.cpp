@@ -16,6 +16,7 @@ namespace switchboard {
 	X("salesforce", MakeSalesforceConnector)                                                                           \
 	X("webhook", MakeWebhookConnector)                                                                                 \
 	X("openai", MakeOpenAIConnector)                                                                                   \
+	X("http", MakeHttpJsonConnector)                                                                                   \
 	X("woocommerce", MakeWooCommerceConnector)
 
 #define SB_DECLARE_FACTORY(kind, factory) std::unique_ptr<Connector> factory();

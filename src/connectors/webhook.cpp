@@ -35,6 +35,9 @@ Describe(const HttpResponse &response)
 
 class WebhookConnector : public Connector {
 public:
+	// A notify step's event is one webhook event (SPEC §7).
+	bool Notifies() const override { return true; }
+
 	size_t BulkLimit() const override
 	{
 		return 1; // one event per request
@@ -67,33 +70,46 @@ public:
 			const Change &change = changes[i];
 			if (change.op == Op::Delete && route.on_delete != "delete")
 				continue; // skipped: SkippedChanges reports it
-			nlohmann::ordered_json body;
-			body["type"] = route.remote_object + "." + OpName(change.op);
-			body["id"] = EventId(change);
-			body["timestamp"] = IsoTimestampUtc(change.occurred_at_ms);
-			body["data"] = change.fields.is_object() ? nlohmann::ordered_json(change.fields)
-			                                         : nlohmann::ordered_json::object();
 			Call call;
 			call.changes.push_back(i);
-			call.request.method = "POST";
-			call.request.url = endpoint.base_url;
-			call.request.body = body.dump();
-			call.request.headers.emplace_back("Content-Type", "application/json");
-			AppendOptionHeaders(endpoint, &call.request.headers);
-			if (!endpoint.secret.empty()) {
-				// Signed at send time (receivers reject stale timestamps); webhook-id stays
-				// the same across retries, which is what receivers deduplicate on.
-				std::string timestamp = UnixSeconds(auth.signed_at_ms ? auth.signed_at_ms : change.occurred_at_ms);
-				// Computed even when masked, so preview() reports a malformed secret too.
-				std::string signature = StandardWebhookSignature(endpoint.secret, EventId(change), timestamp,
-				                                                 call.request.body);
-				call.request.headers.emplace_back("webhook-id", EventId(change));
-				call.request.headers.emplace_back("webhook-timestamp", timestamp);
-				call.request.headers.emplace_back("webhook-signature", auth.masked ? "v1,****" : signature);
-			}
+			call.request = Event(endpoint, route.remote_object + "." + OpName(change.op), EventId(change),
+			                     change.fields, change.occurred_at_ms, auth);
 			calls.push_back(std::move(call));
 		}
 		return calls;
+	}
+
+	HttpRequest BuildNotifyRequest(const Endpoint &endpoint, const std::string &type, const std::string &id,
+	                               const Json &data, int64_t occurred_at_ms, const Auth &auth) const override
+	{
+		return Event(endpoint, type, id, data, occurred_at_ms, auth);
+	}
+
+	static HttpRequest Event(const Endpoint &endpoint, const std::string &type, const std::string &id, const Json &data,
+	                         int64_t occurred_at_ms, const Auth &auth)
+	{
+		nlohmann::ordered_json body;
+		body["type"] = type;
+		body["id"] = id;
+		body["timestamp"] = IsoTimestampUtc(occurred_at_ms);
+		body["data"] = data.is_object() ? nlohmann::ordered_json(data) : nlohmann::ordered_json::object();
+		HttpRequest request;
+		request.method = "POST";
+		request.url = endpoint.base_url;
+		request.body = body.dump();
+		request.headers.emplace_back("Content-Type", "application/json");
+		AppendOptionHeaders(endpoint, &request.headers);
+		if (!endpoint.secret.empty()) {
+			// Signed at send time (receivers reject stale timestamps); webhook-id stays
+			// the same across retries, which is what receivers deduplicate on.
+			std::string timestamp = UnixSeconds(auth.signed_at_ms ? auth.signed_at_ms : occurred_at_ms);
+			// Computed even when masked, so preview() reports a malformed secret too.
+			std::string signature = StandardWebhookSignature(endpoint.secret, id, timestamp, request.body);
+			request.headers.emplace_back("webhook-id", id);
+			request.headers.emplace_back("webhook-timestamp", timestamp);
+			request.headers.emplace_back("webhook-signature", auth.masked ? "v1,****" : signature);
+		}
+		return request;
 	}
 
 	CallResult ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override

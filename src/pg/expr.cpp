@@ -5,6 +5,7 @@
 
 extern "C" {
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/clauses.h"
 #include "optimizer/optimizer.h"
@@ -293,7 +294,132 @@ MayRaise(Node *node, void *context)
 	return !CannotRaise(node, context);
 }
 
+// Filled inside Guarded: plain C data only (no C++ object may be alive across an error).
+struct StepRefs {
+	int steps_varno = 0;
+	int level = 0;
+	List *names = NIL; // of char *
+	bool opaque = false;
+};
+
+bool
+IsStepsVar(Node *node, const StepRefs *refs)
+{
+	while (node != nullptr && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	if (node == nullptr || !IsA(node, Var))
+		return false;
+	Var *var = (Var *) node;
+	return static_cast<int>(var->varno) == refs->steps_varno && static_cast<int>(var->varlevelsup) == refs->level;
+}
+
+// The step name of steps->'name' / steps#>'{name,...}': the right-hand constant's first name.
+char *
+ConstStepName(Node *node)
+{
+	if (node == nullptr || !IsA(node, Const))
+		return nullptr;
+	Const *c = (Const *) node;
+	if (c->constisnull)
+		return nullptr;
+	if (c->consttype == TEXTOID)
+		return TextDatumGetCString(c->constvalue);
+	if (c->consttype != TEXTARRAYOID)
+		return nullptr;
+	Datum *elems = nullptr;
+	bool *nulls = nullptr;
+	int n = 0;
+	deconstruct_array(DatumGetArrayTypeP(c->constvalue), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n < 1 || nulls[0])
+		return nullptr;
+	return TextDatumGetCString(elems[0]);
+}
+
+bool
+FindStepRefs(Node *node, void *context)
+{
+	if (node == nullptr)
+		return false;
+	auto refs = static_cast<StepRefs *>(context);
+	if (IsA(node, OpExpr)) {
+		OpExpr *op = (OpExpr *) node;
+		if (list_length(op->args) == 2 && IsStepsVar((Node *) linitial(op->args), refs)) {
+			char *opname = get_opname(op->opno);
+			bool fetch = opname != nullptr && (strcmp(opname, "->") == 0 || strcmp(opname, "->>") == 0 ||
+			                                   strcmp(opname, "#>") == 0 || strcmp(opname, "#>>") == 0);
+			char *name = fetch ? ConstStepName((Node *) lsecond(op->args)) : nullptr;
+			if (name != nullptr) {
+				refs->names = lappend(refs->names, name);
+				return false;
+			}
+		}
+	}
+	if (IsA(node, Var)) {
+		if (IsStepsVar(node, refs))
+			refs->opaque = true;
+		return false;
+	}
+	if (IsA(node, Query)) {
+		refs->level++;
+		bool stop = query_tree_walker((Query *) node, WalkerFn(FindStepRefs), context, 0);
+		refs->level--;
+		return stop;
+	}
+	return expression_tree_walker(node, WalkerFn(FindStepRefs), context);
+}
+
+StepExprInfo
+AnalyzeWithSteps(const std::string &sql, int steps_varno)
+{
+	Query *query = Analyze(sql);
+	Oid type = InvalidOid;
+	StepRefs refs;
+	refs.steps_varno = steps_varno;
+	Guarded([&] {
+		Node *expr = FirstTarget(query);
+		type = exprType(expr);
+		FindStepRefs(expr, &refs);
+	});
+	StepExprInfo info;
+	info.type = type;
+	ListCell *lc;
+	foreach (lc, refs.names)
+		info.step_refs.emplace_back(static_cast<const char *>(lfirst(lc)));
+	info.steps_opaque = refs.opaque;
+	return info;
+}
+
 } // namespace
+
+std::string
+StepsFromClause(Oid source, const std::string &new_sql, const std::string &old_sql, const std::string &steps_sql)
+{
+	// steps third: its Var has range-table index 3 (AnalyzeStepExpression looks for it).
+	return NewOldFromClause(source, new_sql, old_sql) + ", (SELECT (" + steps_sql +
+	       ")::pg_catalog.jsonb AS steps) AS sb_steps";
+}
+
+std::string
+RowStepsFromClause(Oid source, const std::string &image_sql, const std::string &steps_sql)
+{
+	return RowFromClause(source, image_sql) + ", (SELECT (" + steps_sql + ")::pg_catalog.jsonb AS steps) AS sb_steps";
+}
+
+StepExprInfo
+AnalyzeStepExpression(Oid source, const std::string &expr)
+{
+	CheckSingleExpression(expr);
+	return AnalyzeWithSteps("SELECT " + Parenthesize(expr) +
+	                            StepsFromClause(source, "NULL::json", "NULL::json", "NULL"),
+	                        3);
+}
+
+StepExprInfo
+AnalyzeRowStepsExpression(Oid source, const std::string &expr)
+{
+	CheckSingleExpression(expr);
+	return AnalyzeWithSteps("SELECT " + Parenthesize(expr) + RowStepsFromClause(source, "NULL::json", "NULL"), 2);
+}
 
 Oid
 AnalyzeRowExpression(Oid source, const std::string &expr)

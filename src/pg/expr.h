@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "pg/prelude.h"
 
@@ -39,5 +40,28 @@ struct PredicateInfo {
 	bool when_safe = false;
 };
 PredicateInfo AnalyzePredicate(Oid source, const std::string &predicate);
+
+// An expression of a route with steps (SPEC §7): its type and the steps whose outputs it reads.
+struct StepExprInfo {
+	Oid type = InvalidOid;
+	// Names read as steps->'name', steps->>'name', steps#>'{name,...}' or steps#>>'{name,...}'.
+	std::vector<std::string> step_refs;
+	// steps used in any other way (passed whole, a computed name): which outputs it reads
+	// cannot be known, so validation refuses it.
+	bool steps_opaque = false;
+};
+
+// "FROM ... AS new, ... AS old, (SELECT <steps_sql>::jsonb AS steps) AS sb_steps": what a step
+// expression (run_if, input) sees.
+std::string StepsFromClause(Oid source, const std::string &new_sql, const std::string &old_sql,
+                            const std::string &steps_sql);
+// "FROM ... AS <table>, (SELECT <steps_sql>::jsonb AS steps) AS sb_steps": what a mapping of a
+// route with steps sees.
+std::string RowStepsFromClause(Oid source, const std::string &image_sql, const std::string &steps_sql);
+
+// A step's run_if or input: over new, old and steps (jsonb).
+StepExprInfo AnalyzeStepExpression(Oid source, const std::string &expr);
+// A mapping's push_expr of a route with steps: over the row and steps (jsonb).
+StepExprInfo AnalyzeRowStepsExpression(Oid source, const std::string &expr);
 
 } // namespace switchboard

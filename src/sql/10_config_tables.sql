@@ -61,12 +61,27 @@ CREATE TABLE switchboard.filters (
 );
 COMMENT ON TABLE switchboard.filters IS 'Predicates over new/old; a change is captured only when all filters of its route hold';
 
+CREATE TABLE switchboard.steps (
+	route text NOT NULL REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	name text NOT NULL,
+	position integer NOT NULL,
+	kind text NOT NULL,
+	endpoint text REFERENCES switchboard.endpoints (name) ON UPDATE CASCADE,
+	run_if text,
+	input text,
+	options jsonb NOT NULL DEFAULT '{}',
+	PRIMARY KEY (route, name),
+	UNIQUE (route, position)
+);
+COMMENT ON TABLE switchboard.steps IS 'Orchestration: the steps (enrich, sql, deliver, notify, writeback) a change of a route runs, in position order';
+
 -- pg_dump keeps configuration (not the queue: a restored database starts with an empty one).
 SELECT pg_catalog.pg_extension_config_dump('switchboard.secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('switchboard.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('switchboard.routes', '');
 SELECT pg_catalog.pg_extension_config_dump('switchboard.mappings', '');
 SELECT pg_catalog.pg_extension_config_dump('switchboard.filters', '');
+SELECT pg_catalog.pg_extension_config_dump('switchboard.steps', '');
 
 -- Validation at write time (C): the error names the table, the row and the reason.
 CREATE FUNCTION switchboard._validate() RETURNS trigger
@@ -86,6 +101,8 @@ CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.routes
 CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.mappings
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
 CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.filters
+	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE OR DELETE ON switchboard.steps
 	FOR EACH ROW EXECUTE FUNCTION switchboard._validate();
 CREATE TRIGGER sync_capture AFTER INSERT OR UPDATE OR DELETE ON switchboard.routes
 	FOR EACH ROW EXECUTE FUNCTION switchboard._sync_capture();

@@ -13,14 +13,15 @@ CREATE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
 BEGIN
 	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
-	               'switchboard.mappings, switchboard.filters TO %s', role);
+	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
 	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT, DELETE ON switchboard.queue TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
 	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
-	               'switchboard.pull_state, switchboard.metrics TO %s', role);
+	               'switchboard.pull_state, switchboard.metrics, switchboard.run_queue, switchboard.runs, switchboard.ai_usage, '
+	               'switchboard.ai_usage_daily TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
 END $$;

@@ -203,7 +203,9 @@ FetchDue(int limit)
 	    "FROM switchboard.queue q LEFT JOIN switchboard.routes r ON r.name = q.route "
 	    "LEFT JOIN switchboard.endpoints e ON e.name = r.endpoint "
 	    "WHERE q.state = 'pending' AND (q.next_attempt_at IS NULL OR q.next_attempt_at <= now()) "
-	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) ";
+	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) "
+	    // Routes with steps run their changes as runs (orchestrate/runs.cpp).
+	    "AND NOT EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) ";
 	SpiResult r = SpiExecPrepared(columns + "ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED", {Num(limit)});
 	// Changes tried before (keyed) whose key has a newer due change beyond the limit: that one
 	// comes along, so that the older one is coalesced into it instead of going out alone after
@@ -784,7 +786,8 @@ MsUntilNextDue()
 	        "SELECT CASE WHEN count(*) = 0 THEN NULL WHEN bool_or(q.next_attempt_at IS NULL) THEN 0 "
 	        "ELSE greatest(0, ceil(extract(epoch FROM "
 	        "min(q.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint FROM switchboard.queue q JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
-	        "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending'")
+	        "JOIN switchboard.endpoints e ON e.name = r.endpoint AND e.enabled WHERE q.state = 'pending' "
+	        "AND NOT EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route)")
 	        .rows[0][0];
 	if (!ms)
 		return -1;

@@ -7,6 +7,7 @@
 #include "pg/boundary.h"
 #include "settings.h"
 #include "connectors/pull.h"
+#include "orchestrate/runs.h"
 #include "translate/route_def.h"
 #include "store/pull_store.h"
 #include "store/queue_store.h"
@@ -96,7 +97,8 @@ CommitDurably()
 
 class DeliveryLoop {
 public:
-	DeliveryLoop() : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}())
+	DeliveryLoop()
+	    : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}()), runs_(&dispatcher_, &rng_)
 	{
 		dispatcher_.SetRateLimitStore(SharedRateLimitStore()); // rate_limit_group
 	}
@@ -193,6 +195,10 @@ private:
 	{
 		long push_wait = PushRound();
 		if (!has_extension || !setting_enabled || stop_requested || schema_outdated_)
+			return push_wait;
+		// Routes with steps: their changes become runs (orchestrate/runs.h).
+		push_wait = std::min(push_wait, runs_.Round(ShouldStop));
+		if (stop_requested)
 			return push_wait;
 		long pull_wait = PullRound();
 		return std::min(push_wait, pull_wait);
@@ -458,6 +464,7 @@ private:
 	HttpClient client_;
 	Dispatcher dispatcher_;
 	std::mt19937_64 rng_;
+	RunExecutor runs_;
 	int64_t last_prune_ms_ = 0;
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;

@@ -1196,13 +1196,58 @@ class WebhookSink:
 # --------------------------------------------------------------------------- OpenAI
 
 class OpenAI:
+    """OpenAI-compatible chat completions. Configured by POST /_control/openai with any of:
+    content (the answer's message content: a string, or JSON sent as its text; null: the
+    default {"score": length of the last user message}), rules ([{"match": substring of the
+    last user message, "content": ...}], first match wins), latency_ms, usage ({"prompt_tokens",
+    "completion_tokens"} to report), malformed (true: content cut off mid-JSON), error
+    ({"kind": "insufficient_quota" | "rate_limit", "count": n (-1: always), "retry_after": s,
+    "reset_requests": "1s"}: 429 answers)."""
+
     def __init__(self, double):
         self.d = double
         self.reset()
 
     def reset(self):
         self.content = None       # None: echo {"score": len(last user message)}
+        self.rules = []
+        self.latency_ms = 0
+        self.usage = None
+        self.malformed = False
+        self.error = None
         self.calls = 0
+
+    def configure(self, body):
+        for name in ("content", "rules", "latency_ms", "usage", "malformed", "error"):
+            if name in body:
+                setattr(self, name, body[name] if body[name] is not None or name == "content"
+                        else OpenAI.__dict__.get(name, None))
+        if self.rules is None:
+            self.rules = []
+        if self.latency_ms is None:
+            self.latency_ms = 0
+        return {"content": self.content, "rules": self.rules, "latency_ms": self.latency_ms,
+                "usage": self.usage, "malformed": bool(self.malformed), "error": self.error}
+
+    def error_answer(self):
+        """The configured 429, or None (called with the lock held)."""
+        e = self.error
+        if not e or e.get("count", -1) == 0:
+            return None
+        if e.get("count", -1) > 0:
+            e["count"] -= 1
+        if e.get("kind") == "insufficient_quota":
+            return Response(429, {"error": {
+                "message": "You exceeded your current quota, please check your plan and billing details.",
+                "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}})
+        headers = {}
+        if e.get("retry_after") is not None:
+            headers["Retry-After"] = str(e["retry_after"])
+        if e.get("reset_requests"):
+            headers["x-ratelimit-reset-requests"] = str(e["reset_requests"])
+        return Response(429, {"error": {
+            "message": "Rate limit reached for requests", "type": "requests", "param": None,
+            "code": "rate_limit_exceeded"}}, headers)
 
     def handle(self, req):
         if req.path != "/v1/chat/completions":
@@ -1232,20 +1277,80 @@ class OpenAI:
         with self.d.lock:
             self.calls += 1
             n = self.calls
+            refused = self.error_answer()
             content = self.content
+            for rule in self.rules:
+                if isinstance(rule, dict) and str(rule.get("match", "")) in last_user:
+                    content = rule.get("content")
+                    break
+            latency_ms = self.latency_ms
+            usage = self.usage
+            malformed = self.malformed
+        if latency_ms:
+            time.sleep(latency_ms / 1000.0)
+        if refused is not None:
+            return refused
         if content is None:
             content = json.dumps({"score": len(last_user)})
         elif not isinstance(content, str):
             content = json.dumps(content)
+        if malformed:
+            content = content[:max(1, len(content) // 2)]
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 1
                             for m in messages if isinstance(m, dict))
+        completion_tokens = len(content) // 4 + 1
+        if isinstance(usage, dict):
+            prompt_tokens = int(usage.get("prompt_tokens", prompt_tokens))
+            completion_tokens = int(usage.get("completion_tokens", completion_tokens))
         return Response(200, {
             "id": "chatcmpl-double%06d" % n, "object": "chat.completion",
             "created": int(time.time()), "model": body.get("model", "gpt-double"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4 + 1,
-                      "total_tokens": prompt_tokens + len(content) // 4 + 1}})
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}})
+
+
+# --------------------------------------------------------------------------- generic enrichment
+
+class Enrich:
+    """A generic JSON enrichment API: POST /enrich/{name} with a JSON object answers
+    {"input": <the body>, "domain": <domain of body.email>, "employees": <len(domain) * 10>}, or
+    what PUT /_control/enrich/{name} {"status", "body", "latency_ms"} configured."""
+
+    ROUTE = re.compile(r"^/enrich/([^/]+)$")
+
+    def __init__(self, double):
+        self.d = double
+        self.reset()
+
+    def reset(self):
+        self.answers = {}
+        self.calls = collections.Counter()
+
+    def handle(self, req):
+        m = self.ROUTE.match(req.path)
+        if not m:
+            return Response(404, {"error": "unknown path"})
+        if req.method != "POST":
+            return Response(405, {"error": "method not allowed"})
+        name = m.group(1)
+        try:
+            body = req.json()
+        except ValueError:
+            return Response(400, {"error": "body is not JSON"})
+        if not isinstance(body, dict):
+            return Response(422, {"error": "body must be a JSON object"})
+        with self.d.lock:
+            self.calls[name] += 1
+            answer = self.answers.get(name)
+        if answer and answer.get("latency_ms"):
+            time.sleep(answer["latency_ms"] / 1000.0)
+        if answer and ("status" in answer or "body" in answer):
+            return Response(int(answer.get("status", 200)), answer.get("body", {}))
+        email = body.get("email") if isinstance(body.get("email"), str) else ""
+        domain = email.split("@", 1)[1] if "@" in email else ""
+        return Response(200, {"input": body, "domain": domain, "employees": len(domain) * 10})
 
 
 # --------------------------------------------------------------------------- faults
@@ -1733,6 +1838,7 @@ class CrmDouble:
         self.salesforce = Salesforce(self)
         self.hooks = WebhookSink(self)
         self.openai = OpenAI(self)
+        self.enrich = Enrich(self)
         self.woo = WooCommerce(self)
         self.generation = 0
         self.stats = {"in_flight": 0}
@@ -1756,7 +1862,7 @@ class CrmDouble:
                           "max_concurrent": in_flight,
                           "rate_limited": collections.Counter(),
                           "faults_applied": collections.Counter()}
-            for system in (self.hubspot, self.salesforce, self.hooks, self.openai, self.woo):
+            for system in (self.hubspot, self.salesforce, self.hooks, self.openai, self.enrich, self.woo):
                 system.reset()
 
     def set_config(self, changes):
@@ -1797,6 +1903,8 @@ class CrmDouble:
             return self.hooks
         if path.startswith("/v1/"):
             return self.openai
+        if path.startswith("/enrich/"):
+            return self.enrich
         if path.startswith("/wp-json/"):
             return self.woo
         return None
@@ -1870,8 +1978,15 @@ class Control:
                 return Response(200, self.send(body))
             if head == "openai" and m in ("POST", "PUT"):
                 with d.lock:
-                    d.openai.content = body.get("content")
-                return Response(200, {"content": body.get("content")})
+                    return Response(200, d.openai.configure(body))
+            if head == "enrich" and len(parts) == 2 and m in ("PUT", "POST"):
+                with d.lock:
+                    d.enrich.answers[parts[1]] = body
+                return Response(200, body)
+            if head == "enrich" and len(parts) == 2 and m == "DELETE":
+                with d.lock:
+                    d.enrich.answers.pop(parts[1], None)
+                return Response(200, {"ok": True})
         except (ValueError, TypeError) as e:
             return Response(400, {"error": str(e)})
         return Response(404, {"error": "unknown control endpoint %s %s" % (m, req.path)})

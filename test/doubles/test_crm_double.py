@@ -668,6 +668,44 @@ class OpenAITests(Base):
         self.c.ctl("POST", "openai", {"content": "not json"})
         self.assertEqual(self.chat("x")[2]["choices"][0]["message"]["content"], "not json")
 
+    def test_rules_latency_usage_malformed(self):
+        self.c.ctl("POST", "openai", {"content": None, "rules": [{"match": "vip", "content": {"score": 99}}],
+                                      "usage": {"prompt_tokens": 11, "completion_tokens": 3}})
+        body = self.chat("a vip lead")[2]
+        self.assertEqual(json.loads(body["choices"][0]["message"]["content"]), {"score": 99})
+        self.assertEqual(body["usage"]["prompt_tokens"], 11)
+        self.assertEqual(json.loads(self.chat("plain")[2]["choices"][0]["message"]["content"]), {"score": 5})
+        self.c.ctl("POST", "openai", {"latency_ms": 300})
+        t0 = time.monotonic()
+        self.chat("x")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.29)
+        self.c.ctl("POST", "openai", {"latency_ms": 0, "rules": [], "malformed": True})
+        content = self.chat("hello")[2]["choices"][0]["message"]["content"]
+        self.assertRaises(ValueError, json.loads, content)
+
+    def test_quota_and_rate_limit_429(self):
+        self.c.ctl("POST", "openai", {"error": {"kind": "insufficient_quota", "count": 1}})
+        st, _, body = self.chat("x")
+        self.assertEqual((st, body["error"]["code"]), (429, "insufficient_quota"))
+        self.assertEqual(self.chat("x")[0], 200)
+        self.c.ctl("POST", "openai", {"error": {"kind": "rate_limit", "count": 1, "retry_after": 2,
+                                                "reset_requests": "1s"}})
+        st, hdrs, body = self.chat("x")
+        self.assertEqual((st, body["error"]["code"], hdrs["Retry-After"], hdrs["x-ratelimit-reset-requests"]),
+                         (429, "rate_limit_exceeded", "2", "1s"))
+        self.assertEqual(self.chat("x")[0], 200)
+
+
+class EnrichTests(Base):
+    def test_default_and_configured_answers(self):
+        st, _, body = self.c.call("POST", "/enrich/firmo", {"email": "ada@acme.io"})
+        self.assertEqual((st, body["domain"], body["employees"]), (200, "acme.io", 70))
+        self.assertEqual(self.c.call("POST", "/enrich/firmo", [1])[0], 422)
+        self.c.ctl("PUT", "enrich/firmo", {"status": 503, "body": {"error": "down"}})
+        self.assertEqual(self.c.call("POST", "/enrich/firmo", {"email": "a@b.c"})[0], 503)
+        self.c.ctl("DELETE", "enrich/firmo")
+        self.assertEqual(self.c.call("POST", "/enrich/firmo", {"email": "a@b.c"})[0], 200)
+
 
 # --------------------------------------------------------------------------- faults
 

@@ -132,7 +132,7 @@ TEST(Registry, KindsAndOpNames)
 	EXPECT_STREQ(OpName(Op::Insert), "insert");
 	EXPECT_STREQ(OpName(Op::Update), "update");
 	EXPECT_STREQ(OpName(Op::Delete), "delete");
-	for (const char *kind : {"hubspot", "salesforce", "webhook", "openai"}) {
+	for (const char *kind : {"hubspot", "salesforce", "webhook", "openai", "http"}) {
 		EXPECT_TRUE(IsKnownKind(kind)) << kind;
 		EXPECT_NE(MakeConnector(kind), nullptr) << kind;
 	}
@@ -148,7 +148,31 @@ TEST(Registry, KindsAndOpNames)
 TEST(Registry, OpenAIIsNotARouteTarget)
 {
 	auto connector = MakeConnector("openai");
-	EXPECT_THROW(connector->BuildCalls(Endpoint(), Route(), {}, Auth()), std::logic_error);
+	EXPECT_FALSE(connector->NotARouteTarget().empty());
+	// Its calls are enrich steps' (EnrichCalls): one chat request per change.
+	Change change;
+	change.fields = {{"step", "score"}, {"input", "hi"}, {"options", {{"model", "m"}}}};
+	Endpoint endpoint;
+	endpoint.base_url = "http://127.0.0.1:9";
+	std::vector<Call> calls = connector->BuildCalls(endpoint, Route(), {change, change}, Auth());
+	ASSERT_EQ(calls.size(), 2u);
+	EXPECT_EQ(calls[1].changes, std::vector<size_t>{1});
+	EXPECT_EQ(Json::parse(calls[0].request.body)["messages"][0]["content"], "hi");
+	HttpResponse answer;
+	answer.status = 200;
+	answer.body =
+	    R"({"choices":[{"message":{"content":"{\"a\":1}"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}})";
+	CallResult result = connector->ParseResult(calls[0], {change}, answer);
+	ASSERT_EQ(result.results.size(), 1u);
+	EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
+	Json carried = Json::parse(result.results[0].remote_id);
+	EXPECT_EQ(carried["output"], Json({{"a", 1}}));
+	EXPECT_EQ(carried["prompt_tokens"], 3);
+	answer.status = 429;
+	answer.body = R"({"error":{"code":"insufficient_quota"}})";
+	result = connector->ParseResult(calls[0], {change}, answer);
+	EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
+	EXPECT_FALSE(result.stop_endpoint); // each step fails; the endpoint is not paused
 }
 
 TEST(Helpers, SkippedChangesAreThoseWithoutACall)
@@ -1091,11 +1115,12 @@ TEST(OpenAI, ChatResults)
 	ChatResult result = ParseChatResult(Answer(200, R"({"id":"chatcmpl-1","choices":[{"index":0,
 	    "message":{"role":"assistant","content":"{\"score\": 87, \"segment\": \"smb\"}"},"finish_reason":"stop"}]})"));
 	EXPECT_EQ(result.outcome, Outcome::Delivered);
-	EXPECT_EQ(result.content["score"], 87);
-	EXPECT_EQ(result.content["segment"], "smb");
+	EXPECT_EQ(result.output["score"], 87);
+	EXPECT_EQ(result.output["segment"], "smb");
 
+	// SPEC §5: content that is not a JSON object is a permanent failure of the step.
 	result = ParseChatResult(Answer(200, R"({"choices":[{"message":{"content":"not json"}}]})"));
-	EXPECT_EQ(result.outcome, Outcome::Retry);
+	EXPECT_EQ(result.outcome, Outcome::Dead);
 
 	result = ParseChatResult(Answer(
 	    429,

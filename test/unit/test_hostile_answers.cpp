@@ -242,10 +242,11 @@ TEST(HostileChatTest, OpenAIAnswerAndTheModelsContent)
 	ChatResult result = ParseChatResult(Answer(200, R"({"choices":[{"message":{"content":"{}","x":)" + deep + "}}]}"));
 	EXPECT_EQ(result.outcome, Outcome::Retry);
 	EXPECT_TRUE(Mentions(result.error, "nested deeper than 64 levels")) << result.error.substr(0, 300);
-	// The model's JSON arrives inside a string: the inner parse is limited too.
+	// The model's JSON arrives inside a string: the inner parse is limited too, and content that
+	// is no usable JSON object is a permanent failure of the step (SPEC §5).
 	result = ParseChatResult(
 	    Answer(200, Json{{"choices", {{{"message", {{"content", "{\"a\":" + deep + "}"}}}}}}}.dump()));
-	EXPECT_EQ(result.outcome, Outcome::Retry);
+	EXPECT_EQ(result.outcome, Outcome::Dead);
 	EXPECT_TRUE(Mentions(result.error, "nested deeper than 64 levels")) << result.error.substr(0, 300);
 	result = ParseChatResult(Answer(429, R"({"error":)" + deep + "}"));
 	EXPECT_EQ(result.outcome, Outcome::Retry);

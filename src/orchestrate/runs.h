@@ -1,0 +1,35 @@
+// Runs (SPEC §7): a captured change of a route with steps becomes a run, and the worker executes
+// its steps in position order, one step at a time, committing each step's outcome before the
+// next one starts. enrich, notify and deliver steps make their request with no transaction
+// open; the attempt is counted durably first, so a crash repeats at most the step in flight.
+//
+// Per key, runs execute one after another in commit order (only the oldest unfinished run of
+// a key is ever due); runs of different keys interleave. A transient failure retries that step
+// alone (backoff, Retry-After, the step's max_attempts); a permanent one, or the last attempt,
+// leaves the run failed at that step (dead_letters, runs), and retry(id) resumes it there.
+#pragma once
+
+#include <functional>
+#include <random>
+
+#include "delivery/dispatcher.h"
+
+namespace switchboard {
+
+class RunExecutor {
+public:
+	RunExecutor(Dispatcher *dispatcher, std::mt19937_64 *rng) : dispatcher_(dispatcher), rng_(rng) {}
+
+	// Adopts pending changes of routes with steps as runs, then executes one step of each due
+	// run. Opens and commits its own transactions (none may be open). Returns how long the
+	// worker may sleep: 0 when there is more to do at once.
+	long Round(const std::function<bool()> &should_stop);
+
+private:
+	size_t Adopt();
+
+	Dispatcher *dispatcher_;
+	std::mt19937_64 *rng_;
+};
+
+} // namespace switchboard
