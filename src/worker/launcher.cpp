@@ -50,12 +50,25 @@ ListDatabases(Oid *out, int max)
 	Relation rel = table_open(DatabaseRelationId, AccessShareLock);
 	TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
 	HeapTuple tuple;
-	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != nullptr && count < max) {
+	bool cut_short = false;
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
-		if (db->datallowconn && !db->datistemplate)
-			out[count++] = db->oid;
+		if (!db->datallowconn || db->datistemplate)
+			continue;
+		if (count == max) {
+			cut_short = true;
+			break;
+		}
+		out[count++] = db->oid;
 	}
 	table_endscan(scan);
+	// Said once per launcher: the databases beyond the limit get no worker.
+	static bool warned = false;
+	if (cut_short && !warned) {
+		warned = true;
+		ereport(WARNING,
+		        (errmsg("switchboard serves at most %d databases of this cluster; the others get no worker", max)));
+	}
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();

@@ -66,10 +66,13 @@ InstallWakeCallback()
 
 using namespace switchboard;
 
-// switchboard.wake(): now, so that a waiting caller (wait_idle) is served without committing.
+// switchboard.wake(): now, so that a waiting caller (wait_idle) is served without committing;
+// and again at commit, since what the caller changed (retry(), pull_now() in a transaction)
+// is visible only then: a worker woken now may find nothing and leave (max_workers).
 SB_PG_FUNCTION(switchboard_wake)
 {
 	SetWorkerLatch(MyDatabaseId);
+	WakeWorkerAtCommit();
 	PG_RETURN_VOID();
 }
 
