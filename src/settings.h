@@ -9,7 +9,8 @@ extern int setting_max_attempts;
 extern int setting_history_retention_s;
 extern int setting_dead_letter_retention_s; // 0: keep dead letters until retried or discarded
 extern char *setting_allowed_hosts;
-extern int setting_max_workers; // per-database workers of the whole cluster (the launcher not counted)
+extern char *setting_rate_limit_groups; // rate_limit_group names endpoints may use (superuser-set)
+extern int setting_max_workers;         // per-database workers of the whole cluster (the launcher not counted)
 
 // pg_dump restores run with check_function_bodies off: like function bodies, switchboard's
 // configuration is then not re-checked, and capture triggers come from the dump itself.

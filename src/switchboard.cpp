@@ -30,6 +30,7 @@ int setting_max_attempts = 12;
 int setting_history_retention_s = 7 * 24 * 3600;
 int setting_dead_letter_retention_s = 0;
 char *setting_allowed_hosts = nullptr;
+char *setting_rate_limit_groups = nullptr;
 int setting_max_workers = 8;
 
 bool
@@ -67,6 +68,9 @@ _PG_init(void)
 	DefineCustomIntVariable("switchboard.max_workers",
 	                        "Workers of all databases together; more databases take turns, idle ones first.", nullptr,
 	                        &setting_max_workers, 8, 1, kMaxDatabases, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomStringVariable("switchboard.rate_limit_groups",
+	                           "Comma list of rate_limit_group names endpoints may share across databases.", nullptr,
+	                           &setting_rate_limit_groups, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 	DefineCustomStringVariable("switchboard.allowed_hosts",
 	                           "Comma list of host patterns endpoints may point at; empty allows any.", nullptr,
 	                           &setting_allowed_hosts, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

@@ -27,6 +27,7 @@
 #include "pg/spi.h"
 #include "settings.h"
 #include "translate/route_def.h"
+#include "worker/shared_limits.h"
 
 extern "C" {
 #include "catalog/catalog.h"
@@ -257,11 +258,19 @@ ValidateEndpoint(const Row &row)
 	if (!url_problem.empty())
 		r.Reject("base_url \"" + url + "\": " + url_problem,
 		         allowed.empty() ? "" : "switchboard.allowed_hosts: " + allowed);
+	Json options;
 	try {
-		ValidateOptions(kind, Json::parse(row.Text("options")));
+		options = Json::parse(row.Text("options"));
+		ValidateOptions(kind, options);
 	} catch (const std::exception &e) {
 		r.Reject(std::string("options: ") + e.what());
 	}
+	if (options.is_object() && options.contains("rate_limit_group") && options["rate_limit_group"].is_string() &&
+	    !RateLimitGroupDeclared(options["rate_limit_group"].get<std::string>()))
+		r.Reject("options: rate_limit_group \"" + options["rate_limit_group"].get<std::string>() +
+		             "\" is not declared in switchboard.rate_limit_groups",
+		         "A group is shared by every database of the cluster, so a superuser declares it: add its name to "
+		         "switchboard.rate_limit_groups (postgresql.conf) and reload.");
 }
 
 // "" when a route may use relid as its source, else why not.

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "pg/prelude.h"
+#include "settings.h"
 
 extern "C" {
 #include "storage/spin.h"
@@ -33,8 +34,9 @@ class ShmemStore : public RateLimitStore {
 public:
 	bool Run(const std::string &group, RateLimiter *limiter, const std::function<void()> &fn) override
 	{
+		// An undeclared group (removed from the setting since) is the endpoint's own limiter.
 		if (limits == nullptr || group.empty() || group.size() >= sizeof(Group::name) ||
-		    limiter->count() > kMaxGroupSlots)
+		    limiter->count() > kMaxGroupSlots || !RateLimitGroupDeclared(group))
 			return false;
 		// Copied out and in around the lock: the limiter's deque may allocate, which must not
 		// happen under a spinlock, so the arithmetic runs on the copy and the result is stored
@@ -92,6 +94,24 @@ public:
 ShmemStore store;
 
 } // namespace
+
+bool
+RateLimitGroupDeclared(const std::string &group)
+{
+	std::string list = setting_rate_limit_groups ? setting_rate_limit_groups : "";
+	size_t start = 0;
+	while (start <= list.size()) {
+		size_t end = list.find(',', start);
+		if (end == std::string::npos)
+			end = list.size();
+		std::string name = list.substr(start, end - start);
+		size_t first = name.find_first_not_of(" \t"), last = name.find_last_not_of(" \t");
+		if (first != std::string::npos && name.substr(first, last - first + 1) == group)
+			return true;
+		start = end + 1;
+	}
+	return false;
+}
 
 size_t
 SharedLimitsSize()

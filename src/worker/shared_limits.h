@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "delivery/dispatcher.h"
 
@@ -14,6 +15,11 @@ constexpr int kMaxGroupSlots = 512;
 // From RequestSharedMemory: the size to reserve, and the struct's setup at startup.
 size_t SharedLimitsSize();
 void SharedLimitsInit(void *memory, bool found);
+
+// Whether switchboard.rate_limit_groups declares the group. A group is one limiter for every
+// database of the cluster, so only a superuser (the setting) may create one: a role that may
+// configure endpoints in one database must not pause or throttle another database's.
+bool RateLimitGroupDeclared(const std::string &group);
 
 // The store the worker's dispatcher uses.
 RateLimitStore *SharedRateLimitStore();

@@ -11,7 +11,7 @@ use Time::HiRes qw(time sleep);
 
 my $t0 = time;
 my ($base, $double) = start_double();
-my $node = new_node('limits');
+my $node = new_node('limits', 'switchboard.rate_limit_groups' => "'acct, other_acct'");
 my $upsert_path = '/crm/v3/objects/contacts/batch/upsert';
 my ($count, $window_ms) = (4, 500);
 my $options = qq({"batch_size": 1, "rate_limit": "$count/${window_ms}ms", "rate_limit_group": "acct"});
@@ -22,6 +22,11 @@ setup_hubspot_route($node, $base, db => 'other', options => $options);
 my ($rc, $out, $err) =
   $node->psql('postgres', q{UPDATE switchboard.endpoints SET options = options || '{"rate_limit_group": ""}'});
 like($err, qr/rate_limit_group/, 'an empty group name is refused');
+# A group is shared by every database: only one a superuser declared may be named.
+($rc, $out, $err) =
+  $node->psql('postgres', q{UPDATE switchboard.endpoints SET options = options || '{"rate_limit_group": "not_declared"}'});
+like($err, qr/rate_limit_group "not_declared" is not declared in switchboard.rate_limit_groups/,
+	'a group the superuser did not declare is refused');
 
 # Both databases get their backlog at once: paused, filled, resumed.
 sub set_enabled
