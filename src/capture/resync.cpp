@@ -41,7 +41,9 @@ namespace {
 // a chunk, every row version read is checked: if a transaction that did not abort has updated
 // or deleted it, resync's queue row is taken back and the newest version re-read (after waiting
 // for that transaction), as SELECT FOR SHARE would do, without needing UPDATE privilege.
-// Any transaction that updates the row after the check draws its id after resync's.
+// Any transaction that updates the row after the check draws its id after resync's; should it
+// be delivered before resync commits, the worker has marked its key (HoldResyncLock), so the
+// older image resync queued is not sent after it.
 struct QueuedRow {
 	Oid table;
 	ItemPointerData row;       // the source row version that was read
