@@ -12,7 +12,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	try {
 		ChatResult result = ParseChatResult(fuzz::ResponseFrom(data, size));
 		if (result.outcome == Outcome::Delivered)
-			(void) result.content.dump(); // stored by the worker
+			(void) result.output.dump(); // stored by the worker
 	} catch (const std::exception &) {
 	}
 	return 0;
