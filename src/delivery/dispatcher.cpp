@@ -152,6 +152,8 @@ struct EndpointSession {
 
 	std::string Redact(std::string text) const
 	{
+		if (text.empty()) // most results: no error text (masking would parse the secret each time)
+			return text;
 		std::vector<std::string> all = tokens;
 		if (state->has_token)
 			all.push_back(state->token.access_token);
