@@ -98,6 +98,10 @@ ReplaceAll(std::string text, const std::string &needle, const std::string &repla
 std::string
 MaskSecrets(const Endpoint &endpoint, const std::vector<std::string> &tokens, std::string text)
 {
+	// Most results carry no error text: nothing to mask, and no parse of the secret per record
+	// (that was a fifth of the worker's CPU in batched delivery).
+	if (text.empty())
+		return text;
 	std::vector<std::string> secrets = tokens;
 	secrets.push_back(endpoint.secret);
 	Json parsed = TryParseRemoteJson(endpoint.secret);
@@ -152,8 +156,6 @@ struct EndpointSession {
 
 	std::string Redact(std::string text) const
 	{
-		if (text.empty()) // most results: no error text (masking would parse the secret each time)
-			return text;
 		std::vector<std::string> all = tokens;
 		if (state->has_token)
 			all.push_back(state->token.access_token);

@@ -1344,6 +1344,7 @@ TEST_F(DispatcherSalesforceTest, FetchTokenFailureIsStatusZeroWithoutTheSecret)
 	EXPECT_EQ(status->errors, 1u);
 	EXPECT_EQ(status->last_error.find("s3cr3t-value"), std::string::npos);
 	EXPECT_EQ(dispatcher.RedactSecrets(SalesforceEndpoint(), "client_secret=s3cr3t-value"), "client_secret=****");
+	EXPECT_EQ(dispatcher.RedactSecrets(SalesforceEndpoint(), ""), "");
 }
 
 TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
