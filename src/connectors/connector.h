@@ -53,6 +53,9 @@ struct Change {
 	std::string remote_id;        // remote record id when known (needed for deletes)
 	std::string event_id;         // stable across retries: idempotency key / webhook id
 	int64_t occurred_at_ms = 0;   // commit-side capture time, unix ms
+	// Notify steps (SPEC §7): the event's type exactly ("{route}.{step}"); fields is its data.
+	// Empty for pushed changes (kinds that send events name them remote_object.op).
+	std::string event_type;
 };
 
 // Credentials a call is signed with. Kinds with UsesToken() need a token fetched first.

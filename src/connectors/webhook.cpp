@@ -72,8 +72,10 @@ public:
 				continue; // skipped: SkippedChanges reports it
 			Call call;
 			call.changes.push_back(i);
-			call.request = Event(endpoint, route.remote_object + "." + OpName(change.op), EventId(change),
-			                     change.fields, change.occurred_at_ms, auth);
+			call.request = Event(endpoint,
+			                     change.event_type.empty() ? route.remote_object + "." + OpName(change.op)
+			                                               : change.event_type,
+			                     EventId(change), change.fields, change.occurred_at_ms, auth);
 			calls.push_back(std::move(call));
 		}
 		return calls;

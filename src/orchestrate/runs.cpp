@@ -69,55 +69,133 @@ struct RunRow {
 	Json step_state = Json::object();
 	int64_t captured_ms = 0;
 	std::string state;
+	std::string current_step;
 };
 
-std::optional<RunRow>
-LoadRun(int64_t id)
+constexpr const char *kRunColumns =
+    "id, route, key, op, new::text, old::text, coalesce(position, 0), attempts, outputs::text, step_state::text, "
+    "(extract(epoch FROM captured_at) * 1000)::bigint, state, coalesce(current_step, '')";
+
+RunRow
+RunFromRow(const SpiRow &row)
 {
-	SpiResult r = SpiExecPrepared(
-	    "SELECT route, key, op, new::text, old::text, coalesce(position, 0), attempts, outputs::text, "
-	    "step_state::text, (extract(epoch FROM captured_at) * 1000)::bigint, state "
-	    "FROM switchboard.run_queue WHERE id = $1::bigint FOR UPDATE",
-	    {Num(id)});
-	if (r.rows.empty())
-		return std::nullopt;
-	const SpiRow &row = r.rows[0];
 	RunRow run;
-	run.id = id;
-	run.route = *row[0];
-	run.key = row[1];
-	run.op = ParseOp(*row[2]).value_or(Op::Update);
-	run.new_image = row[3];
-	run.old_image = row[4];
-	run.position = std::stoi(*row[5]);
-	run.attempts = std::stoi(*row[6]);
-	run.outputs = Json::parse(row[7].value_or("{}"));
-	run.step_state = Json::parse(row[8].value_or("{}"));
-	run.captured_ms = std::stoll(*row[9]);
-	run.state = *row[10];
+	run.id = std::stoll(*row[0]);
+	run.route = *row[1];
+	run.key = row[2];
+	run.op = ParseOp(*row[3]).value_or(Op::Update);
+	run.new_image = row[4];
+	run.old_image = row[5];
+	run.position = std::stoi(*row[6]);
+	run.attempts = std::stoi(*row[7]);
+	// Stored by the worker itself, so readable; a value it cannot read (a number past double
+	// range that jsonb keeps) throws, and the caller fails that run alone.
+	run.outputs = Json::parse(row[8].value_or("{}"));
+	run.step_state = Json::parse(row[9].value_or("{}"));
+	run.captured_ms = std::stoll(*row[10]);
+	run.state = *row[11];
+	run.current_step = *row[12];
 	return run;
 }
 
-std::optional<StepDef>
-NextStep(const std::string &route, int position)
+// The runs named, locked, as stored (the ones gone or finished meanwhile are left out).
+std::vector<SpiRow>
+LockRuns(const std::vector<int64_t> &ids)
+{
+	std::string list = "{";
+	for (size_t i = 0; i < ids.size(); i++)
+		list += (i ? "," : "") + Num(ids[i]);
+	list += "}";
+	return SpiExecPrepared(std::string("SELECT ") + kRunColumns +
+	                           " FROM switchboard.run_queue WHERE id = ANY($1::bigint[]) "
+	                           "AND state IN ('pending', 'running', 'waiting') ORDER BY id FOR UPDATE",
+	                       {list})
+	    .rows;
+}
+
+std::vector<StepDef>
+LoadSteps(const std::string &route)
 {
 	SpiResult r = SpiExecPrepared("SELECT name, position, kind, endpoint, run_if, input, options::text "
-	                              "FROM switchboard.steps WHERE route = $1 AND position >= $2::int "
-	                              "ORDER BY position LIMIT 1",
-	                              {route, std::to_string(position)});
-	if (r.rows.empty())
-		return std::nullopt;
-	const SpiRow &row = r.rows[0];
-	StepDef step;
-	step.name = *row[0];
-	step.position = std::stoi(*row[1]);
-	step.kind = *row[2];
-	step.endpoint = row[3];
-	step.run_if = row[4];
-	step.input = row[5];
-	step.options = Json::parse(row[6].value_or("{}"));
-	return step;
+	                              "FROM switchboard.steps WHERE route = $1 ORDER BY position",
+	                              {route});
+	std::vector<StepDef> steps;
+	for (const auto &row : r.rows) {
+		StepDef step;
+		step.name = *row[0];
+		step.position = std::stoi(*row[1]);
+		step.kind = *row[2];
+		step.endpoint = row[3];
+		step.run_if = row[4];
+		step.input = row[5];
+		step.options = Json::parse(row[6].value_or("{}"));
+		steps.push_back(std::move(step));
+	}
+	return steps;
 }
+
+// A step the run has finished (done or skipped): never run again, whatever its position now.
+bool
+Completed(const RunRow &run, const std::string &step)
+{
+	auto it = run.step_state.find(step);
+	if (it == run.step_state.end() || !it->is_object())
+		return false;
+	std::string state = it->value("state", std::string());
+	return state == "done" || state == "skipped";
+}
+
+// The run's next step: the first, in position order, that it has not finished. By name, not
+// by a stored position, so steps renumbered (or inserted) while runs are pending never make
+// a run repeat a step it completed.
+const StepDef *
+NextStep(const std::vector<StepDef> &steps, const RunRow &run)
+{
+	for (const auto &step : steps)
+		if (!Completed(run, step.name))
+			return &step;
+	return nullptr;
+}
+
+void NoteNotRun(const std::string &route, const std::string &why);
+
+// What one round knows of a route: its definition (nullopt: not run now) and its steps.
+struct RouteCache {
+	std::optional<RouteDef> def;
+	std::vector<StepDef> steps;
+};
+
+class RoundCache {
+public:
+	RouteCache &Route(const std::string &name)
+	{
+		auto it = routes_.find(name);
+		if (it != routes_.end())
+			return it->second;
+		RouteCache cache;
+		try {
+			Subtransaction sub;
+			cache.def = FindRoute(name, false);
+			if (cache.def && !cache.def->enabled)
+				cache.def.reset();
+			if (cache.def)
+				cache.steps = LoadSteps(name);
+			sub.Commit();
+		} catch (const PgError &e) {
+			if (TransientError(e.sqlerrcode))
+				throw;
+			cache.def.reset();
+			NoteNotRun(name, e.what());
+		}
+		return routes_.emplace(name, std::move(cache)).first->second;
+	}
+
+	const std::optional<Endpoint> &EndpointNamed(const std::string &name);
+
+private:
+	std::map<std::string, RouteCache> routes_;
+	std::map<std::string, std::optional<Endpoint>> endpoints_;
+};
 
 std::optional<Endpoint>
 LoadEndpoint(const std::string &name)
@@ -135,6 +213,15 @@ LoadEndpoint(const std::string &name)
 	endpoint.options = Json::parse(r.rows[0][3].value_or("{}"));
 	endpoint.secret = r.rows[0][4].value_or("");
 	return endpoint;
+}
+
+const std::optional<Endpoint> &
+RoundCache::EndpointNamed(const std::string &name)
+{
+	auto it = endpoints_.find(name);
+	if (it == endpoints_.end())
+		it = endpoints_.emplace(name, LoadEndpoint(name)).first;
+	return it->second;
 }
 
 // new and old as a filter sees them (translator.cpp): for a delete new is the deleted row,
@@ -276,9 +363,10 @@ SaveRun(const RunRow &run, const std::string &state, const std::string &current_
 	     run.outputs.dump(), run.step_state.dump(), error, std::to_string(http_status), Num(next_in_ms)});
 }
 
-// The step is over: its output counts, the run goes on with the next one.
+// The step is over: its output counts, the run goes on with the next one (saved by the
+// caller: local steps of a run complete one after another in one transaction).
 void
-StepDone(RunRow *run, const StepDef &step, const Json &output, const std::string &state, long http_status,
+MarkDone(RunRow *run, const StepDef &step, const Json &output, const std::string &state, long http_status,
          double latency_ms)
 {
 	Json entry = {{"state", state}, {"attempts", run->attempts}};
@@ -293,7 +381,16 @@ StepDone(RunRow *run, const StepDef &step, const Json &output, const std::string
 	run->step_state[step.name] = entry;
 	run->position = step.position + 1;
 	run->attempts = 0;
-	std::optional<StepDef> next = NextStep(run->route, run->position);
+	run->state = "pending";
+}
+
+// Saves a run whose step just completed: pending at its next step, or done.
+void
+SaveDone(RunRow *run, const std::vector<StepDef> &steps, long http_status)
+{
+	const StepDef *next = NextStep(steps, *run);
+	if (next)
+		run->position = next->position;
 	SaveRun(*run, next ? "pending" : "done", next ? next->name : "", "", http_status, 0);
 }
 
@@ -346,18 +443,6 @@ NoteNotRun(const std::string &route, const std::string &why)
 	Report(LOG, "switchboard: route \"" + route + "\" is not run until its definition is fixed: " + why);
 }
 
-// Fetch sent nothing (the endpoint is backing off, a rate limit holds requests back, the worker
-// is stopping): no attempt to count.
-bool
-NotSent(const HttpResponse &response)
-{
-	if (response.status != 0)
-		return false;
-	const std::string &e = response.transport_error;
-	return e.rfind("not sent", 0) == 0 || e.rfind("rate limited", 0) == 0 || e.rfind("abandoned", 0) == 0 ||
-	       e.find(" is backing off") != std::string::npos;
-}
-
 // What phase 1 prepared for a step that makes a request.
 struct Pending {
 	RouteDef def;
@@ -379,6 +464,49 @@ struct Answer {
 	double latency = 0;
 };
 
+// Runs f in a subtransaction of its own: true when it completed. A failure that is this run's
+// alone (an error of its step's SQL, a value the worker cannot read, an answer jsonb refuses)
+// is rolled back and said in *error; one that is not (a cancel, shutdown) goes up.
+template <typename F>
+bool
+Isolated(F &&f, std::string *error)
+{
+	try {
+		Subtransaction sub;
+		f();
+		sub.Commit();
+		return true;
+	} catch (const PgError &e) {
+		if (TransientError(e.sqlerrcode))
+			throw;
+		*error = e.what();
+	} catch (const std::exception &e) {
+		*error = e.what();
+	}
+	return false;
+}
+
+// The run could not be carried on at step: it fails there (retry(id) resumes it there), so it
+// is neither tried again round after round nor holds up the others.
+void
+FailRun(int64_t id, const std::string &step, const std::string &error)
+{
+	std::string ignored;
+	bool ok = Isolated(
+	    [&] {
+		    SpiExecPrepared("UPDATE switchboard.run_queue SET state = 'failed', current_step = nullif($2, ''), "
+		                    "last_error = $3, next_attempt_at = NULL, finished_at = now(), "
+		                    "step_state = CASE WHEN $2 = '' THEN step_state ELSE step_state || "
+		                    "pg_catalog.jsonb_build_object($2, pg_catalog.jsonb_build_object('state', 'failed', "
+		                    "'attempts', attempts, 'error', $3)) END "
+		                    "WHERE id = $1::bigint",
+		                    {Num(id), step, error});
+	    },
+	    &ignored);
+	if (!ok)
+		Report(LOG, "switchboard: could not mark run " + Num(id) + " failed: " + ignored);
+}
+
 } // namespace
 
 size_t
@@ -388,152 +516,156 @@ RunExecutor::Adopt()
 	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, q.captured_at::text FROM switchboard.queue q "
 	    "JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
 	    "WHERE q.state = 'pending' AND EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) "
-	    "ORDER BY q.id LIMIT 500 FOR UPDATE OF q SKIP LOCKED");
-	std::map<std::string, std::optional<RouteDef>> defs;
+	    "ORDER BY q.id LIMIT 1000 FOR UPDATE OF q SKIP LOCKED");
+	if (r.rows.empty())
+		return 0;
+	RoundCache cache;
+	// Set-based: one INSERT of every adopted run, one DELETE of the changes they came from.
+	Json ids = Json::array(), routes = Json::array(), keys = Json::array(), ops = Json::array(), news = Json::array(),
+	     olds = Json::array(), ats = Json::array(), states = Json::array(), positions = Json::array(),
+	     firsts = Json::array(), errors = Json::array();
+	std::string gone = "{";
 	size_t adopted = 0;
 	for (const auto &row : r.rows) {
 		const std::string &route = *row[1];
-		auto it = defs.find(route);
-		if (it == defs.end()) {
-			std::optional<RouteDef> def;
-			try {
-				Subtransaction sub;
-				def = FindRoute(route, false);
-				sub.Commit();
-			} catch (const PgError &e) {
-				NoteNotRun(route, e.what());
-			}
-			it = defs.emplace(route, std::move(def)).first;
-		}
-		if (!it->second)
+		RouteCache &rc = cache.Route(route);
+		if (!rc.def)
 			continue;
-		RouteDef keyed = *it->second;
+		RouteDef keyed = *rc.def;
 		keyed.mappings.clear(); // the key and the filters; mappings are the deliver step's
 		Op op = ParseOp(*row[2]).value_or(Op::Update);
 		Translation t = Translate(keyed, op, row[3], row[4], false);
 		if (t.status != Translation::Status::Filtered) {
-			std::optional<StepDef> first = NextStep(route, std::numeric_limits<int>::min());
+			const StepDef *first = rc.steps.empty() ? nullptr : &rc.steps.front();
 			bool failed = t.status == Translation::Status::Failed || !first;
-			SpiExecPrepared("INSERT INTO switchboard.run_queue (id, route, key, op, new, old, captured_at, state, "
-			                "position, current_step, last_error, finished_at) VALUES ($1::bigint, $2, nullif($3, ''), "
-			                "$4, $5::json, $6::json, $7::timestamptz, $8, $9::int, $10, nullif($11, ''), "
-			                "CASE WHEN $8 = 'failed' THEN now() END)",
-			                {*row[0], route, t.key, *row[2], row[3], row[4], *row[5], failed ? "failed" : "pending",
-			                 first ? std::to_string(first->position) : SpiText(), first ? first->name : SpiText(),
-			                 failed ? (t.error.empty() ? "the route has no steps" : t.error) : ""});
+			ids.push_back(*row[0]);
+			routes.push_back(route);
+			keys.push_back(failed && t.key.empty() ? Json() : Json(t.key));
+			ops.push_back(*row[2]);
+			news.push_back(row[3] ? Json(*row[3]) : Json());
+			olds.push_back(row[4] ? Json(*row[4]) : Json());
+			ats.push_back(*row[5]);
+			states.push_back(failed ? "failed" : "pending");
+			positions.push_back(first ? Json(first->position) : Json());
+			firsts.push_back(first ? Json(first->name) : Json());
+			errors.push_back(failed ? Json(t.error.empty() ? "the route has no steps" : t.error) : Json());
 		}
-		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = $1::bigint", {*row[0]});
+		gone += (adopted ? "," : "") + *row[0];
 		adopted++;
 	}
+	gone += "}";
+	if (!ids.empty())
+		SpiExecPrepared("INSERT INTO switchboard.run_queue (id, route, key, op, new, old, captured_at, state, "
+		                "position, current_step, last_error, finished_at) "
+		                "SELECT (a->>0)::bigint, a->>1, nullif(a->>2, ''), a->>3, (a->>4)::json, (a->>5)::json, "
+		                "(a->>6)::timestamptz, a->>7, (a->>8)::int, a->>9, a->>10, "
+		                "CASE WHEN a->>7 = 'failed' THEN now() END "
+		                "FROM pg_catalog.jsonb_array_elements($1::jsonb) a",
+		                {[&] {
+			                Json all = Json::array();
+			                for (size_t i = 0; i < ids.size(); i++)
+				                all.push_back(Json::array({ids[i], routes[i], keys[i], ops[i], news[i], olds[i], ats[i],
+				                                           states[i], positions[i], firsts[i], errors[i]}));
+			                return all.dump();
+		                }()});
+	if (adopted)
+		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {gone});
 	return adopted;
 }
 
 namespace {
 
-// Phase 1 of one run's current step, in its own transaction: a local step (skipped, sql,
-// writeback) completes; a request step comes back prepared, its attempt committed.
+// Phase 1 of one run, inside the round's transaction: its local steps (skipped, sql,
+// writeback) complete one after another; a request step comes back prepared, its attempt
+// counted. *at is the step being worked on (for the caller, should this throw).
 std::optional<Pending>
-Prepare(int64_t run_id, bool *worked, std::mt19937_64 &rng)
+Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 {
-	std::optional<Pending> pending;
-	RunRow run;
-	// Phase 1: the step's expressions; local steps (skipped, sql, writeback) complete here.
-	{
-		WorkerTransaction tx;
-		std::optional<RunRow> loaded = LoadRun(run_id);
-		if (!loaded || (loaded->state != "pending" && loaded->state != "running" && loaded->state != "waiting")) {
-			tx.Commit();
-			return std::nullopt;
-		}
-		run = *loaded;
-		std::optional<RouteDef> def;
-		try {
-			Subtransaction sub;
-			def = FindRoute(run.route, false);
-			sub.Commit();
-		} catch (const PgError &e) {
-			NoteNotRun(run.route, e.what());
-		}
-		if (!def) {
-			tx.Commit();
-			return std::nullopt;
-		}
-		std::optional<StepDef> step = NextStep(run.route, run.position);
-		if (!step) {
+	RouteCache &rc = cache.Route(run.route);
+	if (!rc.def)
+		return std::nullopt; // not run now (disabled, or its definition fails its checks)
+	const RouteDef &def = *rc.def;
+	bool cut_short = run.state == "running"; // the worker stopped with this step in flight
+	for (;;) {
+		const StepDef *next = NextStep(rc.steps, run);
+		if (!next) {
 			SaveRun(run, "done", "", "", 0, 0);
-			tx.Commit();
-			*worked = true;
 			return std::nullopt;
 		}
+		const StepDef &step = *next;
+		*at = step.name;
+		run.position = step.position;
+		if (cut_short && run.current_step == step.name && run.attempts >= MaxAttempts(step)) {
+			// A step that keeps killing the worker (or the server) ends failed instead of
+			// being sent again after every restart.
+			StepFailed(&run, step, true,
+			           "its last attempt was cut short (the worker stopped or crashed while it was in flight); " +
+			               std::to_string(run.attempts) + " of " + std::to_string(MaxAttempts(step)) + " attempts used",
+			           0, -1, 0, rng);
+			return std::nullopt;
+		}
+		cut_short = false;
 		std::string error;
-		if (step->run_if) {
+		if (step.run_if) {
 			SpiText yes;
-			if (!Evaluate(*def, run, "coalesce(" + Parenthesize(*step->run_if) + ", false)", &yes, &error)) {
+			if (!Evaluate(def, run, "coalesce(" + Parenthesize(*step.run_if) + ", false)", &yes, &error)) {
 				run.attempts++;
-				StepFailed(&run, *step, true, "run_if: " + error, 0, -1, 0, rng);
-				tx.Commit();
-				*worked = true;
+				StepFailed(&run, step, true, "run_if: " + error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
 			if (yes != SpiText("true")) {
-				StepDone(&run, *step, Json(), "skipped", 0, 0);
-				tx.Commit();
-				*worked = true;
-				return std::nullopt;
+				MarkDone(&run, step, Json(), "skipped", 0, 0);
+				continue;
 			}
 		}
 		Json input;
-		if (step->input) {
+		if (step.input) {
 			SpiText value;
-			if (!Evaluate(*def, run, *step->input, &value, &error)) {
+			if (!Evaluate(def, run, *step.input, &value, &error)) {
 				run.attempts++;
-				StepFailed(&run, *step, true, "input: " + error, 0, -1, 0, rng);
-				tx.Commit();
-				*worked = true;
+				StepFailed(&run, step, true, "input: " + error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
 			input = value ? Json::parse(*value) : Json();
 		}
-		if (step->kind == "sql") {
+		if (step.kind == "sql") {
 			run.attempts++;
-			StepDone(&run, *step, input, "done", 0, 0);
-			tx.Commit();
-			*worked = true;
-			return std::nullopt;
+			MarkDone(&run, step, input, "done", 0, 0);
+			continue;
 		}
-		if (step->kind == "writeback") {
+		if (step.kind == "writeback") {
 			run.attempts++;
-			if (!WriteBack(*def, run, input, &error))
-				StepFailed(&run, *step, true, "writeback: " + error, 0, -1, 0, rng);
-			else
-				StepDone(&run, *step, input, "done", 0, 0);
-			tx.Commit();
-			*worked = true;
-			return std::nullopt;
+			if (!WriteBack(def, run, input, &error)) {
+				StepFailed(&run, step, true, "writeback: " + error, 0, -1, 0, rng);
+				return std::nullopt;
+			}
+			MarkDone(&run, step, input, "done", 0, 0);
+			continue;
 		}
 		// A request: enrich, notify or deliver.
-		std::string endpoint_name = step->endpoint ? *step->endpoint : def->endpoint.name;
-		std::optional<Endpoint> endpoint = LoadEndpoint(endpoint_name);
+		std::string endpoint_name = step.endpoint ? *step.endpoint : def.endpoint.name;
+		const std::optional<Endpoint> &endpoint = cache.EndpointNamed(endpoint_name);
 		if (!endpoint) {
 			// Disabled (or gone): wait for it, as the push path does.
-			SaveRun(run, "waiting", step->name, "endpoint \"" + endpoint_name + "\" is disabled", 0, 10000);
-			tx.Commit();
+			SaveRun(run, "waiting", step.name, "endpoint \"" + endpoint_name + "\" is disabled", 0, 10000);
 			return std::nullopt;
 		}
-		Pending p{*def, *step, *endpoint, input, Change()};
+		Pending p{def, step, *endpoint, input, Change()};
 		p.change.id = run.id;
 		p.change.op = run.op;
 		p.change.key = run.key.value_or("");
 		p.change.occurred_at_ms = run.captured_ms;
-		p.change.event_id = "sb-run-" + Num(run.id) + "-" + step->name;
-		if (step->kind == "enrich")
-			p.change.fields = {{"step", step->name}, {"input", input}, {"options", step->options}};
-		if (step->kind == "deliver") {
-			if (!MappedFields(*def, run, &p.change.fields, &error)) {
+		p.change.event_id = "sb-run-" + Num(run.id) + "-" + step.name;
+		if (step.kind == "enrich")
+			p.change.fields = {{"step", step.name}, {"input", input}, {"options", step.options}};
+		if (step.kind == "notify") {
+			p.change.fields = input;
+			p.change.event_type = def.name + "." + step.name;
+		}
+		if (step.kind == "deliver") {
+			if (!MappedFields(def, run, &p.change.fields, &error)) {
 				run.attempts++;
-				StepFailed(&run, *step, true, error, 0, -1, 0, rng);
-				tx.Commit();
-				*worked = true;
+				StepFailed(&run, step, true, error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
 			SpiText rid = SpiScalar("SELECT remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = $2",
@@ -541,49 +673,12 @@ Prepare(int64_t run_id, bool *worked, std::mt19937_64 &rng)
 			p.change.remote_id = rid.value_or("");
 		}
 		// The attempt counts before the request leaves: a crash repeats this step only, and a
-		// step that keeps killing the worker ends failed instead of looping.
+		// step that keeps killing the worker ends failed instead of looping (above).
 		run.attempts++;
-		run.step_state[step->name] = {{"state", "running"}, {"attempts", run.attempts}};
-		SaveRun(run, "running", step->name, "", 0, 0);
-		CommitDurably();
-		tx.Commit();
-		pending = std::move(p);
+		run.step_state[step.name] = {{"state", "running"}, {"attempts", run.attempts}};
+		SaveRun(run, "running", step.name, "", 0, 0);
+		return p;
 	}
-	*worked = true;
-	return pending;
-}
-
-Answer
-Notify(Dispatcher *dispatcher_, const Pending &p, const std::function<bool()> &should_stop)
-{
-	const Connector *connector = FindConnector(p.endpoint.kind);
-	Answer a;
-	int64_t started = NowMs();
-	std::string type = p.def.name + "." + p.step.name;
-	try {
-		HttpResponse response = dispatcher_->Fetch(
-		    p.endpoint,
-		    [&](const Auth &auth) {
-			    return connector->BuildNotifyRequest(p.endpoint, type, p.change.event_id, p.input,
-			                                         p.change.occurred_at_ms, auth);
-		    },
-		    p.step.options.value("timeout_ms", static_cast<long>(setting_http_timeout_ms)), 1000, should_stop);
-		Call call;
-		call.changes.push_back(0);
-		CallResult result = connector->ParseResult(call, {p.change}, response);
-		a.attempted = !NotSent(response);
-		ChangeResult one = result.results.empty() ? ChangeResult() : result.results[0];
-		a.outcome = one.outcome;
-		a.error = dispatcher_->RedactSecrets(p.endpoint, one.error);
-		a.status = response.status;
-		a.retry_after = one.retry_after_ms >= 0 ? one.retry_after_ms : result.retry_after_ms;
-		a.output = {{"status", response.status}};
-	} catch (const std::invalid_argument &e) {
-		a.outcome = Outcome::Dead;
-		a.error = e.what();
-	}
-	a.latency = static_cast<double>(NowMs() - started);
-	return a;
 }
 
 Answer
@@ -612,23 +707,20 @@ FromDelivery(const Pending &p, const Delivery &d)
 		}
 		return a;
 	}
+	if (p.step.kind == "notify") {
+		a.output = {{"status", d.http_status}};
+		return a;
+	}
 	a.output = {{"remote_id", d.remote_id.empty() ? Json() : Json(d.remote_id)},
 	            {"created", p.change.remote_id.empty() && !d.remote_id.empty()}};
 	return a;
 }
 
-// Phase 3: the answer, committed before the run's next step starts.
+// Phase 3 of one run: the answer, committed (with the round's others) before the run's next
+// step starts.
 void
-Record(Dispatcher *dispatcher_, std::mt19937_64 &rng, int64_t run_id, const Pending &p, Answer a)
+Record(Dispatcher *dispatcher_, std::mt19937_64 &rng, RunRow run, RoundCache &cache, const Pending &p, Answer a)
 {
-	WorkerTransaction tx;
-	std::optional<RunRow> reloaded = LoadRun(run_id);
-	if (!reloaded || reloaded->state != "running") {
-		// Discarded or retried by hand meanwhile: what the answer said no longer applies.
-		tx.Commit();
-		return;
-	}
-	RunRow run = *reloaded;
 	if (a.enriched && (a.enriched->has_usage || a.enriched->http_status == 200))
 		RecordUsage(run.route, p.endpoint.name, *a.enriched);
 	if (p.step.kind == "deliver" && a.outcome == Outcome::Delivered && a.output.contains("remote_id") &&
@@ -637,7 +729,9 @@ Record(Dispatcher *dispatcher_, std::mt19937_64 &rng, int64_t run_id, const Pend
 		                "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
 		                {run.route, p.change.key, a.output["remote_id"].get<std::string>()});
 	if (a.outcome == Outcome::Delivered) {
-		StepDone(&run, p.step, a.output, "done", a.status, a.latency);
+		MarkDone(&run, p.step, a.output, "done", a.status, a.latency);
+		RouteCache &rc = cache.Route(run.route);
+		SaveDone(&run, rc.def ? rc.steps : std::vector<StepDef>{p.step}, a.status);
 	} else {
 		if (!a.attempted) {
 			run.attempts = std::max(0, run.attempts - 1);
@@ -645,72 +739,112 @@ Record(Dispatcher *dispatcher_, std::mt19937_64 &rng, int64_t run_id, const Pend
 		}
 		StepFailed(&run, p.step, a.outcome == Outcome::Dead, a.error, a.status, a.retry_after, a.latency, rng);
 	}
-	tx.Commit();
 }
 
 } // namespace
 
+bool
+RunsWanted()
+{
+	// Cheap, and asked inside a transaction the worker opens anyway: an idle database whose
+	// routes have no steps pays no transaction of its own for runs.
+	SpiText wanted = SpiExecPrepared(
+	                     "SELECT c.oid IS NOT NULL AND (EXISTS (SELECT 1 FROM switchboard.steps) OR EXISTS ("
+	                     "SELECT 1 FROM switchboard.run_queue WHERE state NOT IN ('done', 'failed'))) "
+	                     "FROM (SELECT NULL) x LEFT JOIN pg_catalog.pg_class c ON c.oid = "
+	                     "pg_catalog.to_regclass('switchboard.run_queue')")
+	                     .rows[0][0];
+	return wanted == SpiText("t");
+}
+
 long
 RunExecutor::Round(const std::function<bool()> &should_stop)
 {
-	std::vector<int64_t> due;
-	size_t adopted = 0;
+	RoundCache cache;
+	std::vector<std::pair<RunRow, Pending>> requests;
+	bool worked = false;
+	// Phase 1, in one transaction: adopt new changes, then carry every due run as far as its
+	// next request (local steps complete; the request's attempt is counted). Each run in a
+	// subtransaction of its own: what fails is that run's alone.
 	{
 		WorkerTransaction tx;
-		if (!SpiScalar("SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-		               "WHERE n.nspname = 'switchboard' AND c.relname = 'run_queue'")) {
+		if (!SpiScalar("SELECT pg_catalog.to_regclass('switchboard.run_queue')")) {
 			tx.Commit();
 			return setting_naptime_ms;
 		}
-		adopted = Adopt();
+		int64_t now = NowMs();
+		if (now - last_prune_ms_ > 60 * 1000) {
+			// Finished runs are history like deliveries: kept history_retention (failed ones
+			// stay: they are dead letters).
+			SpiExecPrepared("DELETE FROM switchboard.run_queue WHERE id IN (SELECT id FROM switchboard.run_queue "
+			                "WHERE state = 'done' AND finished_at < now() - $1::int * interval '1 second' "
+			                "LIMIT 10000)",
+			                {std::to_string(setting_history_retention_s)});
+			last_prune_ms_ = now;
+		}
+		worked = Adopt() > 0;
 		// Only the oldest unfinished run of a key is ever due: runs of a key in commit order.
 		SpiResult r = SpiExecPrepared(
 		    "SELECT d.id FROM (SELECT DISTINCT ON (route, key) id, route, next_attempt_at FROM switchboard.run_queue "
 		    "WHERE state IN ('pending', 'running', 'waiting') ORDER BY route, key, id) d "
 		    "JOIN switchboard.routes r ON r.name = d.route AND r.enabled "
-		    "WHERE d.next_attempt_at IS NULL OR d.next_attempt_at <= now() ORDER BY d.id LIMIT 500");
+		    "WHERE d.next_attempt_at IS NULL OR d.next_attempt_at <= now() ORDER BY d.id LIMIT 1000");
+		std::vector<int64_t> due;
 		for (const auto &row : r.rows)
 			due.push_back(std::stoll(*row[0]));
+		if (!due.empty()) {
+			for (const SpiRow &row : LockRuns(due)) {
+				if (should_stop())
+					break;
+				int64_t id = std::stoll(*row[0]);
+				std::string at, error;
+				std::optional<RunRow> run;
+				std::optional<Pending> p;
+				bool ok = Isolated(
+				    [&] {
+					    run = RunFromRow(row);
+					    at = run->current_step;
+					    p = Prepare(*run, cache, *rng_, &at);
+				    },
+				    &error);
+				worked = true;
+				if (!ok) {
+					FailRun(id, at, "the worker could not carry on with this step: " + error);
+					continue;
+				}
+				if (p)
+					requests.emplace_back(std::move(*run), std::move(*p));
+			}
+		}
+		if (!requests.empty())
+			CommitDurably(); // attempts counted before their requests leave
 		tx.Commit();
-	}
-	bool worked = adopted > 0;
-	// Phase 1 for every due run: local steps complete, requests are prepared (their attempt
-	// committed first).
-	std::vector<std::pair<int64_t, Pending>> requests;
-	for (int64_t id : due) {
-		if (should_stop())
-			break;
-		std::optional<Pending> p = Prepare(id, &worked, *rng_);
-		if (p)
-			requests.emplace_back(id, std::move(*p));
 	}
 	if (requests.empty())
 		return worked ? 0 : setting_naptime_ms;
-	// Phase 2, with no transaction open: deliver and enrich steps of many runs in one dispatch
-	// (bulk calls per route, many requests in flight per endpoint within its max_concurrency
-	// and rate_limit); notify steps one event each.
+	// Phase 2, with no transaction open: the requests of every run in one dispatch: deliver
+	// steps in bulk calls per route and endpoint, enrich and notify steps one request each,
+	// many in flight per endpoint within its max_concurrency and rate_limit.
 	std::map<int64_t, Answer> answers;
 	std::map<std::pair<std::string, std::string>, RouteBatch> batches;
 	std::map<int64_t, const Pending *> by_change;
-	for (auto &[id, p] : requests) {
-		const Connector *connector = FindConnector(p.endpoint.kind);
-		if (connector == nullptr) {
+	for (auto &[run, p] : requests) {
+		if (FindConnector(p.endpoint.kind) == nullptr) {
 			Answer a;
 			a.outcome = Outcome::Dead;
 			a.error = "endpoint \"" + p.endpoint.name + "\" has unknown kind " + p.endpoint.kind;
-			answers[id] = a;
+			answers[run.id] = a;
 			continue;
 		}
-		if (p.step.kind == "notify") {
-			answers[id] = Notify(dispatcher_, p, should_stop);
-			continue;
-		}
-		// One batch per route and endpoint for deliver steps, per endpoint for enrich steps.
-		std::string group = p.step.kind == "deliver" ? p.def.name : std::string();
+		// One batch per route and endpoint for deliver steps, per endpoint for the others.
+		std::string group = p.step.kind == "deliver" ? p.def.name : p.step.kind;
 		RouteBatch &batch = batches[{p.endpoint.name, group}];
 		if (batch.changes.empty()) {
 			batch.endpoint = p.endpoint;
-			batch.route = p.step.kind == "deliver" ? p.def.route : Route{"enrich", "enrich", "", "ignore"};
+			batch.route = p.step.kind == "deliver"  ? p.def.route
+			              : p.step.kind == "notify" ? Route{"notify", "notify", "", "delete"}
+			                                        // every op's event is sent
+			                                        : Route{"enrich", "enrich", "", "ignore"};
 		}
 		batch.changes.push_back(p.change);
 		by_change[p.change.id] = &p;
@@ -721,22 +855,38 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			list.push_back(std::move(b));
 		DispatchOptions options;
 		options.timeout_ms = setting_http_timeout_ms;
-		std::vector<RouteAction> actions;
+		std::vector<RouteAction> actions; // a webhook's 410 fails the step; it disables no route here
 		for (const Delivery &d : dispatcher_->Deliver(list, options, should_stop, &actions)) {
 			auto it = by_change.find(d.change_id);
 			if (it != by_change.end())
 				answers[d.change_id] = FromDelivery(*it->second, d);
 		}
 	}
-	// Phase 3: each outcome committed before that run's next step starts.
-	for (auto &[id, p] : requests) {
-		auto it = answers.find(id);
-		Answer a = it == answers.end() ? Answer() : it->second;
-		if (it == answers.end()) {
-			a.attempted = false;
-			a.error = "not sent";
+	// Phase 3, in one transaction: each outcome recorded (in a subtransaction of its own)
+	// before that run's next step starts.
+	{
+		WorkerTransaction tx;
+		std::vector<int64_t> ids;
+		for (auto &[run, p] : requests)
+			ids.push_back(run.id);
+		std::map<int64_t, SpiRow> current;
+		for (SpiRow &row : LockRuns(ids))
+			current.emplace(std::stoll(*row[0]), std::move(row));
+		for (auto &[prepared, p] : requests) {
+			auto row = current.find(prepared.id);
+			if (row == current.end() || *row->second[11] != "running")
+				continue; // discarded or retried by hand meanwhile: the answer no longer applies
+			auto it = answers.find(prepared.id);
+			Answer a = it == answers.end() ? Answer() : it->second;
+			if (it == answers.end()) {
+				a.attempted = false;
+				a.error = "not sent";
+			}
+			std::string error;
+			if (!Isolated([&] { Record(dispatcher_, *rng_, RunFromRow(row->second), cache, p, a); }, &error))
+				FailRun(prepared.id, p.step.name, "the answer could not be recorded: " + error);
 		}
-		Record(dispatcher_, *rng_, id, p, a);
+		tx.Commit();
 	}
 	return 0;
 }

@@ -16,6 +16,11 @@
 
 namespace switchboard {
 
+// True when the runs round has anything to look at: some route has steps, or runs are
+// unfinished (their steps deleted since). Asked inside an open transaction (the push round's),
+// so that a database whose routes have no steps pays no transaction of its own for runs.
+bool RunsWanted();
+
 class RunExecutor {
 public:
 	RunExecutor(Dispatcher *dispatcher, std::mt19937_64 *rng) : dispatcher_(dispatcher), rng_(rng) {}
@@ -27,6 +32,7 @@ public:
 
 private:
 	size_t Adopt();
+	int64_t last_prune_ms_ = 0; // finished runs are pruned once a minute
 
 	Dispatcher *dispatcher_;
 	std::mt19937_64 *rng_;

@@ -197,7 +197,8 @@ private:
 		if (!has_extension || !setting_enabled || stop_requested || schema_outdated_)
 			return push_wait;
 		// Routes with steps: their changes become runs (orchestrate/runs.h).
-		push_wait = std::min(push_wait, runs_.Round(ShouldStop));
+		if (runs_wanted_)
+			push_wait = std::min(push_wait, runs_.Round(ShouldStop));
 		if (stop_requested)
 			return push_wait;
 		long pull_wait = PullRound();
@@ -317,10 +318,13 @@ private:
 				            "nothing is delivered or pulled until ALTER EXTENSION switchboard UPDATE");
 			schema_outdated_ = outdated;
 			if (outdated) {
+				runs_wanted_ = false;
 				tx.Commit();
 				Activity("waiting for ALTER EXTENSION switchboard UPDATE");
 				return setting_naptime_ms;
 			}
+			// Whether the runs round has anything to look at (in this transaction, not one of its own).
+			runs_wanted_ = RunsWanted();
 			// Once a minute, or as often as a short dead-letter retention needs.
 			long prune_every_ms = 60 * 1000;
 			if (setting_dead_letter_retention_s > 0)
@@ -465,6 +469,7 @@ private:
 	Dispatcher dispatcher_;
 	std::mt19937_64 rng_;
 	RunExecutor runs_;
+	bool runs_wanted_ = false; // some route has steps, or runs are unfinished (RunsWanted)
 	int64_t last_prune_ms_ = 0;
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;

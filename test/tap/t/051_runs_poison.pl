@@ -1,0 +1,46 @@
+# Runs (SPEC §7, §8 Hostile remote answers): a run whose step cannot be recorded (a model
+# answer jsonb refuses, a sql value the worker cannot read) fails at that step, once: it is
+# neither asked again round after round, nor holds up the other runs of its round.
+use strict;
+use warnings;
+use lib 't/..';
+use SwitchboardTest;
+use Test::More;
+
+my ($base, $double) = start_double();
+my $node = new_node('poison', 'switchboard.max_attempts' => 3);
+$node->safe_psql('postgres', <<"EOS");
+CREATE EXTENSION switchboard;
+CREATE TABLE leads (id int PRIMARY KEY, email text, note text);
+INSERT INTO switchboard.endpoints (name, kind, base_url, options) VALUES
+	('model', 'openai', '$base', '{"model": "gpt-4o-mini", "max_concurrency": 8}'),
+	('hook', 'webhook', '$base/hooks/done', '{}');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('leads', 'leads', 'hook', 'lead', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, input) VALUES
+	('leads', 'big', 5, 'sql', NULL, NULL, \$\$CASE WHEN new.note = 'huge' THEN '1e1000'::jsonb ELSE '1'::jsonb END\$\$),
+	('leads', 'score', 10, 'enrich', 'model', NULL, 'new.email'),
+	('leads', 'tell', 20, 'notify', 'hook', NULL, \$\$jsonb_build_object('id', new.id)\$\$);
+EOS
+sub reqs { return double_requests($base, $_[0]); }
+
+# The model answers one prompt with a string jsonb cannot hold (\\u0000).
+control($base, 'openai', { rules => [ { match => 'nul@', content => '{"note": "a\\u0000b"}' } ] });
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (1, 'nul\@x.io', ''), (2, 'ok2\@x.io', ''), (3, 'ok3\@x.io', '')");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'every run ends');
+is(sql($node, "SELECT string_agg(key || ':' || state, ',' ORDER BY id) FROM switchboard.runs WHERE key::int < 10"), '1:failed,2:done,3:done',
+	'the run with the unstorable answer fails; the others of its round are done');
+like(sql($node, "SELECT current_step || ': ' || last_error FROM switchboard.runs WHERE key = '1'"), qr/^score: .*/,
+	'it failed at the model step, saying why');
+my $calls = grep { ($_->{body}{messages}[-1]{content} // '') =~ /nul@/ } @{ reqs('/v1/') };
+is($calls, 1, 'the model was asked once, not round after round');
+is(scalar @{ reqs('/hooks/') }, 2, 'each other run notified once (none repeated)');
+
+# A sql step whose value the worker cannot read (a number out of double range).
+json_delete("$base/_control/requests");
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (10, 'a\@x.io', 'huge'), (11, 'b\@x.io', '')");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'both runs end');
+is(sql($node, "SELECT string_agg(key || ':' || state, ',' ORDER BY id) FROM switchboard.runs WHERE key::int >= 10"),
+	'10:failed,11:done', 'the unreadable value fails its run only');
+is(sql($node, "SELECT current_step FROM switchboard.runs WHERE key = '10'"), 'big', 'at the sql step');
+done_testing();
