@@ -672,7 +672,10 @@ struct DispatchRound {
 	void SubmitJob(EndpointRound &e, size_t job_index)
 	{
 		jobs[job_index].sent_at = Now();
-		jobs[job_index].transfer = dispatcher.client_->Submit(jobs[job_index].call.request, e.timeout_ms,
+		const Job &job = jobs[job_index];
+		const long batch_timeout = job.token_request ? 0 : batches[job.batch].timeout_ms;
+		jobs[job_index].transfer = dispatcher.client_->Submit(job.call.request,
+		                                                      batch_timeout > 0 ? batch_timeout : e.timeout_ms,
 		                                                      RoundTag(job_index));
 		e.in_flight++;
 		in_flight++;

@@ -28,6 +28,9 @@ struct RouteBatch {
 	Endpoint endpoint; // secret resolved
 	Route route;
 	std::vector<Change> changes;
+	// > 0: bounds each request of this batch instead of the endpoint's timeout (an
+	// orchestration step's options.timeout_ms); token requests keep the endpoint's.
+	long timeout_ms = 0;
 };
 
 // What became of one change.

@@ -9,6 +9,7 @@
 #include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
+#include "pg/time_limit.h"
 #include "settings.h"
 #include "store/queue_store.h"
 #include "translate/route_def.h"
@@ -242,14 +243,16 @@ AsJsonbSql(const std::string &expr, const std::string &from)
 	       ") sb_v";
 }
 
-// Evaluates expr over new, old and steps as the route's owner, in a subtransaction. Returns
-// the jsonb text (nullopt for SQL NULL); *error says why it failed.
+// Evaluates expr over new, old and steps as the route's owner, in a subtransaction, cancelled
+// after time_limit_ms. Returns the jsonb text (nullopt for SQL NULL); *error says why it failed.
 bool
-Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, SpiText *out, std::string *error)
+Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, long time_limit_ms, SpiText *out,
+         std::string *error)
 {
 	try {
 		Subtransaction sub;
 		{
+			StatementTimeLimit limit(time_limit_ms);
 			AsRole as_owner(def.owner);
 			// Not read-only: a sql step may call a function that writes (in this subtransaction).
 			SpiResult r = SpiExec(AsJsonbSql(expr, StepsFromClause(def.source, "$1::json", "$2::json", "$3::jsonb")),
@@ -266,7 +269,7 @@ Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, SpiTex
 
 // The mapped fields a deliver step sends: the route's mappings over the row and steps.
 bool
-MappedFields(const RouteDef &def, const RunRow &run, Json *fields, std::string *error)
+MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *fields, std::string *error)
 {
 	std::string pairs;
 	std::vector<std::string> chunks;
@@ -292,6 +295,7 @@ MappedFields(const RouteDef &def, const RunRow &run, Json *fields, std::string *
 		Subtransaction sub;
 		SpiText text;
 		{
+			StatementTimeLimit limit(time_limit_ms);
 			AsRole as_owner(def.owner);
 			SpiResult r = SpiExec("SELECT (" + sql + ")::text" +
 			                          RowStepsFromClause(def.source, "$1::json", "$2::jsonb"),
@@ -308,9 +312,9 @@ MappedFields(const RouteDef &def, const RunRow &run, Json *fields, std::string *
 }
 
 // Updates the source row (by primary key) with the columns of values, as the route's owner,
-// not captured by this route.
+// not captured by this route, cancelled after time_limit_ms.
 bool
-WriteBack(const RouteDef &def, const RunRow &run, const Json &values, std::string *error)
+WriteBack(const RouteDef &def, const RunRow &run, const Json &values, long time_limit_ms, std::string *error)
 {
 	if (!values.is_object() || values.empty()) {
 		*error = "input must be a non-empty jsonb object of column -> value, got " + values.dump().substr(0, 200);
@@ -336,6 +340,7 @@ WriteBack(const RouteDef &def, const RunRow &run, const Json &values, std::strin
 		                  ", $2::pg_catalog.json))";
 		SpiText image = run.op == Op::Delete ? run.old_image : run.new_image;
 		{
+			StatementTimeLimit limit(time_limit_ms);
 			SuppressCapture no_echo(def.name);
 			AsRole as_owner(def.owner);
 			SpiExec(sql, {values.dump(), image});
@@ -392,6 +397,17 @@ SaveDone(RunRow *run, const std::vector<StepDef> &steps, long http_status)
 	if (next)
 		run->position = next->position;
 	SaveRun(*run, next ? "pending" : "done", next ? next->name : "", "", http_status, 0);
+}
+
+// How long one attempt of the step may take: its options.timeout_ms, else
+// switchboard.http_timeout (requests and step SQL alike).
+long
+StepTimeLimitMs(const StepDef &step)
+{
+	if (step.options.contains("timeout_ms") && step.options["timeout_ms"].is_number_integer() &&
+	    step.options["timeout_ms"].get<int64_t>() > 0)
+		return static_cast<long>(step.options["timeout_ms"].get<int64_t>());
+	return setting_http_timeout_ms;
 }
 
 int
@@ -605,10 +621,11 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 			return std::nullopt;
 		}
 		cut_short = false;
+		const long limit = StepTimeLimitMs(step);
 		std::string error;
 		if (step.run_if) {
 			SpiText yes;
-			if (!Evaluate(def, run, "coalesce(" + Parenthesize(*step.run_if) + ", false)", &yes, &error)) {
+			if (!Evaluate(def, run, "coalesce(" + Parenthesize(*step.run_if) + ", false)", limit, &yes, &error)) {
 				run.attempts++;
 				StepFailed(&run, step, true, "run_if: " + error, 0, -1, 0, rng);
 				return std::nullopt;
@@ -621,7 +638,7 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 		Json input;
 		if (step.input) {
 			SpiText value;
-			if (!Evaluate(def, run, *step.input, &value, &error)) {
+			if (!Evaluate(def, run, *step.input, limit, &value, &error)) {
 				run.attempts++;
 				StepFailed(&run, step, true, "input: " + error, 0, -1, 0, rng);
 				return std::nullopt;
@@ -635,7 +652,7 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 		}
 		if (step.kind == "writeback") {
 			run.attempts++;
-			if (!WriteBack(def, run, input, &error)) {
+			if (!WriteBack(def, run, input, limit, &error)) {
 				StepFailed(&run, step, true, "writeback: " + error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
@@ -663,7 +680,7 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 			p.change.event_type = def.name + "." + step.name;
 		}
 		if (step.kind == "deliver") {
-			if (!MappedFields(def, run, &p.change.fields, &error)) {
+			if (!MappedFields(def, run, limit, &p.change.fields, &error)) {
 				run.attempts++;
 				StepFailed(&run, step, true, error, 0, -1, 0, rng);
 				return std::nullopt;
@@ -836,11 +853,14 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			answers[run.id] = a;
 			continue;
 		}
-		// One batch per route and endpoint for deliver steps, per endpoint for the others.
-		std::string group = p.step.kind == "deliver" ? p.def.name : p.step.kind;
+		// One batch per route and endpoint for deliver steps, per endpoint for the others, and
+		// per request timeout (the step's options.timeout_ms bounds its own requests).
+		const long timeout = StepTimeLimitMs(p.step);
+		std::string group = (p.step.kind == "deliver" ? p.def.name : p.step.kind) + "/" + std::to_string(timeout);
 		RouteBatch &batch = batches[{p.endpoint.name, group}];
 		if (batch.changes.empty()) {
 			batch.endpoint = p.endpoint;
+			batch.timeout_ms = timeout;
 			batch.route = p.step.kind == "deliver"  ? p.def.route
 			              : p.step.kind == "notify" ? Route{"notify", "notify", "", "delete"}
 			                                        // every op's event is sent

@@ -1,0 +1,64 @@
+# Runs (SPEC §7): a step's options.timeout_ms bounds its own requests (not only the endpoint's
+# timeout) and its own SQL: a slow model or a pg_sleep in a step fails that run's step in time,
+# and other runs go on meanwhile.
+use strict;
+use warnings;
+use lib 't/..';
+use SwitchboardTest;
+use Test::More;
+use Time::HiRes qw(time);
+
+my ($base, $double) = start_double();
+my $node = new_node('steptimeout', 'switchboard.max_attempts' => 1);
+$node->safe_psql('postgres', <<"EOS");
+CREATE EXTENSION switchboard;
+CREATE TABLE leads (id int PRIMARY KEY, email text, note text);
+INSERT INTO switchboard.endpoints (name, kind, base_url, options) VALUES
+	('model', 'openai', '$base', '{"model": "gpt-4o-mini", "timeout_ms": 30000}'),
+	('hook', 'webhook', '$base/hooks/done', '{"timeout_ms": 30000}');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('leads', 'leads', 'hook', 'lead', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, input, options) VALUES
+	('leads', 'score', 10, 'enrich', 'model', \$\$new.note = 'ai'\$\$, 'new.email', '{"timeout_ms": 400}'),
+	('leads', 'wait', 20, 'sql', NULL, \$\$new.note = 'sleep'\$\$, 'pg_sleep(20)::text', '{"timeout_ms": 300}'),
+	('leads', 'tell', 30, 'notify', 'hook', \$\$new.note = 'tell'\$\$, \$\$jsonb_build_object('id', new.id)\$\$,
+	 '{"timeout_ms": 400}');
+EOS
+sub state_of { return sql($node, "SELECT state || ':' || coalesce(current_step, '') FROM switchboard.runs WHERE key = '$_[0]'"); }
+
+# 1. The model answers after 4 s; the step allows 400 ms (the endpoint would wait 30 s).
+control($base, 'openai', { latency_ms => 4000 });
+my $t0 = time;
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (1, 'slow\@x.io', 'ai')");
+ok(wait_for('run 1 ends', sub { state_of('1') =~ /^(failed|done)/ }, 30), 'the run with the slow model ends');
+my $took = time - $t0;
+is(state_of('1'), 'failed:score', 'it failed at the model step');
+like(sql($node, "SELECT last_error FROM switchboard.runs WHERE key = '1'"), qr/time|Timeout/i, 'saying it timed out');
+cmp_ok($took, '<', 3.5, sprintf('within the step\'s timeout, not the model\'s 4 s (%.1f s)', $took));
+control($base, 'openai', { latency_ms => 0 });
+
+# 2. A notify step: the hook answers after 4 s, the step allows 400 ms.
+control($base, 'faults', [ { path_prefix => '/hooks/', kind => 'slow', delay_ms => 4000, count => 100 } ]);
+$t0 = time;
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (2, 'n\@x.io', 'tell')");
+ok(wait_for('run 2 ends', sub { state_of('2') =~ /^(failed|done)/ }, 30), 'the run with the slow hook ends');
+$took = time - $t0;
+is(state_of('2'), 'failed:tell', 'it failed at the notify step');
+cmp_ok($took, '<', 3.5, sprintf('within the step\'s timeout (%.1f s)', $took));
+json_delete("$base/_control/faults");
+
+# 3. A sql step that sleeps 20 s is cancelled after 300 ms; a run beside it is done, and the
+#    cancel does not leak into what the worker runs next.
+$t0 = time;
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (3, 's\@x.io', 'sleep'), (4, 'ok\@x.io', 'tell')");
+ok(wait_for('runs 3, 4 end', sub { state_of('3') =~ /^(failed|done)/ && state_of('4') =~ /^(failed|done)/ }, 30),
+	'both runs end');
+$took = time - $t0;
+is(state_of('3'), 'failed:wait', 'the sleeping sql step failed');
+like(sql($node, "SELECT last_error FROM switchboard.runs WHERE key = '3'"), qr/statement timeout/, 'with the statement timeout');
+is(state_of('4'), 'done:', 'the other run is done');
+cmp_ok($took, '<', 10, sprintf('well before the 20 s sleep (%.1f s)', $took));
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (5, 'later\@x.io', 'tell')");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'a later run ends');
+is(state_of('5'), 'done:', 'and is done (no stray cancel)');
+done_testing();
