@@ -20,8 +20,11 @@
 namespace switchboard {
 
 struct HttpClientOptions {
-	long max_total_connections = 64; // across all hosts
-	long max_host_connections = 16;  // per host; transfers beyond it queue inside libcurl
+	long max_total_connections = 256; // across all hosts; transfers beyond it queue inside libcurl
+	// Per host, 0 = no cap of its own: the dispatcher bounds each endpoint (max_concurrency), and
+	// a lower cap here would queue its requests inside libcurl, where their timeout runs (an
+	// openai endpoint with max_concurrency 64 had only 16 requests at the model).
+	long max_host_connections = 0;
 	size_t max_response_bytes = 8 * 1024 * 1024;
 	long connect_timeout_ms = 10 * 1000;
 	std::string user_agent = "switchboard";
