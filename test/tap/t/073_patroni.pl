@@ -179,7 +179,8 @@ sub write_row
 	my $target = leader() // return 0;
 	my $key = sprintf('%s%04d@x.com', $tag, ++$serial);
 	my $r = psql_on($target, "INSERT INTO contacts (email, first_name) VALUES ('$key', 'P') RETURNING 1");
-	$committed{$key} = 1 if defined $r && $r eq '1';
+	# psql prints the RETURNING row and then the command tag ("1\nINSERT 0 1").
+	$committed{$key} = 1 if defined $r && $r =~ /\A1$/m;
 	return defined $r;
 }
 
@@ -232,9 +233,12 @@ for my $r (grep { ($_->{fault} // '') eq 'drop' } @{ double_requests($base, $ups
 {
 	$dropped{ lc($_->{id}) } = 1 for @{ (ref $r->{body} eq 'HASH' ? $r->{body}{inputs} : undef) // [] };
 }
-my @lost_in_flight = grep { $committed{$_} } keys %dropped;
+my @lost_in_flight = sort grep { $committed{$_} } keys %dropped;
+my $remote = remote_keys();
+my @redelivered = grep { $remote->{$_} } @lost_in_flight;
 cmp_ok(scalar @lost_in_flight, '>=', 1,
-	scalar(@lost_in_flight) . ' committed rows were in requests dropped at the kill; all of them reached the double');
+	scalar(@lost_in_flight) . ' committed rows were in requests dropped at the kill (' . join(',', @lost_in_flight) . ')');
+is(scalar @redelivered, scalar @lost_in_flight, 'the new leader delivered all of them again');
 
 start_member('m1');
 ok( wait_for(
