@@ -14,8 +14,31 @@ extern "C" {
 }
 
 #include "worker/launcher.h"
+#include "worker/shared_limits.h"
 #include "worker/shmem.h"
 #include "worker/wake.h"
+
+namespace {
+
+// switchboard.rate_limit_groups: names, each optionally "=count/duration". No C++ object
+// outlives a call (a check hook must not raise: it reports through GUC_check_errdetail).
+bool
+CheckRateLimitGroups(char **newval, void **, GucSource)
+{
+	char detail[512] = "out of memory";
+	bool ok = false;
+	try {
+		std::string error;
+		ok = switchboard::RateLimitGroupsValid(*newval ? *newval : "", &error);
+		strlcpy(detail, error.c_str(), sizeof detail);
+	} catch (...) {
+	}
+	if (!ok)
+		GUC_check_errdetail("%s", detail); // may raise: no C++ object is alive here
+	return ok;
+}
+
+} // namespace
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -69,8 +92,10 @@ _PG_init(void)
 	                        "Workers of all databases together; more databases take turns, idle ones first.", nullptr,
 	                        &setting_max_workers, 8, 1, kMaxDatabases, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 	DefineCustomStringVariable("switchboard.rate_limit_groups",
-	                           "Comma list of rate_limit_group names endpoints may share across databases.", nullptr,
-	                           &setting_rate_limit_groups, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	                           "Comma list of rate_limit_group names endpoints may share across databases, each "
+	                           "optionally with the group's limit (name=100/10s).",
+	                           nullptr, &setting_rate_limit_groups, "", PGC_SIGHUP, 0, CheckRateLimitGroups, nullptr,
+	                           nullptr);
 	DefineCustomStringVariable("switchboard.allowed_hosts",
 	                           "Comma list of host patterns endpoints may point at; empty allows any.", nullptr,
 	                           &setting_allowed_hosts, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

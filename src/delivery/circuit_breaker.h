@@ -51,6 +51,31 @@ public:
 	// in flight with it and adds no step.
 	void OnFailure(int64_t now_ms, long retry_after_ms, int64_t sent_at_ms = -1);
 
+	// The whole state, to hand over to the next worker of the database (a worker that exits
+	// to make room, or is stopped, must not start the next one with a closed breaker).
+	struct Snapshot {
+		State state;
+		int64_t next_attempt_at_ms;
+		int consecutive_failures;
+		int64_t last_counted_failure_ms;
+		int64_t failing_since_ms;
+		long pause_ms;
+	};
+	Snapshot snapshot() const
+	{
+		return Snapshot{
+		    state_, next_attempt_at_ms_, consecutive_failures_, last_counted_failure_ms_, failing_since_ms_, pause_ms_};
+	}
+	void Restore(const Snapshot &s)
+	{
+		state_ = s.state;
+		next_attempt_at_ms_ = s.next_attempt_at_ms;
+		consecutive_failures_ = s.consecutive_failures;
+		last_counted_failure_ms_ = s.last_counted_failure_ms;
+		failing_since_ms_ = s.failing_since_ms;
+		pause_ms_ = s.pause_ms;
+	}
+
 	State state() const { return state_; }
 	int64_t next_attempt_at_ms() const { return next_attempt_at_ms_; }
 	int consecutive_failures() const { return consecutive_failures_; }

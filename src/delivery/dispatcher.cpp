@@ -126,6 +126,7 @@ struct Dispatcher::EndpointState {
 	std::string name;
 	std::string rate_limit; // option text the limiter was built from
 	std::string rate_limit_group;
+	std::string base_url; // as last used (SaveEndpointStates)
 	EndpointLimiter limiter;
 	// A remote limit on some requests (Connector::ExtraLimitFor, e.g. HubSpot searches),
 	// built from the description it was last asked for.
@@ -352,6 +353,43 @@ EndpointLimiter::Penalize(int64_t until_ms)
 	Shared([&] { local_.Penalize(until_ms); });
 }
 
+void
+EndpointLimiter::Save(int64_t now_ms, SavedEndpoint *out) const
+{
+	out->slots.clear();
+	out->penalty_until_ms = INT64_MIN;
+	if (store_ != nullptr)
+		return;
+	RateLimiter::State state = local_.Export();
+	out->penalty_until_ms = state.penalty_until_ms;
+	const int64_t completed_by = now_ms + local_.window_ms() + local_.guard_ms();
+	for (size_t i = 0; i < state.slot_count; i++) {
+		RateLimiter::Slot slot = state.slots[i];
+		if (slot.free_at <= now_ms)
+			continue;
+		if (slot.open) {
+			// Abandoned at the hand-over: it arrived by now, so its window ends as if it
+			// completed now (never later than the bound it had).
+			slot.open = false;
+			slot.free_at = std::min(slot.free_at, completed_by);
+		}
+		out->slots.push_back(slot);
+	}
+}
+
+void
+EndpointLimiter::Restore(const SavedEndpoint &saved)
+{
+	if (store_ != nullptr)
+		return;
+	RateLimiter::State mine = local_.Export();
+	std::vector<RateLimiter::Slot> slots = saved.slots;
+	for (auto &slot : slots)
+		slot.ticket = 0; // closed: no Complete() of this worker refers to them
+	local_.Import(RateLimiter::State{std::max(mine.penalty_until_ms, saved.penalty_until_ms), mine.next_ticket,
+	                                 slots.size(), slots.data()});
+}
+
 Dispatcher::Dispatcher(HttpClient *client, Clock clock) : client_(client), clock_(std::move(clock))
 {
 	if (!clock_)
@@ -364,11 +402,13 @@ Dispatcher::EndpointState &
 Dispatcher::StateFor(const Endpoint &endpoint)
 {
 	auto &slot = endpoints_[endpoint.name];
-	if (!slot) {
+	bool fresh = !slot;
+	if (fresh) {
 		slot = std::make_unique<EndpointState>();
 		slot->name = endpoint.name;
 	}
 	EndpointState &state = *slot;
+	state.base_url = endpoint.base_url;
 	// The worker calls ForgetEndpoint when a row changes, but a changed rate limit or
 	// credential must never be applied with stale state even if that call was missed.
 	std::string rate_limit = RateLimitText(endpoint.options);
@@ -383,6 +423,14 @@ Dispatcher::StateFor(const Endpoint &endpoint)
 		state.limiter = EndpointLimiter(count, window_ms, group, rate_limit_store_);
 		state.rate_limit = rate_limit;
 		state.rate_limit_group = group;
+	}
+	// First use in this process: take over what the previous worker left (same remote only).
+	SavedEndpoint saved;
+	if (fresh && endpoint_state_store_ != nullptr &&
+	    endpoint_state_store_->Load(endpoint.name, endpoint.base_url, &saved)) {
+		state.limiter.Restore(saved);
+		state.breaker.Restore(saved.breaker);
+		state.breaker_error = saved.breaker_error;
 	}
 	std::string token_for = endpoint.base_url + '\n' + endpoint.secret;
 	if (token_for != state.token_for) {
@@ -412,6 +460,23 @@ Dispatcher::EndpointStatuses() const
 		statuses.push_back(std::move(status));
 	}
 	return statuses;
+}
+
+void
+Dispatcher::SaveEndpointStates() const
+{
+	if (endpoint_state_store_ == nullptr)
+		return;
+	int64_t now = clock_();
+	for (const auto &entry : endpoints_) {
+		const EndpointState &state = *entry.second;
+		SavedEndpoint saved;
+		saved.base_url = state.base_url;
+		state.limiter.Save(now, &saved);
+		saved.breaker = state.breaker.snapshot();
+		saved.breaker_error = state.breaker_error;
+		endpoint_state_store_->Save(entry.first, saved);
+	}
 }
 
 void

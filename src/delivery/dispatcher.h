@@ -85,6 +85,26 @@ public:
 	virtual bool Run(const std::string &group, RateLimiter *limiter, const std::function<void()> &fn) = 0;
 };
 
+// What a worker hands over to the next worker of its database about an endpoint, so that one
+// that exits (to make room, or stopped) and is started again mid-window still honours the
+// endpoint's rate_limit and circuit breaker: the grants whose window still runs (those in
+// flight counted as completed at the hand-over), a 429's pause, and the breaker.
+struct SavedEndpoint {
+	std::string base_url; // Save: the endpoint's; a state saved for another remote is not restored
+	int64_t penalty_until_ms = INT64_MIN;
+	std::vector<RateLimiter::Slot> slots; // none for an endpoint with rate_limit_group
+	CircuitBreaker::Snapshot breaker{};
+	std::string breaker_error;
+};
+
+class EndpointStateStore {
+public:
+	virtual ~EndpointStateStore() = default;
+	// false when nothing was saved for the endpoint, or for another base_url (another remote).
+	virtual bool Load(const std::string &endpoint, const std::string &base_url, SavedEndpoint *out) = 0;
+	virtual void Save(const std::string &endpoint, const SavedEndpoint &state) = 0;
+};
+
 // An endpoint's limiter: its own, or with rate_limit_group one shared through a RateLimitStore.
 class EndpointLimiter {
 public:
@@ -104,6 +124,10 @@ public:
 	int in_flight() const;
 	void Penalize(int64_t until_ms);
 	const std::string &group() const { return group_; }
+	// The endpoint's own limiter's state (nothing with a group, whose state is shared anyway):
+	// slots still busy at now_ms, those in flight completed at now_ms.
+	void Save(int64_t now_ms, SavedEndpoint *out) const;
+	void Restore(const SavedEndpoint &saved);
 
 private:
 	void Shared(const std::function<void()> &fn) const;
@@ -136,6 +160,11 @@ public:
 	// Shared limiters for endpoints with rate_limit_group (not owned; nullptr: each endpoint
 	// keeps its own). Set before the first call.
 	void SetRateLimitStore(RateLimitStore *store) { rate_limit_store_ = store; }
+	// Where endpoint states are handed over between the workers of a database (not owned;
+	// nullptr: none). An endpoint's state is loaded from it when first used; SaveEndpointStates
+	// stores them all (the worker calls it before exiting).
+	void SetEndpointStateStore(EndpointStateStore *store) { endpoint_state_store_ = store; }
+	void SaveEndpointStates() const;
 
 	// Drops cached state of an endpoint (token, breaker, limiter) after its row changed.
 	void ForgetEndpoint(const std::string &name);
@@ -172,6 +201,7 @@ private:
 	HttpClient *client_;
 	Clock clock_;
 	RateLimitStore *rate_limit_store_ = nullptr;
+	EndpointStateStore *endpoint_state_store_ = nullptr;
 	std::map<std::string, std::unique_ptr<EndpointState>> endpoints_;
 	uint64_t fetch_serial_ = 0; // makes every Fetch's HttpClient tag unique
 	uint64_t round_serial_ = 0; // Deliver's tags carry it (31 bits), so rounds never mix answers

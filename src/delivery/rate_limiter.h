@@ -74,6 +74,13 @@ public:
 	};
 	State Export() const;
 	void Import(const State &state);
+	// A group's limit (rate_limit_group: the strictest of its members and its declaration)
+	// replaces the endpoint's own for a call; slots beyond a lower count go at the next Import.
+	void SetLimit(int count, long window_ms)
+	{
+		count_ = count;
+		window_ms_ = window_ms;
+	}
 
 private:
 	void Expire(int64_t now_ms);

@@ -21,7 +21,16 @@ void SharedLimitsInit(void *memory, bool found);
 // configure endpoints in one database must not pause or throttle another database's.
 bool RateLimitGroupDeclared(const std::string &group);
 
+// switchboard.rate_limit_groups entries are "name" or "name=count/duration": the declared
+// limit of a group, if any (a group's limit is the strictest of that and its members' own
+// rate_limit, see README "Cluster-wide rate limits"). RateLimitGroupsValid checks a setting.
+bool RateLimitGroupLimit(const std::string &group, int *count, long *window_ms);
+bool RateLimitGroupsValid(const std::string &setting, std::string *error);
+
 // The store the worker's dispatcher uses.
 RateLimitStore *SharedRateLimitStore();
+// Where a worker leaves its endpoints' limiters and breakers for the next worker of its
+// database (in shared memory; lost with it at a server restart).
+EndpointStateStore *SharedEndpointStateStore();
 
 } // namespace switchboard

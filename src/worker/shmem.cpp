@@ -1,5 +1,7 @@
 #include "worker/shmem.h"
 
+#include <algorithm>
+
 #include "worker/shared_limits.h"
 
 extern "C" {
@@ -42,6 +44,7 @@ struct WorkerSlot {
 	int64_t last_exit_ms; // when its last worker exited: the longest unserved go first
 	int64_t claimed_at;   // when the running worker started
 	bool sleeping;        // the running worker waits with nothing to do
+	int64_t idle_since;   // since when its rounds found nothing to do (while sleeping)
 	bool yield_asked;     // the launcher asked the running worker to make room
 };
 
@@ -59,8 +62,11 @@ shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 // (CREATE EXTENSION wakes the launcher at once, so this is only a safety net).
 constexpr int64_t kNoExtensionRecheckMs = 60 * 1000;
 constexpr int64_t kStartTimeoutMs = 30 * 1000;
-// A busy worker asked to make room does so after this long; an idle one at once.
+// A busy worker asked to make room does so after this long; an idle one once it has run
+// kMinStayMs (so that two databases taking turns cannot thrash, each starting a worker for
+// every commit).
 constexpr int64_t kYieldQuantumMs = 5 * 1000;
+constexpr int64_t kMinStayMs = 500;
 
 void
 ClearSlot(WorkerSlot *slot, Oid database)
@@ -246,24 +252,41 @@ PickDatabasesToStart(const Oid *databases, int count, int max_workers, bool comm
 		candidates[picked]->starting_at = now_ms;
 		out[picked] = candidates[picked]->database;
 	}
-	// More databases want a worker than max_workers allows: ask running workers to make room,
-	// sleeping ones first (they leave at once), then those that ran longest (after their
-	// round, once they have had kYieldQuantumMs).
-	int short_by = wanted - picked;
-	for (const auto &slot : shared->slots)
-		if (slot.database != InvalidOid && slot.pid != 0 && slot.yield_asked)
+	// More databases want a worker than max_workers allows, or more run than it allows now
+	// (lowered by a reload): ask running workers to make room. Idle ones first, the longest
+	// idle first (they leave at once, or after their minimum stay), then busy ones that ran
+	// longest (after their round, once they have had kYieldQuantumMs).
+	int short_by = (wanted - picked) + std::max(0, running - max_workers);
+	WorkerSlot *asked[kMaxDatabases];
+	int askable = 0;
+	for (auto &slot : shared->slots) {
+		if (slot.database == InvalidOid || slot.pid == 0)
+			continue;
+		if (slot.yield_asked)
 			short_by--;
-	for (int pass = 0; pass < 2 && short_by > 0; pass++)
-		for (auto &slot : shared->slots) {
-			if (short_by <= 0)
-				break;
-			if (slot.database == InvalidOid || slot.pid == 0 || slot.yield_asked || (pass == 0 && !slot.sleeping))
-				continue;
-			slot.yield_asked = true;
-			short_by--;
-			if (slot.latch != nullptr)
-				to_wake[wake_count++] = slot.latch;
+		else
+			asked[askable++] = &slot;
+	}
+	if (short_by > 0) {
+		auto rank = [now_ms](const WorkerSlot *slot) {
+			if (!slot->sleeping)
+				return 2;
+			return now_ms - slot->claimed_at >= kMinStayMs ? 0 : 1;
+		};
+		std::sort(asked, asked + askable, [&](const WorkerSlot *a, const WorkerSlot *b) {
+			int ra = rank(a), rb = rank(b);
+			if (ra != rb)
+				return ra < rb;
+			if (ra == 0 && a->idle_since != b->idle_since)
+				return a->idle_since < b->idle_since;
+			return a->claimed_at < b->claimed_at;
+		});
+		for (int i = 0; i < askable && short_by > 0; i++, short_by--) {
+			asked[i]->yield_asked = true;
+			if (asked[i]->latch != nullptr)
+				to_wake[wake_count++] = asked[i]->latch;
 		}
+	}
 	SpinLockRelease(&shared->mutex);
 	for (int i = 0; i < wake_count; i++)
 		SetLatch(to_wake[i]);
@@ -292,24 +315,32 @@ CommitsCounted(Oid database)
 }
 
 void
-SetWorkerSleeping(Oid database, bool sleeping)
+SetWorkerSleeping(Oid database, bool sleeping, int64_t idle_since_ms)
 {
 	SpinLockAcquire(&shared->mutex);
 	WorkerSlot *slot = FindSlot(database, false);
-	if (slot != nullptr && slot->pid == MyProcPid)
+	if (slot != nullptr && slot->pid == MyProcPid) {
 		slot->sleeping = sleeping;
+		slot->idle_since = idle_since_ms;
+	}
 	SpinLockRelease(&shared->mutex);
 }
 
 bool
-ShouldMakeRoom(Oid database, bool idle, int64_t now_ms)
+ShouldMakeRoom(Oid database, bool idle, int64_t now_ms, int64_t *wait_ms)
 {
 	bool yield = false;
+	int64_t wait = -1;
 	SpinLockAcquire(&shared->mutex);
 	WorkerSlot *slot = FindSlot(database, false);
-	if (slot != nullptr && slot->pid == MyProcPid && slot->yield_asked)
-		yield = idle || now_ms - slot->claimed_at >= kYieldQuantumMs;
+	if (slot != nullptr && slot->pid == MyProcPid && slot->yield_asked) {
+		int64_t stayed = now_ms - slot->claimed_at;
+		yield = (idle && stayed >= kMinStayMs) || stayed >= kYieldQuantumMs;
+		wait = yield ? 0 : (idle ? kMinStayMs : kYieldQuantumMs) - stayed;
+	}
 	SpinLockRelease(&shared->mutex);
+	if (wait_ms != nullptr)
+		*wait_ms = wait;
 	return yield;
 }
 
@@ -357,6 +388,12 @@ ClaimWorkerSlot(Oid database, Latch *latch)
 	bool claimed = false;
 	SpinLockAcquire(&shared->mutex);
 	WorkerSlot *slot = FindSlot(database, true);
+	// DROP/RENAME DATABASE holds the database: a worker the launcher started just before the
+	// hold began leaves at once, before it connects (StopWorkerFor waits for that).
+	if (slot != nullptr && slot->held_until > NowMs()) {
+		slot->starting_at = 0;
+		slot = nullptr;
+	}
 	if (slot != nullptr && (slot->pid == 0 || kill(slot->pid, 0) != 0)) {
 		slot->pid = MyProcPid;
 		slot->latch = latch;
@@ -402,23 +439,34 @@ StopWorkerFor(Oid database, int64_t hold_ms, int timeout_ms)
 	if (shared == nullptr)
 		return;
 	pid_t pid = 0;
+	bool starting = false;
 	SpinLockAcquire(&shared->mutex);
 	WorkerSlot *slot = FindSlot(database, true);
 	if (slot != nullptr) {
-		slot->held_until = NowMs() + hold_ms;
+		int64_t now = NowMs();
+		slot->held_until = now + hold_ms;
 		pid = slot->pid;
+		// Registered by the launcher but not running yet: once started it finds the hold and
+		// leaves before connecting (ClaimWorkerSlot), unless it claimed the slot first.
+		starting = pid == 0 && Occupied(*slot, now);
 	}
 	SpinLockRelease(&shared->mutex);
-	if (pid == 0)
+	if (pid == 0 && !starting)
 		return;
-	kill(pid, SIGTERM);
+	if (pid != 0)
+		kill(pid, SIGTERM);
 	// By the clock: the latch wait below may return early.
 	for (int64_t deadline = NowMs() + timeout_ms; NowMs() < deadline;) {
 		bool gone;
 		SpinLockAcquire(&shared->mutex);
 		slot = FindSlot(database, false);
-		gone = slot == nullptr || slot->pid != pid;
+		bool claimed = slot != nullptr && pid == 0 && slot->pid != 0;
+		if (claimed)
+			pid = slot->pid; // claimed before the hold: stopped like a running one
+		gone = slot == nullptr || (pid == 0 ? !Occupied(*slot, NowMs()) : slot->pid != pid);
 		SpinLockRelease(&shared->mutex);
+		if (claimed)
+			kill(pid, SIGTERM);
 		if (gone)
 			return;
 		// A latch wait, not pg_usleep: it ends the backend if the postmaster dies meanwhile,

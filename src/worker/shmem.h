@@ -42,11 +42,13 @@ void SetWorkerWantsWakes(Oid database, bool wants);
 // Worker side, for switchboard.max_workers. Capturing commits counted so far in this database
 // (read before a round: those are visible to it).
 uint64_t CommitsCounted(Oid database);
-// The worker waits with nothing to do (the launcher asks such workers to make room first).
-void SetWorkerSleeping(Oid database, bool sleeping);
-// Whether the launcher asked this worker to make room and it should now: when idle at once,
-// when busy once it has run a while (so that no database starves).
-bool ShouldMakeRoom(Oid database, bool idle, int64_t now_ms);
+// The worker waits with nothing to do, its rounds having found nothing since idle_since_ms
+// (the launcher asks such workers to make room first, the longest idle first).
+void SetWorkerSleeping(Oid database, bool sleeping, int64_t idle_since_ms = 0);
+// Whether the launcher asked this worker to make room and it should now: when idle once it
+// has stayed a minimum (half a second), when busy once it has run a while (so that no database
+// starves). wait_ms (optional): -1 when not asked, else how long until it should.
+bool ShouldMakeRoom(Oid database, bool idle, int64_t now_ms, int64_t *wait_ms = nullptr);
 // Before exiting to make room: the commits its last round had seen, and when it has work
 // again (a retry or pull due; the launcher starts a worker then, or at the next commit).
 void MakeRoom(Oid database, uint64_t commits_seen, int64_t due_at);

@@ -34,14 +34,60 @@ namespace {
 
 volatile sig_atomic_t stop_requested = false;
 bool has_extension = true;
+// Set while a transaction commits (CommitTransaction, from its pre-commit callback to its
+// commit or abort), and whether the stop set ProcDiePending meanwhile (see OnSigterm).
+volatile sig_atomic_t committing = false;
+volatile sig_atomic_t die_set_for_commit = false;
+
+// SIGTERM stops the worker between steps (stop_requested), not by die(): the round's results
+// must still be recorded. Only a commit is different: a durable one (CommitDurably) waits in
+// SyncRepWaitForLSN for a synchronous standby, which may never come, and that wait ends only
+// on ProcDiePending. So a SIGTERM during a commit also sets ProcDiePending: the wait ends (the
+// transaction stays committed locally, as on any backend), and once the commit returned the
+// flag is cleared again (OnXactEvent) so the worker stops the usual way.
+void
+SetDiePendingForCommit()
+{
+	die_set_for_commit = true;
+	ProcDiePending = true;
+	InterruptPending = true;
+}
 
 void
 OnSigterm(SIGNAL_ARGS)
 {
 	int save_errno = errno;
 	stop_requested = true;
+	if (committing)
+		SetDiePendingForCommit();
 	SetLatch(MyLatch);
 	errno = save_errno;
+}
+
+void
+OnXactEvent(XactEvent event, void *)
+{
+	switch (event) {
+	case XACT_EVENT_PRE_COMMIT:
+	case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		committing = true;
+		// Stopped before the commit began: a durable commit must not begin waiting either.
+		if (stop_requested)
+			SetDiePendingForCommit();
+		break;
+	case XACT_EVENT_COMMIT:
+	case XACT_EVENT_PARALLEL_COMMIT:
+	case XACT_EVENT_ABORT:
+	case XACT_EVENT_PARALLEL_ABORT:
+		committing = false;
+		if (die_set_for_commit) {
+			die_set_for_commit = false;
+			ProcDiePending = false;
+		}
+		break;
+	default:
+		break;
+	}
 }
 
 // Asked at least every 100 ms by the dispatcher while requests are in flight or held back by a
@@ -101,7 +147,12 @@ public:
 	    : client_(WorkerHttpOptions()), dispatcher_(&client_), rng_(std::random_device{}()), runs_(&dispatcher_, &rng_)
 	{
 		dispatcher_.SetRateLimitStore(SharedRateLimitStore()); // rate_limit_group
+		dispatcher_.SetEndpointStateStore(SharedEndpointStateStore());
 	}
+
+	// Before the process exits: the next worker of this database starts where this one left
+	// off (rate limits, circuit breakers), whether this one made room, went idle or was stopped.
+	void HandOver() { dispatcher_.SaveEndpointStates(); }
 
 	void Run()
 	{
@@ -145,6 +196,10 @@ public:
 				commits_seen_ = CommitsCounted(MyDatabaseId);
 				wait_ms = Round();
 				idle = wait_ms > 0;
+				if (!idle)
+					idle_since_ = 0;
+				else if (idle_since_ == 0)
+					idle_since_ = NowMs();
 				failures = 0;
 			} catch (const std::exception &e) {
 				failures++;
@@ -156,8 +211,10 @@ public:
 			}
 			if (!has_extension)
 				return;
-			if (wait_ms > 0 && !stop_requested && !ShouldMakeRoom(MyDatabaseId, true, NowMs()))
-				Sleep(wait_ms);
+			// Asked to make room but not yet (its minimum stay): sleep until then at most.
+			int64_t room_in = -1;
+			if (wait_ms > 0 && !stop_requested && !ShouldMakeRoom(MyDatabaseId, true, NowMs(), &room_in))
+				Sleep(room_in < 0 ? wait_ms : std::min<long>(wait_ms, std::max<int64_t>(room_in, 1)));
 		}
 	}
 
@@ -450,7 +507,7 @@ private:
 	void Sleep(long wait_ms)
 	{
 		Activity("idle");
-		SetWorkerSleeping(MyDatabaseId, true);
+		SetWorkerSleeping(MyDatabaseId, true, idle_since_ != 0 ? idle_since_ : NowMs());
 		Guarded([&] {
 			pgstat_report_activity(STATE_IDLE, nullptr);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
@@ -475,6 +532,7 @@ private:
 	bool wants_wakes_ = true;
 	bool schema_outdated_ = false;
 	uint64_t commits_seen_ = 0;
+	int64_t idle_since_ = 0; // since when rounds found nothing to do (0: the last one did)
 };
 
 } // namespace
@@ -493,6 +551,7 @@ SB_BGWORKER_MAIN(switchboard_worker_main)
 		proc_exit(0); // another worker serves this database
 	on_shmem_exit(OnExit, ObjectIdGetDatum(database));
 	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
+	RegisterXactCallback(OnXactEvent, nullptr);
 	pgstat_report_appname("switchboard worker");
 	// The worker's own statements resolve names in pg_catalog only (the temporary schema last),
 	// whatever the database's settings say; route expressions get their own path (AsRole).
@@ -508,5 +567,6 @@ SB_BGWORKER_MAIN(switchboard_worker_main)
 		Fail(ERRCODE_SYSTEM_ERROR, "switchboard: libcurl could not be initialised: " + error);
 	DeliveryLoop loop;
 	loop.Run();
+	loop.HandOver();
 	// Returning ends the process with proc_exit(0), once loop's destructor has run.
 }

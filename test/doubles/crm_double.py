@@ -1375,7 +1375,7 @@ class Faults:
             "status": int(spec.get("status", 400 if kind == "reject" else 503)),
             "retry_after": None if spec.get("retry_after") is None else str(spec["retry_after"]),
             "body": spec.get("body"), "headers": spec.get("headers") or {},
-            "delay_ms": int(spec.get("delay_ms", 60000 if kind == "timeout" else 1000)),
+            "delay_ms": int(spec.get("delay_ms", 60000 if kind == "timeout" else 0 if kind == "drop" else 1000)),
             "count": count, "hits": 0,
             "reject_ids": None if spec.get("reject_ids") is None
             else [str(x) for x in spec["reject_ids"]],
@@ -2203,6 +2203,8 @@ class Handler(BaseHTTPRequestHandler):
             if kind in ("timeout", "slow"):
                 d.stop_event.wait(fault["delay_ms"] / 1000.0)
             elif kind == "drop":
+                if fault["delay_ms"] > 0:  # held in flight first (a remote that dies mid-request)
+                    d.stop_event.wait(fault["delay_ms"] / 1000.0)
                 if fault["apply"]:
                     self.route(req)
                 return None

@@ -179,7 +179,8 @@ sub write_row
 	my $target = leader() // return 0;
 	my $key = sprintf('%s%04d@x.com', $tag, ++$serial);
 	my $r = psql_on($target, "INSERT INTO contacts (email, first_name) VALUES ('$key', 'P') RETURNING 1");
-	$committed{$key} = 1 if defined $r && $r eq '1';
+	# psql prints the RETURNING row and then the command tag ("1\nINSERT 0 1").
+	$committed{$key} = 1 if defined $r && $r =~ /\A1$/m;
 	return defined $r;
 }
 
@@ -206,16 +207,38 @@ all_delivered('before the failover');
 # ---- failover: kill -9 of the leader's Patroni and postmaster, writes go on ----
 my $pidfile = "$dir/m1/postmaster.pid";
 my ($pm) = split /\n/, PostgreSQL::Test::Utils::slurp_file($pidfile);
+# Requests in flight when the leader dies: the double holds each upsert 3 s and then drops
+# the connection without applying it, so the rows of those requests reach the double only if
+# the new leader delivers them again.
+my $upsert = '/crm/v3/objects/contacts/batch/upsert';
+control($base, 'faults', { kind => 'drop', delay_ms => 3000, path_prefix => $upsert });
+write_row('b') for 1 .. 10;    # committed (synchronously replicated) before the kill
+ok(wait_for('requests in flight', sub { json_get("$base/_control/stats")->{in_flight} >= 1 }, 30),
+	'requests of the leader are in flight at the double');
 $member{m1}{h}->signal('KILL');
 $member{m1}{h}->finish;
-write_row('b') for 1 .. 10;    # in flight or committed while the leader dies
 kill 'KILL', $pm;
 my $failover_start = time;
+my $in_flight_at_kill = json_get("$base/_control/stats")->{in_flight};
+json_delete("$base/_control/faults");
+cmp_ok($in_flight_at_kill, '>=', 1, "the leader died with $in_flight_at_kill requests in flight");
 wait_for('m2 promoted', sub { write_row('c'); my $x = leader(); defined $x && $x eq 'm2' }, 90);
 is(leader(), 'm2', sprintf('Patroni promoted m2 (%.0f s)', time - $failover_start));
 write_row('d') for 1 .. 20;
 ok(wait_for('a worker on m2', sub { (workers_on('m2') // 0) >= 1 }, 30), 'the new leader runs a worker');
 all_delivered('after the failover');
+# The dropped requests' rows: committed, never applied by the old leader's attempt.
+my %dropped;
+for my $r (grep { ($_->{fault} // '') eq 'drop' } @{ double_requests($base, $upsert) })
+{
+	$dropped{ lc($_->{id}) } = 1 for @{ (ref $r->{body} eq 'HASH' ? $r->{body}{inputs} : undef) // [] };
+}
+my @lost_in_flight = sort grep { $committed{$_} } keys %dropped;
+my $remote = remote_keys();
+my @redelivered = grep { $remote->{$_} } @lost_in_flight;
+cmp_ok(scalar @lost_in_flight, '>=', 1,
+	scalar(@lost_in_flight) . ' committed rows were in requests dropped at the kill (' . join(',', @lost_in_flight) . ')');
+is(scalar @redelivered, scalar @lost_in_flight, 'the new leader delivered all of them again');
 
 start_member('m1');
 ok( wait_for(
