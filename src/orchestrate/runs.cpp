@@ -255,8 +255,11 @@ Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, long t
 			StatementTimeLimit limit(time_limit_ms);
 			AsRole as_owner(def.owner);
 			// Not read-only: a sql step may call a function that writes (in this subtransaction).
-			SpiResult r = SpiExec(AsJsonbSql(expr, StepsFromClause(def.source, "$1::json", "$2::json", "$3::jsonb")),
-			                      ImageArgs(run), false);
+			// A kept plan, as the push path's translations: the text repeats for every run of
+			// the step, and the plan cache replans for another role or search_path.
+			SpiResult r = SpiExecPrepared(AsJsonbSql(expr,
+			                                         StepsFromClause(def.source, "$1::json", "$2::json", "$3::jsonb")),
+			                              ImageArgs(run), false);
 			*out = r.rows.empty() ? std::nullopt : r.rows[0][0];
 		}
 		sub.Commit();
@@ -297,9 +300,9 @@ MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *f
 		{
 			StatementTimeLimit limit(time_limit_ms);
 			AsRole as_owner(def.owner);
-			SpiResult r = SpiExec("SELECT (" + sql + ")::text" +
-			                          RowStepsFromClause(def.source, "$1::json", "$2::jsonb"),
-			                      {image, run.outputs.dump()}, true);
+			SpiResult r = SpiExecPrepared("SELECT (" + sql + ")::text" +
+			                                  RowStepsFromClause(def.source, "$1::json", "$2::jsonb"),
+			                              {image, run.outputs.dump()}, true);
 			text = r.rows.empty() ? std::nullopt : r.rows[0][0];
 		}
 		sub.Commit();
