@@ -30,6 +30,7 @@
 #include "worker/shared_limits.h"
 
 extern "C" {
+#include "commands/dbcommands.h"
 #include "catalog/catalog.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -271,6 +272,16 @@ ValidateEndpoint(const Row &row)
 		             "\" is not declared in switchboard.rate_limit_groups",
 		         "A group is shared by every database of the cluster, so a superuser declares it: add its name to "
 		         "switchboard.rate_limit_groups (postgresql.conf) and reload.");
+	else if (options.is_object() && options.contains("rate_limit_group") && options["rate_limit_group"].is_string()) {
+		const char *database = nullptr;
+		Guarded([&] { database = get_database_name(MyDatabaseId); });
+		const std::string group = options["rate_limit_group"].get<std::string>();
+		if (!RateLimitGroupAllows(group, database ? database : ""))
+			r.Reject("options: rate_limit_group \"" + group + "\" is not open to database \"" +
+			             std::string(database ? database : "") + "\"",
+			         "Its entry in switchboard.rate_limit_groups lists the databases that may share it "
+			         "(name@db1 db2=limit); a superuser adds this one there.");
+	}
 }
 
 // "" when a route may use relid as its source, else why not.

@@ -778,6 +778,23 @@ RunsWanted()
 }
 
 long
+MsUntilNextRun()
+{
+	if (!SpiScalar("SELECT pg_catalog.to_regclass('switchboard.run_queue')"))
+		return -1; // a 0.1 schema
+	SpiText ms =
+	    SpiExecPrepared(
+	        "SELECT CASE WHEN EXISTS (SELECT 1 FROM switchboard.queue q WHERE q.state = 'pending' "
+	        "AND EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route)) THEN 0 "
+	        "WHEN count(*) = 0 THEN NULL WHEN bool_or(d.next_attempt_at IS NULL) THEN 0 "
+	        "ELSE greatest(0, ceil(extract(epoch FROM min(d.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint "
+	        "FROM switchboard.run_queue d JOIN switchboard.routes r ON r.name = d.route AND r.enabled "
+	        "WHERE d.state IN ('pending', 'running', 'waiting')")
+	        .rows[0][0];
+	return ms ? std::stol(*ms) : -1;
+}
+
+long
 RunExecutor::Round(const std::function<bool()> &should_stop)
 {
 	RoundCache cache;

@@ -21,6 +21,11 @@ namespace switchboard {
 // so that a database whose routes have no steps pays no transaction of its own for runs.
 bool RunsWanted();
 
+// Milliseconds until a run is due (0: now; a change of a route with steps waits to become a
+// run), -1 when none is: when a worker that makes room for other databases wants to be started
+// again. Inside a transaction.
+long MsUntilNextRun();
+
 class RunExecutor {
 public:
 	RunExecutor(Dispatcher *dispatcher, std::mt19937_64 *rng) : dispatcher_(dispatcher), rng_(rng) {}

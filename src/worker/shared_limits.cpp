@@ -1,6 +1,7 @@
 #include "worker/shared_limits.h"
 
 #include <algorithm>
+#include <sstream>
 #include <cstring>
 
 #include "connectors/connector.h" // ParseRateLimit
@@ -16,6 +17,9 @@ extern "C" {
 namespace switchboard {
 
 namespace {
+
+// The database this process serves (SetRateLimitDatabase); "" in other processes.
+std::string this_database;
 
 struct Group {
 	char name[64]; // "" when free
@@ -101,9 +105,10 @@ class ShmemStore : public RateLimitStore {
 public:
 	bool Run(const std::string &group, RateLimiter *limiter, const std::function<void()> &fn) override
 	{
-		// An undeclared group (removed from the setting since) is the endpoint's own limiter.
+		// An undeclared group (removed from the setting since), or one this database may no
+		// longer join, is the endpoint's own limiter.
 		if (limits == nullptr || group.empty() || group.size() >= sizeof(Group::name) ||
-		    limiter->count() > kMaxGroupSlots || !RateLimitGroupDeclared(group))
+		    limiter->count() > kMaxGroupSlots || !RateLimitGroupAllows(group, this_database))
 			return false;
 		// The group's limit: the strictest of its declared limit and its members' own (each
 		// member's call runs with it, so that every process counts the same slots the same way).
@@ -301,9 +306,10 @@ Trimmed(const std::string &text)
 	return first == std::string::npos ? std::string() : text.substr(first, last - first + 1);
 }
 
-// The entry "name" or "name=limit" of switchboard.rate_limit_groups for group; false if none.
+// The entry "name[@db db...][=limit]" of switchboard.rate_limit_groups for group: its limit and
+// its database list ("" when either is not given); false if none.
 bool
-FindGroupEntry(const std::string &group, std::string *limit)
+FindGroupEntry(const std::string &group, std::string *limit, std::string *databases = nullptr)
 {
 	std::string list = setting_rate_limit_groups ? setting_rate_limit_groups : "";
 	size_t start = 0;
@@ -313,8 +319,12 @@ FindGroupEntry(const std::string &group, std::string *limit)
 			end = list.size();
 		std::string entry = list.substr(start, end - start);
 		size_t eq = entry.find('=');
-		if (Trimmed(entry.substr(0, eq)) == group) {
+		std::string head = entry.substr(0, eq);
+		size_t at = head.find('@');
+		if (Trimmed(head.substr(0, at)) == group) {
 			*limit = eq == std::string::npos ? std::string() : Trimmed(entry.substr(eq + 1));
+			if (databases != nullptr)
+				*databases = at == std::string::npos ? std::string() : Trimmed(head.substr(at + 1));
 			return true;
 		}
 		start = end + 1;
@@ -329,6 +339,28 @@ RateLimitGroupDeclared(const std::string &group)
 {
 	std::string limit;
 	return !group.empty() && FindGroupEntry(group, &limit);
+}
+
+void
+SetRateLimitDatabase(const std::string &database)
+{
+	this_database = database;
+}
+
+bool
+RateLimitGroupAllows(const std::string &group, const std::string &database)
+{
+	std::string limit, databases;
+	if (group.empty() || !FindGroupEntry(group, &limit, &databases))
+		return false;
+	if (databases.empty())
+		return true;
+	std::istringstream names(databases);
+	std::string name;
+	while (names >> name)
+		if (name == database)
+			return true;
+	return false;
 }
 
 bool
@@ -348,7 +380,25 @@ RateLimitGroupsValid(const std::string &setting, std::string *error)
 			end = setting.size();
 		std::string entry = setting.substr(start, end - start);
 		size_t eq = entry.find('=');
-		std::string name = Trimmed(entry.substr(0, eq));
+		std::string head = entry.substr(0, eq);
+		size_t at = head.find('@');
+		std::string name = Trimmed(head.substr(0, at));
+		if (at != std::string::npos) {
+			std::istringstream names(head.substr(at + 1));
+			std::string database;
+			int listed = 0;
+			while (names >> database) {
+				listed++;
+				if (database.size() > 63) {
+					*error = "group \"" + name + "\" lists database \"" + database + "\", longer than 63 characters";
+					return false;
+				}
+			}
+			if (listed == 0) {
+				*error = "group \"" + name + "\" has an empty database list after @";
+				return false;
+			}
+		}
 		int count = 0;
 		long window_ms = 0;
 		if (name.empty() && (eq != std::string::npos || !Trimmed(entry).empty())) {

@@ -15,6 +15,7 @@
 #include "worker/shmem.h"
 
 extern "C" {
+#include "commands/dbcommands.h"
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -167,6 +168,9 @@ public:
 				Report(LOG, "switchboard: this database is a copy of another; its routes are disabled until "
 				            "a DBA enables them");
 			RecoverInFlight();
+			const char *database = nullptr;
+			Guarded([&] { database = get_database_name(MyDatabaseId); });
+			SetRateLimitDatabase(database ? database : "");
 			tx.Commit();
 		}
 		int failures = 0;
@@ -234,9 +238,12 @@ private:
 			long next = -1;
 			try {
 				WorkerTransaction tx;
-				long push = MsUntilNextDue(), pull = MsUntilNextPull();
+				// Runs waiting for a retry count too, or a backoff of seconds would last until
+				// the revisit.
+				for (long due : {MsUntilNextDue(), MsUntilNextPull(), runs_wanted_ ? MsUntilNextRun() : -1L})
+					if (due >= 0)
+						next = next < 0 ? due : std::min(next, due);
 				tx.Commit();
-				next = push < 0 ? pull : pull < 0 ? push : std::min(push, pull);
 			} catch (const std::exception &e) {
 				Report(LOG, std::string("switchboard worker: ") + e.what());
 				next = 0;

@@ -11,7 +11,7 @@ use Time::HiRes qw(time sleep);
 
 my $t0 = time;
 my ($base, $double) = start_double();
-my $node = new_node('limits', 'switchboard.rate_limit_groups' => "'acct, other_acct'");
+my $node = new_node('limits', 'switchboard.rate_limit_groups' => "'acct\@postgres other, other_acct\@postgres'");
 my $upsert_path = '/crm/v3/objects/contacts/batch/upsert';
 my ($count, $window_ms) = (4, 500);
 my $options = qq({"batch_size": 1, "rate_limit": "$count/${window_ms}ms", "rate_limit_group": "acct"});
@@ -27,6 +27,16 @@ like($err, qr/rate_limit_group/, 'an empty group name is refused');
   $node->psql('postgres', q{UPDATE switchboard.endpoints SET options = options || '{"rate_limit_group": "not_declared"}'});
 like($err, qr/rate_limit_group "not_declared" is not declared in switchboard.rate_limit_groups/,
 	'a group the superuser did not declare is refused');
+# A group lists the databases that may share it: a configuration role of another database
+# cannot join it (and so cannot throttle or pause its members).
+$node->safe_psql('postgres', 'CREATE DATABASE third');
+$node->safe_psql('third', 'CREATE EXTENSION switchboard');
+($rc, $out, $err) = $node->psql('third',
+	qq{INSERT INTO switchboard.endpoints (name, kind, base_url, options) VALUES ('x', 'hubspot', '$base', '{"rate_limit": "1/1h", "rate_limit_group": "acct"}')});
+like($err, qr/rate_limit_group "acct" is not open to database "third"/, 'a database the group does not list cannot join it');
+($rc, $out, $err) =
+  $node->psql('other', q{UPDATE switchboard.endpoints SET options = options || '{"rate_limit_group": "other_acct"}'});
+like($err, qr/is not open to database "other"/, 'nor one listed only for another group');
 
 # Both databases get their backlog at once: paused, filled, resumed.
 sub set_enabled
