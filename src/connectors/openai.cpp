@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "connectors/connector.h"
+#include "connectors/json_schema_check.h"
 #include "http/json_limits.h"
 #include "server_free.h" // last: no include above may bring in postgres.h
 
@@ -104,6 +105,12 @@ OpenAIConnector::ValidateEnrichOption(const std::string &name, const Json &value
 			fail("a JSON schema (an object)");
 		if (value.contains("schema") && !value["schema"].is_object())
 			fail("a JSON schema, whose \"schema\" is an object");
+		// The answer is checked against it (compatible servers may ignore response_format):
+		// refused now when the check could not use it.
+		std::string problem = JsonSchemaProblem(StepJsonSchema(value));
+		if (!problem.empty())
+			throw std::invalid_argument("option \"json_schema\" is not a schema the answer can be checked against: " +
+			                            problem);
 	} else {
 		Connector::ValidateEnrichOption(name, value);
 	}

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
+#include <string>
 
 #include "connectors/connector.h"
 #include "fixtures.h"
@@ -19,6 +21,14 @@ Input(const Json &input, const Json &options = Json::object(), const std::string
 	in.input = input;
 	in.options = options;
 	return in;
+}
+
+// action throws std::invalid_argument whose message holds part.
+void
+ExpectInvalid(const std::function<void()> &action, const std::string &part)
+{
+	std::string message = ExpectThrows<std::invalid_argument>(action);
+	EXPECT_NE(message.find(part), std::string::npos) << message;
 }
 
 const Connector &
@@ -55,6 +65,29 @@ TEST(Enrich, OpenAIStepOptions)
 	EXPECT_THROW(c.ValidateEnrichOption("max_tokens", 0), std::invalid_argument);
 	EXPECT_THROW(c.ValidateEnrichOption("json_schema", "object"), std::invalid_argument);
 	EXPECT_THROW(c.ValidateEnrichOption("json_schema", {{"schema", 1}}), std::invalid_argument);
+	// A schema the answer could not be checked against is refused when the step is written.
+	EXPECT_NO_THROW(
+	    c.ValidateEnrichOption("json_schema",
+	                           {{"name", "s"},
+	                            {"schema", {{"$defs", {{"n", {{"type", "integer"}}}}}, {"$ref", "#/$defs/n"}}}}));
+	ExpectInvalid(
+	    [&] {
+		    c.ValidateEnrichOption("json_schema", {{"type", "int"}});
+	    },
+	    "option \"json_schema\" is not a schema the answer can be checked against: #/type: unknown type "
+	    "\"int\"");
+	ExpectInvalid(
+	    [&] {
+		    c.ValidateEnrichOption("json_schema", {{"name", "s"}, {"schema", {{"$ref", "#/$defs/x"}}}});
+	    },
+	    "#/$ref: \"#/$defs/x\" does not resolve");
+	ExpectInvalid(
+	    [&] {
+		    c.ValidateEnrichOption("json_schema",
+		                           {{"type", "object"}, {"properties", {{"a", {{"items", {{"type", {"x"}}}}}}}}});
+	    },
+	    "#/properties/a/items/type: unknown type \"x\"");
+	ExpectInvalid([&] { c.ValidateEnrichOption("json_schema", {{"$ref", "#"}}); }, "loops back");
 	std::vector<std::string> known = c.EnrichOptions();
 	EXPECT_NE(std::find(known.begin(), known.end(), "json_schema"), known.end());
 
