@@ -38,10 +38,46 @@ Cut(const std::string &text, size_t max_bytes)
 	return text.substr(0, end) + "\xE2\x80\xA6";
 }
 
+// value's JSON text, written only as far as max_bytes: never a whole large answer per check.
+void
+Brief(const Json &value, size_t max_bytes, std::string *out)
+{
+	if (out->size() > max_bytes)
+		return;
+	if (value.is_string()) {
+		const std::string &text = value.get_ref<const std::string &>();
+		*out += Json(Cut(text, max_bytes)).dump(-1, ' ', false, Json::error_handler_t::replace);
+	} else if (value.is_array()) {
+		*out += '[';
+		for (size_t i = 0; i < value.size() && out->size() <= max_bytes; ++i) {
+			if (i)
+				*out += ',';
+			Brief(value[i], max_bytes, out);
+		}
+		*out += ']';
+	} else if (value.is_object()) {
+		*out += '{';
+		bool first = true;
+		for (auto it = value.begin(); it != value.end() && out->size() <= max_bytes; ++it) {
+			if (!first)
+				*out += ',';
+			first = false;
+			Brief(Json(Cut(it.key(), max_bytes)), max_bytes, out);
+			*out += ':';
+			Brief(it.value(), max_bytes, out);
+		}
+		*out += '}';
+	} else {
+		*out += value.dump();
+	}
+}
+
 std::string
 Shown(const Json &value, size_t max_bytes = 80)
 {
-	return Cut(value.dump(-1, ' ', false, Json::error_handler_t::replace), max_bytes);
+	std::string text;
+	Brief(value, max_bytes, &text);
+	return Cut(text, max_bytes);
 }
 
 // The JSON pointer "#/a/b" (a $ref inside the schema) resolved against root; nullptr when it
@@ -371,6 +407,7 @@ public:
 				return Say("expected " + expected + ", got " + TypeOf(value));
 		}
 		if (schema.contains("enum") && schema["enum"].is_array()) {
+			steps_ += static_cast<long>(schema["enum"].size()); // each comparison is work too
 			bool found = false;
 			for (const auto &option : schema["enum"])
 				found = found || option == value;
