@@ -419,28 +419,44 @@ Connector::ParseEnrichResult(const HttpResponse &) const
 	throw std::logic_error("this kind does not enrich");
 }
 
+namespace {
+
+// An enrich step's change: fields {"step", "input", "options"} (EnrichCalls in connector.h).
+EnrichInput
+EnrichInputOf(const Change &change)
+{
+	const Json &fields = change.fields;
+	EnrichInput in;
+	in.step = fields.is_object() ? fields.value("step", std::string()) : std::string();
+	in.input = fields.is_object() && fields.contains("input") ? fields["input"] : Json();
+	in.options = fields.is_object() && fields.contains("options") && fields["options"].is_object() ? fields["options"]
+	                                                                                               : Json::object();
+	return in;
+}
+
+} // namespace
+
 std::vector<Call>
 EnrichCalls(const Connector &connector, const Endpoint &endpoint, const std::vector<Change> &changes, const Auth &auth)
 {
 	std::vector<Call> calls;
 	for (size_t i = 0; i < changes.size(); ++i) {
-		const Json &fields = changes[i].fields;
-		EnrichInput in;
-		in.step = fields.value("step", std::string());
-		in.input = fields.contains("input") ? fields["input"] : Json();
-		in.options = fields.contains("options") && fields["options"].is_object() ? fields["options"] : Json::object();
 		Call call;
 		call.changes.push_back(i);
-		call.request = connector.BuildEnrichRequest(endpoint, in, auth);
+		call.request = connector.BuildEnrichRequest(endpoint, EnrichInputOf(changes[i]), auth);
 		calls.push_back(std::move(call));
 	}
 	return calls;
 }
 
 CallResult
-EnrichCallResult(const Connector &connector, const Call &call, const HttpResponse &response)
+EnrichCallResult(const Connector &connector, const Call &call, const std::vector<Change> &changes,
+                 const HttpResponse &response)
 {
 	EnrichResult r = connector.ParseEnrichResult(response);
+	// One change per call (EnrichCalls): its step's options judge the answer.
+	if (r.outcome == Outcome::Delivered && !call.changes.empty() && call.changes[0] < changes.size())
+		connector.CheckEnrichAnswer(EnrichInputOf(changes[call.changes[0]]), &r);
 	CallResult result = UniformResult(call, r.outcome, r.error, r.retry_after_ms);
 	result.http_status = r.http_status;
 	result.endpoint_failure = r.endpoint_failure;
@@ -449,13 +465,17 @@ EnrichCallResult(const Connector &connector, const Call &call, const HttpRespons
 	result.stop_endpoint = false;
 	result.retry_after_ms = r.retry_after_ms;
 	result.error = r.error;
-	if (r.outcome == Outcome::Delivered)
+	// Usage travels in remote_id; on a failed answer too (not an object, not matching
+	// json_schema): the tokens were spent.
+	if (r.outcome == Outcome::Delivered || r.has_usage || r.http_status == 200) {
+		Json carried = {{"has_usage", r.has_usage},
+		                {"prompt_tokens", r.prompt_tokens},
+		                {"completion_tokens", r.completion_tokens}};
+		if (r.outcome == Outcome::Delivered)
+			carried["output"] = r.output;
 		for (auto &one : result.results)
-			one.remote_id = Json{{"output", r.output},
-			                     {"has_usage", r.has_usage},
-			                     {"prompt_tokens", r.prompt_tokens},
-			                     {"completion_tokens", r.completion_tokens}}
-			                    .dump();
+			one.remote_id = carried.dump();
+	}
 	return result;
 }
 

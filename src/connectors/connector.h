@@ -220,6 +220,10 @@ public:
 	// one. The default throws (the kind does not enrich).
 	virtual HttpRequest BuildEnrichRequest(const Endpoint &endpoint, const EnrichInput &input, const Auth &auth) const;
 	virtual EnrichResult ParseEnrichResult(const HttpResponse &response) const;
+	// An answer ParseEnrichResult made Delivered, checked against the step's options: one that
+	// does not suit them becomes Dead, usage kept (openai: json_schema, which a compatible
+	// server may ignore). The default accepts every answer.
+	virtual void CheckEnrichAnswer(const EnrichInput &, EnrichResult *) const {}
 	// The request of one notify step: an event of the given type and id (stable across
 	// retries) carrying data; signed like the kind's push calls. The default throws.
 	// ParseResult with a Call of one change reads its answer.
@@ -421,15 +425,22 @@ HttpRequest BuildChatRequestForStep(const Endpoint &endpoint, const EnrichInput 
 // x-ratelimit-reset-requests.
 using ChatResult = EnrichResult;
 ChatResult ParseChatResult(const HttpResponse &response);
+// A Delivered chat answer checked against the step's options.json_schema (either the schema or
+// {"name", "schema"}): a mismatch makes it Dead, "model answer does not match json_schema:
+// <path>: <reason>", usage kept. Other results and options without json_schema: unchanged.
+void CheckChatAnswer(const Json &options, ChatResult *result);
 
 // Enrich steps of many runs go through Dispatcher::Deliver like pushed changes (concurrency,
 // rate limit, circuit breaker per endpoint): each Change carries fields {"step", "input",
-// "options"}; an enrich kind's BuildCalls and ParseResult are these two. On Delivered the
-// change's remote_id is the JSON text {"output", "prompt_tokens", "completion_tokens",
-// "has_usage"}.
+// "options"}; an enrich kind's BuildCalls and ParseResult are these two (ParseEnrichResult,
+// then CheckEnrichAnswer with the change's step options). On Delivered the change's remote_id
+// is the JSON text {"output", "prompt_tokens", "completion_tokens", "has_usage"}; on any other
+// outcome of an answered call (HTTP 200, or usage reported) the same without "output", since
+// the tokens were spent all the same.
 std::vector<Call> EnrichCalls(const Connector &connector, const Endpoint &endpoint, const std::vector<Change> &changes,
                               const Auth &auth);
-CallResult EnrichCallResult(const Connector &connector, const Call &call, const HttpResponse &response);
+CallResult EnrichCallResult(const Connector &connector, const Call &call, const std::vector<Change> &changes,
+                            const HttpResponse &response);
 
 // OpenAI's reset durations ("1s", "6m0s", "20ms", "1h2m3.5s") in ms; -1 when not of that form.
 long ParseOpenAIDuration(const std::string &text);

@@ -99,9 +99,10 @@ public:
 		return EnrichCalls(*this, endpoint, changes, auth);
 	}
 
-	CallResult ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override
+	CallResult ParseResult(const Call &call, const std::vector<Change> &changes,
+	                       const HttpResponse &response) const override
 	{
-		return EnrichCallResult(*this, call, response);
+		return EnrichCallResult(*this, call, changes, response);
 	}
 };
 

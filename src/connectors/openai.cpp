@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "connectors/connector.h"
+#include "connectors/json_schema_check.h"
 #include "http/json_limits.h"
 #include "server_free.h" // last: no include above may bring in postgres.h
 
@@ -57,6 +58,10 @@ public:
 		return BuildChatRequestForStep(signed_with, input, auth.masked);
 	}
 	EnrichResult ParseEnrichResult(const HttpResponse &response) const override { return ParseChatResult(response); }
+	void CheckEnrichAnswer(const EnrichInput &input, EnrichResult *result) const override
+	{
+		CheckChatAnswer(input.options, result);
+	}
 
 	// Routes never target this kind (NotARouteTarget); enrich steps of many runs are sent
 	// through the dispatcher with these (EnrichCalls in connector.h).
@@ -66,9 +71,10 @@ public:
 		return EnrichCalls(*this, endpoint, changes, auth);
 	}
 
-	CallResult ParseResult(const Call &call, const std::vector<Change> &, const HttpResponse &response) const override
+	CallResult ParseResult(const Call &call, const std::vector<Change> &changes,
+	                       const HttpResponse &response) const override
 	{
-		return EnrichCallResult(*this, call, response);
+		return EnrichCallResult(*this, call, changes, response);
 	}
 };
 
@@ -104,6 +110,12 @@ OpenAIConnector::ValidateEnrichOption(const std::string &name, const Json &value
 			fail("a JSON schema (an object)");
 		if (value.contains("schema") && !value["schema"].is_object())
 			fail("a JSON schema, whose \"schema\" is an object");
+		// The answer is checked against it (compatible servers may ignore response_format):
+		// refused now when the check could not use it.
+		std::string problem = JsonSchemaProblem(StepJsonSchema(value));
+		if (!problem.empty())
+			throw std::invalid_argument("option \"json_schema\" is not a schema the answer can be checked against: " +
+			                            problem);
 	} else {
 		Connector::ValidateEnrichOption(name, value);
 	}
@@ -298,6 +310,21 @@ ReadUsage(const Json &body, ChatResult *result)
 }
 
 } // namespace
+
+void
+CheckChatAnswer(const Json &options, ChatResult *result)
+{
+	if (result->outcome != Outcome::Delivered || !options.is_object() || !options.contains("json_schema"))
+		return;
+	std::string mismatch = JsonSchemaMismatch(StepJsonSchema(options["json_schema"]), result->output);
+	if (mismatch.empty())
+		return;
+	// Permanent, like content that is not a JSON object: the same prompt is likely to get the
+	// same answer (retry(id) asks again once the prompt, schema or server is fixed). Usage stays.
+	result->outcome = Outcome::Dead;
+	result->error = "model answer does not match json_schema: " + mismatch;
+	result->output = Json();
+}
 
 ChatResult
 ParseChatResult(const HttpResponse &response)

@@ -712,13 +712,16 @@ FromDelivery(const Pending &p, const Delivery &d)
 	a.attempted = d.attempted || d.outcome == Outcome::Skipped;
 	a.latency = d.latency_ms;
 	if (p.step.kind == "enrich") {
-		if (a.outcome == Outcome::Delivered) {
-			Json carried = Json::parse(d.remote_id, nullptr, false);
+		// Usage comes on Delivered and on answers that failed (not an object, not matching
+		// json_schema): tokens were spent either way (EnrichCallResult).
+		Json carried = d.remote_id.empty() ? Json() : Json::parse(d.remote_id, nullptr, false);
+		if (a.outcome == Outcome::Delivered || carried.is_object()) {
 			EnrichResult r;
-			r.outcome = Outcome::Delivered;
+			r.outcome = a.outcome;
 			r.http_status = d.http_status;
 			if (carried.is_object()) {
-				a.output = carried.value("output", Json::object());
+				if (a.outcome == Outcome::Delivered)
+					a.output = carried.value("output", Json::object());
 				r.has_usage = carried.value("has_usage", false);
 				r.prompt_tokens = carried.value("prompt_tokens", static_cast<int64_t>(0));
 				r.completion_tokens = carried.value("completion_tokens", static_cast<int64_t>(0));

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
+#include <string>
 
 #include "connectors/connector.h"
 #include "fixtures.h"
@@ -19,6 +21,14 @@ Input(const Json &input, const Json &options = Json::object(), const std::string
 	in.input = input;
 	in.options = options;
 	return in;
+}
+
+// action throws std::invalid_argument whose message holds part.
+void
+ExpectInvalid(const std::function<void()> &action, const std::string &part)
+{
+	std::string message = ExpectThrows<std::invalid_argument>(action);
+	EXPECT_NE(message.find(part), std::string::npos) << message;
 }
 
 const Connector &
@@ -55,6 +65,29 @@ TEST(Enrich, OpenAIStepOptions)
 	EXPECT_THROW(c.ValidateEnrichOption("max_tokens", 0), std::invalid_argument);
 	EXPECT_THROW(c.ValidateEnrichOption("json_schema", "object"), std::invalid_argument);
 	EXPECT_THROW(c.ValidateEnrichOption("json_schema", {{"schema", 1}}), std::invalid_argument);
+	// A schema the answer could not be checked against is refused when the step is written.
+	EXPECT_NO_THROW(
+	    c.ValidateEnrichOption("json_schema",
+	                           {{"name", "s"},
+	                            {"schema", {{"$defs", {{"n", {{"type", "integer"}}}}}, {"$ref", "#/$defs/n"}}}}));
+	ExpectInvalid(
+	    [&] {
+		    c.ValidateEnrichOption("json_schema", {{"type", "int"}});
+	    },
+	    "option \"json_schema\" is not a schema the answer can be checked against: #/type: unknown type "
+	    "\"int\"");
+	ExpectInvalid(
+	    [&] {
+		    c.ValidateEnrichOption("json_schema", {{"name", "s"}, {"schema", {{"$ref", "#/$defs/x"}}}});
+	    },
+	    "#/$ref: \"#/$defs/x\" does not resolve");
+	ExpectInvalid(
+	    [&] {
+		    c.ValidateEnrichOption("json_schema",
+		                           {{"type", "object"}, {"properties", {{"a", {{"items", {{"type", {"x"}}}}}}}}});
+	    },
+	    "#/properties/a/items/type: unknown type \"x\"");
+	ExpectInvalid([&] { c.ValidateEnrichOption("json_schema", {{"$ref", "#"}}); }, "loops back");
 	std::vector<std::string> known = c.EnrichOptions();
 	EXPECT_NE(std::find(known.begin(), known.end(), "json_schema"), known.end());
 
@@ -168,6 +201,85 @@ TEST(Enrich, OpenAIAnswers)
 	EXPECT_EQ(r.retry_after_ms, 3000);
 	EXPECT_EQ(c.ParseEnrichResult(Answer(503, "")).outcome, Outcome::Retry);
 	EXPECT_EQ(c.ParseEnrichResult(Answer(400, R"({"error":{"message":"bad model"}})")).outcome, Outcome::Dead);
+}
+
+// A compatible server (a self-hosted model behind base_url) may ignore response_format: the
+// answer is checked against the step's json_schema, a mismatch is permanent, usage is kept.
+TEST(Enrich, OpenAIAnswerMustMatchTheJsonSchema)
+{
+	auto connector = MakeConnector("openai");
+	Json schema = {{"type", "object"},
+	               {"properties", {{"score", {{"type", "integer"}}}, {"reason", {{"type", "string"}}}}},
+	               {"required", {"score", "reason"}},
+	               {"additionalProperties", false}};
+	auto answer = [](const std::string &content) {
+		return Answer(200, Json({{"model", "llama3"},
+		                         {"choices", {{{"message", {{"role", "assistant"}, {"content", content}}}}}},
+		                         {"usage", {{"prompt_tokens", 11}, {"completion_tokens", 4}}}})
+		                       .dump());
+	};
+	for (const Json &option : {schema, Json({{"name", "lead"}, {"schema", schema}, {"strict", true}})}) {
+		Change change;
+		change.fields = {{"step", "score"}, {"input", "hi"}, {"options", {{"model", "m"}, {"json_schema", option}}}};
+		std::vector<Call> calls = connector->BuildCalls(MakeEndpoint("openai", "http://127.0.0.1:9"), Route(), {change},
+		                                                Auth());
+		ASSERT_EQ(calls.size(), 1u);
+
+		CallResult result = connector->ParseResult(calls[0], {change}, answer(R"({"score":7,"reason":"ok"})"));
+		ASSERT_EQ(result.results.size(), 1u);
+		EXPECT_EQ(result.results[0].outcome, Outcome::Delivered);
+		EXPECT_EQ(Json::parse(result.results[0].remote_id)["output"], Json({{"score", 7}, {"reason", "ok"}}));
+
+		result = connector->ParseResult(calls[0], {change}, answer(R"({"score":"7","reason":"ok"})"));
+		EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
+		EXPECT_EQ(result.results[0].error,
+		          "model answer does not match json_schema: $.score: expected integer, got string");
+		EXPECT_EQ(result.error, result.results[0].error);
+		EXPECT_EQ(result.http_status, 200);
+		EXPECT_FALSE(result.endpoint_failure);
+		// The tokens were spent: usage still travels (without an output).
+		Json carried = Json::parse(result.results[0].remote_id);
+		EXPECT_EQ(carried["has_usage"], true);
+		EXPECT_EQ(carried["prompt_tokens"], 11);
+		EXPECT_EQ(carried["completion_tokens"], 4);
+		EXPECT_FALSE(carried.contains("output"));
+
+		result = connector->ParseResult(calls[0], {change}, answer(R"({"score":7})"));
+		EXPECT_EQ(result.results[0].error,
+		          "model answer does not match json_schema: $: missing required property \"reason\"");
+		result = connector->ParseResult(calls[0], {change}, answer(R"({"score":7,"reason":"ok","mood":"x"})"));
+		EXPECT_EQ(result.results[0].error, "model answer does not match json_schema: $: unexpected property \"mood\"");
+		// Not an object at all: the older, more telling error; usage kept as well.
+		result = connector->ParseResult(calls[0], {change}, answer("[7]"));
+		EXPECT_EQ(result.results[0].outcome, Outcome::Dead);
+		EXPECT_NE(result.results[0].error.find("not a JSON object"), std::string::npos) << result.results[0].error;
+		EXPECT_EQ(Json::parse(result.results[0].remote_id)["prompt_tokens"], 11);
+		// Errors other than the answer's own are not checked.
+		result = connector->ParseResult(calls[0], {change}, Answer(503, ""));
+		EXPECT_EQ(result.results[0].outcome, Outcome::Retry);
+		EXPECT_EQ(result.results[0].remote_id, "");
+	}
+
+	// Without json_schema any object is fine.
+	Change plain;
+	plain.fields = {{"step", "score"}, {"input", "hi"}, {"options", {{"model", "m"}}}};
+	std::vector<Call> calls = connector->BuildCalls(MakeEndpoint("openai", "http://127.0.0.1:9"), Route(), {plain},
+	                                                Auth());
+	EXPECT_EQ(connector->ParseResult(calls[0], {plain}, answer(R"({"score":"high"})")).results[0].outcome,
+	          Outcome::Delivered);
+
+	// The check alone.
+	ChatResult r = ParseChatResult(answer(R"({"score":1.5,"reason":"ok"})"));
+	ASSERT_EQ(r.outcome, Outcome::Delivered);
+	CheckChatAnswer({{"json_schema", schema}}, &r);
+	EXPECT_EQ(r.outcome, Outcome::Dead);
+	EXPECT_EQ(r.error, "model answer does not match json_schema: $.score: expected integer, got number");
+	EXPECT_TRUE(r.has_usage);
+	EXPECT_EQ(r.prompt_tokens, 11);
+	EXPECT_EQ(r.model, "llama3");
+	ChatResult retry = ParseChatResult(Answer(500, ""));
+	CheckChatAnswer({{"json_schema", schema}}, &retry);
+	EXPECT_EQ(retry.outcome, Outcome::Retry);
 }
 
 TEST(Enrich, OpenAIDurations)
