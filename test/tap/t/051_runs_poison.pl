@@ -43,4 +43,27 @@ is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'both runs end');
 is(sql($node, "SELECT string_agg(key || ':' || state, ',' ORDER BY id) FROM switchboard.runs WHERE key::int >= 10"),
 	'10:failed,11:done', 'the unreadable value fails its run only');
 is(sql($node, "SELECT current_step FROM switchboard.runs WHERE key = '10'"), 'big', 'at the sql step');
+
+# A model answer that does not match the step's json_schema (a compatible server may ignore the
+# response format): the run fails at that step, once, and the tokens spent are still counted.
+$node->safe_psql('postgres', <<"EOS");
+CREATE TABLE scored (id int PRIMARY KEY, email text);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('scored', 'scored', 'hook', 'lead', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input, options) VALUES
+	('scored', 'score', 10, 'enrich', 'model', 'new.email',
+	 '{"json_schema": {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"], "additionalProperties": false}}');
+EOS
+control($base, 'openai', { rules => [ { match => 'words@', content => '{"score": "high"}' }, { match => 'fine@', content => '{"score": 7}' } ],
+	usage => { prompt_tokens => 11, completion_tokens => 3 } });
+json_delete("$base/_control/requests");
+$node->safe_psql('postgres', "INSERT INTO scored VALUES (1, 'words\@x.io'), (2, 'fine\@x.io')");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'both scored runs end');
+is(sql($node, "SELECT string_agg(key || ':' || state, ',' ORDER BY id) FROM switchboard.runs WHERE route = 'scored'"),
+	'1:failed,2:done', 'the answer that does not match the schema fails its run; the matching one is done');
+like(sql($node, "SELECT last_error FROM switchboard.runs WHERE route = 'scored' AND key = '1'"),
+	qr/model answer does not match json_schema: \$\.score: expected integer/, 'naming where and why');
+is(scalar @{ reqs('/v1/') }, 2, 'the model was asked once per run (a mismatch is not retried)');
+is(sql($node, "SELECT calls || ':' || prompt_tokens FROM switchboard.ai_usage WHERE route = 'scored'"), '2:22',
+	'the tokens of the refused answer are counted too');
 done_testing();
