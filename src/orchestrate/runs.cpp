@@ -528,14 +528,44 @@ FailRun(int64_t id, const std::string &step, const std::string &error)
 
 } // namespace
 
+// A route whose definition fails its checks: its changes are left out of adoption and its runs
+// are not due for kHoldBackMs (the checks are re-run then), so that neither fills the round's
+// pages (LIMIT 1000) and starves the other routes, nor makes the worker spin.
+constexpr int64_t kHoldBackMs = 10 * 1000;
+
+void
+RunExecutor::HoldBack(const std::string &route)
+{
+	held_back_[route] = NowMs() + kHoldBackMs;
+}
+
+std::string
+RunExecutor::HeldBackRoutes()
+{
+	const int64_t now = NowMs();
+	std::vector<SpiText> routes;
+	for (auto it = held_back_.begin(); it != held_back_.end();) {
+		if (it->second <= now) {
+			it = held_back_.erase(it);
+			continue;
+		}
+		routes.emplace_back(it->first);
+		++it;
+	}
+	return ArrayLiteral(routes);
+}
+
 size_t
 RunExecutor::Adopt()
 {
 	SpiResult r = SpiExecPrepared(
 	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, q.captured_at::text FROM switchboard.queue q "
 	    "JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
-	    "WHERE q.state = 'pending' AND EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) "
-	    "ORDER BY q.id LIMIT 1000 FOR UPDATE OF q SKIP LOCKED");
+	    "LEFT JOIN pg_catalog.unnest($1::pg_catalog.text[]) b(route) ON b.route = q.route "
+	    "WHERE q.state = 'pending' AND b.route IS NULL "
+	    "AND EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) "
+	    "ORDER BY q.id LIMIT 1000 FOR UPDATE OF q SKIP LOCKED",
+	    {HeldBackRoutes()});
 	if (r.rows.empty())
 		return 0;
 	RoundCache cache;
@@ -548,8 +578,10 @@ RunExecutor::Adopt()
 	for (const auto &row : r.rows) {
 		const std::string &route = *row[1];
 		RouteCache &rc = cache.Route(route);
-		if (!rc.def)
+		if (!rc.def) {
+			HoldBack(route); // its changes wait in the queue, without filling the next rounds' pages
 			continue;
+		}
 		RouteDef keyed = *rc.def;
 		keyed.mappings.clear(); // the key and the filters; mappings are the deliver step's
 		Op op = ParseOp(*row[2]).value_or(Op::Update);
@@ -840,13 +872,25 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 				std::string at, error;
 				std::optional<RunRow> run;
 				std::optional<Pending> p;
+				bool held_back = false;
 				bool ok = Isolated(
 				    [&] {
 					    run = RunFromRow(row);
 					    at = run->current_step;
+					    if (!cache.Route(run->route).def) {
+						    // Disabled since, or its definition fails its checks: looked at again later.
+						    HoldBack(run->route);
+						    SpiExecPrepared("UPDATE switchboard.run_queue SET next_attempt_at = now() + "
+						                    "$2::bigint * interval '1 millisecond' WHERE id = $1::bigint",
+						                    {Num(run->id), Num(kHoldBackMs)});
+						    held_back = true;
+						    return;
+					    }
 					    p = Prepare(*run, cache, *rng_, &at);
 				    },
 				    &error);
+				if (held_back && ok)
+					continue;
 				worked = true;
 				if (!ok) {
 					FailRun(id, at, "the worker could not carry on with this step: " + error);

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <string>
 #include <random>
 
 #include "delivery/dispatcher.h"
@@ -37,7 +39,10 @@ public:
 
 private:
 	size_t Adopt();
-	int64_t last_prune_ms_ = 0; // finished runs are pruned once a minute
+	void HoldBack(const std::string &route);
+	std::string HeldBackRoutes();              // as a text[] literal, forgetting the expired ones
+	std::map<std::string, int64_t> held_back_; // route -> until (NowMs)
+	int64_t last_prune_ms_ = 0;                // finished runs are pruned once a minute
 
 	Dispatcher *dispatcher_;
 	std::mt19937_64 *rng_;
