@@ -17,6 +17,7 @@
 #include "worker/shmem.h"
 
 extern "C" {
+#include "miscadmin.h"
 #include "utils/guc.h"
 }
 
@@ -252,7 +253,7 @@ Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, long t
 	try {
 		Subtransaction sub;
 		{
-			StatementTimeLimit limit(time_limit_ms);
+			StatementTimeLimit limit(time_limit_ms, run.id);
 			AsRole as_owner(def.owner);
 			// Not read-only: a sql step may call a function that writes (in this subtransaction).
 			// A kept plan, as the push path's translations: the text repeats for every run of
@@ -298,7 +299,7 @@ MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *f
 		Subtransaction sub;
 		SpiText text;
 		{
-			StatementTimeLimit limit(time_limit_ms);
+			StatementTimeLimit limit(time_limit_ms, run.id);
 			AsRole as_owner(def.owner);
 			SpiResult r = SpiExecPrepared("SELECT (" + sql + ")::text" +
 			                                  RowStepsFromClause(def.source, "$1::json", "$2::jsonb"),
@@ -343,7 +344,7 @@ WriteBack(const RouteDef &def, const RunRow &run, const Json &values, long time_
 		                  ", $2::pg_catalog.json))";
 		SpiText image = run.op == Op::Delete ? run.old_image : run.new_image;
 		{
-			StatementTimeLimit limit(time_limit_ms);
+			StatementTimeLimit limit(time_limit_ms, run.id);
 			SuppressCapture no_echo(def.name);
 			AsRole as_owner(def.owner);
 			SpiExec(sql, {values.dump(), image});
@@ -854,7 +855,26 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			                {std::to_string(setting_history_retention_s)});
 			last_prune_ms_ = now;
 		}
+		const int64_t stuck = TakeRunInStepSql(MyDatabaseId);
 		worked = Adopt() > 0;
+		// The previous worker ended inside this run's step SQL (cut off past its time limit):
+		// running the step again would end this worker too. After the adoption, which that
+		// worker's round may have rolled back with it.
+		if (stuck) {
+			std::string ignored;
+			(void) Isolated(
+			    [&] {
+				    SpiExecPrepared("UPDATE switchboard.run_queue SET state = 'failed', last_error = $2, "
+				                    "next_attempt_at = NULL, finished_at = now() "
+				                    "WHERE id = $1::bigint AND state IN ('pending', 'running', 'waiting')",
+				                    {Num(stuck),
+				                     "the worker ended while this run's step SQL was running (it went on " +
+				                         std::to_string(StatementTimeLimit::kGraceMs / 1000) +
+				                         " s past the step's time limit, ignoring the cancel, or the "
+				                         "worker was stopped in it); not run again: retry(id) runs it again"});
+			    },
+			    &ignored);
+		}
 		// Only the oldest unfinished run of a key is ever due: runs of a key in commit order.
 		SpiResult r = SpiExecPrepared(
 		    "SELECT d.id FROM (SELECT DISTINCT ON (route, key) id, route, next_attempt_at FROM switchboard.run_queue "

@@ -1,30 +1,83 @@
 #include "pg/time_limit.h"
 
+#include <csignal>
+
+#include "worker/shmem.h"
+
 extern "C" {
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/timeout.h"
+#include "utils/timestamp.h"
 }
 
 namespace switchboard {
 
-StatementTimeLimit::StatementTimeLimit(long ms)
+namespace {
+
+// USER_TIMEOUT handler (signal context): ends the worker at its next interrupt check, as
+// pg_terminate_backend would; a FATAL is not caught by any EXCEPTION block.
+void
+GraceExpired()
+{
+	ProcDiePending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+// USER_TIMEOUT handler (signal context), every 100 ms past the limit: the cancel again, for
+// code that caught the first one (STATEMENT_TIMEOUT's own repeat mode would clear the
+// indicator that makes the first cancel say "statement timeout").
+volatile sig_atomic_t recancelled = false;
+
+void
+CancelAgain()
+{
+	recancelled = true;
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+TimeoutId grace_timeout = MAX_TIMEOUTS; // registered on first use
+TimeoutId recancel_timeout = MAX_TIMEOUTS;
+
+} // namespace
+
+StatementTimeLimit::StatementTimeLimit(long ms, int64_t run)
 {
 	// The worker runs no client statements, so STATEMENT_TIMEOUT is otherwise unused here.
 	if (ms <= 0 || get_timeout_active(STATEMENT_TIMEOUT))
 		return;
-	enable_timeout_after(STATEMENT_TIMEOUT, static_cast<int>(ms));
+	if (grace_timeout == MAX_TIMEOUTS) {
+		grace_timeout = RegisterTimeout(USER_TIMEOUT, GraceExpired);
+		recancel_timeout = RegisterTimeout(USER_TIMEOUT, CancelAgain);
+	}
+	const TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	recancelled = false;
+	enable_timeout_at(STATEMENT_TIMEOUT, deadline);
+	enable_timeout_every(recancel_timeout, TimestampTzPlusMilliseconds(deadline, 100), 100);
+	enable_timeout_at(grace_timeout, TimestampTzPlusMilliseconds(deadline, kGraceMs));
 	armed_ = true;
+	run_ = run;
+	if (run_ != 0)
+		SetRunInStepSql(MyDatabaseId, run_);
 }
 
 StatementTimeLimit::~StatementTimeLimit()
 {
 	if (!armed_)
 		return;
+	disable_timeout(grace_timeout, false);
+	disable_timeout(recancel_timeout, false);
 	disable_timeout(STATEMENT_TIMEOUT, false);
+	if (run_ != 0)
+		SetRunInStepSql(MyDatabaseId, 0);
 	// Fired after the last CHECK_FOR_INTERRUPTS of the limited code: its cancel is stale. Only
 	// ours is withdrawn (the indicator says the timer fired); a real cancel stays pending.
-	if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+	if (get_timeout_indicator(STATEMENT_TIMEOUT, true) || recancelled)
 		QueryCancelPending = false;
+	recancelled = false;
 }
 
 } // namespace switchboard

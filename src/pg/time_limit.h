@@ -1,6 +1,8 @@
-// A time limit on user-written SQL the worker runs (a step's run_if, input, writeback): a
-// pg_sleep or a lock wait in a step must not stall every other run of the database.
+// A time limit on user-written SQL the worker runs (a step's run_if, input, mappings, writeback):
+// a pg_sleep or a lock wait in a step must not stall every other run of the database.
 #pragma once
+
+#include <cstdint>
 
 #include "pg/prelude.h"
 
@@ -8,18 +10,24 @@ namespace switchboard {
 
 // While it lives, statements are cancelled after ms milliseconds with Postgres' own "canceling
 // statement due to statement timeout" (STATEMENT_TIMEOUT, as statement_timeout does for a
-// client), which reaches the caller as a PgError like any other. On destruction the timer is
-// stopped, and a cancel it requested that nothing has seen yet is withdrawn, so it cannot
-// cancel whatever the worker runs next. ms <= 0: no limit.
+// client), which reaches the caller as a PgError like any other. The cancel is repeated every
+// 100 ms, so code that catches it (an EXCEPTION WHEN OTHERS block in a loop) is cancelled
+// again; SQL still running kGraceMs after the limit ends the worker (FATAL, which no handler
+// catches), and run (when not 0) is left in shared memory for the next worker, which fails it
+// instead of running it again (TakeRunInStepSql). On destruction the timers stop, and a cancel
+// they requested that nothing has seen yet is withdrawn, so it cannot cancel whatever the worker
+// runs next. ms <= 0: no limit.
 class StatementTimeLimit {
 public:
-	explicit StatementTimeLimit(long ms);
+	static constexpr long kGraceMs = 5000;
+	StatementTimeLimit(long ms, int64_t run);
 	~StatementTimeLimit();
 	StatementTimeLimit(const StatementTimeLimit &) = delete;
 	StatementTimeLimit &operator=(const StatementTimeLimit &) = delete;
 
 private:
 	bool armed_ = false;
+	int64_t run_ = 0;
 };
 
 } // namespace switchboard

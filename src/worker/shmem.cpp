@@ -46,6 +46,9 @@ struct WorkerSlot {
 	bool sleeping;        // the running worker waits with nothing to do
 	int64_t idle_since;   // since when its rounds found nothing to do (while sleeping)
 	bool yield_asked;     // the launcher asked the running worker to make room
+	// The run whose step SQL the worker is running (0: none), set and cleared around it: a
+	// worker that ends inside it (cut off past the step's time limit) leaves it for the next.
+	pg_atomic_uint64 run_in_step_sql;
 };
 
 struct SharedState {
@@ -73,6 +76,7 @@ ClearSlot(WorkerSlot *slot, Oid database)
 {
 	memset(slot, 0, sizeof(WorkerSlot));
 	pg_atomic_init_u64(&slot->commits, 0);
+	pg_atomic_init_u64(&slot->run_in_step_sql, 0);
 	slot->database = database;
 }
 
@@ -300,6 +304,34 @@ MarkAllWanted()
 	for (auto &slot : shared->slots)
 		slot.due_at = 0;
 	SpinLockRelease(&shared->mutex);
+}
+
+void
+SetRunInStepSql(Oid database, int64_t run)
+{
+	static WorkerSlot *cached = nullptr;
+	if (shared == nullptr)
+		return;
+	if (cached == nullptr || cached->database != database) {
+		SpinLockAcquire(&shared->mutex);
+		cached = FindSlot(database, false);
+		SpinLockRelease(&shared->mutex);
+		if (cached == nullptr)
+			return;
+	}
+	pg_atomic_write_u64(&cached->run_in_step_sql, static_cast<uint64_t>(run));
+}
+
+int64_t
+TakeRunInStepSql(Oid database)
+{
+	uint64_t run = 0;
+	SpinLockAcquire(&shared->mutex);
+	WorkerSlot *slot = FindSlot(database, false);
+	if (slot != nullptr)
+		run = pg_atomic_exchange_u64(&slot->run_in_step_sql, 0);
+	SpinLockRelease(&shared->mutex);
+	return static_cast<int64_t>(run);
 }
 
 uint64_t

@@ -42,6 +42,11 @@ void SetWorkerWantsWakes(Oid database, bool wants);
 // Worker side, for switchboard.max_workers. Capturing commits counted so far in this database
 // (read before a round: those are visible to it).
 uint64_t CommitsCounted(Oid database);
+
+// The run whose step SQL the worker of database is running (0: none; see StatementTimeLimit),
+// and, for the next worker, the one it was running when its predecessor ended (read once).
+void SetRunInStepSql(Oid database, int64_t run);
+int64_t TakeRunInStepSql(Oid database);
 // The worker waits with nothing to do, its rounds having found nothing since idle_since_ms
 // (the launcher asks such workers to make room first, the longest idle first).
 void SetWorkerSleeping(Oid database, bool sleeping, int64_t idle_since_ms = 0);

@@ -13,6 +13,17 @@ my $node = new_node('steptimeout', 'switchboard.max_attempts' => 1);
 $node->safe_psql('postgres', <<"EOS");
 CREATE EXTENSION switchboard;
 CREATE TABLE leads (id int PRIMARY KEY, email text, note text);
+-- Catches every cancel: only ending the worker stops it.
+CREATE FUNCTION stubborn() RETURNS text LANGUAGE plpgsql AS \$\$
+BEGIN
+	LOOP
+		BEGIN
+			PERFORM pg_sleep(10);
+		EXCEPTION WHEN query_canceled THEN
+			NULL;
+		END;
+	END LOOP;
+END \$\$;
 INSERT INTO switchboard.endpoints (name, kind, base_url, options) VALUES
 	('model', 'openai', '$base', '{"model": "gpt-4o-mini", "timeout_ms": 30000}'),
 	('hook', 'webhook', '$base/hooks/done', '{"timeout_ms": 30000}');
@@ -22,7 +33,8 @@ INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, in
 	('leads', 'score', 10, 'enrich', 'model', \$\$new.note = 'ai'\$\$, 'new.email', '{"timeout_ms": 400}'),
 	('leads', 'wait', 20, 'sql', NULL, \$\$new.note = 'sleep'\$\$, 'pg_sleep(20)::text', '{"timeout_ms": 300}'),
 	('leads', 'tell', 30, 'notify', 'hook', \$\$new.note = 'tell'\$\$, \$\$jsonb_build_object('id', new.id)\$\$,
-	 '{"timeout_ms": 400}');
+	 '{"timeout_ms": 400}'),
+	('leads', 'stubborn', 40, 'sql', NULL, \$\$new.note = 'stubborn'\$\$, 'stubborn()', '{"timeout_ms": 300}');
 EOS
 sub state_of { return sql($node, "SELECT state || ':' || coalesce(current_step, '') FROM switchboard.runs WHERE key = '$_[0]'"); }
 
@@ -61,4 +73,16 @@ cmp_ok($took, '<', 10, sprintf('well before the 20 s sleep (%.1f s)', $took));
 $node->safe_psql('postgres', "INSERT INTO leads VALUES (5, 'later\@x.io', 'tell')");
 is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'a later run ends');
 is(state_of('5'), 'done:', 'and is done (no stray cancel)');
+
+# 4. Step SQL that catches the cancel: cancelled again and again, and 5 s past its limit the
+#    worker ends; the next worker fails that run (instead of running it again) and goes on.
+$t0 = time;
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (6, 'st\@x.io', 'stubborn'), (7, 'ok7\@x.io', 'tell')");
+ok(wait_for('run 6 ends', sub { state_of('6') =~ /^(failed|done)/ }, 40), 'the run whose SQL ignores the cancel ends');
+$took = time - $t0;
+like(state_of('6'), qr/^failed/, 'failed');
+like(sql($node, "SELECT last_error FROM switchboard.runs WHERE key = '6'"), qr/ignoring the cancel/, 'saying why');
+cmp_ok($took, '<', 25, sprintf('within seconds of its limit and grace (%.1f s)', $took));
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the other runs end');
+is(state_of('7'), 'done:', 'the run beside it is done');
 done_testing();
