@@ -58,6 +58,25 @@ RESET ROLE;
 -- the preview above masked the secret; nothing readable by others carries it
 SELECT count(*) FROM switchboard.outbox WHERE request::text LIKE '%super-secret%';
 
+-- runs: row images (new, old) and step outputs only for roles with the privileges of the
+-- route's owner; run_queue itself for none of them
+INSERT INTO switchboard.run_queue (id, route, key, op, new, captured_at, state, current_step, step_state, last_error)
+VALUES (1000, 'accounts_hs', '1', 'insert', '{"name": "Acme"}', now(), 'failed', 'tell',
+        '{"calc": {"state": "done", "attempts": 1, "output": {"n": "Acme"}}, "tell": {"state": "failed", "attempts": 1, "error": "boom"}}', 'boom'),
+       (1001, 'accounts_hs2', '1', 'insert', '{"name": "Acme"}', now(), 'failed', 'tell',
+        '{"calc": {"state": "done", "attempts": 1, "output": {"n": "Acme"}}, "tell": {"state": "failed", "attempts": 1, "error": "boom"}}', 'boom');
+SET ROLE sb_integrator;
+SELECT count(*) FROM switchboard.run_queue;
+SELECT id, route, state, current_step, steps, new, old, last_error FROM switchboard.runs ORDER BY id;
+SELECT id, route, last_error, payload FROM switchboard.dead_letters WHERE id >= 1000 ORDER BY id;
+RESET ROLE;
+SET ROLE sb_watcher;
+SELECT count(*) FROM switchboard.run_queue;
+SELECT id, route, state, current_step, steps, new, old, last_error FROM switchboard.runs ORDER BY id;
+RESET ROLE;
+SELECT id, steps->'calc'->'output' AS output, new FROM switchboard.runs ORDER BY id;
+DELETE FROM switchboard.run_queue;
+
 -- allowed_hosts: endpoints may only point at listed hosts
 ALTER SYSTEM SET switchboard.allowed_hosts = '*.hubapi.com, 127.0.0.1';
 SELECT pg_reload_conf();

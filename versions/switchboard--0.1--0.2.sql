@@ -156,7 +156,7 @@ BEGIN
 	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
 	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
-	               'switchboard.pull_state, switchboard.metrics, switchboard.run_queue, switchboard.runs, switchboard.ai_usage, '
+	               'switchboard.pull_state, switchboard.metrics, switchboard.runs, switchboard.ai_usage, '
 	               'switchboard.ai_usage_daily TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
@@ -360,12 +360,24 @@ CREATE TABLE switchboard.ai_usage_daily (
 	PRIMARY KEY (route, endpoint, day)
 );
 
+-- Row data (new, old) and what the steps made of it (their outputs: query results, model
+-- answers) only for roles with the privileges of the route's owner, who may read its table; to
+-- the others (pg_monitor, other routes' owners) a run shows what dead_letters shows: its state,
+-- steps, attempts and errors, never the row.
 CREATE VIEW switchboard.runs AS
-SELECT id, route, key, op, state, current_step, step_state AS steps, attempts, next_attempt_at, last_error,
-       captured_at, started_at, finished_at
-  FROM switchboard.run_queue;
+SELECT q.id, q.route, q.key, q.op, q.state, q.current_step,
+       CASE WHEN v.row_data THEN q.step_state
+            ELSE (SELECT coalesce(pg_catalog.jsonb_object_agg(s.key, CASE WHEN pg_catalog.jsonb_typeof(s.value) = 'object'
+                                                                      THEN s.value - 'output' END), '{}')
+                    FROM pg_catalog.jsonb_each(q.step_state) s) END AS steps,
+       q.attempts, q.next_attempt_at, q.last_error, q.captured_at, q.started_at, q.finished_at,
+       CASE WHEN v.row_data THEN q.new END AS new,
+       CASE WHEN v.row_data THEN q.old END AS old
+  FROM switchboard.run_queue q
+  LEFT JOIN switchboard.routes r ON r.name = q.route
+ CROSS JOIN LATERAL (SELECT coalesce(pg_catalog.pg_has_role(CURRENT_USER, r.owner::oid, 'USAGE'), false) AS row_data) v;
 COMMENT ON VIEW switchboard.runs IS
-	'Runs of routes with steps: state, the current step, and each step''s state, attempts, output, error and latency';
+	'Runs of routes with steps: state, the current step, and each step''s state, attempts, output, error and latency (outputs, new and old only for roles with the privileges of the route''s owner)';
 
 CREATE VIEW switchboard.ai_usage AS
 SELECT route, endpoint, day, calls, prompt_tokens, completion_tokens FROM switchboard.ai_usage_daily;
@@ -397,7 +409,8 @@ BEGIN
 	-- A failed run resumes at the step that failed: the steps done stay done.
 	UPDATE switchboard.run_queue r
 	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
-	 WHERE r.state = 'failed' AND (retry.route IS NULL OR r.route = retry.route);
+	 WHERE r.state = 'failed' AND (retry.route IS NULL OR r.route = retry.route)
+	   AND EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = r.route);
 	GET DIAGNOSTICS runs = ROW_COUNT;
 	PERFORM switchboard.wake();
 	RETURN n + runs;
@@ -410,6 +423,12 @@ BEGIN
 	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
 	 WHERE q.id = retry.id AND q.state = 'dead';
 	IF NOT FOUND THEN
+		-- A run is executed under its route's definition: none of a route that is gone.
+		IF EXISTS (SELECT 1 FROM switchboard.run_queue r WHERE r.id = retry.id AND r.state = 'failed'
+		            AND NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = r.route)) THEN
+			RAISE EXCEPTION 'run % cannot be retried: its route was deleted', id
+				USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'switchboard.discard() it.';
+		END IF;
 		UPDATE switchboard.run_queue r
 		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
 		 WHERE r.id = retry.id AND r.state = 'failed';
@@ -441,7 +460,8 @@ BEGIN
 	RETURN true;
 END $$;
 
--- Final also means: a run done or failed.
+-- Final also means: a run done or failed. Runs read through the view: config roles may not
+-- read run_queue (row images).
 CREATE OR REPLACE FUNCTION switchboard.wait_idle(timeout interval DEFAULT '30 s') RETURNS boolean
 	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -449,11 +469,11 @@ DECLARE
 	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
 BEGIN
 	SELECT GREATEST(coalesce((SELECT pg_catalog.max(id) FROM switchboard.queue), 0),
-	                coalesce((SELECT pg_catalog.max(id) FROM switchboard.run_queue), 0)) INTO horizon;
+	                coalesce((SELECT pg_catalog.max(id) FROM switchboard.runs), 0)) INTO horizon;
 	PERFORM switchboard.wake();
 	LOOP
 		IF NOT EXISTS (SELECT 1 FROM switchboard.queue WHERE id <= horizon AND state <> 'dead')
-		   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue WHERE id <= horizon AND state NOT IN ('done', 'failed')) THEN
+		   AND NOT EXISTS (SELECT 1 FROM switchboard.runs WHERE id <= horizon AND state NOT IN ('done', 'failed')) THEN
 			RETURN true;
 		END IF;
 		IF pg_catalog.clock_timestamp() >= deadline THEN

@@ -115,6 +115,24 @@ Resync(const std::string &route)
 // State left behind by an earlier, deleted route of this name (remote ids, cursor, delivered
 // marks, counters) is not a new route's: its remote ids would name records of another
 // endpoint's system, its cursor skip what the new route never pulled. Delivery history stays.
+// A route's runs are its own: they hold its row images and step outputs, and are executed under
+// its definition, found by name. They go when the route goes, each one not done said so in
+// deliveries (outcome 'discarded'), so that no later route of that name executes them (as
+// another owner, to another endpoint) and none waits forever for a route that is gone.
+void
+ForgetRuns(const std::string &route, const std::string &why, bool by_session_user = false)
+{
+	if (!SpiScalar("SELECT pg_catalog.to_regclass('switchboard.run_queue')::pg_catalog.text"))
+		return; // a 0.1 schema
+	SpiExec(
+	    "WITH gone AS (DELETE FROM switchboard.run_queue WHERE route = $1 "
+	    "RETURNING id, route, key, op, state, last_status) "
+	    "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, error) "
+	    "SELECT route, key, op, id, 'discarded', last_status, $2::pg_catalog.text || CASE WHEN $3::pg_catalog.bool THEN ' by ' || session_user "
+	    "ELSE '' END FROM gone WHERE state <> 'done'",
+	    {route, why, by_session_user ? "t" : "f"});
+}
+
 void
 ForgetEarlierRoute(const std::string &route)
 {
@@ -123,6 +141,9 @@ ForgetEarlierRoute(const std::string &route)
 	for (const char *table : {"remote_ids", "delivered_marks", "pull_state", "pushed_state", "route_stats"})
 		if (SpiScalar("SELECT pg_catalog.to_regclass($1)::pg_catalog.text", {std::string("switchboard.") + table}))
 			SpiExec(std::string("DELETE FROM switchboard.") + table + " WHERE route = $1", {route});
+	// Runs an earlier route of this name left (adopted while it was being deleted) are not the
+	// new route's.
+	ForgetRuns(route, "run of an earlier route \"" + route + "\" dropped: a new route of that name was created");
 }
 
 void
@@ -135,6 +156,14 @@ CarryRename(const std::string &from, const std::string &to)
 		     "route \"" + from + "\" cannot be renamed to \"" + to +
 		         "\": changes of an earlier route of that name are still queued",
 		     "", "Deal with them first (switchboard.retry() or switchboard.discard() of those dead letters).");
+	// Runs too: a rename must not merge another route's runs into this one's (its row images,
+	// run under this route's definition).
+	if (SpiScalar("SELECT pg_catalog.to_regclass('switchboard.run_queue')::pg_catalog.text") &&
+	    SpiScalar("SELECT 1 FROM switchboard.run_queue WHERE route = $1 LIMIT 1", {to}))
+		Fail(ERRCODE_OBJECT_IN_USE,
+		     "route \"" + from + "\" cannot be renamed to \"" + to +
+		         "\": runs of an earlier route of that name are still kept",
+		     "", "Discard them first (switchboard.discard() of each run of that name).");
 	SpiExec("UPDATE switchboard.queue SET route = $2 WHERE route = $1", {from, to});
 	// After the UPDATE: it waited for a claim in progress, whose rows are now in flight.
 	if (SpiScalar("SELECT 1 FROM switchboard.queue WHERE route = $1 AND state = 'in_flight' LIMIT 1", {to}))
@@ -199,6 +228,10 @@ SyncCapture(FunctionCallInfo fcinfo)
 			CarryRename(TextField(desc, old_row, "name"), TextField(desc, new_row, "name"));
 		if (new_row && !old_row)
 			ForgetEarlierRoute(TextField(desc, new_row, "name"));
+		if (old_row && !new_row) {
+			std::string name = TextField(desc, old_row, "name");
+			ForgetRuns(name, "route \"" + name + "\" deleted", true);
+		}
 		if (new_row)
 			Resync(TextField(desc, new_row, "name"));
 	} else if (table == "filters") {

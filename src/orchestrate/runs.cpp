@@ -565,7 +565,9 @@ RunExecutor::Adopt()
 	    "LEFT JOIN pg_catalog.unnest($1::pg_catalog.text[]) b(route) ON b.route = q.route "
 	    "WHERE q.state = 'pending' AND b.route IS NULL "
 	    "AND EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) "
-	    "ORDER BY q.id LIMIT 1000 FOR UPDATE OF q SKIP LOCKED",
+	    // The route locked too: one being deleted (or renamed) waits for these runs to be
+	    // committed and takes them along, instead of leaving them to a later route of its name.
+	    "ORDER BY q.id LIMIT 1000 FOR UPDATE OF q SKIP LOCKED FOR KEY SHARE OF r SKIP LOCKED",
 	    {HeldBackRoutes()});
 	if (r.rows.empty())
 		return 0;
@@ -853,6 +855,20 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			                "WHERE state = 'done' AND finished_at < now() - $1::int * interval '1 second' "
 			                "LIMIT 10000)",
 			                {std::to_string(setting_history_retention_s)});
+			// Runs whose route is gone (deleting a route takes its runs: these outlived one by
+			// TRUNCATE or triggers disabled) are never executed: dropped and said so, as when their
+			// route is deleted. Chosen first, dropped in a statement of its own: a run a rename
+			// carries to a route newer than the first snapshot is never among them.
+			SpiResult orphans = SpiExecPrepared(
+			    "SELECT coalesce(pg_catalog.array_agg(d.id), '{}')::text FROM switchboard.run_queue d "
+			    "WHERE NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = d.route)");
+			SpiExecPrepared("WITH gone AS (DELETE FROM switchboard.run_queue d WHERE d.id = ANY($1::bigint[]) "
+			                "AND NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = d.route) "
+			                "RETURNING id, route, key, op, state, last_status) "
+			                "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, "
+			                "error) SELECT route, key, op, id, 'discarded', last_status, 'route \"' || route || "
+			                "'\" was deleted' FROM gone WHERE state <> 'done'",
+			                {orphans.rows[0][0]});
 			last_prune_ms_ = now;
 		}
 		const int64_t stuck = TakeRunInStepSql(MyDatabaseId);

@@ -34,12 +34,24 @@ CREATE TABLE switchboard.ai_usage_daily (
 	PRIMARY KEY (route, endpoint, day)
 );
 
+-- Row data (new, old) and what the steps made of it (their outputs: query results, model
+-- answers) only for roles with the privileges of the route's owner, who may read its table; to
+-- the others (pg_monitor, other routes' owners) a run shows what dead_letters shows: its state,
+-- steps, attempts and errors, never the row.
 CREATE VIEW switchboard.runs AS
-SELECT id, route, key, op, state, current_step, step_state AS steps, attempts, next_attempt_at, last_error,
-       captured_at, started_at, finished_at
-  FROM switchboard.run_queue;
+SELECT q.id, q.route, q.key, q.op, q.state, q.current_step,
+       CASE WHEN v.row_data THEN q.step_state
+            ELSE (SELECT coalesce(pg_catalog.jsonb_object_agg(s.key, CASE WHEN pg_catalog.jsonb_typeof(s.value) = 'object'
+                                                                      THEN s.value - 'output' END), '{}')
+                    FROM pg_catalog.jsonb_each(q.step_state) s) END AS steps,
+       q.attempts, q.next_attempt_at, q.last_error, q.captured_at, q.started_at, q.finished_at,
+       CASE WHEN v.row_data THEN q.new END AS new,
+       CASE WHEN v.row_data THEN q.old END AS old
+  FROM switchboard.run_queue q
+  LEFT JOIN switchboard.routes r ON r.name = q.route
+ CROSS JOIN LATERAL (SELECT coalesce(pg_catalog.pg_has_role(CURRENT_USER, r.owner::oid, 'USAGE'), false) AS row_data) v;
 COMMENT ON VIEW switchboard.runs IS
-	'Runs of routes with steps: state, the current step, and each step''s state, attempts, output, error and latency';
+	'Runs of routes with steps: state, the current step, and each step''s state, attempts, output, error and latency (outputs, new and old only for roles with the privileges of the route''s owner)';
 
 CREATE VIEW switchboard.ai_usage AS
 SELECT route, endpoint, day, calls, prompt_tokens, completion_tokens FROM switchboard.ai_usage_daily;
@@ -71,7 +83,8 @@ BEGIN
 	-- A failed run resumes at the step that failed: the steps done stay done.
 	UPDATE switchboard.run_queue r
 	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
-	 WHERE r.state = 'failed' AND (retry.route IS NULL OR r.route = retry.route);
+	 WHERE r.state = 'failed' AND (retry.route IS NULL OR r.route = retry.route)
+	   AND EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = r.route);
 	GET DIAGNOSTICS runs = ROW_COUNT;
 	PERFORM switchboard.wake();
 	RETURN n + runs;
@@ -84,6 +97,12 @@ BEGIN
 	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
 	 WHERE q.id = retry.id AND q.state = 'dead';
 	IF NOT FOUND THEN
+		-- A run is executed under its route's definition: none of a route that is gone.
+		IF EXISTS (SELECT 1 FROM switchboard.run_queue r WHERE r.id = retry.id AND r.state = 'failed'
+		            AND NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = r.route)) THEN
+			RAISE EXCEPTION 'run % cannot be retried: its route was deleted', id
+				USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'switchboard.discard() it.';
+		END IF;
 		UPDATE switchboard.run_queue r
 		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
 		 WHERE r.id = retry.id AND r.state = 'failed';
@@ -115,7 +134,8 @@ BEGIN
 	RETURN true;
 END $$;
 
--- Final also means: a run done or failed.
+-- Final also means: a run done or failed. Runs read through the view: config roles may not
+-- read run_queue (row images).
 CREATE OR REPLACE FUNCTION switchboard.wait_idle(timeout interval DEFAULT '30 s') RETURNS boolean
 	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -123,11 +143,11 @@ DECLARE
 	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
 BEGIN
 	SELECT GREATEST(coalesce((SELECT pg_catalog.max(id) FROM switchboard.queue), 0),
-	                coalesce((SELECT pg_catalog.max(id) FROM switchboard.run_queue), 0)) INTO horizon;
+	                coalesce((SELECT pg_catalog.max(id) FROM switchboard.runs), 0)) INTO horizon;
 	PERFORM switchboard.wake();
 	LOOP
 		IF NOT EXISTS (SELECT 1 FROM switchboard.queue WHERE id <= horizon AND state <> 'dead')
-		   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue WHERE id <= horizon AND state NOT IN ('done', 'failed')) THEN
+		   AND NOT EXISTS (SELECT 1 FROM switchboard.runs WHERE id <= horizon AND state NOT IN ('done', 'failed')) THEN
 			RETURN true;
 		END IF;
 		IF pg_catalog.clock_timestamp() >= deadline THEN

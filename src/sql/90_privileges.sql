@@ -20,7 +20,7 @@ BEGIN
 	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
 	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
-	               'switchboard.pull_state, switchboard.metrics, switchboard.run_queue, switchboard.runs, switchboard.ai_usage, '
+	               'switchboard.pull_state, switchboard.metrics, switchboard.runs, switchboard.ai_usage, '
 	               'switchboard.ai_usage_daily TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
