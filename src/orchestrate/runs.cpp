@@ -336,8 +336,14 @@ WriteBack(const RouteDef &def, const RunRow &run, const Json &values, long time_
 		std::string cols, keys;
 		for (auto it = values.begin(); it != values.end(); ++it)
 			cols += (cols.empty() ? "" : ", ") + QuoteIdent(it.key());
-		for (const auto &row : pk.rows)
+		for (const auto &row : pk.rows) {
+			// The row written is the run's own: an input built from a remote answer (a model's)
+			// must not move it to another key.
+			if (values.contains(*row[0]))
+				Fail(ERRCODE_INSUFFICIENT_PRIVILEGE,
+				     "writeback may not set primary key column \"" + *row[0] + "\" of " + table);
 			keys += (keys.empty() ? "" : ", ") + QuoteIdent(*row[0]);
+		}
 		std::string sql = "UPDATE " + table + " SET (" + cols + ") = (SELECT " + cols +
 		                  " FROM pg_catalog.jsonb_populate_record(NULL::" + table + ", $1::pg_catalog.jsonb)) WHERE (" +
 		                  keys + ") = (SELECT " + keys + " FROM pg_catalog.json_populate_record(NULL::" + table +
@@ -851,10 +857,10 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		if (now - last_prune_ms_ > 60 * 1000) {
 			// Finished runs are history like deliveries: kept history_retention (failed ones
 			// stay: they are dead letters).
-			SpiExecPrepared("DELETE FROM switchboard.run_queue WHERE id IN (SELECT id FROM switchboard.run_queue "
-			                "WHERE state = 'done' AND finished_at < now() - $1::int * interval '1 second' "
-			                "LIMIT 10000)",
-			                {std::to_string(setting_history_retention_s)});
+			SpiResult pruned = SpiExecPrepared(
+			    "DELETE FROM switchboard.run_queue WHERE id IN (SELECT id FROM switchboard.run_queue "
+			    "WHERE state = 'done' AND finished_at < now() - $1::int * interval '1 second' LIMIT 10000)",
+			    {std::to_string(setting_history_retention_s)});
 			// Runs whose route is gone (deleting a route takes its runs: these outlived one by
 			// TRUNCATE or triggers disabled) are never executed: dropped and said so, as when their
 			// route is deleted. Chosen first, dropped in a statement of its own: a run a rename
@@ -869,7 +875,9 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			                "error) SELECT route, key, op, id, 'discarded', last_status, 'route \"' || route || "
 			                "'\" was deleted' FROM gone WHERE state <> 'done'",
 			                {orphans.rows[0][0]});
-			last_prune_ms_ = now;
+			// A full batch: more are due, pruned again in a second (more than 10,000 runs a
+			// minute finish at a thousand runs a second).
+			last_prune_ms_ = pruned.processed >= 10000 ? now - 59 * 1000 : now;
 		}
 		const int64_t stuck = TakeRunInStepSql(MyDatabaseId);
 		worked = Adopt() > 0;

@@ -374,6 +374,7 @@ bool
 RateLimitGroupsValid(const std::string &setting, std::string *error)
 {
 	size_t start = 0;
+	int groups = 0;
 	while (start <= setting.size()) {
 		size_t end = setting.find(',', start);
 		if (end == std::string::npos)
@@ -401,6 +402,10 @@ RateLimitGroupsValid(const std::string &setting, std::string *error)
 		}
 		int count = 0;
 		long window_ms = 0;
+		if (!name.empty() && ++groups > kMaxRateLimitGroups) {
+			*error = "more than " + std::to_string(kMaxRateLimitGroups) + " groups (shared memory holds that many)";
+			return false;
+		}
 		if (name.empty() && (eq != std::string::npos || !Trimmed(entry).empty())) {
 			*error = "an entry has no group name: \"" + Trimmed(entry) + "\"";
 			return false;

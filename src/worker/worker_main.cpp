@@ -211,7 +211,7 @@ public:
 				if (!ExtensionStillExists())
 					return;
 				ReportFailure(e.what(), failures);
-				wait_ms = std::min<long>(setting_naptime_ms * failures, 10000);
+				wait_ms = static_cast<long>(std::min<int64_t>(int64_t{setting_naptime_ms} * failures, 10000));
 			}
 			if (!has_extension)
 				return;

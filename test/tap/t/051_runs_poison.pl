@@ -66,4 +66,21 @@ like(sql($node, "SELECT last_error FROM switchboard.runs WHERE route = 'scored' 
 is(scalar @{ reqs('/v1/') }, 2, 'the model was asked once per run (a mismatch is not retried)');
 is(sql($node, "SELECT calls || ':' || prompt_tokens FROM switchboard.ai_usage WHERE route = 'scored'"), '2:22',
 	'the tokens of the refused answer are counted too');
+
+# A writeback whose input is a remote answer as a whole: the answer cannot move the row to
+# another key.
+$node->safe_psql('postgres', <<"EOS");
+CREATE TABLE moved (id int PRIMARY KEY, email text);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('moved', 'moved', 'hook', 'lead', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input) VALUES
+	('moved', 'ask', 10, 'enrich', 'model', 'new.email'),
+	('moved', 'save', 20, 'writeback', NULL, \$\$steps->'ask'\$\$);
+EOS
+control($base, 'openai', { rules => [ { match => 'mover@', content => '{"id": 99, "email": "taken"}' } ] });
+$node->safe_psql('postgres', "INSERT INTO moved VALUES (1, 'mover\@x.io')");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the writeback run ends');
+like(sql($node, "SELECT state || ': ' || last_error FROM switchboard.runs WHERE route = 'moved'"),
+	qr/^failed: .*may not set primary key column "id"/, 'a writeback may not set the primary key');
+is(sql($node, "SELECT id || ':' || email FROM moved"), '1:mover@x.io', 'the row is unchanged');
 done_testing();
