@@ -83,4 +83,27 @@ is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the writeback run e
 like(sql($node, "SELECT state || ': ' || last_error FROM switchboard.runs WHERE route = 'moved'"),
 	qr/^failed: .*may not set primary key column "id"/, 'a writeback may not set the primary key');
 is(sql($node, "SELECT id || ':' || email FROM moved"), '1:mover@x.io', 'the row is unchanged');
+
+# Runs of a key in commit order, retry included: a failed run whose key has a newer run done
+# cannot be retried (it would deliver older data after newer).
+$node->safe_psql('postgres', <<"EOS");
+CREATE TABLE orders (id int PRIMARY KEY, qty int);
+INSERT INTO switchboard.endpoints (name, kind, base_url) VALUES ('orderhook', 'webhook', '$base/hooks/order');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('orders', 'orders', 'orderhook', 'order', 'id::text', '{insert,update}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input)
+VALUES ('orders', 'tell', 10, 'notify', 'orderhook', \$\$jsonb_build_object('qty', new.qty)\$\$);
+EOS
+control($base, 'faults', [ { path_prefix => '/hooks/order', kind => 'status', status => 400, count => 1 } ]);
+$node->safe_psql('postgres', "INSERT INTO orders VALUES (1, 5)");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the first run ends');
+$node->safe_psql('postgres', "UPDATE orders SET qty = 0 WHERE id = 1");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the newer run ends');
+is(sql($node, "SELECT string_agg(state, ',' ORDER BY id) FROM switchboard.runs WHERE route = 'orders'"), 'failed,done',
+	'the older run failed, the newer one is done');
+my $older = sql($node, "SELECT min(id) FROM switchboard.runs WHERE route = 'orders'");
+my ($rc, $out, $err) = $node->psql('postgres', "SELECT switchboard.retry($older)");
+like($err, qr/cannot be retried: a newer run of its key is done/, 'retry(id) of the older run is refused');
+is(sql($node, "SELECT switchboard.retry('orders')"), '0', 'retry(route) leaves it');
+json_delete("$base/_control/faults");
 done_testing();
