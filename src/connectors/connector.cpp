@@ -413,6 +413,37 @@ Connector::BuildNotifyRequest(const Endpoint &endpoint, const std::string &, con
 	throw std::invalid_argument(endpoint.kind + " endpoints cannot notify");
 }
 
+void
+ClassifyFailedEnrich(const HttpResponse &response, const std::string &described, long retry_after_ms,
+                     EnrichResult *result)
+{
+	const long status = response.status;
+	result->http_status = status;
+	if (status == 0) {
+		// Counted against the endpoint, so a dead server opens its circuit breaker instead of
+		// being called for every run.
+		result->outcome = Outcome::Retry;
+		result->error = "transport error: " + Snippet(response.transport_error);
+		result->endpoint_failure = true;
+		return;
+	}
+	result->error = described;
+	if (status == 429 || status >= 500) {
+		result->outcome = Outcome::Retry;
+		result->endpoint_failure = true;
+		result->retry_after_ms = retry_after_ms;
+	} else if (status == 408) {
+		result->outcome = Outcome::Retry;
+		result->retry_after_ms = retry_after_ms;
+	} else {
+		// 3xx (never followed) and other 4xx: the request itself is wrong (a bad model name, a
+		// bad key, too long a prompt) and would fail the same way again.
+		result->outcome = Outcome::Dead;
+		if (status == 401 || status == 403)
+			result->error = "authentication failed: " + result->error;
+	}
+}
+
 EnrichResult
 Connector::ParseEnrichResult(const HttpResponse &) const
 {

@@ -439,6 +439,12 @@ void CheckChatAnswer(const Json &options, ChatResult *result);
 // the tokens were spent all the same.
 std::vector<Call> EnrichCalls(const Connector &connector, const Endpoint &endpoint, const std::vector<Change> &changes,
                               const Auth &auth);
+// An enrich answer that is not a success, for every enrich kind alike: no HTTP status (the
+// connection failed), 5xx and 429 are transient and count against the endpoint (retry_after_ms
+// is the wait the answer asks for, -1: none), 408 is transient, any other status permanent
+// (401/403 say "authentication failed"). described: the answer in words, for the error text.
+void ClassifyFailedEnrich(const HttpResponse &response, const std::string &described, long retry_after_ms,
+                          EnrichResult *result);
 CallResult EnrichCallResult(const Connector &connector, const Call &call, const std::vector<Change> &changes,
                             const HttpResponse &response);
 

@@ -50,14 +50,7 @@ public:
 	{
 		EnrichResult result;
 		result.http_status = response.status;
-		long status = response.status;
-		if (status == 0) {
-			result.outcome = Outcome::Retry;
-			result.error = "transport error: " + Snippet(response.transport_error);
-			result.endpoint_failure = true;
-			return result;
-		}
-		if (status >= 200 && status < 300) {
+		if (response.status >= 200 && response.status < 300) {
 			std::string refused;
 			Json body = TryParseRemoteJson(response.body, &refused);
 			if (!refused.empty() || !body.is_object()) {
@@ -72,22 +65,7 @@ public:
 			result.output = std::move(body);
 			return result;
 		}
-		result.error = Describe(response);
-		if (status == 429 || status >= 500) {
-			result.outcome = Outcome::Retry;
-			result.endpoint_failure = true;
-			result.retry_after_ms = RetryAfterMs(response);
-			return result;
-		}
-		if (status == 408) {
-			result.outcome = Outcome::Retry;
-			result.retry_after_ms = RetryAfterMs(response);
-			return result;
-		}
-		// 3xx (never followed) and other 4xx: the request would fail the same way again.
-		result.outcome = Outcome::Dead;
-		if (status == 401 || status == 403)
-			result.error = "authentication failed: " + result.error;
+		ClassifyFailedEnrich(response, response.status == 0 ? "" : Describe(response), RetryAfterMs(response), &result);
 		return result;
 	}
 

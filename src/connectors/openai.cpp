@@ -331,13 +331,9 @@ ParseChatResult(const HttpResponse &response)
 {
 	ChatResult result;
 	result.http_status = response.status;
-	long status = response.status;
-	// No HTTP status: the connection failed. Counted against the endpoint, so a dead server
-	// opens its circuit breaker instead of being called for every record.
+	const long status = response.status;
 	if (status == 0) {
-		result.outcome = Outcome::Retry;
-		result.error = "transport error: " + Snippet(response.transport_error);
-		result.endpoint_failure = true;
+		ClassifyFailedEnrich(response, "", -1, &result);
 		return result;
 	}
 	std::string refused;
@@ -354,17 +350,12 @@ ParseChatResult(const HttpResponse &response)
 			if (choice.is_object() && choice.contains("message"))
 				content = Text(choice["message"], "content");
 		}
-		if (!refused.empty()) {
-			result.outcome = Outcome::Retry;
-			result.error = "model answer refused: " + refused;
-			return result;
-		}
 		// The content is remote input too, a second JSON document inside the first: the same
 		// bounds apply to it.
-		Json parsed = TryParseRemoteJson(content, &refused);
+		Json parsed = refused.empty() ? TryParseRemoteJson(content, &refused) : Json();
 		if (!refused.empty()) {
-			// Not a usable object either (too deep or too large): permanent, like any content
-			// that is not a JSON object.
+			// Too deep or too large (the answer, or its content): permanent, like any content
+			// that is not a JSON object; asking again would pay for the same answer.
 			result.outcome = Outcome::Dead;
 			result.error = "model answer refused: " + refused;
 			return result;
@@ -380,36 +371,16 @@ ParseChatResult(const HttpResponse &response)
 		result.output = std::move(parsed);
 		return result;
 	}
-	result.error = Describe(response, error);
-	if (status == 429) {
-		if (Text(error, "code") == "insufficient_quota" || Text(error, "type") == "insufficient_quota") {
-			// Billing, not load: retrying only burns attempts until someone tops up the account.
-			result.outcome = Outcome::Dead;
-			result.stop_endpoint = true;
-			return result;
-		}
-		// A rate limit: the whole endpoint waits (Retry-After), not just this record.
-		result.outcome = Outcome::Retry;
-		result.endpoint_failure = true;
-		result.retry_after_ms = RateLimitWaitMs(response);
+	if (status == 429 && (Text(error, "code") == "insufficient_quota" || Text(error, "type") == "insufficient_quota")) {
+		// Billing, not load: retrying only burns attempts until someone tops up the account.
+		result.outcome = Outcome::Dead;
+		result.error = Describe(response, error);
+		result.stop_endpoint = true;
 		return result;
 	}
-	if (status >= 500) {
-		result.outcome = Outcome::Retry;
-		result.endpoint_failure = true;
-		result.retry_after_ms = RetryAfterMs(response);
-		return result;
-	}
-	if (status == 408) {
-		result.outcome = Outcome::Retry;
-		result.retry_after_ms = RetryAfterMs(response);
-		return result;
-	}
-	// Any other 4xx: the request itself is wrong (a bad model name, a bad key, too long a
-	// prompt) and would fail the same way again.
-	result.outcome = Outcome::Dead;
-	if (status == 401 || status == 403)
-		result.error = "authentication failed: " + result.error;
+	// A rate limit makes the whole endpoint wait (Retry-After, else the request limit's reset).
+	ClassifyFailedEnrich(response, Describe(response, error),
+	                     status == 429 ? RateLimitWaitMs(response) : RetryAfterMs(response), &result);
 	return result;
 }
 

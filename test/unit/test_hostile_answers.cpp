@@ -240,7 +240,8 @@ TEST(HostileChatTest, OpenAIAnswerAndTheModelsContent)
 {
 	const std::string deep = Nested(kHostileDepth);
 	ChatResult result = ParseChatResult(Answer(200, R"({"choices":[{"message":{"content":"{}","x":)" + deep + "}}]}"));
-	EXPECT_EQ(result.outcome, Outcome::Retry);
+	// Permanent: asking again would pay for the same answer.
+	EXPECT_EQ(result.outcome, Outcome::Dead);
 	EXPECT_TRUE(Mentions(result.error, "nested deeper than 64 levels")) << result.error.substr(0, 300);
 	// The model's JSON arrives inside a string: the inner parse is limited too, and content that
 	// is no usable JSON object is a permanent failure of the step (SPEC §5).
