@@ -648,6 +648,13 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 	bool cut_short = run.state == "running"; // the worker stopped with this step in flight
 	for (;;) {
 		const StepDef *next = NextStep(rc.steps, run);
+		if (!next && rc.steps.empty()) {
+			// Its steps were deleted under it: nothing it was meant to do has happened, so it is
+			// not done; failed, it stays visible (retry(id) once steps are back, or discard).
+			SaveRun(run, "failed", run.current_step.empty() ? "-" : run.current_step, "the route has no steps any more",
+			        0, 0);
+			return std::nullopt;
+		}
 		if (!next) {
 			SaveRun(run, "done", "", "", 0, 0);
 			return std::nullopt;

@@ -106,4 +106,24 @@ my ($rc, $out, $err) = $node->psql('postgres', "SELECT switchboard.retry($older)
 like($err, qr/cannot be retried: a newer run of its key is done/, 'retry(id) of the older run is refused');
 is(sql($node, "SELECT switchboard.retry('orders')"), '0', 'retry(route) leaves it');
 json_delete("$base/_control/faults");
+
+# The steps of a route deleted under a run: nothing the run was for has happened, so it is not
+# done but failed, and says why.
+$node->safe_psql('postgres', <<"EOS");
+CREATE TABLE notes (id int PRIMARY KEY);
+INSERT INTO switchboard.endpoints (name, kind, base_url, enabled) VALUES ('offhook', 'webhook', '$base/hooks/off', false);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('notes', 'notes', 'hook', 'note', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input)
+VALUES ('notes', 'tell', 10, 'notify', 'offhook', \$\$jsonb_build_object('id', new.id)\$\$);
+INSERT INTO notes VALUES (1);
+EOS
+ok(wait_for('run waits', sub { sql($node, "SELECT state FROM switchboard.runs WHERE route = 'notes'") eq 'waiting' }, 30),
+	'the run waits for its disabled endpoint');
+$node->safe_psql('postgres', "DELETE FROM switchboard.steps WHERE route = 'notes'");
+$node->safe_psql('postgres', "UPDATE switchboard.run_queue SET next_attempt_at = now() WHERE route = 'notes'");
+ok(wait_for('run ends', sub { sql($node, "SELECT state FROM switchboard.runs WHERE route = 'notes'") ne 'waiting' }, 30),
+	'the run ends once its steps are gone');
+is(sql($node, "SELECT state || ': ' || last_error FROM switchboard.runs WHERE route = 'notes'"),
+	'failed: the route has no steps any more', 'failed, not done, saying why');
 done_testing();
