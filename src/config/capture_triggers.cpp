@@ -226,8 +226,21 @@ SyncCapture(FunctionCallInfo fcinfo)
 		}
 		if (old_row && new_row && TextField(desc, old_row, "name") != TextField(desc, new_row, "name"))
 			CarryRename(TextField(desc, old_row, "name"), TextField(desc, new_row, "name"));
-		if (new_row && !old_row)
-			ForgetEarlierRoute(TextField(desc, new_row, "name"));
+		if (new_row && !old_row) {
+			// Changes an earlier route of this name left queued (pending until the worker sees
+			// the route gone, then dead letters) hold that route's row images: a new route of the
+			// name (maybe another owner's) must neither adopt nor retry them.
+			const std::string name = TextField(desc, new_row, "name");
+			if (SpiScalar("SELECT 1 FROM switchboard.queue WHERE route = $1 LIMIT 1", {name}))
+				Fail(ERRCODE_OBJECT_IN_USE,
+				     "route \"" + name +
+				         "\" cannot be created: changes of an earlier route of that name are still queued",
+				     "",
+				     "Wait until the worker has set them aside as dead letters, then switchboard.discard() each "
+				     "(SELECT switchboard.discard(id) FROM switchboard.dead_letters WHERE route = " +
+				         QuoteLiteral(name) + "), or create the route under another name.");
+			ForgetEarlierRoute(name);
+		}
 		if (old_row && !new_row) {
 			std::string name = TextField(desc, old_row, "name");
 			ForgetRuns(name, "route \"" + name + "\" deleted", true);

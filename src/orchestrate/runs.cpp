@@ -835,7 +835,8 @@ MsUntilNextRun()
 		return -1; // a 0.1 schema
 	SpiText ms =
 	    SpiExecPrepared(
-	        "SELECT CASE WHEN EXISTS (SELECT 1 FROM switchboard.queue q WHERE q.state = 'pending' "
+	        "SELECT CASE WHEN EXISTS (SELECT 1 FROM switchboard.queue q JOIN switchboard.routes x ON x.name = q.route "
+	        "AND x.enabled WHERE q.state = 'pending' "
 	        "AND EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route)) THEN 0 "
 	        "WHEN count(*) = 0 THEN NULL WHEN bool_or(d.next_attempt_at IS NULL) THEN 0 "
 	        "ELSE greatest(0, ceil(extract(epoch FROM min(d.next_attempt_at) - clock_timestamp()) * 1000)) END::bigint "
@@ -873,8 +874,8 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			// route is deleted. Chosen first, dropped in a statement of its own: a run a rename
 			// carries to a route newer than the first snapshot is never among them.
 			SpiResult orphans = SpiExecPrepared(
-			    "SELECT coalesce(pg_catalog.array_agg(d.id), '{}')::text FROM switchboard.run_queue d "
-			    "WHERE NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = d.route)");
+			    "SELECT coalesce(pg_catalog.array_agg(o.id), '{}')::text FROM (SELECT d.id FROM switchboard.run_queue d "
+			    "WHERE NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = d.route) LIMIT 10000) o");
 			SpiExecPrepared("WITH gone AS (DELETE FROM switchboard.run_queue d WHERE d.id = ANY($1::bigint[]) "
 			                "AND NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = d.route) "
 			                "RETURNING id, route, key, op, state, last_status) "
@@ -886,7 +887,12 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			// minute finish at a thousand runs a second).
 			last_prune_ms_ = pruned.processed >= 10000 ? now - 59 * 1000 : now;
 		}
-		const int64_t stuck = TakeRunInStepSql(MyDatabaseId);
+		// Kept until the transaction that fails it commits: the run may not even be adopted
+		// again yet (its adoption was rolled back with the worker that ended).
+		if (const int64_t taken = TakeRunInStepSql(MyDatabaseId))
+			stuck_run_ = taken;
+		const int64_t stuck = stuck_run_;
+		bool stuck_settled = false;
 		worked = Adopt() > 0;
 		// The previous worker ended inside this run's step SQL (cut off past its time limit):
 		// running the step again would end this worker too. After the adoption, which that
@@ -895,14 +901,21 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			std::string ignored;
 			(void) Isolated(
 			    [&] {
-				    SpiExecPrepared("UPDATE switchboard.run_queue SET state = 'failed', last_error = $2, "
-				                    "next_attempt_at = NULL, finished_at = now() "
-				                    "WHERE id = $1::bigint AND state IN ('pending', 'running', 'waiting')",
-				                    {Num(stuck),
-				                     "the worker ended while this run's step SQL was running (it went on " +
-				                         std::to_string(StatementTimeLimit::kGraceMs / 1000) +
-				                         " s past the step's time limit, ignoring the cancel, or the "
-				                         "worker was stopped in it); not run again: retry(id) runs it again"});
+				    // Settled once failed here, or once it is neither a run nor a queued change.
+				    stuck_settled = SpiExecPrepared(
+				                        "UPDATE switchboard.run_queue SET state = 'failed', last_error = $2, "
+				                        "next_attempt_at = NULL, finished_at = now() "
+				                        "WHERE id = $1::bigint AND state IN ('pending', 'running', 'waiting')",
+				                        {Num(stuck),
+				                         "the worker ended while this run's step SQL was running (it went on " +
+				                             std::to_string(StatementTimeLimit::kGraceMs / 1000) +
+				                             " s past the step's time limit, ignoring the cancel, or the "
+				                             "worker was stopped in it); not run again: retry(id) runs it again"})
+				                            .processed > 0 ||
+				                    !SpiScalar("SELECT 1 FROM switchboard.queue WHERE id = $1::bigint UNION ALL "
+				                               "SELECT 1 FROM switchboard.run_queue WHERE id = $1::bigint "
+				                               "AND state IN ('pending', 'running', 'waiting')",
+				                               {Num(stuck)});
 			    },
 			    &ignored);
 		}
@@ -951,9 +964,11 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 					requests.emplace_back(std::move(*run), std::move(*p));
 			}
 		}
-		if (!requests.empty())
+		if (!requests.empty() || stuck_settled)
 			CommitDurably(); // attempts counted before their requests leave
 		tx.Commit();
+		if (stuck_settled)
+			stuck_run_ = 0;
 	}
 	if (requests.empty())
 		return worked ? 0 : setting_naptime_ms;

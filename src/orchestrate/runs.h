@@ -42,6 +42,7 @@ private:
 	void HoldBack(const std::string &route);
 	std::string HeldBackRoutes();              // as a text[] literal, forgetting the expired ones
 	std::map<std::string, int64_t> held_back_; // route -> until (NowMs)
+	int64_t stuck_run_ = 0;                    // a run the previous worker ended in (TakeRunInStepSql), until failed
 	int64_t last_prune_ms_ = 0;                // finished runs are pruned once a minute
 
 	Dispatcher *dispatcher_;

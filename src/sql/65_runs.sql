@@ -85,9 +85,9 @@ BEGIN
 	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
 	 WHERE r.state = 'failed' AND (retry.route IS NULL OR r.route = retry.route)
 	   AND EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = r.route)
-	   -- Runs of a key in commit order: not one older than a run of its key that is done.
+	   -- Runs of a key in commit order: not one older than a run of its key that has started.
 	   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue n WHERE n.route = r.route AND n.key = r.key
-	                    AND n.id > r.id AND n.state = 'done');
+	                    AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending'));
 	GET DIAGNOSTICS runs = ROW_COUNT;
 	PERFORM switchboard.wake();
 	RETURN n + runs;
@@ -106,12 +106,12 @@ BEGIN
 			RAISE EXCEPTION 'run % cannot be retried: its route was deleted', id
 				USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'switchboard.discard() it.';
 		END IF;
-		-- Runs of a key in commit order: a newer run of its key is done, so running this one
-		-- now would write older data after newer (in the remote, in a writeback).
+		-- Runs of a key in commit order: a newer run of its key has started (or is done), so
+		-- running this one now would write older data after newer (in the remote, a writeback).
 		IF EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
-		            AND n.key = r.key AND n.id > r.id AND n.state = 'done'
+		            AND n.key = r.key AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending')
 		            WHERE r.id = retry.id AND r.state = 'failed') THEN
-			RAISE EXCEPTION 'run % cannot be retried: a newer run of its key is done', id
+			RAISE EXCEPTION 'run % cannot be retried: a newer run of its key has started', id
 				USING ERRCODE = 'object_not_in_prerequisite_state',
 				      HINT = 'Running it now would apply older data after newer; switchboard.discard() it, or change the row again.';
 		END IF;

@@ -103,7 +103,7 @@ is(sql($node, "SELECT string_agg(state, ',' ORDER BY id) FROM switchboard.runs W
 	'the older run failed, the newer one is done');
 my $older = sql($node, "SELECT min(id) FROM switchboard.runs WHERE route = 'orders'");
 my ($rc, $out, $err) = $node->psql('postgres', "SELECT switchboard.retry($older)");
-like($err, qr/cannot be retried: a newer run of its key is done/, 'retry(id) of the older run is refused');
+like($err, qr/cannot be retried: a newer run of its key has started/, 'retry(id) of the older run is refused');
 is(sql($node, "SELECT switchboard.retry('orders')"), '0', 'retry(route) leaves it');
 json_delete("$base/_control/faults");
 

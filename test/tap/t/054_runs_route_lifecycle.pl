@@ -126,4 +126,16 @@ EOS
 is(sql($node, "SELECT count(*) FROM switchboard.run_queue WHERE route = 'ghost'"), '0', 'a new route drops runs left under its name');
 like(sql($node, "SELECT error FROM switchboard.deliveries WHERE change_id = 900003"), qr/a new route of that name was created/,
 	'said so in deliveries');
+
+# Nor the changes an earlier route of its name left queued (pending until the worker sets them
+# aside, then dead letters): creating the route is refused until they are dealt with.
+($rc, $out, $err) = $node->psql('postgres', <<"EOS");
+BEGIN;
+INSERT INTO switchboard.queue (route, op, new, key, state, captured_at) VALUES ('ghost2', 'insert', '{"secret": "ghost-row"}', '1', 'dead', now());
+SET ROLE bob;
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('ghost2', 'b.t', 'bhook', 'x', 'id::text', '{insert}');
+EOS
+like($err, qr/route "ghost2" cannot be created: changes of an earlier route of that name are still queued/,
+	'a new route of a name with queued changes of an earlier one is refused');
 done_testing();
