@@ -148,19 +148,30 @@ RequestSharedMemory()
 // backend's database is looked up once, and a stale read only costs a spurious or a missed
 // wake-up (the worker's safety poll covers the latter). Latches live in shared memory, so a
 // latch pointer read here stays valid.
+namespace {
+
+// The slot of database, looked up under the mutex only when *cached is not it (nullptr: none).
+WorkerSlot *
+CachedSlot(WorkerSlot **cached, Oid database)
+{
+	if (shared == nullptr)
+		return nullptr;
+	if (*cached == nullptr || (*cached)->database != database) {
+		SpinLockAcquire(&shared->mutex);
+		*cached = FindSlot(database, false);
+		SpinLockRelease(&shared->mutex);
+	}
+	return *cached;
+}
+
+} // namespace
+
 void
 SetWorkerLatch(Oid database)
 {
 	static WorkerSlot *cached = nullptr;
-	if (shared == nullptr)
+	if (CachedSlot(&cached, database) == nullptr)
 		return;
-	if (cached == nullptr || cached->database != database) {
-		SpinLockAcquire(&shared->mutex);
-		cached = FindSlot(database, false);
-		SpinLockRelease(&shared->mutex);
-		if (cached == nullptr)
-			return;
-	}
 	// Counted first, so that a worker about to make room (or the launcher) sees the commit.
 	pg_atomic_fetch_add_u64(&cached->commits, 1);
 	pg_read_barrier();
@@ -310,16 +321,8 @@ void
 SetRunInStepSql(Oid database, int64_t run)
 {
 	static WorkerSlot *cached = nullptr;
-	if (shared == nullptr)
-		return;
-	if (cached == nullptr || cached->database != database) {
-		SpinLockAcquire(&shared->mutex);
-		cached = FindSlot(database, false);
-		SpinLockRelease(&shared->mutex);
-		if (cached == nullptr)
-			return;
-	}
-	pg_atomic_write_u64(&cached->run_in_step_sql, static_cast<uint64_t>(run));
+	if (CachedSlot(&cached, database) != nullptr)
+		pg_atomic_write_u64(&cached->run_in_step_sql, static_cast<uint64_t>(run));
 }
 
 int64_t
