@@ -17,9 +17,12 @@ namespace {
 
 // USER_TIMEOUT handler (signal context): ends the worker at its next interrupt check, as
 // pg_terminate_backend would; a FATAL is not caught by any EXCEPTION block.
+volatile sig_atomic_t grace_expired = false;
+
 void
 GraceExpired()
 {
+	grace_expired = true;
 	ProcDiePending = true;
 	InterruptPending = true;
 	SetLatch(MyLatch);
@@ -71,7 +74,9 @@ StatementTimeLimit::~StatementTimeLimit()
 	disable_timeout(grace_timeout, false);
 	disable_timeout(recancel_timeout, false);
 	disable_timeout(STATEMENT_TIMEOUT, false);
-	if (run_ != 0)
+	// Expired just as the SQL returned: the worker still ends at its next interrupt check, so
+	// the mark stays for the next worker.
+	if (run_ != 0 && !grace_expired)
 		SetRunInStepSql(MyDatabaseId, 0);
 	// Fired after the last CHECK_FOR_INTERRUPTS of the limited code: its cancel is stale. Only
 	// ours is withdrawn (the indicator says the timer fired); a real cancel stays pending.
