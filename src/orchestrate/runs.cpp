@@ -244,11 +244,20 @@ AsJsonbSql(const std::string &expr, const std::string &from)
 	       ") sb_v";
 }
 
+// An error of step SQL that the same SQL may not raise again (a deadlock, a serialization
+// failure, out of memory or disk, a lock not available): the step is retried after a backoff,
+// within its max_attempts. Not a cancel: the step's own time limit is a permanent failure.
+bool
+RetryableStepError(int sqlerrcode)
+{
+	return TransientError(sqlerrcode) && ERRCODE_TO_CATEGORY(sqlerrcode) != ERRCODE_OPERATOR_INTERVENTION;
+}
+
 // Evaluates expr over new, old and steps as the route's owner, in a subtransaction, cancelled
 // after time_limit_ms. Returns the jsonb text (nullopt for SQL NULL); *error says why it failed.
 bool
 Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, long time_limit_ms, SpiText *out,
-         std::string *error)
+         std::string *error, bool *transient)
 {
 	try {
 		Subtransaction sub;
@@ -267,13 +276,15 @@ Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, long t
 		return true;
 	} catch (const PgError &e) {
 		*error = e.what();
+		*transient = RetryableStepError(e.sqlerrcode);
 		return false;
 	}
 }
 
 // The mapped fields a deliver step sends: the route's mappings over the row and steps.
 bool
-MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *fields, std::string *error)
+MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *fields, std::string *error,
+             bool *transient)
 {
 	std::string pairs;
 	std::vector<std::string> chunks;
@@ -311,6 +322,7 @@ MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *f
 		return true;
 	} catch (const PgError &e) {
 		*error = "mappings: " + std::string(e.what());
+		*transient = RetryableStepError(e.sqlerrcode);
 		return false;
 	}
 }
@@ -318,7 +330,8 @@ MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *f
 // Updates the source row (by primary key) with the columns of values, as the route's owner,
 // not captured by this route, cancelled after time_limit_ms.
 bool
-WriteBack(const RouteDef &def, const RunRow &run, const Json &values, long time_limit_ms, std::string *error)
+WriteBack(const RouteDef &def, const RunRow &run, const Json &values, long time_limit_ms, std::string *error,
+          bool *transient)
 {
 	if (!values.is_object() || values.empty()) {
 		*error = "input must be a non-empty jsonb object of column -> value, got " + values.dump().substr(0, 200);
@@ -359,6 +372,7 @@ WriteBack(const RouteDef &def, const RunRow &run, const Json &values, long time_
 		return true;
 	} catch (const PgError &e) {
 		*error = e.what();
+		*transient = RetryableStepError(e.sqlerrcode);
 		return false;
 	}
 }
@@ -674,11 +688,13 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 		cut_short = false;
 		const long limit = StepTimeLimitMs(step);
 		std::string error;
+		bool transient = false;
 		if (step.run_if) {
 			SpiText yes;
-			if (!Evaluate(def, run, "coalesce(" + Parenthesize(*step.run_if) + ", false)", limit, &yes, &error)) {
+			if (!Evaluate(def, run, "coalesce(" + Parenthesize(*step.run_if) + ", false)", limit, &yes, &error,
+			              &transient)) {
 				run.attempts++;
-				StepFailed(&run, step, true, "run_if: " + error, 0, -1, 0, rng);
+				StepFailed(&run, step, !transient, "run_if: " + error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
 			if (yes != SpiText("true")) {
@@ -689,9 +705,9 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 		Json input;
 		if (step.input) {
 			SpiText value;
-			if (!Evaluate(def, run, *step.input, limit, &value, &error)) {
+			if (!Evaluate(def, run, *step.input, limit, &value, &error, &transient)) {
 				run.attempts++;
-				StepFailed(&run, step, true, "input: " + error, 0, -1, 0, rng);
+				StepFailed(&run, step, !transient, "input: " + error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
 			input = value ? Json::parse(*value) : Json();
@@ -703,8 +719,8 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 		}
 		if (step.kind == "writeback") {
 			run.attempts++;
-			if (!WriteBack(def, run, input, limit, &error)) {
-				StepFailed(&run, step, true, "writeback: " + error, 0, -1, 0, rng);
+			if (!WriteBack(def, run, input, limit, &error, &transient)) {
+				StepFailed(&run, step, !transient, "writeback: " + error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
 			MarkDone(&run, step, input, "done", 0, 0);
@@ -731,9 +747,9 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 			p.change.event_type = def.name + "." + step.name;
 		}
 		if (step.kind == "deliver") {
-			if (!MappedFields(def, run, limit, &p.change.fields, &error)) {
+			if (!MappedFields(def, run, limit, &p.change.fields, &error, &transient)) {
 				run.attempts++;
-				StepFailed(&run, step, true, error, 0, -1, 0, rng);
+				StepFailed(&run, step, !transient, error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
 			SpiText rid = SpiScalar("SELECT remote_id FROM switchboard.remote_ids WHERE route = $1 AND key = $2",

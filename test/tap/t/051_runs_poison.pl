@@ -126,4 +126,27 @@ ok(wait_for('run ends', sub { sql($node, "SELECT state FROM switchboard.runs WHE
 	'the run ends once its steps are gone');
 is(sql($node, "SELECT state || ': ' || last_error FROM switchboard.runs WHERE route = 'notes'"),
 	'failed: the route has no steps any more', 'failed, not done, saying why');
+
+# A transient error of step SQL (a serialization failure, a deadlock) retries that step after a
+# backoff, like a transient answer; it does not fail the run.
+$node->safe_psql('postgres', <<"EOS");
+CREATE SEQUENCE flaky_calls;
+CREATE FUNCTION flaky() RETURNS text LANGUAGE plpgsql AS \$\$
+BEGIN
+	IF nextval('flaky_calls') < 3 THEN
+		RAISE EXCEPTION 'could not serialize access' USING ERRCODE = 'serialization_failure';
+	END IF;
+	RETURN 'ok';
+END \$\$;
+CREATE TABLE flaky_rows (id int PRIMARY KEY);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('flaky', 'flaky_rows', 'hook', 'x', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input, options)
+VALUES ('flaky', 'try', 10, 'sql', NULL, 'flaky()', '{"max_attempts": 5}');
+INSERT INTO flaky_rows VALUES (1);
+EOS
+ok(wait_for('flaky run ends', sub { sql($node, "SELECT state FROM switchboard.runs WHERE route = 'flaky'") =~ /done|failed/ }, 60),
+	'the run with the transiently failing step ends');
+is(sql($node, "SELECT state || ':' || (steps->'try'->>'output') FROM switchboard.runs WHERE route = 'flaky'"), 'done:ok',
+	'done, after retrying the step');
 done_testing();
