@@ -15,10 +15,10 @@ namespace switchboard {
 
 namespace {
 
+volatile sig_atomic_t grace_expired = false; // the worker is ending (GraceExpired)
+
 // USER_TIMEOUT handler (signal context): ends the worker at its next interrupt check, as
 // pg_terminate_backend would; a FATAL is not caught by any EXCEPTION block.
-volatile sig_atomic_t grace_expired = false;
-
 void
 GraceExpired()
 {
@@ -28,11 +28,11 @@ GraceExpired()
 	SetLatch(MyLatch);
 }
 
+volatile sig_atomic_t recancelled = false; // CancelAgain fired since the limit was armed
+
 // USER_TIMEOUT handler (signal context), every 100 ms past the limit: the cancel again, for
 // code that caught the first one (STATEMENT_TIMEOUT's own repeat mode would clear the
 // indicator that makes the first cancel say "statement timeout").
-volatile sig_atomic_t recancelled = false;
-
 void
 CancelAgain()
 {
