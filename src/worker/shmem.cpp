@@ -328,13 +328,11 @@ SetRunInStepSql(Oid database, int64_t run)
 int64_t
 TakeRunInStepSql(Oid database)
 {
-	uint64_t run = 0;
-	SpinLockAcquire(&shared->mutex);
-	WorkerSlot *slot = FindSlot(database, false);
-	if (slot != nullptr)
-		run = pg_atomic_exchange_u64(&slot->run_in_step_sql, 0);
-	SpinLockRelease(&shared->mutex);
-	return static_cast<int64_t>(run);
+	// Asked every runs round: the slot is looked up once, not under the mutex each time.
+	static WorkerSlot *cached = nullptr;
+	if (CachedSlot(&cached, database) == nullptr)
+		return 0;
+	return static_cast<int64_t>(pg_atomic_exchange_u64(&cached->run_in_step_sql, 0));
 }
 
 uint64_t
