@@ -15,7 +15,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(new_node start_double control wait_for sql json_get json_post json_delete
+our @EXPORT = qw(busiest_window new_node start_double control wait_for sql json_get json_post json_delete
   double_requests setup_hubspot_route);
 
 my $json = JSON::PP->new->canonical;
@@ -116,6 +116,20 @@ sub sql
 }
 
 # A contacts table with a HubSpot route to the double (token hs-test-token).
+# The most arrival times (ms) that fall in any window of window_ms starting at one of them:
+# what a remote counting requests in a sliding window saw at its busiest.
+sub busiest_window
+{
+	my ($window_ms, @at) = @_;
+	my $busiest = 0;
+	for my $i (0 .. $#at)
+	{
+		my $n = grep { $_ >= $at[$i] && $_ < $at[$i] + $window_ms } @at;
+		$busiest = $n if $n > $busiest;
+	}
+	return $busiest;
+}
+
 sub setup_hubspot_route
 {
 	my ($node, $base, %opt) = @_;

@@ -39,17 +39,7 @@ sub arrivals
 
 sub n_arrivals { my @a = arrivals(@_); return scalar @a; }
 
-sub busiest
-{
-	my @at = @_;
-	my $busiest = 0;
-	for my $i (0 .. $#at)
-	{
-		my $n = grep { $_ >= $at[$i] && $_ < $at[$i] + $window_ms } @at;
-		$busiest = $n if $n > $busiest;
-	}
-	return $busiest;
-}
+sub busiest { return busiest_window($window_ms, @_); }
 
 ok(wait_for('a worker for postgres', sub { worker_pid('postgres') != 0 }, 30), 'the worker runs');
 is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'settled');

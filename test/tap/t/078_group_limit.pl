@@ -58,17 +58,7 @@ sub burst
 	return sort { $a <=> $b } map { $_->{at_ms} } @{ double_requests($base, $upsert_path) };
 }
 
-sub busiest
-{
-	my @at = @_;
-	my $busiest = 0;
-	for my $i (0 .. $#at)
-	{
-		my $n = grep { $_ >= $at[$i] && $_ < $at[$i] + $window_ms } @at;
-		$busiest = $n if $n > $busiest;
-	}
-	return $busiest;
-}
+sub busiest { return busiest_window($window_ms, @_); }
 
 # Each member's limit counts once it used the group: one change of each database first.
 burst(1);
