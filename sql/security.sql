@@ -210,15 +210,37 @@ INSERT INTO orders VALUES (1, 50, 'open');
 UPDATE orders SET amount = 60 WHERE id = 1;
 SELECT op FROM switchboard.queue WHERE route = 'orders_hs' ORDER BY id;
 
--- 9. Dead letters show mapped fields only, never the row image; discard() names who did it.
-UPDATE switchboard.queue SET state = 'dead', last_error = 'test' WHERE route = 'orders_hs';
+-- 9. Dead letters show mapped fields only, never the row image, and those only to roles with
+--    the privileges of the route's owner. The queue (every route's row images) is readable by
+--    no configuration role; retry() and discard() act only for the route's owner, and
+--    discard() names who did it.
+UPDATE switchboard.queue SET state = 'dead', last_error = 'test', payload = '{"amount": 60}' WHERE route = 'orders_hs';
+INSERT INTO switchboard.queue (route, op, new, captured_at, state, key, last_error, payload)
+VALUES ('mine', 'update', '{"id": 1, "email": "a@example.com"}', now(), 'dead', '1', 'test', '{"email": "a@example.com"}'),
+       ('gone', 'update', '{"id": 1, "email": "a@example.com"}', now(), 'dead', '1', 'test', '{"email": "a@example.com"}');
 SELECT route, op, payload FROM switchboard.dead_letters ORDER BY id;
 SET ROLE sb_config;
-SELECT switchboard.discard(min(id)) FROM switchboard.queue WHERE route = 'orders_hs';
+SELECT count(*) FROM switchboard.queue;
+DELETE FROM switchboard.queue;
+SELECT route, op, payload FROM switchboard.dead_letters ORDER BY id;
+-- another owner's dead letters: neither retried nor discarded, by id or by route
+SELECT switchboard.discard(min(id)) FROM switchboard.dead_letters WHERE route = 'orders_hs';
+SELECT switchboard.retry(min(id)) FROM switchboard.dead_letters WHERE route = 'orders_hs';
+SELECT switchboard.retry('orders_hs');
+-- nor those of a deleted route (the DBA's now)
+SELECT switchboard.discard(min(id)) FROM switchboard.dead_letters WHERE route = 'gone';
+SELECT switchboard.retry('gone');
+-- retry() of all retries its own only
+SELECT switchboard.retry();
+SELECT switchboard.render(min(id)) FROM switchboard.dead_letters WHERE route = 'orders_hs';
 SET ROLE sb_dba;
+SELECT route, state FROM switchboard.queue WHERE route IN ('orders_hs', 'mine', 'gone') ORDER BY id;
+SELECT switchboard.retry(min(id)) FROM switchboard.dead_letters WHERE route = 'gone';
+SELECT switchboard.discard(min(id)) FROM switchboard.dead_letters WHERE route = 'gone';
+SELECT switchboard.discard(min(id)) FROM switchboard.dead_letters WHERE route = 'orders_hs';
 RESET ROLE;
-SELECT outcome, error = 'discarded by ' || session_user AS names_the_session_user
-  FROM switchboard.deliveries WHERE outcome = 'discarded';
+SELECT route, outcome, error FROM switchboard.deliveries WHERE outcome = 'discarded' ORDER BY route;
+DELETE FROM switchboard.queue WHERE route = 'mine';
 
 DROP EXTENSION switchboard;
 DROP TABLE customers, readable, orders, hijack_log;

@@ -549,3 +549,224 @@ SELECT r.name AS route,
 
 GRANT SELECT ON switchboard.runs, switchboard.ai_usage TO pg_monitor;
 REVOKE ALL ON switchboard.run_queue, switchboard.ai_usage_daily, switchboard.runs, switchboard.ai_usage FROM PUBLIC;
+
+-- Queue privileges (2026-12-03): configuration roles no longer read or delete the queue (the
+-- row images of every route); retry, discard and wait_idle act for the route's owner only
+-- (src/sql/66_repair.sql); dead_letters shows payload only to the owner's roles.
+CREATE OR REPLACE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
+	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
+	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
+	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
+	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
+	               'switchboard.pull_state, switchboard.metrics, switchboard.runs, switchboard.ai_usage, '
+	               'switchboard.ai_usage_daily TO %s', role);
+	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
+END $$;
+-- What grant_admin granted on the queue before, taken back from every role it went to.
+DO $$
+DECLARE
+	g record;
+BEGIN
+	FOR g IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+	          WHERE c.oid = 'switchboard.queue'::pg_catalog.regclass AND a.grantee <> c.relowner AND a.grantee <> 0
+	LOOP
+		EXECUTE pg_catalog.format('REVOKE SELECT, DELETE ON switchboard.queue FROM %s', g.grantee::pg_catalog.regrole);
+	END LOOP;
+END $$;
+
+-- A failed run is a dead letter too, named by its step. The mapped fields (payload: data of
+-- the row, never its image) only for roles with the privileges of the route's owner, as in runs
+-- (the key and the error stay visible: what a watcher needs to see that something failed).
+CREATE OR REPLACE VIEW switchboard.dead_letters AS
+SELECT q.id, q.route, q.op, q.key, q.attempts, q.last_status, q.last_error,
+       -- a deleted route's: the extension owner's
+       CASE WHEN coalesce(pg_catalog.pg_has_role(CURRENT_USER, coalesce(r.owner::oid,
+                 (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'switchboard')), 'USAGE'), false)
+            THEN q.payload END AS payload,
+       q.failed_at
+  FROM switchboard.queue q
+  LEFT JOIN switchboard.routes r ON r.name = q.route
+ WHERE q.state = 'dead'
+UNION ALL
+SELECT id, route, op, key, attempts, last_status, 'step "' || current_step || '": ' || last_error,
+       NULL::jsonb, finished_at
+  FROM switchboard.run_queue
+ WHERE state = 'failed';
+
+-- Repair functions: retry and discard dead letters (changes and failed runs), wait until idle.
+--
+-- They run as the extension's owner (SECURITY DEFINER: the queue holds row images, which no
+-- configuration role may read) and act only for a caller with the privileges of the route's
+-- owner, who may read the route's table anyway: a role granted configuration cannot retry,
+-- discard or learn anything of another owner's changes. A dead letter whose route was deleted
+-- has no owner left; it is the extension owner's (the DBA's).
+
+-- The role acting at the top level (the session's, after SET ROLE): inside a SECURITY DEFINER
+-- function current_user is the function's owner, so the caller is known only from here. A
+-- SECURITY DEFINER wrapper around these functions therefore lends its owner's rights to nobody.
+CREATE FUNCTION switchboard._outer_role() RETURNS oid
+	LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'switchboard_outer_role';
+
+-- May the caller repair the dead letters of this route?
+CREATE FUNCTION switchboard._may_repair(route text) RETURNS boolean
+	LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT pg_catalog.pg_has_role(switchboard._outer_role(),
+	                              coalesce((SELECT r.owner::pg_catalog.oid FROM switchboard.routes r WHERE r.name = $1),
+	                                       (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'switchboard')),
+	                              'USAGE')
+$$;
+
+CREATE OR REPLACE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	n pg_catalog.int8;
+	runs pg_catalog.int8;
+BEGIN
+	IF retry.route IS NOT NULL THEN
+		IF NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = retry.route) THEN
+			RAISE EXCEPTION 'route "%" does not exist', retry.route USING ERRCODE = 'undefined_object',
+				HINT = 'Dead letters of a deleted route cannot be retried; switchboard.discard() them.';
+		END IF;
+		IF NOT switchboard._may_repair(retry.route) THEN
+			RAISE EXCEPTION 'permission denied to retry the dead letters of route "%"', retry.route
+				USING ERRCODE = 'insufficient_privilege', HINT = 'It needs the privileges of the route''s owner.';
+		END IF;
+	END IF;
+	-- Without a route: every dead letter the caller may repair, of the routes that exist.
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.state = 'dead'
+	   AND q.route IN (SELECT x.name FROM switchboard.routes x
+	                    WHERE (retry.route IS NULL OR x.name = retry.route) AND switchboard._may_repair(x.name));
+	GET DIAGNOSTICS n = ROW_COUNT;
+	-- A failed run resumes at the step that failed: the steps done stay done.
+	UPDATE switchboard.run_queue r
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
+	 WHERE r.state = 'failed'
+	   AND r.route IN (SELECT x.name FROM switchboard.routes x
+	                    WHERE (retry.route IS NULL OR x.name = retry.route) AND switchboard._may_repair(x.name))
+	   -- Runs of a key in commit order: not one older than a run of its key that has started.
+	   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue n WHERE n.route = r.route AND n.key = r.key
+	                    AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending'));
+	GET DIAGNOSTICS runs = ROW_COUNT;
+	PERFORM switchboard.wake();
+	RETURN n + runs;
+END $$;
+COMMENT ON FUNCTION switchboard.retry(text) IS
+	'Re-queue every dead letter (of one route, or of all routes the caller owns); returns how many';
+
+CREATE OR REPLACE FUNCTION switchboard.retry(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	of_route text;
+	is_run boolean := false;
+BEGIN
+	SELECT q.route INTO of_route FROM switchboard.queue q WHERE q.id = retry.id AND q.state = 'dead';
+	IF NOT FOUND THEN
+		SELECT r.route, true INTO of_route, is_run FROM switchboard.run_queue r WHERE r.id = retry.id AND r.state = 'failed';
+	END IF;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- Checked before anything else is said of it: another owner's dead letter stays unknown.
+	IF NOT switchboard._may_repair(of_route) THEN
+		RAISE EXCEPTION 'permission denied to retry dead letter %', id USING ERRCODE = 'insufficient_privilege',
+			HINT = 'It needs the privileges of the owner of its route.';
+	END IF;
+	-- A change or a run is executed under its route's definition: none of a route that is gone.
+	IF NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = of_route) THEN
+		RAISE EXCEPTION 'dead letter % cannot be retried: its route was deleted', id
+			USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'switchboard.discard() it.';
+	END IF;
+	IF NOT is_run THEN
+		UPDATE switchboard.queue q
+		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+		 WHERE q.id = retry.id AND q.state = 'dead';
+	ELSE
+		-- Runs of a key in commit order: a newer run of its key has started (or is done), so
+		-- running this one now would write older data after newer (in the remote, a writeback).
+		IF EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
+		            AND n.key = r.key AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending')
+		            WHERE r.id = retry.id AND r.state = 'failed') THEN
+			RAISE EXCEPTION 'run % cannot be retried: a newer run of its key has started', id
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+				      HINT = 'Running it now would apply older data after newer; switchboard.discard() it, or change the row again.';
+		END IF;
+		UPDATE switchboard.run_queue r
+		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
+		 WHERE r.id = retry.id AND r.state = 'failed';
+	END IF;
+	PERFORM switchboard.wake();
+	RETURN true;
+END $$;
+COMMENT ON FUNCTION switchboard.retry(bigint) IS 'Re-queue one dead letter (a change, or a failed run at its failed step)';
+
+CREATE OR REPLACE FUNCTION switchboard.discard(id bigint) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	of_route text;
+	gone record;
+BEGIN
+	SELECT q.route INTO of_route FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead';
+	IF NOT FOUND THEN
+		SELECT r.route INTO of_route FROM switchboard.run_queue r WHERE r.id = discard.id AND r.state = 'failed';
+	END IF;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	IF NOT switchboard._may_repair(of_route) THEN
+		RAISE EXCEPTION 'permission denied to discard dead letter %', id USING ERRCODE = 'insufficient_privilege',
+			HINT = 'It needs the privileges of the owner of its route (of the extension, once the route is deleted).';
+	END IF;
+	DELETE FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead'
+	RETURNING q.route, q.key, q.op, q.id INTO gone;
+	IF NOT FOUND THEN
+		DELETE FROM switchboard.run_queue r WHERE r.id = discard.id AND r.state = 'failed'
+		RETURNING r.route, r.key, r.op, r.id INTO gone;
+	END IF;
+	IF NOT FOUND THEN
+		-- Retried or discarded by another session since the check above.
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- The acting role by name: current_user is the owner this function runs as.
+	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)
+	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded',
+	        'discarded by ' || switchboard._outer_role()::pg_catalog.regrole::pg_catalog.text);
+	RETURN true;
+END $$;
+COMMENT ON FUNCTION switchboard.discard(bigint) IS 'Drop a dead letter on purpose (recorded in deliveries)';
+
+-- Waits until every change committed before the call is final: delivered, filtered out, a dead
+-- letter, a run done or failed. Each check runs with a fresh snapshot (READ COMMITTED). As the
+-- extension owner, since the queue is not readable by configuration roles; it tells only
+-- whether everything is final.
+CREATE OR REPLACE FUNCTION switchboard.wait_idle(timeout interval DEFAULT '30 s') RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	horizon bigint;
+	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
+BEGIN
+	SELECT GREATEST(coalesce((SELECT pg_catalog.max(id) FROM switchboard.queue), 0),
+	                coalesce((SELECT pg_catalog.max(id) FROM switchboard.run_queue), 0)) INTO horizon;
+	PERFORM switchboard.wake();
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM switchboard.queue WHERE id <= horizon AND state <> 'dead')
+		   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue WHERE id <= horizon AND state NOT IN ('done', 'failed')) THEN
+			RETURN true;
+		END IF;
+		IF pg_catalog.clock_timestamp() >= deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.02);
+	END LOOP;
+END $$;
+COMMENT ON FUNCTION switchboard.wait_idle(interval) IS
+	'Waits until every change committed before the call is delivered, dead, or its run finished; false on timeout';
+REVOKE ALL ON FUNCTION switchboard._outer_role(), switchboard._may_repair(text) FROM PUBLIC;

@@ -31,13 +31,6 @@ TriggerName(const std::string &route, Op op)
 	return "switchboard_" + route + "_" + OpName(op);
 }
 
-Oid
-ExtensionOwner()
-{
-	return static_cast<Oid>(
-	    std::stoul(*SpiScalar("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard'")));
-}
-
 bool
 RelationExists(Oid relid)
 {

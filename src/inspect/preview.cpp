@@ -412,9 +412,15 @@ RenderJson(FunctionCallInfo fcinfo)
 {
 	int64_t id = PG_GETARG_INT64(0);
 	SpiConnection spi;
-	SpiResult r = SpiExec("SELECT route, op, new::text, old::text, (extract(epoch FROM captured_at) * 1000)::bigint "
-	                      "FROM switchboard.queue WHERE id = $1::bigint",
-	                      {std::to_string(id)});
+	SpiResult r;
+	{
+		// The queue is the extension owner's: configuration roles may not read it. What is
+		// shown of the change below is checked against the route's owner.
+		AsRole as_extension_owner(ExtensionOwner());
+		r = SpiExec("SELECT route, op, new::text, old::text, (extract(epoch FROM captured_at) * 1000)::bigint "
+		            "FROM switchboard.queue WHERE id = $1::bigint",
+		            {std::to_string(id)});
+	}
 	if (r.rows.empty())
 		return Json{{"error", "no queued change with id " + std::to_string(id)}};
 	const SpiRow &row = r.rows[0];

@@ -54,6 +54,13 @@ TableOwner(Oid relid)
 	return owner ? static_cast<Oid>(std::stoul(*owner)) : InvalidOid;
 }
 
+Oid
+ExtensionOwner()
+{
+	return static_cast<Oid>(
+	    std::stoul(*SpiScalar("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'switchboard'")));
+}
+
 bool
 CurrentUserHasPrivsOf(Oid role)
 {
@@ -80,3 +87,13 @@ RoleName(Oid role)
 }
 
 } // namespace switchboard
+
+using namespace switchboard;
+
+// switchboard._outer_role(): the role acting at the top level, which a SECURITY DEFINER
+// function does not change (its current_user is its owner). The repair functions run as the
+// extension's owner and check with it whom they act for.
+SB_PG_FUNCTION(switchboard_outer_role)
+{
+	PG_RETURN_OID(GetOuterUserId());
+}

@@ -33,6 +33,9 @@ private:
 // The owner of a relation (InvalidOid when it is gone).
 Oid TableOwner(Oid relid);
 
+// The owner of the extension, who owns switchboard's tables (the queue among them).
+Oid ExtensionOwner();
+
 // True when the current user has the privileges of role (is it, a member that inherits, or a
 // superuser), as Postgres checks ownership.
 bool CurrentUserHasPrivsOf(Oid role);

@@ -57,117 +57,24 @@ CREATE VIEW switchboard.ai_usage AS
 SELECT route, endpoint, day, calls, prompt_tokens, completion_tokens FROM switchboard.ai_usage_daily;
 COMMENT ON VIEW switchboard.ai_usage IS 'Model calls and tokens per route, endpoint and day';
 
--- A failed run is a dead letter too, named by its step.
+-- A failed run is a dead letter too, named by its step. The mapped fields (payload: data of
+-- the row, never its image) only for roles with the privileges of the route's owner, as in runs
+-- (the key and the error stay visible: what a watcher needs to see that something failed).
 CREATE OR REPLACE VIEW switchboard.dead_letters AS
-SELECT id, route, op, key, attempts, last_status, last_error,
-       payload,  -- the mapped fields only: never the row image (readable by pg_monitor)
-       failed_at
-  FROM switchboard.queue
- WHERE state = 'dead'
+SELECT q.id, q.route, q.op, q.key, q.attempts, q.last_status, q.last_error,
+       -- a deleted route's: the extension owner's
+       CASE WHEN coalesce(pg_catalog.pg_has_role(CURRENT_USER, coalesce(r.owner::oid,
+                 (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'switchboard')), 'USAGE'), false)
+            THEN q.payload END AS payload,
+       q.failed_at
+  FROM switchboard.queue q
+  LEFT JOIN switchboard.routes r ON r.name = q.route
+ WHERE q.state = 'dead'
 UNION ALL
 SELECT id, route, op, key, attempts, last_status, 'step "' || current_step || '": ' || last_error,
        NULL::jsonb, finished_at
   FROM switchboard.run_queue
  WHERE state = 'failed';
-
-CREATE OR REPLACE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
-	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	n pg_catalog.int8;
-	runs pg_catalog.int8;
-BEGIN
-	UPDATE switchboard.queue q
-	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
-	 WHERE q.state = 'dead' AND (retry.route IS NULL OR q.route = retry.route);
-	GET DIAGNOSTICS n = ROW_COUNT;
-	-- A failed run resumes at the step that failed: the steps done stay done.
-	UPDATE switchboard.run_queue r
-	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
-	 WHERE r.state = 'failed' AND (retry.route IS NULL OR r.route = retry.route)
-	   AND EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = r.route)
-	   -- Runs of a key in commit order: not one older than a run of its key that has started.
-	   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue n WHERE n.route = r.route AND n.key = r.key
-	                    AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending'));
-	GET DIAGNOSTICS runs = ROW_COUNT;
-	PERFORM switchboard.wake();
-	RETURN n + runs;
-END $$;
-
-CREATE OR REPLACE FUNCTION switchboard.retry(id bigint) RETURNS boolean
-	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-	UPDATE switchboard.queue q
-	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
-	 WHERE q.id = retry.id AND q.state = 'dead';
-	IF NOT FOUND THEN
-		-- A run is executed under its route's definition: none of a route that is gone.
-		IF EXISTS (SELECT 1 FROM switchboard.run_queue r WHERE r.id = retry.id AND r.state = 'failed'
-		            AND NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = r.route)) THEN
-			RAISE EXCEPTION 'run % cannot be retried: its route was deleted', id
-				USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'switchboard.discard() it.';
-		END IF;
-		-- Runs of a key in commit order: a newer run of its key has started (or is done), so
-		-- running this one now would write older data after newer (in the remote, a writeback).
-		IF EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
-		            AND n.key = r.key AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending')
-		            WHERE r.id = retry.id AND r.state = 'failed') THEN
-			RAISE EXCEPTION 'run % cannot be retried: a newer run of its key has started', id
-				USING ERRCODE = 'object_not_in_prerequisite_state',
-				      HINT = 'Running it now would apply older data after newer; switchboard.discard() it, or change the row again.';
-		END IF;
-		UPDATE switchboard.run_queue r
-		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
-		 WHERE r.id = retry.id AND r.state = 'failed';
-	END IF;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
-	END IF;
-	PERFORM switchboard.wake();
-	RETURN true;
-END $$;
-
-CREATE OR REPLACE FUNCTION switchboard.discard(id bigint) RETURNS boolean
-	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	gone record;
-BEGIN
-	DELETE FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead'
-	RETURNING q.route, q.key, q.op, q.id INTO gone;
-	IF NOT FOUND THEN
-		DELETE FROM switchboard.run_queue r WHERE r.id = discard.id AND r.state = 'failed'
-		RETURNING r.route, r.key, r.op, r.id INTO gone;
-	END IF;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
-	END IF;
-	-- session_user: current_user is the owner this function runs as, not who called it.
-	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)
-	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded', 'discarded by ' || session_user);
-	RETURN true;
-END $$;
-
--- Final also means: a run done or failed. Runs read through the view: config roles may not
--- read run_queue (row images).
-CREATE OR REPLACE FUNCTION switchboard.wait_idle(timeout interval DEFAULT '30 s') RETURNS boolean
-	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	horizon bigint;
-	deadline timestamptz := pg_catalog.clock_timestamp() + timeout;
-BEGIN
-	SELECT GREATEST(coalesce((SELECT pg_catalog.max(id) FROM switchboard.queue), 0),
-	                coalesce((SELECT pg_catalog.max(id) FROM switchboard.runs), 0)) INTO horizon;
-	PERFORM switchboard.wake();
-	LOOP
-		IF NOT EXISTS (SELECT 1 FROM switchboard.queue WHERE id <= horizon AND state <> 'dead')
-		   AND NOT EXISTS (SELECT 1 FROM switchboard.runs WHERE id <= horizon AND state NOT IN ('done', 'failed')) THEN
-			RETURN true;
-		END IF;
-		IF pg_catalog.clock_timestamp() >= deadline THEN
-			RETURN false;
-		END IF;
-		PERFORM pg_catalog.pg_sleep(0.02);
-	END LOOP;
-END $$;
 
 -- route_status counts runs too.
 CREATE OR REPLACE VIEW switchboard.route_status AS

@@ -88,15 +88,17 @@ INSERT INTO switchboard.run_queue (id, route, key, op, new, captured_at, state, 
 VALUES (900001, 'ghost', '1', 'insert', '{"secret": "ghost-row"}', now(), 'failed', 'tell', 'x');
 SELECT switchboard.retry(900001::bigint);
 EOS
-like($err, qr/run 900001 cannot be retried: its route was deleted/, 'retry(id) refuses a run whose route is gone');
+like($err, qr/dead letter 900001 cannot be retried: its route was deleted/, 'retry(id) refuses a run whose route is gone');
 ($rc, $out, $err) = $node->psql('postgres', <<"EOS");
 BEGIN;
 INSERT INTO switchboard.run_queue (id, route, key, op, new, captured_at, state, current_step, last_error)
 VALUES (900001, 'ghost', '1', 'insert', '{"secret": "ghost-row"}', now(), 'failed', 'tell', 'x');
-SELECT switchboard.retry('ghost');
+SELECT switchboard.retry();
 SELECT state FROM switchboard.run_queue WHERE id = 900001;
 EOS
-is($out, "0\nfailed", 'retry(route) leaves it failed');
+is($out, "0\nfailed", 'retry() of all leaves it failed');
+($rc, $out, $err) = $node->psql('postgres', "SELECT switchboard.retry('ghost')");
+like($err, qr/route "ghost" does not exist/, 'retry(route) of a deleted route says so');
 
 # A rename carries the route's runs, and is refused over runs an earlier route of the new name left.
 ($rc, $out, $err) = $node->psql('postgres', <<"EOS");
