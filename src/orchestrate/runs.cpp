@@ -1,5 +1,6 @@
 #include "orchestrate/runs.h"
 
+#include <chrono>
 #include <limits>
 #include <map>
 #include <optional>
@@ -434,6 +435,13 @@ StepTimeLimitMs(const StepDef &step)
 	return setting_http_timeout_ms;
 }
 
+// How long the step's SQL may run: its time limit, never more than switchboard.step_sql_timeout.
+long
+StepSqlLimitMs(const StepDef &step)
+{
+	return std::min<long>(StepTimeLimitMs(step), setting_step_sql_timeout_ms);
+}
+
 int
 MaxAttempts(const StepDef &step)
 {
@@ -553,6 +561,9 @@ FailRun(int64_t id, const std::string &step, const std::string &error)
 // are not due for kHoldBackMs (the checks are re-run then), so that neither fills the round's
 // pages (LIMIT 1000) and starves the other routes, nor makes the worker spin.
 constexpr int64_t kHoldBackMs = 10 * 1000;
+
+// How long one round carries runs through their local steps before it sends what it has.
+constexpr std::chrono::milliseconds kPrepareBudget{1000};
 
 void
 RunExecutor::HoldBack(const std::string &route)
@@ -686,7 +697,7 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 			return std::nullopt;
 		}
 		cut_short = false;
-		const long limit = StepTimeLimitMs(step);
+		const long limit = StepSqlLimitMs(step);
 		std::string error;
 		bool transient = false;
 		if (step.run_if) {
@@ -945,8 +956,13 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		for (const auto &row : r.rows)
 			due.push_back(std::stoll(*row[0]));
 		if (!due.empty()) {
+			// Local steps run here one run after another, between the rounds of every route of
+			// the database: past the budget the rest waits for the next round, so slow step SQL
+			// (each bounded by switchboard.step_sql_timeout) delays pushes and pulls by about one
+			// step's time, not by a thousand.
+			const auto started = std::chrono::steady_clock::now();
 			for (const SpiRow &row : LockRuns(due)) {
-				if (should_stop())
+				if (should_stop() || std::chrono::steady_clock::now() - started > kPrepareBudget)
 					break;
 				int64_t id = std::stoll(*row[0]);
 				std::string at, error;

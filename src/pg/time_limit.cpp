@@ -6,6 +6,7 @@
 
 extern "C" {
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
@@ -45,6 +46,19 @@ CancelAgain()
 TimeoutId grace_timeout = MAX_TIMEOUTS; // registered on first use
 TimeoutId recancel_timeout = MAX_TIMEOUTS;
 
+volatile sig_atomic_t in_step_sql = false;         // a limit is armed
+volatile sig_atomic_t stopped_in_step_sql = false; // StopStepSql ended the worker in it
+int64_t marked_run = 0;                            // the run left in shared memory, if any
+
+// At exit: a worker stopped in step SQL (SIGTERM) did not get stuck in it, so the next worker
+// runs that step again instead of failing the run.
+void
+ForgetStoppedRun(int, Datum)
+{
+	if (stopped_in_step_sql && !grace_expired && marked_run != 0)
+		SetRunInStepSql(MyDatabaseId, 0);
+}
+
 } // namespace
 
 StatementTimeLimit::StatementTimeLimit(long ms, int64_t run)
@@ -55,6 +69,7 @@ StatementTimeLimit::StatementTimeLimit(long ms, int64_t run)
 	if (grace_timeout == MAX_TIMEOUTS) {
 		grace_timeout = RegisterTimeout(USER_TIMEOUT, GraceExpired);
 		recancel_timeout = RegisterTimeout(USER_TIMEOUT, CancelAgain);
+		before_shmem_exit(ForgetStoppedRun, 0);
 	}
 	const TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 	recancelled = false;
@@ -65,24 +80,41 @@ StatementTimeLimit::StatementTimeLimit(long ms, int64_t run)
 	run_ = run;
 	if (run_ != 0)
 		SetRunInStepSql(MyDatabaseId, run_);
+	marked_run = run_;
+	in_step_sql = true;
 }
 
 StatementTimeLimit::~StatementTimeLimit()
 {
 	if (!armed_)
 		return;
+	in_step_sql = false;
 	disable_timeout(grace_timeout, false);
 	disable_timeout(recancel_timeout, false);
 	disable_timeout(STATEMENT_TIMEOUT, false);
 	// Expired just as the SQL returned: the worker still ends at its next interrupt check, so
 	// the mark stays for the next worker.
-	if (run_ != 0 && !grace_expired)
+	if (run_ != 0 && !grace_expired) {
 		SetRunInStepSql(MyDatabaseId, 0);
+		marked_run = 0;
+	}
 	// Fired after the last CHECK_FOR_INTERRUPTS of the limited code: its cancel is stale. Only
 	// ours is withdrawn (the indicator says the timer fired); a real cancel stays pending.
 	if (get_timeout_indicator(STATEMENT_TIMEOUT, true) || recancelled)
 		QueryCancelPending = false;
 	recancelled = false;
+}
+
+bool
+StopStepSql()
+{
+	if (!in_step_sql)
+		return false;
+	stopped_in_step_sql = true;
+	ProcDiePending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+	return true;
 }
 
 } // namespace switchboard

@@ -30,4 +30,10 @@ private:
 	int64_t run_ = 0;
 };
 
+// For the worker's SIGTERM handler (signal context): inside a time limit, ends the worker at
+// its next interrupt check (FATAL, as die() would), since step SQL may run for up to its limit
+// and a stop must not wait for it; what the round did is rolled back, nothing of it was sent,
+// and the run's step runs again in the next worker. False (nothing done) outside one.
+bool StopStepSql();
+
 } // namespace switchboard

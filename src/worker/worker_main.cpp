@@ -8,6 +8,7 @@
 #include "settings.h"
 #include "connectors/pull.h"
 #include "orchestrate/runs.h"
+#include "pg/time_limit.h"
 #include "translate/route_def.h"
 #include "store/pull_store.h"
 #include "store/queue_store.h"
@@ -45,7 +46,9 @@ volatile sig_atomic_t die_set_for_commit = false;
 // SyncRepWaitForLSN for a synchronous standby, which may never come, and that wait ends only
 // on ProcDiePending. So a SIGTERM during a commit also sets ProcDiePending: the wait ends (the
 // transaction stays committed locally, as on any backend), and once the commit returned the
-// flag is cleared again (OnXactEvent) so the worker stops the usual way.
+// flag is cleared again (OnXactEvent) so the worker stops the usual way. Step SQL too
+// (StopStepSql): it may run for up to switchboard.step_sql_timeout, and phase 1 of a runs round
+// sends nothing before it commits, so ending there loses nothing.
 void
 SetDiePendingForCommit()
 {
@@ -61,6 +64,8 @@ OnSigterm(SIGNAL_ARGS)
 	stop_requested = true;
 	if (committing)
 		SetDiePendingForCommit();
+	else
+		(void) StopStepSql();
 	SetLatch(MyLatch);
 	errno = save_errno;
 }

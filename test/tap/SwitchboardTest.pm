@@ -115,7 +115,6 @@ sub sql
 	return $node->safe_psql($db // 'postgres', $query);
 }
 
-# A contacts table with a HubSpot route to the double (token hs-test-token).
 # The most arrival times (ms) that fall in any window of window_ms starting at one of them:
 # what a remote counting requests in a sliding window saw at its busiest.
 sub busiest_window
@@ -130,6 +129,7 @@ sub busiest_window
 	return $busiest;
 }
 
+# A contacts table with a HubSpot route to the double (token hs-test-token).
 sub setup_hubspot_route
 {
 	my ($node, $base, %opt) = @_;

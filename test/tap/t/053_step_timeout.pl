@@ -10,6 +10,17 @@ use Time::HiRes qw(time);
 
 my ($base, $double) = start_double();
 my $node = new_node('steptimeout', 'switchboard.max_attempts' => 1);
+# Sleeps 30 s the first time (the sequence counts calls whatever rolls back), then returns.
+$node->safe_psql('postgres', <<"EOS");
+CREATE SEQUENCE slow_calls;
+CREATE FUNCTION slow_once() RETURNS text LANGUAGE plpgsql AS \$\$
+BEGIN
+	IF nextval('slow_calls') = 1 THEN
+		PERFORM pg_sleep(30);
+	END IF;
+	RETURN 'ok';
+END \$\$;
+EOS
 $node->safe_psql('postgres', <<"EOS");
 CREATE EXTENSION switchboard;
 CREATE TABLE leads (id int PRIMARY KEY, email text, note text);
@@ -34,7 +45,10 @@ INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, in
 	('leads', 'wait', 20, 'sql', NULL, \$\$new.note = 'sleep'\$\$, 'pg_sleep(20)::text', '{"timeout_ms": 300}'),
 	('leads', 'tell', 30, 'notify', 'hook', \$\$new.note = 'tell'\$\$, \$\$jsonb_build_object('id', new.id)\$\$,
 	 '{"timeout_ms": 400}'),
-	('leads', 'stubborn', 40, 'sql', NULL, \$\$new.note = 'stubborn'\$\$, 'stubborn()', '{"timeout_ms": 300}');
+	('leads', 'stubborn', 40, 'sql', NULL, \$\$new.note = 'stubborn'\$\$, 'stubborn()', '{"timeout_ms": 300}'),
+	-- A long limit of its own: switchboard.step_sql_timeout, the superuser's, bounds it.
+	('leads', 'capped', 50, 'sql', NULL, \$\$new.note = 'capped'\$\$, 'pg_sleep(20)::text', '{"timeout_ms": 600000}'),
+	('leads', 'slow_once', 60, 'sql', NULL, \$\$new.note = 'stop'\$\$, 'slow_once()', '{"timeout_ms": 600000}');
 EOS
 sub state_of { return sql($node, "SELECT state || ':' || coalesce(current_step, '') FROM switchboard.runs WHERE key = '$_[0]'"); }
 
@@ -85,4 +99,35 @@ like(sql($node, "SELECT last_error FROM switchboard.runs WHERE key = '6'"), qr/i
 cmp_ok($took, '<', 25, sprintf('within seconds of its limit and grace (%.1f s)', $took));
 is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the other runs end');
 is(state_of('7'), 'done:', 'the run beside it is done');
+
+# 5. A step's own timeout_ms (10 minutes) cannot lift its SQL past switchboard.step_sql_timeout:
+#    a configuration role's step cannot hold the database's worker longer than the DBA allows.
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.step_sql_timeout = '1s'; SELECT pg_reload_conf()");
+sleep 1;
+$t0 = time;
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (8, 'c\@x.io', 'capped')");
+ok(wait_for('run 8 ends', sub { state_of('8') =~ /^(failed|done)/ }, 40), 'the capped run ends');
+$took = time - $t0;
+is(state_of('8'), 'failed:capped', 'failed at its sql step');
+like(sql($node, "SELECT last_error FROM switchboard.runs WHERE key = '8'"), qr/statement timeout/, 'with the statement timeout');
+cmp_ok($took, '<', 8, sprintf('after the 1 s cap, not the step\'s 10 minutes nor the 20 s sleep (%.1f s)', $took));
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.step_sql_timeout = '60s'; SELECT pg_reload_conf()");
+sleep 1;
+
+# 6. A stop (SIGTERM) while step SQL runs ends the worker at once, not when the SQL is done;
+#    the run is not failed for it: the next worker runs the step again and the run is done.
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (9, 'stop\@x.io', 'stop')");
+ok(wait_for('the step is sleeping', sub { sql($node, "SELECT is_called FROM slow_calls") eq 't' }, 30),
+	'the step SQL is running');
+my $pid = sql($node, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'switchboard worker'");
+$t0 = time;
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+ok(wait_for('the worker is gone', sub { sql($node, "SELECT count(*) FROM pg_stat_activity WHERE pid = $pid") eq '0' }, 40),
+	'the worker ends');
+$took = time - $t0;
+cmp_ok($took, '<', 5, sprintf('at once, not after the 30 s sleep (%.1f s)', $took));
+$node->safe_psql('postgres', "SELECT switchboard.wake()");
+ok(wait_for('run 9 ends', sub { state_of('9') =~ /^(failed|done)/ }, 60), 'the run ends');
+is(state_of('9'), 'done:', 'done: the stop did not fail it');
+is(sql($node, "SELECT last_value FROM slow_calls"), '2', 'its step ran again once');
 done_testing();
