@@ -5,6 +5,7 @@
 
 extern "C" {
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
@@ -43,6 +44,11 @@ AsRole::~AsRole()
 {
 	// false: roll back even a plain SET made at this level (true would keep it).
 	AtEOXact_GUC(false, guc_nest_level_);
+	// In the worker, a session-level advisory lock user code took (pg_advisory_lock in a step or
+	// a mapping) would be held for the worker's life, by the database's one worker. The worker
+	// itself holds none. Not in a backend: a preview() or resync() leaves the caller's locks be.
+	if (IsBackgroundWorker)
+		LockReleaseSession(USER_LOCKMETHOD);
 	// In reverse order of the constructor.
 	SetUserIdAndSecContext(saved_user_, saved_context_);
 }

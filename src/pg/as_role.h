@@ -15,6 +15,7 @@ constexpr const char *kRouteSearchPath = "\"$user\", public, pg_temp";
 // no temp tables), with search_path kRouteSearchPath. On destruction every setting changed in
 // between is rolled back, including a set_config() by user code, so nothing planted there
 // reaches the statements the caller runs afterwards (the pattern of index builds and VACUUM).
+// In a background worker it also releases the session-level advisory locks taken meanwhile.
 // Nest it inside any Subtransaction it is used with, never around one that commits or rolls
 // back while it lives: ending a subtransaction also ends the setting levels opened in it.
 class AsRole {

@@ -48,7 +48,8 @@ INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, in
 	('leads', 'stubborn', 40, 'sql', NULL, \$\$new.note = 'stubborn'\$\$, 'stubborn()', '{"timeout_ms": 300}'),
 	-- A long limit of its own: switchboard.step_sql_timeout, the superuser's, bounds it.
 	('leads', 'capped', 50, 'sql', NULL, \$\$new.note = 'capped'\$\$, 'pg_sleep(20)::text', '{"timeout_ms": 600000}'),
-	('leads', 'slow_once', 60, 'sql', NULL, \$\$new.note = 'stop'\$\$, 'slow_once()', '{"timeout_ms": 600000}');
+	('leads', 'slow_once', 60, 'sql', NULL, \$\$new.note = 'stop'\$\$, 'slow_once()', '{"timeout_ms": 600000}'),
+	('leads', 'locker', 70, 'sql', NULL, \$\$new.note = 'lock'\$\$, 'pg_advisory_lock(4242)::text', '{}');
 EOS
 sub state_of { return sql($node, "SELECT state || ':' || coalesce(current_step, '') FROM switchboard.runs WHERE key = '$_[0]'"); }
 
@@ -130,4 +131,10 @@ $node->safe_psql('postgres', "SELECT switchboard.wake()");
 ok(wait_for('run 9 ends', sub { state_of('9') =~ /^(failed|done)/ }, 60), 'the run ends');
 is(state_of('9'), 'done:', 'done: the stop did not fail it');
 is(sql($node, "SELECT last_value FROM slow_calls"), '2', 'its step ran again once');
+
+# 7. A session-level advisory lock taken by step SQL is not kept by the worker after the step.
+$node->safe_psql('postgres', "INSERT INTO leads VALUES (10, 'lock\@x.io', 'lock')");
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the locking run ends');
+is(state_of('10'), 'done:', 'done');
+is(sql($node, "SELECT pg_try_advisory_lock(4242)"), 't', 'and the lock is free again');
 done_testing();
