@@ -608,6 +608,7 @@ RunExecutor::Adopt()
 	     olds = Json::array(), ats = Json::array(), states = Json::array(), positions = Json::array(),
 	     firsts = Json::array(), errors = Json::array();
 	std::string gone = "{";
+	Json dead = Json::array();
 	size_t adopted = 0;
 	for (const auto &row : r.rows) {
 		const std::string &route = *row[1];
@@ -620,12 +621,19 @@ RunExecutor::Adopt()
 		keyed.mappings.clear(); // the key and the filters; mappings are the deliver step's
 		Op op = ParseOp(*row[2]).value_or(Op::Update);
 		Translation t = Translate(keyed, op, row[3], row[4], false);
+		if (t.status == Translation::Status::Failed) {
+			// Its key or a filter raised: it stays a dead letter of the queue, so that retry()
+			// passes it through the filters again (a run made of it would start past them).
+			dead.push_back(Json::array({*row[0], t.key.empty() ? Json() : Json(t.key), t.error}));
+			adopted++;
+			continue;
+		}
 		if (t.status != Translation::Status::Filtered) {
 			const StepDef *first = rc.steps.empty() ? nullptr : &rc.steps.front();
-			bool failed = t.status == Translation::Status::Failed || !first;
+			bool failed = !first;
 			ids.push_back(*row[0]);
 			routes.push_back(route);
-			keys.push_back(failed && t.key.empty() ? Json() : Json(t.key));
+			keys.push_back(t.key);
 			ops.push_back(*row[2]);
 			news.push_back(row[3] ? Json(*row[3]) : Json());
 			olds.push_back(row[4] ? Json(*row[4]) : Json());
@@ -633,12 +641,17 @@ RunExecutor::Adopt()
 			states.push_back(failed ? "failed" : "pending");
 			positions.push_back(first ? Json(first->position) : Json());
 			firsts.push_back(first ? Json(first->name) : Json());
-			errors.push_back(failed ? Json(t.error.empty() ? "the route has no steps" : t.error) : Json());
+			errors.push_back(failed ? Json("the route has no steps") : Json());
 		}
-		gone += (adopted ? "," : "") + *row[0];
+		gone += (gone.size() > 1 ? "," : "") + *row[0];
 		adopted++;
 	}
 	gone += "}";
+	if (!dead.empty())
+		SpiExecPrepared("UPDATE switchboard.queue q SET state = 'dead', key = a->>1, last_error = a->>2, "
+		                "attempts = q.attempts + 1, failed_at = now(), next_attempt_at = NULL "
+		                "FROM pg_catalog.jsonb_array_elements($1::jsonb) a WHERE q.id = (a->>0)::bigint",
+		                {dead.dump()});
 	if (!ids.empty())
 		SpiExecPrepared("INSERT INTO switchboard.run_queue (id, route, key, op, new, old, captured_at, state, "
 		                "position, current_step, last_error, finished_at) "
@@ -653,7 +666,7 @@ RunExecutor::Adopt()
 				                                           states[i], positions[i], firsts[i], errors[i]}));
 			                return all.dump();
 		                }()});
-	if (adopted)
+	if (gone.size() > 2)
 		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {gone});
 	return adopted;
 }

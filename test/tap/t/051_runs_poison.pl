@@ -149,4 +149,35 @@ ok(wait_for('flaky run ends', sub { sql($node, "SELECT state FROM switchboard.ru
 	'the run with the transiently failing step ends');
 is(sql($node, "SELECT state || ':' || (steps->'try'->>'output') FROM switchboard.runs WHERE route = 'flaky'"), 'done:ok',
 	'done, after retrying the step');
+
+# A change whose filter raises when its run would be made: it stays a dead letter of the queue
+# (not a failed run), so retry() passes it through the filters again instead of starting the
+# steps past them.
+json_delete("$base/_control/requests");
+$node->safe_psql('postgres', <<"EOS");
+CREATE TABLE ratios (id int PRIMARY KEY, amount int, divisor int);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('ratios', 'ratios', 'hook', 'x', 'id::text', '{insert}');
+INSERT INTO switchboard.filters (route, name, predicate) VALUES ('ratios', 'big', 'new.amount / new.divisor > 1');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input)
+VALUES ('ratios', 'tell', 10, 'notify', 'hook', \$\$jsonb_build_object('ratio', new.id)\$\$);
+INSERT INTO ratios VALUES (1, 10, 0), (2, 10, 2);
+EOS
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'both changes are final');
+is(sql($node, "SELECT string_agg(key || ':' || state, ',') FROM switchboard.runs WHERE route = 'ratios'"), '2:done',
+	'the change that passed its filter ran');
+is(sql($node, "SELECT key || ': ' || last_error FROM switchboard.dead_letters WHERE route = 'ratios'"),
+	'1: filter "big": division by zero', 'the other is a dead letter with its key and the filter\'s error');
+is(scalar(grep { ($_->{body}{data}{ratio} // 0) == 2 } @{ reqs('/hooks/') }), 1, 'the run of the one that passed notified');
+is(scalar(grep { ($_->{body}{data}{ratio} // 0) == 1 } @{ reqs('/hooks/') }), 0, 'the dead letter sent nothing');
+# The filter repaired so that it lets no such row through; retried, the change meets it again.
+$node->safe_psql('postgres', <<"EOS");
+UPDATE switchboard.filters SET predicate = 'new.divisor <> 0 AND new.amount / new.divisor > 1' WHERE route = 'ratios';
+SELECT switchboard.retry(id) FROM switchboard.dead_letters WHERE route = 'ratios';
+EOS
+is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the retried change is final');
+is(sql($node, "SELECT count(*) FROM switchboard.dead_letters WHERE route = 'ratios'"), '0', 'no dead letter left');
+is(sql($node, "SELECT string_agg(key, ',') FROM switchboard.runs WHERE route = 'ratios'"), '2',
+	'filtered out: no run was made of it');
+is(scalar(grep { ($_->{body}{data}{ratio} // 0) == 1 } @{ reqs('/hooks/') }), 0, 'nothing sent for it');
 done_testing();
