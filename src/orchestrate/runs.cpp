@@ -565,6 +565,17 @@ constexpr int64_t kHoldBackMs = 10 * 1000;
 // How long one round carries runs through their local steps before it sends what it has.
 constexpr std::chrono::milliseconds kPrepareBudget{1000};
 
+// The most a step's output may take (as JSON text): every output is kept in the run and read
+// back with it each round, a thousand runs at a time.
+constexpr size_t kMaxOutputBytes = 1024 * 1024;
+
+std::string
+OutputTooBig(size_t bytes)
+{
+	return "its output is " + std::to_string(bytes) + " bytes, more than the " +
+	       std::to_string(kMaxOutputBytes / 1024) + " kB a step may keep in its run";
+}
+
 void
 RunExecutor::HoldBack(const std::string &route)
 {
@@ -734,6 +745,11 @@ Prepare(RunRow run, RoundCache &cache, std::mt19937_64 &rng, std::string *at)
 				StepFailed(&run, step, !transient, "input: " + error, 0, -1, 0, rng);
 				return std::nullopt;
 			}
+			if (value && value->size() > kMaxOutputBytes && (step.kind == "sql" || step.kind == "writeback")) {
+				run.attempts++;
+				StepFailed(&run, step, true, OutputTooBig(value->size()), 0, -1, 0, rng);
+				return std::nullopt;
+			}
 			input = value ? Json::parse(*value) : Json();
 		}
 		if (step.kind == "sql") {
@@ -808,7 +824,10 @@ FromDelivery(const Pending &p, const Delivery &d)
 			r.outcome = a.outcome;
 			r.http_status = d.http_status;
 			if (carried.is_object()) {
-				if (a.outcome == Outcome::Delivered)
+				if (a.outcome == Outcome::Delivered && d.remote_id.size() > kMaxOutputBytes) {
+					a.outcome = Outcome::Dead;
+					a.error = OutputTooBig(d.remote_id.size());
+				} else if (a.outcome == Outcome::Delivered)
 					a.output = carried.value("output", Json::object());
 				r.has_usage = carried.value("has_usage", false);
 				r.prompt_tokens = carried.value("prompt_tokens", static_cast<int64_t>(0));

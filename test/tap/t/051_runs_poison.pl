@@ -180,4 +180,24 @@ is(sql($node, "SELECT count(*) FROM switchboard.dead_letters WHERE route = 'rati
 is(sql($node, "SELECT string_agg(key, ',') FROM switchboard.runs WHERE route = 'ratios'"), '2',
 	'filtered out: no run was made of it');
 is(scalar(grep { ($_->{body}{data}{ratio} // 0) == 1 } @{ reqs('/hooks/') }), 0, 'nothing sent for it');
+
+# Outputs are kept in the run: one of more than 1 MB (a sql step's value, a model's answer)
+# fails its step, permanently, instead of swelling every round that reads the run.
+control($base, 'openai', { rules => [ { match => 'wordy@', content => '{"note": "' . ('y' x 1_100_000) . '"}' } ] });
+$node->safe_psql('postgres', <<"EOS");
+CREATE TABLE bulky (id int PRIMARY KEY, email text, big boolean);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('bulky', 'bulky', 'hook', 'x', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, input) VALUES
+	('bulky', 'fat', 10, 'sql', NULL, 'new.big', \$\$to_jsonb(repeat('x', 1100000))\$\$),
+	('bulky', 'ask', 20, 'enrich', 'model', NULL, 'new.email');
+INSERT INTO bulky VALUES (1, 'a\@x.io', true), (2, 'wordy\@x.io', false), (3, 'fine\@x.io', false);
+EOS
+is(sql($node, "SELECT switchboard.wait_idle('60 s')"), 't', 'the bulky runs end');
+is(sql($node, "SELECT string_agg(key || ':' || state || ':' || coalesce(current_step, ''), ',' ORDER BY id) FROM switchboard.runs WHERE route = 'bulky'"),
+	'1:failed:fat,2:failed:ask,3:done:', 'the oversized outputs fail their steps; a normal one is done');
+like(sql($node, "SELECT last_error FROM switchboard.runs WHERE route = 'bulky' AND key = '1'"), qr/more than the 1024 kB/, 'saying why (sql)');
+like(sql($node, "SELECT last_error FROM switchboard.runs WHERE route = 'bulky' AND key = '2'"), qr/more than the 1024 kB/, 'saying why (model)');
+cmp_ok(sql($node, "SELECT max(pg_column_size(step_state)) FROM switchboard.run_queue WHERE route = 'bulky'"), '<', 100_000,
+	'nothing of them kept');
 done_testing();
