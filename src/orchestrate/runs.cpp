@@ -948,8 +948,17 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		}
 		// Kept until the transaction that fails it commits: the run may not even be adopted
 		// again yet (its adoption was rolled back with the worker that ended).
-		if (const int64_t taken = TakeRunInStepSql(MyDatabaseId))
+		if (const int64_t taken = TakeRunInStepSql(MyDatabaseId)) {
 			stuck_run_ = taken;
+			stuck_by_crash_ = false;
+		}
+		if (!started_) {
+			started_ = true;
+			if (const int64_t crashed = TakeRunCrashedInStepSql(stuck_run_ != 0)) {
+				stuck_run_ = crashed;
+				stuck_by_crash_ = true;
+			}
+		}
 		const int64_t stuck = stuck_run_;
 		bool stuck_settled = false;
 		worked = Adopt() > 0;
@@ -966,10 +975,15 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 				                        "next_attempt_at = NULL, finished_at = now() "
 				                        "WHERE id = $1::bigint AND state IN ('pending', 'running', 'waiting')",
 				                        {Num(stuck),
-				                         "the worker ended while this run's step SQL was running (it went on " +
-				                             std::to_string(StatementTimeLimit::kGraceMs / 1000) +
-				                             " s past the step's time limit, ignoring the cancel, or the "
-				                             "worker was stopped in it); not run again: retry(id) runs it again"})
+				                         stuck_by_crash_
+				                             ? "the server crashed " + std::to_string(kCrashesInStepSql) +
+				                                   " times in a row while this run's step SQL was running (a "
+				                                   "segfault, the OOM killer?); not run again: retry(id) runs it "
+				                                   "again"
+				                             : "the worker ended while this run's step SQL was running (it went on " +
+				                                   std::to_string(StatementTimeLimit::kGraceMs / 1000) +
+				                                   " s past the step's time limit, ignoring the cancel, or the "
+				                                   "worker was stopped in it); not run again: retry(id) runs it again"})
 				                            .processed > 0 ||
 				                    !SpiScalar("SELECT 1 FROM switchboard.queue WHERE id = $1::bigint UNION ALL "
 				                               "SELECT 1 FROM switchboard.run_queue WHERE id = $1::bigint "

@@ -43,6 +43,8 @@ private:
 	std::string HeldBackRoutes();              // as a text[] literal, forgetting the expired ones
 	std::map<std::string, int64_t> held_back_; // route -> until (NowMs)
 	int64_t stuck_run_ = 0;                    // a run the previous worker ended in (TakeRunInStepSql), until failed
+	bool stuck_by_crash_ = false;              // ... or was killed in, crash after crash (TakeRunCrashedInStepSql)
+	bool started_ = false;                     // the first round of this worker is behind
 	int64_t last_prune_ms_ = 0;                // finished runs are pruned once a minute
 
 	Dispatcher *dispatcher_;

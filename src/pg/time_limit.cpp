@@ -1,6 +1,12 @@
 #include "pg/time_limit.h"
 
 #include <csignal>
+#include <string>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "worker/shmem.h"
 
@@ -46,6 +52,45 @@ CancelAgain()
 TimeoutId grace_timeout = MAX_TIMEOUTS; // registered on first use
 TimeoutId recancel_timeout = MAX_TIMEOUTS;
 
+// The run in step SQL, also in a page of a file mapped MAP_SHARED: the page cache outlives the
+// process, so a worker killed outright (SIGKILL, a segfault: the postmaster then restarts every
+// process and shared memory with them) still leaves it for the next worker. One per database.
+struct StepSqlPage {
+	uint64_t in_sql;  // the run whose step SQL is running now (0: none)
+	uint64_t suspect; // the run that was in step SQL at the last crash
+	uint64_t crashes; // how many crashes in a row found suspect there
+};
+StepSqlPage *page = nullptr;
+bool page_tried = false;
+
+StepSqlPage *
+Page()
+{
+	if (page_tried)
+		return page;
+	page_tried = true;
+	// In the data directory (the worker's working directory), next to what Postgres keeps.
+	(void) mkdir("switchboard", S_IRWXU);
+	const std::string path = "switchboard/step_sql." + std::to_string(MyDatabaseId);
+	const int fd = open(path.c_str(), O_RDWR | O_CREAT, S_IRUSR | S_IWUSR);
+	if (fd < 0)
+		return nullptr;
+	if (ftruncate(fd, sizeof(StepSqlPage)) == 0) {
+		void *at = mmap(nullptr, sizeof(StepSqlPage), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (at != MAP_FAILED)
+			page = static_cast<StepSqlPage *>(at);
+	}
+	close(fd);
+	return page;
+}
+
+void
+MarkInSql(uint64_t run)
+{
+	if (StepSqlPage *p = Page())
+		__atomic_store_n(&p->in_sql, run, __ATOMIC_RELAXED);
+}
+
 volatile sig_atomic_t in_step_sql = false;         // a limit is armed
 volatile sig_atomic_t stopped_in_step_sql = false; // StopStepSql ended the worker in it
 int64_t marked_run = 0;                            // the run left in shared memory, if any
@@ -55,8 +100,10 @@ int64_t marked_run = 0;                            // the run left in shared mem
 void
 ForgetStoppedRun(int, Datum)
 {
-	if (stopped_in_step_sql && !grace_expired && marked_run != 0)
+	if (stopped_in_step_sql && !grace_expired && marked_run != 0) {
 		SetRunInStepSql(MyDatabaseId, 0);
+		MarkInSql(0);
+	}
 }
 
 } // namespace
@@ -78,8 +125,10 @@ StatementTimeLimit::StatementTimeLimit(long ms, int64_t run)
 	enable_timeout_at(grace_timeout, TimestampTzPlusMilliseconds(deadline, kGraceMs));
 	armed_ = true;
 	run_ = run;
-	if (run_ != 0)
+	if (run_ != 0) {
 		SetRunInStepSql(MyDatabaseId, run_);
+		MarkInSql(static_cast<uint64_t>(run_));
+	}
 	marked_run = run_;
 	in_step_sql = true;
 }
@@ -96,6 +145,7 @@ StatementTimeLimit::~StatementTimeLimit()
 	// the mark stays for the next worker.
 	if (run_ != 0 && !grace_expired) {
 		SetRunInStepSql(MyDatabaseId, 0);
+		MarkInSql(0);
 		marked_run = 0;
 	}
 	// Fired after the last CHECK_FOR_INTERRUPTS of the limited code: its cancel is stale. Only
@@ -103,6 +153,32 @@ StatementTimeLimit::~StatementTimeLimit()
 	if (get_timeout_indicator(STATEMENT_TIMEOUT, true) || recancelled)
 		QueryCancelPending = false;
 	recancelled = false;
+}
+
+int64_t
+TakeRunCrashedInStepSql(bool ended_in_step_sql)
+{
+	StepSqlPage *p = Page();
+	if (p == nullptr)
+		return 0;
+	const uint64_t run = p->in_sql;
+	p->in_sql = 0;
+	// Ended by FATAL (past the grace): shared memory said so, and the caller fails that run.
+	if (run == 0 || ended_in_step_sql)
+		return 0;
+	// Killed outright in it: the crash may have been another process's, so only the second
+	// crash in a row with this run in its step SQL condemns it.
+	if (p->suspect == run)
+		p->crashes++;
+	else {
+		p->suspect = run;
+		p->crashes = 1;
+	}
+	if (p->crashes < kCrashesInStepSql)
+		return 0;
+	p->suspect = 0;
+	p->crashes = 0;
+	return static_cast<int64_t>(run);
 }
 
 bool

@@ -30,6 +30,15 @@ private:
 	int64_t run_ = 0;
 };
 
+// Asked once when a worker starts: the run whose step SQL was running when the previous worker
+// was killed outright (a crash of any process restarts them all, and shared memory with them),
+// once that happened kCrashesInStepSql times in a row; 0 otherwise. A step that crashes the
+// server (a C function's segfault, the OOM killer) would otherwise crash it again after every
+// restart. ended_in_step_sql: shared memory still said the previous worker ended in step SQL
+// (TakeRunInStepSql), so this is no crash.
+constexpr uint64_t kCrashesInStepSql = 2;
+int64_t TakeRunCrashedInStepSql(bool ended_in_step_sql);
+
 // For the worker's SIGTERM handler (signal context): inside a time limit, ends the worker at
 // its next interrupt check (FATAL, as die() would), since step SQL may run for up to its limit
 // and a stop must not wait for it; what the round did is rolled back, nothing of it was sent,

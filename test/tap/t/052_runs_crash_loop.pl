@@ -6,6 +6,7 @@ use warnings;
 use lib 't/..';
 use SwitchboardTest;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my ($base, $double) = start_double();
 my $node = new_node('crashloop', restart_after_crash => 'on');
@@ -65,4 +66,41 @@ json_delete("$base/_control/faults");
 is(sql($node, "SELECT switchboard.wait_idle('60 s')"), 't', 'the run ends');
 is(sql($node, "SELECT state FROM switchboard.runs WHERE key = '2'"), 'done', 'done');
 is(scalar @{ reqs('/hooks/a') }, 1, 'the completed first step was not repeated');
+
+# A sql step in which the server crashes (here: the worker is killed outright while the step's
+# SQL runs, as a segfault or the OOM killer would; the postmaster then restarts every process):
+# after the second crash in a row in that run's step SQL it fails instead of crashing the server
+# after every restart; a run beside it is done.
+$node->safe_psql('postgres', <<"EOS");
+CREATE TABLE crashers (id int PRIMARY KEY, bad boolean);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('crashers', 'crashers', 'hook', 'x', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input, options) VALUES
+	('crashers', 'crash', 10, 'sql', NULL, 'CASE WHEN new.bad THEN pg_sleep(30)::text END', '{"timeout_ms": 600000}');
+EOS
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.step_sql_timeout = '60s'; SELECT pg_reload_conf()");
+# The worker sleeping in the step's SQL (nothing the step does survives the crash to count it).
+sub in_step_sql
+{
+	my $pid = eval { sql($node, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'switchboard worker' AND wait_event = 'PgSleep'") } // '';
+	return $pid =~ /^\d+$/ ? $pid : undef;
+}
+$node->safe_psql('postgres', "INSERT INTO crashers VALUES (1, true)");
+for my $n (1 .. 2)
+{
+	my $pid;
+	ok(wait_for("step SQL $n running", sub { $pid = in_step_sql(); defined $pid }, 60), "the step's SQL runs ($n)");
+	kill 'KILL', $pid if $pid;
+}
+ok(wait_for('the crashing run fails', sub {
+	(eval { sql($node, "SELECT state FROM switchboard.runs WHERE route = 'crashers' AND key = '1'") } // '') eq 'failed' }, 90),
+	'after two crashes in its step SQL the run fails');
+like(sql($node, "SELECT last_error FROM switchboard.runs WHERE route = 'crashers' AND key = '1'"), qr/crashed 2 times/,
+	'saying why');
+my $again = 0;
+for (1 .. 20) { $again ||= defined in_step_sql(); usleep(100_000); }
+ok(!$again, 'its SQL was not run a third time');
+$node->safe_psql('postgres', "INSERT INTO crashers VALUES (2, false)");
+is(sql($node, "SELECT switchboard.wait_idle('60 s')"), 't', 'the next run ends');
+is(sql($node, "SELECT state FROM switchboard.runs WHERE route = 'crashers' AND key = '2'"), 'done', 'and is done');
 done_testing();
