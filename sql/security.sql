@@ -233,13 +233,45 @@ SELECT switchboard.retry('gone');
 -- retry() of all retries its own only
 SELECT switchboard.retry();
 SELECT switchboard.render(min(id)) FROM switchboard.dead_letters WHERE route = 'orders_hs';
+-- nor through its route's expressions, which others (the DBA's preview, the worker) run as
+-- the route's owner: there retry() and discard() are refused outright
+SET check_function_bodies = off;
+INSERT INTO switchboard.mappings (route, remote_field, push_expr)
+VALUES ('mine', 'sneaky', '(SELECT count(*) FROM switchboard.dead_letters d WHERE switchboard.discard(d.id))');
+RESET check_function_bodies;
 SET ROLE sb_dba;
+SELECT switchboard.preview('mine', '1')->>'error' AS error;
+SELECT route, count(*) FROM switchboard.dead_letters GROUP BY route ORDER BY route;
+DELETE FROM switchboard.mappings WHERE remote_field = 'sneaky';
 SELECT route, state FROM switchboard.queue WHERE route IN ('orders_hs', 'mine', 'gone') ORDER BY id;
 SELECT switchboard.retry(min(id)) FROM switchboard.dead_letters WHERE route = 'gone';
 SELECT switchboard.discard(min(id)) FROM switchboard.dead_letters WHERE route = 'gone';
 SELECT switchboard.discard(min(id)) FROM switchboard.dead_letters WHERE route = 'orders_hs';
 RESET ROLE;
 SELECT route, outcome, error FROM switchboard.deliveries WHERE outcome = 'discarded' ORDER BY route;
+
+-- 10. switchboard's own statements run as the extension's owner look nothing up in public: an
+--     operator planted there (by a role with CREATE on public) that fits their arguments better
+--     than pg_catalog's is never run by them.
+GRANT CREATE ON SCHEMA public TO sb_plain;
+SET ROLE sb_plain;
+CREATE FUNCTION public.evil_mul(numeric, integer) RETURNS numeric LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.hijack_log VALUES (current_user, 'operator');
+	RETURN $1 OPERATOR(pg_catalog.*) $2;
+END $$;
+CREATE OPERATOR public.* (FUNCTION = public.evil_mul, LEFTARG = numeric, RIGHTARG = integer);
+RESET ROLE;
+INSERT INTO switchboard.queue (route, op, new, captured_at, state)
+VALUES ('ghost', 'insert', '{"id": 1}', now(), 'pending');
+SET ROLE sb_config;
+SELECT switchboard.render(id) FROM switchboard.outbox WHERE route = 'ghost';
+RESET ROLE;
+SELECT who, at FROM hijack_log WHERE at = 'operator';
+DELETE FROM switchboard.queue WHERE route = 'ghost';
+DROP OPERATOR public.* (numeric, integer);
+DROP FUNCTION public.evil_mul(numeric, integer);
+REVOKE CREATE ON SCHEMA public FROM sb_plain;
 DELETE FROM switchboard.queue WHERE route = 'mine';
 
 DROP EXTENSION switchboard;

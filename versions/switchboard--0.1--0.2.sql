@@ -551,24 +551,8 @@ GRANT SELECT ON switchboard.runs, switchboard.ai_usage TO pg_monitor;
 REVOKE ALL ON switchboard.run_queue, switchboard.ai_usage_daily, switchboard.runs, switchboard.ai_usage FROM PUBLIC;
 
 -- Queue privileges (2026-12-03): configuration roles no longer read or delete the queue (the
--- row images of every route); retry, discard and wait_idle act for the route's owner only
+-- row images of every route); retry and discard act for the route's owner only
 -- (src/sql/66_repair.sql); dead_letters shows payload only to the owner's roles.
-CREATE OR REPLACE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
-	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
-	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
-	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
-	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
-	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
-	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
-	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
-	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
-	               'switchboard.pull_state, switchboard.metrics, switchboard.runs, switchboard.ai_usage, '
-	               'switchboard.ai_usage_daily TO %s', role);
-	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
-	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
-END $$;
 -- What grant_admin granted on the queue before, taken back from every role it went to.
 DO $$
 DECLARE
@@ -602,40 +586,38 @@ SELECT id, route, op, key, attempts, last_status, 'step "' || current_step || '"
 
 -- Repair functions: retry and discard dead letters (changes and failed runs), wait until idle.
 --
--- They run as the extension's owner (SECURITY DEFINER: the queue holds row images, which no
--- configuration role may read) and act only for a caller with the privileges of the route's
--- owner, who may read the route's table anyway: a role granted configuration cannot retry,
--- discard or learn anything of another owner's changes. A dead letter whose route was deleted
--- has no owner left; it is the extension owner's (the DBA's).
-
--- The role acting at the top level (the session's, after SET ROLE): inside a SECURITY DEFINER
--- function current_user is the function's owner, so the caller is known only from here. A
--- SECURITY DEFINER wrapper around these functions therefore lends its owner's rights to nobody.
-CREATE FUNCTION switchboard._outer_role() RETURNS oid
-	LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'switchboard_outer_role';
+-- retry() and discard() act only for a caller with the privileges of the route's owner, who may
+-- read the route's table anyway: a role granted configuration cannot retry, discard or learn
+-- anything of another owner's changes. A dead letter whose route was deleted has no owner left;
+-- it is the extension owner's (the DBA's). They are C functions: the caller is the current user
+-- when they are entered (GetUserId), which is exact whatever called them (SET ROLE, a SECURITY
+-- DEFINER function, a route's expression the worker runs as its owner). A SECURITY DEFINER
+-- function cannot know its caller, so the work is done by the _retry_*/_discard_* functions
+-- below, which run as the extension owner, take the caller from the C function and are
+-- executable by the extension owner alone (grant_admin revokes them again).
 
 -- May the caller repair the dead letters of this route?
-CREATE FUNCTION switchboard._may_repair(route text) RETURNS boolean
+CREATE FUNCTION switchboard._may_repair(route text, caller oid) RETURNS boolean
 	LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-	SELECT pg_catalog.pg_has_role(switchboard._outer_role(),
+	SELECT pg_catalog.pg_has_role($2,
 	                              coalesce((SELECT r.owner::pg_catalog.oid FROM switchboard.routes r WHERE r.name = $1),
 	                                       (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'switchboard')),
 	                              'USAGE')
 $$;
 
-CREATE OR REPLACE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
+CREATE FUNCTION switchboard._retry_route(route text, caller oid) RETURNS bigint
 	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	n pg_catalog.int8;
 	runs pg_catalog.int8;
 BEGIN
-	IF retry.route IS NOT NULL THEN
-		IF NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = retry.route) THEN
-			RAISE EXCEPTION 'route "%" does not exist', retry.route USING ERRCODE = 'undefined_object',
+	IF _retry_route.route IS NOT NULL THEN
+		IF NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = _retry_route.route) THEN
+			RAISE EXCEPTION 'route "%" does not exist', _retry_route.route USING ERRCODE = 'undefined_object',
 				HINT = 'Dead letters of a deleted route cannot be retried; switchboard.discard() them.';
 		END IF;
-		IF NOT switchboard._may_repair(retry.route) THEN
-			RAISE EXCEPTION 'permission denied to retry the dead letters of route "%"', retry.route
+		IF NOT switchboard._may_repair(_retry_route.route, caller) THEN
+			RAISE EXCEPTION 'permission denied to retry the dead letters of route "%"', _retry_route.route
 				USING ERRCODE = 'insufficient_privilege', HINT = 'It needs the privileges of the route''s owner.';
 		END IF;
 	END IF;
@@ -644,14 +626,14 @@ BEGIN
 	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
 	 WHERE q.state = 'dead'
 	   AND q.route IN (SELECT x.name FROM switchboard.routes x
-	                    WHERE (retry.route IS NULL OR x.name = retry.route) AND switchboard._may_repair(x.name));
+	                    WHERE (_retry_route.route IS NULL OR x.name = _retry_route.route) AND switchboard._may_repair(x.name, caller));
 	GET DIAGNOSTICS n = ROW_COUNT;
 	-- A failed run resumes at the step that failed: the steps done stay done.
 	UPDATE switchboard.run_queue r
 	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
 	 WHERE r.state = 'failed'
 	   AND r.route IN (SELECT x.name FROM switchboard.routes x
-	                    WHERE (retry.route IS NULL OR x.name = retry.route) AND switchboard._may_repair(x.name))
+	                    WHERE (_retry_route.route IS NULL OR x.name = _retry_route.route) AND switchboard._may_repair(x.name, caller))
 	   -- Runs of a key in commit order: not one older than a run of its key that has started.
 	   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue n WHERE n.route = r.route AND n.key = r.key
 	                    AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending'));
@@ -659,24 +641,22 @@ BEGIN
 	PERFORM switchboard.wake();
 	RETURN n + runs;
 END $$;
-COMMENT ON FUNCTION switchboard.retry(text) IS
-	'Re-queue every dead letter (of one route, or of all routes the caller owns); returns how many';
 
-CREATE OR REPLACE FUNCTION switchboard.retry(id bigint) RETURNS boolean
+CREATE FUNCTION switchboard._retry_one(id bigint, caller oid) RETURNS boolean
 	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	of_route text;
 	is_run boolean := false;
 BEGIN
-	SELECT q.route INTO of_route FROM switchboard.queue q WHERE q.id = retry.id AND q.state = 'dead';
+	SELECT q.route INTO of_route FROM switchboard.queue q WHERE q.id = _retry_one.id AND q.state = 'dead';
 	IF NOT FOUND THEN
-		SELECT r.route, true INTO of_route, is_run FROM switchboard.run_queue r WHERE r.id = retry.id AND r.state = 'failed';
+		SELECT r.route, true INTO of_route, is_run FROM switchboard.run_queue r WHERE r.id = _retry_one.id AND r.state = 'failed';
 	END IF;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
 	END IF;
 	-- Checked before anything else is said of it: another owner's dead letter stays unknown.
-	IF NOT switchboard._may_repair(of_route) THEN
+	IF NOT switchboard._may_repair(of_route, caller) THEN
 		RAISE EXCEPTION 'permission denied to retry dead letter %', id USING ERRCODE = 'insufficient_privilege',
 			HINT = 'It needs the privileges of the owner of its route.';
 	END IF;
@@ -688,47 +668,46 @@ BEGIN
 	IF NOT is_run THEN
 		UPDATE switchboard.queue q
 		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
-		 WHERE q.id = retry.id AND q.state = 'dead';
+		 WHERE q.id = _retry_one.id AND q.state = 'dead';
 	ELSE
 		-- Runs of a key in commit order: a newer run of its key has started (or is done), so
 		-- running this one now would write older data after newer (in the remote, a writeback).
 		IF EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
 		            AND n.key = r.key AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending')
-		            WHERE r.id = retry.id AND r.state = 'failed') THEN
+		            WHERE r.id = _retry_one.id AND r.state = 'failed') THEN
 			RAISE EXCEPTION 'run % cannot be retried: a newer run of its key has started', id
 				USING ERRCODE = 'object_not_in_prerequisite_state',
 				      HINT = 'Running it now would apply older data after newer; switchboard.discard() it, or change the row again.';
 		END IF;
 		UPDATE switchboard.run_queue r
 		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
-		 WHERE r.id = retry.id AND r.state = 'failed';
+		 WHERE r.id = _retry_one.id AND r.state = 'failed';
 	END IF;
 	PERFORM switchboard.wake();
 	RETURN true;
 END $$;
-COMMENT ON FUNCTION switchboard.retry(bigint) IS 'Re-queue one dead letter (a change, or a failed run at its failed step)';
 
-CREATE OR REPLACE FUNCTION switchboard.discard(id bigint) RETURNS boolean
+CREATE FUNCTION switchboard._discard_one(id bigint, caller oid) RETURNS boolean
 	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	of_route text;
 	gone record;
 BEGIN
-	SELECT q.route INTO of_route FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead';
+	SELECT q.route INTO of_route FROM switchboard.queue q WHERE q.id = _discard_one.id AND q.state = 'dead';
 	IF NOT FOUND THEN
-		SELECT r.route INTO of_route FROM switchboard.run_queue r WHERE r.id = discard.id AND r.state = 'failed';
+		SELECT r.route INTO of_route FROM switchboard.run_queue r WHERE r.id = _discard_one.id AND r.state = 'failed';
 	END IF;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
 	END IF;
-	IF NOT switchboard._may_repair(of_route) THEN
+	IF NOT switchboard._may_repair(of_route, caller) THEN
 		RAISE EXCEPTION 'permission denied to discard dead letter %', id USING ERRCODE = 'insufficient_privilege',
 			HINT = 'It needs the privileges of the owner of its route (of the extension, once the route is deleted).';
 	END IF;
-	DELETE FROM switchboard.queue q WHERE q.id = discard.id AND q.state = 'dead'
+	DELETE FROM switchboard.queue q WHERE q.id = _discard_one.id AND q.state = 'dead'
 	RETURNING q.route, q.key, q.op, q.id INTO gone;
 	IF NOT FOUND THEN
-		DELETE FROM switchboard.run_queue r WHERE r.id = discard.id AND r.state = 'failed'
+		DELETE FROM switchboard.run_queue r WHERE r.id = _discard_one.id AND r.state = 'failed'
 		RETURNING r.route, r.key, r.op, r.id INTO gone;
 	END IF;
 	IF NOT FOUND THEN
@@ -737,11 +716,22 @@ BEGIN
 	END IF;
 	-- The acting role by name: current_user is the owner this function runs as.
 	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)
-	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded',
-	        'discarded by ' || switchboard._outer_role()::pg_catalog.regrole::pg_catalog.text);
+	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded', 'discarded by ' || caller::pg_catalog.regrole::pg_catalog.text);
 	RETURN true;
 END $$;
+
+-- What DBAs and configuration roles call (see the top of this file).
+CREATE OR REPLACE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
+	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_retry_route';
+COMMENT ON FUNCTION switchboard.retry(text) IS
+	'Re-queue every dead letter (of one route, or of all routes the caller may repair); returns how many';
+CREATE OR REPLACE FUNCTION switchboard.retry(id bigint) RETURNS boolean
+	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_retry_one';
+COMMENT ON FUNCTION switchboard.retry(bigint) IS 'Re-queue one dead letter (a change, or a failed run at its failed step)';
+CREATE OR REPLACE FUNCTION switchboard.discard(id bigint) RETURNS boolean
+	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_discard_one';
 COMMENT ON FUNCTION switchboard.discard(bigint) IS 'Drop a dead letter on purpose (recorded in deliveries)';
+
 
 -- Waits until every change committed before the call is final: delivered, filtered out, a dead
 -- letter, a run done or failed. Each check runs with a fresh snapshot (READ COMMITTED). As the
@@ -769,4 +759,24 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION switchboard.wait_idle(interval) IS
 	'Waits until every change committed before the call is delivered, dead, or its run finished; false on timeout';
-REVOKE ALL ON FUNCTION switchboard._outer_role(), switchboard._may_repair(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION switchboard._may_repair(text, oid), switchboard._retry_route(text, oid),
+	switchboard._retry_one(bigint, oid), switchboard._discard_one(bigint, oid) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
+	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
+	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
+	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
+	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
+	               'switchboard.pull_state, switchboard.metrics, switchboard.runs, switchboard.ai_usage, '
+	               'switchboard.ai_usage_daily TO %s', role);
+	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole), '
+	               'switchboard._retry_route(text, oid), switchboard._retry_one(bigint, oid), '
+	               'switchboard._discard_one(bigint, oid) FROM %s', role);
+END $$;

@@ -210,7 +210,7 @@ SyncCapture(FunctionCallInfo fcinfo)
 	// Capture triggers are switchboard's: made and dropped by the extension's owner, whoever
 	// wrote the route (dropping a trigger needs the table's owner, not the TRIGGER privilege,
 	// which ValidateRoute requires of the route's owner).
-	AsRole as_extension_owner(ExtensionOwner());
+	AsRole as_extension_owner(ExtensionOwner(), kOwnSearchPath);
 	if (table == "routes") {
 		if (old_row) {
 			auto source = OidField(desc, old_row, "source");

@@ -416,7 +416,7 @@ RenderJson(FunctionCallInfo fcinfo)
 	{
 		// The queue is the extension owner's: configuration roles may not read it. What is
 		// shown of the change below is checked against the route's owner.
-		AsRole as_extension_owner(ExtensionOwner());
+		AsRole as_extension_owner(ExtensionOwner(), kOwnSearchPath);
 		r = SpiExec("SELECT route, op, new::text, old::text, (extract(epoch FROM captured_at) * 1000)::bigint "
 		            "FROM switchboard.queue WHERE id = $1::bigint",
 		            {std::to_string(id)});

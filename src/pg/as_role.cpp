@@ -13,7 +13,7 @@ extern "C" {
 
 namespace switchboard {
 
-AsRole::AsRole(Oid role)
+AsRole::AsRole(Oid role, const char *search_path)
 {
 	// Saved whole, so the destructor gives back exactly the caller's identity, including
 	// restriction bits the caller already had.
@@ -26,8 +26,8 @@ AsRole::AsRole(Oid role)
 	try {
 		// GUC_ACTION_SAVE: the old value returns when the level ends, like SET LOCAL.
 		Guarded([&] {
-			(void) set_config_option("search_path", kRouteSearchPath, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
-			                         0, false);
+			(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+			                         false);
 		});
 	} catch (...) {
 		AtEOXact_GUC(false, guc_nest_level_); // no destructor runs for a constructor that throws
@@ -93,13 +93,3 @@ RoleName(Oid role)
 }
 
 } // namespace switchboard
-
-using namespace switchboard;
-
-// switchboard._outer_role(): the role acting at the top level, which a SECURITY DEFINER
-// function does not change (its current_user is its owner). The repair functions run as the
-// extension's owner and check with it whom they act for.
-SB_PG_FUNCTION(switchboard_outer_role)
-{
-	PG_RETURN_OID(GetOuterUserId());
-}

@@ -11,6 +11,11 @@ namespace switchboard {
 // pg_catalog first (implicitly), then the owner's schema and public, the temporary schema last.
 constexpr const char *kRouteSearchPath = "\"$user\", public, pg_temp";
 
+// The search_path of switchboard's own statements run as the extension owner (AsRole with it):
+// nothing a role may create is looked up (an operator in public that fits the argument types
+// better would otherwise run as the extension owner).
+constexpr const char *kOwnSearchPath = "pg_catalog, pg_temp";
+
 // While it lives, the current user is role, in a security-restricted operation (no SET ROLE,
 // no temp tables), with search_path kRouteSearchPath. On destruction every setting changed in
 // between is rolled back, including a set_config() by user code, so nothing planted there
@@ -20,7 +25,7 @@ constexpr const char *kRouteSearchPath = "\"$user\", public, pg_temp";
 // back while it lives: ending a subtransaction also ends the setting levels opened in it.
 class AsRole {
 public:
-	explicit AsRole(Oid role);
+	explicit AsRole(Oid role, const char *search_path = kRouteSearchPath);
 	~AsRole();
 	AsRole(const AsRole &) = delete;
 	AsRole &operator=(const AsRole &) = delete;

@@ -24,7 +24,9 @@ BEGIN
 	               'switchboard.pull_state, switchboard.metrics, switchboard.runs, switchboard.ai_usage, '
 	               'switchboard.ai_usage_daily TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
-	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole) FROM %s', role);
+	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole), '
+	               'switchboard._retry_route(text, oid), switchboard._retry_one(bigint, oid), '
+	               'switchboard._discard_one(bigint, oid) FROM %s', role);
 END $$;
 COMMENT ON FUNCTION switchboard.grant_admin(regrole) IS
 	'Lets a role configure and monitor switchboard (secrets stay write-only for it)';
