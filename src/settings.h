@@ -5,7 +5,7 @@ namespace switchboard {
 extern bool setting_enabled;
 extern int setting_naptime_ms;
 extern int setting_http_timeout_ms;
-extern int setting_step_sql_timeout_ms;
+extern int setting_route_sql_timeout_ms;
 extern int setting_max_attempts;
 extern int setting_history_retention_s;
 extern int setting_dead_letter_retention_s; // 0: keep dead letters until retried or discarded

@@ -49,7 +49,7 @@ namespace switchboard {
 bool setting_enabled = true;
 int setting_naptime_ms = 1000;
 int setting_http_timeout_ms = 30000;
-int setting_step_sql_timeout_ms = 10000;
+int setting_route_sql_timeout_ms = 10000;
 int setting_max_attempts = 12;
 int setting_history_retention_s = 7 * 24 * 3600;
 int setting_dead_letter_retention_s = 0;
@@ -83,9 +83,9 @@ _PG_init(void)
 	// The superuser's bound on what a configuration role's step SQL may cost the database's
 	// worker, which runs it between the rounds of every route (options.timeout_ms may only
 	// shorten it).
-	DefineCustomIntVariable("switchboard.step_sql_timeout",
+	DefineCustomIntVariable("switchboard.route_sql_timeout",
 	                        "Longest time one step's SQL (run_if, input, mappings, writeback) may run in the worker.",
-	                        nullptr, &setting_step_sql_timeout_ms, 10000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
+	                        nullptr, &setting_route_sql_timeout_ms, 10000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
 	                        nullptr, nullptr, nullptr);
 	DefineCustomIntVariable("switchboard.max_attempts", "Attempts before a change becomes a dead letter.", nullptr,
 	                        &setting_max_attempts, 12, 1, 1000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

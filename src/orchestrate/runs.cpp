@@ -4,6 +4,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "capture/enqueue.h"
 #include "delivery/retry_policy.h"
@@ -435,11 +436,11 @@ StepTimeLimitMs(const StepDef &step)
 	return setting_http_timeout_ms;
 }
 
-// How long the step's SQL may run: its time limit, never more than switchboard.step_sql_timeout.
+// How long the step's SQL may run: its time limit, never more than switchboard.route_sql_timeout.
 long
 StepSqlLimitMs(const StepDef &step)
 {
-	return std::min<long>(StepTimeLimitMs(step), setting_step_sql_timeout_ms);
+	return std::min<long>(StepTimeLimitMs(step), setting_route_sql_timeout_ms);
 }
 
 int
@@ -561,6 +562,7 @@ FailRun(int64_t id, const std::string &step, const std::string &error)
 // are not due for kHoldBackMs (the checks are re-run then), so that neither fills the round's
 // pages (LIMIT 1000) and starves the other routes, nor makes the worker spin.
 constexpr int64_t kHoldBackMs = 10 * 1000;
+constexpr int64_t kSlowRouteHoldMs = 60 * 1000; // expressions that ran past route_sql_timeout
 
 // How long one round carries runs through their local steps before it sends what it has.
 constexpr std::chrono::milliseconds kPrepareBudget{1000};
@@ -577,9 +579,9 @@ OutputTooBig(size_t bytes)
 }
 
 void
-RunExecutor::HoldBack(const std::string &route)
+RunExecutor::HoldBack(const std::string &route, int64_t ms)
 {
-	held_back_[route] = NowMs() + kHoldBackMs;
+	held_back_[route] = NowMs() + ms;
 }
 
 std::string
@@ -621,6 +623,7 @@ RunExecutor::Adopt()
 	std::string gone = "{";
 	Json dead = Json::array();
 	size_t adopted = 0;
+	std::set<std::string> slow; // routes whose filters or key ran past route_sql_timeout here
 	for (const auto &row : r.rows) {
 		const std::string &route = *row[1];
 		RouteCache &rc = cache.Route(route);
@@ -628,10 +631,32 @@ RunExecutor::Adopt()
 			HoldBack(route); // its changes wait in the queue, without filling the next rounds' pages
 			continue;
 		}
+		if (slow.count(route))
+			continue;
 		RouteDef keyed = *rc.def;
 		keyed.mappings.clear(); // the key and the filters; mappings are the deliver step's
 		Op op = ParseOp(*row[2]).value_or(Op::Update);
-		Translation t = Translate(keyed, op, row[3], row[4], false);
+		Translation t;
+		try {
+			t = Translate(keyed, op, row[3], row[4], false);
+		} catch (const PgError &e) {
+			// Not this change's fault alone (the route's expressions are slow, or a lock wait
+			// timed out): its changes wait in the queue, a minute when they were cut off by
+			// route_sql_timeout, and the other routes go on.
+			if (!TransientError(e.sqlerrcode))
+				throw;
+			const bool timed_out = CancelledByTimeLimit(e.sqlerrcode, e.what());
+			HoldBack(route, timed_out ? kSlowRouteHoldMs : kHoldBackMs);
+			slow.insert(route);
+			SpiExecPrepared("INSERT INTO switchboard.route_stats AS s (route, last_error, last_error_at) "
+			                "VALUES ($1, $2, now()) ON CONFLICT (route) DO UPDATE "
+			                "SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+			                {route, timed_out ? "held for a minute (changes kept): its filters or key ran past "
+			                                    "switchboard.route_sql_timeout (" +
+			                                        std::to_string(setting_route_sql_timeout_ms) + " ms): " + e.what()
+			                                  : std::string("held for a round (changes kept): ") + e.what()});
+			continue;
+		}
 		if (t.status == Translation::Status::Failed) {
 			// Its key or a filter raised: it stays a dead letter of the queue, so that retry()
 			// passes it through the filters again (a run made of it would start past them).
@@ -1004,7 +1029,7 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		if (!due.empty()) {
 			// Local steps run here one run after another, between the rounds of every route of
 			// the database: past the budget the rest waits for the next round, so slow step SQL
-			// (each bounded by switchboard.step_sql_timeout) delays pushes and pulls by about one
+			// (each bounded by switchboard.route_sql_timeout) delays pushes and pulls by about one
 			// step's time, not by a thousand.
 			const auto started = std::chrono::steady_clock::now();
 			for (const SpiRow &row : LockRuns(due)) {

@@ -39,7 +39,7 @@ public:
 
 private:
 	size_t Adopt();
-	void HoldBack(const std::string &route);
+	void HoldBack(const std::string &route, int64_t ms = 10 * 1000);
 	std::string HeldBackRoutes();              // as a text[] literal, forgetting the expired ones
 	std::map<std::string, int64_t> held_back_; // route -> until (NowMs)
 	int64_t stuck_run_ = 0;                    // a run the previous worker ended in (TakeRunInStepSql), until failed

@@ -155,6 +155,12 @@ StatementTimeLimit::~StatementTimeLimit()
 	recancelled = false;
 }
 
+bool
+CancelledByTimeLimit(int sqlerrcode, const std::string &message)
+{
+	return sqlerrcode == ERRCODE_QUERY_CANCELED && message.find("statement timeout") != std::string::npos;
+}
+
 int64_t
 TakeRunCrashedInStepSql(bool ended_in_step_sql)
 {

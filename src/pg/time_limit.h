@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "pg/prelude.h"
 
@@ -29,6 +30,10 @@ private:
 	bool armed_ = false;
 	int64_t run_ = 0;
 };
+
+// True for the error a StatementTimeLimit's cancel raises ("canceling statement due to statement
+// timeout"; the worker has no statement_timeout of its own), not for a cancel by a DBA.
+bool CancelledByTimeLimit(int sqlerrcode, const std::string &message);
 
 // Asked once when a worker starts: the run whose step SQL was running when the previous worker
 // was killed outright (a crash of any process restarts them all, and shared memory with them),

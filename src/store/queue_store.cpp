@@ -3,11 +3,15 @@
 #include "capture/resync.h"
 
 #include <algorithm>
+#include <chrono>
+#include <map>
 
 #include "delivery/coalesce.h"
 #include "delivery/retry_policy.h"
 #include "pg/boundary.h"
 #include "pg/spi.h"
+#include "pg/time_limit.h"
+#include "settings.h"
 #include "store/pull_store.h"
 #include "translate/translator.h"
 
@@ -192,6 +196,35 @@ RecoverInFlight()
 
 namespace {
 
+// Routes whose expressions (filters, key, mappings) ran past switchboard.route_sql_timeout,
+// until when (SteadyMs) their changes wait: retried every round, one slow route would cost every
+// round of the database's worker that long.
+constexpr int64_t kSlowRouteHoldMs = 60 * 1000;
+std::map<std::string, int64_t> slow_routes;
+
+int64_t
+SteadyMs()
+{
+	return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+	    .count();
+}
+
+std::string
+SlowRoutes()
+{
+	const int64_t now = SteadyMs();
+	std::vector<SpiText> routes;
+	for (auto it = slow_routes.begin(); it != slow_routes.end();) {
+		if (it->second <= now) {
+			it = slow_routes.erase(it);
+			continue;
+		}
+		routes.emplace_back(it->first);
+		++it;
+	}
+	return ArrayLiteral(routes);
+}
+
 // The claim's SQL fetch: due changes of enabled routes (and of deleted ones, which fail), in
 // id order, locked; rows another transaction holds (a DBA's retry()) are left for later.
 std::vector<QueueRow>
@@ -206,7 +239,9 @@ FetchDue(int limit)
 	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) "
 	    // Routes with steps run their changes as runs (orchestrate/runs.cpp).
 	    "AND NOT EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) ";
-	SpiResult r = SpiExecPrepared(columns + "ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED", {Num(limit)});
+	SpiResult r = SpiExecPrepared(columns + "AND q.route <> ALL($2::text[]) ORDER BY q.id LIMIT $1::int "
+	                                        "FOR UPDATE OF q SKIP LOCKED",
+	                              {Num(limit), SlowRoutes()});
 	// Changes tried before (keyed) whose key has a newer due change beyond the limit: that one
 	// comes along, so that the older one is coalesced into it instead of going out alone after
 	// the newer was tried (the remote may have applied it: v2, v1, v2). Newer ids only, so the
@@ -494,6 +529,15 @@ ClaimDue(int limit)
 			Subtransaction sub;
 			ClaimRoute(route, rows, instance, &route_out, &route_settled);
 			sub.Commit();
+		} catch (const PgError &e) {
+			if (CancelledByTimeLimit(e.sqlerrcode, e.what())) {
+				slow_routes[route] = SteadyMs() + kSlowRouteHoldMs;
+				settled.stats[route].second = "held for a minute (changes kept): its filters, key or mappings ran past "
+				                              "switchboard.route_sql_timeout (" +
+				                              std::to_string(setting_route_sql_timeout_ms) + " ms): " + e.what();
+			} else
+				settled.stats[route].second = std::string("held for a round (changes kept): ") + e.what();
+			continue;
 		} catch (const std::exception &e) {
 			settled.stats[route].second = std::string("held for a round (changes kept): ") + e.what();
 			continue;

@@ -3,6 +3,8 @@
 #include "pg/boundary.h"
 #include "pg/as_role.h"
 #include "pg/expr.h"
+#include "pg/time_limit.h"
+#include "settings.h"
 
 extern "C" {
 #include "miscadmin.h"
@@ -12,6 +14,22 @@ extern "C" {
 namespace switchboard {
 
 namespace {
+
+// In the worker, a route's filters, key and mappings run under switchboard.route_sql_timeout:
+// the database's one worker runs them for every route, so a slow expression (a pg_sleep, a lock
+// wait) fails its change instead of stalling the others, and a stop does not wait for it. A
+// DBA's preview or resync runs under the session's own statement_timeout.
+class WorkerSqlLimit {
+public:
+	WorkerSqlLimit()
+	{
+		if (IsBackgroundWorker)
+			limit_.emplace(setting_route_sql_timeout_ms, 0);
+	}
+
+private:
+	std::optional<StatementTimeLimit> limit_;
+};
 
 std::string
 FieldsSqlFor(const RouteDef &def)
@@ -121,6 +139,7 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		return t;
 	}
 	// Whoever asks (the worker, a DBA's preview), the route's expressions run as its owner.
+	WorkerSqlLimit limit;
 	AsRole as_owner(def.owner);
 
 	// Filters the trigger's WHEN clause held already passed, or the change would not be
@@ -328,9 +347,13 @@ TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows)
 		failed.error = "source table of route \"" + def.name + "\" no longer exists";
 		return std::vector<Translation>(rows.size(), failed);
 	}
-	AsRole as_owner(def.owner);
-	if (TranslateSetBased(def, rows, &out))
-		return out;
+	{
+		// Ended before the row-by-row fallback below, whose translations have limits of their own.
+		WorkerSqlLimit limit;
+		AsRole as_owner(def.owner);
+		if (TranslateSetBased(def, rows, &out))
+			return out;
+	}
 	// One row raised and took the whole statement with it: row by row, each fails alone and
 	// says which filter or mapping it was.
 	out.clear();

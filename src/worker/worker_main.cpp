@@ -47,7 +47,7 @@ volatile sig_atomic_t die_set_for_commit = false;
 // on ProcDiePending. So a SIGTERM during a commit also sets ProcDiePending: the wait ends (the
 // transaction stays committed locally, as on any backend), and once the commit returned the
 // flag is cleared again (OnXactEvent) so the worker stops the usual way. Step SQL too
-// (StopStepSql): it may run for up to switchboard.step_sql_timeout, and phase 1 of a runs round
+// (StopStepSql): it may run for up to switchboard.route_sql_timeout, and phase 1 of a runs round
 // sends nothing before it commits, so ending there loses nothing.
 void
 SetDiePendingForCommit()

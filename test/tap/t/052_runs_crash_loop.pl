@@ -78,7 +78,7 @@ VALUES ('crashers', 'crashers', 'hook', 'x', 'id::text', '{insert}');
 INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input, options) VALUES
 	('crashers', 'crash', 10, 'sql', NULL, 'CASE WHEN new.bad THEN pg_sleep(30)::text END', '{"timeout_ms": 600000}');
 EOS
-$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.step_sql_timeout = '60s'; SELECT pg_reload_conf()");
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.route_sql_timeout = '60s'; SELECT pg_reload_conf()");
 # The worker sleeping in the step's SQL (nothing the step does survives the crash to count it).
 sub in_step_sql
 {

@@ -46,7 +46,7 @@ INSERT INTO switchboard.steps (route, name, position, kind, endpoint, run_if, in
 	('leads', 'tell', 30, 'notify', 'hook', \$\$new.note = 'tell'\$\$, \$\$jsonb_build_object('id', new.id)\$\$,
 	 '{"timeout_ms": 400}'),
 	('leads', 'stubborn', 40, 'sql', NULL, \$\$new.note = 'stubborn'\$\$, 'stubborn()', '{"timeout_ms": 300}'),
-	-- A long limit of its own: switchboard.step_sql_timeout, the superuser's, bounds it.
+	-- A long limit of its own: switchboard.route_sql_timeout, the superuser's, bounds it.
 	('leads', 'capped', 50, 'sql', NULL, \$\$new.note = 'capped'\$\$, 'pg_sleep(20)::text', '{"timeout_ms": 600000}'),
 	('leads', 'slow_once', 60, 'sql', NULL, \$\$new.note = 'stop'\$\$, 'slow_once()', '{"timeout_ms": 600000}'),
 	('leads', 'locker', 70, 'sql', NULL, \$\$new.note = 'lock'\$\$, 'pg_advisory_lock(4242)::text', '{}');
@@ -101,9 +101,9 @@ cmp_ok($took, '<', 25, sprintf('within seconds of its limit and grace (%.1f s)',
 is(sql($node, "SELECT switchboard.wait_idle('30 s')"), 't', 'the other runs end');
 is(state_of('7'), 'done:', 'the run beside it is done');
 
-# 5. A step's own timeout_ms (10 minutes) cannot lift its SQL past switchboard.step_sql_timeout:
+# 5. A step's own timeout_ms (10 minutes) cannot lift its SQL past switchboard.route_sql_timeout:
 #    a configuration role's step cannot hold the database's worker longer than the DBA allows.
-$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.step_sql_timeout = '1s'; SELECT pg_reload_conf()");
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.route_sql_timeout = '1s'; SELECT pg_reload_conf()");
 sleep 1;
 $t0 = time;
 $node->safe_psql('postgres', "INSERT INTO leads VALUES (8, 'c\@x.io', 'capped')");
@@ -112,7 +112,7 @@ $took = time - $t0;
 is(state_of('8'), 'failed:capped', 'failed at its sql step');
 like(sql($node, "SELECT last_error FROM switchboard.runs WHERE key = '8'"), qr/statement timeout/, 'with the statement timeout');
 cmp_ok($took, '<', 8, sprintf('after the 1 s cap, not the step\'s 10 minutes nor the 20 s sleep (%.1f s)', $took));
-$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.step_sql_timeout = '60s'; SELECT pg_reload_conf()");
+$node->safe_psql('postgres', "ALTER SYSTEM SET switchboard.route_sql_timeout = '60s'; SELECT pg_reload_conf()");
 sleep 1;
 
 # 6. A stop (SIGTERM) while step SQL runs ends the worker at once, not when the SQL is done;

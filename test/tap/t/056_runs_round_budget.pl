@@ -45,4 +45,46 @@ cmp_ok(sql($node, "SELECT count(*) FROM switchboard.runs WHERE state = 'done'"),
 is(sql($node, "SELECT switchboard.wait_idle('60 s')"), 't', 'then every run ends');
 is(sql($node, "SELECT count(*) FROM switchboard.runs WHERE state = 'done'"), '40', 'all 40 done');
 is(scalar @{ double_requests($base, '/hooks/leads') }, 40, 'each notified once');
+
+# A route's filter (evaluated by the worker) that takes 30 s: cut off by
+# switchboard.route_sql_timeout, its route waits a minute with the reason in route_status,
+# its changes kept, while the other routes' changes go out; a push route and a route with
+# steps alike.
+$node->safe_psql('postgres', <<"EOS");
+ALTER SYSTEM SET switchboard.route_sql_timeout = '1s';
+SELECT pg_reload_conf();
+CREATE FUNCTION slow_filter(int) RETURNS boolean LANGUAGE plpgsql VOLATILE AS \$\$
+BEGIN
+	PERFORM pg_sleep(30);
+	RETURN true;
+END \$\$;
+CREATE TABLE slow_push (id int PRIMARY KEY);
+CREATE TABLE slow_runs (id int PRIMARY KEY);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations) VALUES
+	('slow_push', 'slow_push', 'orders_hook', 'x', 'id::text', '{insert}'),
+	('slow_runs', 'slow_runs', 'leads_hook', 'x', 'id::text', '{insert}');
+INSERT INTO switchboard.filters (route, name, predicate) VALUES
+	('slow_push', 'slow', 'slow_filter(new.id)'),
+	('slow_runs', 'slow', 'slow_filter(new.id)');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input)
+VALUES ('slow_runs', 'tell', 10, 'notify', 'leads_hook', \$\$jsonb_build_object('slow', new.id)\$\$);
+EOS
+sleep 1;
+json_delete("$base/_control/requests");
+$node->safe_psql('postgres', "INSERT INTO slow_push VALUES (1); INSERT INTO slow_runs VALUES (1)");
+sleep 1;
+$t0 = time;
+$node->safe_psql('postgres', "INSERT INTO orders VALUES (2, 200); INSERT INTO leads VALUES (41, 'l41\@x.io')");
+ok(wait_for('the others are delivered', sub {
+	@{ double_requests($base, '/hooks/orders') } >= 1
+	  && (grep { ($_->{body}{data}{id} // 0) == 41 } @{ double_requests($base, '/hooks/leads') }) }, 60),
+	'the other routes\' changes are delivered');
+$took = time - $t0;
+cmp_ok($took, '<', 8, sprintf('within seconds, not after the 30 s filters (%.1f s)', $took));
+ok(wait_for('the reason', sub {
+	sql($node, "SELECT count(*) FROM switchboard.route_status WHERE route IN ('slow_push', 'slow_runs') "
+		  . "AND last_error LIKE '%route_sql_timeout%'") eq '2' }, 30),
+	'each slow route says why in route_status');
+is(sql($node, "SELECT string_agg(route || ':' || state, ',' ORDER BY route) FROM switchboard.queue WHERE route LIKE 'slow%'"),
+	'slow_push:pending,slow_runs:pending', 'their changes are kept, pending');
 done_testing();
