@@ -392,6 +392,13 @@ SaveRun(const RunRow &run, const std::string &state, const std::string &current_
 	    "finished_at = CASE WHEN $2 IN ('done', 'failed') THEN now() END WHERE id = $1::bigint",
 	    {Num(run.id), state, std::to_string(run.position), current_step, std::to_string(run.attempts),
 	     run.outputs.dump(), run.step_state.dump(), error, std::to_string(http_status), Num(next_in_ms)});
+	// The newest run of its key that is done: an older change of the key (a dead letter retried)
+	// is never run after it, even once this run is pruned (Adopt, retry()).
+	if (state == "done" && run.key)
+		SpiExecPrepared(
+		    "INSERT INTO switchboard.delivered_marks AS m (route, key, change_id) VALUES ($1, $2, $3::bigint) "
+		    "ON CONFLICT (route, key) DO UPDATE SET change_id = GREATEST(m.change_id, excluded.change_id)",
+		    {run.route, run.key, Num(run.id)});
 }
 
 // The step is over: its output counts, the run goes on with the next one (saved by the
@@ -578,6 +585,18 @@ OutputTooBig(size_t bytes)
 	       std::to_string(kMaxOutputBytes / 1024) + " kB a step may keep in its run";
 }
 
+// Has a change of the key newer than id run (started, or done: marked in delivered_marks)?
+bool
+NewerRunOfKey(const std::string &route, const std::string &key, int64_t id)
+{
+	return SpiScalar("SELECT 1 FROM switchboard.delivered_marks m WHERE m.route = $1 AND m.key = $2 "
+	                 "AND m.change_id > $3::bigint UNION ALL "
+	                 "SELECT 1 FROM switchboard.run_queue n WHERE n.route = $1 AND n.key = $2 AND n.id > $3::bigint "
+	                 "AND (n.started_at IS NOT NULL OR n.state <> 'pending') LIMIT 1",
+	                 {route, key, Num(id)})
+	    .has_value();
+}
+
 void
 RunExecutor::HoldBack(const std::string &route, int64_t ms)
 {
@@ -604,7 +623,7 @@ size_t
 RunExecutor::Adopt()
 {
 	SpiResult r = SpiExecPrepared(
-	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, q.captured_at::text FROM switchboard.queue q "
+	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, q.captured_at::text, q.last_error IS NOT NULL FROM switchboard.queue q "
 	    "JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
 	    "LEFT JOIN pg_catalog.unnest($1::pg_catalog.text[]) b(route) ON b.route = q.route "
 	    "WHERE q.state = 'pending' AND b.route IS NULL "
@@ -621,7 +640,7 @@ RunExecutor::Adopt()
 	     olds = Json::array(), ats = Json::array(), states = Json::array(), positions = Json::array(),
 	     firsts = Json::array(), errors = Json::array();
 	std::string gone = "{";
-	Json dead = Json::array();
+	Json dead = Json::array(), stale = Json::array();
 	size_t adopted = 0;
 	std::set<std::string> slow; // routes whose filters or key ran past route_sql_timeout here
 	for (const auto &row : r.rows) {
@@ -664,6 +683,17 @@ RunExecutor::Adopt()
 			adopted++;
 			continue;
 		}
+		// (last_error: it failed before, and was retried; a new change is newer than any run of
+		// its key that has started, since a key's changes are queued in commit order.)
+		if (t.status != Translation::Status::Filtered && *row[6] == "t" && !t.key.empty() &&
+		    NewerRunOfKey(route, t.key, std::stoll(*row[0]))) {
+			// A dead letter retried after a newer change of its key ran: running it now would
+			// apply older data after newer. Settled as the push path settles a stale change.
+			stale.push_back(Json::array({*row[0], route, t.key, *row[2]}));
+			gone += (gone.size() > 1 ? "," : "") + *row[0];
+			adopted++;
+			continue;
+		}
 		if (t.status != Translation::Status::Filtered) {
 			const StepDef *first = rc.steps.empty() ? nullptr : &rc.steps.front();
 			bool failed = !first;
@@ -702,6 +732,12 @@ RunExecutor::Adopt()
 				                                           states[i], positions[i], firsts[i], errors[i]}));
 			                return all.dump();
 		                }()});
+	if (!stale.empty())
+		SpiExecPrepared("INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error) "
+		                "SELECT a->>1, a->>2, a->>3, (a->>0)::bigint, 'skipped', 'a newer change of its key has run; "
+		                "running this one would apply older data after newer' "
+		                "FROM pg_catalog.jsonb_array_elements($1::jsonb) a",
+		                {stale.dump()});
 	if (gone.size() > 2)
 		SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::bigint[])", {gone});
 	return adopted;

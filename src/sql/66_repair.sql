@@ -48,9 +48,12 @@ BEGIN
 	 WHERE r.state = 'failed'
 	   AND r.route IN (SELECT x.name FROM switchboard.routes x
 	                    WHERE (_retry_route.route IS NULL OR x.name = _retry_route.route) AND switchboard._may_repair(x.name, caller))
-	   -- Runs of a key in commit order: not one older than a run of its key that has started.
+	   -- Runs of a key in commit order: not one older than a run of its key that has started
+	   -- (or is done, and maybe pruned since: delivered_marks).
 	   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue n WHERE n.route = r.route AND n.key = r.key
-	                    AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending'));
+	                    AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending'))
+	   AND NOT EXISTS (SELECT 1 FROM switchboard.delivered_marks m WHERE m.route = r.route AND m.key = r.key
+	                    AND m.change_id > r.id);
 	GET DIAGNOSTICS runs = ROW_COUNT;
 	PERFORM switchboard.wake();
 	RETURN n + runs;
@@ -88,7 +91,10 @@ BEGIN
 		-- running this one now would write older data after newer (in the remote, a writeback).
 		IF EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
 		            AND n.key = r.key AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending')
-		            WHERE r.id = _retry_one.id AND r.state = 'failed') THEN
+		            WHERE r.id = _retry_one.id AND r.state = 'failed')
+		   OR EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.delivered_marks m ON m.route = r.route
+		               AND m.key = r.key AND m.change_id > r.id
+		               WHERE r.id = _retry_one.id AND r.state = 'failed') THEN
 			RAISE EXCEPTION 'run % cannot be retried: a newer run of its key has started', id
 				USING ERRCODE = 'object_not_in_prerequisite_state',
 				      HINT = 'Running it now would apply older data after newer; switchboard.discard() it, or change the row again.';
