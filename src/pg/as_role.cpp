@@ -47,8 +47,13 @@ AsRole::~AsRole()
 	// In the worker, a session-level advisory lock user code took (pg_advisory_lock in a step or
 	// a mapping) would be held for the worker's life, by the database's one worker. The worker
 	// itself holds none. Not in a backend: a preview() or resync() leaves the caller's locks be.
-	if (IsBackgroundWorker)
-		LockReleaseSession(USER_LOCKMETHOD);
+	if (IsBackgroundWorker) {
+		try {
+			Guarded([] { LockReleaseSession(USER_LOCKMETHOD); });
+		} catch (const std::exception &e) {
+			Report(LOG, std::string("switchboard: could not release advisory locks: ") + e.what());
+		}
+	}
 	// In reverse order of the constructor.
 	SetUserIdAndSecContext(saved_user_, saved_context_);
 }

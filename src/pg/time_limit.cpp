@@ -153,6 +153,10 @@ StatementTimeLimit::~StatementTimeLimit()
 	if (get_timeout_indicator(STATEMENT_TIMEOUT, true) || recancelled)
 		QueryCancelPending = false;
 	recancelled = false;
+	// Stopped as the SQL returned, before it checked for interrupts: the worker ends here, still
+	// in phase 1 (nothing sent), not at whatever check comes next (FATAL exits, it unwinds nothing).
+	if (stopped_in_step_sql)
+		CHECK_FOR_INTERRUPTS();
 }
 
 bool
