@@ -12,7 +12,8 @@ extern int setting_inbound_retention_s;     // applied inbound events are kept t
 extern char *setting_allowed_hosts;
 extern char *setting_rate_limit_groups; // rate_limit_group names endpoints may use (superuser-set)
 // The inbound webhook receiver (SPEC §9).
-extern char *setting_listen_addresses;   // "host:port[,host:port]"; empty: no receiver
+extern char *setting_listen_addresses;   // "host[:port][,host[:port]]"; empty: no receiver
+extern int setting_listen_port;          // for entries without a port
 extern char *setting_listen_certificate; // PEM files: HTTPS when both are set
 extern char *setting_listen_key;
 extern char *setting_inbound_database; // the one database whose routes receive

@@ -58,6 +58,7 @@ char *setting_allowed_hosts = nullptr;
 char *setting_rate_limit_groups = nullptr;
 int setting_max_workers = 8;
 char *setting_listen_addresses = nullptr;
+int setting_listen_port = 8480;
 char *setting_listen_certificate = nullptr;
 char *setting_listen_key = nullptr;
 char *setting_inbound_database = nullptr;
@@ -82,7 +83,8 @@ bool
 CheckListenAddresses(char **newval, void **, GucSource)
 {
 	try {
-		(void) inbound::ParseListenAddresses(*newval ? *newval : "");
+		// The syntax only: entries without a port take switchboard.listen_port, which always has one.
+		(void) inbound::ParseListenAddresses(*newval ? *newval : "", 1);
 		return true;
 	} catch (const std::exception &e) {
 		GUC_check_errdetail("%s", e.what());
@@ -132,8 +134,13 @@ _PG_init(void)
 	// The inbound webhook receiver (SPEC §9, src/worker/receiver_main.cpp): it restarts itself
 	// when one of these changes.
 	DefineCustomStringVariable("switchboard.listen_addresses",
-	                           "host:port list the inbound webhook receiver listens on; empty: no receiver.", nullptr,
-	                           &setting_listen_addresses, "", PGC_SIGHUP, 0, CheckListenAddresses, nullptr, nullptr);
+	                           "Addresses the inbound webhook receiver listens on (host or host:port, comma list); "
+	                           "empty: no receiver.",
+	                           nullptr, &setting_listen_addresses, "", PGC_SIGHUP, 0, CheckListenAddresses, nullptr,
+	                           nullptr);
+	DefineCustomIntVariable("switchboard.listen_port",
+	                        "TCP port of the inbound webhook receiver, for listen_addresses entries without their own.",
+	                        nullptr, &setting_listen_port, 8480, 1, 65535, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 	DefineCustomStringVariable("switchboard.listen_certificate",
 	                           "PEM certificate file of the receiver; with listen_key it serves HTTPS.", nullptr,
 	                           &setting_listen_certificate, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

@@ -48,36 +48,40 @@ ParsePort(const std::string &text, const std::string &entry)
 } // namespace
 
 std::vector<ListenAddress>
-ParseListenAddresses(const std::string &text)
+ParseListenAddresses(const std::string &text, int default_port)
 {
 	std::vector<ListenAddress> out;
+	if (Trim(text).empty())
+		return out;
 	size_t start = 0;
 	while (start <= text.size()) {
 		size_t comma = text.find(',', start);
 		std::string entry = Trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
 		start = comma == std::string::npos ? text.size() + 1 : comma + 1;
-		if (entry.empty()) {
-			if (comma == std::string::npos && out.empty() && Trim(text).empty())
-				break;
+		if (entry.empty())
 			throw std::invalid_argument("an empty entry in \"" + text + "\"");
-		}
 		ListenAddress a;
+		std::string port; // "" when the entry has none: default_port
 		if (entry[0] == '[') {
 			size_t close = entry.find(']');
-			if (close == std::string::npos || close + 1 >= entry.size() || entry[close + 1] != ':')
-				throw std::invalid_argument("\"" + entry + "\": an IPv6 address is written [address]:port");
+			if (close == std::string::npos || (close + 1 < entry.size() && entry[close + 1] != ':'))
+				throw std::invalid_argument("\"" + entry +
+				                            "\": an IPv6 address is written [address] or [address]:port");
 			a.host = entry.substr(1, close - 1);
-			a.port = ParsePort(entry.substr(close + 2), entry);
+			if (close + 1 < entry.size()) {
+				port = entry.substr(close + 2);
+				if (port.empty())
+					throw std::invalid_argument("\"" + entry + "\": no port after the colon");
+			}
 		} else {
-			size_t colon = entry.rfind(':');
-			if (colon == std::string::npos) {
-				a.host = "*";
-				a.port = ParsePort(entry, entry);
-			} else {
-				a.host = entry.substr(0, colon);
-				if (a.host.find(':') != std::string::npos)
-					throw std::invalid_argument("\"" + entry + "\": an IPv6 address is written [address]:port");
-				a.port = ParsePort(entry.substr(colon + 1), entry);
+			size_t colon = entry.find(':');
+			if (colon != std::string::npos && entry.find(':', colon + 1) != std::string::npos)
+				throw std::invalid_argument("\"" + entry + "\": an IPv6 address is written [address]:port");
+			a.host = entry.substr(0, colon);
+			if (colon != std::string::npos) {
+				port = entry.substr(colon + 1);
+				if (port.empty())
+					throw std::invalid_argument("\"" + entry + "\": no port after the colon");
 			}
 		}
 		if (a.host.empty())
@@ -85,6 +89,14 @@ ParseListenAddresses(const std::string &text)
 		for (char c : a.host)
 			if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == ':' || c == '-' || c == '*'))
 				throw std::invalid_argument("\"" + entry + "\": the host must be an address, a name or *");
+		if (a.host.find('*') != std::string::npos && a.host != "*")
+			throw std::invalid_argument("\"" + entry + "\": * stands alone (every address)");
+		if (!port.empty())
+			a.port = ParsePort(port, entry);
+		else if (default_port >= 1 && default_port <= 65535)
+			a.port = default_port;
+		else
+			throw std::invalid_argument("\"" + entry + "\": no port (give host:port, or set switchboard.listen_port)");
 		out.push_back(a);
 	}
 	return out;

@@ -29,9 +29,11 @@ struct ListenAddress {
 	int port = 0;
 };
 
-// "host:port[,host:port...]" ("127.0.0.1:8443", "[::1]:8443", "*:8443", "8443" for every
-// address); empty: nothing listens. Throws std::invalid_argument naming the bad entry.
-std::vector<ListenAddress> ParseListenAddresses(const std::string &text);
+// switchboard.listen_addresses: a comma list of hosts, as PostgreSQL's own listen_addresses
+// ("127.0.0.1", "::1" written "[::1]", "localhost", "*" for every IPv4 address), each on
+// default_port (switchboard.listen_port) unless the entry names its own ("127.0.0.1:9000",
+// "[::1]:9000"); empty: nothing listens. Throws std::invalid_argument naming the bad entry.
+std::vector<ListenAddress> ParseListenAddresses(const std::string &text, int default_port);
 
 // The full URI the sender called, as HubSpot signs it: scheme://Host-header + path?query. The
 // Host header is what the sender put in its request (a reverse proxy must pass it on

@@ -80,16 +80,18 @@ std::string
 ListenSettings()
 {
 	auto str = [](const char *v) { return std::string(v ? v : ""); };
-	return str(setting_listen_addresses) + "|" + str(setting_listen_certificate) + "|" + str(setting_listen_key) + "|" +
-	       str(setting_inbound_database) + "|" + std::to_string(setting_inbound_max_connections) + "|" +
-	       std::to_string(setting_inbound_timeout_s) + "|" + std::to_string(setting_inbound_max_bytes);
+	return str(setting_listen_addresses) + "|" + std::to_string(setting_listen_port) + "|" +
+	       str(setting_listen_certificate) + "|" + str(setting_listen_key) + "|" + str(setting_inbound_database) + "|" +
+	       std::to_string(setting_inbound_max_connections) + "|" + std::to_string(setting_inbound_timeout_s) + "|" +
+	       std::to_string(setting_inbound_max_bytes);
 }
 
 inbound::ReceiverOptions
 OptionsFromSettings()
 {
 	inbound::ReceiverOptions o;
-	o.addresses = inbound::ParseListenAddresses(setting_listen_addresses ? setting_listen_addresses : "");
+	o.addresses = inbound::ParseListenAddresses(setting_listen_addresses ? setting_listen_addresses : "",
+	                                            setting_listen_port);
 	std::string cert = setting_listen_certificate ? setting_listen_certificate : "";
 	std::string key = setting_listen_key ? setting_listen_key : "";
 	if (cert.empty() != key.empty())
