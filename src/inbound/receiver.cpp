@@ -174,6 +174,7 @@ struct Conn {
 	bool started = false;
 	bool suspended = false;
 	bool answered = false;
+	bool too_large = false; // the body passed max_bytes while it arrived
 	int status = 0;
 	std::string message;
 	std::string body;
@@ -200,8 +201,10 @@ struct Receiver::Impl {
 
 namespace {
 
+// close: the request's body was not read (a refusal before or while it arrived), so the
+// connection cannot carry another request; the client is told not to reuse it.
 enum MHD_Result
-Reply(struct MHD_Connection *connection, int status, const std::string &message)
+Reply(struct MHD_Connection *connection, int status, const std::string &message, bool close = false)
 {
 	std::string body = Json{{"status", status}, {"message", message}}.dump() + "\n";
 	struct MHD_Response *response = MHD_create_response_from_buffer(body.size(), const_cast<char *>(body.data()),
@@ -209,6 +212,8 @@ Reply(struct MHD_Connection *connection, int status, const std::string &message)
 	if (response == nullptr)
 		return MHD_NO;
 	MHD_add_response_header(response, "Content-Type", "application/json");
+	if (close)
+		MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result queued = MHD_queue_response(connection, static_cast<unsigned>(status), response);
 	MHD_destroy_response(response);
 	return queued;
@@ -260,10 +265,10 @@ OnRequest(void *cls, struct MHD_Connection *connection, const char *url, const c
 			// The headers are in: refuse what can be refused before any body is read.
 			conn->started = true;
 			if (std::strcmp(method, "POST") != 0 || TokenOfPath(url ? url : "").empty())
-				return Reply(connection, 404, "not found");
+				return Reply(connection, 404, "not found", true);
 			const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
 			if (length != nullptr && std::strtoull(length, nullptr, 10) > impl->options.max_bytes)
-				return Reply(connection, 413, "body too large");
+				return Reply(connection, 413, "body too large", true);
 			return MHD_YES;
 		}
 		if (conn->answered)
@@ -273,15 +278,20 @@ OnRequest(void *cls, struct MHD_Connection *connection, const char *url, const c
 			// steadily it trickles (MHD's own timeout only covers silence).
 			if (SteadyMs() - conn->started_ms > static_cast<int64_t>(impl->options.timeout_s) * 1000)
 				return MHD_NO;
-			if (conn->body.size() + *upload_data_size > impl->options.max_bytes) {
+			// Over the limit (a chunked body, without Content-Length): the rest is read and
+			// dropped, and 413 answered once it ended (MHD queues no answer mid-upload).
+			if (conn->too_large || conn->body.size() + *upload_data_size > impl->options.max_bytes) {
+				conn->too_large = true;
 				*upload_data_size = 0;
-				conn->body.clear();
-				return Reply(connection, 413, "body too large");
+				std::string().swap(conn->body);
+				return MHD_YES;
 			}
 			conn->body.append(upload_data, *upload_data_size);
 			*upload_data_size = 0;
 			return MHD_YES;
 		}
+		if (conn->too_large)
+			return Reply(connection, 413, "body too large", true);
 		if (conn->suspended)
 			return MHD_YES;
 		// The whole body is in: hand it over and wait for the answer.
@@ -291,7 +301,14 @@ OnRequest(void *cls, struct MHD_Connection *connection, const char *url, const c
 		r.request.method = method;
 		MHD_get_connection_values(connection, MHD_HEADER_KIND, &CollectHeader, &r.request.headers);
 		const char *host = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Host");
-		r.request.uri = RebuildUri(listener->scheme, host ? host : "", listener->fallback_host, conn->raw_uri);
+		// Behind a reverse proxy that ends TLS, the sender called https: the proxy says so in
+		// X-Forwarded-Proto. Trusting it is safe: it only picks which URI the signature is checked
+		// against, and a signature over one the sender did not call does not verify.
+		const char *proto = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "X-Forwarded-Proto");
+		std::string scheme = listener->scheme;
+		if (proto != nullptr && (std::strcmp(proto, "https") == 0 || std::strcmp(proto, "http") == 0))
+			scheme = proto;
+		r.request.uri = RebuildUri(scheme, host ? host : "", listener->fallback_host, conn->raw_uri);
 		r.request.body = std::move(conn->body);
 		conn->body.clear();
 		conn->id = r.id;

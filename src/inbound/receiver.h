@@ -11,7 +11,8 @@
 // committed, then resumed with its answer (acknowledged only when durable). cpp-httplib, the
 // other choice, answers from its own thread pool.
 //
-// Plain C++ (no postgres.h): unit-tested against a real loopback socket.
+// Plain C++ (no postgres.h): the decisions are unit-tested (test_inbound_receiver.cpp), the
+// server by t/067_inbound_receiver.pl.
 #pragma once
 
 #include <cstdint>

@@ -144,8 +144,10 @@ sub hubspot
 		subscriptionType => 'contact.propertyChange', propertyName => 'firstname', occurredAt => int(time * 1000) } ]);
 	my $ts = $o{timestamp} // int(time * 1000);
 	my $path = "/inbound/$token{contacts_hs}";
-	my $sig = b64_hmac("POST$origin$path$body$ts", $o{secret} // $hs_secret);
-	return post($path, $body, 'X-HubSpot-Request-Timestamp' => $ts, 'X-HubSpot-Signature-v3' => $sig);
+	my $called = $o{proxied} ? "https://127.0.0.1:$port" : $origin;    # behind a TLS-ending proxy
+	my $sig = b64_hmac("POST$called$path$body$ts", $o{secret} // $hs_secret);
+	return post($path, $body, 'X-HubSpot-Request-Timestamp' => $ts, 'X-HubSpot-Signature-v3' => $sig,
+		$o{proxied} ? ('X-Forwarded-Proto' => 'https') : ());
 }
 $res = hubspot();
 is($res->{status}, 200, 'hubspot v3: a signed request is accepted');
@@ -156,6 +158,7 @@ is(hubspot(timestamp => int(time * 1000) - 6 * 60 * 1000)->{status}, 401,
 	'hubspot v3: a correctly signed request older than 5 minutes answers 401');
 is(count_events(), $before, 'nothing of them is stored');
 is(rejected('contacts_hs'), '2', 'both counted');
+is(hubspot(proxied => 1)->{status}, 200, 'hubspot v3 behind a TLS-ending proxy: the https URI the sender signed (X-Forwarded-Proto) verifies');
 like(q_("SELECT last_error FROM switchboard.inbound_status WHERE route = 'contacts_hs'"), qr/stale|older/, 'the stale one said so');
 
 # ---- Standard Webhooks (any other sender): webhook-id.webhook-timestamp.body under whsec_ ----
@@ -193,6 +196,8 @@ $before = count_events();
 my $big = encode_json({ id => 8, email => 'big@x.io', first_name => 'x' x 5000 });
 $res = post("/inbound/$token{customers_woo}", $big, 'X-WC-Webhook-Topic' => 'customer.updated', 'X-WC-Webhook-Signature' => b64_hmac($big, $woo_secret));
 is($res->{status}, 413, 'a body over inbound_max_bytes answers 413');
+my $chunked = `curl -s -o /dev/null -w '%{http_code}' --max-time 20 -H 'Transfer-Encoding: chunked' -H 'Content-Type: application/json' --data-binary '$big' $origin/inbound/$token{customers_woo}`;
+is($chunked, '413', 'also when it comes chunked, without a Content-Length');
 is(post('/inbound/' . ('a' x 32), '{}')->{status}, 404, 'an unknown token answers 404');
 is(post('/inbound/short', '{}')->{status}, 404, 'a malformed token answers 404');
 is(post('/elsewhere', '{}')->{status}, 404, 'another path answers 404');
