@@ -55,6 +55,14 @@ HasInboundSchema()
 	       SpiText("t");
 }
 
+bool
+InboundWanted()
+{
+	return HasInboundSchema() &&
+	       SpiExecPrepared("SELECT EXISTS (SELECT 1 FROM switchboard.inbound_events WHERE applied_at IS NULL)")
+	               .rows[0][0] == SpiText("t");
+}
+
 std::vector<InboundRoute>
 InboundDue(int per_route, const std::set<std::string> &held, const std::vector<int64_t> &held_events)
 {

@@ -63,4 +63,9 @@ void PruneInbound(int retention_s, int dead_letter_retention_s);
 // True when the schema has the inbound tables (an extension not yet updated has not).
 bool HasInboundSchema();
 
+// Whether any received event waits to be applied (the partial index answers it). Cheap, and
+// asked inside a transaction the worker opens anyway: an idle database pays no transaction of
+// its own for inbound events.
+bool InboundWanted();
+
 } // namespace switchboard

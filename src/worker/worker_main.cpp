@@ -264,7 +264,8 @@ private:
 		if (!has_extension || !setting_enabled || stop_requested || schema_outdated_)
 			return push_wait;
 		// Received webhook events: applied as soon as the receiver's commit wakes the worker.
-		push_wait = std::min(push_wait, InboundRound());
+		if (inbound_wanted_)
+			push_wait = std::min(push_wait, InboundRound());
 		if (stop_requested)
 			return push_wait;
 		// Routes with steps: their changes become runs (orchestrate/runs.h).
@@ -547,12 +548,14 @@ private:
 			schema_outdated_ = outdated;
 			if (outdated) {
 				runs_wanted_ = false;
+				inbound_wanted_ = false;
 				tx.Commit();
 				Activity("waiting for ALTER EXTENSION switchboard UPDATE");
 				return setting_naptime_ms;
 			}
 			// Whether the runs round has anything to look at (in this transaction, not one of its own).
 			runs_wanted_ = RunsWanted();
+			inbound_wanted_ = InboundWanted();
 			// Once a minute, or as often as a short dead-letter retention needs.
 			long prune_every_ms = 60 * 1000;
 			if (setting_dead_letter_retention_s > 0)
@@ -698,7 +701,8 @@ private:
 	Dispatcher dispatcher_;
 	std::mt19937_64 rng_;
 	RunExecutor runs_;
-	bool runs_wanted_ = false; // some route has steps, or runs are unfinished (RunsWanted)
+	bool runs_wanted_ = false;    // some route has steps, or runs are unfinished (RunsWanted)
+	bool inbound_wanted_ = false; // received events wait to be applied (InboundWanted)
 	int64_t last_prune_ms_ = 0;
 	std::map<std::string, Backoff> inbound_route_backoff_; // routes whose read-back or apply failed transiently
 	std::map<int64_t, Backoff> inbound_event_backoff_;     // events whose last try counted an attempt
