@@ -14,6 +14,7 @@ use SwitchboardTest;
 use Test::More;
 use Digest::SHA qw(hmac_sha256);
 use HTTP::Tiny;
+use IO::Socket::INET;
 use IPC::Run;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64 decode_base64);
@@ -26,6 +27,7 @@ my $node = new_node(
 	'switchboard.listen_addresses' => "'127.0.0.1'",
 	'switchboard.listen_port'      => $port,
 	'switchboard.inbound_max_bytes' => "'4kB'",
+	'switchboard.inbound_timeout'  => "'2s'",
 	'switchboard.naptime'          => "'10s'",
 	'restart_after_crash'          => 'on');
 sub q_ { return $node->safe_psql('postgres', $_[0]); }
@@ -204,6 +206,33 @@ is(post('/elsewhere', '{}')->{status}, 404, 'another path answers 404');
 is($http->request('GET', "$origin/inbound/$token{customers_woo}")->{status}, 404, 'another method answers 404');
 is(count_events(), $before, 'none of them stored anything');
 is(rejected('customers_woo'), '1', 'nor counted as a bad signature');
+# Slow clients are cut off after inbound_timeout (2 s here): one that goes silent mid-body, and
+# one that trickles a byte every 300 ms (never silent for long, but slower than the limit).
+sub cut_off_after
+{
+	my ($trickle) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp') or die "connect: $!";
+	$sock->autoflush(1);
+	print $sock "POST /inbound/$token{customers_woo} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{";
+	my $t0 = time;
+	while (time - $t0 < 15)
+	{
+		if ($trickle) { local $SIG{PIPE} = 'IGNORE'; last unless print $sock 'x'; }
+		my $rin = '';
+		vec($rin, fileno($sock), 1) = 1;
+		if (select(my $rout = $rin, undef, undef, 0.3))
+		{
+			my $n = sysread($sock, my $buf, 4096);
+			last if !$n;    # closed
+		}
+	}
+	close $sock;
+	return time - $t0;
+}
+my $silent = cut_off_after(0);
+ok($silent >= 1.5 && $silent < 6, sprintf('a client silent mid-body is cut off after inbound_timeout (%.1f s)', $silent));
+my $trickled = cut_off_after(1);
+ok($trickled >= 1.5 && $trickled < 6, sprintf('a client trickling its body is cut off too (%.1f s)', $trickled));
 is(woo({ id => 9, email => 'cy@x.io', first_name => 'Cy', date_modified_gmt => '2026-12-03T10:00:00' })->{status}, 200,
 	'the receiver still serves after them');
 
