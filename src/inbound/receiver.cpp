@@ -1,6 +1,7 @@
 #include "inbound/receiver.h"
 
 #include <netdb.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -166,6 +167,9 @@ namespace {
 
 struct Listener;
 
+// A refused request's body is read and dropped up to this many times inbound_max_bytes.
+constexpr size_t kDropLimitFactor = 16;
+
 // One request on a connection (MHD's con_cls): created when its URI arrives.
 struct Conn {
 	Listener *listener = nullptr;
@@ -174,7 +178,8 @@ struct Conn {
 	bool started = false;
 	bool suspended = false;
 	bool answered = false;
-	bool too_large = false; // the body passed max_bytes while it arrived
+	int refused = 0;    // 404 or 413 decided, answered once the body (dropped) has ended
+	size_t dropped = 0; // bytes of its body dropped
 	int status = 0;
 	std::string message;
 	std::string body;
@@ -264,11 +269,24 @@ OnRequest(void *cls, struct MHD_Connection *connection, const char *url, const c
 		if (!conn->started) {
 			// The headers are in: refuse what can be refused before any body is read.
 			conn->started = true;
-			if (std::strcmp(method, "POST") != 0 || TokenOfPath(url ? url : "").empty())
-				return Reply(connection, 404, "not found", true);
+			int status = 0;
 			const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
-			if (length != nullptr && std::strtoull(length, nullptr, 10) > impl->options.max_bytes)
-				return Reply(connection, 413, "body too large", true);
+			if (std::strcmp(method, "POST") != 0 || TokenOfPath(url ? url : "").empty())
+				status = 404;
+			else if (length != nullptr && std::strtoull(length, nullptr, 10) > impl->options.max_bytes)
+				status = 413;
+			if (status == 0)
+				return MHD_YES;
+			// A client waiting for "100 Continue", or sending no body, can be answered now. One
+			// already sending its body is answered once it ended, the body dropped as it comes:
+			// a connection closed under a client still sending is reset, and the reset loses
+			// the answer.
+			const char *expect = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Expect");
+			const char *chunked = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Transfer-Encoding");
+			bool body_coming = chunked != nullptr || (length != nullptr && std::strtoull(length, nullptr, 10) > 0);
+			if (!body_coming || (expect != nullptr && strcasecmp(expect, "100-continue") == 0))
+				return Reply(connection, status, status == 404 ? "not found" : "body too large", true);
+			conn->refused = status;
 			return MHD_YES;
 		}
 		if (conn->answered)
@@ -278,20 +296,24 @@ OnRequest(void *cls, struct MHD_Connection *connection, const char *url, const c
 			// steadily it trickles (MHD's own timeout only covers silence).
 			if (SteadyMs() - conn->started_ms > static_cast<int64_t>(impl->options.timeout_s) * 1000)
 				return MHD_NO;
-			// Over the limit (a chunked body, without Content-Length): the rest is read and
-			// dropped, and 413 answered once it ended (MHD queues no answer mid-upload).
-			if (conn->too_large || conn->body.size() + *upload_data_size > impl->options.max_bytes) {
-				conn->too_large = true;
-				*upload_data_size = 0;
+			// Over the limit (a chunked body, without Content-Length): the rest is dropped as
+			// above, and 413 answered once it ended (MHD queues no answer mid-upload).
+			if (conn->refused == 0 && conn->body.size() + *upload_data_size > impl->options.max_bytes) {
+				conn->refused = 413;
 				std::string().swap(conn->body);
-				return MHD_YES;
+			}
+			if (conn->refused != 0) {
+				// Dropped, up to a bound: past it (or the timeout) the connection is just closed.
+				conn->dropped += *upload_data_size;
+				*upload_data_size = 0;
+				return conn->dropped > kDropLimitFactor * impl->options.max_bytes ? MHD_NO : MHD_YES;
 			}
 			conn->body.append(upload_data, *upload_data_size);
 			*upload_data_size = 0;
 			return MHD_YES;
 		}
-		if (conn->too_large)
-			return Reply(connection, 413, "body too large", true);
+		if (conn->refused != 0)
+			return Reply(connection, conn->refused, conn->refused == 404 ? "not found" : "body too large", true);
 		if (conn->suspended)
 			return MHD_YES;
 		// The whole body is in: hand it over and wait for the answer.

@@ -64,7 +64,7 @@ INSERT INTO switchboard.mappings (route, remote_field, pull_column) VALUES
 my %token = map { $_ => q_("SELECT switchboard.inbound_token('$_')") } qw(customers_woo contacts_hs accounts_sf);
 like($token{$_}, qr/^[0-9a-f]{32}$/, "$_ has a 32-character token") for sort keys %token;
 
-my $http = HTTP::Tiny->new(timeout => 20);
+my $http = HTTP::Tiny->new(timeout => 20, keep_alive => 0);    # a kept connection may meet the idle timeout
 my $origin = "http://127.0.0.1:$port";
 sub post
 {
@@ -198,6 +198,7 @@ $before = count_events();
 my $big = encode_json({ id => 8, email => 'big@x.io', first_name => 'x' x 5000 });
 $res = post("/inbound/$token{customers_woo}", $big, 'X-WC-Webhook-Topic' => 'customer.updated', 'X-WC-Webhook-Signature' => b64_hmac($big, $woo_secret));
 is($res->{status}, 413, 'a body over inbound_max_bytes answers 413');
+diag("413 test got: $res->{status} $res->{content}") if $res->{status} != 413;
 my $chunked = `curl -s -o /dev/null -w '%{http_code}' --max-time 20 -H 'Transfer-Encoding: chunked' -H 'Content-Type: application/json' --data-binary '$big' $origin/inbound/$token{customers_woo}`;
 is($chunked, '413', 'also when it comes chunked, without a Content-Length');
 is(post('/inbound/' . ('a' x 32), '{}')->{status}, 404, 'an unknown token answers 404');
@@ -266,6 +267,27 @@ ok(wait_for('applied', sub { q_("SELECT count(*) FROM customers WHERE id = 10") 
 is(q_("SELECT count(*) FROM switchboard.inbound_events WHERE object_id = '10'"), '1', 'stored once');
 is(q_("SELECT first_name || ' ' || updates FROM customers WHERE id = 10"), 'Dave 0', 'applied once');
 is(q_("SELECT count(*) FROM customers"), '3', 'no other row appeared');
+
+# ---- HTTPS: listen_certificate and listen_key (reloaded: the receiver restarts with them) ----
+my $dir = PostgreSQL::Test::Utils::tempdir();
+system('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+	'-keyout', "$dir/key.pem", '-out', "$dir/cert.pem", '-loglevel', 'quiet') == 0
+  or system('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+	'-keyout', "$dir/key.pem", '-out', "$dir/cert.pem") == 0
+  or die 'openssl req failed';
+chmod 0644, "$dir/key.pem", "$dir/cert.pem";
+q_("ALTER SYSTEM SET switchboard.listen_certificate = '$dir/cert.pem'");
+q_("ALTER SYSTEM SET switchboard.listen_key = '$dir/key.pem'");
+q_('SELECT pg_reload_conf()');
+my $https = HTTP::Tiny->new(timeout => 20, verify_SSL => 0, keep_alive => 0);
+$origin = "https://127.0.0.1:$port";
+ok(wait_for('receiver on https', sub { $https->request('POST', "$origin/inbound/" . ('0' x 32), { content => '{}' })->{status} == 404 }, 30),
+	'with listen_certificate and listen_key the receiver serves HTTPS');
+$http = $https;
+is(hubspot()->{status}, 200, 'hubspot v3 over HTTPS: the https URI the sender signed verifies');
+is(post('/inbound/' . ('0' x 32), '{}')->{status}, 404, 'and unknown tokens still answer 404');
+my $plain = `curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST http://127.0.0.1:$port/inbound/$token{customers_woo}`;
+isnt($plain, '200', "plain HTTP is no longer served ($plain)");
 
 $node->stop;
 done_testing();
