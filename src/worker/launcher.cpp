@@ -32,6 +32,7 @@ extern "C" {
 #include "utils/acl.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 }
 
 namespace switchboard {
@@ -98,9 +99,11 @@ StartWorker(Oid database)
 }
 
 // The inbound webhook receiver (receiver_main.cpp): one for the cluster while
-// switchboard.listen_addresses is set, started again within a second when it exits or dies.
+// switchboard.listen_addresses is set, started again within a second when it exits or dies
+// (at most one start in kReceiverRestartMs).
 // Only reached on a primary: LauncherLoop runs after WaitForPromotion.
 BackgroundWorkerHandle *receiver_handle = nullptr;
+constexpr int kReceiverRestartMs = 5000; // at most one start in this time
 
 void
 KeepReceiverRunning()
@@ -114,6 +117,13 @@ KeepReceiverRunning()
 		pfree(receiver_handle);
 		receiver_handle = nullptr;
 	}
+	// One that could not even start (switchboard.inbound_database does not exist, an address
+	// taken) would otherwise be started again, and log its failure, every second.
+	static TimestampTz last_start = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	if (last_start != 0 && !TimestampDifferenceExceeds(last_start, now, kReceiverRestartMs))
+		return;
+	last_start = now;
 	BackgroundWorker worker;
 	memset(&worker, 0, sizeof worker);
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

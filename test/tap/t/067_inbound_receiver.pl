@@ -289,5 +289,13 @@ is(post('/inbound/' . ('0' x 32), '{}')->{status}, 404, 'and unknown tokens stil
 my $plain = `curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST http://127.0.0.1:$port/inbound/$token{customers_woo}`;
 isnt($plain, '200', "plain HTTP is no longer served ($plain)");
 
+# ---- a receiver that cannot start is not started again every second ----------------------
+my $log_offset = -s $node->logfile;
+q_("ALTER SYSTEM SET switchboard.inbound_database = 'nosuchdb'");
+q_('SELECT pg_reload_conf()');
+sleep 8;
+my $fatals = () = substr(PostgreSQL::Test::Utils::slurp_file($node->logfile), $log_offset) =~ /database "nosuchdb" does not exist/g;
+ok($fatals >= 1 && $fatals <= 3, "a receiver whose database does not exist is started again every 5 s, not every second ($fatals starts in 8 s)");
+
 $node->stop;
 done_testing();
