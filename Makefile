@@ -20,7 +20,7 @@ OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 
 PG_CPPFLAGS = -Isrc
 PG_CXXFLAGS = -std=$(CXX_STD) $(WARN_FLAGS)
-SHLIB_LINK = -lcurl -lcrypto -lstdc++
+SHLIB_LINK = -lcurl -lcrypto -lmicrohttpd -lstdc++
 # PGXS's bitcode rules ignore PG_CXXFLAGS; the JIT gains nothing from this code.
 override with_llvm = no
 # Rebuild objects when a header they include changes.
@@ -44,7 +44,7 @@ switchboard--$(EXTVERSION).sql: $(sort $(wildcard $(SQL_PARTS)))
 UNIT_SRCS = $(sort $(wildcard $(UNIT_GLOBS)))
 UNIT_DEPS = $(CORE_SRCS) $(UNIT_SRCS) $(wildcard src/*/*.h test/unit/*.h)
 UNIT_CXXFLAGS = -std=$(CXX_STD) $(WARN_FLAGS) -O1 -Isrc
-UNIT_LIBS = -lgtest -lgtest_main -pthread -lcurl -lcrypto
+UNIT_LIBS = -lgtest -lgtest_main -pthread -lcurl -lcrypto -lmicrohttpd
 test/unit/unit_tests: $(UNIT_DEPS)
 	$(CXX) $(UNIT_CXXFLAGS) $(CORE_SRCS) $(UNIT_SRCS) $(UNIT_LIBS) -o $@
 # The sanitizer build compiles one object per source under build-san/, so that -j and rebuilds help.

@@ -9,6 +9,7 @@ packages=(
 	g++ make cmake pkg-config
 	postgresql-server-dev-15       # pg_config, server headers, PGXS, pg_regress, the TAP Perl modules
 	libcurl4-openssl-dev libssl-dev nlohmann-json3-dev
+	libmicrohttpd-dev              # the inbound webhook receiver (src/inbound/receiver.cpp)
 	dpkg-dev debhelper postgresql-server-dev-all   # the Debian package (debian/, pg_buildext)
 	lintian
 	clang-format                   # make format / make format-check (.clang-format; clang-format 14)

@@ -274,8 +274,45 @@ DROP FUNCTION public.evil_mul(numeric, integer);
 REVOKE CREATE ON SCHEMA public FROM sb_plain;
 DELETE FROM switchboard.queue WHERE route = 'mine';
 
+-- 11. Inbound webhooks (SPEC §9): a route's token is readable only with its owner's privileges
+--     (whoever knows it may post events), its inbound secret only attachable by the secret's owner.
+SET ROLE sb_dba;
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
+VALUES ('dba_in', 'customers', 'dba_hs', 'contacts', 'pull', 'id::text', 'email');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
+VALUES ('dba_push', 'customers', 'dba_hs', 'contacts', 'push', 'id::text', 'email');
+SELECT name, inbound_token ~ '^[0-9a-f]{32}$' AS has_token FROM switchboard.routes WHERE name IN ('dba_in', 'dba_push') ORDER BY name;
+SET ROLE sb_config;
+CREATE TABLE cfg.inb (id int PRIMARY KEY, email text);
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, direction, match_local, match_remote)
+VALUES ('cfg_in', 'cfg.inb', 'cfg_hs', 'contacts', 'pull', 'id::text', 'email');
+SELECT inbound_token FROM switchboard.routes WHERE name = 'cfg_in';
+SELECT * FROM switchboard.routes;
+SELECT count(*) FROM switchboard.routes WHERE inbound_token LIKE 'a%';
+UPDATE switchboard.routes SET enabled = enabled WHERE name = 'cfg_in' RETURNING inbound_token;
+SELECT length(switchboard.inbound_token('cfg_in')) AS own_token_length;
+SELECT switchboard.inbound_token('dba_in');
+SELECT switchboard.rotate_inbound_token('dba_in');
+CREATE TEMP TABLE old_token AS SELECT switchboard.inbound_token('cfg_in') AS t;
+SELECT switchboard.rotate_inbound_token('cfg_in') <> (SELECT t FROM old_token) AS rotated;
+SELECT switchboard.inbound_token('cfg_in') <> (SELECT t FROM old_token) AS new_token_kept;
+UPDATE switchboard.routes SET inbound_token = 'guessable' WHERE name = 'cfg_in';
+UPDATE switchboard.routes SET inbound_secret = 'owner_token' WHERE name = 'cfg_in';
+INSERT INTO switchboard.secrets (name, value) VALUES ('cfg_whsec', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+UPDATE switchboard.routes SET inbound_secret = 'cfg_whsec' WHERE name = 'cfg_in';
+SELECT route, received, pending, rejected FROM switchboard.inbound_status ORDER BY route;
+UPDATE switchboard.routes SET direction = 'push' WHERE name = 'cfg_in';
+SELECT switchboard.inbound_token('cfg_in');
+SET ROLE sb_plain;
+SELECT switchboard.inbound_token('cfg_in');
+SELECT * FROM switchboard.inbound_events;
+SET ROLE sb_dba;
+SELECT name, inbound_token IS NULL AS no_token, inbound_secret FROM switchboard.routes WHERE name = 'cfg_in';
+DELETE FROM switchboard.routes WHERE name IN ('dba_in', 'dba_push', 'cfg_in');
+RESET ROLE;
+
 DROP EXTENSION switchboard;
-DROP TABLE customers, readable, orders, hijack_log;
+DROP TABLE customers, readable, orders, hijack_log, cfg.inb;
 DROP FUNCTION public.hijack(anyelement), public.plain_noop();
 DROP SCHEMA plain, cfg CASCADE;
 DROP OWNED BY sb_config;

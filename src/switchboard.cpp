@@ -3,6 +3,7 @@
 // minus the worker.
 #include <climits>
 
+#include "inbound/receiver.h"
 #include "settings.h"
 
 #include "pg/prelude.h"
@@ -53,9 +54,18 @@ int setting_route_sql_timeout_ms = 10000;
 int setting_max_attempts = 12;
 int setting_history_retention_s = 7 * 24 * 3600;
 int setting_dead_letter_retention_s = 0;
+int setting_inbound_retention_s = 3 * 24 * 3600;
 char *setting_allowed_hosts = nullptr;
 char *setting_rate_limit_groups = nullptr;
 int setting_max_workers = 8;
+char *setting_listen_addresses = nullptr;
+int setting_listen_port = 8480;
+char *setting_listen_certificate = nullptr;
+char *setting_listen_key = nullptr;
+char *setting_inbound_database = nullptr;
+int setting_inbound_max_connections = 256;
+int setting_inbound_timeout_s = 10;
+int setting_inbound_max_bytes = 1024 * 1024;
 
 bool
 RestoringFromDump()
@@ -67,6 +77,24 @@ RestoringFromDump()
 } // namespace switchboard
 
 using namespace switchboard;
+
+namespace {
+// switchboard.listen_addresses must parse (a GUC check hook: nothing may throw out of it).
+bool
+CheckListenAddresses(char **newval, void **, GucSource)
+{
+	try {
+		// The syntax only: entries without a port take switchboard.listen_port, which always has one.
+		(void) inbound::ParseListenAddresses(*newval ? *newval : "", 1);
+		return true;
+	} catch (const std::exception &e) {
+		GUC_check_errdetail("%s", e.what());
+		return false;
+	} catch (...) {
+		return false;
+	}
+}
+} // namespace
 
 void
 _PG_init(void)
@@ -96,6 +124,10 @@ _PG_init(void)
 	    "switchboard.dead_letter_retention",
 	    "How long a dead letter is kept before it is dropped; 0 keeps it until retried or discarded.", nullptr,
 	    &setting_dead_letter_retention_s, 0, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("switchboard.inbound_retention",
+	                        "How long an applied inbound event is kept (it recognises a sender's redelivery).", nullptr,
+	                        &setting_inbound_retention_s, 3 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr,
+	                        nullptr, nullptr);
 	DefineCustomIntVariable("switchboard.max_workers",
 	                        "Workers of all databases together; more databases take turns, idle ones first.", nullptr,
 	                        &setting_max_workers, 8, 1, kMaxDatabases, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
@@ -107,6 +139,34 @@ _PG_init(void)
 	DefineCustomStringVariable("switchboard.allowed_hosts",
 	                           "Comma list of host patterns endpoints may point at; empty allows any.", nullptr,
 	                           &setting_allowed_hosts, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	// The inbound webhook receiver (SPEC §9, src/worker/receiver_main.cpp): it restarts itself
+	// when one of these changes.
+	DefineCustomStringVariable("switchboard.listen_addresses",
+	                           "Addresses the inbound webhook receiver listens on (host or host:port, comma list); "
+	                           "empty: no receiver.",
+	                           nullptr, &setting_listen_addresses, "", PGC_SIGHUP, 0, CheckListenAddresses, nullptr,
+	                           nullptr);
+	DefineCustomIntVariable("switchboard.listen_port",
+	                        "TCP port of the inbound webhook receiver, for listen_addresses entries without their own.",
+	                        nullptr, &setting_listen_port, 8480, 1, 65535, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomStringVariable("switchboard.listen_certificate",
+	                           "PEM certificate file of the receiver; with listen_key it serves HTTPS.", nullptr,
+	                           &setting_listen_certificate, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomStringVariable("switchboard.listen_key",
+	                           "PEM private key file of the receiver (with listen_certificate).", nullptr,
+	                           &setting_listen_key, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomStringVariable("switchboard.inbound_database",
+	                           "The database whose routes the receiver serves (one for the cluster).", nullptr,
+	                           &setting_inbound_database, "postgres", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("switchboard.inbound_max_connections", "Connections the receiver accepts at once.", nullptr,
+	                        &setting_inbound_max_connections, 256, 1, 65535, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+	DefineCustomIntVariable("switchboard.inbound_timeout",
+	                        "Time a webhook request may take, and a connection may stay idle, before it is cut off.",
+	                        nullptr, &setting_inbound_timeout_s, 10, 1, 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+	                        nullptr);
+	DefineCustomIntVariable("switchboard.inbound_max_bytes", "Largest webhook body accepted (413 beyond).", nullptr,
+	                        &setting_inbound_max_bytes, 1024 * 1024, 1024, 64 * 1024 * 1024, PGC_SIGHUP, GUC_UNIT_BYTE,
+	                        nullptr, nullptr, nullptr);
 	// A misspelt switchboard.* setting is then reported instead of silently kept as a
 	// placeholder.
 	MarkGUCPrefixReserved("switchboard");

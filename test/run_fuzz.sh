@@ -40,7 +40,7 @@ fi
 failed=()
 for t in "${targets[@]}"; do
 	echo "==> $t (${seconds}s)"
-	"$cxx" "${flags[@]}" -fsanitize=fuzzer "test/fuzz/$t.cpp" "$out"/obj/*.o -lcurl -lcrypto -o "$out/$t"
+	"$cxx" "${flags[@]}" -fsanitize=fuzzer "test/fuzz/$t.cpp" "$out"/obj/*.o -lcurl -lcrypto -lmicrohttpd -o "$out/$t"
 	# A copy of the seeds: new inputs libFuzzer finds go there, not into the tree.
 	mkdir -p "$out/corpus/$t"
 	[ -d "test/fuzz/corpus/$t" ] && cp -n test/fuzz/corpus/"$t"/* "$out/corpus/$t/" 2>/dev/null || true

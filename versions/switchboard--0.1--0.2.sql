@@ -768,21 +768,162 @@ COMMENT ON FUNCTION switchboard.wait_idle(interval) IS
 REVOKE ALL ON FUNCTION switchboard._may_repair(text, oid), switchboard._retry_route(text, oid),
 	switchboard._retry_one(bigint, oid), switchboard._discard_one(bigint, oid) FROM PUBLIC;
 
+
+-- src/sql/10_config_tables.sql and 80_inbound.sql: inbound webhooks (issue 12 items 1-3, SPEC §9).
+ALTER TABLE switchboard.routes ADD COLUMN inbound_token text UNIQUE;
+ALTER TABLE switchboard.routes ADD COLUMN inbound_secret text REFERENCES switchboard.secrets (name) ON UPDATE CASCADE;
+CREATE FUNCTION switchboard._inbound_token() RETURNS trigger
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF NEW.direction NOT IN ('pull', 'both') THEN
+		NEW.inbound_token := NULL;
+	ELSIF NEW.inbound_token IS NULL THEN
+		-- gen_random_uuid() draws from pg_strong_random(): 122 random bits in 32 hex digits.
+		NEW.inbound_token := pg_catalog.replace(pg_catalog.gen_random_uuid()::pg_catalog.text, '-', '');
+	ELSIF NEW.inbound_token OPERATOR(pg_catalog.!~) '^[A-Za-z0-9]{32}$' THEN
+		RAISE EXCEPTION 'switchboard.routes (name)=(%): inbound_token must be 32 letters or digits', NEW.name
+			USING ERRCODE = 'check_violation',
+			      HINT = 'set it to NULL and a random one is generated';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER inbound_token BEFORE INSERT OR UPDATE ON switchboard.routes
+	FOR EACH ROW EXECUTE FUNCTION switchboard._inbound_token();
+
+-- The token, to a role with the privileges of the route's owner (nobody else may read the
+-- column: see grant_admin). C, not SECURITY DEFINER: it checks the calling role's privileges.
+CREATE FUNCTION switchboard.inbound_token(route text) RETURNS text
+	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_inbound_token';
+COMMENT ON FUNCTION switchboard.inbound_token(text) IS
+	'The route''s inbound token (POST /inbound/{token}); needs the privileges of the route''s owner';
+CREATE FUNCTION switchboard.rotate_inbound_token(route text) RETURNS text
+	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_rotate_inbound_token';
+COMMENT ON FUNCTION switchboard.rotate_inbound_token(text) IS
+	'Gives the route a new inbound token and returns it (the old one stops receiving at once); needs the privileges of the route''s owner';
+
+-- One row per received event. A redelivery of the same event (same route and event_id) is
+-- stored once (INSERT ... ON CONFLICT DO NOTHING). The receiver writes every column up to
+-- read_back; the apply (the database's worker) only sets applied_at, attempts and last_error:
+--   pending: applied_at IS NULL (last_error: why the last attempt did not apply it yet)
+--   applied: applied_at set, last_error NULL
+--   failed:  applied_at set with last_error (a bad record, recorded and given up on)
+CREATE TABLE switchboard.inbound_events (
+	id bigserial PRIMARY KEY,
+	route text NOT NULL,
+	event_id text NOT NULL,          -- what a redelivery repeats (see ParseEvents in src/inbound/verify.h)
+	received_at timestamptz NOT NULL DEFAULT now(),
+	kind text NOT NULL,              -- signature scheme: hubspot-v3, woocommerce or standard-webhooks
+	object_id text,                  -- the remote id the event is about
+	type text,                       -- e.g. contact.propertyChange, order.updated
+	property text,                   -- HubSpot propertyName
+	deleted boolean NOT NULL DEFAULT false,
+	occurred_at timestamptz,
+	resource jsonb,                  -- the record itself; NULL when it is to be read back (HubSpot)
+	read_back boolean NOT NULL DEFAULT false,
+	applied_at timestamptz,
+	attempts integer NOT NULL DEFAULT 0,
+	last_error text,
+	UNIQUE (route, event_id)
+);
+COMMENT ON TABLE switchboard.inbound_events IS
+	'Verified webhook events, stored before they were acknowledged; applied_at once the worker applied them';
+-- The apply's work: per route, the pending events in the order they arrived.
+CREATE INDEX inbound_events_pending ON switchboard.inbound_events (route, id) WHERE applied_at IS NULL;
+
+-- Requests the receiver refused for a known route's token (401 bad signature or stale
+-- timestamp, 400 a body it cannot read); nothing of them is stored but this count.
+CREATE TABLE switchboard.inbound_rejections (
+	route text PRIMARY KEY,
+	rejected bigint NOT NULL DEFAULT 0,
+	last_rejected_at timestamptz,
+	last_error text
+);
+COMMENT ON TABLE switchboard.inbound_rejections IS 'Per route: webhook requests refused (bad signature, stale, unreadable body)';
+
+CREATE VIEW switchboard.inbound_status AS
+SELECT r.name AS route,
+       coalesce(e.received, 0) AS received,
+       coalesce(e.pending, 0) AS pending,
+       coalesce(e.applied, 0) AS applied,
+       coalesce(e.failed, 0) AS failed,
+       coalesce(j.rejected, 0) AS rejected,
+       e.last_received_at,
+       e.last_applied_at,
+       CASE WHEN j.last_rejected_at IS NOT NULL
+                 AND (f.received_at IS NULL OR j.last_rejected_at > f.received_at) THEN j.last_error
+            ELSE f.last_error END AS last_error
+  FROM switchboard.routes r
+  LEFT JOIN (SELECT route,
+                    count(*) AS received,
+                    count(*) FILTER (WHERE applied_at IS NULL) AS pending,
+                    count(*) FILTER (WHERE applied_at IS NOT NULL AND last_error IS NULL) AS applied,
+                    count(*) FILTER (WHERE applied_at IS NOT NULL AND last_error IS NOT NULL) AS failed,
+                    max(received_at) AS last_received_at,
+                    max(applied_at) AS last_applied_at
+               FROM switchboard.inbound_events GROUP BY route) e ON e.route = r.name
+  LEFT JOIN switchboard.inbound_rejections j ON j.route = r.name
+  LEFT JOIN LATERAL (SELECT x.received_at, x.last_error FROM switchboard.inbound_events x
+                      WHERE x.route = r.name AND x.last_error IS NOT NULL
+                      ORDER BY x.id DESC LIMIT 1) f ON true
+ WHERE r.direction IN ('pull', 'both');
+COMMENT ON VIEW switchboard.inbound_status IS
+	'Per pulling route: webhook events received, pending, applied, failed, requests rejected, last times, last error';
+
+-- The routes that pull already get their token (no configuration change: triggers off).
+ALTER TABLE switchboard.routes DISABLE TRIGGER USER;
+UPDATE switchboard.routes SET inbound_token = pg_catalog.replace(pg_catalog.gen_random_uuid()::pg_catalog.text, '-', '')
+ WHERE direction IN ('pull', 'both');
+ALTER TABLE switchboard.routes ENABLE TRIGGER USER;
+
+REVOKE ALL ON switchboard.inbound_events, switchboard.inbound_rejections, switchboard.inbound_status FROM PUBLIC;
+REVOKE ALL ON SEQUENCE switchboard.inbound_events_id_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION switchboard._inbound_token(), switchboard.inbound_token(text),
+	switchboard.rotate_inbound_token(text) FROM PUBLIC;
+GRANT SELECT ON switchboard.inbound_status TO pg_monitor;
+
+-- src/sql/90_privileges.sql: grant_admin gives every column of routes but inbound_token.
 CREATE OR REPLACE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
 	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
-	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, switchboard.routes, '
+	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, '
 	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
+	-- Every column of routes but inbound_token (whoever knows it can post events to the route:
+	-- only the owner reads it, through switchboard.inbound_token(route)).
+	EXECUTE pg_catalog.format('REVOKE SELECT ON switchboard.routes FROM %s', role);
+	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE ON switchboard.routes TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT (%s) ON switchboard.routes TO %s',
+	               (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+	                  FROM pg_catalog.pg_attribute a
+	                 WHERE a.attrelid = 'switchboard.routes'::pg_catalog.regclass AND a.attnum > 0
+	                   AND NOT a.attisdropped AND a.attname OPERATOR(pg_catalog.<>) 'inbound_token'), role);
 	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
 	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
 	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
 	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
 	               'switchboard.pull_state, switchboard.metrics, switchboard.runs, switchboard.ai_usage, '
-	               'switchboard.ai_usage_daily TO %s', role);
+	               'switchboard.ai_usage_daily, switchboard.inbound_status, switchboard.inbound_rejections TO %s', role);
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole), '
 	               'switchboard._retry_route(text, oid), switchboard._retry_one(bigint, oid), '
 	               'switchboard._discard_one(bigint, oid) FROM %s', role);
+END $$;
+
+-- Roles that could read routes before read every column but inbound_token now (and nothing more).
+DO $$
+DECLARE
+	grantee pg_catalog.regrole;
+BEGIN
+	FOR grantee IN SELECT DISTINCT a.grantee::pg_catalog.regrole
+	                 FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+	                WHERE c.oid = 'switchboard.routes'::pg_catalog.regclass AND a.privilege_type = 'SELECT'
+	                  AND a.grantee <> c.relowner AND a.grantee <> 0 LOOP
+		EXECUTE pg_catalog.format('REVOKE SELECT ON switchboard.routes FROM %s', grantee);
+		EXECUTE pg_catalog.format('GRANT SELECT (%s) ON switchboard.routes TO %s',
+		               (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+		                  FROM pg_catalog.pg_attribute a
+		                 WHERE a.attrelid = 'switchboard.routes'::pg_catalog.regclass AND a.attnum > 0
+		                   AND NOT a.attisdropped AND a.attname OPERATOR(pg_catalog.<>) 'inbound_token'), grantee);
+	END LOOP;
 END $$;

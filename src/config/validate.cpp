@@ -237,6 +237,25 @@ CheckEndpointSecret(const Rejecter &r, const Row &row, const Row *old_row)
 		       "needs the privileges of the secret's owner");
 }
 
+// The same for the secret a route's inbound webhooks are verified with (SPEC §9): whoever
+// knows it can forge events into the route's table.
+void
+CheckInboundSecret(const Rejecter &r, const Row &row, const Row *old_row)
+{
+	SpiText secret = row.Get("inbound_secret");
+	if (!secret || (old_row && old_row->Get("inbound_secret") == secret))
+		return;
+	Oid owner = SecretOwner(*secret);
+	if (!OidIsValid(owner) || !RoleExists(owner)) {
+		if (!superuser())
+			r.Deny("inbound_secret \"" + *secret + "\" has no owner", "only a superuser may attach it");
+		return;
+	}
+	if (!CurrentUserHasPrivsOf(owner))
+		r.Deny("inbound_secret \"" + *secret + "\" belongs to role " + RoleName(owner),
+		       "verifying a route's webhooks with a secret needs the privileges of the secret's owner");
+}
+
 // ---- what is valid ----------------------------------------------------------------------
 
 void
@@ -812,7 +831,7 @@ OnlyDisables(const std::string &table, const Row &old_row, const Row &row)
 		return false;
 	const std::vector<const char *> routes = {"name",       "endpoint",      "remote_object", "direction",
 	                                          "operations", "match_local",   "match_remote",  "on_delete",
-	                                          "conflict",   "pull_interval", "owner"};
+	                                          "conflict",   "pull_interval", "owner",         "inbound_secret"};
 	const std::vector<const char *> endpoints = {"name", "kind", "base_url", "secret", "options", "owner"};
 	for (const char *column : table == "routes" ? routes : endpoints)
 		if (old_row.Get(column) != row.Get(column))
@@ -880,6 +899,8 @@ Validate(FunctionCallInfo fcinfo)
 			tuple = WithOid(td->tg_relation, tuple, "owner", owner);
 		if (table == "endpoints")
 			CheckEndpointSecret(r, row, is_update ? &old_row : nullptr);
+		if (table == "routes")
+			CheckInboundSecret(r, row, is_update ? &old_row : nullptr);
 	} else if (table == "mappings" || table == "filters" || table == "steps") {
 		if (is_update || is_delete) {
 			std::optional<Oid> route_owner = RouteOwner(old_row.Text("route"));

@@ -39,7 +39,12 @@ CREATE TABLE switchboard.routes (
 	disabled_reason text,
 	-- The role its expressions run as and whose privileges bound what it may read and write
 	-- (SPEC §8 Who acts). Set by _validate to the writer; changed only by a member of it.
-	owner regrole
+	owner regrole,
+	-- Inbound webhooks (SPEC §9, src/sql/80_inbound.sql): the random path segment of
+	-- POST /inbound/{token} (set by the _inbound_token trigger for direction pull or both;
+	-- readable only through switchboard.inbound_token(route)), and the secret the sender signs with.
+	inbound_token text UNIQUE,
+	inbound_secret text REFERENCES switchboard.secrets (name) ON UPDATE CASCADE
 );
 COMMENT ON TABLE switchboard.routes IS 'One row per flow between a local table and a remote object';
 

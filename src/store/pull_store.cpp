@@ -421,7 +421,7 @@ PullsDue(int limit, std::vector<RouteAction> *refused)
 
 PullCounts
 ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::vector<RemoteRecord> &records,
-                   long http_status)
+                   long http_status, std::vector<RecordFailure> *failures)
 {
 	PullCounts counts;
 	std::vector<PullColumn> columns = LoadPullColumns(def);
@@ -516,8 +516,8 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 			pending = PendingLocalChanges(def, keys);
 		}
 	}
-	const std::vector<RemoteRecord> none;
-	for (const RemoteRecord &record : set_based ? none : records) {
+	for (size_t index = 0; !set_based && index < records.size(); index++) {
+		const RemoteRecord &record = records[index];
 		// A transient failure (a deadlock with the application, an insert racing ours) is tried
 		// again; past that the page fails as a whole and its cursor stays: never skipped.
 		for (int attempt = 1;; attempt++) {
@@ -545,6 +545,8 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 				counts.failed++;
 				Log(def.name, record.key.empty() ? SpiText(record.remote_id) : SpiText(record.key), "pull_failed",
 				    Num(http_status), std::nullopt, std::string(e.what()));
+				if (failures)
+					failures->push_back(RecordFailure{index, e.what()});
 				break;
 			}
 		}

@@ -46,9 +46,16 @@ struct PullCounts {
 //   - a transient error (deadlock, lock timeout, a racing insert) is tried again; one that
 //     persists throws (nothing of the records is kept), any other error fails that record only
 //     (logged in deliveries, counted as failed).
-// In a transaction; remote ids of applied records are stored.
+// In a transaction; remote ids of applied records are stored. failures, when given, receives
+// the index in records and the error of each record that failed (inbound events record it on
+// the event they came from).
+struct RecordFailure {
+	size_t index = 0;
+	std::string error;
+};
 PullCounts ApplyRemoteRecords(const RouteDef &def, const std::string &conflict,
-                              const std::vector<RemoteRecord> &records, long http_status);
+                              const std::vector<RemoteRecord> &records, long http_status,
+                              std::vector<RecordFailure> *failures = nullptr);
 
 // Applies a page (ApplyRemoteRecords) and stores the cursor after it. In a transaction.
 PullCounts ApplyPullPage(const DuePull &pull, const PullPage &page, long http_status, double latency_ms);

@@ -32,6 +32,7 @@ extern "C" {
 #include "utils/acl.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 }
 
 namespace switchboard {
@@ -97,6 +98,53 @@ StartWorker(Oid database)
 	}
 }
 
+// The inbound webhook receiver (receiver_main.cpp): one for the cluster while
+// switchboard.listen_addresses is set, started again within a second when it exits or dies
+// (at most one start in kReceiverRestartMs).
+// Only reached on a primary: LauncherLoop runs after WaitForPromotion.
+BackgroundWorkerHandle *receiver_handle = nullptr;
+constexpr int kReceiverRestartMs = 5000; // at most one start in this time
+
+void
+KeepReceiverRunning()
+{
+	if (setting_listen_addresses == nullptr || setting_listen_addresses[0] == '\0')
+		return;
+	pid_t pid = 0;
+	if (receiver_handle != nullptr && GetBackgroundWorkerPid(receiver_handle, &pid) != BGWH_STOPPED)
+		return;
+	if (receiver_handle != nullptr) {
+		pfree(receiver_handle);
+		receiver_handle = nullptr;
+	}
+	// One that could not even start (switchboard.inbound_database does not exist, an address
+	// taken) would otherwise be started again, and log its failure, every second.
+	static TimestampTz last_start = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	if (last_start != 0 && !TimestampDifferenceExceeds(last_start, now, kReceiverRestartMs))
+		return;
+	last_start = now;
+	BackgroundWorker worker;
+	memset(&worker, 0, sizeof worker);
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART; // the launcher restarts it
+	strlcpy(worker.bgw_library_name, "switchboard", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "switchboard_receiver_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "switchboard receiver", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "switchboard receiver", BGW_MAXLEN);
+	worker.bgw_notify_pid = MyProcPid; // its exit sets the launcher's latch
+	if (!RegisterDynamicBackgroundWorker(&worker, &receiver_handle)) {
+		receiver_handle = nullptr;
+		static bool warned = false;
+		if (!warned) {
+			warned = true;
+			ereport(WARNING, (errmsg("switchboard: could not start the inbound webhook receiver"),
+			                  errhint("Raise max_worker_processes: the receiver needs one more.")));
+		}
+	}
+}
+
 constexpr const char *kLauncherName = "switchboard launcher";
 constexpr const char *kStandbyName = "switchboard launcher (standby)";
 
@@ -140,6 +188,7 @@ LauncherLoop()
 			if (setting_enabled && !was_enabled)
 				MarkAllWanted();
 		}
+		KeepReceiverRunning();
 		int count = ListDatabases(databases, kMaxDatabases);
 		ForgetDatabasesExcept(databases, count);
 		Oid to_start[kMaxDatabases];

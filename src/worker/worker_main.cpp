@@ -2,6 +2,8 @@
 // another. Woken at commit by capturing transactions, with a safety poll (switchboard.naptime)
 // for retries that come due. SIGTERM stops it between steps (an HTTP wait is at most 100 ms).
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "delivery/dispatcher.h"
 #include "pg/boundary.h"
@@ -10,6 +12,7 @@
 #include "orchestrate/runs.h"
 #include "pg/time_limit.h"
 #include "translate/route_def.h"
+#include "store/inbound_apply.h"
 #include "store/pull_store.h"
 #include "store/queue_store.h"
 #include "worker/shared_limits.h"
@@ -265,6 +268,11 @@ private:
 		long push_wait = PushRound();
 		if (!has_extension || !setting_enabled || stop_requested || schema_outdated_)
 			return push_wait;
+		// Received webhook events: applied as soon as the receiver's commit wakes the worker.
+		if (inbound_wanted_)
+			push_wait = std::min(push_wait, InboundRound());
+		if (stop_requested)
+			return push_wait;
 		// Routes with steps: their changes become runs (orchestrate/runs.h).
 		if (runs_wanted_)
 			push_wait = std::min(push_wait, runs_.Round(ShouldStop));
@@ -354,6 +362,163 @@ private:
 		return more;
 	}
 
+	// ---- Inbound events (SPEC §9, store/inbound_apply.h) --------------------------------------
+
+	static constexpr int kInboundBatch = 1000; // events of one route per transaction
+	static constexpr long kInboundBackoffMinMs = 1000, kInboundBackoffMaxMs = 60 * 1000;
+
+	struct Backoff {
+		int64_t until_ms = 0;
+		long delay_ms = 0;
+	};
+
+	// Applies the pending events of every route that has some: per route, one transaction
+	// (its oldest events, in id order) after the read-backs they need. Returns how long to sleep.
+	long InboundRound()
+	{
+		int64_t now = NowMs();
+		std::set<std::string> held;
+		std::vector<int64_t> held_events;
+		int64_t next_ms = -1;
+		auto note_next = [&](int64_t until) { next_ms = next_ms < 0 ? until : std::min(next_ms, until); };
+		for (const auto &b : inbound_route_backoff_)
+			if (b.second.until_ms > now) {
+				held.insert(b.first);
+				note_next(b.second.until_ms);
+			}
+		for (const auto &b : inbound_event_backoff_)
+			if (b.second.until_ms > now) {
+				held_events.push_back(b.first);
+				note_next(b.second.until_ms);
+			}
+		std::vector<InboundRoute> due;
+		{
+			WorkerTransaction tx;
+			due = InboundDue(kInboundBatch, held, held_events);
+			tx.Commit();
+		}
+		bool more = false;
+		for (InboundRoute &route : due) {
+			if (stop_requested)
+				break;
+			Activity("applying " + std::to_string(route.events.size()) + " inbound events of " + route.def.name);
+			more = ApplyInboundRoute(route) || more;
+		}
+		if (more)
+			return 0;
+		if (next_ms < 0)
+			return setting_naptime_ms;
+		return std::clamp<long>(static_cast<long>(next_ms - NowMs()), 1, setting_naptime_ms);
+	}
+
+	void BackOffInbound(const std::string &route, const std::string &why)
+	{
+		Backoff &b = inbound_route_backoff_[route];
+		b.delay_ms = b.delay_ms ? std::min(b.delay_ms * 2, kInboundBackoffMaxMs) : kInboundBackoffMinMs;
+		b.until_ms = NowMs() + b.delay_ms;
+		Report(LOG, "switchboard worker: inbound events of route \"" + route + "\" wait " + std::to_string(b.delay_ms) +
+		                " ms: " + why);
+	}
+
+	void HoldInboundEvents(const std::vector<int64_t> &events)
+	{
+		for (int64_t id : events) {
+			Backoff &b = inbound_event_backoff_[id];
+			b.delay_ms = b.delay_ms ? std::min(b.delay_ms * 2, kInboundBackoffMaxMs) : kInboundBackoffMinMs;
+			b.until_ms = NowMs() + b.delay_ms;
+		}
+	}
+
+	// True when more events of the route are waiting at once.
+	bool ApplyInboundRoute(const InboundRoute &route)
+	{
+		const RouteDef &def = route.def;
+		inbound::Plan plan = inbound::PlanEvents(route.events, def.route.match_remote, route.known_keys);
+		// HubSpot events name ids only: read the records back, at most 100 per request.
+		std::vector<int64_t> unreadable;
+		std::string unreadable_error;
+		for (const auto &chunk : inbound::Chunks(plan.read_back, kReadBackLimit)) {
+			std::vector<std::string> ids;
+			for (const auto &item : chunk)
+				ids.push_back(item.object_id);
+			HttpResponse response;
+			std::string error;
+			try {
+				response = dispatcher_.Fetch(
+				    def.endpoint,
+				    [&](const Auth &auth) {
+					    return BuildReadBackRequest(def.endpoint, def.route, route.fields, ids, auth);
+				    },
+				    setting_http_timeout_ms, 1000, ShouldStop);
+			} catch (const std::exception &e) {
+				error = e.what(); // the request cannot be built (a kind that cannot read back)
+			}
+			long status = response.status;
+			if (error.empty() && (status == 0 || status == 408 || status == 429 || status >= 500)) {
+				// The remote's trouble, not the events': they stay pending, the route waits.
+				BackOffInbound(def.name, status == 0 ? response.transport_error
+				                                     : "read-back answered HTTP " + std::to_string(status));
+				return false;
+			}
+			if (error.empty()) {
+				try {
+					inbound::AddReadBack(&plan, chunk, ParseReadBackResponse(def.endpoint, def.route, response),
+					                     route.known_keys);
+					continue;
+				} catch (const std::exception &e) {
+					error = dispatcher_.RedactSecrets(def.endpoint, e.what());
+				}
+			}
+			unreadable_error = "read-back failed: " + error;
+			for (const auto &item : chunk)
+				unreadable.insert(unreadable.end(), item.events.begin(), item.events.end());
+		}
+		try {
+			WorkerTransaction tx;
+			std::vector<int64_t> pending = ApplyInbound(route, plan);
+			std::vector<int64_t> unread = RecordInboundFailure(unreadable, unreadable_error);
+			tx.Commit();
+			pending.insert(pending.end(), unread.begin(), unread.end());
+			// Settled events (applied or failed for good) need no backoff any more; those that
+			// failed and stay pending wait longer each time.
+			std::set<int64_t> still(pending.begin(), pending.end());
+			for (const auto &e : route.events)
+				if (!still.count(e.id))
+					inbound_event_backoff_.erase(e.id);
+			HoldInboundEvents(pending);
+			inbound_route_backoff_.erase(def.name);
+		} catch (const PgError &e) {
+			if (TransientError(e.sqlerrcode) || e.sqlerrcode == ERRCODE_UNIQUE_VIOLATION) {
+				BackOffInbound(def.name, e.what());
+				return false;
+			}
+			NoteInboundFailure(route, e.what());
+			return false;
+		} catch (const std::exception &e) {
+			NoteInboundFailure(route, e.what());
+			return false;
+		}
+		return route.more;
+	}
+
+	// The route's events cannot be applied at all (a pull column gone, a translation that
+	// throws): each counts an attempt, with the reason.
+	void NoteInboundFailure(const InboundRoute &route, const std::string &error)
+	{
+		std::vector<int64_t> ids;
+		for (const auto &e : route.events)
+			ids.push_back(e.id);
+		try {
+			WorkerTransaction tx;
+			ids = RecordInboundFailure(ids, "apply failed: " + error);
+			tx.Commit();
+		} catch (const std::exception &e) {
+			Report(LOG, "switchboard worker: could not record an inbound failure of route \"" + route.def.name +
+			                "\": " + e.what());
+		}
+		HoldInboundEvents(ids);
+	}
+
 	void NotePullFailure(const DuePull &pull, const std::string &error)
 	{
 		try {
@@ -388,18 +553,21 @@ private:
 			schema_outdated_ = outdated;
 			if (outdated) {
 				runs_wanted_ = false;
+				inbound_wanted_ = false;
 				tx.Commit();
 				Activity("waiting for ALTER EXTENSION switchboard UPDATE");
 				return setting_naptime_ms;
 			}
 			// Whether the runs round has anything to look at (in this transaction, not one of its own).
 			runs_wanted_ = RunsWanted();
+			inbound_wanted_ = InboundWanted();
 			// Once a minute, or as often as a short dead-letter retention needs.
 			long prune_every_ms = 60 * 1000;
 			if (setting_dead_letter_retention_s > 0)
 				prune_every_ms = std::min<long>(prune_every_ms, std::max(1, setting_dead_letter_retention_s) * 1000L);
 			if (NowMs() - last_prune_ms_ > prune_every_ms) {
 				PruneHistory(setting_history_retention_s, setting_dead_letter_retention_s);
+				PruneInbound(setting_inbound_retention_s, setting_dead_letter_retention_s);
 				last_prune_ms_ = NowMs();
 			}
 			if (setting_enabled)
@@ -538,8 +706,11 @@ private:
 	Dispatcher dispatcher_;
 	std::mt19937_64 rng_;
 	RunExecutor runs_;
-	bool runs_wanted_ = false; // some route has steps, or runs are unfinished (RunsWanted)
+	bool runs_wanted_ = false;    // some route has steps, or runs are unfinished (RunsWanted)
+	bool inbound_wanted_ = false; // received events wait to be applied (InboundWanted)
 	int64_t last_prune_ms_ = 0;
+	std::map<std::string, Backoff> inbound_route_backoff_; // routes whose read-back or apply failed transiently
+	std::map<int64_t, Backoff> inbound_event_backoff_;     // events whose last try counted an attempt
 	int64_t last_paused_check_ms_ = 0;
 	bool wants_wakes_ = true;
 	bool schema_outdated_ = false;
