@@ -141,6 +141,12 @@ const int kHubSpotArchivedLimit = 100;
 // harmless.
 const int64_t kHubSpotArchivedOverlapMs = 5 * 60 * 1000;
 
+// Each cycle of changes starts this far before the cursor (issue 10.4): search indexes a
+// change some time after its lastmodifieddate, so a record stamped at or just before the
+// cursor may become visible after the cycle that set it. Records read again are applied
+// idempotently (the same values; the echo of our own push is recognised as such).
+const int64_t kHubSpotPullOverlapMs = 60 * 1000;
+
 // The deletions cursor's after is "<HubSpot's after>|<newest archivedAt seen in this walk>".
 void
 SplitArchivedAfter(const std::string &after, std::string *token, int64_t *newest)
@@ -172,11 +178,14 @@ HubSpotSince(const PullCursor &cursor)
 	return since;
 }
 
-// The changes cursor's after, while the records of one millisecond are walked by id (a whole
-// 10,000-result window stamped with one millisecond, where re-anchoring on time cannot move):
-// "ms:<M>:<last id>". Any other after is HubSpot's own paging token.
+// Paging of changes is by keyset, never by HubSpot's `after` offset: an offset over a result
+// set that changes between pages (our own pushes move records to its end) skips records for
+// good (issue 10.4). Each page is a new search sorted by (modification time, object id) that
+// starts after the last (time, id) pair seen; the changes cursor's after holds that pair as
+// "ms:<M>:<last id>" (empty: the first page of a cycle). A stored HubSpot offset (cursors of
+// an older version) starts the cycle again, harmlessly.
 bool
-ParseTieAfter(const std::string &after, int64_t *ms, int64_t *last_id)
+ParseKeysetAfter(const std::string &after, int64_t *ms, int64_t *last_id)
 {
 	if (after.compare(0, 3, "ms:") != 0)
 		return false;
@@ -186,7 +195,7 @@ ParseTieAfter(const std::string &after, int64_t *ms, int64_t *last_id)
 }
 
 std::string
-TieAfter(int64_t ms, int64_t last_id)
+KeysetAfter(int64_t ms, int64_t last_id)
 {
 	return "ms:" + std::to_string(ms) + ":" + std::to_string(last_id);
 }
@@ -195,7 +204,7 @@ HttpRequest
 HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
                       const PullCursor &cursor, const Auth &auth)
 {
-	HubSpotSince(cursor); // validates: the value goes into a filter verbatim
+	const int64_t since = HubSpotSince(cursor); // validates: the value goes into a filter verbatim
 	const std::string modified = HubSpotModifiedProperty(route);
 	std::vector<std::string> properties;
 	std::set<std::string> seen;
@@ -211,27 +220,35 @@ HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::v
 		filter["value"] = value;
 		return filter;
 	};
-	int64_t tie_ms = 0, last_id = 0;
-	const bool tie = ParseTieAfter(cursor.after, &tie_ms, &last_id);
-	nlohmann::ordered_json filters = nlohmann::ordered_json::array();
-	nlohmann::ordered_json sort;
-	sort["propertyName"] = modified;
-	sort["direction"] = "ASCENDING";
-	if (tie) {
-		// One millisecond's records, by id: each page a new query after the last id seen.
-		filters.push_back(condition(modified, "EQ", std::to_string(tie_ms)));
-		filters.push_back(condition("hs_object_id", "GT", std::to_string(last_id)));
-		sort["propertyName"] = "hs_object_id";
+	auto group = [](nlohmann::ordered_json filters) {
+		nlohmann::ordered_json g;
+		g["filters"] = std::move(filters);
+		return g;
+	};
+	int64_t key_ms = 0, last_id = 0;
+	nlohmann::ordered_json groups = nlohmann::ordered_json::array();
+	if (ParseKeysetAfter(cursor.after, &key_ms, &last_id)) {
+		// After (M, id): later times, or the same time and a larger id (filter groups are ORed).
+		groups.push_back(group({condition(modified, "GT", std::to_string(key_ms))}));
+		groups.push_back(group({condition(modified, "EQ", std::to_string(key_ms)),
+		                        condition("hs_object_id", "GT", std::to_string(last_id))}));
 	} else {
-		filters.push_back(condition(modified, "GT", cursor.since));
+		// A cycle starts a look-back before the cursor: records stamped at or just before it
+		// that became visible to search late are read again (applied idempotently).
+		groups.push_back(
+		    group({condition(modified, "GTE", std::to_string(std::max<int64_t>(0, since - kHubSpotPullOverlapMs)))}));
 	}
+	auto sort = [](const std::string &name) {
+		nlohmann::ordered_json s;
+		s["propertyName"] = name;
+		s["direction"] = "ASCENDING";
+		return s;
+	};
 	nlohmann::ordered_json body;
-	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", filters}}});
-	body["sorts"] = nlohmann::ordered_json::array({sort});
+	body["filterGroups"] = groups;
+	body["sorts"] = nlohmann::ordered_json::array({sort(modified), sort("hs_object_id")});
 	body["properties"] = properties;
 	body["limit"] = kHubSpotSearchLimit;
-	if (!cursor.after.empty() && !tie)
-		body["after"] = cursor.after;
 
 	HttpRequest request;
 	request.method = "POST";
@@ -348,57 +365,34 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 		return page;
 	}
 
-	int64_t tie_ms = 0, last_id = 0;
-	if (ParseTieAfter(cursor.after, &tie_ms, &last_id)) {
-		// Walking one millisecond by id: on to the next id, or past the millisecond once its
-		// records are exhausted (then the usual query, GT it).
+	// Changes: the page was sorted by (time, id), so its last record is where the next page
+	// starts. HubSpot's paging.next only says that more results follow.
+	int64_t key_ms = 0, last_id = 0;
+	const bool keyed = ParseKeysetAfter(cursor.after, &key_ms, &last_id);
+	if (!has_next) {
+		// The query is exhausted: the newest time of the cycle (this page's, or the last
+		// page's when this one came back empty) is where the next cycle's look-back ends.
+		page.next.since = SinceAfter(cursor, since, std::max(NewestModified(page.records), keyed ? key_ms : 0),
+		                             [](int64_t ms) { return std::to_string(ms); });
+		return page;
+	}
+	const std::pair<int64_t, int64_t> from{keyed ? key_ms : -1, keyed ? last_id : -1};
+	std::pair<int64_t, int64_t> last = from;
+	for (const auto &record : page.records) {
 		int64_t id = 0;
-		for (const auto &record : page.records)
-			if (ParseDecimal(record.remote_id, &id))
-				last_id = std::max(last_id, id);
-		page.more = true;
-		if (has_next && !page.records.empty()) {
-			page.next.since = cursor.since;
-			page.next.after = TieAfter(tie_ms, last_id);
-		} else {
-			page.next.since = std::to_string(std::max(since, tie_ms));
-		}
-		return page;
+		// The largest (time, id) pair of the page: its last record, the sort being by both.
+		if (record.modified_ms > 0 && ParseDecimal(record.remote_id, &id))
+			last = std::max(last, std::make_pair(record.modified_ms, id));
 	}
-	if (page.records.empty()) {
-		page.next.since = cursor.since;
-		return page;
-	}
-	const int64_t newest = NewestModified(page.records);
-
-	if (has_next) {
-		int64_t offset = 0;
-		// An opaque (non-numeric) after cannot be checked against the cap: follow it.
-		bool within_cap = !ParseDecimal(next_after, &offset) || offset + kHubSpotSearchLimit < kHubSpotSearchCap;
-		if (within_cap) {
-			page.next.since = cursor.since;
-			page.next.after = next_after;
-		} else if (newest - 1 > since) {
-			// Past the cap HubSpot refuses to page. Start a new query just below the newest
-			// time seen, so records sharing that millisecond are fetched again, never skipped.
-			page.next.since = std::to_string(newest - 1);
-		} else if (newest > since) {
-			// The whole window shares one millisecond: a new query on time would fetch the same
-			// window again, forever. Walk that millisecond's records by id instead.
-			page.next.since = cursor.since;
-			page.next.after = TieAfter(newest, 0);
-		} else {
-			// No time past since to move the cursor to (unreadable times, or none later than
-			// the cursor's own): an error the route backs off on, never a loop.
-			Malformed("hubspot search: 10,000 results without a readable modification time past the cursor; "
-			          "the cursor cannot move past them",
-			          response);
-		}
-		page.more = true;
-		return page;
-	}
-	// The query is exhausted: results were ascending, so this page holds the newest time.
-	page.next.since = SinceAfter(cursor, since, newest, [](int64_t ms) { return std::to_string(ms); });
+	const bool moved = last > from && last.first > 0;
+	if (!moved)
+		// No readable (time, id) past the last one: a next page would be this one again.
+		Malformed("hubspot search: a full page without a readable modification time and id past the cursor; "
+		          "the cursor cannot move past it",
+		          response);
+	page.next.since = cursor.since;
+	page.next.after = KeysetAfter(last.first, last.second);
+	page.more = true;
 	return page;
 }
 
