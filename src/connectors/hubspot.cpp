@@ -180,24 +180,38 @@ HubSpotSince(const PullCursor &cursor)
 
 // Paging of changes is by keyset, never by HubSpot's `after` offset: an offset over a result
 // set that changes between pages (our own pushes move records to its end) skips records for
-// good (issue 10.4). Each page is a new search sorted by (modification time, object id) that
-// starts after the last (time, id) pair seen; the changes cursor's after holds that pair as
-// "ms:<M>:<last id>" (empty: the first page of a cycle). A stored HubSpot offset (cursors of
-// an older version) starts the cycle again, harmlessly.
-bool
-ParseKeysetAfter(const std::string &after, int64_t *ms, int64_t *last_id)
-{
-	if (after.compare(0, 3, "ms:") != 0)
-		return false;
-	auto colon = after.find(':', 3);
-	return colon != std::string::npos && ParseDecimal(after.substr(3, colon - 3), ms) &&
-	       ParseDecimal(after.substr(colon + 1), last_id);
-}
+// good (issue 10.4), and it stops at 10,000 results. Each page is a new search from the last
+// position seen. HubSpot applies one sort rule only ("Only one sorting rule can be applied to
+// any search"), so there is no (time, id) order; the position is one of
+//   (empty)         a cycle's first page: times from the look-back before the cursor;
+//   "t:<M>"         times >= M, by time: M is the newest time of the last page, whose records
+//                   stamped M are read again (the order among them is unknown);
+//   "ms:<M>:<id>"   a full page shared one millisecond M: M's records by id, after id;
+//   "gt:<M>"        M's records were walked by id: times > M, by time.
+// Anything else (a HubSpot offset stored by an older version) starts the cycle again.
+struct KeysetAfter {
+	enum Kind { Start, From, Tie, Past } kind = Start;
+	int64_t ms = 0;
+	int64_t id = 0;
+};
 
-std::string
-KeysetAfter(int64_t ms, int64_t last_id)
+KeysetAfter
+ParseKeysetAfter(const std::string &after)
 {
-	return "ms:" + std::to_string(ms) + ":" + std::to_string(last_id);
+	KeysetAfter k;
+	auto number = [&](size_t at, int64_t *out) { return ParseDecimal(after.substr(at), out); };
+	if (after.compare(0, 2, "t:") == 0 && number(2, &k.ms)) {
+		k.kind = KeysetAfter::From;
+	} else if (after.compare(0, 3, "gt:") == 0 && number(3, &k.ms)) {
+		k.kind = KeysetAfter::Past;
+	} else if (after.compare(0, 3, "ms:") == 0) {
+		auto colon = after.find(':', 3);
+		if (colon != std::string::npos && ParseDecimal(after.substr(3, colon - 3), &k.ms) && number(colon + 1, &k.id))
+			k.kind = KeysetAfter::Tie;
+	}
+	if (k.kind == KeysetAfter::Start)
+		k = KeysetAfter();
+	return k;
 }
 
 HttpRequest
@@ -220,33 +234,34 @@ HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::v
 		filter["value"] = value;
 		return filter;
 	};
-	auto group = [](nlohmann::ordered_json filters) {
-		nlohmann::ordered_json g;
-		g["filters"] = std::move(filters);
-		return g;
-	};
-	int64_t key_ms = 0, last_id = 0;
-	nlohmann::ordered_json groups = nlohmann::ordered_json::array();
-	if (ParseKeysetAfter(cursor.after, &key_ms, &last_id)) {
-		// After (M, id): later times, or the same time and a larger id (filter groups are ORed).
-		groups.push_back(group({condition(modified, "GT", std::to_string(key_ms))}));
-		groups.push_back(group({condition(modified, "EQ", std::to_string(key_ms)),
-		                        condition("hs_object_id", "GT", std::to_string(last_id))}));
-	} else {
+	nlohmann::ordered_json filters = nlohmann::ordered_json::array();
+	std::string sort_by = modified;
+	const KeysetAfter at = ParseKeysetAfter(cursor.after);
+	switch (at.kind) {
+	case KeysetAfter::Start:
 		// A cycle starts a look-back before the cursor: records stamped at or just before it
 		// that became visible to search late are read again (applied idempotently).
-		groups.push_back(
-		    group({condition(modified, "GTE", std::to_string(std::max<int64_t>(0, since - kHubSpotPullOverlapMs)))}));
+		filters.push_back(
+		    condition(modified, "GTE", std::to_string(std::max<int64_t>(0, since - kHubSpotPullOverlapMs))));
+		break;
+	case KeysetAfter::From:
+		filters.push_back(condition(modified, "GTE", std::to_string(at.ms)));
+		break;
+	case KeysetAfter::Tie:
+		filters.push_back(condition(modified, "EQ", std::to_string(at.ms)));
+		filters.push_back(condition("hs_object_id", "GT", std::to_string(at.id)));
+		sort_by = "hs_object_id";
+		break;
+	case KeysetAfter::Past:
+		filters.push_back(condition(modified, "GT", std::to_string(at.ms)));
+		break;
 	}
-	auto sort = [](const std::string &name) {
-		nlohmann::ordered_json s;
-		s["propertyName"] = name;
-		s["direction"] = "ASCENDING";
-		return s;
-	};
+	nlohmann::ordered_json sort;
+	sort["propertyName"] = sort_by;
+	sort["direction"] = "ASCENDING";
 	nlohmann::ordered_json body;
-	body["filterGroups"] = groups;
-	body["sorts"] = nlohmann::ordered_json::array({sort(modified), sort("hs_object_id")});
+	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", filters}}});
+	body["sorts"] = nlohmann::ordered_json::array({sort});
 	body["properties"] = properties;
 	body["limit"] = kHubSpotSearchLimit;
 
@@ -365,34 +380,59 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 		return page;
 	}
 
-	// Changes: the page was sorted by (time, id), so its last record is where the next page
-	// starts. HubSpot's paging.next only says that more results follow.
-	int64_t key_ms = 0, last_id = 0;
-	const bool keyed = ParseKeysetAfter(cursor.after, &key_ms, &last_id);
+	// Changes: HubSpot's paging.next only says that more results follow; the next page is a
+	// new search from the position this page reached (see KeysetAfter).
+	const KeysetAfter at = ParseKeysetAfter(cursor.after);
+	const int64_t seen = at.kind == KeysetAfter::Start ? 0 : at.ms; // the newest time of earlier pages
+	page.more = true;
+	page.next.since = cursor.since;
+	if (at.kind == KeysetAfter::Tie) {
+		int64_t last_id = at.id;
+		for (const auto &record : page.records) {
+			int64_t id = 0;
+			if (ParseDecimal(record.remote_id, &id))
+				last_id = std::max(last_id, id);
+		}
+		if (has_next && last_id > at.id) {
+			page.next.after = "ms:" + std::to_string(at.ms) + ":" + std::to_string(last_id);
+		} else {
+			if (has_next)
+				// A full page without a readable id past the last one: a next page would be
+				// this one again.
+				Malformed("hubspot search: a full page of one millisecond without a readable object id past the "
+				          "cursor; the cursor cannot move past it",
+				          response);
+			page.next.after = "gt:" + std::to_string(at.ms);
+		}
+		return page;
+	}
+	const int64_t newest = NewestModified(page.records);
 	if (!has_next) {
 		// The query is exhausted: the newest time of the cycle (this page's, or the last
 		// page's when this one came back empty) is where the next cycle's look-back ends.
-		page.next.since = SinceAfter(cursor, since, std::max(NewestModified(page.records), keyed ? key_ms : 0),
+		page.more = false;
+		page.next.after.clear();
+		page.next.since = SinceAfter(cursor, since, std::max(newest, seen),
 		                             [](int64_t ms) { return std::to_string(ms); });
 		return page;
 	}
-	const std::pair<int64_t, int64_t> from{keyed ? key_ms : -1, keyed ? last_id : -1};
-	std::pair<int64_t, int64_t> last = from;
-	for (const auto &record : page.records) {
-		int64_t id = 0;
-		// The largest (time, id) pair of the page: its last record, the sort being by both.
-		if (record.modified_ms > 0 && ParseDecimal(record.remote_id, &id))
-			last = std::max(last, std::make_pair(record.modified_ms, id));
-	}
-	const bool moved = last > from && last.first > 0;
-	if (!moved)
-		// No readable (time, id) past the last one: a next page would be this one again.
-		Malformed("hubspot search: a full page without a readable modification time and id past the cursor; "
-		          "the cursor cannot move past it",
+	bool below = false; // a record older than the newest time: a page from that time moves on
+	for (const auto &record : page.records)
+		if (record.modified_ms > 0 && record.modified_ms < newest)
+			below = true;
+	if (below)
+		page.next.after = "t:" + std::to_string(newest);
+	else
+		// The whole page shares one millisecond: a search from it would answer this page
+		// again, forever (a bulk import). Walk that millisecond's records by id instead.
+		page.next.after = "ms:" + std::to_string(newest) + ":0";
+	// No readable time, or none past where this search started (a remote ignoring the filter):
+	// a next page would be this one again, an error the route backs off on, never a loop.
+	if (newest <= 0 || (at.kind != KeysetAfter::Start && newest < at.ms) ||
+	    (at.kind == KeysetAfter::Past && newest <= at.ms) || page.next.after == cursor.after)
+		Malformed("hubspot search: a full page without a readable modification time past the cursor; the cursor "
+		          "cannot move past it",
 		          response);
-	page.next.since = cursor.since;
-	page.next.after = KeysetAfter(last.first, last.second);
-	page.more = true;
 	return page;
 }
 
