@@ -402,6 +402,8 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 				Malformed("hubspot search: a full page of one millisecond without a readable object id past the "
 				          "cursor; the cursor cannot move past it",
 				          response);
+			// Every record up to that millisecond has been read: the cursor may say so now.
+			page.next.since = std::to_string(std::max(since, at.ms));
 			page.next.after = "gt:" + std::to_string(at.ms);
 		}
 		return page;

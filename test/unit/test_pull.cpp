@@ -440,7 +440,7 @@ TEST(PullHubSpotParseTest, AWindowOfOneMillisecondIsWalkedByIdNotLoopedOn)
 	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
 	                         Answer(Json{{"results", {HubSpotResult("11", {})}}}));
 	EXPECT_TRUE(page.more);
-	EXPECT_EQ(page.next.since, "5000");
+	EXPECT_EQ(page.next.since, "5001"); // everything up to that millisecond was read
 	EXPECT_EQ(page.next.after, "gt:5001");
 	sent = Json::parse(BuildPullRequest(endpoint, route, {}, PullPhase::Changes, page.next, BearerAuth("pat")).body);
 	EXPECT_EQ(sent["filterGroups"][0]["filters"],

@@ -63,13 +63,21 @@ like($queries[-1]{query}{q}, qr/SystemModstamp >= /, 'the cycle started an overl
 ok(q_("SELECT records_pulled FROM switchboard.pull_status WHERE route = 'sf_pull'") >= $pulled + 3, 'the new records counted');
 is(q_("SELECT records_failed FROM switchboard.pull_status WHERE route = 'sf_pull'"), '0', 'nothing failed');
 
-# A third cycle with nothing new reads the window again and changes nothing.
-$cursor = q_("SELECT last_pull_at FROM switchboard.pull_status WHERE route = 'sf_pull'");
+# A third cycle with nothing new reads the window again and applies nothing: a version
+# already applied is no remote change (a local edit since, the remote record unchanged, stays).
+q_("UPDATE sf_contacts SET last_name = 'Local1' WHERE ext_id = 'c1'");
+$pulled = q_("SELECT records_pulled FROM switchboard.pull_status WHERE route = 'sf_pull'");
+my $last = q_("SELECT last_pull_at FROM switchboard.pull_status WHERE route = 'sf_pull'");
+json_delete("$base/_control/requests");
 q_("SELECT switchboard.pull_now('sf_pull')");
 ok(wait_for('the third cycle', sub {
-	q_("SELECT last_pull_at > '$cursor' AND next_pull_at > now() FROM switchboard.pull_status WHERE route = 'sf_pull'") eq 't' }, 30),
+	q_("SELECT last_pull_at > '$last' AND next_pull_at > now() FROM switchboard.pull_status WHERE route = 'sf_pull'") eq 't' }, 30),
 	'the third cycle ends');
-is(q_("SELECT count(*) FROM sf_contacts"), '6', 'still six contacts');
+@queries = grep { ($_->{query}{q} // '') =~ /FROM Contact WHERE (?!IsDeleted)/ } @{ double_requests($base, '/services/data/') };
+ok(@queries >= 1, 'the window was read again');
+is(q_("SELECT records_pulled FROM switchboard.pull_status WHERE route = 'sf_pull'"), $pulled, 'nothing applied again');
+is(q_("SELECT string_agg(ext_id || '=' || last_name, ',' ORDER BY ext_id) FROM sf_contacts"),
+	'c1=Local1,c2=Last2,c3=Last3,c4=Late4,c5=Late5,c6=After6', 'the local edit stays');
 
 $node->stop;
 done_testing();
