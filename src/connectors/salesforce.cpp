@@ -161,6 +161,17 @@ IsSalesforceId(const std::string &id)
 	       std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
 }
 
+// While a query's batches are followed, the after is "<nextRecordsUrl> k:<ms>:<Id>": the URL,
+// and the keyset position the batches so far reached (no blank is part of a URL path). A
+// query whose locator expired starts again from that position, not from the cycle's start.
+void
+SplitBatchAfter(const std::string &after, std::string *url, std::string *position)
+{
+	auto blank = after.find(' ');
+	*url = after.substr(0, blank);
+	*position = blank == std::string::npos ? std::string() : after.substr(blank + 1);
+}
+
 bool
 ParseKeysetAfter(const std::string &after, int64_t *ms, std::string *id)
 {
@@ -207,11 +218,13 @@ SalesforcePullRequest(const Endpoint &endpoint, const Route &route, const std::v
 	std::string last_id;
 	const bool keyed = ParseKeysetAfter(cursor.after, &key_ms, &last_id);
 	if (!cursor.after.empty() && !keyed) {
+		std::string next, position;
+		SplitBatchAfter(cursor.after, &next, &position);
 		// The bearer token goes wherever this points: only a path on the instance is followed.
-		if (cursor.after.compare(0, 15, "/services/data/") != 0)
-			throw std::invalid_argument("salesforce pull cursor: nextRecordsUrl \"" + Snippet(cursor.after, 80) +
+		if (next.compare(0, 15, "/services/data/") != 0)
+			throw std::invalid_argument("salesforce pull cursor: nextRecordsUrl \"" + Snippet(next, 80) +
 			                            "\" is not a /services/data/ path");
-		url = JoinUrl(instance, cursor.after);
+		url = JoinUrl(instance, next);
 	} else {
 		const int64_t since = SalesforceSinceMs(cursor); // validates: the literal goes into SOQL unquoted
 		CheckSoqlName(route.remote_object, "object");
@@ -281,11 +294,25 @@ ParseSalesforcePage(const Route &route, PullPhase phase, const PullCursor &curso
 			next_url = next->get<std::string>();
 	const Json *done = Member(body, "done");
 	const bool finished = done != nullptr && done->is_boolean() && done->get<bool>();
+	std::string batch_url, position;
+	SplitBatchAfter(cursor.after, &batch_url, &position);
+	if (position.empty())
+		position = cursor.after; // the first batch of a keyset query: its own position
+	int64_t key_ms = 0;
+	std::string last_id;
+	const bool keyed = ParseKeysetAfter(position, &key_ms, &last_id);
 	if (!next_url.empty() && !finished) {
-		if (next_url.compare(0, 15, "/services/data/") != 0)
+		if (next_url.compare(0, 15, "/services/data/") != 0 || next_url.find(' ') != std::string::npos)
 			Malformed("salesforce nextRecordsUrl is not a /services/data/ path", response);
 		page.next.since = cursor.since;
 		page.next.after = next_url;
+		// The position this batch reached (ordered by SystemModstamp, Id: its last record).
+		if (!page.records.empty() && page.records.back().modified_ms > 0 &&
+		    IsSalesforceId(page.records.back().remote_id))
+			page.next.after += " k:" + std::to_string(page.records.back().modified_ms) + ":" +
+			                   page.records.back().remote_id;
+		else if (keyed)
+			page.next.after += " " + position;
 		page.more = true;
 		return page;
 	}
@@ -294,9 +321,6 @@ ParseSalesforcePage(const Route &route, PullPhase phase, const PullCursor &curso
 	int64_t since_ms = 0;
 	if (!ParseIsoMs(cursor.since, &since_ms))
 		since_ms = 0; // an unreadable since (not one we stored) is passed by any record with a time
-	int64_t key_ms = 0;
-	std::string last_id;
-	const bool keyed = ParseKeysetAfter(cursor.after, &key_ms, &last_id);
 	int64_t total = 0;
 	if (const Json *size = Member(body, "totalSize"))
 		if (size->is_number_integer())
@@ -384,6 +408,16 @@ public:
 	bool PullQueryExpired(const HttpResponse &response) const override
 	{
 		return response.status == 400 && HasErrorCode(CallErrors(response), "INVALID_QUERY_LOCATOR");
+	}
+
+	// A new query after the position the batches followed so far reached (issue 10.4).
+	PullCursor RestartPullQuery(const PullCursor &cursor) const override
+	{
+		std::string url, position;
+		SplitBatchAfter(cursor.after, &url, &position);
+		int64_t ms = 0;
+		std::string id;
+		return PullCursor{cursor.since, ParseKeysetAfter(position, &ms, &id) ? position : std::string()};
 	}
 
 	HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,

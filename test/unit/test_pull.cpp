@@ -686,7 +686,13 @@ TEST(PullSalesforceParseTest, NextRecordsUrlPagesUntilDone)
 	                                  Answer(first));
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, start.since);
-	EXPECT_EQ(page.next.after, "/services/data/v59.0/query/01gD0000002HU6KIAW-2000");
+	// The URL, and the keyset position this batch reached (its last record).
+	EXPECT_EQ(page.next.after,
+	          "/services/data/v59.0/query/01gD0000002HU6KIAW-2000 k:" + std::to_string(kNov24) + ":003A");
+	HttpRequest followed = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {},
+	                                        PullPhase::Changes, page.next,
+	                                        BearerAuth("tok", "https://acme.my.salesforce.com"));
+	EXPECT_EQ(followed.url, "https://acme.my.salesforce.com/services/data/v59.0/query/01gD0000002HU6KIAW-2000");
 
 	Json last = {{"totalSize", 3},
 	             {"done", true},
@@ -772,6 +778,14 @@ TEST(PullSalesforceParseTest, AnExpiredQueryLocatorStartsTheQueryAgain)
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, since);
 	EXPECT_EQ(page.next.after, "") << "the query starts again from its since";
+	// Batches followed so far reached a keyset position: a new query starts after it.
+	PullCursor positioned{since, "/services/data/v59.0/query/01gXX-2000 k:1795514400000:003B"};
+	EXPECT_TRUE(PullQueryExpired(endpoint, positioned, expired));
+	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "ignore"), PullPhase::Changes, positioned,
+	                         expired);
+	EXPECT_TRUE(page.more);
+	EXPECT_EQ(page.next.since, since);
+	EXPECT_EQ(page.next.after, "k:1795514400000:003B");
 	// Not for a first page (no locator to drop), another error, or another kind.
 	EXPECT_FALSE(PullQueryExpired(endpoint, PullCursor{since, ""}, expired));
 	EXPECT_FALSE(PullQueryExpired(endpoint, paging, Answer(400, R"([{"message":"x","errorCode":"INVALID_FIELD"}])")));
