@@ -306,6 +306,10 @@ CREATE TABLE switchboard.pushed_state (
 );
 REVOKE ALL ON switchboard.pushed_state FROM PUBLIC;
 
+-- src/sql/20_queue.sql: the remote version the pull applied last per key, so that reading it
+-- again (the overlap window, keyset paging's boundary time) applies nothing (issue 10 item 4).
+ALTER TABLE switchboard.remote_ids ADD COLUMN pulled_ms bigint, ADD COLUMN pulled_hash text;
+
 -- src/sql/10_config_tables.sql: steps, orchestration and enrichment (issue 11, SPEC §2 steps, §7).
 CREATE TABLE switchboard.steps (
 	route text NOT NULL REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,

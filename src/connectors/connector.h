@@ -299,6 +299,8 @@ public:
 	// A non-2xx answer to a page of a query (cursor.after set) that says the query itself is
 	// gone (Salesforce INVALID_QUERY_LOCATOR): the pull starts the query again from its since.
 	virtual bool PullQueryExpired(const HttpResponse &) const { return false; }
+	// Where the query starts again then: by default the query from its since.
+	virtual PullCursor RestartPullQuery(const PullCursor &cursor) const { return PullCursor{cursor.since, ""}; }
 	virtual PullPage ParsePullPage(const Endpoint &endpoint, const Route &route, PullPhase phase,
 	                               const PullCursor &cursor, const HttpResponse &response, const Json &body) const;
 };

@@ -141,6 +141,12 @@ const int kHubSpotArchivedLimit = 100;
 // harmless.
 const int64_t kHubSpotArchivedOverlapMs = 5 * 60 * 1000;
 
+// Each cycle of changes starts this far before the cursor (issue 10.4): search indexes a
+// change some time after its lastmodifieddate, so a record stamped at or just before the
+// cursor may become visible after the cycle that set it. Records read again are applied
+// idempotently (the same values; the echo of our own push is recognised as such).
+const int64_t kHubSpotPullOverlapMs = 60 * 1000;
+
 // The deletions cursor's after is "<HubSpot's after>|<newest archivedAt seen in this walk>".
 void
 SplitArchivedAfter(const std::string &after, std::string *token, int64_t *newest)
@@ -172,30 +178,47 @@ HubSpotSince(const PullCursor &cursor)
 	return since;
 }
 
-// The changes cursor's after, while the records of one millisecond are walked by id (a whole
-// 10,000-result window stamped with one millisecond, where re-anchoring on time cannot move):
-// "ms:<M>:<last id>". Any other after is HubSpot's own paging token.
-bool
-ParseTieAfter(const std::string &after, int64_t *ms, int64_t *last_id)
-{
-	if (after.compare(0, 3, "ms:") != 0)
-		return false;
-	auto colon = after.find(':', 3);
-	return colon != std::string::npos && ParseDecimal(after.substr(3, colon - 3), ms) &&
-	       ParseDecimal(after.substr(colon + 1), last_id);
-}
+// Paging of changes is by keyset, never by HubSpot's `after` offset: an offset over a result
+// set that changes between pages (our own pushes move records to its end) skips records for
+// good (issue 10.4), and it stops at 10,000 results. Each page is a new search from the last
+// position seen. HubSpot applies one sort rule only ("Only one sorting rule can be applied to
+// any search"), so there is no (time, id) order; the position is one of
+//   (empty)         a cycle's first page: times from the look-back before the cursor;
+//   "t:<M>"         times >= M, by time: M is the newest time of the last page, whose records
+//                   stamped M are read again (the order among them is unknown);
+//   "ms:<M>:<id>"   a full page shared one millisecond M: M's records by id, after id;
+//   "gt:<M>"        M's records were walked by id: times > M, by time.
+// Anything else (a HubSpot offset stored by an older version) starts the cycle again.
+struct KeysetAfter {
+	enum Kind { Start, From, Tie, Past } kind = Start;
+	int64_t ms = 0;
+	int64_t id = 0;
+};
 
-std::string
-TieAfter(int64_t ms, int64_t last_id)
+KeysetAfter
+ParseKeysetAfter(const std::string &after)
 {
-	return "ms:" + std::to_string(ms) + ":" + std::to_string(last_id);
+	KeysetAfter k;
+	auto number = [&](size_t at, int64_t *out) { return ParseDecimal(after.substr(at), out); };
+	if (after.compare(0, 2, "t:") == 0 && number(2, &k.ms)) {
+		k.kind = KeysetAfter::From;
+	} else if (after.compare(0, 3, "gt:") == 0 && number(3, &k.ms)) {
+		k.kind = KeysetAfter::Past;
+	} else if (after.compare(0, 3, "ms:") == 0) {
+		auto colon = after.find(':', 3);
+		if (colon != std::string::npos && ParseDecimal(after.substr(3, colon - 3), &k.ms) && number(colon + 1, &k.id))
+			k.kind = KeysetAfter::Tie;
+	}
+	if (k.kind == KeysetAfter::Start)
+		k = KeysetAfter();
+	return k;
 }
 
 HttpRequest
 HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,
                       const PullCursor &cursor, const Auth &auth)
 {
-	HubSpotSince(cursor); // validates: the value goes into a filter verbatim
+	const int64_t since = HubSpotSince(cursor); // validates: the value goes into a filter verbatim
 	const std::string modified = HubSpotModifiedProperty(route);
 	std::vector<std::string> properties;
 	std::set<std::string> seen;
@@ -211,27 +234,36 @@ HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::v
 		filter["value"] = value;
 		return filter;
 	};
-	int64_t tie_ms = 0, last_id = 0;
-	const bool tie = ParseTieAfter(cursor.after, &tie_ms, &last_id);
 	nlohmann::ordered_json filters = nlohmann::ordered_json::array();
-	nlohmann::ordered_json sort;
-	sort["propertyName"] = modified;
-	sort["direction"] = "ASCENDING";
-	if (tie) {
-		// One millisecond's records, by id: each page a new query after the last id seen.
-		filters.push_back(condition(modified, "EQ", std::to_string(tie_ms)));
-		filters.push_back(condition("hs_object_id", "GT", std::to_string(last_id)));
-		sort["propertyName"] = "hs_object_id";
-	} else {
-		filters.push_back(condition(modified, "GT", cursor.since));
+	std::string sort_by = modified;
+	const KeysetAfter at = ParseKeysetAfter(cursor.after);
+	switch (at.kind) {
+	case KeysetAfter::Start:
+		// A cycle starts a look-back before the cursor: records stamped at or just before it
+		// that became visible to search late are read again (applied idempotently).
+		filters.push_back(
+		    condition(modified, "GTE", std::to_string(std::max<int64_t>(0, since - kHubSpotPullOverlapMs))));
+		break;
+	case KeysetAfter::From:
+		filters.push_back(condition(modified, "GTE", std::to_string(at.ms)));
+		break;
+	case KeysetAfter::Tie:
+		filters.push_back(condition(modified, "EQ", std::to_string(at.ms)));
+		filters.push_back(condition("hs_object_id", "GT", std::to_string(at.id)));
+		sort_by = "hs_object_id";
+		break;
+	case KeysetAfter::Past:
+		filters.push_back(condition(modified, "GT", std::to_string(at.ms)));
+		break;
 	}
+	nlohmann::ordered_json sort;
+	sort["propertyName"] = sort_by;
+	sort["direction"] = "ASCENDING";
 	nlohmann::ordered_json body;
 	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", filters}}});
 	body["sorts"] = nlohmann::ordered_json::array({sort});
 	body["properties"] = properties;
 	body["limit"] = kHubSpotSearchLimit;
-	if (!cursor.after.empty() && !tie)
-		body["after"] = cursor.after;
 
 	HttpRequest request;
 	request.method = "POST";
@@ -348,57 +380,61 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 		return page;
 	}
 
-	int64_t tie_ms = 0, last_id = 0;
-	if (ParseTieAfter(cursor.after, &tie_ms, &last_id)) {
-		// Walking one millisecond by id: on to the next id, or past the millisecond once its
-		// records are exhausted (then the usual query, GT it).
-		int64_t id = 0;
-		for (const auto &record : page.records)
+	// Changes: HubSpot's paging.next only says that more results follow; the next page is a
+	// new search from the position this page reached (see KeysetAfter).
+	const KeysetAfter at = ParseKeysetAfter(cursor.after);
+	const int64_t seen = at.kind == KeysetAfter::Start ? 0 : at.ms; // the newest time of earlier pages
+	page.more = true;
+	page.next.since = cursor.since;
+	if (at.kind == KeysetAfter::Tie) {
+		int64_t last_id = at.id;
+		for (const auto &record : page.records) {
+			int64_t id = 0;
 			if (ParseDecimal(record.remote_id, &id))
 				last_id = std::max(last_id, id);
-		page.more = true;
-		if (has_next && !page.records.empty()) {
-			page.next.since = cursor.since;
-			page.next.after = TieAfter(tie_ms, last_id);
-		} else {
-			page.next.since = std::to_string(std::max(since, tie_ms));
 		}
-		return page;
-	}
-	if (page.records.empty()) {
-		page.next.since = cursor.since;
+		if (has_next && last_id > at.id) {
+			page.next.after = "ms:" + std::to_string(at.ms) + ":" + std::to_string(last_id);
+		} else {
+			if (has_next)
+				// A full page without a readable id past the last one: a next page would be
+				// this one again.
+				Malformed("hubspot search: a full page of one millisecond without a readable object id past the "
+				          "cursor; the cursor cannot move past it",
+				          response);
+			// Every record up to that millisecond has been read: the cursor may say so now.
+			page.next.since = std::to_string(std::max(since, at.ms));
+			page.next.after = "gt:" + std::to_string(at.ms);
+		}
 		return page;
 	}
 	const int64_t newest = NewestModified(page.records);
-
-	if (has_next) {
-		int64_t offset = 0;
-		// An opaque (non-numeric) after cannot be checked against the cap: follow it.
-		bool within_cap = !ParseDecimal(next_after, &offset) || offset + kHubSpotSearchLimit < kHubSpotSearchCap;
-		if (within_cap) {
-			page.next.since = cursor.since;
-			page.next.after = next_after;
-		} else if (newest - 1 > since) {
-			// Past the cap HubSpot refuses to page. Start a new query just below the newest
-			// time seen, so records sharing that millisecond are fetched again, never skipped.
-			page.next.since = std::to_string(newest - 1);
-		} else if (newest > since) {
-			// The whole window shares one millisecond: a new query on time would fetch the same
-			// window again, forever. Walk that millisecond's records by id instead.
-			page.next.since = cursor.since;
-			page.next.after = TieAfter(newest, 0);
-		} else {
-			// No time past since to move the cursor to (unreadable times, or none later than
-			// the cursor's own): an error the route backs off on, never a loop.
-			Malformed("hubspot search: 10,000 results without a readable modification time past the cursor; "
-			          "the cursor cannot move past them",
-			          response);
-		}
-		page.more = true;
+	if (!has_next) {
+		// The query is exhausted: the newest time of the cycle (this page's, or the last
+		// page's when this one came back empty) is where the next cycle's look-back ends.
+		page.more = false;
+		page.next.after.clear();
+		page.next.since = SinceAfter(cursor, since, std::max(newest, seen),
+		                             [](int64_t ms) { return std::to_string(ms); });
 		return page;
 	}
-	// The query is exhausted: results were ascending, so this page holds the newest time.
-	page.next.since = SinceAfter(cursor, since, newest, [](int64_t ms) { return std::to_string(ms); });
+	bool below = false; // a record older than the newest time: a page from that time moves on
+	for (const auto &record : page.records)
+		if (record.modified_ms > 0 && record.modified_ms < newest)
+			below = true;
+	if (below)
+		page.next.after = "t:" + std::to_string(newest);
+	else
+		// The whole page shares one millisecond: a search from it would answer this page
+		// again, forever (a bulk import). Walk that millisecond's records by id instead.
+		page.next.after = "ms:" + std::to_string(newest) + ":0";
+	// No readable time, or none past where this search started (a remote ignoring the filter):
+	// a next page would be this one again, an error the route backs off on, never a loop.
+	if (newest <= 0 || (at.kind != KeysetAfter::Start && newest < at.ms) ||
+	    (at.kind == KeysetAfter::Past && newest <= at.ms) || page.next.after == cursor.after)
+		Malformed("hubspot search: a full page without a readable modification time past the cursor; the cursor "
+		          "cannot move past it",
+		          response);
 	return page;
 }
 

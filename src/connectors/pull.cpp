@@ -348,7 +348,7 @@ ParsePullResponse(const Endpoint &endpoint, const Route &route, PullPhase phase,
 		// of it; those already applied are applied again, harmlessly). Not an error to wait on:
 		// the same locator would be refused forever.
 		PullPage restart;
-		restart.next = PullCursor{cursor.since, ""};
+		restart.next = connector.RestartPullQuery(cursor);
 		restart.more = true;
 		return restart;
 	}

@@ -143,6 +143,47 @@ using pull::TimeMs;
 
 const char *const kSalesforceEpoch = "1970-01-01T00:00:00.000Z";
 
+// Changes and deletions are paged by keyset (issue 10.4): each query is ordered by
+// (SystemModstamp, Id) and limited to one page; the next starts after the last pair seen,
+// stored as the cursor's after "k:<epoch ms>:<Id>". A cycle (after empty) starts this far
+// before the cursor: SystemModstamp has one-second resolution and a record stamped in the
+// cursor's second (or just before) may become visible after the cycle that set the cursor.
+// Records read again are applied idempotently. An after that is a nextRecordsUrl (a remote
+// answering in smaller batches than the LIMIT, or a cursor of an older version) is followed.
+const int kSalesforcePullLimit = 2000;
+const int64_t kSalesforcePullOverlapMs = 60 * 1000;
+
+// Salesforce Ids: 15 or 18 letters and digits (checked: the Id goes into SOQL as a literal).
+bool
+IsSalesforceId(const std::string &id)
+{
+	return !id.empty() && id.size() <= 18 &&
+	       std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
+}
+
+// While a query's batches are followed, the after is "<nextRecordsUrl> k:<ms>:<Id>": the URL,
+// and the keyset position the batches so far reached (no blank is part of a URL path). A
+// query whose locator expired starts again from that position, not from the cycle's start.
+void
+SplitBatchAfter(const std::string &after, std::string *url, std::string *position)
+{
+	auto blank = after.find(' ');
+	*url = after.substr(0, blank);
+	*position = blank == std::string::npos ? std::string() : after.substr(blank + 1);
+}
+
+bool
+ParseKeysetAfter(const std::string &after, int64_t *ms, std::string *id)
+{
+	if (after.compare(0, 2, "k:") != 0)
+		return false;
+	auto colon = after.find(':', 2);
+	if (colon == std::string::npos || !pull::ParseDecimal(after.substr(2, colon - 2), ms))
+		return false;
+	*id = after.substr(colon + 1);
+	return IsSalesforceId(*id);
+}
+
 // Names go into SOQL verbatim: letters, digits, underscores, and dots for relationship fields.
 void
 CheckSoqlName(const std::string &name, const char *what)
@@ -173,14 +214,19 @@ SalesforcePullRequest(const Endpoint &endpoint, const Route &route, const std::v
 	// Before the first token (preview) the instance is unknown; the login host stands in.
 	const std::string instance = auth.instance_url.empty() ? endpoint.base_url : auth.instance_url;
 	std::string url;
-	if (!cursor.after.empty()) {
+	int64_t key_ms = 0;
+	std::string last_id;
+	const bool keyed = ParseKeysetAfter(cursor.after, &key_ms, &last_id);
+	if (!cursor.after.empty() && !keyed) {
+		std::string next, position;
+		SplitBatchAfter(cursor.after, &next, &position);
 		// The bearer token goes wherever this points: only a path on the instance is followed.
-		if (cursor.after.compare(0, 15, "/services/data/") != 0)
-			throw std::invalid_argument("salesforce pull cursor: nextRecordsUrl \"" + Snippet(cursor.after, 80) +
+		if (next.compare(0, 15, "/services/data/") != 0)
+			throw std::invalid_argument("salesforce pull cursor: nextRecordsUrl \"" + Snippet(next, 80) +
 			                            "\" is not a /services/data/ path");
-		url = JoinUrl(instance, cursor.after);
+		url = JoinUrl(instance, next);
 	} else {
-		SalesforceSinceMs(cursor); // validates: the literal goes into SOQL unquoted
+		const int64_t since = SalesforceSinceMs(cursor); // validates: the literal goes into SOQL unquoted
 		CheckSoqlName(route.remote_object, "object");
 		std::vector<std::string> names;
 		std::set<std::string> seen;
@@ -201,7 +247,13 @@ SalesforcePullRequest(const Endpoint &endpoint, const Route &route, const std::v
 		soql += " FROM " + route.remote_object + " WHERE ";
 		if (phase == PullPhase::Deletions)
 			soql += "IsDeleted = true AND ";
-		soql += "SystemModstamp > " + cursor.since + " ORDER BY SystemModstamp ASC";
+		if (keyed) {
+			const std::string at = IsoTimestampUtc(key_ms);
+			soql += "(SystemModstamp > " + at + " OR (SystemModstamp = " + at + " AND Id > '" + last_id + "'))";
+		} else {
+			soql += "SystemModstamp >= " + IsoTimestampUtc(std::max<int64_t>(0, since - kSalesforcePullOverlapMs));
+		}
+		soql += " ORDER BY SystemModstamp ASC, Id ASC LIMIT " + std::to_string(kSalesforcePullLimit);
 		// queryAll is the only way to see deleted (recycle bin) records.
 		const char *resource = phase == PullPhase::Deletions ? "/queryAll" : "/query";
 		url = JoinUrl(instance, "/services/data/v" + ApiVersion(endpoint) + resource) + "?q=" + UrlEncode(soql);
@@ -242,20 +294,52 @@ ParseSalesforcePage(const Route &route, PullPhase phase, const PullCursor &curso
 			next_url = next->get<std::string>();
 	const Json *done = Member(body, "done");
 	const bool finished = done != nullptr && done->is_boolean() && done->get<bool>();
+	std::string batch_url, position;
+	SplitBatchAfter(cursor.after, &batch_url, &position);
+	if (position.empty())
+		position = cursor.after; // the first batch of a keyset query: its own position
+	int64_t key_ms = 0;
+	std::string last_id;
+	const bool keyed = ParseKeysetAfter(position, &key_ms, &last_id);
 	if (!next_url.empty() && !finished) {
-		if (next_url.compare(0, 15, "/services/data/") != 0)
+		if (next_url.compare(0, 15, "/services/data/") != 0 || next_url.find(' ') != std::string::npos)
 			Malformed("salesforce nextRecordsUrl is not a /services/data/ path", response);
 		page.next.since = cursor.since;
 		page.next.after = next_url;
+		// The position this batch reached (ordered by SystemModstamp, Id: its last record).
+		if (!page.records.empty() && page.records.back().modified_ms > 0 &&
+		    IsSalesforceId(page.records.back().remote_id))
+			page.next.after += " k:" + std::to_string(page.records.back().modified_ms) + ":" +
+			                   page.records.back().remote_id;
+		else if (keyed)
+			page.next.after += " " + position;
 		page.more = true;
 		return page;
 	}
-	// The query is exhausted: ordered by SystemModstamp, so the newest time is the last seen.
-	// An unreadable since (not one we stored) is passed by any record with a time.
+	// The query is exhausted (ordered by SystemModstamp, Id). One that filled its LIMIT may
+	// have more: the next page is a query after its last (time, Id) pair.
 	int64_t since_ms = 0;
 	if (!ParseIsoMs(cursor.since, &since_ms))
-		since_ms = 0;
-	page.next.since = SinceAfter(cursor, since_ms, NewestModified(page.records), IsoTimestampUtc);
+		since_ms = 0; // an unreadable since (not one we stored) is passed by any record with a time
+	int64_t total = 0;
+	if (const Json *size = Member(body, "totalSize"))
+		if (size->is_number_integer())
+			total = size->get<int64_t>();
+	if (total >= kSalesforcePullLimit && !page.records.empty()) {
+		const RemoteRecord &tail = page.records.back();
+		bool past = tail.modified_ms > 0 && IsSalesforceId(tail.remote_id) &&
+		            (!keyed || tail.modified_ms > key_ms || (tail.modified_ms == key_ms && tail.remote_id != last_id));
+		if (!past)
+			Malformed("salesforce query: a full page whose last record has no readable SystemModstamp and Id past "
+			          "the cursor; the cursor cannot move past it",
+			          response);
+		page.next.since = cursor.since;
+		page.next.after = "k:" + std::to_string(tail.modified_ms) + ":" + tail.remote_id;
+		page.more = true;
+		return page;
+	}
+	page.next.since = SinceAfter(cursor, since_ms, std::max(NewestModified(page.records), keyed ? key_ms : 0),
+	                             IsoTimestampUtc);
 	return page;
 }
 
@@ -324,6 +408,16 @@ public:
 	bool PullQueryExpired(const HttpResponse &response) const override
 	{
 		return response.status == 400 && HasErrorCode(CallErrors(response), "INVALID_QUERY_LOCATOR");
+	}
+
+	// A new query after the position the batches followed so far reached (issue 10.4).
+	PullCursor RestartPullQuery(const PullCursor &cursor) const override
+	{
+		std::string url, position;
+		SplitBatchAfter(cursor.after, &url, &position);
+		int64_t ms = 0;
+		std::string id;
+		return PullCursor{cursor.since, ParseKeysetAfter(position, &ms, &id) ? position : std::string()};
 	}
 
 	HttpRequest BuildPullRequest(const Endpoint &endpoint, const Route &route, const std::vector<std::string> &fields,

@@ -43,6 +43,8 @@ CREATE TABLE switchboard.remote_ids (
 	key text NOT NULL,
 	remote_id text NOT NULL,
 	updated_at timestamptz NOT NULL DEFAULT now(),
+	pulled_ms bigint,   -- the remote version the pull applied last for the key (its time) ...
+	pulled_hash text,   -- ... and its fields' hash: reading that version again applies nothing
 	PRIMARY KEY (route, key)
 );
 

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "capture/enqueue.h"
+#include "connectors/crypto.h"
 #include "delivery/conflict.h"
 #include "pg/as_role.h"
 #include "pg/boundary.h"
@@ -419,11 +420,64 @@ PullsDue(int limit, std::vector<RouteAction> *refused)
 	return due;
 }
 
+// What a pulled version is recognised by once applied: its fields (times included).
+std::string
+VersionHash(const RemoteRecord &record)
+{
+	return Base64Encode(HmacSha256("switchboard pulled version", record.fields.dump()));
+}
+
+// The records of a page less the versions this route has applied already (issue 10.4): each
+// cycle starts an overlap window before the cursor, and keyset paging reads the records of a
+// page's boundary time again. A version already applied (the same remote record, stamped
+// earlier than the one applied, or at the same time with the same fields) is no remote change:
+// it is not applied, counted or settled against a pending local change again. Equal times
+// with other fields are applied: Salesforce stamps whole seconds, two versions can share one.
+std::vector<RemoteRecord>
+NotYetApplied(const RouteDef &def, const std::vector<RemoteRecord> &records)
+{
+	std::vector<SpiText> keys;
+	{
+		std::set<std::string> seen;
+		for (const RemoteRecord &record : records)
+			if (!record.deleted && !record.key.empty() && record.modified_ms > 0 && seen.insert(record.key).second)
+				keys.emplace_back(record.key);
+	}
+	if (keys.empty())
+		return records;
+	struct Applied {
+		std::string remote_id;
+		int64_t ms;
+		std::string hash;
+	};
+	std::map<std::string, Applied> applied;
+	for (const auto &row : SpiExecPrepared("SELECT key, remote_id, pulled_ms, pulled_hash FROM switchboard.remote_ids "
+	                                       "WHERE route = $1 AND key = ANY($2::pg_catalog.text[]) "
+	                                       "AND pulled_ms IS NOT NULL",
+	                                       {def.name, ArrayLiteral(keys)})
+	                           .rows)
+		applied[*row[0]] = Applied{*row[1], std::stoll(*row[2]), row[3].value_or("")};
+	if (applied.empty())
+		return records;
+	std::vector<RemoteRecord> fresh;
+	for (const RemoteRecord &record : records) {
+		auto known = applied.find(record.key);
+		bool again = !record.deleted && record.modified_ms > 0 && known != applied.end() &&
+		             known->second.remote_id == record.remote_id &&
+		             (record.modified_ms < known->second.ms ||
+		              (record.modified_ms == known->second.ms && known->second.hash == VersionHash(record)));
+		if (!again)
+			fresh.push_back(record);
+	}
+	return fresh;
+}
+
 PullCounts
-ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::vector<RemoteRecord> &records,
+ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::vector<RemoteRecord> &page_records,
                    long http_status, std::vector<RecordFailure> *failures)
 {
 	PullCounts counts;
+	const std::vector<RemoteRecord> records = NotYetApplied(def, page_records);
 	std::vector<PullColumn> columns = LoadPullColumns(def);
 	ApplySql sql = BuildApplySql(def, columns);
 	// Remote fields both pushed and pulled: what an echo of our own push is recognised by.
@@ -554,12 +608,33 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 	// Remote ids let later pushes and deletes address the remote record. DISTINCT ON keeps
 	// the last record of a key the page holds twice: ON CONFLICT cannot update one row twice
 	// in a statement.
-	if (!rid_keys.empty())
-		SpiExecPrepared("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id) "
-		                "SELECT DISTINCT ON (key) $1, key, rid FROM unnest($2::text[], $3::text[]) "
-		                "WITH ORDINALITY AS u(key, rid, n) ORDER BY key, n DESC "
-		                "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, updated_at = now()",
-		                {def.name, ArrayLiteral(rid_keys), ArrayLiteral(rid_values)});
+	// With the version applied (its time and a hash of its fields), so that reading it again
+	// applies nothing (see NotYetApplied).
+	if (!rid_keys.empty()) {
+		std::map<std::string, const RemoteRecord *> last;
+		for (const RemoteRecord &record : records)
+			if (!record.deleted)
+				last[record.key] = &record;
+		std::vector<SpiText> rid_ms, rid_hashes;
+		for (const SpiText &key : rid_keys) {
+			auto found = last.find(*key);
+			if (found == last.end() || found->second->modified_ms <= 0) {
+				rid_ms.emplace_back(std::nullopt);
+				rid_hashes.emplace_back(std::nullopt);
+			} else {
+				rid_ms.emplace_back(Num(found->second->modified_ms));
+				rid_hashes.emplace_back(VersionHash(*found->second));
+			}
+		}
+		SpiExecPrepared("INSERT INTO switchboard.remote_ids AS r (route, key, remote_id, pulled_ms, pulled_hash) "
+		                "SELECT DISTINCT ON (key) $1, key, rid, ms, h "
+		                "FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[]) "
+		                "WITH ORDINALITY AS u(key, rid, ms, h, n) ORDER BY key, n DESC "
+		                "ON CONFLICT (route, key) DO UPDATE SET remote_id = excluded.remote_id, "
+		                "pulled_ms = excluded.pulled_ms, pulled_hash = excluded.pulled_hash, updated_at = now()",
+		                {def.name, ArrayLiteral(rid_keys), ArrayLiteral(rid_values), ArrayLiteral(rid_ms),
+		                 ArrayLiteral(rid_hashes)});
+	}
 	if (!gone_keys.empty())
 		SpiExecPrepared("DELETE FROM switchboard.remote_ids WHERE route = $1 AND key = ANY($2::text[])",
 		                {def.name, ArrayLiteral(gone_keys)});

@@ -620,6 +620,14 @@ class HubSpot:
             return self.error(400, "There was a problem with the request: paging is limited to "
                               "%d results (after=%d, limit=%d)" % (self.SEARCH_WINDOW, after, limit))
         groups = body.get("filterGroups") or []
+        sorts = body.get("sorts") or []
+        # HubSpot's documented limits: "Only one sorting rule can be applied to any search";
+        # at most five filterGroups of at most six filters, 18 filters in all.
+        if len(sorts) > 1:
+            return self.error(400, "Only one sorting rule can be applied to any search (got %d)" % len(sorts))
+        if len(groups) > 5 or any(len(g.get("filters") or []) > 6 for g in groups) or \
+                sum(len(g.get("filters") or []) for g in groups) > 18:
+            return self.error(400, "at most 5 filterGroups of at most 6 filters, 18 filters in all")
         st = self.store(obj)
         try:
             hits = [r for r in st.live()
@@ -652,6 +660,17 @@ class HubSpot:
         if limit > 0 and after + limit < len(hits):
             nxt = str(after + limit)
             resp["paging"] = {"next": {"after": nxt, "link": "?after=" + nxt}}
+        # hubspot_touch_after_search {"count": N, "searches": K}: after each of the next K
+        # searches that found records, the first N records of the answer are modified (same
+        # values, a new modification time), as a push landing between two pages would: they
+        # move to the end of a result sorted by modification time.
+        touch = self.d.config.get("hubspot_touch_after_search")
+        if touch and page and int(touch.get("searches", 0)) > 0:
+            ms = self.d.clock.tick()
+            for r in page[:int(touch.get("count", 1))]:
+                st.update(r, {}, ms)
+            touch = dict(touch, searches=int(touch["searches"]) - 1)
+            self.d.config["hubspot_touch_after_search"] = touch
         return Response(200, resp)
 
     # -- control helpers
@@ -922,7 +941,75 @@ class Salesforce:
                        r"(?:\s+WHERE\s+(?P<where>.+?))?"
                        r"(?:\s+ORDER\s+BY\s+(?P<order>.+?))?"
                        r"(?:\s+LIMIT\s+(?P<limit>\d+))?\s*$", re.I | re.S)
-    _COND = re.compile(r"^\(?\s*(\w+)\s*(>=|<=|!=|<>|=|>|<)\s*(.+?)\s*\)?$", re.S)
+    _TOKEN = re.compile(r"\s*(?:('(?:\\.|[^'\\])*')|(>=|<=|!=|<>|=|>|<)|([()])|([^\s()=<>!']+))", re.S)
+
+    def _where(self, text):
+        """The WHERE clause as a predicate: comparisons of a field with a literal, combined with
+        AND, OR, NOT and parentheses (AND binding tighter than OR)."""
+        tokens, pos = [], 0
+        text = text.strip()
+        while pos < len(text):
+            t = self._TOKEN.match(text, pos)
+            if not t or t.end() == pos:
+                raise ValueError("unexpected token near: %s" % text[pos:pos + 20])
+            pos = t.end()
+            quoted, op, paren, word = t.groups()
+            if quoted is not None:
+                tokens.append(("lit", quoted))
+            elif op is not None:
+                tokens.append(("op", op))
+            elif paren is not None:
+                tokens.append((paren, paren))
+            elif word is not None:
+                up = word.upper()
+                tokens.append((up, word) if up in ("AND", "OR", "NOT") else ("word", word))
+        at = [0]
+
+        def peek():
+            return tokens[at[0]][0] if at[0] < len(tokens) else None
+
+        def take(kind=None):
+            if at[0] >= len(tokens) or (kind and tokens[at[0]][0] != kind):
+                raise ValueError("unexpected token: %s" % (tokens[at[0]][1] if at[0] < len(tokens) else "end"))
+            at[0] += 1
+            return tokens[at[0] - 1][1]
+
+        def disjunction():
+            parts = [conjunction()]
+            while peek() == "OR":
+                take()
+                parts.append(conjunction())
+            return lambda r: any(p(r) for p in parts)
+
+        def conjunction():
+            parts = [factor()]
+            while peek() == "AND":
+                take()
+                parts.append(factor())
+            return lambda r: all(p(r) for p in parts)
+
+        def factor():
+            if peek() == "NOT":
+                take()
+                inner = factor()
+                return lambda r: not inner(r)
+            if peek() == "(":
+                take("(")
+                inner = disjunction()
+                take(")")
+                return inner
+            field = take("word")
+            op = take("op")
+            kind = peek()
+            if kind not in ("lit", "word"):
+                raise ValueError("expected a value after %s %s" % (field, op))
+            lit = self._literal(take())
+            return lambda r: self._compare(self._value(r, field), op, lit)
+
+        pred = disjunction()
+        if at[0] != len(tokens):
+            raise ValueError("unexpected token: %s" % tokens[at[0]][1])
+        return pred
 
     def _literal(self, text):
         if text.lower() == "null":
@@ -1007,20 +1094,13 @@ class Salesforce:
             return self.error(400, "unexpected token in query: %s" % q, "MALFORMED_QUERY")
         fields = [f.strip() for f in m.group("fields").split(",") if f.strip()]
         obj = m.group("obj")
-        conds = []
         try:
-            if m.group("where"):
-                for part in re.split(r"\s+AND\s+", m.group("where"), flags=re.I):
-                    c = self._COND.match(part.strip())
-                    if not c:
-                        raise ValueError("unsupported condition: %s" % part)
-                    conds.append((c.group(1), c.group(2), self._literal(c.group(3))))
+            where = self._where(m.group("where")) if m.group("where") else (lambda r: True)
         except ValueError as e:
             return self.error(400, str(e), "MALFORMED_QUERY")
         st = self.store(obj)
         pool = list(st.records.values()) if include_deleted else st.live()
-        hits = [r for r in pool
-                if all(self._compare(self._value(r, f), op, lit) for f, op, lit in conds)]
+        hits = [r for r in pool if where(r)]
         if m.group("order"):
             for item in reversed([x.strip() for x in m.group("order").split(",")]):
                 words = item.split()
@@ -2315,7 +2395,7 @@ def main(argv=None):
               "webhook_enforce": args.webhook_enforce, "webhook_rate": args.webhook_rate,
               "openai_key": args.openai_key, "hubspot_results_order": "input",
               "woo_consumer_key": args.woo_consumer_key, "woo_consumer_secret": args.woo_consumer_secret,
-              "hubspot_frozen_ms": None}
+              "hubspot_frozen_ms": None, "hubspot_touch_after_search": None}
     server, double = make_server(args.port, config, args.log_file, args.request_log_size)
     port = server.server_address[1]
 

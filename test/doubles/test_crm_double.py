@@ -260,6 +260,25 @@ class HubSpotTests(Base):
         st, _, body = self.search("contacts", "lastmodifieddate", 0, 200, after="9800")
         self.assertEqual((st, body["total"]), (200, 0))
 
+    def test_search_one_sort_rule_and_filter_group_limits(self):
+        two = {"sorts": [{"propertyName": "lastmodifieddate"}, {"propertyName": "hs_object_id"}]}
+        st, _, body = self.c.hs("/crm/v3/objects/contacts/search", two)
+        self.assertEqual((st, body["category"]), (400, "VALIDATION_ERROR"))
+        six = {"filterGroups": [{"filters": [{"propertyName": "email", "operator": "HAS_PROPERTY"}]}] * 6}
+        self.assertEqual(self.c.hs("/crm/v3/objects/contacts/search", six)[0], 400)
+
+    def test_touch_after_search_moves_records_to_the_end(self):
+        self.c.hs(UPSERT, {"inputs": [self.contact("t%d@x.io" % i) for i in range(4)]})
+        time.sleep(0.005)
+        self.c.hs(UPSERT, {"inputs": [self.contact("u%d@x.io" % i) for i in range(4)]})
+        self.c.ctl("POST", "config", {"hubspot_touch_after_search": {"count": 2, "searches": 1}})
+        st, _, first = self.search("contacts", "lastmodifieddate", 0, 4, props=("email",))
+        emails = [r["properties"]["email"] for r in first["results"]]
+        st, _, again = self.search("contacts", "lastmodifieddate", 0, 8, props=("email",))
+        order = [r["properties"]["email"] for r in again["results"]]
+        self.assertEqual(order[-2:], emails[:2])
+        self.assertEqual(self.c.ctl("GET", "config")["hubspot_touch_after_search"]["searches"], 0)
+
     def test_other_objects_use_hs_lastmodifieddate(self):
         path = "/crm/v3/objects/companies/batch/upsert"
         self.c.hs(path, {"inputs": [{"idProperty": "domain", "id": "acme.io",
@@ -501,6 +520,23 @@ class SalesforceTests(Base):
         self.assertEqual(stamps, sorted(stamps))
         st, _, err = self.query("SELEC nonsense")
         self.assertEqual((st, err[0]["errorCode"]), (400, "MALFORMED_QUERY"))
+
+    def test_where_with_or_not_and_parentheses(self):
+        for i in range(4):
+            self.upsert([{"Ext__c": "w%d" % i, "LastName": "L%d" % (i % 2)}])
+        recs = {r["Ext__c"]: r for r in self.query_rows("SELECT Id, SystemModstamp, Ext__c FROM Contact")[0]}
+        stamp = recs["w1"]["SystemModstamp"].replace("+0000", "Z")
+        rid = recs["w1"]["Id"]
+        rows, _ = self.query_rows("SELECT Id, Ext__c FROM Contact WHERE (SystemModstamp > %s OR "
+                                  "(SystemModstamp = %s AND Id > '%s')) ORDER BY SystemModstamp ASC, Id ASC "
+                                  "LIMIT 2" % (stamp, stamp, rid))
+        self.assertEqual([r["Ext__c"] for r in rows], ["w2", "w3"])
+        rows, _ = self.query_rows("SELECT Id, Ext__c FROM Contact WHERE NOT LastName = 'L0' AND "
+                                  "(Ext__c = 'w1' or Ext__c = 'w0') ORDER BY Id")
+        self.assertEqual([r["Ext__c"] for r in rows], ["w1"])
+        for bad in ("SELECT Id FROM Contact WHERE (LastName = 'x'", "SELECT Id FROM Contact WHERE LastName = 'x' OR"):
+            st, _, err = self.query(bad)
+            self.assertEqual((st, err[0]["errorCode"]), (400, "MALFORMED_QUERY"), bad)
 
     def test_sessions(self):
         st, _, err = self.query("SELECT Id FROM Contact")

@@ -1349,18 +1349,21 @@ TEST_F(DispatcherSalesforceTest, FetchTokenFailureIsStatusZeroWithoutTheSecret)
 
 TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
 {
-	// Two pages of a search, then the cursor rests after the newest record.
-	server.On("/crm/v3/objects/contacts/search", [](const ServerRequest &request) {
+	// Two pages of a search, then the cursor rests after the newest record. The second is a new
+	// search from the newest time of the first (keyset, never HubSpot's offset), which reads the
+	// records stamped with that time again.
+	auto record = [](const char *id, const char *email, const char *ms) {
+		return Json{{"id", id}, {"properties", {{"email", email}, {"lastmodifieddate", ms}}}};
+	};
+	server.On("/crm/v3/objects/contacts/search", [&](const ServerRequest &request) {
 		Json body = Json::parse(request.body);
-		bool second = body.contains("after");
-		Json result = {{"id", second ? "2" : "1"},
-		               {"properties",
-		                {{"email", second ? "b@x.io" : "a@x.io"},
-		                 {"lastmodifieddate", second ? "1795514400200" : "1795514400100"}}}};
-		Json answer = {{"results", {result}}};
+		bool second = body["filterGroups"][0]["filters"][0]["value"] != "0";
 		if (!second)
-			answer["paging"] = {{"next", {{"after", "1"}}}};
-		return JsonReply(200, answer);
+			return JsonReply(200, Json{{"results", Json::array({record("1", "a@x.io", "1795514400100"),
+			                                                    record("3", "c@x.io", "1795514400150")})},
+			                           {"paging", {{"next", {{"after", "1"}}}}}});
+		return JsonReply(200, Json{{"results", Json::array({record("3", "c@x.io", "1795514400150"),
+		                                                    record("2", "b@x.io", "1795514400200")})}});
 	});
 	Dispatcher dispatcher(&client);
 	Endpoint hubspot = MakeEndpoint("hubspot", server.Url(""), "hs-secret", Json::object(), "hs");
@@ -1382,13 +1385,16 @@ TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
 		if (!page.more)
 			break;
 	}
-	EXPECT_EQ(keys, (std::vector<std::string>{"a@x.io", "b@x.io"}));
+	EXPECT_EQ(keys, (std::vector<std::string>{"a@x.io", "c@x.io", "c@x.io", "b@x.io"}));
 	EXPECT_EQ(cursor.since, "1795514400200");
 	EXPECT_EQ(cursor.after, "");
 	auto searches = server.RequestsTo("/crm/v3/objects/contacts/search");
 	ASSERT_EQ(searches.size(), 2u);
 	EXPECT_EQ(searches[0].headers.at("authorization"), "Bearer hs-secret");
-	EXPECT_EQ(Json::parse(searches[1].body)["after"], "1");
+	Json second = Json::parse(searches[1].body);
+	EXPECT_FALSE(second.contains("after"));
+	EXPECT_EQ(second["filterGroups"][0]["filters"][0],
+	          (Json{{"propertyName", "lastmodifieddate"}, {"operator", "GTE"}, {"value", "1795514400150"}}));
 }
 
 // ---------------------------------------------------------------------------------------

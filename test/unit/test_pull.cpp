@@ -137,24 +137,48 @@ TEST(PullHubSpotRequestTest, ContactsSearchByteForByte)
 	                                    {"X-Team", "crm"}}));
 	EXPECT_EQ(
 	    request.body,
-	    R"({"filterGroups":[{"filters":[{"propertyName":"lastmodifieddate","operator":"GT","value":"1795514400123"}]}],)"
+	    // A cycle starts a minute before the cursor (records that became visible late).
+	    R"({"filterGroups":[{"filters":[{"propertyName":"lastmodifieddate","operator":"GTE","value":"1795514340123"}]}],)"
 	    R"("sorts":[{"propertyName":"lastmodifieddate","direction":"ASCENDING"}],)"
 	    R"("properties":["firstname","email","lastmodifieddate"],"limit":200})");
 }
 
-TEST(PullHubSpotRequestTest, OtherObjectsUseHsLastModifiedDateAndPageWithAfter)
+TEST(PullHubSpotRequestTest, OtherObjectsUseHsLastModifiedDateAndPageByKeyset)
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat-SECRET");
-	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("companies", "domain", "delete"), {"name"},
-	                                       PullPhase::Changes, PullCursor{"1000", "400"}, BearerAuth("pat-SECRET"));
-	EXPECT_EQ(request.url, "https://api.hubapi.com/crm/v3/objects/companies/search");
-	Json body = Json::parse(request.body);
-	EXPECT_EQ(body["filterGroups"][0]["filters"][0],
-	          (Json{{"propertyName", "hs_lastmodifieddate"}, {"operator", "GT"}, {"value", "1000"}}));
-	EXPECT_EQ(body["sorts"][0], (Json{{"propertyName", "hs_lastmodifieddate"}, {"direction", "ASCENDING"}}));
-	EXPECT_EQ(body["properties"], (Json{"name", "domain", "hs_lastmodifieddate"}));
-	EXPECT_EQ(body["limit"], kHubSpotSearchLimit);
-	EXPECT_EQ(body["after"], "400");
+	auto body_for = [&](const std::string &after) {
+		HttpRequest request = BuildPullRequest(endpoint, MakeRoute("companies", "domain", "delete"), {"name"},
+		                                       PullPhase::Changes, PullCursor{"1000", after}, BearerAuth("pat-SECRET"));
+		EXPECT_EQ(request.url, "https://api.hubapi.com/crm/v3/objects/companies/search");
+		return Json::parse(request.body);
+	};
+	auto filter = [](const char *name, const char *op, const char *value) {
+		return Json{{"propertyName", name}, {"operator", op}, {"value", value}};
+	};
+	auto sorts = [](const char *name) { return Json::array({{{"propertyName", name}, {"direction", "ASCENDING"}}}); };
+	// Never HubSpot's offset (after), always one filter group and one sort rule (HubSpot
+	// applies only one).
+	Json start = body_for("");
+	EXPECT_EQ(start["filterGroups"], Json::array({{{"filters", {filter("hs_lastmodifieddate", "GTE", "0")}}}}));
+	EXPECT_EQ(start["sorts"], sorts("hs_lastmodifieddate"));
+	EXPECT_EQ(start["properties"], (Json{"name", "domain", "hs_lastmodifieddate"}));
+	EXPECT_EQ(start["limit"], kHubSpotSearchLimit);
+	EXPECT_FALSE(start.contains("after"));
+	// An offset stored by an older version starts the cycle again.
+	EXPECT_EQ(body_for("400"), start);
+	Json from = body_for("t:5000");
+	EXPECT_EQ(from["filterGroups"], Json::array({{{"filters", {filter("hs_lastmodifieddate", "GTE", "5000")}}}}));
+	EXPECT_EQ(from["sorts"], sorts("hs_lastmodifieddate"));
+	Json tie = body_for("ms:5000:17");
+	EXPECT_EQ(tie["filterGroups"],
+	          Json::array(
+	              {{{"filters", {filter("hs_lastmodifieddate", "EQ", "5000"), filter("hs_object_id", "GT", "17")}}}}));
+	EXPECT_EQ(tie["sorts"], sorts("hs_object_id"));
+	Json past = body_for("gt:5000");
+	EXPECT_EQ(past["filterGroups"], Json::array({{{"filters", {filter("hs_lastmodifieddate", "GT", "5000")}}}}));
+	EXPECT_EQ(past["sorts"], sorts("hs_lastmodifieddate"));
+	for (const Json &body : {start, from, tie, past})
+		EXPECT_FALSE(body.contains("after"));
 }
 
 TEST(PullHubSpotRequestTest, MaskedRequestsCarryNoSecret)
@@ -211,9 +235,13 @@ TEST(PullSalesforceRequestTest, QueryByteForByte)
 	EXPECT_EQ(request.url,
 	          "https://acme.my.salesforce.com/services/data/v61.0/query?q="
 	          "SELECT%20Id%2C%20SystemModstamp%2C%20Email__c%2C%20FirstName%2C%20LastName%20FROM%20Contact%20"
-	          "WHERE%20SystemModstamp%20%3E%202026-11-24T10%3A00%3A00.123Z%20ORDER%20BY%20SystemModstamp%20ASC");
+	          "WHERE%20SystemModstamp%20%3E%3D%202026-11-24T09%3A59%3A00.123Z%20"
+	          "ORDER%20BY%20SystemModstamp%20ASC%2C%20Id%20ASC%20LIMIT%202000");
+	// A cycle starts a minute before the cursor: SystemModstamp has one-second resolution, and
+	// a record stamped in the cursor's second may become visible after the cycle that set it.
 	EXPECT_EQ(SoqlOf(request), "SELECT Id, SystemModstamp, Email__c, FirstName, LastName FROM Contact "
-	                           "WHERE SystemModstamp > 2026-11-24T10:00:00.123Z ORDER BY SystemModstamp ASC");
+	                           "WHERE SystemModstamp >= 2026-11-24T09:59:00.123Z "
+	                           "ORDER BY SystemModstamp ASC, Id ASC LIMIT 2000");
 	EXPECT_EQ(request.headers, (Headers{{"Authorization", "Bearer 00Dtoken!"}}));
 	EXPECT_EQ(request.body, "");
 }
@@ -226,7 +254,8 @@ TEST(PullSalesforceRequestTest, DefaultVersionLoginHostBeforeTheFirstTokenAndMas
 	                                       InitialPullCursor("salesforce"), BearerAuth("00Dtoken!", "", true));
 	EXPECT_EQ(request.url.rfind("https://login.salesforce.com/services/data/v59.0/query?q=", 0), 0u) << request.url;
 	EXPECT_EQ(SoqlOf(request), "SELECT Id, SystemModstamp, Ext__c FROM Lead "
-	                           "WHERE SystemModstamp > 1970-01-01T00:00:00.000Z ORDER BY SystemModstamp ASC");
+	                           "WHERE SystemModstamp >= 1970-01-01T00:00:00.000Z "
+	                           "ORDER BY SystemModstamp ASC, Id ASC LIMIT 2000");
 	EXPECT_EQ(request.headers[0], PullHeader("Authorization", "Bearer ****"));
 	EXPECT_EQ(WireText(request).find("00Dtoken!"), std::string::npos);
 }
@@ -256,7 +285,8 @@ TEST(PullSalesforceRequestTest, DeletionsUseQueryAllAndSelectOnlyTheKey)
 	EXPECT_EQ(request.url.rfind("https://acme.my.salesforce.com/services/data/v59.0/queryAll?q=", 0), 0u)
 	    << request.url;
 	EXPECT_EQ(SoqlOf(request), "SELECT Id, SystemModstamp, Email__c FROM Contact WHERE IsDeleted = true AND "
-	                           "SystemModstamp > 2026-11-24T10:00:00.123+0000 ORDER BY SystemModstamp ASC");
+	                           "SystemModstamp >= 2026-11-24T09:59:00.123Z "
+	                           "ORDER BY SystemModstamp ASC, Id ASC LIMIT 2000");
 }
 
 TEST(PullSalesforceRequestTest, NothingButNamesAndDatetimesReachesSoqlOrTheUrl)
@@ -339,56 +369,56 @@ TEST(PullHubSpotParseTest, OtherObjectsReadHsLastModifiedDate)
 	EXPECT_EQ(page.records[0].key, "x.io");
 }
 
-TEST(PullHubSpotParseTest, PagingKeepsSinceAndFollowsAfter)
+TEST(PullHubSpotParseTest, PagesByKeysetFromTheNewestTimeOfThePage)
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
-	Json body = {{"results", {HubSpotResult("1", {{"email", "a@x.io"}, {"lastmodifieddate", "1795514400500"}})}},
-	             {"paging", {{"next", {{"after", "9600"}, {"link", "https://api.hubapi.com/..."}}}}}};
-	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
-	                                  PullCursor{"1000", "9400"}, Answer(body));
-	EXPECT_TRUE(page.more);
-	EXPECT_EQ(page.next.since, "1000"); // the query is still being paged
-	EXPECT_EQ(page.next.after, "9600");
-	// The next request carries it.
-	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes,
-	                                       page.next, BearerAuth("pat"));
-	EXPECT_EQ(Json::parse(request.body)["after"], "9600");
-}
-
-TEST(PullHubSpotParseTest, ReanchorsBelowTheNewestTimeAtTheCap)
-{
-	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	const Route route = MakeRoute("contacts", "email", "delete");
+	// HubSpot's paging.next.after (an offset) is never followed: a record modified between two
+	// pages moves to the end of the results and an offset would skip another one for good.
 	Json body = {{"results",
 	              {HubSpotResult("1", {{"email", "a@x.io"}, {"lastmodifieddate", "1795514400500"}}),
 	               HubSpotResult("2", {{"email", "b@x.io"}, {"lastmodifieddate", "1795514400900"}})}},
-	             {"paging", {{"next", {{"after", "9800"}}}}}};
-	PullPage page = ParsePullResponse(endpoint, MakeRoute("contacts", "email", "delete"), PullPhase::Changes,
-	                                  PullCursor{"1000", "9600"}, Answer(body));
+	             {"paging", {{"next", {{"after", "9800"}, {"link", "https://api.hubapi.com/..."}}}}}};
+	PullPage page = ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"1000", ""}, Answer(body));
 	EXPECT_TRUE(page.more);
-	// A new query starting just below the newest time: records sharing it come again.
-	EXPECT_EQ(page.next.since, "1795514400899");
-	EXPECT_EQ(page.next.after, "");
 	EXPECT_EQ(page.records.size(), 2u);
-	// The request of the new query has no after.
-	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("contacts", "email", "delete"), {}, PullPhase::Changes,
-	                                       page.next, BearerAuth("pat"));
-	Json sent = Json::parse(request.body);
+	EXPECT_EQ(page.next.since, "1000"); // the cycle is still being paged
+	// From the newest time of the page: records sharing it come again (their order is unknown).
+	EXPECT_EQ(page.next.after, "t:1795514400900");
+	Json sent = Json::parse(
+	    BuildPullRequest(endpoint, route, {}, PullPhase::Changes, page.next, BearerAuth("pat")).body);
 	EXPECT_FALSE(sent.contains("after"));
-	EXPECT_EQ(sent["filterGroups"][0]["filters"][0]["value"], "1795514400899");
+	EXPECT_EQ(sent["filterGroups"][0]["filters"][0],
+	          (Json{{"propertyName", "lastmodifieddate"}, {"operator", "GTE"}, {"value", "1795514400900"}}));
+	// Far past HubSpot's 10,000-result cap, each page is the first of a new search.
+	Json next = {{"results",
+	              {HubSpotResult("2", {{"email", "b@x.io"}, {"lastmodifieddate", "1795514400900"}}),
+	               HubSpotResult("3", {{"email", "c@x.io"}, {"lastmodifieddate", "1795514400950"}})}},
+	             {"paging", {{"next", {{"after", "2"}}}}}};
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next, Answer(next));
+	EXPECT_TRUE(page.more);
+	EXPECT_EQ(page.next.since, "1000");
+	EXPECT_EQ(page.next.after, "t:1795514400950");
+	// The last page: the cycle ends at the newest time seen, even when the page is empty.
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
+	                         Answer(Json{{"total", 0}, {"results", Json::array()}}));
+	EXPECT_FALSE(page.more);
+	EXPECT_EQ(page.next.since, "1795514400950");
+	EXPECT_EQ(page.next.after, "");
 }
 
 TEST(PullHubSpotParseTest, AWindowOfOneMillisecondIsWalkedByIdNotLoopedOn)
 {
 	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
 	const Route route = MakeRoute("contacts", "email", "delete");
-	// Every record of this page carries the millisecond right after since: newest - 1 == since,
-	// so re-anchoring on time would fetch the same 10,000 results again, forever. And one whose
-	// time is unreadable (0) must not drag the cursor to the epoch.
+	// Every record of this full page carries one millisecond: a search from it would answer the
+	// same page again, forever. And one whose time is unreadable (0) must not drag the cursor
+	// to the epoch.
 	Json body = {{"results",
 	              {HubSpotResult("1", {{"lastmodifieddate", "5001"}}),
 	               HubSpotResult("2", {{"lastmodifieddate", "junk"}}, "junk")}},
 	             {"paging", {{"next", {{"after", "10000"}}}}}};
-	PullPage page = ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"5000", "9800"}, Answer(body));
+	PullPage page = ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"5000", ""}, Answer(body));
 	EXPECT_EQ(page.records[1].modified_ms, 0);
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, "5000");
@@ -406,20 +436,39 @@ TEST(PullHubSpotParseTest, AWindowOfOneMillisecondIsWalkedByIdNotLoopedOn)
 	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next, Answer(tie));
 	EXPECT_EQ(page.next.after, "ms:5001:9");
 	EXPECT_EQ(page.next.since, "5000");
-	// Exhausted: past that millisecond, back to the usual query.
+	// Exhausted: past that millisecond, back to the search by time.
 	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
 	                         Answer(Json{{"results", {HubSpotResult("11", {})}}}));
 	EXPECT_TRUE(page.more);
+	EXPECT_EQ(page.next.since, "5001"); // everything up to that millisecond was read
+	EXPECT_EQ(page.next.after, "gt:5001");
+	sent = Json::parse(BuildPullRequest(endpoint, route, {}, PullPhase::Changes, page.next, BearerAuth("pat")).body);
+	EXPECT_EQ(sent["filterGroups"][0]["filters"],
+	          Json::parse(R"([{"propertyName":"lastmodifieddate","operator":"GT","value":"5001"}])"));
+	EXPECT_EQ(sent["sorts"][0]["propertyName"], "lastmodifieddate");
+	// And nothing later: the cycle ends at that millisecond.
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
+	                         Answer(Json{{"results", {HubSpotResult("12", {{"lastmodifieddate", "junk"}}, "junk")}}}));
+	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.since, "5001");
 	EXPECT_EQ(page.next.after, "");
 
-	// A window with no time past since: an error, never a loop, and the cursor stays.
-	Json older = {{"results", {HubSpotResult("1", {{"lastmodifieddate", "3000"}})}},
-	              {"paging", {{"next", {{"after", "9900"}}}}}};
-	std::string error = ExpectThrows<std::runtime_error>([&] {
-		ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"5000", "9700"}, Answer(older));
-	});
-	EXPECT_NE(error.find("cannot move"), std::string::npos) << error;
+	// Full pages with no readable time, or none past where the search started (a remote that
+	// ignores the filter), or ids that do not move: an error, never a loop.
+	auto full = [](Json results) {
+		return Json{{"results", std::move(results)}, {"paging", {{"next", {{"after", "200"}}}}}};
+	};
+	for (const auto &[after, results] : std::vector<std::pair<std::string, Json>>{
+	         {"t:5000", Json::array({HubSpotResult("1", {{"lastmodifieddate", "3000"}})})},
+	         {"gt:5000", Json::array({HubSpotResult("1", {{"lastmodifieddate", "5000"}})})},
+	         {"", Json::array({HubSpotResult("1", {{"lastmodifieddate", "junk"}}, "junk")})},
+	         {"ms:5000:9", Json::array({HubSpotResult("8", {{"lastmodifieddate", "5000"}})})},
+	         {"ms:5000:9", Json::array()}}) {
+		std::string error = ExpectThrows<std::runtime_error>([&] {
+			ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"5000", after}, Answer(full(results)));
+		});
+		EXPECT_NE(error.find("cannot move"), std::string::npos) << after << ": " << error;
+	}
 }
 
 TEST(PullHubSpotParseTest, LastPageAdvancesSinceButNeverBackwards)
@@ -577,7 +626,52 @@ TEST(PullSalesforceParseTest, RecordsKeysAndFields)
 	// And the next query starts there.
 	HttpRequest request = BuildPullRequest(endpoint, MakeRoute("Contact", "email__c", "delete"), {}, PullPhase::Changes,
 	                                       page.next, BearerAuth("tok", "https://acme.my.salesforce.com"));
-	EXPECT_NE(SoqlOf(request).find("WHERE SystemModstamp > 2026-11-24T10:00:00.300Z ORDER BY"), std::string::npos);
+	EXPECT_NE(SoqlOf(request).find("WHERE SystemModstamp >= 2026-11-24T09:59:00.300Z ORDER BY"), std::string::npos)
+	    << SoqlOf(request);
+}
+
+TEST(PullSalesforceParseTest, AFullPageIsFollowedByAQueryAfterItsLastTimeAndId)
+{
+	Endpoint endpoint = MakeEndpoint("salesforce", "https://login.salesforce.com", "{}");
+	const Route route = MakeRoute("Contact", "Email__c", "delete");
+	const Auth auth = BearerAuth("tok", "https://acme.my.salesforce.com");
+	// totalSize reached the LIMIT: more may follow, from the last (SystemModstamp, Id) pair.
+	Json full = {{"totalSize", 2000},
+	             {"done", true},
+	             {"records",
+	              {SalesforceRecord("003A", "2026-11-24T10:00:00.000+0000"),
+	               SalesforceRecord("003B", "2026-11-24T10:00:01.000+0000")}}};
+	const PullCursor start{"2026-11-24T09:00:00.000Z", ""};
+	PullPage page = ParsePullResponse(endpoint, route, PullPhase::Changes, start, Answer(full));
+	EXPECT_TRUE(page.more);
+	EXPECT_EQ(page.next.since, start.since);
+	EXPECT_EQ(page.next.after, "k:" + std::to_string(kNov24 - 123 + 1000) + ":003B");
+	for (PullPhase phase : {PullPhase::Changes, PullPhase::Deletions}) {
+		std::string soql = SoqlOf(BuildPullRequest(endpoint, route, {}, phase, page.next, auth));
+		EXPECT_NE(soql.find(
+		              "(SystemModstamp > 2026-11-24T10:00:01.000Z OR (SystemModstamp = "
+		              "2026-11-24T10:00:01.000Z AND Id > '003B')) ORDER BY SystemModstamp ASC, Id ASC LIMIT 2000"),
+		          std::string::npos)
+		    << soql;
+	}
+	// The last page of the cycle: since moves to its newest time (or the keyset's, when empty).
+	Json last = {{"totalSize", 0}, {"done", true}, {"records", Json::array()}};
+	PullPage end = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next, Answer(last));
+	EXPECT_FALSE(end.more);
+	EXPECT_EQ(end.next.since, "2026-11-24T10:00:01.000Z");
+	EXPECT_EQ(end.next.after, "");
+	// A full page whose last record is the keyset's own (or has no time): an error, never a loop.
+	Json stuck = {{"totalSize", 2000},
+	              {"done", true},
+	              {"records", {SalesforceRecord("003B", "2026-11-24T10:00:01.000+0000")}}};
+	std::string error = ExpectThrows<std::runtime_error>(
+	    [&] { ParsePullResponse(endpoint, route, PullPhase::Changes, page.next, Answer(stuck)); });
+	EXPECT_NE(error.find("cannot move"), std::string::npos) << error;
+	// Only an Id goes into SOQL: a cursor with anything else is not a keyset.
+	ExpectThrows<std::invalid_argument>([&] {
+		BuildPullRequest(endpoint, route, {}, PullPhase::Changes, PullCursor{start.since, "k:1000:0' OR Id != '"},
+		                 auth);
+	});
 }
 
 TEST(PullSalesforceParseTest, NextRecordsUrlPagesUntilDone)
@@ -592,7 +686,13 @@ TEST(PullSalesforceParseTest, NextRecordsUrlPagesUntilDone)
 	                                  Answer(first));
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, start.since);
-	EXPECT_EQ(page.next.after, "/services/data/v59.0/query/01gD0000002HU6KIAW-2000");
+	// The URL, and the keyset position this batch reached (its last record).
+	EXPECT_EQ(page.next.after,
+	          "/services/data/v59.0/query/01gD0000002HU6KIAW-2000 k:" + std::to_string(kNov24) + ":003A");
+	HttpRequest followed = BuildPullRequest(endpoint, MakeRoute("Contact", "Email__c", "delete"), {},
+	                                        PullPhase::Changes, page.next,
+	                                        BearerAuth("tok", "https://acme.my.salesforce.com"));
+	EXPECT_EQ(followed.url, "https://acme.my.salesforce.com/services/data/v59.0/query/01gD0000002HU6KIAW-2000");
 
 	Json last = {{"totalSize", 3},
 	             {"done", true},
@@ -678,6 +778,14 @@ TEST(PullSalesforceParseTest, AnExpiredQueryLocatorStartsTheQueryAgain)
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, since);
 	EXPECT_EQ(page.next.after, "") << "the query starts again from its since";
+	// Batches followed so far reached a keyset position: a new query starts after it.
+	PullCursor positioned{since, "/services/data/v59.0/query/01gXX-2000 k:1795514400000:003B"};
+	EXPECT_TRUE(PullQueryExpired(endpoint, positioned, expired));
+	page = ParsePullResponse(endpoint, MakeRoute("Contact", "Email__c", "ignore"), PullPhase::Changes, positioned,
+	                         expired);
+	EXPECT_TRUE(page.more);
+	EXPECT_EQ(page.next.since, since);
+	EXPECT_EQ(page.next.after, "k:1795514400000:003B");
 	// Not for a first page (no locator to drop), another error, or another kind.
 	EXPECT_FALSE(PullQueryExpired(endpoint, PullCursor{since, ""}, expired));
 	EXPECT_FALSE(PullQueryExpired(endpoint, paging, Answer(400, R"([{"message":"x","errorCode":"INVALID_FIELD"}])")));

@@ -39,6 +39,11 @@ ok(wait_for('all records pulled', sub { q_("SELECT count(*) FROM sf_contacts") e
 	'the query is started again and every record arrives');
 my @refused = grep { ($_->{status} // 0) == 400 } @{ double_requests($base, '/services/data/') };
 is(scalar @refused, 1, 'the expired locator was asked for once');
+# The query starts again after the last record the batches so far reached (issue 10.4 keyset),
+# not from the start of the cycle.
+my @after = grep { $_->{seq} > $refused[0]{seq} && ($_->{query}{q} // '') =~ /FROM Contact WHERE (?!IsDeleted)/ }
+	@{ double_requests($base, '/services/data/') };
+like($after[0]{query}{q} // '', qr/SystemModstamp = \S+ AND Id > '/, 'the new query starts after the position reached');
 is(q_("SELECT records_failed FROM switchboard.pull_status WHERE route = 'sf_pull'"), '0', 'nothing failed');
 
 $node->stop;
