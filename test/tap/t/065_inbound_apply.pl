@@ -115,11 +115,18 @@ hold_local("UPDATE customers SET first_name = 'Local2' WHERE email = 'ann\@x.io'
 q_(event('customers_woo', 'customer.updated', 7, 60000, { id => 7, email => 'ann@x.io', first_name => 'Remote2' }) . 'SELECT switchboard.wake()');
 ok(applied_all(), 'applied');
 is(q_("SELECT first_name FROM customers"), 'Local2', 'local: the pending local change wins');
-# remote: the event wins even when older.
+# An event older than a version of the record already applied ('Newer') is stale, a late
+# redelivery: skipped whatever the policy, so the local row never goes back to it.
 q_("UPDATE switchboard.routes SET conflict = 'remote' WHERE name = 'customers_woo'");
 q_(event('customers_woo', 'customer.updated', 7, -60000, { id => 7, email => 'ann@x.io', first_name => 'Remote3' }) . 'SELECT switchboard.wake()');
 ok(applied_all(), 'applied');
-is(q_("SELECT first_name FROM customers"), 'Remote3', 'remote: the event wins');
+is(q_("SELECT first_name FROM customers"), 'Local2', 'an event older than a version already applied is skipped');
+# remote: the event wins even when older than the pending local change.
+hold_local("INSERT INTO customers (email, first_name) VALUES ('cat\@x.io', 'CatLocal')");
+q_(event('customers_woo', 'customer.updated', 70, -60000, { id => 70, email => 'cat@x.io', first_name => 'CatRemote' }) . 'SELECT switchboard.wake()');
+ok(applied_all(), 'applied');
+is(q_("SELECT first_name FROM customers WHERE email = 'cat\@x.io'"), 'CatRemote', 'remote: the event wins even when older');
+q_("DELETE FROM switchboard.queue; DELETE FROM customers WHERE email = 'cat\@x.io'; DELETE FROM switchboard.queue");
 
 # ---- the echo of our own push ---------------------------------------------------------------
 q_("UPDATE switchboard.routes SET conflict = 'newest' WHERE name = 'customers_woo'");
