@@ -1,5 +1,6 @@
 #include "inbound/receiver.h"
 
+#include <algorithm>
 #include <netdb.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -393,6 +394,11 @@ Receiver::Receiver(const ReceiverOptions &options) : impl_(new Impl)
 		std::vector<struct MHD_OptionItem> opts;
 		opts.push_back({MHD_OPTION_SOCK_ADDR, 0, &addr});
 		opts.push_back({MHD_OPTION_CONNECTION_LIMIT, static_cast<intptr_t>(options.max_connections), nullptr});
+		// One client (a slowloris trickling header bytes inside the idle timeout) may not hold
+		// every connection; a quarter still leaves a TLS-ending proxy, one address for all
+		// senders, room enough.
+		opts.push_back({MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		                static_cast<intptr_t>(std::max(8, static_cast<int>(options.max_connections) / 4)), nullptr});
 		opts.push_back({MHD_OPTION_CONNECTION_TIMEOUT, static_cast<intptr_t>(options.timeout_s), nullptr});
 		opts.push_back({MHD_OPTION_URI_LOG_CALLBACK, reinterpret_cast<intptr_t>(&OnUri), listener.get()});
 		opts.push_back({MHD_OPTION_NOTIFY_COMPLETED, reinterpret_cast<intptr_t>(&OnCompleted), impl_.get()});

@@ -201,14 +201,18 @@ ParseWooCommerce(const Headers &headers, const std::string &body)
 	event.object_id = pull::KeyText(pull::Member(parsed, "id"));
 	if (event.object_id.empty())
 		BadBody("woocommerce body without an id", body);
-	event.deleted = EndsWith(event.type, ".deleted");
 	const Json *modified = pull::Member(parsed, "date_modified_gmt");
+	// WooCommerce signs the body only, not the topic header: a deletion is a deletion topic with
+	// a deletion's body ({"id": N}, no modification time), so a replayed body of a live record
+	// under a forged ".deleted" topic deletes nothing.
+	event.deleted = EndsWith(event.type, ".deleted") && modified == nullptr;
 	event.occurred_ms = IsoOrEpochMs(modified);
 	// The event id is the resource's state (id and modification time), not the delivery id:
 	// WooCommerce gives a retry a new X-WC-Webhook-Delivery-ID, and a replayed old body of
-	// the same state is then recognised as already applied.
-	event.event_id = (event.type.empty() ? std::string("woocommerce") : event.type) + ":" + event.object_id + "@" +
-	                 (modified != nullptr ? pull::KeyText(modified) : std::string());
+	// the same state is then recognised as already applied. Nor the (unsigned) topic: a replay
+	// under another topic would otherwise be a new event each time.
+	event.event_id = "woocommerce:" + event.object_id + "@" +
+	                 (modified != nullptr ? pull::KeyText(modified) : std::string(event.deleted ? "deleted" : ""));
 	event.resource = std::move(parsed);
 	out.events.push_back(std::move(event));
 	return out;

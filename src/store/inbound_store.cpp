@@ -32,7 +32,7 @@ TokenFor(const std::string &route)
 {
 	SpiResult found;
 	{
-		AsRole as_owner(ExtensionOwner());
+		AsRole as_owner(ExtensionOwner(), kOwnSearchPath);
 		found = SpiExec("SELECT owner::oid, direction, inbound_token FROM switchboard.routes WHERE name = $1", {route});
 	}
 	if (found.rows.empty())

@@ -433,14 +433,19 @@ VersionHash(const RemoteRecord &record)
 // earlier than the one applied, or at the same time with the same fields) is no remote change:
 // it is not applied, counted or settled against a pending local change again. Equal times
 // with other fields are applied: Salesforce stamps whole seconds, two versions can share one.
+// A deletion stamped earlier than a version applied since is dropped too (a late redelivery of
+// a webhook after the record came back). *kept: the index in records of each one returned.
 std::vector<RemoteRecord>
-NotYetApplied(const RouteDef &def, const std::vector<RemoteRecord> &records)
+NotYetApplied(const RouteDef &def, const std::vector<RemoteRecord> &records, std::vector<size_t> *kept)
 {
+	kept->clear();
+	for (size_t i = 0; i < records.size(); i++)
+		kept->push_back(i);
 	std::vector<SpiText> keys;
 	{
 		std::set<std::string> seen;
 		for (const RemoteRecord &record : records)
-			if (!record.deleted && !record.key.empty() && record.modified_ms > 0 && seen.insert(record.key).second)
+			if (!record.key.empty() && record.modified_ms > 0 && seen.insert(record.key).second)
 				keys.emplace_back(record.key);
 	}
 	if (keys.empty())
@@ -460,14 +465,20 @@ NotYetApplied(const RouteDef &def, const std::vector<RemoteRecord> &records)
 	if (applied.empty())
 		return records;
 	std::vector<RemoteRecord> fresh;
-	for (const RemoteRecord &record : records) {
+	kept->clear();
+	for (size_t i = 0; i < records.size(); i++) {
+		const RemoteRecord &record = records[i];
 		auto known = applied.find(record.key);
-		bool again = !record.deleted && record.modified_ms > 0 && known != applied.end() &&
-		             known->second.remote_id == record.remote_id &&
+		// A deletion older than a version applied since (a webhook redelivered a day late, after
+		// the record was restored) is as stale as an older version.
+		bool again = record.modified_ms > 0 && known != applied.end() && known->second.remote_id == record.remote_id &&
 		             (record.modified_ms < known->second.ms ||
-		              (record.modified_ms == known->second.ms && known->second.hash == VersionHash(record)));
-		if (!again)
+		              (!record.deleted && record.modified_ms == known->second.ms &&
+		               known->second.hash == VersionHash(record)));
+		if (!again) {
 			fresh.push_back(record);
+			kept->push_back(i);
+		}
 	}
 	return fresh;
 }
@@ -477,7 +488,9 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
                    long http_status, std::vector<RecordFailure> *failures)
 {
 	PullCounts counts;
-	const std::vector<RemoteRecord> records = NotYetApplied(def, page_records);
+	// kept: each record's index in page_records, which failures name.
+	std::vector<size_t> kept;
+	const std::vector<RemoteRecord> records = NotYetApplied(def, page_records, &kept);
 	std::vector<PullColumn> columns = LoadPullColumns(def);
 	ApplySql sql = BuildApplySql(def, columns);
 	// Remote fields both pushed and pulled: what an echo of our own push is recognised by.
@@ -600,7 +613,7 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 				Log(def.name, record.key.empty() ? SpiText(record.remote_id) : SpiText(record.key), "pull_failed",
 				    Num(http_status), std::nullopt, std::string(e.what()));
 				if (failures)
-					failures->push_back(RecordFailure{index, e.what()});
+					failures->push_back(RecordFailure{kept[index], e.what()});
 				break;
 			}
 		}

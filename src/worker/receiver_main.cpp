@@ -275,9 +275,14 @@ SB_BGWORKER_MAIN(switchboard_receiver_main)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(setting_inbound_database, nullptr, 0);
 	pgstat_report_appname("switchboard receiver");
-	// Its own statements resolve names in pg_catalog only. synchronous_commit stays as the
-	// server has it: an answer 2xx promises the events are durable.
+	// Its own statements resolve names in pg_catalog only. An answer 2xx promises the events
+	// are durable: synchronous_commit off or local (set for the database or its owner with
+	// ALTER ... SET, which the connection applied) would acknowledge before the WAL is flushed.
+	// A remote_* level (a synchronous standby) is kept.
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+	const char *sync = GetConfigOption("synchronous_commit", false, false);
+	if (sync && (strcmp(sync, "off") == 0 || strcmp(sync, "local") == 0))
+		SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
 	Serve();
 	// Returning ends the process with proc_exit(0), once Serve's objects are destroyed.
 }

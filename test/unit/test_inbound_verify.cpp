@@ -280,7 +280,12 @@ TEST(InboundEventsTest, WooCommerceBodyIsTheResource)
 	const Event &event = parsed.events[0];
 	EXPECT_EQ(event.object_id, "42");
 	EXPECT_EQ(event.type, "order.updated");
-	EXPECT_EQ(event.event_id, "order.updated:42@2026-11-24T10:00:00");
+	EXPECT_EQ(event.event_id, "woocommerce:42@2026-11-24T10:00:00");
+	// The topic is not signed: another topic on the same body is the same event, and a live
+	// record's body under a deletion topic is no deletion.
+	Parsed forged = ParseEvents(Scheme::WooCommerce, {{"x-wc-webhook-topic", "order.deleted"}}, kWooBody);
+	EXPECT_EQ(forged.events.at(0).event_id, event.event_id);
+	EXPECT_FALSE(forged.events.at(0).deleted);
 	EXPECT_EQ(event.occurred_ms, kNow);
 	EXPECT_FALSE(event.read_back);
 	EXPECT_EQ(event.resource["billing"]["email"], "a@b.c");

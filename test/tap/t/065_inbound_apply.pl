@@ -146,10 +146,29 @@ q_("DELETE FROM switchboard.queue");
 
 # ---- a deletion applies to the remote id the route knows -----------------------------------
 q_("UPDATE switchboard.routes SET on_delete = 'delete' WHERE name = 'customers_woo'");
-q_(event('customers_woo', 'customer.deleted', 999, 0, { id => 999 }) . event('customers_woo', 'customer.deleted', 7, 0, { id => 7 })
+q_(event('customers_woo', 'customer.deleted', 7, -60000, { id => 7 }) . 'SELECT switchboard.wake()');
+ok(applied_all(), 'applied');
+is(q_("SELECT count(*) FROM customers WHERE email = 'ann\@x.io'"), '1', 'a deletion older than a version applied since deletes nothing');
+# (Stamped after the versions above, some of which were stamped a minute ahead: a deletion
+# older than a version applied since is a late redelivery and deletes nothing.)
+q_(event('customers_woo', 'customer.deleted', 999, 120000, { id => 999 }) . event('customers_woo', 'customer.deleted', 7, 120000, { id => 7 })
 	. 'SELECT switchboard.wake()');
 ok(applied_all(), 'applied');
 is(q_("SELECT string_agg(email, ',' ORDER BY email) FROM customers"), 'bob@x.io', 'the known customer is deleted, an unknown id deletes nothing');
+
+# ---- a stale version and a bad record in one batch: each event is settled as its own ------------
+q_(event('orders_woo', 'order.updated', 600, 0, { id => 600, status => 'processing', total => '6' }) . 'SELECT switchboard.wake()');
+ok(applied_all(), 'order 600 applied');
+q_('BEGIN; ' . event('orders_woo', 'order.updated', 600, -60000, { id => 600, status => 'stale', total => '5' }, event_id => 'stale600')
+	. event('orders_woo', 'order.created', 601, 0, { id => 601, status => 'processing', total => 'lots' }, event_id => 'bad601')
+	. 'COMMIT; SELECT switchboard.wake()');
+ok(wait_for('both settled', sub { q_("SELECT count(*) FROM switchboard.inbound_events WHERE event_id IN ('stale600', 'bad601') "
+	. "AND (applied_at IS NOT NULL OR attempts > 0)") eq '2' }, 30), 'both events settled');
+is(q_("SELECT string_agg(event_id || ':' || (last_error IS NULL), ',' ORDER BY event_id) FROM switchboard.inbound_events "
+	. "WHERE event_id IN ('stale600', 'bad601')"), 'bad601:false,stale600:true',
+	'the bad record\'s event carries its error, the stale version\'s does not');
+is(q_("SELECT status FROM orders WHERE id = 600"), 'processing', 'the stale version was not applied');
+q_("DELETE FROM switchboard.inbound_events WHERE event_id = 'bad601'");
 
 # ---- a bad record fails alone -----------------------------------------------------------------
 q_('BEGIN; ' . event('orders_woo', 'order.created', 502, 0, { id => 502, status => 'processing', total => 'lots' })
