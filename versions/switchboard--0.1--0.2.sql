@@ -803,7 +803,7 @@ COMMENT ON FUNCTION switchboard.inbound_token(text) IS
 CREATE FUNCTION switchboard.rotate_inbound_token(route text) RETURNS text
 	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_rotate_inbound_token';
 COMMENT ON FUNCTION switchboard.rotate_inbound_token(text) IS
-	'Gives the route a new inbound token and returns it (the old one stops receiving at once); needs the privileges of the route''s owner';
+	'Gives the route a new inbound token and returns it (the receiver stops taking the old one within 5 s); needs the privileges of the route''s owner';
 
 -- One row per received event. A redelivery of the same event (same route and event_id) is
 -- stored once (INSERT ... ON CONFLICT DO NOTHING). The receiver writes every column up to
