@@ -162,9 +162,17 @@ public:
 		std::string listening = ListenSettings();
 		std::vector<WaitEvent> events(nevents);
 		while (!stop_requested) {
-			receiver_.Run();
-			Serve(receiver_.TakeReceived());
-			receiver_.Run(); // sends the answers just resumed
+			// Passes of MHD until one hands over no new request; the answers of the requests
+			// served go out in the pass after. Never a pass after the last look at what came
+			// in: a request it read (a connection accepted in one pass is read in the next)
+			// would wait there for the wait's timeout (1 s), its socket event already consumed.
+			for (;;) {
+				receiver_.Run();
+				std::vector<inbound::Received> got = receiver_.TakeReceived();
+				if (got.empty())
+					break;
+				Serve(std::move(got));
+			}
 			long timeout = receiver_.TimeoutMs();
 			if (timeout < 0 || timeout > 1000)
 				timeout = 1000;

@@ -268,6 +268,20 @@ is(q_("SELECT count(*) FROM switchboard.inbound_events WHERE object_id = '10'"),
 is(q_("SELECT first_name || ' ' || updates FROM customers WHERE id = 10"), 'Dave 0', 'applied once');
 is(q_("SELECT count(*) FROM customers"), '3', 'no other row appeared');
 
+# ---- promptness ------------------------------------------------------------------------
+# Answered as soon as committed: a new connection whose request came with it is read in the
+# receiver's pass after the one that accepted it, and must not wait for the next wake-up (1 s).
+my @answer_ms;
+for my $n (1 .. 9) {
+	my $t0 = time;
+	my $r = woo({ id => 100 + $n, email => "quick$n\@x.io", first_name => 'Q', date_modified_gmt => '2026-12-03T10:00:00' });
+	push @answer_ms, (time - $t0) * 1000;
+	die "quick request $n: $r->{status}" unless $r->{status} == 200;
+}
+@answer_ms = sort { $a <=> $b } @answer_ms;
+ok($answer_ms[4] < 200, sprintf('a signed request on a new connection is answered at commit, not at the next wake-up (median %.0f ms)', $answer_ms[4]));
+
+
 # ---- HTTPS: listen_certificate and listen_key (reloaded: the receiver restarts with them) ----
 my $dir = PostgreSQL::Test::Utils::tempdir();
 system('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
