@@ -931,3 +931,21 @@ BEGIN
 		                   AND NOT a.attisdropped AND a.attname OPERATOR(pg_catalog.<>) 'inbound_token'), grantee);
 	END LOOP;
 END $$;
+
+-- The C functions a role calls (and the triggers on the configuration tables) run their own
+-- lookups with the catalog's operators only: under the caller's search_path an operator planted
+-- ahead of pg_catalog (=(text,text) in a schema the caller owns) made them read another owner's
+-- route or secret as the caller's.
+ALTER FUNCTION switchboard._validate() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard._sync_capture() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard._tie_to_extension(oid) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.resync(text, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.render(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.preview(text, text, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.wake() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard._start_worker() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.retry(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.retry(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.discard(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.inbound_token(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION switchboard.rotate_inbound_token(text) SET search_path = pg_catalog, pg_temp;

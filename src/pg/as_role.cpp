@@ -51,7 +51,10 @@ AsRole::~AsRole()
 		try {
 			Guarded([] { LockReleaseSession(USER_LOCKMETHOD); });
 		} catch (const std::exception &e) {
-			Report(LOG, std::string("switchboard: could not release advisory locks: ") + e.what());
+			try { // a destructor must not throw: the log line is given up rather than the process
+				Report(LOG, std::string("switchboard: could not release advisory locks: ") + e.what());
+			} catch (...) {
+			}
 		}
 	}
 	// In reverse order of the constructor.

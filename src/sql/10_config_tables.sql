@@ -90,10 +90,10 @@ SELECT pg_catalog.pg_extension_config_dump('switchboard.steps', '');
 
 -- Validation at write time (C): the error names the table, the row and the reason.
 CREATE FUNCTION switchboard._validate() RETURNS trigger
-	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_validate';
+	LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_validate';
 -- Attach/detach capture triggers after a route or one of its filters changes (C).
 CREATE FUNCTION switchboard._sync_capture() RETURNS trigger
-	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_sync_capture';
+	LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_sync_capture';
 
 -- Deletes are checked too: only a role with the owner's privileges may remove a route, its
 -- mappings and filters, an endpoint or a secret.

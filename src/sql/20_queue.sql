@@ -87,7 +87,7 @@ CREATE EVENT TRIGGER switchboard_source_dropped ON sql_drop
 -- Every capture trigger, whether attached by switchboard or recreated by a restore, is tied to
 -- the extension (an automatic dependency), so DROP EXTENSION removes it.
 CREATE FUNCTION switchboard._tie_to_extension(trigger_oid oid) RETURNS void
-	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_tie_to_extension';
+	LANGUAGE c STRICT SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_tie_to_extension';
 CREATE FUNCTION switchboard._on_trigger_created() RETURNS event_trigger
 	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -111,6 +111,6 @@ CREATE EVENT TRIGGER switchboard_capture_created ON ddl_command_end WHEN TAG IN 
 
 -- Queues the rows that exist already, as capture would have (C).
 CREATE FUNCTION switchboard.resync(route text, where_clause text DEFAULT NULL) RETURNS bigint
-	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_resync';
+	LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_resync';
 COMMENT ON FUNCTION switchboard.resync(text, text) IS
 	'Enqueue the current state of existing rows of the route''s source (all, or those matching where_clause) that pass its filters';

@@ -53,7 +53,7 @@ COMMENT ON VIEW switchboard.dead_letters IS 'Changes that will not be delivered 
 
 -- The exact request a queued change becomes, rendered on read (errors included).
 CREATE FUNCTION switchboard.render(change_id bigint) RETURNS jsonb
-	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_render';
+	LANGUAGE c STRICT SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_render';
 
 CREATE VIEW switchboard.outbox AS
 SELECT id, route, op, state, attempts, captured_at, next_attempt_at, last_error,
@@ -64,6 +64,6 @@ COMMENT ON VIEW switchboard.outbox IS 'Captured changes waiting for delivery, ea
 
 -- The request a row of a route's source would become now, before anything is queued.
 CREATE FUNCTION switchboard.preview(route text, key text, op text DEFAULT 'update') RETURNS jsonb
-	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_preview';
+	LANGUAGE c STRICT SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_preview';
 COMMENT ON FUNCTION switchboard.preview(text, text, text) IS
 	'The exact request that would be sent for the row with this key now (secrets masked), and whether filters let it through';

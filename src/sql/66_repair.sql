@@ -142,14 +142,14 @@ END $$;
 
 -- What DBAs and configuration roles call (see the top of this file).
 CREATE FUNCTION switchboard.retry(route text DEFAULT NULL) RETURNS bigint
-	LANGUAGE c AS 'MODULE_PATHNAME', 'switchboard_retry_route';
+	LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_retry_route';
 COMMENT ON FUNCTION switchboard.retry(text) IS
 	'Re-queue every dead letter (of one route, or of all routes the caller may repair); returns how many';
 CREATE FUNCTION switchboard.retry(id bigint) RETURNS boolean
-	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_retry_one';
+	LANGUAGE c STRICT SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_retry_one';
 COMMENT ON FUNCTION switchboard.retry(bigint) IS 'Re-queue one dead letter (a change, or a failed run at its failed step)';
 CREATE FUNCTION switchboard.discard(id bigint) RETURNS boolean
-	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_discard_one';
+	LANGUAGE c STRICT SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_discard_one';
 COMMENT ON FUNCTION switchboard.discard(bigint) IS 'Drop a dead letter on purpose (recorded in deliveries)';
 
 

@@ -27,11 +27,11 @@ CREATE TRIGGER inbound_token BEFORE INSERT OR UPDATE ON switchboard.routes
 -- The token, to a role with the privileges of the route's owner (nobody else may read the
 -- column: see grant_admin). C, not SECURITY DEFINER: it checks the calling role's privileges.
 CREATE FUNCTION switchboard.inbound_token(route text) RETURNS text
-	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_inbound_token';
+	LANGUAGE c STRICT SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_inbound_token';
 COMMENT ON FUNCTION switchboard.inbound_token(text) IS
 	'The route''s inbound token (POST /inbound/{token}); needs the privileges of the route''s owner';
 CREATE FUNCTION switchboard.rotate_inbound_token(route text) RETURNS text
-	LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'switchboard_rotate_inbound_token';
+	LANGUAGE c STRICT SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'switchboard_rotate_inbound_token';
 COMMENT ON FUNCTION switchboard.rotate_inbound_token(text) IS
 	'Gives the route a new inbound token and returns it (the receiver stops taking the old one within 5 s); needs the privileges of the route''s owner';
 
