@@ -8,6 +8,7 @@
 
 #include "capture/enqueue.h"
 #include "delivery/retry_policy.h"
+#include "http/exact_json.h"
 #include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
@@ -320,7 +321,13 @@ MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *f
 			text = r.rows.empty() ? std::nullopt : r.rows[0][0];
 		}
 		sub.Commit();
-		*fields = Json::parse(text.value_or("{}"));
+		*fields = ParseKeepingDigits(text.value_or("{}"));
+		if (fields->is_discarded()) {
+			*error = "mappings: the mapped fields cannot be sent as JSON (a number beyond a double's range, or text "
+			         "that is not UTF-8)";
+			*transient = false;
+			return false;
+		}
 		return true;
 	} catch (const PgError &e) {
 		*error = "mappings: " + std::string(e.what());

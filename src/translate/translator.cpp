@@ -1,4 +1,5 @@
 #include "translate/translator.h"
+#include "http/exact_json.h"
 
 #include "pg/boundary.h"
 #include "pg/as_role.h"
@@ -85,15 +86,16 @@ TryQuery(const std::string &sql, const std::vector<SpiText> &args, SpiResult *ou
 	}
 }
 
-// The translated fields as JSON. jsonb can hold what nlohmann refuses (a number beyond a
-// double, text that is not UTF-8 in a LATIN1 database): that row fails, alone.
+// The translated fields as JSON, every digit kept (a number a double would round goes out as
+// its exact text). jsonb can hold what JSON text cannot be read back from (a number beyond a
+// double's range, text that is not UTF-8 in a LATIN1 database): that row fails, alone.
 bool
 ParseFields(const SpiText &text, Translation *t)
 {
-	Json fields = Json::parse(text.value_or("{}"), nullptr, false);
+	Json fields = ParseKeepingDigits(text.value_or("{}"));
 	if (fields.is_discarded()) {
 		t->status = Translation::Status::Failed;
-		t->error = "the mapped fields cannot be sent as JSON (a number too large for a double, or text that is not "
+		t->error = "the mapped fields cannot be sent as JSON (a number beyond a double's range, or text that is not "
 		           "UTF-8)";
 		return false;
 	}
