@@ -187,13 +187,23 @@ HubSpotSince(const PullCursor &cursor)
 //   "t:<M>"         times >= M, by time: M is the newest time of the last page, whose records
 //                   stamped M are read again (the order among them is unknown);
 //   "ms:<M>:<id>"   a full page shared one millisecond M: M's records by id, after id;
+//   "n:<M>:<ids>"   times > M, or = M and an object id not among <ids> (comma-separated): the
+//                   ids of M's records read so far, so that none is read again (at most
+//                   kHubSpotNotInValues; more, and M is read again or walked by id);
 //   "gt:<M>"        M's records were walked by id: times > M, by time.
 // Anything else (a HubSpot offset stored by an older version) starts the cycle again.
 struct KeysetAfter {
-	enum Kind { Start, From, Tie, Past } kind = Start;
+	enum Kind { Start, From, Seen, Tie, Past } kind = Start;
 	int64_t ms = 0;
 	int64_t id = 0;
+	std::set<int64_t> seen_ids; // Seen
 };
+
+// The most ids one NOT_IN filter of a position "n:" carries. Records written by one request
+// share a modification time (a batch of 100), so a page of 200 usually ends amid one batch:
+// without the ids, the next search would read that batch again and a full pull would cost up
+// to twice the searches HubSpot allows.
+constexpr size_t kHubSpotNotInValues = 100;
 
 KeysetAfter
 ParseKeysetAfter(const std::string &after)
@@ -208,6 +218,18 @@ ParseKeysetAfter(const std::string &after)
 		auto colon = after.find(':', 3);
 		if (colon != std::string::npos && ParseDecimal(after.substr(3, colon - 3), &k.ms) && number(colon + 1, &k.id))
 			k.kind = KeysetAfter::Tie;
+	} else if (after.compare(0, 2, "n:") == 0) {
+		auto colon = after.find(':', 2);
+		bool ok = colon != std::string::npos && ParseDecimal(after.substr(2, colon - 2), &k.ms);
+		for (size_t at = colon + 1; ok && at <= after.size();) {
+			size_t comma = std::min(after.find(',', at), after.size());
+			int64_t id = 0;
+			ok = ParseDecimal(after.substr(at, comma - at), &id) && k.seen_ids.size() < kHubSpotNotInValues;
+			k.seen_ids.insert(id);
+			at = comma + 1;
+		}
+		if (ok && !k.seen_ids.empty())
+			k.kind = KeysetAfter::Seen;
 	}
 	if (k.kind == KeysetAfter::Start)
 		k = KeysetAfter();
@@ -235,6 +257,7 @@ HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::v
 		return filter;
 	};
 	nlohmann::ordered_json filters = nlohmann::ordered_json::array();
+	nlohmann::ordered_json or_group; // a second filter group (OR), for Seen
 	std::string sort_by = modified;
 	const KeysetAfter at = ParseKeysetAfter(cursor.after);
 	switch (at.kind) {
@@ -252,6 +275,17 @@ HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::v
 		filters.push_back(condition("hs_object_id", "GT", std::to_string(at.id)));
 		sort_by = "hs_object_id";
 		break;
+	case KeysetAfter::Seen: {
+		filters.push_back(condition(modified, "GT", std::to_string(at.ms)));
+		nlohmann::ordered_json not_in;
+		not_in["propertyName"] = "hs_object_id";
+		not_in["operator"] = "NOT_IN";
+		not_in["values"] = nlohmann::ordered_json::array();
+		for (int64_t id : at.seen_ids)
+			not_in["values"].push_back(std::to_string(id));
+		or_group["filters"] = nlohmann::ordered_json::array({condition(modified, "EQ", std::to_string(at.ms)), not_in});
+		break;
+	}
 	case KeysetAfter::Past:
 		filters.push_back(condition(modified, "GT", std::to_string(at.ms)));
 		break;
@@ -261,6 +295,8 @@ HubSpotChangesRequest(const Endpoint &endpoint, const Route &route, const std::v
 	sort["direction"] = "ASCENDING";
 	nlohmann::ordered_json body;
 	body["filterGroups"] = nlohmann::ordered_json::array({{{"filters", filters}}});
+	if (!or_group.is_null())
+		body["filterGroups"].push_back(or_group);
 	body["sorts"] = nlohmann::ordered_json::array({sort});
 	body["properties"] = properties;
 	body["limit"] = kHubSpotSearchLimit;
@@ -419,15 +455,39 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 		return page;
 	}
 	bool below = false; // a record older than the newest time: a page from that time moves on
-	for (const auto &record : page.records)
+	// The ids of the newest time's records read so far (those of earlier pages at that time too).
+	std::set<int64_t> at_newest;
+	if (at.kind == KeysetAfter::Seen && at.ms == newest)
+		at_newest = at.seen_ids;
+	bool ids_readable = true;
+	for (const auto &record : page.records) {
 		if (record.modified_ms > 0 && record.modified_ms < newest)
 			below = true;
-	if (below)
+		int64_t id = 0;
+		if (record.modified_ms == newest) {
+			if (ParseDecimal(record.remote_id, &id))
+				at_newest.insert(id);
+			else
+				ids_readable = false;
+		}
+	}
+	// (A page all of one time, of a search not already at that time, is a bulk import's: walked
+	// by id below, as its records may be many more than one NOT_IN carries.)
+	const bool continued = at.kind == KeysetAfter::Seen && at.ms == newest;
+	if (newest > 0 && (below || continued) && ids_readable && !at_newest.empty() &&
+	    at_newest.size() <= kHubSpotNotInValues) {
+		// Past the records of the newest time read so far, none of them read again.
+		std::string ids;
+		for (int64_t id : at_newest)
+			ids += (ids.empty() ? "" : ",") + std::to_string(id);
+		page.next.after = "n:" + std::to_string(newest) + ":" + ids;
+	} else if (below) {
 		page.next.after = "t:" + std::to_string(newest);
-	else
+	} else {
 		// The whole page shares one millisecond: a search from it would answer this page
 		// again, forever (a bulk import). Walk that millisecond's records by id instead.
 		page.next.after = "ms:" + std::to_string(newest) + ":0";
+	}
 	// No readable time, or none past where this search started (a remote ignoring the filter):
 	// a next page would be this one again, an error the route backs off on, never a loop.
 	if (newest <= 0 || (at.kind != KeysetAfter::Start && newest < at.ms) ||

@@ -596,6 +596,8 @@ class HubSpot:
             return str(v)
 
         if op in ("IN", "NOT_IN"):
+            if len(f.get("values") or []) > 100:   # the most values switchboard assumes HubSpot takes
+                raise ValueError("at most 100 values in an %s filter" % op)
             vals = [conv(v) for v in f.get("values") or []]
             return (actual in vals) == (op == "IN")
         value = conv(f.get("value"))

@@ -1393,8 +1393,10 @@ TEST_F(DispatcherTest, FetchPullsAHubSpotSearchPageByPage)
 	EXPECT_EQ(searches[0].headers.at("authorization"), "Bearer hs-secret");
 	Json second = Json::parse(searches[1].body);
 	EXPECT_FALSE(second.contains("after"));
+	// Past the first page's newest time, or at it and not the record read at it.
 	EXPECT_EQ(second["filterGroups"][0]["filters"][0],
-	          (Json{{"propertyName", "lastmodifieddate"}, {"operator", "GTE"}, {"value", "1795514400150"}}));
+	          (Json{{"propertyName", "lastmodifieddate"}, {"operator", "GT"}, {"value", "1795514400150"}}));
+	EXPECT_EQ(second["filterGroups"][1]["filters"][1]["operator"], "NOT_IN");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -383,13 +383,17 @@ TEST(PullHubSpotParseTest, PagesByKeysetFromTheNewestTimeOfThePage)
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.records.size(), 2u);
 	EXPECT_EQ(page.next.since, "1000"); // the cycle is still being paged
-	// From the newest time of the page: records sharing it come again (their order is unknown).
-	EXPECT_EQ(page.next.after, "t:1795514400900");
+	// Past the newest time of the page, or at it and not one of the ids read at it (their
+	// order is unknown; none is read again).
+	EXPECT_EQ(page.next.after, "n:1795514400900:2");
 	Json sent = Json::parse(
 	    BuildPullRequest(endpoint, route, {}, PullPhase::Changes, page.next, BearerAuth("pat")).body);
 	EXPECT_FALSE(sent.contains("after"));
-	EXPECT_EQ(sent["filterGroups"][0]["filters"][0],
-	          (Json{{"propertyName", "lastmodifieddate"}, {"operator", "GTE"}, {"value", "1795514400900"}}));
+	EXPECT_EQ(sent["filterGroups"], Json::parse(R"([
+	    {"filters": [{"propertyName": "lastmodifieddate", "operator": "GT", "value": "1795514400900"}]},
+	    {"filters": [{"propertyName": "lastmodifieddate", "operator": "EQ", "value": "1795514400900"},
+	                 {"propertyName": "hs_object_id", "operator": "NOT_IN", "values": ["2"]}]}])"));
+	EXPECT_EQ(sent["sorts"][0]["propertyName"], "lastmodifieddate");
 	// Far past HubSpot's 10,000-result cap, each page is the first of a new search.
 	Json next = {{"results",
 	              {HubSpotResult("2", {{"email", "b@x.io"}, {"lastmodifieddate", "1795514400900"}}),
@@ -398,13 +402,72 @@ TEST(PullHubSpotParseTest, PagesByKeysetFromTheNewestTimeOfThePage)
 	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next, Answer(next));
 	EXPECT_TRUE(page.more);
 	EXPECT_EQ(page.next.since, "1000");
-	EXPECT_EQ(page.next.after, "t:1795514400950");
+	EXPECT_EQ(page.next.after, "n:1795514400950:3");
 	// The last page: the cycle ends at the newest time seen, even when the page is empty.
 	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
 	                         Answer(Json{{"total", 0}, {"results", Json::array()}}));
 	EXPECT_FALSE(page.more);
 	EXPECT_EQ(page.next.since, "1795514400950");
 	EXPECT_EQ(page.next.after, "");
+}
+
+TEST(PullHubSpotParseTest, TheIdsReadAtTheNewestTimeAreKeptAcrossPagesUpToTheNotInLimit)
+{
+	Endpoint endpoint = MakeEndpoint("hubspot", "https://api.hubapi.com", "pat");
+	const Route route = MakeRoute("contacts", "email", "delete");
+	auto full = [](Json results) {
+		return Json{{"results", std::move(results)}, {"paging", {{"next", {{"after", "200"}}}}}};
+	};
+	// A page ending amid a batch stamped 5000 (ids 7 and 9 read), then one more of it (11) and a
+	// record of 4000 (out of order: one sort rule, a remote's own order within a time): the ids
+	// at 5000 accumulate, so neither 7 nor 9 is asked for again.
+	PullPage page = ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"1000", ""},
+	                                  Answer(full({HubSpotResult("3", {{"lastmodifieddate", "4000"}}),
+	                                               HubSpotResult("9", {{"lastmodifieddate", "5000"}}),
+	                                               HubSpotResult("7", {{"lastmodifieddate", "5000"}})})));
+	EXPECT_EQ(page.next.after, "n:5000:7,9");
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
+	                         Answer(full({HubSpotResult("11", {{"lastmodifieddate", "5000"}})})));
+	EXPECT_EQ(page.next.after, "n:5000:7,9,11");
+	// A newer time: only its own ids.
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
+	                         Answer(full({HubSpotResult("12", {{"lastmodifieddate", "5000"}}),
+	                                      HubSpotResult("5", {{"lastmodifieddate", "6000"}})})));
+	EXPECT_EQ(page.next.after, "n:6000:5");
+	// A remote that ignores the NOT_IN answers the same records: an error, never a loop.
+	std::string error = ExpectThrows<std::runtime_error>([&] {
+		ParsePullResponse(endpoint, route, PullPhase::Changes, page.next,
+		                  Answer(full({HubSpotResult("5", {{"lastmodifieddate", "6000"}})})));
+	});
+	EXPECT_NE(error.find("cannot move"), std::string::npos) << error;
+	// More ids at one time than one NOT_IN carries: that time is read again from its start
+	// (t:), or, when the page holds nothing older, walked by id.
+	Json many = Json::array({HubSpotResult("1", {{"lastmodifieddate", "100"}})});
+	for (int id = 1000; id < 1101; id++)
+		many.push_back(HubSpotResult(std::to_string(id), {{"lastmodifieddate", "7000"}}));
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"0", ""}, Answer(full(many)));
+	EXPECT_EQ(page.next.after, "t:7000");
+	many.erase(many.begin());
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"0", ""}, Answer(full(many)));
+	EXPECT_EQ(page.next.after, "ms:7000:0");
+	// An id that is not a number at the newest time: read again from that time.
+	page = ParsePullResponse(endpoint, route, PullPhase::Changes, PullCursor{"0", ""},
+	                         Answer(full({HubSpotResult("1", {{"lastmodifieddate", "100"}}),
+	                                      HubSpotResult("x", {{"lastmodifieddate", "200"}}, "x")})));
+	EXPECT_EQ(page.next.after, "t:200");
+	// A position with more ids than allowed, or junk, starts the cycle again (never a filter of
+	// unbounded size).
+	std::string ids;
+	for (int id = 0; id < 101; id++)
+		ids += (id ? "," : "") + std::to_string(id);
+	for (const std::string &after :
+	     {"n:5000:" + ids, std::string("n:5000:"), std::string("n:5000:1,,2"), std::string("n:x:1")}) {
+		Json sent = Json::parse(
+		    BuildPullRequest(endpoint, route, {}, PullPhase::Changes, PullCursor{"1000", after}, BearerAuth("pat"))
+		        .body);
+		EXPECT_EQ(sent["filterGroups"].size(), 1u) << after;
+		EXPECT_EQ(sent["filterGroups"][0]["filters"][0]["operator"], "GTE") << after;
+	}
 }
 
 TEST(PullHubSpotParseTest, AWindowOfOneMillisecondIsWalkedByIdNotLoopedOn)
