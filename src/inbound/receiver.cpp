@@ -150,6 +150,14 @@ Decide(const RouteTarget &target, const Request &request, int64_t now_ms)
 		out.error = v.error.empty() ? "signature refused" : v.error;
 		return out;
 	}
+	// What cannot be stored is refused here, 400, before storage: stored with the other requests
+	// of its turn, it would fail them all (one transaction), and the same again on each retry.
+	// JSON is UTF-8, and the error texts below quote the body.
+	if (!ValidUtf8(request.body)) {
+		out.status = 400;
+		out.error = "the body is not valid UTF-8";
+		return out;
+	}
 	try {
 		Parsed parsed = ParseEvents(target.scheme, request.headers, request.body);
 		out.events = std::move(parsed.events);
@@ -157,6 +165,15 @@ Decide(const RouteTarget &target, const Request &request, int64_t now_ms)
 		out.status = 400;
 		out.error = e.what();
 		return out;
+	}
+	for (const Event &event : out.events) {
+		std::string why = Unstorable(event);
+		if (!why.empty()) {
+			out.events.clear();
+			out.status = 400;
+			out.error = why;
+			return out;
+		}
 	}
 	out.status = 200;
 	return out;
