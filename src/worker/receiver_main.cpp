@@ -129,6 +129,9 @@ public:
 		return it == targets_.end() ? nullptr : &it->second;
 	}
 
+	// The next Find reads the routes again (a store failed: the route may have been renamed).
+	void Invalidate() { loaded_ms_ = -1000000; }
+
 private:
 	static constexpr int64_t kRefreshMs = 5000;
 	static constexpr int64_t kMissReloadMs = 1000;
@@ -254,6 +257,7 @@ private:
 				j.last_error = "the database refused the event: " + error;
 			} else {
 				Report(LOG, "switchboard receiver: could not store a request for route " + a.item.route + ": " + error);
+				targets_.Invalidate(); // e.g. the route was renamed or deleted since they were read
 			}
 		}
 		return any;
