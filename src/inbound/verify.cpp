@@ -229,6 +229,19 @@ ParseStandard(const Headers &headers, const std::string &body)
 	event.type = pull::KeyText(pull::Member(parsed, "type"));
 	event.deleted = EndsWith(event.type, ".delete") || EndsWith(event.type, ".deleted");
 	event.occurred_ms = IsoOrEpochMs(pull::Member(parsed, "timestamp"));
+	// A body without a time (the payload's "timestamp" is only a SHOULD of the specification):
+	// the signed webhook-timestamp, when the sender signed this delivery, so that an older event
+	// delivered after a newer one (in parallel, or held back on the way) is recognised as older.
+	// Ties (whole seconds) go by arrival order, as for any two events of one time: the ids
+	// Standard Webhooks senders draw (msg_<KSUID>) are ordered only to the second themselves.
+	// A sender that retries an older event after a newer one succeeded signs the retry anew; only
+	// a time in the body orders that.
+	if (event.occurred_ms <= 0) {
+		int64_t sent_s = 0;
+		if (ParseTimestamp(HeaderValue(headers, "webhook-timestamp"), &sent_s) && sent_s > 0 &&
+		    sent_s <= INT64_MAX / 1000)
+			event.occurred_ms = sent_s * 1000;
+	}
 	const Json *data = pull::Member(parsed, "data");
 	if (data == nullptr || !data->is_object())
 		BadBody("webhook body without a data object", body);

@@ -84,9 +84,9 @@ sub woo_customer
 my $sw_serial = 0;
 sub standard_raw
 {
-	my ($body) = @_;
+	my ($body, $ts) = @_;
 	my $id = 'msg_' . ++$sw_serial;
-	my $ts = int(time);
+	$ts //= int(time);
 	return raw_request($token{accounts_sf}, $body, "webhook-id: $id", "webhook-timestamp: $ts",
 		'webhook-signature: v1,' . b64_hmac("$id.$ts.$body", $whsec_key));
 }
@@ -201,6 +201,24 @@ like(q_("SELECT last_error FROM switchboard.inbound_status WHERE route = 'custom
 q_('DROP TRIGGER refuse_some ON switchboard.inbound_events');
 @again = statuses(send_all(woo_customer(22, 'Later')));
 is($again[0], 200, 'the retried request is stored once the database takes it');
+
+# ---- 3. a Standard Webhooks event whose body has no time -----------------------------------
+# Its time is the signed webhook-timestamp: an older event delivered after a newer one of the
+# same record (a sender delivering in parallel, a proxy holding one back) does not overwrite it.
+# Before, such an event had no time at all, and the last to arrive won.
+sub account { return encode_json({ type => 'account.updated', data => { id => 'sf9', External_Id__c => 'a9', LastName => $_[0] } }); }
+my $now = int(time);
+@again = statuses(send_all(standard_raw(account('Newer'), $now)));
+is($again[0], 200, 'standard webhooks without a body timestamp: the newer event is accepted');
+ok(wait_for('newer applied', sub { q_("SELECT last_name FROM accounts WHERE ext_id = 'a9'") eq 'Newer' }, 30), 'and applied');
+@again = statuses(send_all(standard_raw(account('Older'), $now - 60)));
+is($again[0], 200, 'the older one, signed a minute before and delivered after it, is accepted');
+ok(wait_for('older settled', sub { q_("SELECT count(*) FROM switchboard.inbound_events WHERE route = 'accounts_sf' AND object_id = 'sf9' AND applied_at IS NULL") eq '0' }, 30),
+	'and settled');
+is(q_("SELECT last_name FROM accounts WHERE ext_id = 'a9'"), 'Newer', 'without overwriting the newer one');
+is(q_("SELECT string_agg(to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ',' ORDER BY id) FROM switchboard.inbound_events WHERE object_id = 'sf9'"),
+	q_("SELECT to_char(to_timestamp($now) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ',' || to_char(to_timestamp($now - 60) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"),
+	'each event\'s occurred_at is its webhook-timestamp');
 
 $node->stop;
 done_testing();
