@@ -81,28 +81,30 @@ sub closed_within
 }
 
 # ---- the per-address limit: 40 / 4 = 10 connections from one address -----------------------
-my @held = map { connect_from('127.0.0.1') } 1 .. 10;
+# (Addresses the requests above did not come from: MHD counts a closed connection until it
+# cleaned it up.)
+my @held = map { connect_from('127.0.0.11') } 1 .. 10;
 usleep(300_000);
-my $eleventh = connect_from('127.0.0.1');
+my $eleventh = connect_from('127.0.0.11');
 ok(closed_within($eleventh, 3), 'an 11th connection from the same address is closed unserved (per-address limit 10)');
-my $other = connect_from('127.0.0.2');
+my $other = connect_from('127.0.0.12');
 is(ask($other, 5), 404, 'a connection from another address is served meanwhile');
 is(ask($held[0], 5), 404, 'and so are the ten held ones: the first ...');
 is(ask($held[9], 5), 404, '... and the last');
 
 # ---- the connection cap: 40 -------------------------------------------------------------------
-# 10 from .1, and .2 (already one), .3, .4 up to 10 each: 40 connections.
-push @held, $other, map { connect_from('127.0.0.2') } 1 .. 9;
-push @held, map { connect_from('127.0.0.3') } 1 .. 10;
-push @held, map { connect_from('127.0.0.4') } 1 .. 10;
+# 10 from .11, and .12 (already one), .13, .14 up to 10 each: 40 connections.
+push @held, $other, map { connect_from('127.0.0.12') } 1 .. 9;
+push @held, map { connect_from('127.0.0.13') } 1 .. 10;
+push @held, map { connect_from('127.0.0.14') } 1 .. 10;
 usleep(300_000);
 is(scalar(@held), 40, '40 connections open');
-my $extra = connect_from('127.0.0.5');
+my $extra = connect_from('127.0.0.15');
 my $status = ask($extra, 2);
 ok($status <= 0, "a 41st connection is not served while 40 are open (answer: $status)");
 is(ask($held[$_], 5), 404, "held connection $_ is served at the cap") for 0, 15, 39;
 close($_) for splice(@held, 30, 10);
-my $after = $status == 0 ? ask(connect_from('127.0.0.5'), 5) : answer($extra, 5);
+my $after = $status == 0 ? ask(connect_from('127.0.0.15'), 5) : answer($extra, 5);
 is($after, 404, 'once connections close, a new one is served (' . ($status == 0 ? 'the 41st was refused' : 'the 41st waited') . ')');
 close($_) for @held, $extra, $eleventh;
 
