@@ -949,3 +949,16 @@ ALTER FUNCTION switchboard.retry(bigint) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION switchboard.discard(bigint) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION switchboard.inbound_token(text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION switchboard.rotate_inbound_token(text) SET search_path = pg_catalog, pg_temp;
+
+-- src/sql/80_inbound.sql: inbound_events.route and inbound_rejections.route follow their route
+-- (ON UPDATE CASCADE: a renamed route keeps its pending events; ON DELETE CASCADE: a route
+-- re-created under a deleted one's name does not apply its payloads). Rows of routes that are
+-- gone already belong to no route: they go first.
+DELETE FROM switchboard.inbound_events e
+ WHERE NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = e.route);
+DELETE FROM switchboard.inbound_rejections j
+ WHERE NOT EXISTS (SELECT 1 FROM switchboard.routes r WHERE r.name = j.route);
+ALTER TABLE switchboard.inbound_events ADD FOREIGN KEY (route)
+	REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE;
+ALTER TABLE switchboard.inbound_rejections ADD FOREIGN KEY (route)
+	REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE;

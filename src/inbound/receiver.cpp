@@ -150,6 +150,14 @@ Decide(const RouteTarget &target, const Request &request, int64_t now_ms)
 		out.error = v.error.empty() ? "signature refused" : v.error;
 		return out;
 	}
+	// What cannot be stored is refused here, 400, before storage: stored with the other requests
+	// of its turn, it would fail them all (one transaction), and the same again on each retry.
+	// JSON is UTF-8, and the error texts below quote the body.
+	if (!ValidUtf8(request.body)) {
+		out.status = 400;
+		out.error = "the body is not valid UTF-8";
+		return out;
+	}
 	try {
 		Parsed parsed = ParseEvents(target.scheme, request.headers, request.body);
 		out.events = std::move(parsed.events);
@@ -157,6 +165,15 @@ Decide(const RouteTarget &target, const Request &request, int64_t now_ms)
 		out.status = 400;
 		out.error = e.what();
 		return out;
+	}
+	for (const Event &event : out.events) {
+		std::string why = Unstorable(event);
+		if (!why.empty()) {
+			out.events.clear();
+			out.status = 400;
+			out.error = why;
+			return out;
+		}
 	}
 	out.status = 200;
 	return out;
@@ -188,6 +205,17 @@ struct Conn {
 	struct MHD_Connection *connection = nullptr;
 };
 
+// One TCP connection (MHD's socket_context), for the whole-request deadline: MHD's connection
+// timeout measures only silence, so a client trickling a byte a second would hold it for hours.
+struct Socket {
+	struct MHD_Connection *connection = nullptr;
+	int fd = -1;
+	int64_t request_start_ms = -1; // the first byte of the request under way; -1 between requests
+	int64_t idle_since_ms = 0;     // the end of the previous request (or the accept)
+	bool handed = false;           // received whole, waiting for its answer: no deadline
+	bool cut = false;              // shut down; MHD closes it
+};
+
 struct Listener {
 	Receiver::Impl *impl = nullptr;
 	struct MHD_Daemon *daemon = nullptr;
@@ -203,6 +231,19 @@ struct Receiver::Impl {
 	uint64_t next_id = 1;
 	std::map<uint64_t, Conn *> waiting; // suspended, by id
 	std::vector<Received> received;
+	std::map<struct MHD_Connection *, Socket> sockets;
+
+	int64_t TimeoutMsOfRequests() const { return static_cast<int64_t>(options.timeout_s) * 1000; }
+	// When the socket's request must have arrived whole: inbound_timeout after its first byte.
+	// A request whose first byte was not seen (it arrived while MHD was reading) is held to
+	// twice the limit from the end of the previous one, which still bounds it.
+	int64_t Deadline(const Socket &s) const
+	{
+		return s.request_start_ms >= 0 ? s.request_start_ms + TimeoutMsOfRequests()
+		                               : s.idle_since_ms + 2 * TimeoutMsOfRequests();
+	}
+	void NoteFirstBytes();
+	bool CutLateRequests();
 };
 
 namespace {
@@ -237,6 +278,9 @@ OnUri(void *cls, const char *uri, struct MHD_Connection *connection)
 		conn->raw_uri = uri ? uri : "";
 		conn->connection = connection;
 		conn->started_ms = SteadyMs();
+		auto found = listener->impl->sockets.find(connection);
+		if (found != listener->impl->sockets.end() && found->second.request_start_ms < 0)
+			found->second.request_start_ms = conn->started_ms;
 		return conn;
 	} catch (...) {
 		return nullptr;
@@ -338,6 +382,9 @@ OnRequest(void *cls, struct MHD_Connection *connection, const char *url, const c
 		impl->received.push_back(std::move(r));
 		impl->waiting[conn->id] = conn;
 		conn->suspended = true;
+		auto socket = impl->sockets.find(connection);
+		if (socket != impl->sockets.end())
+			socket->second.handed = true;
 		MHD_suspend_connection(connection);
 		return MHD_YES;
 	} catch (...) {
@@ -346,19 +393,86 @@ OnRequest(void *cls, struct MHD_Connection *connection, const char *url, const c
 }
 
 void
-OnCompleted(void *cls, struct MHD_Connection *, void **con_cls, enum MHD_RequestTerminationCode)
+OnCompleted(void *cls, struct MHD_Connection *connection, void **con_cls, enum MHD_RequestTerminationCode)
 {
+	auto *impl = static_cast<Receiver::Impl *>(cls);
+	// The next request on the connection has its own deadline, from its first byte.
+	auto socket = impl->sockets.find(connection);
+	if (socket != impl->sockets.end()) {
+		socket->second.handed = false;
+		socket->second.request_start_ms = -1;
+		socket->second.idle_since_ms = SteadyMs();
+	}
 	auto *conn = static_cast<Conn *>(*con_cls);
 	if (conn == nullptr)
 		return;
-	auto *impl = static_cast<Receiver::Impl *>(cls);
 	if (conn->id != 0)
 		impl->waiting.erase(conn->id);
 	delete conn;
 	*con_cls = nullptr;
 }
 
+// MHD_OPTION_NOTIFY_CONNECTION: a connection opened or closed.
+void
+OnConnection(void *cls, struct MHD_Connection *connection, void **, enum MHD_ConnectionNotificationCode code)
+{
+	auto *impl = static_cast<Receiver::Impl *>(cls);
+	if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		impl->sockets.erase(connection);
+		return;
+	}
+	try {
+		Socket s;
+		s.connection = connection;
+		const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+		s.fd = info != nullptr ? info->connect_fd : -1;
+		s.idle_since_ms = SteadyMs(); // its first byte starts its first request's time
+		impl->sockets[connection] = s;
+	} catch (...) {
+		// Untracked: MHD's idle timeout still applies to it.
+	}
+}
+
 } // namespace
+
+// Between requests, a byte waiting on the socket is the first of the next request: noted
+// before MHD reads it (a peek, which consumes nothing).
+void
+Receiver::Impl::NoteFirstBytes()
+{
+	int64_t now = -1;
+	for (auto &entry : sockets) {
+		Socket &s = entry.second;
+		if (s.request_start_ms >= 0 || s.handed || s.cut || s.fd < 0)
+			continue;
+		char byte;
+		if (recv(s.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
+			if (now < 0)
+				now = SteadyMs();
+			s.request_start_ms = now;
+		}
+	}
+}
+
+// Shuts down every connection whose request is past its deadline (MHD has no call to close
+// one; it sees the shutdown as the client gone, and closes it). Returns whether any was.
+bool
+Receiver::Impl::CutLateRequests()
+{
+	if (sockets.empty())
+		return false;
+	int64_t now = SteadyMs();
+	bool any = false;
+	for (auto &entry : sockets) {
+		Socket &s = entry.second;
+		if (s.handed || s.cut || s.fd < 0 || now < Deadline(s))
+			continue;
+		(void) shutdown(s.fd, SHUT_RDWR);
+		s.cut = true;
+		any = true;
+	}
+	return any;
+}
 
 Receiver::Receiver(const ReceiverOptions &options) : impl_(new Impl)
 {
@@ -402,6 +516,7 @@ Receiver::Receiver(const ReceiverOptions &options) : impl_(new Impl)
 		opts.push_back({MHD_OPTION_CONNECTION_TIMEOUT, static_cast<intptr_t>(options.timeout_s), nullptr});
 		opts.push_back({MHD_OPTION_URI_LOG_CALLBACK, reinterpret_cast<intptr_t>(&OnUri), listener.get()});
 		opts.push_back({MHD_OPTION_NOTIFY_COMPLETED, reinterpret_cast<intptr_t>(&OnCompleted), impl_.get()});
+		opts.push_back({MHD_OPTION_NOTIFY_CONNECTION, reinterpret_cast<intptr_t>(&OnConnection), impl_.get()});
 		if (options.tls) {
 			opts.push_back({MHD_OPTION_HTTPS_MEM_KEY, 0, const_cast<char *>(impl_->options.key_pem.c_str())});
 			opts.push_back({MHD_OPTION_HTTPS_MEM_CERT, 0, const_cast<char *>(impl_->options.certificate_pem.c_str())});
@@ -453,7 +568,22 @@ Receiver::PollFds() const
 long
 Receiver::TimeoutMs() const
 {
+	// Requests received by the last Run() (the one that sent the answers) are served at once.
+	if (!impl_->received.empty())
+		return 0;
 	long best = -1;
+	// The next whole-request deadline.
+	if (!impl_->sockets.empty()) {
+		int64_t now = SteadyMs();
+		for (const auto &entry : impl_->sockets) {
+			const Socket &s = entry.second;
+			if (s.handed || s.cut || s.fd < 0)
+				continue;
+			long v = static_cast<long>(std::max<int64_t>(0, std::min<int64_t>(60000, impl_->Deadline(s) - now)));
+			if (best < 0 || v < best)
+				best = v;
+		}
+	}
 	for (auto &l : impl_->listeners) {
 		MHD_UNSIGNED_LONG_LONG ms = 0;
 		if (MHD_get_timeout(l->daemon, &ms) == MHD_YES) {
@@ -468,8 +598,12 @@ Receiver::TimeoutMs() const
 void
 Receiver::Run()
 {
+	impl_->NoteFirstBytes();
 	for (auto &l : impl_->listeners)
 		MHD_run(l->daemon);
+	if (impl_->CutLateRequests())
+		for (auto &l : impl_->listeners)
+			MHD_run(l->daemon); // closes them now
 }
 
 std::vector<Received>

@@ -67,7 +67,7 @@ struct ReceiverOptions {
 	bool tls = false;
 	std::string certificate_pem, key_pem; // with tls
 	unsigned max_connections = 256;
-	unsigned timeout_s = 10;        // idle connections, and a request's whole upload
+	unsigned timeout_s = 10;        // idle connections, and a whole request from its first byte
 	size_t max_bytes = 1024 * 1024; // body limit: 413 beyond it
 };
 

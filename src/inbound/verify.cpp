@@ -229,6 +229,19 @@ ParseStandard(const Headers &headers, const std::string &body)
 	event.type = pull::KeyText(pull::Member(parsed, "type"));
 	event.deleted = EndsWith(event.type, ".delete") || EndsWith(event.type, ".deleted");
 	event.occurred_ms = IsoOrEpochMs(pull::Member(parsed, "timestamp"));
+	// A body without a time (the payload's "timestamp" is only a SHOULD of the specification):
+	// the signed webhook-timestamp, when the sender signed this delivery, so that an older event
+	// delivered after a newer one (in parallel, or held back on the way) is recognised as older.
+	// Ties (whole seconds) go by arrival order, as for any two events of one time: the ids
+	// Standard Webhooks senders draw (msg_<KSUID>) are ordered only to the second themselves.
+	// A sender that retries an older event after a newer one succeeded signs the retry anew; only
+	// a time in the body orders that.
+	if (event.occurred_ms <= 0) {
+		int64_t sent_s = 0;
+		if (ParseTimestamp(HeaderValue(headers, "webhook-timestamp"), &sent_s) && sent_s > 0 &&
+		    sent_s <= INT64_MAX / 1000)
+			event.occurred_ms = sent_s * 1000;
+	}
 	const Json *data = pull::Member(parsed, "data");
 	if (data == nullptr || !data->is_object())
 		BadBody("webhook body without a data object", body);
@@ -239,7 +252,93 @@ ParseStandard(const Headers &headers, const std::string &body)
 	return out;
 }
 
+// A string or key holding U+0000 anywhere in the value (iteratively: no recursion on a
+// sender's nesting, though ParseBody bounded it already).
+bool
+HoldsNul(const Json &value)
+{
+	std::vector<const Json *> todo{&value};
+	while (!todo.empty()) {
+		const Json *v = todo.back();
+		todo.pop_back();
+		if (v->is_string()) {
+			if (v->get_ref<const std::string &>().find('\0') != std::string::npos)
+				return true;
+		} else if (v->is_object()) {
+			for (auto it = v->begin(); it != v->end(); ++it) {
+				if (it.key().find('\0') != std::string::npos)
+					return true;
+				todo.push_back(&it.value());
+			}
+		} else if (v->is_array()) {
+			for (const auto &item : *v)
+				todo.push_back(&item);
+		}
+	}
+	return false;
+}
+
 } // namespace
+
+bool
+ValidUtf8(const std::string &text)
+{
+	const auto *s = reinterpret_cast<const unsigned char *>(text.data());
+	size_t n = text.size(), i = 0;
+	while (i < n) {
+		unsigned char c = s[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t len;
+		unsigned lo = 0x80, hi = 0xBF; // the allowed range of the second byte
+		if (c >= 0xC2 && c <= 0xDF)
+			len = 2;
+		else if (c >= 0xE0 && c <= 0xEF) {
+			len = 3;
+			if (c == 0xE0)
+				lo = 0xA0; // overlong
+			else if (c == 0xED)
+				hi = 0x9F; // surrogates
+		} else if (c >= 0xF0 && c <= 0xF4) {
+			len = 4;
+			if (c == 0xF0)
+				lo = 0x90; // overlong
+			else if (c == 0xF4)
+				hi = 0x8F; // past U+10FFFF
+		} else
+			return false;
+		if (i + len > n || s[i + 1] < lo || s[i + 1] > hi)
+			return false;
+		for (size_t k = 2; k < len; k++)
+			if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+				return false;
+		i += len;
+	}
+	return true;
+}
+
+std::string
+Unstorable(const Event &event)
+{
+	const struct {
+		const char *what;
+		const std::string &text;
+	} fields[] = {{"event id", event.event_id},
+	              {"object id", event.object_id},
+	              {"event type (body or topic header)", event.type},
+	              {"property name", event.property}};
+	for (const auto &f : fields) {
+		if (!ValidUtf8(f.text))
+			return std::string("the ") + f.what + " is not valid UTF-8";
+		if (f.text.find('\0') != std::string::npos)
+			return std::string("the ") + f.what + " holds a NUL character";
+	}
+	if (HoldsNul(event.resource))
+		return "the body holds a JSON string with \\u0000, which PostgreSQL's jsonb cannot store";
+	return "";
+}
 
 Scheme
 SchemeForKind(const std::string &kind)

@@ -102,6 +102,16 @@ Parsed ParseEvents(Scheme scheme, const Headers &headers, const std::string &bod
 // deleted flag. Events that only name ids (read_back) are not among them.
 std::vector<RemoteRecord> RecordsOf(const std::vector<Event> &events, const std::string &match_remote);
 
+// Well-formed UTF-8 as PostgreSQL takes it: no overlong forms, no surrogates, nothing past
+// U+10FFFF. A NUL byte is well-formed here (Unstorable refuses it separately).
+bool ValidUtf8(const std::string &text);
+
+// Why an event cannot be stored, or "" when it can: a text field (event id, object id, type,
+// property; some come from headers) that is not valid UTF-8 or holds a NUL, or a resource
+// with a string or key holding U+0000, which jsonb refuses ("\u0000"). The receiver answers
+// such a request 400 before storage: stored with the others of its turn, it would fail them all.
+std::string Unstorable(const Event &event);
+
 // WooCommerce's ping when a webhook is saved: "webhook_id=<digits>", sent unsigned.
 bool IsWooCommercePing(const std::string &body);
 

@@ -43,7 +43,9 @@ COMMENT ON FUNCTION switchboard.rotate_inbound_token(text) IS
 --   failed:  applied_at set with last_error (a bad record, recorded and given up on)
 CREATE TABLE switchboard.inbound_events (
 	id bigserial PRIMARY KEY,
-	route text NOT NULL,
+	-- A renamed route keeps its pending events; a deleted one takes them along (one re-created
+	-- under the same name must not apply what the old one received).
+	route text NOT NULL REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,
 	event_id text NOT NULL,          -- what a redelivery repeats (see ParseEvents in src/inbound/verify.h)
 	received_at timestamptz NOT NULL DEFAULT now(),
 	kind text NOT NULL,              -- signature scheme: hubspot-v3, woocommerce or standard-webhooks
@@ -67,7 +69,7 @@ CREATE INDEX inbound_events_pending ON switchboard.inbound_events (route, id) WH
 -- Requests the receiver refused for a known route's token (401 bad signature or stale
 -- timestamp, 400 a body it cannot read); nothing of them is stored but this count.
 CREATE TABLE switchboard.inbound_rejections (
-	route text PRIMARY KEY,
+	route text PRIMARY KEY REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE,
 	rejected bigint NOT NULL DEFAULT 0,
 	last_rejected_at timestamptz,
 	last_error text

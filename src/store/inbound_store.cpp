@@ -139,12 +139,13 @@ StoreInbound(const std::vector<InboundBatchItem> &items, const std::map<std::str
 	Json rows = Json::array();
 	for (const auto &r : rejected)
 		rows.push_back({{"route", r.first}, {"n", r.second.count}, {"error", r.second.last_error}});
+	// An error text may quote what a sender sent: invalid UTF-8 in it is replaced, never fatal.
 	SpiExecPrepared("INSERT INTO switchboard.inbound_rejections AS j (route, rejected, last_rejected_at, last_error) "
 	                "SELECT x.route, x.n, pg_catalog.now(), x.error "
 	                "FROM pg_catalog.jsonb_to_recordset($1::pg_catalog.jsonb) AS x(route text, n bigint, error text) "
 	                "ON CONFLICT (route) DO UPDATE SET rejected = j.rejected + excluded.rejected, "
 	                "last_rejected_at = excluded.last_rejected_at, last_error = excluded.last_error",
-	                {rows.dump()});
+	                {rows.dump(-1, ' ', false, Json::error_handler_t::replace)});
 }
 
 } // namespace switchboard

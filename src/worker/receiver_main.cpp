@@ -12,10 +12,16 @@
 //      synchronous_commit, default on) before anyone is answered;
 //   4. each request is resumed with its answer: 200 once committed, 503 when the commit
 //      failed (the sender retries), 401/400 for refusals, 404 for unknown tokens.
+// No single request can fail the others of its turn: what cannot be stored (invalid UTF-8, a
+// \u0000 that jsonb refuses) is refused 400 before storage (inbound::Decide), and when the
+// database still refuses the turn's one statement, each request is stored in a
+// subtransaction of its own (StoreAccepted).
 // A kill -9 between 1 and 3 answers nothing: the sender retries, and the redelivery is stored
 // once (UNIQUE (route, event_id)).
 #include <map>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "inbound/receiver.h"
 #include "settings.h"
@@ -123,6 +129,9 @@ public:
 		return it == targets_.end() ? nullptr : &it->second;
 	}
 
+	// The next Find reads the routes again (a store failed: the route may have been renamed).
+	void Invalidate() { loaded_ms_ = -1000000; }
+
 private:
 	static constexpr int64_t kRefreshMs = 5000;
 	static constexpr int64_t kMissReloadMs = 1000;
@@ -196,7 +205,63 @@ private:
 	struct Accepted {
 		uint64_t id;
 		InboundBatchItem item;
+		int status = 200; // 400 or 503 when its events could not be stored
 	};
+
+	// Stores the events of every accepted request in the caller's transaction. All at once
+	// first (group commit, one statement); when the database refuses that, each request on its
+	// own in a subtransaction, so that one unstorable request fails only itself: 400 (counted as
+	// a rejection) when the database refused its data, 503 (retried by its sender) otherwise.
+	// Returns whether any was stored.
+	bool StoreAccepted(std::vector<Accepted> &accepted, std::map<std::string, InboundRejection> &rejected)
+	{
+		if (accepted.empty())
+			return false;
+		std::string why;
+		try {
+			std::vector<InboundBatchItem> items;
+			for (const Accepted &a : accepted)
+				items.push_back(a.item);
+			Subtransaction sub;
+			StoreInbound(items, {});
+			sub.Commit();
+			return true;
+		} catch (const PgError &e) {
+			why = e.what();
+		} catch (const nlohmann::json::exception &e) {
+			why = e.what();
+		}
+		Report(LOG, "switchboard receiver: storing the events of " + std::to_string(accepted.size()) +
+		                " requests together failed (" + why + "); storing each on its own");
+		bool any = false;
+		for (Accepted &a : accepted) {
+			std::string error;
+			try {
+				Subtransaction sub;
+				StoreInbound({a.item}, {});
+				sub.Commit();
+				any = true;
+				continue;
+			} catch (const PgError &e) {
+				bool data = ERRCODE_TO_CATEGORY(e.sqlerrcode) == ERRCODE_DATA_EXCEPTION ||
+				            e.sqlerrcode == ERRCODE_CHECK_VIOLATION || e.sqlerrcode == ERRCODE_NOT_NULL_VIOLATION;
+				a.status = data ? 400 : 503;
+				error = e.what();
+			} catch (const nlohmann::json::exception &e) {
+				a.status = 400; // text nlohmann cannot write as JSON: invalid UTF-8
+				error = e.what();
+			}
+			if (a.status == 400) {
+				InboundRejection &j = rejected[a.item.route];
+				j.count++;
+				j.last_error = "the database refused the event: " + error;
+			} else {
+				Report(LOG, "switchboard receiver: could not store a request for route " + a.item.route + ": " + error);
+				targets_.Invalidate(); // e.g. the route was renamed or deleted since they were read
+			}
+		}
+		return any;
+	}
 
 	void Serve(std::vector<inbound::Received> received)
 	{
@@ -229,13 +294,20 @@ private:
 		if (!accepted.empty() || !rejected.empty()) {
 			pgstat_report_activity(STATE_RUNNING, "storing webhook events");
 			try {
-				std::vector<InboundBatchItem> items;
-				for (Accepted &a : accepted)
-					items.push_back(std::move(a.item));
 				WorkerTransaction tx;
-				StoreInbound(items, rejected);
+				bool any = StoreAccepted(accepted, rejected);
+				// The counts of refusals are not worth any event: on their own, and never fatal.
+				if (!rejected.empty()) {
+					try {
+						Subtransaction sub;
+						StoreInbound({}, rejected);
+						sub.Commit();
+					} catch (const PgError &e) {
+						Report(LOG, std::string("switchboard receiver: could not count refused requests: ") + e.what());
+					}
+				}
 				// The database's worker applies them as soon as they are visible.
-				if (!items.empty())
+				if (any)
 					WakeWorkerAtCommit();
 				tx.Commit();
 			} catch (const std::exception &e) {
@@ -246,8 +318,13 @@ private:
 		}
 		for (auto &r : refused)
 			receiver_.Answer(r.first, r.second.status, r.second.status == 401 ? "signature refused" : "bad request");
-		for (Accepted &a : accepted)
-			receiver_.Answer(a.id, stored ? 200 : 503, stored ? "stored" : "not stored, try again");
+		for (Accepted &a : accepted) {
+			int status = stored ? a.status : 503;
+			receiver_.Answer(a.id, status,
+			                 status == 200   ? "stored"
+			                 : status == 400 ? "bad request: the event cannot be stored"
+			                                 : "not stored, try again");
+		}
 	}
 
 	inbound::Receiver &receiver_;

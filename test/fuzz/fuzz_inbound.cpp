@@ -1,7 +1,7 @@
 // Inbound webhooks: signature headers and bodies as a sender controls them. The first byte
 // picks the scheme, the input up to the first NUL is the signature header (and the timestamp
 // header up to the second), the rest the body. Verification must refuse without throwing;
-// parsing events may only throw std::runtime_error.
+// parsing events may only throw std::runtime_error; an event Unstorable passes can be stored.
 #include <cstring>
 #include <exception>
 #include <string>
@@ -50,9 +50,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void) HubSpotDecodeUri(signature);
 	try {
 		Parsed parsed = ParseEvents(scheme, request.headers, body);
-		for (const auto &event : parsed.events)
+		for (const auto &event : parsed.events) {
 			if (event.event_id.empty() && scheme != Scheme::StandardWebhooks)
 				__builtin_trap(); // documented: every HubSpot/WooCommerce event is named
+			// What Unstorable passes, the receiver stores: its resource dumps (no exception for
+			// invalid UTF-8) without \u0000, its text fields are UTF-8 without NUL.
+			if (Unstorable(event).empty()) {
+				if (event.resource.dump().find("\\u0000") != std::string::npos)
+					__builtin_trap();
+				for (const std::string *text : {&event.event_id, &event.object_id, &event.type, &event.property})
+					if (!ValidUtf8(*text) || text->find('\0') != std::string::npos)
+						__builtin_trap();
+			}
+		}
 		(void) RecordsOf(parsed.events, "email");
 	} catch (const std::runtime_error &) {
 	}

@@ -93,5 +93,52 @@ TEST(ReceiverDecideTest, RefusalsAndPings)
 	EXPECT_EQ(Decide(woo, request, 0).status, 400);
 }
 
+// What the database cannot store is refused 400 before storage (stored with the other requests
+// of its receiver turn, it would fail them all), each with a readable reason.
+TEST(ReceiverDecideTest, UnstorableRequestsAre400)
+{
+	RouteTarget woo{"customers_woo", Scheme::WooCommerce, "secret"};
+	auto decide = [&](const std::string &body, const std::string &topic) {
+		Request request;
+		request.method = "POST";
+		request.body = body;
+		request.headers = {{"X-WC-Webhook-Signature", WooCommerceSignature("secret", body)},
+		                   {"X-WC-Webhook-Topic", topic}};
+		return Decide(woo, request, 0);
+	};
+	EXPECT_EQ(decide(R"({"id":7,"name":"caf\u00e9"})", "customer.updated").status, 200);
+	inbound::Outcome nul = decide(R"({"id":7,"name":"a\u0000b"})", "customer.updated");
+	EXPECT_EQ(nul.status, 400);
+	EXPECT_TRUE(nul.events.empty());
+	EXPECT_NE(nul.error.find("\\u0000"), std::string::npos) << nul.error;
+	EXPECT_EQ(decide(R"({"id":7,"a\u0000":1})", "customer.updated").status, 400); // in a key
+	EXPECT_EQ(decide(R"({"id":7,"a":[{"b":"\u0000"}]})", "x").status, 400);       // nested
+	inbound::Outcome topic = decide(R"({"id":7})", "customer.updated\xff");
+	EXPECT_EQ(topic.status, 400);
+	EXPECT_TRUE(ValidUtf8(topic.error)) << topic.error;
+	inbound::Outcome latin1 = decide("{\"id\":7,\"name\":\"caf\xe9\"}", "customer.updated");
+	EXPECT_EQ(latin1.status, 400);
+	EXPECT_TRUE(ValidUtf8(latin1.error));
+	inbound::Outcome not_json = decide("not json \xff\xfe", "customer.updated");
+	EXPECT_EQ(not_json.status, 400);
+	EXPECT_TRUE(ValidUtf8(not_json.error)) << not_json.error;
+}
+
+TEST(ReceiverDecideTest, ValidUtf8AsPostgresTakesIt)
+{
+	EXPECT_TRUE(ValidUtf8(""));
+	EXPECT_TRUE(ValidUtf8("plain ascii"));
+	EXPECT_TRUE(ValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+	EXPECT_TRUE(ValidUtf8("\xf4\x8f\xbf\xbf")); // U+10FFFF
+	EXPECT_FALSE(ValidUtf8("\xff"));
+	EXPECT_FALSE(ValidUtf8("caf\xe9"));          // Latin-1
+	EXPECT_FALSE(ValidUtf8("\xc3"));             // cut short
+	EXPECT_FALSE(ValidUtf8("\xc0\xaf"));         // overlong
+	EXPECT_FALSE(ValidUtf8("\xe0\x80\xaf"));     // overlong
+	EXPECT_FALSE(ValidUtf8("\xed\xa0\x80"));     // a surrogate
+	EXPECT_FALSE(ValidUtf8("\xf4\x90\x80\x80")); // past U+10FFFF
+	EXPECT_FALSE(ValidUtf8("\xe2\x82"));
+}
+
 } // namespace
 } // namespace switchboard

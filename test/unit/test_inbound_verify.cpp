@@ -314,6 +314,21 @@ TEST(InboundEventsTest, StandardWebhooksDataIsTheResource)
 	ExpectThrows<std::runtime_error>([] {
 		ParseEvents(Scheme::StandardWebhooks, {{"webhook-id", "m"}}, R"({"type":"a.b"})");
 	});
+	// Without a time in the body, the signed webhook-timestamp is the event's time; the body's
+	// own time wins when it has one.
+	Headers signed_at = {{"webhook-id", "m"}, {"webhook-timestamp", "1795514400"}};
+	EXPECT_EQ(
+	    ParseEvents(Scheme::StandardWebhooks, signed_at, R"({"type":"a.b","data":{"id":1}})").events[0].occurred_ms,
+	    kNow);
+	EXPECT_EQ(ParseEvents(Scheme::StandardWebhooks, signed_at,
+	                      R"({"type":"a.b","timestamp":"2026-11-24T10:00:01Z","data":{"id":1}})")
+	              .events[0]
+	              .occurred_ms,
+	          kNow + 1000);
+	EXPECT_EQ(ParseEvents(Scheme::StandardWebhooks, {{"webhook-id", "m"}}, R"({"type":"a.b","data":{"id":1}})")
+	              .events[0]
+	              .occurred_ms,
+	          0);
 }
 
 // ---- applied like a pull: records of events, HubSpot read-back ---------------------------

@@ -201,5 +201,37 @@ ok(wait_for('pruned', sub { q_("SELECT count(*) FROM switchboard.inbound_events"
 is(q_("SELECT count(*) FROM switchboard.inbound_events WHERE last_error IS NOT NULL"), '2', 'failed events are kept (dead_letter_retention 0)');
 is(q_($cursor_sql), $cursor_before, 'the polling cursor was never touched');
 
+# ---- a route's events follow it: renamed, they are its; deleted, they go with it ----------------
+# (issue 12 review: inbound_events.route had no foreign key. A renamed route stranded its pending
+# events; one re-created under the same name applied the old route's payloads.)
+q_("UPDATE switchboard.routes SET enabled = false WHERE name = 'orders_woo'");
+q_(event('orders_woo', 'order.updated', 601, 0, { id => 601, status => 'before rename', total => '1' }));
+q_("INSERT INTO switchboard.inbound_rejections (route, rejected) VALUES ('orders_woo', 4) "
+	. "ON CONFLICT (route) DO UPDATE SET rejected = excluded.rejected");
+q_("UPDATE switchboard.routes SET name = 'orders_shop' WHERE name = 'orders_woo'");
+is(q_("SELECT count(*) FROM switchboard.inbound_events WHERE route = 'orders_woo'"), '0', 'renamed: no event is left under the old name');
+is(q_("SELECT rejected FROM switchboard.inbound_status WHERE route = 'orders_shop'"), '4', 'the rejection count moved with it');
+q_("UPDATE switchboard.routes SET enabled = true WHERE name = 'orders_shop'; SELECT switchboard.wake()");
+ok(wait_for('applied after the rename', sub { q_("SELECT count(*) FROM orders WHERE id = 601 AND status = 'before rename'") eq '1' }, 30),
+	'the pending event of the renamed route is applied by it');
+q_("UPDATE switchboard.routes SET enabled = false WHERE name = 'orders_shop'");
+q_(event('orders_shop', 'order.updated', 602, 0, { id => 602, status => 'of the old route', total => '1' }));
+is(q_("SELECT rejected FROM switchboard.inbound_rejections WHERE route = 'orders_shop'"), '4', 'a rejection count to go');
+q_("DELETE FROM switchboard.routes WHERE name = 'orders_shop'");
+is(q_("SELECT count(*) FROM switchboard.inbound_events WHERE route = 'orders_shop'"), '0', 'deleted: its events go with it');
+is(q_("SELECT count(*) FROM switchboard.inbound_rejections WHERE route = 'orders_shop'"), '0', 'and its rejection counts');
+q_(q{
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, match_remote, direction, conflict, pull_interval)
+VALUES ('orders_shop', 'orders', 'shop', 'orders', 'id::text', 'id', 'pull', 'newest', '1 hour');
+INSERT INTO switchboard.mappings (route, remote_field, push_expr, pull_column, pull_expr) VALUES
+  ('orders_shop', 'id', NULL, 'id', NULL), ('orders_shop', 'status', NULL, 'status', NULL), ('orders_shop', 'total', NULL, 'total', NULL);
+SELECT switchboard.wake();
+});
+ok(wait_for('the new route polled', sub { q_("SELECT count(*) FROM switchboard.pull_status WHERE route = 'orders_shop' AND last_pull_at IS NOT NULL") eq '1' }, 30),
+	'a route re-created under the same name runs');
+q_("SELECT switchboard.wake()");
+sleep 2;
+is(q_("SELECT count(*) FROM orders WHERE id = 602"), '0', 'and applies nothing the deleted route had received');
+
 $node->stop;
 done_testing();
