@@ -175,4 +175,11 @@ idle('settled');
 is(remote_region('three@x.io'), 'new', 'the remote keeps the newer change');
 is(sql($node, "SELECT count(*) FROM switchboard.delivered_marks WHERE key = 'three\@x.io' AND change_id = $newer"), '1',
 	'the discarded run left its mark');
+
+# The lookup retry() and discard() share runs as the extension owner only.
+$node->safe_psql('postgres', "CREATE ROLE configurer; SELECT switchboard.grant_admin('configurer')");
+is(sql($node, "SELECT has_function_privilege('configurer', 'switchboard._dead_letter_route(bigint)', 'EXECUTE')"),
+	'f', 'a role granted configuration cannot call _dead_letter_route');
+is(sql($node, "SELECT has_function_privilege('public', 'switchboard._dead_letter_route(bigint)', 'EXECUTE')"),
+	'f', 'nor can PUBLIC');
 done_testing();
