@@ -100,15 +100,26 @@ Page()
 		NoPage(std::string("cannot create directory \"switchboard\" in the data directory: ") + strerror(errno));
 		return nullptr;
 	}
-	const std::string path = "switchboard/step_sql." + std::to_string(MyDatabaseId);
-	// Not through a link, and only a plain file of ours: whoever could plant one would have the
-	// worker write into another file.
-	const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, S_IRUSR | S_IWUSR);
-	if (fd < 0) {
-		NoPage("cannot open \"" + path + "\": " + strerror(errno));
+	const std::string name = "step_sql." + std::to_string(MyDatabaseId);
+	const std::string path = "switchboard/" + name;
+	// Not through a link (the directory neither), and only a plain file of ours: whoever could
+	// plant one would have the worker write into another file.
+	struct stat st;
+	const int dir = open("switchboard", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0 || fstat(dir, &st) != 0 || st.st_uid != geteuid()) {
+		NoPage(dir < 0 ? std::string("cannot open directory \"switchboard\" in the data directory: ") + strerror(errno)
+		               : std::string("directory \"switchboard\" in the data directory is not the server user's"));
+		if (dir >= 0)
+			close(dir);
 		return nullptr;
 	}
-	struct stat st;
+	const int fd = openat(dir, name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, S_IRUSR | S_IWUSR);
+	const int open_errno = errno;
+	close(dir);
+	if (fd < 0) {
+		NoPage("cannot open \"" + path + "\": " + strerror(open_errno));
+		return nullptr;
+	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1) {
 		NoPage("\"" + path + "\" in the data directory is not a plain file of the server's user");
 		close(fd);

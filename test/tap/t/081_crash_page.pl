@@ -6,7 +6,8 @@
 #     verdict to the next worker;
 #  3. a link planted in place of the page is not followed (and the worker says it runs without
 #     the guard);
-#  4. marks of another cluster (a copy of the data directory) are ignored.
+#  4. marks of another cluster (a copy of the data directory) are ignored;
+#  5. nor is a link planted in place of the directory followed.
 use strict;
 use warnings;
 use lib 't/..';
@@ -161,4 +162,25 @@ wait_for('a new worker of copied', sub {
 sleep 3;
 is(sql($node, "SELECT state FROM switchboard.run_queue WHERE id = $run", 'copied'), 'pending',
 	'marks stamped by another cluster are ignored');
+
+# ---------------------------------------------------------------------------------------
+# 5. the directory replaced by a link: not followed either
+my $dir = $node->data_dir . '/switchboard';
+rename($dir, "$dir.moved") or die "rename: $!";
+symlink("$dir.moved", $dir) or die "symlink: $!";
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres', 'CREATE DATABASE dirlinked');
+$oid = sql($node, "SELECT oid FROM pg_database WHERE datname = 'dirlinked'");
+$node->safe_psql('dirlinked', <<"EOS");
+CREATE EXTENSION switchboard;
+CREATE TABLE leads (id int PRIMARY KEY);
+INSERT INTO switchboard.endpoints (name, kind, base_url, options) VALUES ('hook', 'webhook', '$base/hooks/d', '{}');
+INSERT INTO switchboard.routes (name, source, endpoint, remote_object, match_local, operations)
+VALUES ('leads', 'leads', 'hook', 'lead', 'id::text', '{insert}');
+INSERT INTO switchboard.steps (route, name, position, kind, endpoint, input) VALUES ('leads', 's', 10, 'sql', NULL, '1');
+EOS
+ok(wait_for('the worker says so', sub {
+	substr(PostgreSQL::Test::Utils::slurp_file($node->logfile), $log_offset)
+	  =~ /cannot open directory "switchboard".*no crash guard/ }, 30), 'a linked directory is not followed');
+ok(!-e "$dir.moved/step_sql.$oid", 'no page is made through it');
 done_testing();
