@@ -962,3 +962,182 @@ ALTER TABLE switchboard.inbound_events ADD FOREIGN KEY (route)
 	REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE;
 ALTER TABLE switchboard.inbound_rejections ADD FOREIGN KEY (route)
 	REFERENCES switchboard.routes (name) ON UPDATE CASCADE ON DELETE CASCADE;
+
+-- src/sql/66_repair.sql: retry() takes the newer runs of the key locked before it checks that none
+-- has started; discard() of a run that had started leaves its delivered_mark; the dead letter's
+-- route is found by _dead_letter_route.
+CREATE FUNCTION switchboard._dead_letter_route(id bigint, OUT route text, OUT is_run boolean)
+	LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT d.route, d.is_run
+	  FROM (SELECT q.route, false AS is_run FROM switchboard.queue q WHERE q.id = $1 AND q.state = 'dead'
+	        UNION ALL
+	        SELECT r.route, true FROM switchboard.run_queue r WHERE r.id = $1 AND r.state = 'failed') d
+	 LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION switchboard._dead_letter_route(bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION switchboard._retry_route(route text, caller oid) RETURNS bigint
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	n pg_catalog.int8;
+	runs pg_catalog.int8;
+BEGIN
+	IF _retry_route.route IS NOT NULL THEN
+		IF NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = _retry_route.route) THEN
+			RAISE EXCEPTION 'route "%" does not exist', _retry_route.route USING ERRCODE = 'undefined_object',
+				HINT = 'Dead letters of a deleted route cannot be retried; switchboard.discard() them.';
+		END IF;
+		IF NOT switchboard._may_repair(_retry_route.route, caller) THEN
+			RAISE EXCEPTION 'permission denied to retry the dead letters of route "%"', _retry_route.route
+				USING ERRCODE = 'insufficient_privilege', HINT = 'It needs the privileges of the route''s owner.';
+		END IF;
+	END IF;
+	-- Without a route: every dead letter the caller may repair, of the routes that exist.
+	UPDATE switchboard.queue q
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+	 WHERE q.state = 'dead'
+	   AND q.route IN (SELECT x.name FROM switchboard.routes x
+	                    WHERE (_retry_route.route IS NULL OR x.name = _retry_route.route) AND switchboard._may_repair(x.name, caller));
+	GET DIAGNOSTICS n = ROW_COUNT;
+	-- The newer runs of their keys locked first, as in _retry_one: a run the worker is starting
+	-- is checked below as it committed it.
+	PERFORM 1 FROM switchboard.run_queue n
+	  WHERE EXISTS (SELECT 1 FROM switchboard.run_queue r
+	                 WHERE r.state = 'failed' AND r.route = n.route AND r.key = n.key AND r.id < n.id
+	                   AND r.route IN (SELECT x.name FROM switchboard.routes x
+	                                    WHERE (_retry_route.route IS NULL OR x.name = _retry_route.route)
+	                                      AND switchboard._may_repair(x.name, caller)))
+	  ORDER BY n.id FOR UPDATE OF n;
+	-- A failed run resumes at the step that failed: the steps done stay done.
+	UPDATE switchboard.run_queue r
+	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
+	 WHERE r.state = 'failed'
+	   AND r.route IN (SELECT x.name FROM switchboard.routes x
+	                    WHERE (_retry_route.route IS NULL OR x.name = _retry_route.route) AND switchboard._may_repair(x.name, caller))
+	   -- Runs of a key in commit order: not one older than a run of its key that has started
+	   -- (or is done, and maybe pruned since: delivered_marks).
+	   AND NOT EXISTS (SELECT 1 FROM switchboard.run_queue n WHERE n.route = r.route AND n.key = r.key
+	                    AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending'))
+	   AND NOT EXISTS (SELECT 1 FROM switchboard.delivered_marks m WHERE m.route = r.route AND m.key = r.key
+	                    AND m.change_id > r.id);
+	GET DIAGNOSTICS runs = ROW_COUNT;
+	PERFORM switchboard.wake();
+	RETURN n + runs;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard._retry_one(id bigint, caller oid) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	of_route text;
+	is_run boolean;
+BEGIN
+	SELECT d.route, d.is_run INTO of_route, is_run FROM switchboard._dead_letter_route(_retry_one.id) d;
+	IF of_route IS NULL THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- Checked before anything else is said of it: another owner's dead letter stays unknown.
+	IF NOT switchboard._may_repair(of_route, caller) THEN
+		RAISE EXCEPTION 'permission denied to retry dead letter %', id USING ERRCODE = 'insufficient_privilege',
+			HINT = 'It needs the privileges of the owner of its route.';
+	END IF;
+	-- A change or a run is executed under its route's definition: none of a route that is gone.
+	IF NOT EXISTS (SELECT 1 FROM switchboard.routes x WHERE x.name = of_route) THEN
+		RAISE EXCEPTION 'dead letter % cannot be retried: its route was deleted', id
+			USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'switchboard.discard() it.';
+	END IF;
+	IF NOT is_run THEN
+		UPDATE switchboard.queue q
+		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, failed_at = NULL
+		 WHERE q.id = _retry_one.id AND q.state = 'dead';
+	ELSE
+		-- Runs of a key in commit order: a newer run of its key has started (or is done), so
+		-- running this one now would write older data after newer (in the remote, a writeback).
+		-- The newer runs of its key locked first: the worker holds one it is starting (LockRuns)
+		-- until it has committed its start, and the check, a statement of its own, then reads
+		-- what it committed instead of the snapshot from before.
+		PERFORM 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
+		            AND n.key = r.key AND n.id > r.id
+		  WHERE r.id = _retry_one.id ORDER BY n.id FOR UPDATE OF n;
+		IF EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
+		            AND n.key = r.key AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending')
+		            WHERE r.id = _retry_one.id AND r.state = 'failed')
+		   OR EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.delivered_marks m ON m.route = r.route
+		               AND m.key = r.key AND m.change_id > r.id
+		               WHERE r.id = _retry_one.id AND r.state = 'failed') THEN
+			RAISE EXCEPTION 'run % cannot be retried: a newer run of its key has started', id
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+				      HINT = 'Running it now would apply older data after newer; switchboard.discard() it, or change the row again.';
+		END IF;
+		UPDATE switchboard.run_queue r
+		   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
+		 WHERE r.id = _retry_one.id AND r.state = 'failed';
+	END IF;
+	PERFORM switchboard.wake();
+	RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchboard._discard_one(id bigint, caller oid) RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	of_route text;
+	gone record;
+BEGIN
+	SELECT d.route INTO of_route FROM switchboard._dead_letter_route(_discard_one.id) d;
+	IF of_route IS NULL THEN
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	IF NOT switchboard._may_repair(of_route, caller) THEN
+		RAISE EXCEPTION 'permission denied to discard dead letter %', id USING ERRCODE = 'insufficient_privilege',
+			HINT = 'It needs the privileges of the owner of its route (of the extension, once the route is deleted).';
+	END IF;
+	DELETE FROM switchboard.queue q WHERE q.id = _discard_one.id AND q.state = 'dead'
+	RETURNING q.route, q.key, q.op, q.id, false AS started INTO gone;
+	IF NOT FOUND THEN
+		DELETE FROM switchboard.run_queue r WHERE r.id = _discard_one.id AND r.state = 'failed'
+		RETURNING r.route, r.key, r.op, r.id, r.started_at IS NOT NULL AS started INTO gone;
+	END IF;
+	IF NOT FOUND THEN
+		-- Retried or discarded by another session since the check above.
+		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- A run that had started may have delivered (or written back, or notified) before its step
+	-- failed: gone, it still holds back the older changes of its key, as it did while failed
+	-- (retry() and the worker read delivered_marks once the run is no more).
+	IF gone.started AND gone.key IS NOT NULL THEN
+		INSERT INTO switchboard.delivered_marks AS m (route, key, change_id) VALUES (gone.route, gone.key, gone.id)
+		ON CONFLICT (route, key) DO UPDATE SET change_id = GREATEST(m.change_id, excluded.change_id);
+	END IF;
+	-- The acting role by name: current_user is the owner this function runs as.
+	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)
+	VALUES (gone.route, gone.key, gone.op, gone.id, 'discarded', 'discarded by ' || caller::pg_catalog.regrole::pg_catalog.text);
+	RETURN true;
+END $$;
+
+-- src/sql/90_privileges.sql: grant_admin revokes _dead_letter_route too.
+CREATE OR REPLACE FUNCTION switchboard.grant_admin(role regrole) RETURNS void
+	LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON switchboard.endpoints, '
+	               'switchboard.mappings, switchboard.filters, switchboard.steps TO %s', role);
+	-- Every column of routes but inbound_token (whoever knows it can post events to the route:
+	-- only the owner reads it, through switchboard.inbound_token(route)).
+	EXECUTE pg_catalog.format('REVOKE SELECT ON switchboard.routes FROM %s', role);
+	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE ON switchboard.routes TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT (%s) ON switchboard.routes TO %s',
+	               (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+	                  FROM pg_catalog.pg_attribute a
+	                 WHERE a.attrelid = 'switchboard.routes'::pg_catalog.regclass AND a.attnum > 0
+	                   AND NOT a.attisdropped AND a.attname OPERATOR(pg_catalog.<>) 'inbound_token'), role);
+	EXECUTE pg_catalog.format('GRANT INSERT, UPDATE, DELETE, REFERENCES ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT (name, owner) ON switchboard.secrets TO %s', role);
+	EXECUTE pg_catalog.format('GRANT SELECT ON switchboard.route_status, switchboard.dead_letters, switchboard.outbox, '
+	               'switchboard.route_stats, switchboard.remote_ids, switchboard.delivered_marks, switchboard.instance, switchboard.endpoint_status, '
+	               'switchboard.deliveries, switchboard.delivery_log, switchboard.endpoint_state, switchboard.pull_status, '
+	               'switchboard.pull_state, switchboard.metrics, switchboard.runs, switchboard.ai_usage, '
+	               'switchboard.ai_usage_daily, switchboard.inbound_status, switchboard.inbound_rejections TO %s', role);
+	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
+	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole), '
+	               'switchboard._retry_route(text, oid), switchboard._retry_one(bigint, oid), '
+	               'switchboard._discard_one(bigint, oid), switchboard._dead_letter_route(bigint) FROM %s', role);
+END $$;

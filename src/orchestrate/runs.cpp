@@ -265,7 +265,7 @@ Evaluate(const RouteDef &def, const RunRow &run, const std::string &expr, long t
 	try {
 		Subtransaction sub;
 		{
-			StatementTimeLimit limit(time_limit_ms, run.id);
+			StatementTimeLimit limit(time_limit_ms, run.id, expr);
 			AsRole as_owner(def.owner);
 			// Not read-only: a sql step may call a function that writes (in this subtransaction).
 			// A kept plan, as the push path's translations: the text repeats for every run of
@@ -313,7 +313,7 @@ MappedFields(const RouteDef &def, const RunRow &run, long time_limit_ms, Json *f
 		Subtransaction sub;
 		SpiText text;
 		{
-			StatementTimeLimit limit(time_limit_ms, run.id);
+			StatementTimeLimit limit(time_limit_ms, run.id, sql);
 			AsRole as_owner(def.owner);
 			SpiResult r = SpiExecPrepared("SELECT (" + sql + ")::text" +
 			                                  RowStepsFromClause(def.source, "$1::json", "$2::jsonb"),
@@ -372,7 +372,7 @@ WriteBack(const RouteDef &def, const RunRow &run, const Json &values, long time_
 		                  ", $2::pg_catalog.json))";
 		SpiText image = run.op == Op::Delete ? run.old_image : run.new_image;
 		{
-			StatementTimeLimit limit(time_limit_ms, run.id);
+			StatementTimeLimit limit(time_limit_ms, run.id, sql);
 			SuppressCapture no_echo(def.name);
 			AsRole as_owner(def.owner);
 			SpiExec(sql, {values.dump(), image});
@@ -603,6 +603,55 @@ NewerRunOfKey(const std::string &route, const std::string &key, int64_t id)
 	                 {route, key, Num(id)})
 	    .has_value();
 }
+
+namespace {
+
+// Of the runs the round locked, those that are not the oldest unfinished run of their key any
+// more, read after the locks (a statement of its own: what others committed meanwhile): true for
+// one a newer run of its key has started before (or was done: delivered_marks), which is stale,
+// false for one an older run of its key is unfinished before, which waits. The round chose them
+// from a snapshot taken before the locks: retry(id) may have made an older run pending since
+// (it locks the newer runs of the key, so it cannot do so once one of them is started).
+// Index-backed: delivered_marks by (route, key), the unfinished runs by run_queue_active.
+std::map<int64_t, bool>
+OutOfOrder(const std::vector<SpiRow> &locked)
+{
+	std::map<int64_t, bool> found;
+	if (locked.empty())
+		return found;
+	std::string list = "{";
+	for (size_t i = 0; i < locked.size(); i++)
+		list += (i ? "," : "") + *locked[i][0];
+	list += "}";
+	SpiResult r = SpiExecPrepared(
+	    "SELECT d.id, s.stale FROM switchboard.run_queue d CROSS JOIN LATERAL (SELECT "
+	    "EXISTS (SELECT 1 FROM switchboard.delivered_marks m WHERE m.route = d.route AND m.key = d.key "
+	    "AND m.change_id > d.id) OR EXISTS (SELECT 1 FROM switchboard.run_queue n WHERE n.route = d.route "
+	    "AND n.key = d.key AND n.id > d.id AND n.state IN ('pending', 'running', 'waiting') "
+	    "AND (n.started_at IS NOT NULL OR n.state <> 'pending')) AS stale) s "
+	    "WHERE d.id = ANY($1::bigint[]) AND d.key IS NOT NULL AND (s.stale OR EXISTS (SELECT 1 FROM "
+	    "switchboard.run_queue o WHERE o.route = d.route AND o.key = d.key AND o.id < d.id "
+	    "AND o.state IN ('pending', 'running', 'waiting')))",
+	    {list});
+	for (const auto &row : r.rows)
+		found.emplace(std::stoll(*row[0]), row[1] == SpiText("t"));
+	return found;
+}
+
+// A run a newer run of its key has overtaken (retried as that one started): running it would
+// apply older data after newer. Settled as Adopt settles a stale change: gone, and said.
+void
+SettleStale(int64_t id)
+{
+	SpiExecPrepared("WITH gone AS (DELETE FROM switchboard.run_queue WHERE id = $1::bigint "
+	                "RETURNING route, key, op, id) "
+	                "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error) "
+	                "SELECT route, key, op, id, 'skipped', 'a newer change of its key has run; running this one "
+	                "would apply older data after newer' FROM gone",
+	                {Num(id)});
+}
+
+} // namespace
 
 void
 RunExecutor::HoldBack(const std::string &route, int64_t ms)
@@ -1016,17 +1065,12 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		}
 		// Kept until the transaction that fails it commits: the run may not even be adopted
 		// again yet (its adoption was rolled back with the worker that ended).
-		if (const int64_t taken = TakeRunInStepSql(MyDatabaseId)) {
-			stuck_run_ = taken;
-			stuck_by_crash_ = false;
+		// (TakeStuckRun keeps it too, for the next worker should this one stop before.)
+		if (const StuckRun found = TakeStuckRun(!started_); found.run != 0) {
+			stuck_run_ = found.run;
+			stuck_by_crash_ = found.by_crash;
 		}
-		if (!started_) {
-			started_ = true;
-			if (const int64_t crashed = TakeRunCrashedInStepSql(stuck_run_ != 0)) {
-				stuck_run_ = crashed;
-				stuck_by_crash_ = true;
-			}
-		}
+		started_ = true;
 		const int64_t stuck = stuck_run_;
 		bool stuck_settled = false;
 		worked = Adopt() > 0;
@@ -1075,10 +1119,19 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			// (each bounded by switchboard.route_sql_timeout) delays pushes and pulls by about one
 			// step's time, not by a thousand.
 			const auto started = std::chrono::steady_clock::now();
-			for (const SpiRow &row : LockRuns(due)) {
+			const std::vector<SpiRow> locked = LockRuns(due);
+			const std::map<int64_t, bool> out_of_order = OutOfOrder(locked);
+			for (const SpiRow &row : locked) {
 				if (should_stop() || std::chrono::steady_clock::now() - started > kPrepareBudget)
 					break;
 				int64_t id = std::stoll(*row[0]);
+				if (auto o = out_of_order.find(id); o != out_of_order.end()) {
+					std::string error;
+					if (o->second && !Isolated([&] { SettleStale(id); }, &error))
+						Report(LOG, "switchboard: could not settle stale run " + Num(id) + ": " + error);
+					worked = true;
+					continue; // stale, or an older run of its key goes first (next round)
+				}
 				std::string at, error;
 				std::optional<RunRow> run;
 				std::optional<Pending> p;
@@ -1113,8 +1166,10 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		if (!requests.empty() || stuck_settled)
 			CommitDurably(); // attempts counted before their requests leave
 		tx.Commit();
-		if (stuck_settled)
+		if (stuck_settled) {
+			StuckRunSettled(stuck_run_);
 			stuck_run_ = 0;
+		}
 	}
 	if (requests.empty())
 		return worked ? 0 : setting_naptime_ms;

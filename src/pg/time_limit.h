@@ -21,7 +21,9 @@ namespace switchboard {
 class StatementTimeLimit {
 public:
 	static constexpr long kGraceMs = 5000;
-	StatementTimeLimit(long ms, int64_t run);
+	// sql: the text run under the limit, which names it in the page a crash leaves (the same
+	// SQL of the same run found there by two crashes in a row condemns the run).
+	StatementTimeLimit(long ms, int64_t run, const std::string &sql = std::string());
 	~StatementTimeLimit();
 	StatementTimeLimit(const StatementTimeLimit &) = delete;
 	StatementTimeLimit &operator=(const StatementTimeLimit &) = delete;
@@ -29,20 +31,30 @@ public:
 private:
 	bool armed_ = false;
 	int64_t run_ = 0;
+	uint64_t what_ = 0;
 };
 
 // True for the error a StatementTimeLimit's cancel raises ("canceling statement due to statement
 // timeout"; the worker has no statement_timeout of its own), not for a cancel by a DBA.
 bool CancelledByTimeLimit(int sqlerrcode, const std::string &message);
 
-// Asked once when a worker starts: the run whose step SQL was running when the previous worker
-// was killed outright (a crash of any process restarts them all, and shared memory with them),
-// once that happened kCrashesInStepSql times in a row; 0 otherwise. A step that crashes the
-// server (a C function's segfault, the OOM killer) would otherwise crash it again after every
-// restart. ended_in_step_sql: shared memory still said the previous worker ended in step SQL
-// (TakeRunInStepSql), so this is no crash.
+// A run whose step SQL the previous worker ended in, to fail before any step SQL runs again:
+// - ended past its time limit (FATAL): shared memory said so (TakeRunInStepSql);
+// - killed outright in it (a crash of any process restarts them all, and shared memory with
+//   them): asked once when a worker starts (first), the run whose step SQL was running then,
+//   once that happened kCrashesInStepSql times in a row without that run's step SQL returning
+//   in between. A step that crashes the server (a C function's segfault, the OOM killer) would
+//   otherwise crash it again after every restart.
+// Asked every round: the answer stays until StuckRunSettled(run), called once the transaction
+// that fails the run (or finds it gone) has committed, also in a later worker if this one stops
+// before (kept in the page file; without it, in shared memory for a worker stopped).
 constexpr uint64_t kCrashesInStepSql = 2;
-int64_t TakeRunCrashedInStepSql(bool ended_in_step_sql);
+struct StuckRun {
+	int64_t run = 0;
+	bool by_crash = false;
+};
+StuckRun TakeStuckRun(bool first);
+void StuckRunSettled(int64_t run);
 
 // For the worker's SIGTERM handler (signal context): inside a time limit, ends the worker at
 // its next interrupt check (FATAL, as die() would), since step SQL may run for up to its limit

@@ -19,6 +19,16 @@ CREATE FUNCTION switchboard._may_repair(route text, caller oid) RETURNS boolean
 	                              'USAGE')
 $$;
 
+-- The route of dead letter id (a dead change, or a failed run: is_run); NULLs when there is none.
+CREATE FUNCTION switchboard._dead_letter_route(id bigint, OUT route text, OUT is_run boolean)
+	LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT d.route, d.is_run
+	  FROM (SELECT q.route, false AS is_run FROM switchboard.queue q WHERE q.id = $1 AND q.state = 'dead'
+	        UNION ALL
+	        SELECT r.route, true FROM switchboard.run_queue r WHERE r.id = $1 AND r.state = 'failed') d
+	 LIMIT 1
+$$;
+
 CREATE FUNCTION switchboard._retry_route(route text, caller oid) RETURNS bigint
 	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -42,6 +52,15 @@ BEGIN
 	   AND q.route IN (SELECT x.name FROM switchboard.routes x
 	                    WHERE (_retry_route.route IS NULL OR x.name = _retry_route.route) AND switchboard._may_repair(x.name, caller));
 	GET DIAGNOSTICS n = ROW_COUNT;
+	-- The newer runs of their keys locked first, as in _retry_one: a run the worker is starting
+	-- is checked below as it committed it.
+	PERFORM 1 FROM switchboard.run_queue n
+	  WHERE EXISTS (SELECT 1 FROM switchboard.run_queue r
+	                 WHERE r.state = 'failed' AND r.route = n.route AND r.key = n.key AND r.id < n.id
+	                   AND r.route IN (SELECT x.name FROM switchboard.routes x
+	                                    WHERE (_retry_route.route IS NULL OR x.name = _retry_route.route)
+	                                      AND switchboard._may_repair(x.name, caller)))
+	  ORDER BY n.id FOR UPDATE OF n;
 	-- A failed run resumes at the step that failed: the steps done stay done.
 	UPDATE switchboard.run_queue r
 	   SET state = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL
@@ -63,13 +82,10 @@ CREATE FUNCTION switchboard._retry_one(id bigint, caller oid) RETURNS boolean
 	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	of_route text;
-	is_run boolean := false;
+	is_run boolean;
 BEGIN
-	SELECT q.route INTO of_route FROM switchboard.queue q WHERE q.id = _retry_one.id AND q.state = 'dead';
-	IF NOT FOUND THEN
-		SELECT r.route, true INTO of_route, is_run FROM switchboard.run_queue r WHERE r.id = _retry_one.id AND r.state = 'failed';
-	END IF;
-	IF NOT FOUND THEN
+	SELECT d.route, d.is_run INTO of_route, is_run FROM switchboard._dead_letter_route(_retry_one.id) d;
+	IF of_route IS NULL THEN
 		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
 	END IF;
 	-- Checked before anything else is said of it: another owner's dead letter stays unknown.
@@ -89,6 +105,12 @@ BEGIN
 	ELSE
 		-- Runs of a key in commit order: a newer run of its key has started (or is done), so
 		-- running this one now would write older data after newer (in the remote, a writeback).
+		-- The newer runs of its key locked first: the worker holds one it is starting (LockRuns)
+		-- until it has committed its start, and the check, a statement of its own, then reads
+		-- what it committed instead of the snapshot from before.
+		PERFORM 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
+		            AND n.key = r.key AND n.id > r.id
+		  WHERE r.id = _retry_one.id ORDER BY n.id FOR UPDATE OF n;
 		IF EXISTS (SELECT 1 FROM switchboard.run_queue r JOIN switchboard.run_queue n ON n.route = r.route
 		            AND n.key = r.key AND n.id > r.id AND (n.started_at IS NOT NULL OR n.state <> 'pending')
 		            WHERE r.id = _retry_one.id AND r.state = 'failed')
@@ -113,11 +135,8 @@ DECLARE
 	of_route text;
 	gone record;
 BEGIN
-	SELECT q.route INTO of_route FROM switchboard.queue q WHERE q.id = _discard_one.id AND q.state = 'dead';
-	IF NOT FOUND THEN
-		SELECT r.route INTO of_route FROM switchboard.run_queue r WHERE r.id = _discard_one.id AND r.state = 'failed';
-	END IF;
-	IF NOT FOUND THEN
+	SELECT d.route INTO of_route FROM switchboard._dead_letter_route(_discard_one.id) d;
+	IF of_route IS NULL THEN
 		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
 	END IF;
 	IF NOT switchboard._may_repair(of_route, caller) THEN
@@ -125,14 +144,21 @@ BEGIN
 			HINT = 'It needs the privileges of the owner of its route (of the extension, once the route is deleted).';
 	END IF;
 	DELETE FROM switchboard.queue q WHERE q.id = _discard_one.id AND q.state = 'dead'
-	RETURNING q.route, q.key, q.op, q.id INTO gone;
+	RETURNING q.route, q.key, q.op, q.id, false AS started INTO gone;
 	IF NOT FOUND THEN
 		DELETE FROM switchboard.run_queue r WHERE r.id = _discard_one.id AND r.state = 'failed'
-		RETURNING r.route, r.key, r.op, r.id INTO gone;
+		RETURNING r.route, r.key, r.op, r.id, r.started_at IS NOT NULL AS started INTO gone;
 	END IF;
 	IF NOT FOUND THEN
 		-- Retried or discarded by another session since the check above.
 		RAISE EXCEPTION 'no dead letter with id %', id USING ERRCODE = 'no_data_found';
+	END IF;
+	-- A run that had started may have delivered (or written back, or notified) before its step
+	-- failed: gone, it still holds back the older changes of its key, as it did while failed
+	-- (retry() and the worker read delivered_marks once the run is no more).
+	IF gone.started AND gone.key IS NOT NULL THEN
+		INSERT INTO switchboard.delivered_marks AS m (route, key, change_id) VALUES (gone.route, gone.key, gone.id)
+		ON CONFLICT (route, key) DO UPDATE SET change_id = GREATEST(m.change_id, excluded.change_id);
 	END IF;
 	-- The acting role by name: current_user is the owner this function runs as.
 	INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, error)

@@ -35,7 +35,7 @@ BEGIN
 	EXECUTE pg_catalog.format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA switchboard TO %s', role);
 	EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION switchboard.grant_admin(regrole), '
 	               'switchboard._retry_route(text, oid), switchboard._retry_one(bigint, oid), '
-	               'switchboard._discard_one(bigint, oid) FROM %s', role);
+	               'switchboard._discard_one(bigint, oid), switchboard._dead_letter_route(bigint) FROM %s', role);
 END $$;
 COMMENT ON FUNCTION switchboard.grant_admin(regrole) IS
 	'Lets a role configure and monitor switchboard (secrets stay write-only for it)';
