@@ -535,24 +535,29 @@ public:
 		std::vector<Call> calls;
 		for (size_t start = 0; start < upserts.size(); start += batch) {
 			Call call;
-			nlohmann::ordered_json inputs = nlohmann::ordered_json::array();
+			// Written as text, each string through nlohmann's serializer (its escaping and its
+			// refusal of text that is not UTF-8): the same body as a dump of the document, without
+			// building one per input. Every property is a string (RenderProperty).
+			const std::string id_property = Json(route.match_remote).dump();
+			std::string body = "{\"inputs\":[";
 			for (size_t i = start; i < std::min(upserts.size(), start + batch); ++i) {
 				const Change &change = changes[upserts[i]];
-				nlohmann::ordered_json properties = nlohmann::ordered_json::object();
+				if (i > start)
+					body += ',';
+				body += "{\"idProperty\":" + id_property + ",\"id\":" + Json(change.key).dump() + ",\"properties\":{";
+				bool first = true;
 				if (change.fields.is_object())
-					for (const auto &field : change.fields.items())
-						properties[field.key()] = RenderProperty(field.value());
-				nlohmann::ordered_json input;
-				input["idProperty"] = route.match_remote;
-				input["id"] = change.key;
-				input["properties"] = std::move(properties);
-				input["objectWriteTraceId"] = TraceId(change);
-				inputs.push_back(std::move(input));
+					for (const auto &field : change.fields.items()) {
+						if (!first)
+							body += ',';
+						first = false;
+						body += Json(field.key()).dump() + ':' + Json(RenderProperty(field.value())).dump();
+					}
+				body += "},\"objectWriteTraceId\":" + Json(TraceId(change)).dump() + '}';
 				call.changes.push_back(upserts[i]);
 			}
-			nlohmann::ordered_json body;
-			body["inputs"] = std::move(inputs);
-			call.request = MakeRequest(endpoint, object_url + "/batch/upsert", body.dump(), auth);
+			body += "]}";
+			call.request = MakeRequest(endpoint, object_url + "/batch/upsert", std::move(body), auth);
 			calls.push_back(std::move(call));
 		}
 		for (size_t start = 0; start < archives.size(); start += batch) {

@@ -505,18 +505,18 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 	batch.route = def->route;
 	for (const Coalesced::Send &s : coalesced.send) {
 		const QueueRow &q = rows[s.row];
-		const Translation &t = translations[s.row];
+		Translation &t = translations[s.row]; // each row is sent once: its fields move to the change
 		Change change;
 		change.id = q.id;
 		change.op = s.op;
 		change.key = t.key;
-		change.fields = t.fields;
 		change.event_id = "sb_" + instance + "_" + Num(q.id);
 		change.occurred_at_ms = q.captured_ms;
 		auto rid = remote_ids.find(t.key);
 		if (rid != remote_ids.end())
 			change.remote_id = rid->second;
 		out->changes[q.id] = ClaimedChange{route_name, t.key, change.op, q.attempts, t.fields.dump(), s.superseded};
+		change.fields = std::move(t.fields);
 		batch.changes.push_back(std::move(change));
 	}
 	out->batches.push_back(std::move(batch));
