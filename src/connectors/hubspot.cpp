@@ -595,24 +595,29 @@ public:
 		std::vector<Call> calls;
 		for (size_t start = 0; start < upserts.size(); start += batch) {
 			Call call;
-			nlohmann::ordered_json inputs = nlohmann::ordered_json::array();
+			// Written as text, each string through nlohmann's serializer (its escaping and its
+			// refusal of text that is not UTF-8): the same body as a dump of the document, without
+			// building one per input. Every property is a string (RenderProperty).
+			const std::string id_property = Json(route.match_remote).dump();
+			std::string body = "{\"inputs\":[";
 			for (size_t i = start; i < std::min(upserts.size(), start + batch); ++i) {
 				const Change &change = changes[upserts[i]];
-				nlohmann::ordered_json properties = nlohmann::ordered_json::object();
+				if (i > start)
+					body += ',';
+				body += "{\"idProperty\":" + id_property + ",\"id\":" + Json(change.key).dump() + ",\"properties\":{";
+				bool first = true;
 				if (change.fields.is_object())
-					for (const auto &field : change.fields.items())
-						properties[field.key()] = RenderProperty(field.value());
-				nlohmann::ordered_json input;
-				input["idProperty"] = route.match_remote;
-				input["id"] = change.key;
-				input["properties"] = std::move(properties);
-				input["objectWriteTraceId"] = TraceId(change);
-				inputs.push_back(std::move(input));
+					for (const auto &field : change.fields.items()) {
+						if (!first)
+							body += ',';
+						first = false;
+						body += Json(field.key()).dump() + ':' + Json(RenderProperty(field.value())).dump();
+					}
+				body += "},\"objectWriteTraceId\":" + Json(TraceId(change)).dump() + '}';
 				call.changes.push_back(upserts[i]);
 			}
-			nlohmann::ordered_json body;
-			body["inputs"] = std::move(inputs);
-			call.request = MakeRequest(endpoint, object_url + "/batch/upsert", body.dump(), auth);
+			body += "]}";
+			call.request = MakeRequest(endpoint, object_url + "/batch/upsert", std::move(body), auth);
 			calls.push_back(std::move(call));
 		}
 		for (size_t start = 0; start < archives.size(); start += batch) {
@@ -803,15 +808,84 @@ private:
 		return result;
 	}
 
+	// Reads inputs[0].idProperty of a request body and stops there: the rest of the body (a
+	// batch of 100 inputs) is never parsed. Returning false from a handler ends the parse.
+	struct IdPropertyReader : nlohmann::json_sax<Json> {
+		int depth = 0;            // containers open around the next value
+		bool inputs_key = false;  // the root's last key was "inputs"
+		bool in_inputs = false;   // inside the root's "inputs" array
+		bool id_property = false; // inside inputs[0], its last key was "idProperty"
+		std::string value;
+		bool Scalar()
+		{
+			id_property = false;
+			return !(in_inputs && depth == 2); // inputs[0] is not an object: no idProperty
+		}
+		bool null() override { return Scalar(); }
+		bool boolean(bool) override { return Scalar(); }
+		bool number_integer(number_integer_t) override { return Scalar(); }
+		bool number_unsigned(number_unsigned_t) override { return Scalar(); }
+		bool number_float(number_float_t, const string_t &) override { return Scalar(); }
+		bool binary(binary_t &) override { return Scalar(); }
+		bool string(string_t &val) override
+		{
+			if (!id_property)
+				return Scalar();
+			value = val;
+			return false; // found
+		}
+		bool start_object(std::size_t) override
+		{
+			id_property = false;
+			++depth;
+			return true;
+		}
+		bool key(string_t &val) override
+		{
+			if (depth == 1)
+				inputs_key = val == "inputs";
+			id_property = in_inputs && depth == 3 && val == "idProperty";
+			return true;
+		}
+		bool end_object() override
+		{
+			if (in_inputs && depth == 3)
+				return false; // inputs[0] has no idProperty
+			--depth;
+			return true;
+		}
+		bool start_array(std::size_t) override
+		{
+			id_property = false;
+			if (in_inputs && depth == 2)
+				return false; // inputs[0] is not an object
+			if (++depth == 2 && inputs_key)
+				in_inputs = true;
+			return true;
+		}
+		bool end_array() override
+		{
+			if (in_inputs && depth == 2)
+				return false; // inputs[] is empty
+			--depth;
+			return true;
+		}
+		bool parse_error(std::size_t, const std::string &, const nlohmann::detail::exception &) override
+		{
+			return false;
+		}
+	};
+
 	// The idProperty of the call's inputs (all inputs of one call share it).
 	static std::string MatchRemote(const Call &call)
 	{
-		Json body = TryParseRemoteJson(call.request.body);
-		if (body.is_object() && body.contains("inputs") && body["inputs"].is_array() && !body["inputs"].empty() &&
-		    body["inputs"][0].is_object() && body["inputs"][0].contains("idProperty") &&
-		    body["inputs"][0]["idProperty"].is_string())
-			return Lower(body["inputs"][0]["idProperty"].get<std::string>());
-		return std::string();
+		IdPropertyReader reader;
+		try {
+			Json::sax_parse(call.request.body, &reader);
+		} catch (const Json::exception &) {
+			return std::string();
+		}
+		return reader.value.empty() ? std::string() : Lower(reader.value);
 	}
 };
 

@@ -8,6 +8,7 @@ extern "C" {
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 }
 
 namespace switchboard {
@@ -60,8 +61,34 @@ struct ExecutingKeptPlan {
 	~ExecutingKeptPlan() { executing_kept_plans--; }
 };
 
+// The plan shapes that PlanSettings turns off (enable_seqscan and the like).
+int
+RunPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, const std::vector<const char *> &disabled)
+{
+	if (disabled.empty())
+		return SPI_execute_plan(plan, values, nulls, read_only, 0);
+	// A setting level of its own, as a function with a SET clause opens: planned (a first
+	// execution, or a replan after an invalidation) and run with these plan shapes off, and
+	// the worker's own settings back afterwards, also when the statement raises.
+	volatile int rc = 0;
+	const volatile int level = NewGUCNestLevel();
+	PG_TRY();
+	{
+		for (const char *name : disabled)
+			(void) set_config_option(name, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
+	}
+	PG_FINALLY();
+	{
+		AtEOXact_GUC(false, level);
+	}
+	PG_END_TRY();
+	return rc;
+}
+
 SpiResult
-Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only, bool keep_plan)
+Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only, bool keep_plan,
+        const std::vector<const char *> &disabled = {})
 {
 	// Every parameter goes in as text and the SQL casts it: one calling convention for all
 	// statements, and a NULL stays a NULL of any type.
@@ -101,7 +128,7 @@ Execute(const std::string &sql, const std::vector<SpiText> &args, bool read_only
 		// not free the plan that is running.
 		ExecutingKeptPlan executing;
 		it->second.last_used = ++plan_uses;
-		Guarded([&] { rc = SPI_execute_plan(it->second.plan, values.data(), nulls.data(), read_only, 0); });
+		Guarded([&] { rc = RunPlan(it->second.plan, values.data(), nulls.data(), read_only, disabled); });
 	} else {
 		Guarded([&] {
 			rc = SPI_execute_with_args(sql.c_str(), nargs, types.data(), values.data(), nulls.data(), read_only, 0);
@@ -151,6 +178,12 @@ SpiResult
 SpiExecPrepared(const std::string &sql, const std::vector<SpiText> &args, bool read_only)
 {
 	return Execute(sql, args, read_only, true);
+}
+
+SpiResult
+SpiExecPlanned(const std::string &sql, const std::vector<SpiText> &args, const std::vector<const char *> &disabled)
+{
+	return Execute(sql, args, false, true, disabled);
 }
 
 SpiText

@@ -34,6 +34,13 @@ SpiResult SpiExec(const std::string &sql, const std::vector<SpiText> &args = {},
 // its statements repeat every round). Postgres' plan cache replans after schema changes.
 SpiResult SpiExecPrepared(const std::string &sql, const std::vector<SpiText> &args = {}, bool read_only = false);
 
+// The same, planned and run with the named planner settings off (e.g. {"enable_sort"}), for
+// the worker's queue statements whose right plan does not depend on the table's statistics:
+// the queue's churn outruns them (a queue analyzed nearly empty, then a backlog of 100,000
+// changes, was claimed by a sequential scan and a sort of the whole queue per claim).
+SpiResult SpiExecPlanned(const std::string &sql, const std::vector<SpiText> &args,
+                         const std::vector<const char *> &disabled);
+
 // First column of the first row, or nullopt when there is no row or it is NULL.
 SpiText SpiScalar(const std::string &sql, const std::vector<SpiText> &args = {});
 

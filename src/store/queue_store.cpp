@@ -239,9 +239,12 @@ FetchDue(int limit)
 	    "AND (r.name IS NULL OR (r.enabled AND e.enabled)) "
 	    // Routes with steps run their changes as runs (orchestrate/runs.cpp).
 	    "AND NOT EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) ";
-	SpiResult r = SpiExecPrepared(columns + "AND q.route <> ALL($2::text[]) ORDER BY q.id LIMIT $1::int "
-	                                        "FOR UPDATE OF q SKIP LOCKED",
-	                              {Num(limit), SlowRoutes()});
+	// In id order from queue_pkey, never a scan and sort of the whole queue: its statistics
+	// lag behind its churn (analyzed nearly empty, a backlog looks like a few rows to the planner,
+	// and each claim of 2,000 read and sorted all 100,000 queued rows).
+	SpiResult r = SpiExecPlanned(columns + "AND q.route <> ALL($2::text[]) ORDER BY q.id LIMIT $1::int "
+	                                       "FOR UPDATE OF q SKIP LOCKED",
+	                             {Num(limit), SlowRoutes()}, {"enable_sort"});
 	// Changes tried before (keyed) whose key has a newer due change beyond the limit: that one
 	// comes along, so that the older one is coalesced into it instead of going out alone after
 	// the newer was tried (the remote may have applied it: v2, v1, v2). Newer ids only, so the
@@ -354,7 +357,17 @@ MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const 
 {
 	std::vector<SpiText> keys, ids, states, delete_keys, retried_fields;
 	for (const Coalesced::Send &s : coalesced.send) {
-		keys.emplace_back(translations[s.row].key);
+		// The key goes into the queue (and its index queue_route_key) only where a later
+		// claim, the recovery after a crash or a dead letter needs it: a change tried before,
+		// one that supersedes others, one whose crash would make it a dead letter. A change
+		// sent for the first time (nearly all of them) is looked up by nobody under its key
+		// while in flight (the pull's conflict check computes the keys of unkeyed changes from
+		// their images); when it fails, WriteFailed and RequeueInFlight key it. One index
+		// entry less per change, and an index that holds only the few keyed changes, so that
+		// FetchHeld's and the delivered marks' lookups of every claimed key stay cheap.
+		const QueueRow &q = rows[s.row];
+		bool keyed = q.attempts > 0 || !s.superseded.empty() || q.attempts + 1 >= setting_max_attempts;
+		keys.push_back(keyed ? SpiText(translations[s.row].key) : SpiText());
 		ids.emplace_back(Num(rows[s.row].id));
 		states.emplace_back("in_flight");
 		// A change tried before may be one that kills the worker: keep its translated
@@ -371,11 +384,13 @@ MarkInFlight(const std::string &route, const std::vector<QueueRow> &rows, const 
 			retried_fields.emplace_back(std::nullopt);
 		}
 	}
-	SpiExecPrepared(
-	    "UPDATE switchboard.queue q SET state = k.state, key = k.key, "
+	// By id through queue_pkey: a hash join would read the whole queue for each claim.
+	SpiExecPlanned(
+	    "UPDATE switchboard.queue q SET state = k.state, key = coalesce(k.key, q.key), "
 	    "payload = coalesce(k.fields::jsonb, q.payload) "
 	    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS k(id, key, fields, state) WHERE q.id = k.id",
-	    {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields), ArrayLiteral(states)});
+	    {ArrayLiteral(ids), ArrayLiteral(keys), ArrayLiteral(retried_fields), ArrayLiteral(states)},
+	    {"enable_seqscan", "enable_hashjoin", "enable_mergejoin"});
 	std::map<std::string, std::string> remote_ids;
 	if (!delete_keys.empty()) {
 		SpiResult known = SpiExecPrepared(
@@ -490,18 +505,18 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 	batch.route = def->route;
 	for (const Coalesced::Send &s : coalesced.send) {
 		const QueueRow &q = rows[s.row];
-		const Translation &t = translations[s.row];
+		Translation &t = translations[s.row]; // each row is sent once: its fields move to the change
 		Change change;
 		change.id = q.id;
 		change.op = s.op;
 		change.key = t.key;
-		change.fields = t.fields;
 		change.event_id = "sb_" + instance + "_" + Num(q.id);
 		change.occurred_at_ms = q.captured_ms;
 		auto rid = remote_ids.find(t.key);
 		if (rid != remote_ids.end())
 			change.remote_id = rid->second;
 		out->changes[q.id] = ClaimedChange{route_name, t.key, change.op, q.attempts, t.fields.dump(), s.superseded};
+		change.fields = std::move(t.fields);
 		batch.changes.push_back(std::move(change));
 	}
 	out->batches.push_back(std::move(batch));
@@ -576,9 +591,10 @@ NoteRoundFailure(const std::string &error)
 void
 RequeueInFlight(const ClaimedBatch &claimed, int max_attempts)
 {
-	std::vector<SpiText> ids, superseded, superseded_by;
+	std::vector<SpiText> ids, keys, superseded, superseded_by;
 	for (const auto &[id, change] : claimed.changes) {
 		ids.emplace_back(Num(id));
+		keys.emplace_back(change.key); // in flight for the first time, it went unkeyed (MarkInFlight)
 		for (int64_t s : change.superseded) {
 			superseded.emplace_back(Num(s));
 			superseded_by.emplace_back(Num(id));
@@ -589,15 +605,17 @@ RequeueInFlight(const ClaimedBatch &claimed, int max_attempts)
 	// (coalesced with it again next claim), unless it became a dead letter: then they go too,
 	// as they would had it been delivered.
 	SpiExecPrepared(
-	    "WITH requeued AS (UPDATE switchboard.queue "
-	    "SET state = CASE WHEN attempts + 1 >= $2::int THEN 'dead' ELSE 'pending' END, "
-	    "attempts = attempts + 1, next_attempt_at = NULL, "
-	    "failed_at = CASE WHEN attempts + 1 >= $2::int THEN now() END, "
+	    "WITH requeued AS (UPDATE switchboard.queue q "
+	    "SET state = CASE WHEN q.attempts + 1 >= $2::int THEN 'dead' ELSE 'pending' END, "
+	    "attempts = q.attempts + 1, next_attempt_at = NULL, key = coalesce(k.key, q.key), "
+	    "failed_at = CASE WHEN q.attempts + 1 >= $2::int THEN now() END, "
 	    "last_error = 'the result of its delivery could not be recorded; sent again' "
-	    "WHERE id = ANY($1::bigint[]) AND state = 'in_flight' RETURNING id, state) "
+	    "FROM unnest($1::bigint[], $5::text[]) AS k(id, key) "
+	    "WHERE q.id = k.id AND q.state = 'in_flight' RETURNING q.id, q.state) "
 	    "DELETE FROM switchboard.queue s USING unnest($3::bigint[], $4::bigint[]) AS u(id, rep), requeued r "
 	    "WHERE r.id = u.rep AND r.state = 'dead' AND s.id = u.id AND s.state = 'pending'",
-	    {ArrayLiteral(ids), Num(max_attempts), ArrayLiteral(superseded), ArrayLiteral(superseded_by)});
+	    {ArrayLiteral(ids), Num(max_attempts), ArrayLiteral(superseded), ArrayLiteral(superseded_by),
+	     ArrayLiteral(keys)});
 }
 
 namespace {
@@ -605,6 +623,7 @@ namespace {
 // A change that failed: to be tried again later, or a dead letter.
 struct FailedChange {
 	int64_t id = 0;
+	std::string key; // sent unkeyed the first time (MarkInFlight): a retry or a dead letter has it
 	bool dead = false;
 	int attempts = 0;
 	long delay_ms = 0;   // until the next try (pending only)
@@ -625,9 +644,10 @@ WriteFailed(const std::vector<FailedChange> &failed)
 {
 	if (failed.empty())
 		return;
-	std::vector<SpiText> ids, states, attempts, delays, statuses, errors, payloads;
+	std::vector<SpiText> ids, keys, states, attempts, delays, statuses, errors, payloads;
 	for (const FailedChange &f : failed) {
 		ids.emplace_back(Num(f.id));
+		keys.push_back(f.key.empty() ? SpiText() : SpiText(f.key));
 		states.emplace_back(f.dead ? "dead" : "pending");
 		attempts.emplace_back(Num(f.attempts));
 		delays.emplace_back(Num(f.delay_ms));
@@ -636,15 +656,15 @@ WriteFailed(const std::vector<FailedChange> &failed)
 		payloads.push_back(f.payload);
 	}
 	SpiExecPrepared(
-	    "UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, "
+	    "UPDATE switchboard.queue q SET state = u.state, attempts = u.attempts, key = coalesce(u.key, q.key), "
 	    "next_attempt_at = CASE WHEN u.state = 'pending' THEN clock_timestamp() + u.delay_ms * interval '1 ms' END, "
 	    "last_status = coalesce(u.status, q.last_status), last_error = u.error, "
 	    "failed_at = CASE WHEN u.state = 'dead' THEN now() END, "
 	    "payload = CASE WHEN u.state = 'dead' THEN u.payload::jsonb END "
-	    "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[], $7::text[]) "
-	    "AS u(id, state, attempts, delay_ms, status, error, payload) WHERE q.id = u.id",
+	    "FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[], $7::text[], $8::text[]) "
+	    "AS u(id, state, attempts, delay_ms, status, error, payload, key) WHERE q.id = u.id",
 	    {ArrayLiteral(ids), ArrayLiteral(states), ArrayLiteral(attempts), ArrayLiteral(delays), ArrayLiteral(statuses),
-	     ArrayLiteral(errors), ArrayLiteral(payloads)});
+	     ArrayLiteral(errors), ArrayLiteral(payloads), ArrayLiteral(keys)});
 }
 
 void
@@ -727,7 +747,7 @@ RecordResults(const std::vector<Delivery> &deliveries, const std::vector<Endpoin
 				error = "gave up after " + Num(attempts) + " attempts: " + d.error;
 			outcome = dead ? "dead" : "retry";
 			settled = dead;
-			failed.push_back(FailedChange{d.change_id, dead, attempts, delay,
+			failed.push_back(FailedChange{d.change_id, c.key, dead, attempts, delay,
 			                              d.attempted ? SpiText(Num(d.http_status)) : SpiText(), error,
 			                              dead ? SpiText(c.fields) : SpiText()});
 			if (d.attempted || dead)
