@@ -192,6 +192,12 @@ TakeRunCrashedInStepSql(bool ended_in_step_sql)
 }
 
 bool
+TimeLimitGraceExpired()
+{
+	return grace_expired;
+}
+
+bool
 StopStepSql()
 {
 	if (!in_step_sql)

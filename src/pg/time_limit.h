@@ -50,4 +50,7 @@ int64_t TakeRunCrashedInStepSql(bool ended_in_step_sql);
 // and the run's step runs again in the next worker. False (nothing done) outside one.
 bool StopStepSql();
 
+// True once SQL under a StatementTimeLimit went on kGraceMs past it: the worker is ending (FATAL).
+bool TimeLimitGraceExpired();
+
 } // namespace switchboard
