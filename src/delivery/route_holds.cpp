@@ -43,9 +43,15 @@ std::vector<std::string>
 RouteHolds::Deferred(int64_t now_ms)
 {
 	std::vector<std::string> routes;
-	for (const std::string &route : deferred_)
-		if (!IsHeld(route, now_ms))
-			routes.push_back(route);
+	for (auto it = deferred_.begin(); it != deferred_.end();) {
+		if (it->second <= now_ms) {
+			it = deferred_.erase(it);
+			continue;
+		}
+		if (!IsHeld(it->first, now_ms))
+			routes.push_back(it->first);
+		++it;
+	}
 	return routes;
 }
 

@@ -7,7 +7,6 @@
 
 #include <cstdint>
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -17,20 +16,21 @@ class RouteHolds {
 public:
 	// Not fetched at all until until_ms (a longer hold already there stays).
 	void Hold(const std::string &route, int64_t until_ms);
-	// Fetched after every other route's changes, until it finishes a round within its budget:
-	// its time budget ran out with changes left, so the others have their turn first.
-	void Defer(const std::string &route) { deferred_.insert(route); }
+	// Fetched after every other route's changes until until_ms, or until it finishes a round
+	// within its budget: its time budget ran out with changes left, so the others have their
+	// turn first (and, when they always fill the claim, it has its own again at until_ms).
+	void Defer(const std::string &route, int64_t until_ms) { deferred_[route] = until_ms; }
 	// The route finished its round (nothing left over): no longer deferred.
 	void Served(const std::string &route) { deferred_.erase(route); }
 	// The routes held at now_ms (the expired holds are forgotten).
 	std::vector<std::string> Held(int64_t now_ms);
-	// The deferred routes that are not held at now_ms.
+	// The routes deferred at now_ms and not held (the expired deferrals are forgotten).
 	std::vector<std::string> Deferred(int64_t now_ms);
 	bool IsHeld(const std::string &route, int64_t now_ms);
 
 private:
-	std::map<std::string, int64_t> held_; // route -> until
-	std::set<std::string> deferred_;
+	std::map<std::string, int64_t> held_;     // route -> until
+	std::map<std::string, int64_t> deferred_; // route -> until
 };
 
 // How many changes the next set-based statement of a route translates. learned: what the

@@ -712,7 +712,7 @@ RunExecutor::Adopt()
 			HoldBack(route, kHoldBackMs);
 			NoteRouteError(route, "held for a round (changes kept): " + transient);
 		} else if (!cut_off.empty()) {
-			holds.Defer(route);
+			holds.Defer(route, SteadyMs() + kDeferMs);
 			NoteRouteError(route, "adopted " + std::to_string(translated.size()) + " of " +
 			                          std::to_string(members.size()) +
 			                          " changes within switchboard.route_sql_timeout (" +

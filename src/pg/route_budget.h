@@ -16,6 +16,9 @@ namespace switchboard {
 
 // How long a route whose expressions ran past route_sql_timeout on a single change is held.
 constexpr int64_t kSlowRouteHoldMs = 60 * 1000;
+// The longest a route whose budget ran out with changes left comes after the other routes':
+// should they fill every claim, it has its turn in queue order again then.
+constexpr int64_t kDeferMs = 10 * 1000;
 
 class RouteSqlBudget {
 public:

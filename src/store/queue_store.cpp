@@ -576,7 +576,7 @@ ClaimDue(int limit)
 			holds.Hold(route, SteadyMs() + kSlowRouteHoldMs);
 			route_settled.stats[route].second = SlowRouteReason("its filters, key or mappings", use.slow);
 		} else if (!use.cut_off.empty()) {
-			holds.Defer(route);
+			holds.Defer(route, SteadyMs() + kDeferMs);
 			route_settled.stats[route].second = use.cut_off;
 		} else
 			holds.Served(route);

@@ -28,13 +28,15 @@ TEST(RouteHolds, HoldExpiresAndALongerHoldStays)
 TEST(RouteHolds, DeferredUntilServedAndNotWhileHeld)
 {
 	RouteHolds holds;
-	holds.Defer("a");
-	holds.Defer("b");
+	holds.Defer("a", 1000);
+	holds.Defer("b", 1000);
+	holds.Defer("c", 200);
 	holds.Hold("b", 100);
-	EXPECT_EQ(holds.Deferred(50), (Names{"a"})); // b is held: left out altogether
-	EXPECT_EQ(holds.Deferred(100), (Names{"a", "b"}));
+	EXPECT_EQ(holds.Deferred(50), (Names{"a", "c"})); // b is held: left out altogether
+	EXPECT_EQ(holds.Deferred(100), (Names{"a", "b", "c"}));
 	holds.Served("a");
-	EXPECT_EQ(holds.Deferred(100), (Names{"b"}));
+	EXPECT_EQ(holds.Deferred(100), (Names{"b", "c"}));
+	EXPECT_EQ(holds.Deferred(200), (Names{"b"})); // c's turn in queue order again
 }
 
 TEST(NextChunk, WholeClaimFirstThenWhatFits)

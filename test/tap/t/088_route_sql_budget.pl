@@ -75,6 +75,7 @@ my $t0 = time;
 $node->safe_psql('postgres', "INSERT INTO fast VALUES (1)");
 ok(wait_for('the fast route', sub { pending('fast') eq '0' }, 30), 'the fast route is delivered');
 my $took = time - $t0;
+diag('slow: ' . last_error('slow') . '; pending ' . pending('slow'));
 cmp_ok($took, '<', 4, sprintf('... within about one route_sql_timeout of the slow route (%.1f s)', $took));
 like(last_error('slow'), qr/route_sql_timeout.*the rest waits/, 'route_status says the slow route was cut off');
 cmp_ok(pending('slow'), '<', 30, 'the slow route makes progress');
