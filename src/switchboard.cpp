@@ -111,10 +111,11 @@ _PG_init(void)
 	// The superuser's bound on what a configuration role's step SQL may cost the database's
 	// worker, which runs it between the rounds of every route (options.timeout_ms may only
 	// shorten it).
-	DefineCustomIntVariable("switchboard.route_sql_timeout",
-	                        "Longest time one step's SQL (run_if, input, mappings, writeback) may run in the worker.",
-	                        nullptr, &setting_route_sql_timeout_ms, 10000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
-	                        nullptr, nullptr, nullptr);
+	DefineCustomIntVariable(
+	    "switchboard.route_sql_timeout",
+	    "Longest time a route's filters, key and mappings (together, per round) or one step's SQL may run in the worker.",
+	    nullptr, &setting_route_sql_timeout_ms, 10000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+	    nullptr);
 	DefineCustomIntVariable("switchboard.max_attempts", "Attempts before a change becomes a dead letter.", nullptr,
 	                        &setting_max_attempts, 12, 1, 1000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 	DefineCustomIntVariable("switchboard.history_retention", "How long delivery history is kept.", nullptr,

@@ -12,6 +12,7 @@
 #include "pg/as_role.h"
 #include "pg/boundary.h"
 #include "pg/expr.h"
+#include "pg/route_budget.h"
 #include "pg/time_limit.h"
 #include "settings.h"
 #include "store/queue_store.h"
@@ -576,7 +577,6 @@ FailRun(int64_t id, const std::string &step, const std::string &error)
 // are not due for kHoldBackMs (the checks are re-run then), so that neither fills the round's
 // pages (LIMIT 1000) and starves the other routes, nor makes the worker spin.
 constexpr int64_t kHoldBackMs = 10 * 1000;
-constexpr int64_t kSlowRouteHoldMs = 60 * 1000; // expressions that ran past route_sql_timeout
 
 // How long one round carries runs through their local steps before it sends what it has.
 constexpr std::chrono::milliseconds kPrepareBudget{1000};
@@ -653,41 +653,53 @@ SettleStale(int64_t id)
 
 } // namespace
 
+// The one set of routes held by the database's worker (pg/route_budget.h): the push path's
+// and the runs'.
 void
 RunExecutor::HoldBack(const std::string &route, int64_t ms)
 {
-	held_back_[route] = NowMs() + ms;
+	WorkerRouteHolds().Hold(route, SteadyMs() + ms);
 }
 
+namespace {
+
 std::string
-RunExecutor::HeldBackRoutes()
+TextArray(const std::vector<std::string> &items)
 {
-	const int64_t now = NowMs();
-	std::vector<SpiText> routes;
-	for (auto it = held_back_.begin(); it != held_back_.end();) {
-		if (it->second <= now) {
-			it = held_back_.erase(it);
-			continue;
-		}
-		routes.emplace_back(it->first);
-		++it;
-	}
-	return ArrayLiteral(routes);
+	return ArrayLiteral(std::vector<SpiText>(items.begin(), items.end()));
 }
+
+} // namespace
 
 size_t
 RunExecutor::Adopt()
 {
-	SpiResult r = SpiExecPrepared(
-	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, q.captured_at::text, q.last_error IS NOT NULL FROM switchboard.queue q "
-	    "JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
-	    "LEFT JOIN pg_catalog.unnest($1::pg_catalog.text[]) b(route) ON b.route = q.route "
-	    "WHERE q.state = 'pending' AND b.route IS NULL "
-	    "AND EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) "
-	    // The route locked too: one being deleted (or renamed) waits for these runs to be
-	    // committed and takes them along, instead of leaving them to a later route of its name.
-	    "ORDER BY q.id LIMIT 1000 FOR UPDATE OF q SKIP LOCKED FOR KEY SHARE OF r SKIP LOCKED",
-	    {HeldBackRoutes()});
+	// The routes held are left out; the deferred ones (their budget ran out last round with
+	// changes left) come after every other route's changes.
+	RouteHolds &holds = WorkerRouteHolds();
+	const int64_t now = SteadyMs();
+	std::vector<std::string> held = holds.Held(now), deferred = holds.Deferred(now);
+	std::vector<std::string> left_out = held;
+	left_out.insert(left_out.end(), deferred.begin(), deferred.end());
+	const auto fetch = [](const std::string &routes, const std::string &list, size_t limit) {
+		return SpiExecPrepared(
+		    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, q.captured_at::text, q.last_error IS NOT NULL "
+		    "FROM switchboard.queue q JOIN switchboard.routes r ON r.name = q.route AND r.enabled "
+		    "WHERE q.state = 'pending' AND " +
+		        routes +
+		        " AND EXISTS (SELECT 1 FROM switchboard.steps s WHERE s.route = q.route) "
+		        // The route locked too: one being deleted (or renamed) waits for these runs to be
+		        // committed and takes them along, instead of leaving them to a later route of its name.
+		        "ORDER BY q.id LIMIT $2::int FOR UPDATE OF q SKIP LOCKED FOR KEY SHARE OF r SKIP LOCKED",
+		    {list, Num(static_cast<int64_t>(limit))});
+	};
+	constexpr size_t kAdoptLimit = 1000;
+	SpiResult r = fetch("q.route <> ALL($1::pg_catalog.text[])", TextArray(left_out), kAdoptLimit);
+	if (!deferred.empty() && r.rows.size() < kAdoptLimit) {
+		SpiResult more = fetch("q.route = ANY($1::pg_catalog.text[])", TextArray(deferred),
+		                       kAdoptLimit - r.rows.size());
+		r.rows.insert(r.rows.end(), more.rows.begin(), more.rows.end());
+	}
 	if (r.rows.empty())
 		return 0;
 	RoundCache cache;
@@ -698,75 +710,113 @@ RunExecutor::Adopt()
 	std::string gone = "{";
 	Json dead = Json::array(), stale = Json::array();
 	size_t adopted = 0;
-	std::set<std::string> slow; // routes whose filters or key ran past route_sql_timeout here
-	for (const auto &row : r.rows) {
-		const std::string &route = *row[1];
+	// Route by route (each route's changes in queue order), its filters and key within one
+	// budget of route_sql_timeout for the round (pg/route_budget.h).
+	std::vector<std::pair<std::string, std::vector<size_t>>> groups;
+	{
+		std::map<std::string, size_t> index;
+		for (size_t i = 0; i < r.rows.size(); i++) {
+			auto [it, added] = index.emplace(*r.rows[i][1], groups.size());
+			if (added)
+				groups.emplace_back(*r.rows[i][1], std::vector<size_t>());
+			groups[it->second].second.push_back(i);
+		}
+	}
+	for (const auto &[route, members] : groups) {
 		RouteCache &rc = cache.Route(route);
 		if (!rc.def) {
 			HoldBack(route); // its changes wait in the queue, without filling the next rounds' pages
 			continue;
 		}
-		if (slow.count(route))
-			continue;
 		RouteDef keyed = *rc.def;
 		keyed.mappings.clear(); // the key and the filters; mappings are the deliver step's
-		Op op = ParseOp(*row[2]).value_or(Op::Update);
-		Translation t;
-		try {
-			t = Translate(keyed, op, row[3], row[4], false);
-		} catch (const PgError &e) {
-			// Not this change's fault alone (the route's expressions are slow, or a lock wait
-			// timed out): its changes wait in the queue, a minute when they were cut off by
-			// route_sql_timeout, and the other routes go on.
-			if (!TransientError(e.sqlerrcode))
-				throw;
-			const bool timed_out = CancelledByTimeLimit(e.sqlerrcode, e.what());
-			HoldBack(route, timed_out ? kSlowRouteHoldMs : kHoldBackMs);
-			slow.insert(route);
-			SpiExecPrepared("INSERT INTO switchboard.route_stats AS s (route, last_error, last_error_at) "
-			                "VALUES ($1, $2, now()) ON CONFLICT (route) DO UPDATE "
-			                "SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
-			                {route, timed_out ? "held for a minute (changes kept): its filters or key ran past "
-			                                    "switchboard.route_sql_timeout (" +
-			                                        std::to_string(setting_route_sql_timeout_ms) + " ms): " + e.what()
-			                                  : std::string("held for a round (changes kept): ") + e.what()});
-			continue;
+		std::vector<Translation> translated;
+		std::string cut_off, slow, transient;
+		{
+			RouteSqlBudget budget(route);
+			double ms_per_row = 0;
+			for (size_t i : members) {
+				if (NextChunk(1, 1, ms_per_row, budget.RemainingMs()) == 0) {
+					cut_off = "its budget was spent";
+					break;
+				}
+				const SpiRow &row = r.rows[i];
+				const int64_t started = SteadyMs();
+				try {
+					translated.push_back(
+					    Translate(keyed, ParseOp(*row[2]).value_or(Op::Update), row[3], row[4], false));
+				} catch (const PgError &e) {
+					// Not this change's fault alone (the route's expressions are slow, or a lock wait
+					// timed out): its changes wait in the queue, and the other routes go on.
+					if (!TransientError(e.sqlerrcode))
+						throw;
+					if (!budget.Limited() || !CancelledByTimeLimit(e.sqlerrcode, e.what()))
+						transient = e.what();
+					else if (translated.empty())
+						slow = e.what(); // a single change took the whole budget
+					else
+						cut_off = e.what();
+					break;
+				}
+				ms_per_row = std::max(ms_per_row, static_cast<double>(SteadyMs() - started));
+			}
 		}
-		if (t.status == Translation::Status::Failed) {
-			// Its key or a filter raised: it stays a dead letter of the queue, so that retry()
-			// passes it through the filters again (a run made of it would start past them).
-			dead.push_back(Json::array({*row[0], t.key.empty() ? Json() : Json(t.key), t.error}));
-			adopted++;
-			continue;
-		}
-		// (last_error: it failed before, and was retried; a new change is newer than any run of
-		// its key that has started, since a key's changes are queued in commit order.)
-		if (t.status != Translation::Status::Filtered && *row[6] == "t" && !t.key.empty() &&
-		    NewerRunOfKey(route, t.key, std::stoll(*row[0]))) {
-			// A dead letter retried after a newer change of its key ran: running it now would
-			// apply older data after newer. Settled as the push path settles a stale change.
-			stale.push_back(Json::array({*row[0], route, t.key, *row[2]}));
+		if (!slow.empty()) {
+			HoldBack(route, kSlowRouteHoldMs);
+			NoteRouteError(route, SlowRouteReason("its filters or key", slow));
+		} else if (!transient.empty()) {
+			HoldBack(route, kHoldBackMs);
+			NoteRouteError(route, "held for a round (changes kept): " + transient);
+		} else if (!cut_off.empty()) {
+			holds.Defer(route, SteadyMs() + kDeferMs);
+			NoteRouteError(route, "adopted " + std::to_string(translated.size()) + " of " +
+			                          std::to_string(members.size()) +
+			                          " changes within switchboard.route_sql_timeout (" +
+			                          std::to_string(setting_route_sql_timeout_ms) +
+			                          " ms for the route's filters and key a round); the rest waits for the next "
+			                          "round, after the other routes' changes: " +
+			                          cut_off);
+		} else
+			holds.Served(route);
+		for (size_t m = 0; m < translated.size(); m++) {
+			const SpiRow &row = r.rows[members[m]];
+			const Translation &t = translated[m];
+			if (t.status == Translation::Status::Failed) {
+				// Its key or a filter raised: it stays a dead letter of the queue, so that retry()
+				// passes it through the filters again (a run made of it would start past them).
+				dead.push_back(Json::array({*row[0], t.key.empty() ? Json() : Json(t.key), t.error}));
+				adopted++;
+				continue;
+			}
+			// (last_error: it failed before, and was retried; a new change is newer than any run of
+			// its key that has started, since a key's changes are queued in commit order.)
+			if (t.status != Translation::Status::Filtered && *row[6] == "t" && !t.key.empty() &&
+			    NewerRunOfKey(route, t.key, std::stoll(*row[0]))) {
+				// A dead letter retried after a newer change of its key ran: running it now would
+				// apply older data after newer. Settled as the push path settles a stale change.
+				stale.push_back(Json::array({*row[0], route, t.key, *row[2]}));
+				gone += (gone.size() > 1 ? "," : "") + *row[0];
+				adopted++;
+				continue;
+			}
+			if (t.status != Translation::Status::Filtered) {
+				const StepDef *first = rc.steps.empty() ? nullptr : &rc.steps.front();
+				bool failed = !first;
+				ids.push_back(*row[0]);
+				routes.push_back(route);
+				keys.push_back(t.key);
+				ops.push_back(*row[2]);
+				news.push_back(row[3] ? Json(*row[3]) : Json());
+				olds.push_back(row[4] ? Json(*row[4]) : Json());
+				ats.push_back(*row[5]);
+				states.push_back(failed ? "failed" : "pending");
+				positions.push_back(first ? Json(first->position) : Json());
+				firsts.push_back(first ? Json(first->name) : Json());
+				errors.push_back(failed ? Json("the route has no steps") : Json());
+			}
 			gone += (gone.size() > 1 ? "," : "") + *row[0];
 			adopted++;
-			continue;
 		}
-		if (t.status != Translation::Status::Filtered) {
-			const StepDef *first = rc.steps.empty() ? nullptr : &rc.steps.front();
-			bool failed = !first;
-			ids.push_back(*row[0]);
-			routes.push_back(route);
-			keys.push_back(t.key);
-			ops.push_back(*row[2]);
-			news.push_back(row[3] ? Json(*row[3]) : Json());
-			olds.push_back(row[4] ? Json(*row[4]) : Json());
-			ats.push_back(*row[5]);
-			states.push_back(failed ? "failed" : "pending");
-			positions.push_back(first ? Json(first->position) : Json());
-			firsts.push_back(first ? Json(first->name) : Json());
-			errors.push_back(failed ? Json("the route has no steps") : Json());
-		}
-		gone += (gone.size() > 1 ? "," : "") + *row[0];
-		adopted++;
 	}
 	gone += "}";
 	if (!dead.empty())

@@ -39,13 +39,12 @@ public:
 
 private:
 	size_t Adopt();
+	// Not adopted nor run for ms: WorkerRouteHolds (pg/route_budget.h), shared with the push path.
 	void HoldBack(const std::string &route, int64_t ms = 10 * 1000);
-	std::string HeldBackRoutes();              // as a text[] literal, forgetting the expired ones
-	std::map<std::string, int64_t> held_back_; // route -> until (NowMs)
-	int64_t stuck_run_ = 0;                    // a run the previous worker ended in (TakeRunInStepSql), until failed
-	bool stuck_by_crash_ = false;              // ... or was killed in, crash after crash (TakeRunCrashedInStepSql)
-	bool started_ = false;                     // the first round of this worker is behind
-	int64_t last_prune_ms_ = 0;                // finished runs are pruned once a minute
+	int64_t stuck_run_ = 0;       // a run the previous worker ended in (TakeRunInStepSql), until failed
+	bool stuck_by_crash_ = false; // ... or was killed in, crash after crash (TakeRunCrashedInStepSql)
+	bool started_ = false;        // the first round of this worker is behind
+	int64_t last_prune_ms_ = 0;   // finished runs are pruned once a minute
 
 	Dispatcher *dispatcher_;
 	std::mt19937_64 *rng_;

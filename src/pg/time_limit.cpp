@@ -322,6 +322,12 @@ StuckRunSettled(int64_t run)
 }
 
 bool
+TimeLimitGraceExpired()
+{
+	return grace_expired;
+}
+
+bool
 StopStepSql()
 {
 	if (!in_step_sql)

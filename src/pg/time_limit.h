@@ -62,4 +62,7 @@ void StuckRunSettled(int64_t run);
 // and the run's step runs again in the next worker. False (nothing done) outside one.
 bool StopStepSql();
 
+// True once SQL under a StatementTimeLimit went on kGraceMs past it: the worker is ending (FATAL).
+bool TimeLimitGraceExpired();
+
 } // namespace switchboard

@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 
 #include "delivery/coalesce.h"
 #include "delivery/retry_policy.h"
 #include "pg/boundary.h"
 #include "pg/spi.h"
+#include "pg/route_budget.h"
 #include "pg/time_limit.h"
 #include "settings.h"
 #include "store/pull_store.h"
@@ -77,6 +79,7 @@ struct QueueRow {
 	int64_t captured_ms;
 	int attempts;
 	bool route_exists;
+	SpiText key; // known once tried before (or superseded)
 };
 
 // One row of delivery_log.
@@ -196,39 +199,16 @@ RecoverInFlight()
 
 namespace {
 
-// Routes whose expressions (filters, key, mappings) ran past switchboard.route_sql_timeout,
-// until when (SteadyMs) their changes wait: retried every round, one slow route would cost every
-// round of the database's worker that long.
-constexpr int64_t kSlowRouteHoldMs = 60 * 1000;
-std::map<std::string, int64_t> slow_routes;
-
-int64_t
-SteadyMs()
-{
-	return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-	    .count();
-}
-
 std::string
-SlowRoutes()
+TextArray(const std::vector<std::string> &items)
 {
-	const int64_t now = SteadyMs();
-	std::vector<SpiText> routes;
-	for (auto it = slow_routes.begin(); it != slow_routes.end();) {
-		if (it->second <= now) {
-			it = slow_routes.erase(it);
-			continue;
-		}
-		routes.emplace_back(it->first);
-		++it;
-	}
-	return ArrayLiteral(routes);
+	return ArrayLiteral(std::vector<SpiText>(items.begin(), items.end()));
 }
 
-// The claim's SQL fetch: due changes of enabled routes (and of deleted ones, which fail), in
-// id order, locked; rows another transaction holds (a DBA's retry()) are left for later.
+// Due changes of the routes that `routes` admits (of route_list, a text[], as $2), limit of
+// them in id order, with the newer changes of their keys that were tried before.
 std::vector<QueueRow>
-FetchDue(int limit)
+FetchDueOf(int limit, const std::string &routes, const std::string &route_list)
 {
 	const std::string columns =
 	    "SELECT q.id, q.route, q.op, q.new::text, q.old::text, "
@@ -242,9 +222,8 @@ FetchDue(int limit)
 	// In id order from queue_pkey, never a scan and sort of the whole queue: its statistics
 	// lag behind its churn (analyzed nearly empty, a backlog looks like a few rows to the planner,
 	// and each claim of 2,000 read and sorted all 100,000 queued rows).
-	SpiResult r = SpiExecPlanned(columns + "AND q.route <> ALL($2::text[]) ORDER BY q.id LIMIT $1::int "
-	                                       "FOR UPDATE OF q SKIP LOCKED",
-	                             {Num(limit), SlowRoutes()}, {"enable_sort"});
+	SpiResult r = SpiExecPlanned(columns + "AND " + routes + " ORDER BY q.id LIMIT $1::int FOR UPDATE OF q SKIP LOCKED",
+	                             {Num(limit), route_list}, {"enable_sort"});
 	// Changes tried before (keyed) whose key has a newer due change beyond the limit: that one
 	// comes along, so that the older one is coalesced into it instead of going out alone after
 	// the newer was tried (the remote may have applied it: v2, v1, v2). Newer ids only, so the
@@ -268,7 +247,29 @@ FetchDue(int limit)
 	std::vector<QueueRow> rows;
 	for (const auto &row : r.rows)
 		rows.push_back(QueueRow{std::stoll(*row[0]), *row[1], *ParseOp(*row[2]), row[3], row[4], std::stoll(*row[5]),
-		                        std::stoi(*row[6]), *row[7] == "t"});
+		                        std::stoi(*row[6]), *row[7] == "t", row[8]});
+	return rows;
+}
+
+// The claim's SQL fetch: due changes of enabled routes (and of deleted ones, which fail), in
+// id order, locked; rows another transaction holds (a DBA's retry()) are left for later. The
+// routes held (WorkerRouteHolds) are left out; the deferred ones (their budget ran out last
+// round with changes left) come after every other route's changes, so that the others are
+// served first.
+std::vector<QueueRow>
+FetchDue(int limit)
+{
+	RouteHolds &holds = WorkerRouteHolds();
+	const int64_t now = SteadyMs();
+	std::vector<std::string> held = holds.Held(now), deferred = holds.Deferred(now);
+	std::vector<std::string> left_out = held;
+	left_out.insert(left_out.end(), deferred.begin(), deferred.end());
+	std::vector<QueueRow> rows = FetchDueOf(limit, "q.route <> ALL($2::text[])", TextArray(left_out));
+	if (!deferred.empty() && rows.size() < static_cast<size_t>(limit)) {
+		std::vector<QueueRow> more = FetchDueOf(limit - static_cast<int>(rows.size()), "q.route = ANY($2::text[])",
+		                                        TextArray(deferred));
+		rows.insert(rows.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+	}
 	return rows;
 }
 
@@ -437,12 +438,18 @@ SettleStale(const std::string &route, const std::vector<ClaimedRow> &claimed, Co
 
 // One route's part of the claim: load it, translate its rows, coalesce them (delivery/
 // coalesce.h), mark what is sent in flight and add it to out; the rest goes to settled.
+// What became of a route's translation this round (TranslateBatch).
+struct RouteBudgetUse {
+	std::string cut_off; // its budget ran out with changes left
+	std::string slow;    // a single change ran past route_sql_timeout
+};
+
 void
-ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, const std::string &instance,
-           ClaimedBatch *out, ClaimSettled *settled)
+ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &claimed_rows, const std::string &instance,
+           ClaimedBatch *out, ClaimSettled *settled, RouteBudgetUse *use)
 {
 	std::optional<RouteDef> def;
-	if (rows.front().route_exists) {
+	if (claimed_rows.front().route_exists) {
 		// A route that cannot be loaded (its definition fails the write-time checks, its
 		// owner lost a privilege) is refused: the worker disables it with the reason, its
 		// changes stay pending, the other routes go on.
@@ -459,16 +466,36 @@ ClaimRoute(const std::string &route_name, const std::vector<QueueRow> &rows, con
 		}
 	}
 	std::vector<Translation> translations;
+	std::vector<QueueRow> rows;
 	if (!def) {
 		Translation gone;
 		gone.status = Translation::Status::Failed;
 		gone.error = "route \"" + route_name + "\" was deleted";
-		translations.assign(rows.size(), gone);
+		translations.assign(claimed_rows.size(), gone);
+		rows = claimed_rows;
 	} else {
 		std::vector<PendingRow> pending;
-		for (const auto &q : rows)
+		for (const auto &q : claimed_rows)
 			pending.push_back(PendingRow{q.op, q.new_image, q.old_image});
-		translations = TranslateBatch(*def, pending);
+		BatchTranslation batch = TranslateBatch(*def, pending);
+		use->cut_off = std::move(batch.cut_off);
+		use->slow = std::move(batch.slow);
+		const size_t done = batch.done.size();
+		// The rest waits. A change tried before whose key has a newer change among them waits
+		// too, so that it is coalesced into that one instead of going out alone after it was
+		// tried (as FetchDue brings such newer changes along).
+		std::set<std::string> keys_left;
+		for (size_t i = done; i < claimed_rows.size(); i++)
+			if (claimed_rows[i].key)
+				keys_left.insert(*claimed_rows[i].key);
+		for (size_t i = 0; i < done; i++) {
+			if (claimed_rows[i].key && keys_left.count(*claimed_rows[i].key))
+				continue;
+			rows.push_back(claimed_rows[i]);
+			translations.push_back(std::move(batch.done[i]));
+		}
+		if (rows.empty())
+			return;
 	}
 
 	std::vector<ClaimedRow> claimed;
@@ -540,16 +567,16 @@ ClaimDue(int limit)
 		// round, its changes pending and the error in route_status; the other routes go on.
 		ClaimedBatch route_out;
 		ClaimSettled route_settled;
+		RouteBudgetUse use;
+		RouteHolds &holds = WorkerRouteHolds();
 		try {
 			Subtransaction sub;
-			ClaimRoute(route, rows, instance, &route_out, &route_settled);
+			ClaimRoute(route, rows, instance, &route_out, &route_settled, &use);
 			sub.Commit();
 		} catch (const PgError &e) {
 			if (CancelledByTimeLimit(e.sqlerrcode, e.what())) {
-				slow_routes[route] = SteadyMs() + kSlowRouteHoldMs;
-				settled.stats[route].second = "held for a minute (changes kept): its filters, key or mappings ran past "
-				                              "switchboard.route_sql_timeout (" +
-				                              std::to_string(setting_route_sql_timeout_ms) + " ms): " + e.what();
+				holds.Hold(route, SteadyMs() + kSlowRouteHoldMs);
+				settled.stats[route].second = SlowRouteReason("its filters, key or mappings", e.what());
 			} else
 				settled.stats[route].second = std::string("held for a round (changes kept): ") + e.what();
 			continue;
@@ -557,6 +584,16 @@ ClaimDue(int limit)
 			settled.stats[route].second = std::string("held for a round (changes kept): ") + e.what();
 			continue;
 		}
+		// Its budget ran out: the changes translated go on, the others wait, a minute when a
+		// single change took the whole budget, else until the other routes' changes were claimed.
+		if (!use.slow.empty()) {
+			holds.Hold(route, SteadyMs() + kSlowRouteHoldMs);
+			route_settled.stats[route].second = SlowRouteReason("its filters, key or mappings", use.slow);
+		} else if (!use.cut_off.empty()) {
+			holds.Defer(route, SteadyMs() + kDeferMs);
+			route_settled.stats[route].second = use.cut_off;
+		} else
+			holds.Served(route);
 		for (auto &b : route_out.batches)
 			out.batches.push_back(std::move(b));
 		out.changes.merge(route_out.changes);

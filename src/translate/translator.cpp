@@ -1,9 +1,13 @@
 #include "translate/translator.h"
 #include "http/exact_json.h"
 
+#include <algorithm>
+#include <map>
+
 #include "pg/boundary.h"
 #include "pg/as_role.h"
 #include "pg/expr.h"
+#include "pg/route_budget.h"
 #include "pg/time_limit.h"
 #include "settings.h"
 
@@ -15,22 +19,6 @@ extern "C" {
 namespace switchboard {
 
 namespace {
-
-// In the worker, a route's filters, key and mappings run under switchboard.route_sql_timeout:
-// the database's one worker runs them for every route, so a slow expression (a pg_sleep, a lock
-// wait) fails its change instead of stalling the others, and a stop does not wait for it. A
-// DBA's preview or resync runs under the session's own statement_timeout.
-class WorkerSqlLimit {
-public:
-	WorkerSqlLimit()
-	{
-		if (IsBackgroundWorker)
-			limit_.emplace(setting_route_sql_timeout_ms, 0);
-	}
-
-private:
-	std::optional<StatementTimeLimit> limit_;
-};
 
 std::string
 FieldsSqlFor(const RouteDef &def)
@@ -140,8 +128,11 @@ Translate(const RouteDef &def, Op op, const SpiText &new_image, const SpiText &o
 		t.error = "source table of route \"" + def.name + "\" no longer exists";
 		return t;
 	}
-	// Whoever asks (the worker, a DBA's preview), the route's expressions run as its owner.
-	WorkerSqlLimit limit;
+	// In the worker, under the route's budget for this round (switchboard.route_sql_timeout;
+	// the caller's, when it has one: TranslateBatch, adoption of runs). A DBA's preview runs
+	// under the session's own statement_timeout. Whoever asks, the expressions run as the
+	// route's owner.
+	RouteSqlBudget budget(def.name);
 	AsRole as_owner(def.owner);
 
 	// Filters the trigger's WHEN clause held already passed, or the change would not be
@@ -335,33 +326,108 @@ TranslateSetBased(const RouteDef &def, const std::vector<PendingRow> &rows, std:
 	return true;
 }
 
+// What a route's set-based statements showed will fit in its budget, route by route (worker).
+std::map<std::string, size_t> learned_chunks;
+
+// The most changes one set-based statement translates (a claim's size, kClaimLimit).
+constexpr size_t kMaxChunk = 2000;
+
+long
+ElapsedSince(int64_t started_ms)
+{
+	return static_cast<long>(SteadyMs() - started_ms);
+}
+
 } // namespace
 
-std::vector<Translation>
+BatchTranslation
 TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows)
 {
-	std::vector<Translation> out;
+	BatchTranslation res;
+	std::vector<Translation> &done = res.done;
 	if (rows.empty())
-		return out;
+		return res;
 	if (!def.source_exists) {
 		Translation failed;
 		failed.status = Translation::Status::Failed;
 		failed.error = "source table of route \"" + def.name + "\" no longer exists";
-		return std::vector<Translation>(rows.size(), failed);
+		done.assign(rows.size(), failed);
+		return res;
 	}
-	{
-		// Ended before the row-by-row fallback below, whose translations have limits of their own.
-		WorkerSqlLimit limit;
-		AsRole as_owner(def.owner);
-		if (TranslateSetBased(def, rows, &out))
-			return out;
+	// One budget for the route's SQL this round, whatever it goes through: set-based chunks, the
+	// row-by-row fallback. Past it, the changes translated so far go on and the rest waits.
+	RouteSqlBudget budget(def.name);
+	size_t local_learned = 0;
+	size_t &learned = budget.Limited() ? learned_chunks[def.name] : local_learned;
+	double ms_per_row = 0; // measured this round
+	bool first = true;     // the next statement is the round's first: it has the whole budget
+	const auto cut_off = [&](const std::string &why) {
+		res.cut_off = "translated " + std::to_string(done.size()) + " of " + std::to_string(rows.size()) +
+		              " changes within switchboard.route_sql_timeout (" + std::to_string(budget.FullMs()) +
+		              " ms for the route's filters, key and mappings a round); the rest waits for the next round, "
+		              "after the other routes' changes" +
+		              (why.empty() ? "" : ": " + why);
+	};
+	// A statement was cancelled by the budget: a single change on its own, with nothing
+	// translated before it, is slow by itself (the route is held); otherwise the rest waits.
+	const auto timed_out = [&](size_t n, const std::string &error) {
+		if (n == 1 && done.empty())
+			res.slow = error;
+		else
+			cut_off(error);
+	};
+	while (done.size() < rows.size()) {
+		const size_t n = NextChunk(learned, rows.size() - done.size(), ms_per_row, budget.RemainingMs());
+		if (n == 0) {
+			cut_off("");
+			break;
+		}
+		const std::vector<PendingRow> chunk(rows.begin() + static_cast<long>(done.size()),
+		                                    rows.begin() + static_cast<long>(done.size() + n));
+		std::vector<Translation> out;
+		bool ok = false;
+		const int64_t started = SteadyMs();
+		try {
+			AsRole as_owner(def.owner);
+			ok = TranslateSetBased(def, chunk, &out);
+		} catch (const PgError &e) {
+			if (!budget.Limited() || !CancelledByTimeLimit(e.sqlerrcode, e.what()))
+				throw;
+			// Too many changes for one statement: the next rounds try half as many.
+			if (first)
+				learned = LearnChunk(n, true, ElapsedSince(started), budget.FullMs(), kMaxChunk);
+			timed_out(n, e.what());
+			break;
+		}
+		first = false;
+		if (ok) {
+			const long elapsed = ElapsedSince(started);
+			learned = LearnChunk(n, false, elapsed, budget.FullMs(), kMaxChunk);
+			ms_per_row = std::max(ms_per_row, static_cast<double>(elapsed) / static_cast<double>(n));
+			for (auto &t : out)
+				done.push_back(std::move(t));
+			continue;
+		}
+		// One row raised and took the whole statement with it: row by row, each fails alone and
+		// says which filter or mapping it was, within what is left of the budget.
+		for (const auto &row : chunk) {
+			if (NextChunk(1, 1, ms_per_row, budget.RemainingMs()) == 0) {
+				cut_off("");
+				return res;
+			}
+			const int64_t row_started = SteadyMs();
+			try {
+				done.push_back(Translate(def, row.op, row.new_image, row.old_image, false));
+			} catch (const PgError &e) {
+				if (!budget.Limited() || !CancelledByTimeLimit(e.sqlerrcode, e.what()))
+					throw;
+				timed_out(1, e.what());
+				return res;
+			}
+			ms_per_row = std::max(ms_per_row, static_cast<double>(ElapsedSince(row_started)));
+		}
 	}
-	// One row raised and took the whole statement with it: row by row, each fails alone and
-	// says which filter or mapping it was.
-	out.clear();
-	for (const auto &row : rows)
-		out.push_back(Translate(def, row.op, row.new_image, row.old_image, false));
-	return out;
+	return res;
 }
 
 } // namespace switchboard

@@ -32,11 +32,19 @@ struct PendingRow {
 	SpiText old_image;
 };
 
-// Translates many changes of one route with the filters the trigger did not evaluate: in one
-// query when every row translates, row by row (to name the failing filter or mapping) when
-// one does not. Both run as the route's owner (RouteDef::owner), so expressions in the
-// configuration can do no more than that role could with its own privileges.
-std::vector<Translation> TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows);
+// Translates many changes of one route with the filters the trigger did not evaluate: in
+// set-based statements while the rows translate, row by row (to name the failing filter or
+// mapping) for a statement where one does not. Both run as the route's owner
+// (RouteDef::owner), so expressions in the configuration can do no more than that role could
+// with its own privileges. In the worker, all of it within one budget of
+// switchboard.route_sql_timeout (pg/route_budget.h); a statement the budget cuts off is
+// tried with half as many changes in the next round.
+struct BatchTranslation {
+	std::vector<Translation> done; // of the first done.size() rows; the others wait
+	std::string cut_off;           // the budget ran out with rows left: why (route_status)
+	std::string slow;              // a single change ran past the budget on its own: the error
+};
+BatchTranslation TranslateBatch(const RouteDef &def, const std::vector<PendingRow> &rows);
 
 // {"a","b"} with the quoting Postgres array input expects; nullopt elements become NULL.
 std::string ArrayLiteral(const std::vector<SpiText> &items);
