@@ -568,9 +568,6 @@ Receiver::PollFds() const
 long
 Receiver::TimeoutMs() const
 {
-	// Requests received by the last Run() (the one that sent the answers) are served at once.
-	if (!impl_->received.empty())
-		return 0;
 	long best = -1;
 	// The next whole-request deadline.
 	if (!impl_->sockets.empty()) {

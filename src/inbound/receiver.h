@@ -88,7 +88,8 @@ public:
 
 	// One epoll descriptor per address, to wait on for readability.
 	std::vector<int> PollFds() const;
-	// How long until MHD needs Run() for its timeouts (-1: no limit).
+	// How long until MHD needs Run() for its timeouts or a request deadline (-1: no limit).
+	// Requests the last Run() read are not counted: take them (TakeReceived) before waiting.
 	long TimeoutMs() const;
 	// Does all pending I/O; new complete requests become available to TakeReceived().
 	void Run();
