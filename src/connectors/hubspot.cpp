@@ -456,24 +456,22 @@ ParseHubSpotPage(const Route &route, PullPhase phase, const PullCursor &cursor, 
 	}
 	bool below = false; // a record older than the newest time: a page from that time moves on
 	// The ids of the newest time's records read so far (those of earlier pages at that time too).
-	std::set<int64_t> at_newest;
-	if (at.kind == KeysetAfter::Seen && at.ms == newest)
-		at_newest = at.seen_ids;
+	// (A page all of one time, of a search not already at that time, is a bulk import's: walked
+	// by id below, as its records may be many more than one NOT_IN carries.)
+	const bool continued = at.kind == KeysetAfter::Seen && at.ms == newest;
+	std::set<int64_t> at_newest = continued ? at.seen_ids : std::set<int64_t>();
 	bool ids_readable = true;
 	for (const auto &record : page.records) {
 		if (record.modified_ms > 0 && record.modified_ms < newest)
 			below = true;
 		int64_t id = 0;
-		if (record.modified_ms == newest) {
-			if (ParseDecimal(record.remote_id, &id))
-				at_newest.insert(id);
-			else
-				ids_readable = false;
-		}
+		if (record.modified_ms != newest)
+			continue;
+		if (ParseDecimal(record.remote_id, &id))
+			at_newest.insert(id);
+		else
+			ids_readable = false;
 	}
-	// (A page all of one time, of a search not already at that time, is a bulk import's: walked
-	// by id below, as its records may be many more than one NOT_IN carries.)
-	const bool continued = at.kind == KeysetAfter::Seen && at.ms == newest;
 	if (newest > 0 && (below || continued) && ids_readable && !at_newest.empty() &&
 	    at_newest.size() <= kHubSpotNotInValues) {
 		// Past the records of the newest time read so far, none of them read again.
