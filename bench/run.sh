@@ -164,6 +164,8 @@ DROP TRIGGER IF EXISTS pgq_capture ON pgbench_accounts;
 DROP TRIGGER IF EXISTS outbox_capture ON customers;
 DROP TRIGGER IF EXISTS pgq_capture ON customers;
 DELETE FROM switchboard.routes;
+-- The changes of the deleted route go too: a route of that name is refused while they are queued.
+TRUNCATE switchboard.queue;
 SQL
 	case "$2" in
 	outbox) psql_ -c "CREATE TRIGGER outbox_capture AFTER UPDATE ON $table FOR EACH ROW EXECUTE FUNCTION outbox_capture()" ;;

@@ -111,10 +111,11 @@ InboundDue(int per_route, const std::set<std::string> &held, const std::vector<i
 		}
 		r.more = events.rows.size() > static_cast<size_t>(per_route);
 		if (!named.empty())
-			for (const auto &k : SpiExecPrepared("SELECT remote_id, key FROM switchboard.remote_ids "
-			                                     "WHERE route = $1 AND remote_id = ANY($2::pg_catalog.text[])",
-			                                     {def->name, ArrayLiteral(named)})
-			                         .rows)
+			for (const auto &k :
+			     SpiExecPrepared("SELECT remote_id, key FROM switchboard.remote_ids "
+			                     "WHERE route = $1 AND remote_id IN (SELECT pg_catalog.unnest($2::pg_catalog.text[]))",
+			                     {def->name, ArrayLiteral(named)})
+			         .rows)
 				r.known_keys[*k[0]] = *k[1];
 		for (const auto &m : def->mappings)
 			if (m.pull_column)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include "capture/enqueue.h"
 #include "connectors/crypto.h"
@@ -60,62 +61,130 @@ struct PendingKey {
 	bool deletes = false; // one of them deletes the row
 };
 
+// Issue 10.6: the keys of the route's changes that no claim has keyed yet (capture evaluates
+// no user expression), computed once as the owner and kept here by queue id, so that a page
+// computes only the keys of changes queued since the last page rather than of the whole backlog
+// (50,000 queued changes made every Salesforce page of a big table take about a second). A
+// queued change's images do not change (but for the remote-wins merge below, which forgets its
+// ids), so a key computed once stays right while the route's key expression, source and owner
+// stay the same: the cache is dropped when they change. A route of the same name created
+// again starts with no queued change (the trigger refuses it otherwise). captured_ms is checked
+// too, so that an id handed out again (a sequence reset) is never taken for the old change.
+struct CachedKey {
+	int64_t captured_ms = 0;
+	SpiText key;
+};
+struct RouteKeyCache {
+	std::string fingerprint;
+	std::unordered_map<int64_t, CachedKey> keys;
+};
+std::map<std::string, RouteKeyCache> unkeyed_keys;
+constexpr size_t kKeyCacheMax = 200000; // per route; past it, the rest is computed per page
+
+std::string
+KeyFingerprint(const RouteDef &def)
+{
+	return std::to_string(def.owner) + "/" + std::to_string(def.source) + "/" + def.match_local;
+}
+
+void
+ForgetCachedKeys(const std::string &route, const std::vector<SpiText> &ids)
+{
+	auto found = unkeyed_keys.find(route);
+	if (found == unkeyed_keys.end())
+		return;
+	for (const SpiText &id : ids)
+		if (id)
+			found->second.keys.erase(std::stoll(*id));
+}
+
 std::map<std::string, PendingKey>
 PendingLocalChanges(const RouteDef &def, const std::vector<SpiText> &keys)
 {
+	// The keyed half: = ANY of an array computed once (an InitPlan); on a queue whose statistics
+	// were stale, a semi-join was planned as a nested loop over the queue, ten times slower.
 	// in_flight counts too: a change being pushed right now is still newer local state. A
 	// delete has only its old image. Keyed changes (tried before) of the page's keys come
-	// through the index queue_route_key; changes not yet claimed have no key, which is
-	// computed here from their images.
+	// through the index queue_route_key; changes not yet claimed have no key: they are listed
+	// (their ids only, no images) and the keys not cached yet are computed from their images.
 	SpiResult queued = SpiExecPrepared(
-	    "SELECT q.id, q.key, NULL, (pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8, q.op "
-	    "FROM switchboard.queue q WHERE q.route = $1 AND q.key IS NOT NULL AND q.key = ANY($2::pg_catalog.text[]) "
+	    "SELECT q.id, q.key, (pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8, q.op "
+	    "FROM switchboard.queue q WHERE q.route = $1 AND q.key IS NOT NULL "
+	    "AND q.key = ANY((SELECT $2::pg_catalog.text[])::pg_catalog.text[]) "
 	    "AND q.state IN ('pending', 'in_flight') "
 	    "UNION ALL "
-	    "SELECT q.id, NULL, coalesce(q.new, q.old)::text, "
-	    "(pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8, q.op "
+	    "SELECT q.id, NULL, (pg_catalog.date_part('epoch', q.captured_at) * 1000)::pg_catalog.int8, q.op "
 	    "FROM switchboard.queue q WHERE q.route = $1 AND q.key IS NULL AND q.state IN ('pending', 'in_flight')",
 	    {def.name, ArrayLiteral(keys)});
-	// Rows not yet claimed have no key: the trigger evaluates no user expression, so the key
-	// is computed here from the images, all in one statement.
-	std::vector<SpiText> images;
-	std::vector<size_t> unkeyed;
-	for (size_t i = 0; i < queued.rows.size(); i++)
-		if (!queued.rows[i][1]) {
-			images.push_back(queued.rows[i][2]);
-			unkeyed.push_back(i);
+	RouteKeyCache &cache = unkeyed_keys[def.name];
+	if (cache.fingerprint != KeyFingerprint(def)) {
+		cache.fingerprint = KeyFingerprint(def);
+		cache.keys.clear();
+	}
+	std::unordered_map<int64_t, CachedKey> still_queued; // the cache, without changes gone since
+	std::vector<SpiText> missing;                        // ids of unkeyed changes not cached
+	std::vector<size_t> missing_rows;
+	std::vector<SpiText> row_keys(queued.rows.size());
+	for (size_t i = 0; i < queued.rows.size(); i++) {
+		const SpiRow &row = queued.rows[i];
+		if (row[1]) {
+			row_keys[i] = row[1];
+			continue;
 		}
-	std::vector<SpiText> computed;
-	if (!images.empty()) {
+		int64_t id = std::stoll(*row[0]), ms = std::stoll(*row[2]);
+		auto hit = cache.keys.find(id);
+		if (hit != cache.keys.end() && hit->second.captured_ms == ms) {
+			row_keys[i] = hit->second.key;
+			still_queued.emplace(id, hit->second); // a copy: a statement below may still fail
+		} else {
+			missing.push_back(row[0]);
+			missing_rows.push_back(i);
+		}
+	}
+	if (!missing.empty()) {
+		// The images, then their keys as the owner in one statement; ORDER BY the ordinality, so
+		// keys come back in the order of `missing`.
+		SpiResult images = SpiExecPrepared(
+		    "SELECT coalesce(q.new, q.old)::text FROM pg_catalog.unnest($1::pg_catalog.int8[]) "
+		    "WITH ORDINALITY AS m(id, n) LEFT JOIN switchboard.queue q ON q.id = m.id ORDER BY m.n",
+		    {ArrayLiteral(missing)});
+		std::vector<SpiText> imgs;
+		for (auto &row : images.rows)
+			imgs.push_back(row[0]);
 		AsRole as_owner(def.owner);
-		// ORDER BY the ordinality: keys come back in the order of `images`, so they pair with
-		// `unkeyed` by position below.
 		SpiResult found = SpiExecPrepared("SELECT k.key FROM pg_catalog.unnest($1::pg_catalog.json[]) WITH ORDINALITY "
 		                                  "AS i(img, n) CROSS JOIN LATERAL (SELECT " +
 		                                      Parenthesize(def.match_local) + "::pg_catalog.text AS key" +
 		                                      RowFromClause(def.source, "i.img") + ") k ORDER BY i.n",
-		                                  {ArrayLiteral(images)});
-		for (auto &row : found.rows)
-			computed.push_back(row[0]);
+		                                  {ArrayLiteral(imgs)});
+		for (size_t m = 0; m < missing_rows.size() && m < found.rows.size(); m++) {
+			size_t i = missing_rows[m];
+			// A change gone between the two statements (delivered) has no image: no key, not cached.
+			if (!imgs[m])
+				continue;
+			row_keys[i] = found.rows[m][0];
+			if (still_queued.size() < kKeyCacheMax)
+				still_queued.emplace(std::stoll(*queued.rows[i][0]),
+				                     CachedKey{std::stoll(*queued.rows[i][2]), found.rows[m][0]});
+		}
 	}
+	cache.keys = std::move(still_queued);
 	std::set<std::string> wanted;
 	for (const SpiText &k : keys)
 		if (k)
 			wanted.insert(*k);
 	std::map<std::string, PendingKey> pending;
-	for (size_t i = 0, u = 0; i < queued.rows.size(); i++) {
+	for (size_t i = 0; i < queued.rows.size(); i++) {
 		const SpiRow &row = queued.rows[i];
-		SpiText key = row[1];
-		if (!key && u < unkeyed.size() && unkeyed[u] == i)
-			key = u < computed.size() ? computed[u++] : SpiText();
+		const SpiText &key = row_keys[i];
 		// A NULL key identifies no remote record, so it cannot conflict with one.
 		if (!key || !wanted.count(*key))
 			continue;
 		// The conflict rule compares the remote change with the newest local one.
 		PendingKey &p = pending[*key];
-		p.newest_ms = std::max<int64_t>(p.newest_ms, std::stoll(*row[3]));
+		p.newest_ms = std::max<int64_t>(p.newest_ms, std::stoll(*row[2]));
 		p.ids.push_back(row[0]);
-		p.deletes = p.deletes || row[4] == SpiText("delete");
+		p.deletes = p.deletes || row[3] == SpiText("delete");
 	}
 	return pending;
 }
@@ -126,7 +195,7 @@ PushedStates(const RouteDef &def, const std::vector<SpiText> &keys)
 {
 	std::map<std::string, Json> out;
 	SpiResult r = SpiExecPrepared("SELECT key, fields::text FROM switchboard.pushed_state "
-	                              "WHERE route = $1 AND key = ANY($2::pg_catalog.text[])",
+	                              "WHERE route = $1 AND key IN (SELECT pg_catalog.unnest($2::pg_catalog.text[]))",
 	                              {def.name, ArrayLiteral(keys)});
 	for (const auto &row : r.rows) {
 		Json fields = Json::parse(*row[1], nullptr, false);
@@ -195,9 +264,14 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	                             : "INSERT INTO " + table + " (" + cols + ") SELECT " + values +
 	                                   " FROM (SELECT $1::pg_catalog.jsonb AS rec) AS pulled";
 	// Sorted, so two pulls (or a pull and a writer locking in key order) wait instead of deadlocking.
+	// IN (SELECT unnest(...)), not = ANY($1::text[]), here and in the lookups of a page's keys:
+	// a semi-join (an index probe per key, or a hash), where = ANY compares every row a scan
+	// visits with each of 2,000 keys, and casts the text parameter to an array again for each
+	// row (on a table whose statistics say it is small, the plan is a scan: seconds per page).
 	sql.lock = columns.empty() ? ""
 	                           : "SELECT 1 FROM " + table + " AS " + alias + " WHERE " + key +
-	                                 " = ANY($1::pg_catalog.text[]) ORDER BY " + key + " FOR UPDATE OF " + alias;
+	                                 " IN (SELECT pg_catalog.unnest($1::pg_catalog.text[])) ORDER BY " + key +
+	                                 " FOR UPDATE OF " + alias;
 	sql.remove = "DELETE FROM " + table + " AS " + alias + " WHERE " + key + " = $1::pg_catalog.text";
 	if (!columns.empty())
 		sql.page =
@@ -320,14 +394,16 @@ ApplyOneRecord(const RouteDef &def, const std::string &conflict, const ApplySql 
 		// merged with the remote values, so it pushes its own fields and the remote's for the
 		// rest. Otherwise (or when it deleted the row, or the row is not there to merge with)
 		// it is dropped: its older state must not overwrite what was applied.
-		if (push_only && !local->second.deletes && !merged.empty())
+		if (push_only && !local->second.deletes && !merged.empty()) {
+			ForgetCachedKeys(def.name, local->second.ids); // their images change
 			SpiExecPrepared("UPDATE switchboard.queue SET new = (new::pg_catalog.jsonb OPERATOR(pg_catalog.||) "
 			                "$2::pg_catalog.jsonb)::pg_catalog.json "
 			                "WHERE id = ANY($1::pg_catalog.int8[]) AND new IS NOT NULL",
 			                {ArrayLiteral(local->second.ids), merged});
-		else
+		} else {
 			SpiExecPrepared("DELETE FROM switchboard.queue WHERE id = ANY($1::pg_catalog.int8[])",
 			                {ArrayLiteral(local->second.ids)});
+		}
 		pending->erase(local);
 	}
 	return counts;
@@ -456,11 +532,12 @@ NotYetApplied(const RouteDef &def, const std::vector<RemoteRecord> &records, std
 		std::string hash;
 	};
 	std::map<std::string, Applied> applied;
-	for (const auto &row : SpiExecPrepared("SELECT key, remote_id, pulled_ms, pulled_hash FROM switchboard.remote_ids "
-	                                       "WHERE route = $1 AND key = ANY($2::pg_catalog.text[]) "
-	                                       "AND pulled_ms IS NOT NULL",
-	                                       {def.name, ArrayLiteral(keys)})
-	                           .rows)
+	for (const auto &row :
+	     SpiExecPrepared("SELECT key, remote_id, pulled_ms, pulled_hash FROM switchboard.remote_ids "
+	                     "WHERE route = $1 AND key IN (SELECT pg_catalog.unnest($2::pg_catalog.text[])) "
+	                     "AND pulled_ms IS NOT NULL",
+	                     {def.name, ArrayLiteral(keys)})
+	         .rows)
 		applied[*row[0]] = Applied{*row[1], std::stoll(*row[2]), row[3].value_or("")};
 	if (applied.empty())
 		return records;
@@ -535,23 +612,31 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 	bool any_deleted = std::any_of(records.begin(), records.end(), [](const RemoteRecord &r) { return r.deleted; });
 	if (any_deleted)
 		for (const auto &row : SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 "
-		                                       "AND key = ANY($2::pg_catalog.text[])",
+		                                       "AND key IN (SELECT pg_catalog.unnest($2::pg_catalog.text[]))",
 		                                       {def.name, ArrayLiteral(keys)})
 		                           .rows)
 			known_ids[*row[0]] = *row[1];
 	std::vector<SpiText> rid_keys, rid_values, gone_keys;
 	SuppressCapture no_echo(def.name);
-	// The usual page (issue 10.6): changes only, every record keyed, none with a pending local
-	// change: one statement. A page it fails for (a bad record) is applied record by record
-	// below, as the push does with a batch, so the bad record fails alone.
-	bool set_based = !sql.page.empty() && !any_deleted && pending.empty() &&
-	                 std::none_of(records.begin(), records.end(), [](const RemoteRecord &r) { return r.key.empty(); });
-	if (set_based && !records.empty()) {
+	// The usual page (issue 10.6): one statement for the records of every key that has neither a
+	// pending local change nor a deletion in the page; those others (and records without a key)
+	// go record by record below. When the statement fails (a bad record), its records are
+	// applied record by record too, as the push does with a batch, so the bad record fails alone.
+	std::vector<size_t> one_by_one, together;
+	std::set<std::string> apart;
+	for (const RemoteRecord &record : records)
+		if (record.deleted || pending.count(record.key))
+			apart.insert(record.key);
+	for (size_t i = 0; i < records.size(); i++)
+		(sql.page.empty() || records[i].key.empty() || apart.count(records[i].key) ? one_by_one : together)
+		    .push_back(i);
+	if (!together.empty()) {
 		std::vector<SpiText> page_keys, page_records;
-		for (const RemoteRecord &record : records) {
-			page_keys.emplace_back(record.key);
-			page_records.emplace_back(record.fields.dump());
+		for (size_t i : together) {
+			page_keys.emplace_back(records[i].key);
+			page_records.emplace_back(records[i].fields.dump());
 		}
+		bool applied = false;
 		try {
 			Subtransaction sub;
 			{
@@ -559,15 +644,17 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 				SpiExecPrepared(sql.page, {ArrayLiteral(page_keys), ArrayLiteral(page_records)});
 			}
 			sub.Commit();
-			for (const RemoteRecord &record : records) {
-				rid_keys.emplace_back(record.key);
-				rid_values.emplace_back(record.remote_id);
-			}
-			counts.applied = static_cast<int>(records.size());
+			applied = true;
 		} catch (const PgError &) {
-			set_based = false; // rolled back: record by record, each failure on its own
+			// rolled back: record by record, each failure on its own
 		}
-		if (!set_based) {
+		if (applied) {
+			for (size_t i : together) {
+				rid_keys.emplace_back(records[i].key);
+				rid_values.emplace_back(records[i].remote_id);
+			}
+			counts.applied += static_cast<int>(together.size());
+		} else {
 			// It may have failed on a writer it raced (an insert of the same key): that one has
 			// committed by now, so the rows are locked and the pending changes read again.
 			try {
@@ -581,9 +668,11 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 				// Each record's own try reports what is wrong.
 			}
 			pending = PendingLocalChanges(def, keys);
+			one_by_one.insert(one_by_one.end(), together.begin(), together.end());
+			std::sort(one_by_one.begin(), one_by_one.end()); // page order
 		}
 	}
-	for (size_t index = 0; !set_based && index < records.size(); index++) {
+	for (size_t index : one_by_one) {
 		const RemoteRecord &record = records[index];
 		// A transient failure (a deadlock with the application, an insert racing ours) is tried
 		// again; past that the page fails as a whole and its cursor stays: never skipped.
@@ -649,8 +738,9 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 		                 ArrayLiteral(rid_hashes)});
 	}
 	if (!gone_keys.empty())
-		SpiExecPrepared("DELETE FROM switchboard.remote_ids WHERE route = $1 AND key = ANY($2::text[])",
-		                {def.name, ArrayLiteral(gone_keys)});
+		SpiExecPrepared(
+		    "DELETE FROM switchboard.remote_ids WHERE route = $1 AND key IN (SELECT pg_catalog.unnest($2::pg_catalog.text[]))",
+		    {def.name, ArrayLiteral(gone_keys)});
 	return counts;
 }
 
