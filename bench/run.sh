@@ -391,8 +391,9 @@ timed_pull() { # route records: enables the route, waits until it applied that m
 	pull_secs=$(python3 -c "print(round($end - $start, 2))")
 }
 if want 5; then
-# The double serves keyset queries from a sorted copy (sf_fast_query) and pages of 2,000.
-curl -s -X POST -H 'Content-Type: application/json' -d '{"sf_fast_query": true, "sf_page_size": 2000}' \
+# The double serves keyset queries from a sorted copy (sf_fast_query) and pages of 2,000, and
+# HubSpot searches by modification time from one too (hubspot_fast_search).
+curl -s -X POST -H 'Content-Type: application/json' -d '{"sf_fast_query": true, "sf_page_size": 2000, "hubspot_fast_search": true}' \
 	"$double/_control/config" >/dev/null
 seed_sf BenchContact "$sf_rows" 1
 psql_ <<SQL >/dev/null

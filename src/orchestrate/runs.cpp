@@ -1091,10 +1091,10 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 		if (now - last_prune_ms_ > 60 * 1000) {
 			// Finished runs are history like deliveries: kept history_retention (failed ones
 			// stay: they are dead letters).
-			SpiResult pruned = SpiExecPrepared(
-			    "DELETE FROM switchboard.run_queue WHERE id IN (SELECT id FROM switchboard.run_queue "
-			    "WHERE state = 'done' AND finished_at < now() - $1::int * interval '1 second' LIMIT 10000)",
-			    {std::to_string(setting_history_retention_s)});
+			SpiResult pruned = SpiExecPlanned(
+			    PruneByCtid("switchboard.run_queue",
+			                "state = 'done' AND finished_at < now() - $1::int * interval '1 second'", 10000),
+			    {std::to_string(setting_history_retention_s)}, kPruneDisabled);
 			// Runs whose route is gone (deleting a route takes its runs: these outlived one by
 			// TRUNCATE or triggers disabled) are never executed: dropped and said so, as when their
 			// route is deleted. Chosen first, dropped in a statement of its own: a run a rename

@@ -205,6 +205,13 @@ TextArg(FunctionCallInfo fcinfo, int n)
 }
 
 std::string
+PruneByCtid(const std::string &table, const std::string &cond, int limit)
+{
+	return "DELETE FROM " + table + " WHERE ctid OPERATOR(pg_catalog.=) ANY(ARRAY(SELECT ctid FROM " + table +
+	       " WHERE " + cond + " LIMIT " + std::to_string(limit) + ")) AND " + cond;
+}
+
+std::string
 QuoteIdent(const std::string &ident)
 {
 	const char *quoted = nullptr;

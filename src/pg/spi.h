@@ -47,6 +47,17 @@ SpiText SpiScalar(const std::string &sql, const std::vector<SpiText> &args = {})
 // Text argument n of a SQL-callable function (detoasted through Guarded).
 std::string TextArg(struct FunctionCallInfoBaseData *fcinfo, int n);
 
+// "DELETE FROM table WHERE ctid = ANY(ARRAY(SELECT ctid ... WHERE cond LIMIT n)) AND cond": the
+// worker's prunes of its history tables. By ctid, a TID scan whatever the statistics say
+// (id IN (SELECT id ... LIMIT n) on a table last analyzed nearly empty was planned as a nested
+// loop of scans: one prune of 126,000 inbound events ran for minutes while the worker applied
+// nothing). cond is repeated outside, so a row changed since the subquery read it (a dead
+// letter retried meanwhile) is checked again in its new version, never deleted on the old one.
+// Run with SpiExecPlanned(..., kPruneDisabled): a table whose statistics say it is tiny would
+// otherwise be scanned whole, every row compared with each chosen ctid.
+std::string PruneByCtid(const std::string &table, const std::string &cond, int limit);
+inline const std::vector<const char *> kPruneDisabled{"enable_seqscan"};
+
 std::string QuoteIdent(const std::string &ident);
 std::string QuoteLiteral(const std::string &text);
 

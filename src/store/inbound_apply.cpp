@@ -216,15 +216,16 @@ PruneInbound(int retention_s, int dead_letter_retention_s)
 		return;
 	// Applied events recognise a sender's redeliveries until they go. At most 10000 per prune, so
 	// a first prune of a long backlog does not hold up the round it runs in.
-	SpiExecPrepared("DELETE FROM switchboard.inbound_events WHERE id IN (SELECT id FROM switchboard.inbound_events "
-	                "WHERE applied_at < pg_catalog.now() - $1::int * interval '1 second' AND last_error IS NULL "
-	                "LIMIT 10000)",
-	                {Num(retention_s)});
+	SpiExecPlanned(PruneByCtid("switchboard.inbound_events",
+	                           "applied_at < pg_catalog.now() - $1::int * interval '1 second' AND last_error IS NULL",
+	                           10000),
+	               {Num(retention_s)}, kPruneDisabled);
 	if (dead_letter_retention_s > 0)
-		SpiExecPrepared("DELETE FROM switchboard.inbound_events WHERE id IN (SELECT id FROM "
-		                "switchboard.inbound_events WHERE applied_at < pg_catalog.now() - $1::int * interval "
-		                "'1 second' AND last_error IS NOT NULL LIMIT 10000)",
-		                {Num(dead_letter_retention_s)});
+		SpiExecPlanned(
+		    PruneByCtid("switchboard.inbound_events",
+		                "applied_at < pg_catalog.now() - $1::int * interval '1 second' AND last_error IS NOT NULL",
+		                10000),
+		    {Num(dead_letter_retention_s)}, kPruneDisabled);
 }
 
 } // namespace switchboard

@@ -905,13 +905,16 @@ PruneHistory(int retention_s, int dead_letter_retention_s)
 	// Dropped like discard() would, and said so in deliveries (outcome 'expired'). At most
 	// 1000 per prune, so that a first prune of a long-kept backlog does not hold up the claim
 	// it runs in; dead letters of 0.1 have no failed_at, their capture time stands in.
-	SpiExecPrepared("WITH gone AS (DELETE FROM switchboard.queue WHERE id IN (SELECT id FROM switchboard.queue "
-	                "WHERE state = 'dead' AND coalesce(failed_at, captured_at) < now() - $1::int * interval '1 second' "
-	                "LIMIT 1000) RETURNING id, route, key, op, last_status) "
-	                "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, error) "
-	                "SELECT route, key, op, id, 'expired', last_status, "
-	                "'dead letter dropped after switchboard.dead_letter_retention' FROM gone",
-	                {Num(dead_letter_retention_s)});
+	SpiExecPlanned(
+	    "WITH gone AS (" +
+	        PruneByCtid("switchboard.queue",
+	                    "state = 'dead' AND coalesce(failed_at, captured_at) < now() - $1::int * interval '1 second'",
+	                    1000) +
+	        " RETURNING id, route, key, op, last_status) "
+	        "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, error) "
+	        "SELECT route, key, op, id, 'expired', last_status, "
+	        "'dead letter dropped after switchboard.dead_letter_retention' FROM gone",
+	    {Num(dead_letter_retention_s)}, kPruneDisabled);
 }
 
 } // namespace switchboard
