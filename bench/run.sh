@@ -69,6 +69,13 @@ autovacuum = off
 switchboard.enabled = off
 switchboard.naptime = 100ms
 CONF
+# BENCH_PGSS=1: pg_stat_statements on, and each timed pull prints its costliest statements.
+if [ "${BENCH_PGSS:-0}" = 1 ]; then
+	cat >>"$work/data/postgresql.conf" <<CONF
+shared_preload_libraries = 'switchboard,pg_stat_statements'
+pg_stat_statements.track = all
+CONF
+fi
 inbound_port=$(free_port)
 if want 8; then
 	cat >>"$work/data/postgresql.conf" <<CONF
@@ -123,6 +130,7 @@ pgbench_ -i -s 10 -q bench >/dev/null 2>&1
 psql_ <<SQL >/dev/null
 CREATE EXTENSION switchboard;
 CREATE EXTENSION pgq;
+$([ "${BENCH_PGSS:-0}" = 1 ] && echo "CREATE EXTENSION pg_stat_statements;")
 SELECT pgq.create_queue('bench');
 CREATE TABLE outbox (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
 CREATE FUNCTION outbox_capture() RETURNS trigger LANGUAGE plpgsql AS \$\$
@@ -377,6 +385,7 @@ PY
 }
 timed_pull() { # route records: enables the route, waits until it applied that many; sets rate
 	local route=$1 records=$2 start end pulled=0
+	[ "${BENCH_PGSS:-0}" = 1 ] && psql_ -c "SELECT pg_stat_statements_reset()" >/dev/null
 	start=$(date +%s.%N)
 	psql_ -c "UPDATE switchboard.routes SET enabled = true WHERE name = '$route'" >/dev/null
 	for _ in $(seq 6000); do
@@ -387,6 +396,11 @@ timed_pull() { # route records: enables the route, waits until it applied that m
 	end=$(date +%s.%N)
 	[ "$pulled" -ge "$records" ] || echo "WARNING: $route applied $pulled of $records records" >&2
 	psql_ -c "UPDATE switchboard.routes SET enabled = false WHERE name = '$route'" >/dev/null
+	if [ "${BENCH_PGSS:-0}" = 1 ]; then
+		echo "$route: costliest statements (ms total, calls, rows):" >&2
+		psql_ -F ' | ' -c "SELECT round(total_exec_time), calls, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 160)
+		  FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT 8" >&2
+	fi
 	rate=$(python3 -c "print(round($pulled / ($end - $start)))")
 	pull_secs=$(python3 -c "print(round($end - $start, 2))")
 }

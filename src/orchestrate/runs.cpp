@@ -1094,7 +1094,7 @@ RunExecutor::Round(const std::function<bool()> &should_stop)
 			SpiResult pruned = SpiExecPlanned(
 			    PruneByCtid("switchboard.run_queue",
 			                "state = 'done' AND finished_at < now() - $1::int * interval '1 second'", 10000),
-			    {std::to_string(setting_history_retention_s)}, kPruneDisabled);
+			    {std::to_string(setting_history_retention_s)}, kNoSeqScan);
 			// Runs whose route is gone (deleting a route takes its runs: these outlived one by
 			// TRUNCATE or triggers disabled) are never executed: dropped and said so, as when their
 			// route is deleted. Chosen first, dropped in a statement of its own: a run a rename

@@ -98,6 +98,19 @@ ForgetCachedKeys(const std::string &route, const std::vector<SpiText> &ids)
 			found->second.keys.erase(std::stoll(*id));
 }
 
+// Rows of a route's keyed table (remote_ids, pushed_state; primary key (route, key)) for the keys
+// in $2 (route $1), as `what` of r: each key probes the primary key (LATERAL, fenced by OFFSET 0
+// so that the planner cannot flatten it into a join it reorders; run with kByIndex). A table last
+// analyzed nearly empty was otherwise read whole for each page, or = ANY cast its text
+// parameter again for each row read: 30-50 ms for a page of 100 keys.
+std::string
+ByKeys(const std::string &table, const std::string &what, const std::string &condition)
+{
+	return "SELECT " + what + " FROM (SELECT DISTINCT k FROM pg_catalog.unnest($2::pg_catalog.text[]) AS u(k)) AS u " +
+	       "CROSS JOIN LATERAL (SELECT ctid, * FROM " + table + " WHERE route = $1 AND key = u.k" + condition +
+	       " OFFSET 0) AS r";
+}
+
 std::map<std::string, PendingKey>
 PendingLocalChanges(const RouteDef &def, const std::vector<SpiText> &keys)
 {
@@ -194,9 +207,8 @@ std::map<std::string, Json>
 PushedStates(const RouteDef &def, const std::vector<SpiText> &keys)
 {
 	std::map<std::string, Json> out;
-	SpiResult r = SpiExecPrepared("SELECT key, fields::text FROM switchboard.pushed_state "
-	                              "WHERE route = $1 AND key IN (SELECT pg_catalog.unnest($2::pg_catalog.text[]))",
-	                              {def.name, ArrayLiteral(keys)});
+	SpiResult r = SpiExecPlanned(ByKeys("switchboard.pushed_state", "r.key, r.fields::text", ""),
+	                             {def.name, ArrayLiteral(keys)}, kByIndex);
 	for (const auto &row : r.rows) {
 		Json fields = Json::parse(*row[1], nullptr, false);
 		if (!fields.is_discarded())
@@ -264,10 +276,10 @@ BuildApplySql(const RouteDef &def, const std::vector<PullColumn> &columns)
 	                             : "INSERT INTO " + table + " (" + cols + ") SELECT " + values +
 	                                   " FROM (SELECT $1::pg_catalog.jsonb AS rec) AS pulled";
 	// Sorted, so two pulls (or a pull and a writer locking in key order) wait instead of deadlocking.
-	// IN (SELECT unnest(...)), not = ANY($1::text[]), here and in the lookups of a page's keys:
-	// a semi-join (an index probe per key, or a hash), where = ANY compares every row a scan
-	// visits with each of 2,000 keys, and casts the text parameter to an array again for each
-	// row (on a table whose statistics say it is small, the plan is a scan: seconds per page).
+	// IN (SELECT unnest(...)), not = ANY($1::text[]): a semi-join (an index probe per key, or a
+	// hash), where = ANY compares every row a scan visits with each of 2,000 keys, and casts the
+	// text parameter to an array again for each row (on a table whose statistics say it is
+	// small, the plan is a scan: seconds per page).
 	sql.lock = columns.empty() ? ""
 	                           : "SELECT 1 FROM " + table + " AS " + alias + " WHERE " + key +
 	                                 " IN (SELECT pg_catalog.unnest($1::pg_catalog.text[])) ORDER BY " + key +
@@ -533,10 +545,9 @@ NotYetApplied(const RouteDef &def, const std::vector<RemoteRecord> &records, std
 	};
 	std::map<std::string, Applied> applied;
 	for (const auto &row :
-	     SpiExecPrepared("SELECT key, remote_id, pulled_ms, pulled_hash FROM switchboard.remote_ids "
-	                     "WHERE route = $1 AND key IN (SELECT pg_catalog.unnest($2::pg_catalog.text[])) "
-	                     "AND pulled_ms IS NOT NULL",
-	                     {def.name, ArrayLiteral(keys)})
+	     SpiExecPlanned(ByKeys("switchboard.remote_ids", "r.key, r.remote_id, r.pulled_ms, r.pulled_hash",
+	                           " AND pulled_ms IS NOT NULL"),
+	                    {def.name, ArrayLiteral(keys)}, kByIndex)
 	         .rows)
 		applied[*row[0]] = Applied{*row[1], std::stoll(*row[2]), row[3].value_or("")};
 	if (applied.empty())
@@ -611,9 +622,8 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 	std::map<std::string, std::string> known_ids;
 	bool any_deleted = std::any_of(records.begin(), records.end(), [](const RemoteRecord &r) { return r.deleted; });
 	if (any_deleted)
-		for (const auto &row : SpiExecPrepared("SELECT key, remote_id FROM switchboard.remote_ids WHERE route = $1 "
-		                                       "AND key IN (SELECT pg_catalog.unnest($2::pg_catalog.text[]))",
-		                                       {def.name, ArrayLiteral(keys)})
+		for (const auto &row : SpiExecPlanned(ByKeys("switchboard.remote_ids", "r.key, r.remote_id", ""),
+		                                      {def.name, ArrayLiteral(keys)}, kByIndex)
 		                           .rows)
 			known_ids[*row[0]] = *row[1];
 	std::vector<SpiText> rid_keys, rid_values, gone_keys;
@@ -738,9 +748,9 @@ ApplyRemoteRecords(const RouteDef &def, const std::string &conflict, const std::
 		                 ArrayLiteral(rid_hashes)});
 	}
 	if (!gone_keys.empty())
-		SpiExecPrepared(
-		    "DELETE FROM switchboard.remote_ids WHERE route = $1 AND key IN (SELECT pg_catalog.unnest($2::pg_catalog.text[]))",
-		    {def.name, ArrayLiteral(gone_keys)});
+		SpiExecPlanned("DELETE FROM switchboard.remote_ids WHERE ctid OPERATOR(pg_catalog.=) ANY(ARRAY(" +
+		                   ByKeys("switchboard.remote_ids", "r.ctid", "") + ")) AND route = $1",
+		               {def.name, ArrayLiteral(gone_keys)}, kByIndex);
 	return counts;
 }
 

@@ -914,7 +914,7 @@ PruneHistory(int retention_s, int dead_letter_retention_s)
 	        "INSERT INTO switchboard.delivery_log (route, key, op, change_id, outcome, http_status, error) "
 	        "SELECT route, key, op, id, 'expired', last_status, "
 	        "'dead letter dropped after switchboard.dead_letter_retention' FROM gone",
-	    {Num(dead_letter_retention_s)}, kPruneDisabled);
+	    {Num(dead_letter_retention_s)}, kNoSeqScan);
 }
 
 } // namespace switchboard
