@@ -157,10 +157,11 @@ PendingLocalChanges(const RouteDef &def, const std::vector<SpiText> &keys)
 	if (!missing.empty()) {
 		// The images, then their keys as the owner in one statement; ORDER BY the ordinality, so
 		// keys come back in the order of `missing`.
-		SpiResult images = SpiExecPrepared(
+		// (By queue_pkey per id, kByIndex: a hash join would read the whole queue.)
+		SpiResult images = SpiExecPlanned(
 		    "SELECT coalesce(q.new, q.old)::text FROM pg_catalog.unnest($1::pg_catalog.int8[]) "
 		    "WITH ORDINALITY AS m(id, n) LEFT JOIN switchboard.queue q ON q.id = m.id ORDER BY m.n",
-		    {ArrayLiteral(missing)});
+		    {ArrayLiteral(missing)}, kByIndex);
 		std::vector<SpiText> imgs;
 		for (auto &row : images.rows)
 			imgs.push_back(row[0]);
